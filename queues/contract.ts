@@ -1,0 +1,111 @@
+/**
+ * The job contract: what submitters put on gpu-intake, and what GPU workers
+ * find on gpu-exec. Zod schemas are the single definition; the TS types are
+ * inferred from them.
+ */
+import { z } from 'zod';
+
+/** Project and user names: 1-128 chars of [A-Za-z0-9._-]. */
+export const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
+const name = (what: string) =>
+  z
+    .string({ error: (i) => (i.input === undefined ? `${what} is required` : `${what} must be a string`) })
+    .regex(NAME_RE, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`);
+
+const label = (what: string) =>
+  z.string({ error: `${what} must be a string` }).min(1, `${what} may not be empty`).max(128, `${what} is longer than 128 characters`);
+
+export interface ContractLimits {
+  /** Largest estimate a single job may carry, in GPU hours. */
+  maxGpuHoursPerJob: number;
+  /** Largest payload, in bytes of its JSON. */
+  maxPayloadBytes: number;
+}
+
+export function intakeJobSchema(limits: ContractLimits) {
+  return z.strictObject(
+    {
+      project: name('project'),
+      user: name('user'),
+      jobType: label('jobType').optional(),
+      gpuType: label('gpuType').optional(),
+      gpus: z
+        .number({ error: 'gpus must be a number' })
+        .int('gpus must be a whole number')
+        .min(1, 'gpus must be at least 1')
+        .max(4096, 'gpus must be at most 4096')
+        .default(1),
+      estimatedGpuHours: z
+        .number({
+          error: (i) =>
+            i.input === undefined
+              ? 'estimatedGpuHours is required'
+              : `estimatedGpuHours must be a number of GPU hours, got ${describe(i.input)}`,
+        })
+        .refine(Number.isFinite, 'estimatedGpuHours must be finite')
+        .refine((h) => h > 0, 'estimatedGpuHours must be greater than 0')
+        .refine(
+          (h) => h <= limits.maxGpuHoursPerJob,
+          `estimatedGpuHours must be at most ${limits.maxGpuHoursPerJob} GPU hours per job`,
+        )
+        // Below one GPU-millisecond the reservation would round to nothing.
+        .refine((h) => h * 3_600_000 >= 1, 'estimatedGpuHours is below one GPU-millisecond'),
+      payload: z.unknown().optional(),
+    },
+    { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'job data must be an object') },
+  ).superRefine((job, ctx) => {
+    if (job.payload === undefined) return;
+    const bytes = Buffer.byteLength(JSON.stringify(job.payload) ?? '', 'utf8');
+    if (bytes > limits.maxPayloadBytes) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['payload'],
+        message: `payload is ${bytes} bytes; at most ${limits.maxPayloadBytes} are allowed`,
+      });
+    }
+  });
+}
+
+export type IntakeJobData = z.infer<ReturnType<typeof intakeJobSchema>>;
+
+/** What the gatekeeper adds to every job it promotes to gpu-exec. */
+export interface AdmissionRecord {
+  /** Intake job id the admission came from (also the ledger's job id). */
+  intakeJobId: string;
+  /** Reserved amount, integer GPU-milliseconds. */
+  reservedGpuMs: number;
+  /** Same amount in GPU hours, for people reading Bull Board. */
+  reservedGpuHours: number;
+  /** Scope ids the reservation was made against. */
+  scopes: string[];
+  /** Epoch ms. */
+  admittedAt: number;
+}
+
+export interface ExecJobData extends IntakeJobData {
+  admission: AdmissionRecord;
+}
+
+/** What a job parked on gpu-held carries. */
+export interface HeldJobData extends IntakeJobData {
+  held: { intakeJobId: string; reason: string; heldAt: number };
+}
+
+/** What GPU workers may return; `gpuHours` replaces the reservation when present. */
+export const execResultSchema = z.object({ gpuHours: z.number().finite().min(0) }).loose();
+
+export type ParseResult = { ok: true; data: IntakeJobData } | { ok: false; reason: string };
+
+/** Validate intake data; on failure a single readable sentence listing each problem. */
+export function parseIntakeJob(schema: ReturnType<typeof intakeJobSchema>, data: unknown): ParseResult {
+  const r = schema.safeParse(data);
+  if (r.success) return { ok: true, data: r.data };
+  const problems = r.error.issues.map((i) => i.message);
+  return { ok: false, reason: `invalid job: ${[...new Set(problems)].join('; ')}` };
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
+  return typeof v;
+}

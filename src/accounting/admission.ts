@@ -1,0 +1,42 @@
+/**
+ * Deciding: turn one validated job into an admission decision. Accounting
+ * (counters.ts) does the atomic arithmetic; this module only maps its outcome
+ * to what the gatekeeper does next. No Redis reads of its own: one Lua call
+ * per decision.
+ */
+import type { AdmissionRecord, IntakeJobData } from '../../queues/contract.ts';
+import { hoursToGpuMs, gpuMsToHours } from '../units.ts';
+import type { Accounting, JobMeta } from './counters.ts';
+import { describeShortfalls, type Shortfall } from './reasons.ts';
+import { scopesForJob } from './scopes.ts';
+
+export type Decision =
+  | { kind: 'admitted'; admission: AdmissionRecord }
+  | { kind: 'already'; state: 'reserved' | 'settled'; admission: AdmissionRecord }
+  | { kind: 'held'; reason: string; shortfalls: Shortfall[] };
+
+export function jobMeta(data: IntakeJobData): JobMeta {
+  return { project: data.project, user: data.user, jobType: data.jobType, gpuType: data.gpuType, gpus: data.gpus };
+}
+
+export async function decideAdmission(
+  accounting: Accounting,
+  intakeJobId: string,
+  data: IntakeJobData,
+  now: number,
+): Promise<Decision> {
+  const amount = hoursToGpuMs(data.estimatedGpuHours);
+  const scopes = scopesForJob(data).map((s) => s.id);
+  const out = await accounting.reserve(intakeJobId, amount, scopes, jobMeta(data), now);
+  if (out.kind === 'no-fit') {
+    return { kind: 'held', reason: describeShortfalls(out.shortfalls), shortfalls: out.shortfalls };
+  }
+  const admission: AdmissionRecord = {
+    intakeJobId,
+    reservedGpuMs: out.amountGpuMs,
+    reservedGpuHours: gpuMsToHours(out.amountGpuMs),
+    scopes,
+    admittedAt: now,
+  };
+  return out.kind === 'reserved' ? { kind: 'admitted', admission } : { kind: 'already', state: out.state, admission };
+}

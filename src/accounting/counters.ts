@@ -1,0 +1,160 @@
+/**
+ * Accounting: the hot counters in Redis and the two atomic operations on them.
+ * It decides nothing about queues; it answers "reserved", "already" or "does
+ * not fit, because ..." as values. The typed wrappers here are the only code
+ * that knows each script's key and argument order.
+ */
+import type { Redis } from 'ioredis';
+import { Keys } from '../redis/keys.ts';
+import { callScript } from '../redis/scripts.ts';
+import type { Shortfall } from './reasons.ts';
+
+export interface JobMeta {
+  project: string;
+  user: string;
+  jobType?: string | undefined;
+  gpuType?: string | undefined;
+  /** GPUs the job runs on: the fallback actual is wall time x gpus. */
+  gpus: number;
+}
+
+export type ReserveOutcome =
+  | { kind: 'reserved'; amountGpuMs: number }
+  | { kind: 'already'; amountGpuMs: number; state: 'reserved' | 'settled' }
+  | { kind: 'no-fit'; shortfalls: Shortfall[] };
+
+export type SettleKind = 'settle' | 'release';
+
+export type SettleOutcome =
+  | { kind: 'settled'; reservedGpuMs: number; actualGpuMs: number }
+  | { kind: 'already'; reservedGpuMs: number; actualGpuMs: number }
+  | { kind: 'no-reservation' };
+
+export interface ScopeCounters {
+  scope: string;
+  limitGpuMs: number | null;
+  usedGpuMs: number;
+  reservedGpuMs: number;
+}
+
+export interface OpenReservation {
+  jobId: string;
+  amountGpuMs: number;
+  scopes: string[];
+  admittedAt: number;
+  meta: JobMeta;
+}
+
+export class Accounting {
+  readonly keys: Keys;
+
+  constructor(
+    private readonly redis: Redis,
+    queuePrefix: string,
+    private readonly settledRetainSeconds: number,
+  ) {
+    this.keys = new Keys(queuePrefix);
+  }
+
+  async reserve(jobId: string, amountGpuMs: number, scopes: string[], meta: JobMeta, now: number): Promise<ReserveOutcome> {
+    assertAmount(amountGpuMs, 1);
+    const k = this.keys;
+    const r = (await callScript(
+      this.redis,
+      'reserve',
+      [k.reservation(jobId), k.open, k.ledger, ...scopes.map((s) => k.scope(s))],
+      [jobId, String(amountGpuMs), String(now), JSON.stringify(meta), ...scopes],
+    )) as (number | string)[];
+    if (r[0] === 1) return { kind: 'reserved', amountGpuMs: Number(r[1]) };
+    if (r[0] === 2) return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled' };
+    const n = Number(r[1]);
+    const shortfalls: Shortfall[] = [];
+    for (let i = 0; i < n; i++) {
+      const [scope, code, limit, used, reserved] = r.slice(2 + i * 5, 7 + i * 5);
+      shortfalls.push({
+        scope: String(scope),
+        code: code === 1 ? 'no-limit' : 'over-limit',
+        limitGpuMs: code === 1 ? null : Number(limit),
+        usedGpuMs: Number(used),
+        reservedGpuMs: Number(reserved),
+        neededGpuMs: amountGpuMs,
+      });
+    }
+    return { kind: 'no-fit', shortfalls };
+  }
+
+  async settle(
+    jobId: string,
+    scopes: string[],
+    actualGpuMs: number,
+    kind: SettleKind,
+    now: number,
+    note = '',
+  ): Promise<SettleOutcome> {
+    assertAmount(actualGpuMs, 0);
+    const k = this.keys;
+    const r = (await callScript(
+      this.redis,
+      'settle',
+      [k.reservation(jobId), k.open, k.ledger, ...scopes.map((s) => k.scope(s))],
+      [jobId, String(actualGpuMs), String(now), kind, String(this.settledRetainSeconds), note, ...scopes],
+    )) as (number | string)[];
+    if (r[0] === 1) return { kind: 'settled', reservedGpuMs: Number(r[1]), actualGpuMs: Number(r[2]) };
+    if (r[0] === 2) return { kind: 'already', reservedGpuMs: Number(r[1]), actualGpuMs: Number(r[2]) };
+    if (r[0] === -1) return { kind: 'no-reservation' };
+    throw new Error(`settle(${jobId}): scopes ${scopes.join(',')} are not the reservation's (${String(r[1])})`);
+  }
+
+  /** Read the reservation of one job (for sweeps of vanished jobs). */
+  async reservation(jobId: string): Promise<OpenReservation | null> {
+    const h = await this.redis.hgetall(this.keys.reservation(jobId));
+    if (!h.amount) return null;
+    return {
+      jobId,
+      amountGpuMs: Number(h.amount),
+      scopes: h.scopes ? h.scopes.split(',') : [],
+      admittedAt: Number(h.admittedAt),
+      meta: JSON.parse(h.meta ?? '{}') as JobMeta,
+    };
+  }
+
+  /** Open reservations, oldest first, a page at a time. */
+  async openPage(offset: number, count: number): Promise<string[]> {
+    return this.redis.zrange(this.keys.open, String(offset), String(offset + count - 1));
+  }
+
+  async openCount(): Promise<number> {
+    return this.redis.zcard(this.keys.open);
+  }
+
+  /** Which of these job ids still hold an open reservation. */
+  async whichOpen(jobIds: string[]): Promise<Set<string>> {
+    if (jobIds.length === 0) return new Set();
+    const scores = await this.redis.zmscore(this.keys.open, ...jobIds);
+    return new Set(jobIds.filter((_, i) => scores[i] !== null));
+  }
+
+  async readScope(scope: string): Promise<ScopeCounters> {
+    const [limit, used, reserved] = await this.redis.hmget(this.keys.scope(scope), 'limit', 'used', 'reserved');
+    return {
+      scope,
+      limitGpuMs: limit === null ? null : Number(limit),
+      usedGpuMs: Number(used ?? 0),
+      reservedGpuMs: Number(reserved ?? 0),
+    };
+  }
+
+  /** Set (or with null, remove) a scope's limit. A single HSET: atomic on its own. */
+  async setLimit(scope: string, limitGpuMs: number | null): Promise<void> {
+    if (limitGpuMs === null) {
+      await this.redis.hdel(this.keys.scope(scope), 'limit');
+      return;
+    }
+    assertAmount(limitGpuMs, 0);
+    await this.redis.hset(this.keys.scope(scope), 'limit', String(limitGpuMs));
+  }
+}
+
+function assertAmount(n: number, min: number): void {
+  if (!Number.isSafeInteger(n) || n < min) throw new RangeError(`amount must be an integer >= ${min} GPU-ms, got ${n}`);
+}

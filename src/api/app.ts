@@ -1,0 +1,40 @@
+/** The express app: the admin API under /api/v1, health at /healthz. */
+import express from 'express';
+import type { Redis } from 'ioredis';
+import type { Pool } from '../db/pool.ts';
+import type { Logger } from '../log.ts';
+import type { Budgets } from '../accounting/budgets.ts';
+import { requireAdmin } from './auth.ts';
+import { budgetRoutes } from './budgets.ts';
+import { errorHandler, sendError } from './errors.ts';
+
+export interface AppDeps {
+  budgets: Budgets;
+  redis: Redis;
+  pool: Pool;
+  log: Logger;
+  adminToken: string;
+}
+
+export function createApp(deps: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+
+  app.get('/healthz', async (_req, res) => {
+    const [redis, postgres] = await Promise.all([
+      deps.redis.ping().then(() => true, () => false),
+      deps.pool.query('SELECT 1').then(() => true, () => false),
+    ]);
+    res.status(redis && postgres ? 200 : 503).json({ redis, postgres });
+  });
+
+  const api = express.Router();
+  api.use(requireAdmin(deps.adminToken));
+  api.use(express.json({ limit: '16kb', strict: false }));
+  api.use(budgetRoutes(deps.budgets));
+  app.use('/api/v1', api);
+  app.use((_req, res) => sendError(res, 404, 'no such route'));
+  app.use(errorHandler(deps.log));
+  return app;
+}

@@ -1,0 +1,54 @@
+/** PUT/GET /api/v1/projects/:project/budget, in decimal GPU hours. */
+import { Router } from 'express';
+import { z } from 'zod';
+import { NAME_RE } from '../../queues/contract.ts';
+import type { Budgets, BudgetView } from '../accounting/budgets.ts';
+import { gpuMsToHours, hoursToGpuMs } from '../units.ts';
+import { HttpError } from './errors.ts';
+
+/** Largest budget one project may have: far below 2^53 GPU-ms. */
+export const MAX_BUDGET_GPU_HOURS = 1_000_000_000;
+
+const BudgetBody = z.strictObject(
+  {
+    gpuHours: z
+      .number({ error: (i) => (i.input === undefined ? 'gpuHours is required' : 'gpuHours must be a number') })
+      .min(0, 'gpuHours may not be negative')
+      .max(MAX_BUDGET_GPU_HOURS, `gpuHours must be at most ${MAX_BUDGET_GPU_HOURS}`),
+  },
+  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'body must be a JSON object') },
+);
+
+export function projectParam(raw: string): string {
+  if (!NAME_RE.test(raw)) throw new HttpError(400, 'project must be 1-128 characters of A-Z a-z 0-9 . _ -');
+  return raw;
+}
+
+export function budgetJson(b: BudgetView) {
+  return {
+    project: b.project,
+    limitGpuHours: gpuMsToHours(b.limitGpuMs),
+    usedGpuHours: gpuMsToHours(b.usedGpuMs),
+    reservedGpuHours: gpuMsToHours(b.reservedGpuMs),
+    remainingGpuHours: gpuMsToHours(b.remainingGpuMs),
+    updatedAt: b.updatedAt.toISOString(),
+  };
+}
+
+export function budgetRoutes(budgets: Budgets): Router {
+  const r = Router();
+  r.put('/projects/:project/budget', async (req, res) => {
+    const project = projectParam(req.params.project);
+    const body = BudgetBody.safeParse(req.body);
+    if (!body.success) throw new HttpError(400, body.error.issues.map((i) => i.message).join('; '));
+    const view = await budgets.set(project, hoursToGpuMs(body.data.gpuHours));
+    res.json(budgetJson(view));
+  });
+  r.get('/projects/:project/budget', async (req, res) => {
+    const project = projectParam(req.params.project);
+    const view = await budgets.get(project);
+    if (!view) throw new HttpError(404, `no budget for project ${project}`);
+    res.json(budgetJson(view));
+  });
+  return r;
+}

@@ -1,0 +1,32 @@
+/** JSON errors for the HTTP API: `{ error: { status, message, details? } }`. */
+import type { ErrorRequestHandler, Response } from 'express';
+import type { Logger } from '../log.ts';
+
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+  }
+}
+
+export function sendError(res: Response, status: number, message: string, details?: unknown): void {
+  res.status(status).json({ error: { status, message, ...(details === undefined ? {} : { details }) } });
+}
+
+/** Last middleware: body-parser failures become 400/413 JSON; anything else 500 without internals. */
+export function errorHandler(log: Logger): ErrorRequestHandler {
+  return (err, req, res, _next) => {
+    if (err instanceof HttpError) return sendError(res, err.status, err.message, err.details);
+    const e = err as { type?: string; status?: number; message?: string };
+    if (e.type === 'entity.parse.failed') return sendError(res, 400, 'request body is not valid JSON');
+    if (e.type === 'entity.too.large') return sendError(res, 413, 'request body is too large');
+    if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+      return sendError(res, e.status, e.message ?? 'bad request');
+    }
+    log.error({ err, method: req.method, path: req.path }, 'request failed');
+    sendError(res, 500, 'internal error');
+  };
+}

@@ -1,0 +1,143 @@
+/**
+ * The one place that reads the environment. Every option is validated here,
+ * carries its unit in its name, and is frozen; the rest of the code takes a
+ * `Config` (tests build one with `loadConfig({...})`).
+ */
+import { z } from 'zod';
+
+const intFrom = (def: number, min = 0) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v === '') return def;
+      const n = Number(v);
+      if (!Number.isSafeInteger(n) || n < min) {
+        ctx.addIssue({ code: 'custom', message: `must be an integer >= ${min}, got "${v}"` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const numberFrom = (def: number) =>
+  z
+    .string()
+    .optional()
+    .transform((v, ctx) => {
+      if (v === undefined || v === '') return def;
+      const n = Number(v);
+      if (!Number.isFinite(n) || n <= 0) {
+        ctx.addIssue({ code: 'custom', message: `must be a number > 0, got "${v}"` });
+        return z.NEVER;
+      }
+      return n;
+    });
+
+const Env = z.object({
+  /** @default redis://127.0.0.1:6379 */
+  REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
+  /** Unset: an embedded Postgres (PGlite) under DATA_DIR. */
+  DATABASE_URL: z.string().optional(),
+  /** Where the embedded Postgres keeps its files. @default ./.data */
+  DATA_DIR: z.string().default('./.data'),
+  /** HTTP port of the API. @default 3000 */
+  PORT: intFrom(3000),
+  /** BullMQ key prefix of every queue (BullMQ's own default). Use `{bull}` on Redis Cluster. @default bull */
+  QUEUE_PREFIX: z.string().min(1).default('bull'),
+  /** @default gpu-intake */
+  INTAKE_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-intake'),
+  /** @default gpu-exec */
+  EXEC_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-exec'),
+  /** Where jobs that do not fit wait. @default gpu-held */
+  HELD_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-held'),
+  /** Largest estimate one job may carry, in GPU hours. @default 10000 */
+  MAX_GPU_HOURS_PER_JOB: numberFrom(10_000),
+  /** Largest `payload`, in bytes of JSON. @default 262144 (256 KiB) */
+  MAX_PAYLOAD_BYTES: intFrom(256 * 1024, 1),
+  /** Intake jobs a gatekeeper process works on at once. @default 32 */
+  GATEKEEPER_CONCURRENCY: intFrom(32, 1),
+  /** How often the reconciler looks for finished GPU jobs, in ms. @default 500 */
+  RECONCILE_INTERVAL_MS: intFrom(500, 10),
+  /** How often the reconciler walks every open reservation, in ms. @default 30000 */
+  SWEEP_INTERVAL_MS: intFrom(30_000, 100),
+  /** A reservation whose GPU job is missing this long is settled at its estimate, in ms. @default 300000 */
+  VANISHED_GRACE_MS: intFrom(300_000, 0),
+  /** Settled GPU jobs stay on gpu-exec this long (for Bull Board) before the reconciler removes them, in ms. @default 86400000 */
+  EXEC_RETAIN_FINISHED_MS: intFrom(86_400_000, 0),
+  /** How long a settled reservation is remembered, so a late retry cannot admit it again, in s. @default 604800 */
+  SETTLED_RETAIN_SECONDS: intFrom(604_800, 60),
+  /** Roles `npm start` runs: any of gatekeeper, reconciler, api, gpu-sim. */
+  GATEKEEPER_ROLES: z.string().default('gatekeeper,reconciler,api'),
+  /** Bearer token for admin calls. Unset: a random one is generated and printed once. */
+  GATEKEEPER_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** How long one simulated GPU job runs, in ms. @default 1000 */
+  SIM_JOB_MS: intFrom(1000, 0),
+  /** Simulated GPU jobs one gpu-sim process runs at once. @default 8 */
+  SIM_CONCURRENCY: intFrom(8, 1),
+  /** pino level. @default info */
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+});
+
+export type Role = 'gatekeeper' | 'reconciler' | 'api' | 'gpu-sim';
+const ROLES: readonly Role[] = ['gatekeeper', 'reconciler', 'api', 'gpu-sim'];
+
+export interface Config {
+  readonly redisUrl: string;
+  readonly databaseUrl: string | undefined;
+  readonly dataDir: string;
+  readonly port: number;
+  readonly queuePrefix: string;
+  readonly queues: { readonly intake: string; readonly exec: string; readonly held: string };
+  readonly maxGpuHoursPerJob: number;
+  readonly maxPayloadBytes: number;
+  readonly gatekeeperConcurrency: number;
+  readonly reconcileIntervalMs: number;
+  readonly sweepIntervalMs: number;
+  readonly vanishedGraceMs: number;
+  readonly execRetainFinishedMs: number;
+  readonly settledRetainSeconds: number;
+  readonly roles: readonly Role[];
+  readonly adminToken: string | undefined;
+  readonly simJobMs: number;
+  readonly simConcurrency: number;
+  readonly logLevel: string;
+}
+
+export class ConfigError extends Error {}
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  const parsed = Env.safeParse(env);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const roles = e.GATEKEEPER_ROLES.split(',')
+    .map((r) => r.trim())
+    .filter(Boolean);
+  const unknown = roles.filter((r) => !ROLES.includes(r as Role));
+  if (unknown.length > 0) {
+    throw new ConfigError(`invalid configuration:\n  GATEKEEPER_ROLES: unknown role(s) ${unknown.join(', ')}; use ${ROLES.join(', ')}`);
+  }
+  return Object.freeze({
+    redisUrl: e.REDIS_URL,
+    databaseUrl: e.DATABASE_URL || undefined,
+    dataDir: e.DATA_DIR,
+    port: e.PORT,
+    queuePrefix: e.QUEUE_PREFIX,
+    queues: Object.freeze({ intake: e.INTAKE_QUEUE, exec: e.EXEC_QUEUE, held: e.HELD_QUEUE }),
+    maxGpuHoursPerJob: e.MAX_GPU_HOURS_PER_JOB,
+    maxPayloadBytes: e.MAX_PAYLOAD_BYTES,
+    gatekeeperConcurrency: e.GATEKEEPER_CONCURRENCY,
+    reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
+    sweepIntervalMs: e.SWEEP_INTERVAL_MS,
+    vanishedGraceMs: e.VANISHED_GRACE_MS,
+    execRetainFinishedMs: e.EXEC_RETAIN_FINISHED_MS,
+    settledRetainSeconds: e.SETTLED_RETAIN_SECONDS,
+    roles: Object.freeze(roles as Role[]),
+    adminToken: e.GATEKEEPER_ADMIN_TOKEN,
+    simJobMs: e.SIM_JOB_MS,
+    simConcurrency: e.SIM_CONCURRENCY,
+    logLevel: e.LOG_LEVEL,
+  });
+}

@@ -1,0 +1,162 @@
+/**
+ * Drains the ledger stream (written by the reserve/settle scripts in the same
+ * atomic step as the counters) into the Postgres ledger table.
+ *
+ * Exactly once: entries are read through a consumer group, inserted with
+ * ON CONFLICT DO NOTHING against the per-job unique indexes, and only then
+ * acknowledged and deleted. A writer killed between insert and XACK re-reads
+ * the entry (its own pending list on restart, or another writer claims it
+ * after `claimIdleMs`) and the insert is a no-op. Postgres down: nothing is
+ * acknowledged, the stream keeps the entries, and the loop retries.
+ */
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Pool } from '../db/pool.ts';
+import type { Logger } from '../log.ts';
+
+const GROUP = 'ledger-writers';
+
+interface Entry {
+  id: string;
+  fields: Record<string, string>;
+}
+
+export interface LedgerWriterOptions {
+  batchSize?: number;
+  blockMs?: number;
+  claimIdleMs?: number;
+}
+
+export class LedgerWriter {
+  private readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  private running = false;
+  private loop: Promise<void> | null = null;
+  private readonly batchSize: number;
+  private readonly blockMs: number;
+  private readonly claimIdleMs: number;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly streamKey: string,
+    private readonly pool: Pool,
+    private readonly log: Logger,
+    opts: LedgerWriterOptions = {},
+  ) {
+    this.batchSize = opts.batchSize ?? 500;
+    this.blockMs = opts.blockMs ?? 500;
+    this.claimIdleMs = opts.claimIdleMs ?? 30_000;
+  }
+
+  async start(): Promise<void> {
+    await this.ensureGroup();
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loop;
+  }
+
+  private async ensureGroup(): Promise<void> {
+    try {
+      await this.redis.xgroup('CREATE', this.streamKey, GROUP, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+    }
+  }
+
+  private async run(): Promise<void> {
+    let backoffMs = 100;
+    // First our own pending entries (a previous life of this consumer name
+    // cannot exist, but claimed ones can), then new ones.
+    while (this.running) {
+      try {
+        const n = await this.drainOnce();
+        backoffMs = 100;
+        if (n === 0) await this.claimStale();
+      } catch (err) {
+        this.log.error({ err, backoffMs }, 'ledger writer: batch failed; will retry');
+        await sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 5_000);
+      }
+    }
+  }
+
+  /** Write one batch of new entries (or our pending ones). Returns how many. */
+  async drainOnce(): Promise<number> {
+    const pending = await this.read('0');
+    const entries = pending.length > 0 ? pending : await this.read('>');
+    if (entries.length === 0) return 0;
+    await this.write(entries);
+    return entries.length;
+  }
+
+  private async read(from: '0' | '>'): Promise<Entry[]> {
+    const res =
+      from === '>'
+        ? await this.redis.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', this.batchSize, 'BLOCK', this.blockMs, 'STREAMS', this.streamKey, from)
+        : await this.redis.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', this.batchSize, 'STREAMS', this.streamKey, from);
+    if (!res) return [];
+    const [, messages] = (res as [string, [string, string[] | null][]][])[0]!;
+    // A pending entry whose message was deleted comes back with null fields.
+    return messages.filter(([, f]) => f !== null).map(([id, flat]) => ({ id, fields: toRecord(flat!) }));
+  }
+
+  /** Take over entries another writer read but never acknowledged (it died). */
+  private async claimStale(): Promise<void> {
+    await this.redis.xautoclaim(this.streamKey, GROUP, this.consumer, this.claimIdleMs, '0', 'COUNT', this.batchSize);
+  }
+
+  private async write(entries: Entry[]): Promise<void> {
+    const rows = entries.map((e) => toRow(e.fields));
+    const cols = 12;
+    const values: unknown[] = [];
+    const tuples = rows.map((r, i) => {
+      values.push(
+        r.kind, r.jobId, r.project, r.user, r.jobType, r.gpuType, r.scopes,
+        r.estimated, r.actual, r.admittedAt, r.at, r.note,
+      );
+      const b = i * cols;
+      return `($${b + 1}::text, $${b + 2}::text, $${b + 3}::text, $${b + 4}::text, $${b + 5}::text, $${b + 6}::text,
+               $${b + 7}::text[], $${b + 8}::bigint, $${b + 9}::bigint, $${b + 10}::timestamptz, $${b + 11}::timestamptz, $${b + 12}::text)`;
+    });
+    await this.pool.query(
+      `INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
+                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note)
+       VALUES ${tuples.join(',')}
+       ON CONFLICT DO NOTHING`,
+      values,
+    );
+    const ids = entries.map((e) => e.id);
+    await this.redis.multi().xack(this.streamKey, GROUP, ...ids).xdel(this.streamKey, ...ids).exec();
+  }
+}
+
+function toRecord(flat: string[]): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i]!] = flat[i + 1]!;
+  return o;
+}
+
+function toRow(f: Record<string, string>) {
+  const meta = JSON.parse(f.meta ?? '{}') as { project?: string; user?: string; jobType?: string; gpuType?: string };
+  const ts = (ms: string | undefined) => (ms ? new Date(Number(ms)).toISOString() : null);
+  return {
+    kind: f.kind,
+    jobId: f.jobId,
+    project: meta.project ?? '',
+    user: meta.user ?? '',
+    jobType: meta.jobType ?? null,
+    gpuType: meta.gpuType ?? null,
+    scopes: (f.scopes ?? '').split(',').filter(Boolean),
+    estimated: f.estimated,
+    actual: f.actual ?? null,
+    admittedAt: ts(f.admittedAt ?? (f.kind === 'reserve' ? f.at : undefined)),
+    at: ts(f.at),
+    note: f.note || null,
+  };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,151 @@
+/**
+ * `npm start`: runs the roles in GATEKEEPER_ROLES (default gatekeeper,
+ * reconciler, api) in one process; each role can run alone to scale out
+ * (`GATEKEEPER_ROLES=gatekeeper npm start` on as many hosts as you like).
+ * SIGTERM/SIGINT: stop taking work, let current jobs finish, close.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Server } from 'node:http';
+import { loadConfig, ConfigError, type Config } from './config.ts';
+import { createLogger, safeUrl, type Logger } from './log.ts';
+import { systemClock } from './clock.ts';
+import { createRedis } from '../queues/connection.ts';
+import { createPool, type Pool } from './db/pool.ts';
+import { migrate } from './db/migrate.ts';
+import { startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.ts';
+import { Accounting } from './accounting/counters.ts';
+import { Budgets } from './accounting/budgets.ts';
+import { LedgerWriter } from './ledger/writer.ts';
+import { createApp } from './api/app.ts';
+import { checkRedisPolicy } from './redis/policy.ts';
+import { createGatekeeper } from '../workers/gatekeeper.ts';
+import { createReconciler } from '../workers/reconciler.ts';
+import { createGpuSim } from '../workers/gpu-sim.ts';
+
+type Closer = () => Promise<unknown>;
+
+export async function start(config: Config, log: Logger): Promise<{ stop: () => Promise<void> }> {
+  const closers: Closer[] = [];
+  const roles = new Set(config.roles);
+  const redis = createRedis(config.redisUrl);
+  closers.push(() => redis.quit());
+  await checkRedisPolicy(redis, log);
+  log.info({ roles: [...roles], redis: safeUrl(config.redisUrl), prefix: config.queuePrefix }, 'starting');
+
+  let pool: Pool | null = null;
+  let embedded: EmbeddedPostgres | null = null;
+  if (roles.has('api') || roles.has('reconciler')) {
+    let url = config.databaseUrl;
+    if (!url) {
+      embedded = await startEmbeddedPostgres(config.dataDir);
+      url = embedded.url;
+      log.info({ dataDir: config.dataDir }, 'DATABASE_URL unset: using embedded Postgres (PGlite); one process only');
+    }
+    pool = createPool(url, embedded ? 4 : 10);
+    const applied = await migrate(pool);
+    if (applied.length > 0) log.info({ applied }, 'migrations applied');
+  }
+
+  if (roles.has('gatekeeper')) {
+    const workerConnection = createRedis(config.redisUrl);
+    const gk = createGatekeeper({ config, workerConnection, connection: redis, log, clock: systemClock });
+    closers.unshift(async () => {
+      await gk.close();
+      await workerConnection.quit();
+    });
+  }
+  if (roles.has('reconciler')) {
+    const rec = createReconciler({ config, connection: redis, log, clock: systemClock });
+    rec.start();
+    const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds);
+    const streamConn = createRedis(config.redisUrl);
+    const writer = new LedgerWriter(streamConn, accounting.keys.ledger, pool!, log.child({ role: 'ledger' }));
+    await writer.start();
+    closers.unshift(async () => {
+      await rec.close();
+      await writer.stop();
+      await streamConn.quit();
+    });
+  }
+  if (roles.has('gpu-sim')) {
+    const workerConnection = createRedis(config.redisUrl);
+    const sim = createGpuSim({ config, workerConnection, log });
+    closers.unshift(async () => {
+      await sim.close();
+      await workerConnection.quit();
+    });
+  }
+  if (roles.has('api')) {
+    const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds);
+    const budgets = new Budgets(pool!, accounting);
+    const synced = await budgets.syncLimits();
+    let adminToken = config.adminToken;
+    if (!adminToken) {
+      adminToken = randomBytes(24).toString('base64url');
+      // Printed once, to the terminal only, never through the logger.
+      process.stderr.write(
+        `\nGATEKEEPER_ADMIN_TOKEN is not set; this run's admin token is:\n\n  ${adminToken}\n\n` +
+          `Set GATEKEEPER_ADMIN_TOKEN to keep one across restarts.\n\n`,
+      );
+    }
+    const app = createApp({ budgets, redis, pool: pool!, log: log.child({ role: 'api' }), adminToken });
+    const server: Server = await new Promise((resolve) => {
+      const s = app.listen(config.port, () => resolve(s));
+    });
+    log.info({ port: config.port, budgets: synced }, 'api listening');
+    closers.unshift(() => new Promise((r) => server.close(r)));
+  }
+  if (pool) {
+    const p = pool;
+    closers.push(() => p.end());
+  }
+  if (embedded) {
+    const e = embedded;
+    closers.push(() => e.stop());
+  }
+
+  return {
+    async stop() {
+      for (const close of closers) {
+        await close().catch((err: unknown) => log.error({ err }, 'error while stopping'));
+      }
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  const log = createLogger(config.logLevel);
+  let app: { stop: () => Promise<void> };
+  try {
+    app = await start(config, log);
+  } catch (err) {
+    log.fatal({ err }, 'start-up failed');
+    process.exit(1);
+  }
+  let stopping = false;
+  const shutdown = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'shutting down; letting current jobs finish');
+    app.stop().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  void main();
+}

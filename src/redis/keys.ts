@@ -1,0 +1,39 @@
+/**
+ * Every Redis key gpu-gatekeeper owns, built in one place. All of them carry
+ * the same hash tag ({<queue prefix>}), so any one script's keys live in one
+ * Redis Cluster slot whatever scopes a job touches. The cost, accepted: the
+ * accounting keys of one deployment sit on one shard (they are small and hot;
+ * measured per call in the benchmark).
+ */
+export class Keys {
+  readonly base: string;
+
+  constructor(queuePrefix: string) {
+    this.base = `gk:{${queuePrefix}}`;
+  }
+
+  /** Counter hash of one scope: limit, used, reserved (GPU-ms). */
+  scope(scopeId: string): string {
+    return `${this.base}:scope:${scopeId}`;
+  }
+
+  /** Reservation hash of one job: amount, scopes, state, admittedAt, meta. */
+  reservation(jobId: string): string {
+    return `${this.base}:res:${jobId}`;
+  }
+
+  /** Zset of job ids with an open (unsettled) reservation, scored by admittedAt. */
+  get open(): string {
+    return `${this.base}:open`;
+  }
+
+  /** Stream of ledger entries waiting to be written to Postgres. */
+  get ledger(): string {
+    return `${this.base}:ledger`;
+  }
+
+  /** Prefix of all scope hashes, for SCAN. */
+  get scopePattern(): string {
+    return `${this.base}:scope:*`;
+  }
+}

@@ -1,0 +1,62 @@
+--[[
+  settle: replace a job's reservation by the GPU time it actually used, in
+  every scope it was reserved against. Idempotent per job id: the second and
+  later calls change nothing, so duplicate or late completion signals and a
+  reconciler restarted mid-sweep never count hours twice.
+
+  Input:
+    KEYS[1]    reservation hash of this job
+    KEYS[2]    open-reservations zset
+    KEYS[3]    ledger stream
+    KEYS[4..]  counter hash of each scope the job was reserved against
+
+    ARGV[1]    job id
+    ARGV[2]    actual, integer GPU-ms >= 0 (0 releases the reservation)
+    ARGV[3]    now, epoch ms
+    ARGV[4]    ledger kind: 'settle' (ran) or 'release' (never ran)
+    ARGV[5]    seconds to remember the settled reservation (blocks re-admission of a late retry)
+    ARGV[6]    note for the ledger (why it was settled this way), may be ''
+    ARGV[7..]  scope ids, same order as KEYS[4..]; must equal the reservation's own
+
+  Output:
+    { 1, reserved, actual }     settled now
+    { 2, reserved, actual }     settled before; nothing changed
+    { -1 }                      no reservation for this job
+    { -2, scopes }              the given scopes are not the reservation's (caller bug)
+]]
+local resKey    = KEYS[1]
+local openKey   = KEYS[2]
+local ledgerKey = KEYS[3]
+
+local jobId   = ARGV[1]
+local actual  = ARGV[2]
+local now     = ARGV[3]
+local kind    = ARGV[4]
+local retain  = ARGV[5]
+local note    = ARGV[6]
+local nScopes = #KEYS - 3
+
+local r = redis.call('HMGET', resKey, 'amount', 'scopes', 'state', 'actual', 'meta', 'admittedAt')
+if not r[1] then
+  return { -1 }
+end
+if r[3] == 'settled' then
+  return { 2, tonumber(r[1]), tonumber(r[4]) }
+end
+local given = {}
+for i = 1, nScopes do given[i] = ARGV[6 + i] end
+if table.concat(given, ',') ~= r[2] then
+  return { -2, r[2] }
+end
+
+local amount = r[1]
+for i = 1, nScopes do
+  redis.call('HINCRBY', KEYS[3 + i], 'reserved', '-' .. amount)
+  redis.call('HINCRBY', KEYS[3 + i], 'used', actual)
+end
+redis.call('HSET', resKey, 'state', 'settled', 'actual', actual, 'settledAt', now)
+redis.call('EXPIRE', resKey, retain)
+redis.call('ZREM', openKey, jobId)
+redis.call('XADD', ledgerKey, '*', 'kind', kind, 'jobId', jobId, 'estimated', amount,
+  'actual', actual, 'at', now, 'admittedAt', r[6], 'scopes', r[2], 'meta', r[5], 'note', note)
+return { 1, tonumber(amount), tonumber(actual) }

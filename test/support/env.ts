@@ -1,0 +1,129 @@
+/**
+ * One isolated environment per test file: its own queue prefix (so its own
+ * Redis keys) and its own Postgres database, on the shared real servers.
+ */
+import { randomBytes } from 'node:crypto';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { inject } from 'vitest';
+import pg from 'pg';
+import type { Redis } from 'ioredis';
+import { loadConfig, type Config } from '../../src/config.ts';
+import { createLogger, type Logger } from '../../src/log.ts';
+import { createRedis } from '../../queues/connection.ts';
+import { createPool, type Pool } from '../../src/db/pool.ts';
+import { migrate } from '../../src/db/migrate.ts';
+import { Accounting } from '../../src/accounting/counters.ts';
+import { Budgets } from '../../src/accounting/budgets.ts';
+import type { Clock } from '../../src/clock.ts';
+
+export class TestClock implements Clock {
+  constructor(public t = Date.UTC(2026, 10, 25, 12, 0, 0)) {}
+  now(): number {
+    return this.t;
+  }
+  advance(ms: number): void {
+    this.t += ms;
+  }
+}
+
+export interface TestEnv {
+  config: Config;
+  env: Record<string, string>;
+  redis: Redis;
+  pool: Pool;
+  log: Logger;
+  accounting: Accounting;
+  budgets: Budgets;
+  /** New connection for a worker (closed by close()). */
+  connection(): Redis;
+  close(): Promise<void>;
+}
+
+export async function createTestEnv(overrides: Record<string, string> = {}): Promise<TestEnv> {
+  const redisUrl = inject('redisUrl');
+  const adminUrl = inject('databaseUrl');
+  const prefix = `t${randomBytes(5).toString('hex')}`;
+  const dbName = `gk_${prefix}`;
+  const admin = new pg.Client({ connectionString: adminUrl });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${dbName}`);
+  await admin.end();
+  const url = new URL(adminUrl);
+  url.pathname = `/${dbName}`;
+  const env: Record<string, string> = {
+    REDIS_URL: redisUrl,
+    DATABASE_URL: url.toString(),
+    QUEUE_PREFIX: prefix,
+    LOG_LEVEL: process.env.GK_TEST_LOG_LEVEL ?? 'silent',
+    GATEKEEPER_ADMIN_TOKEN: 'test-admin-token-0123456789',
+    ...overrides,
+  };
+  const config = loadConfig(env);
+  const redis = createRedis(redisUrl);
+  const pool = createPool(config.databaseUrl!);
+  await migrate(pool);
+  const accounting = new Accounting(redis, prefix, config.settledRetainSeconds);
+  const conns: Redis[] = [redis];
+  return {
+    config,
+    env,
+    redis,
+    pool,
+    log: createLogger(config.logLevel),
+    accounting,
+    budgets: new Budgets(pool, accounting),
+    connection() {
+      const c = createRedis(redisUrl);
+      conns.push(c);
+      return c;
+    },
+    async close() {
+      await pool.end();
+      // Remove this file's keys so a shared REDIS_URL stays clean.
+      for (const pattern of [`${prefix}:*`, `gk:{${prefix}}:*`]) {
+        let cursor = '0';
+        do {
+          const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
+          if (keys.length > 0) await redis.unlink(...keys);
+          cursor = next;
+        } while (cursor !== '0');
+      }
+      await Promise.all(conns.map((c) => c.quit().catch(() => {})));
+      const a = new pg.Client({ connectionString: adminUrl });
+      await a.connect();
+      await a.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
+      await a.end();
+    },
+  };
+}
+
+/** Poll until `check` holds (or throw with the last value after timeoutMs). */
+export async function eventually<T>(read: () => Promise<T>, check: (v: T) => boolean, timeoutMs = 20_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  let last: T = await read();
+  while (!check(last)) {
+    if (Date.now() > end) throw new Error(`condition not met within ${timeoutMs} ms; last value: ${JSON.stringify(last)}`);
+    await new Promise((r) => setTimeout(r, 50));
+    last = await read();
+  }
+  return last;
+}
+
+/** Start `src/main.ts` in a child process with the given roles. */
+export function spawnRoles(env: Record<string, string>, roles: string, extra: Record<string, string> = {}): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/main.ts'], {
+    env: { ...process.env, ...env, GATEKEEPER_ROLES: roles, ...extra },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  child.stderr?.on('data', (d: Buffer) => {
+    if (process.env.GK_TEST_LOG_LEVEL) process.stderr.write(d);
+  });
+  return child;
+}
+
+export function waitExit(child: ChildProcess): Promise<number | null> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
+    child.once('exit', (code) => resolve(code));
+  });
+}

@@ -1,0 +1,216 @@
+/**
+ * The reconciler: when a gpu-exec job ends, its actual GPU time replaces its
+ * reservation (settle.lua, idempotent per job). It never depends on
+ * QueueEvents, whose stream is trimmed and drops events under load. Instead:
+ *
+ *  - fast path, every RECONCILE_INTERVAL_MS: read gpu-exec's completed and
+ *    failed sets (BullMQ scores them by finishedOn) from a cursor, with an
+ *    overlap window for workers whose clocks lag, and settle the ones that
+ *    still hold an open reservation;
+ *  - sweep, every SWEEP_INTERVAL_MS: walk every open reservation and look at
+ *    its job. Finished: settle it (whatever the fast path missed). Gone for
+ *    longer than VANISHED_GRACE_MS while its intake job is not pending either:
+ *    settle it at its estimate and log why, so no reservation leaks;
+ *  - after a sweep, remove settled gpu-exec jobs older than
+ *    EXEC_RETAIN_FINISHED_MS (they are kept until then for Bull Board).
+ *
+ * Also drains the ledger stream into Postgres (src/ledger/writer.ts).
+ * Run alone: `GATEKEEPER_ROLES=reconciler tsx src/main.ts`.
+ */
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../src/config.ts';
+import type { Clock } from '../src/clock.ts';
+import type { Logger } from '../src/log.ts';
+import { Accounting, type JobMeta } from '../src/accounting/counters.ts';
+import { actualUsage } from '../src/accounting/actual.ts';
+import { execJobId, queueNames } from '../queues/names.ts';
+
+const PAGE = 500;
+/** How far behind the cursor the fast path re-reads, for GPU workers whose clocks lag. */
+const CLOCK_SKEW_OVERLAP_MS = 5_000;
+const EXEC_ID_PREFIX = execJobId('');
+
+export interface ReconcilerDeps {
+  config: Config;
+  connection: Redis;
+  log: Logger;
+  clock: Clock;
+}
+
+export interface SweepReport {
+  settled: number;
+  vanished: number;
+  open: number;
+}
+
+export function createReconciler(deps: ReconcilerDeps) {
+  const { config, connection: redis, clock } = deps;
+  const log = deps.log.child({ role: 'reconciler' });
+  const names = queueNames(config);
+  const accounting = new Accounting(redis, names.prefix, config.settledRetainSeconds);
+  const execQueue = new Queue(names.exec, { connection: redis, prefix: names.prefix });
+  const intakeQueue = new Queue(names.intake, { connection: redis, prefix: names.prefix });
+  const cursors = { completed: 0, failed: 0 };
+
+  type JobView =
+    | { state: 'running' }
+    | { state: 'missing'; res: { admittedAt: number; amount: number } | null; intakePending: boolean }
+    | { state: 'finished'; fields: ReturnType<typeof toFields>; scopes: string[]; meta: JobMeta };
+
+  /** One pipeline: exec job fields, reservation, intake job liveness, for each id. */
+  async function inspect(intakeIds: string[]): Promise<(JobView | null)[]> {
+    const p = redis.pipeline();
+    for (const id of intakeIds) {
+      p.hmget(execQueue.toKey(execJobId(id)), 'finishedOn', 'processedOn', 'returnvalue', 'failedReason', 'timestamp');
+      p.hmget(accounting.keys.reservation(id), 'scopes', 'meta', 'state', 'admittedAt', 'amount');
+      p.hmget(intakeQueue.toKey(id), 'timestamp', 'finishedOn');
+    }
+    const out = (await p.exec()) ?? [];
+    return intakeIds.map((_, i) => {
+      const exec = out[i * 3]![1] as (string | null)[];
+      const res = out[i * 3 + 1]![1] as (string | null)[];
+      const intake = out[i * 3 + 2]![1] as (string | null)[];
+      if (res[2] !== 'reserved') return null; // settled meanwhile, or never reserved
+      if (exec[4] === null) {
+        return {
+          state: 'missing',
+          res: { admittedAt: Number(res[3]), amount: Number(res[4]) },
+          intakePending: intake[0] !== null && intake[1] === null,
+        };
+      }
+      if (exec[0] === null) return { state: 'running' };
+      return {
+        state: 'finished',
+        fields: toFields(exec),
+        scopes: (res[0] ?? '').split(','),
+        meta: JSON.parse(res[1] ?? '{}') as JobMeta,
+      };
+    });
+  }
+
+  async function settleFinished(id: string, v: Extract<JobView, { state: 'finished' }>): Promise<boolean> {
+    const a = actualUsage(v.fields, v.meta.gpus ?? 1);
+    const at = Number(v.fields.finishedOn) || clock.now();
+    const r = await accounting.settle(id, v.scopes, a.actualGpuMs, a.kind, at, a.note);
+    if (r.kind === 'settled') {
+      log.debug({ jobId: id, actualGpuMs: a.actualGpuMs, reservedGpuMs: r.reservedGpuMs, note: a.note }, 'settled');
+      return true;
+    }
+    return false;
+  }
+
+  /** Settle every finished job among these ids; returns how many were settled now. */
+  async function settleIds(intakeIds: string[]): Promise<number> {
+    const views = await inspect(intakeIds);
+    let n = 0;
+    for (let i = 0; i < intakeIds.length; i++) {
+      const v = views[i];
+      if (v?.state === 'finished' && (await settleFinished(intakeIds[i]!, v))) n++;
+    }
+    return n;
+  }
+
+  /** Fast path: newly finished gpu-exec jobs, from the cursor on. */
+  async function tick(): Promise<number> {
+    let settled = 0;
+    for (const set of ['completed', 'failed'] as const) {
+      const key = execQueue.toKey(set);
+      const from = Math.max(0, cursors[set] - CLOCK_SKEW_OVERLAP_MS);
+      let max = cursors[set];
+      for (let offset = 0; ; offset += PAGE) {
+        const flat = await redis.zrangebyscore(key, from, '+inf', 'WITHSCORES', 'LIMIT', offset, PAGE);
+        const ids: string[] = [];
+        for (let i = 0; i < flat.length; i += 2) {
+          const execId = flat[i]!;
+          max = Math.max(max, Number(flat[i + 1]));
+          if (execId.startsWith(EXEC_ID_PREFIX)) ids.push(execId.slice(EXEC_ID_PREFIX.length));
+        }
+        const open = await accounting.whichOpen(ids);
+        if (open.size > 0) settled += await settleIds([...open]);
+        if (flat.length < PAGE * 2) break;
+      }
+      cursors[set] = max;
+    }
+    return settled;
+  }
+
+  /** Walk every open reservation: settle the finished, settle-at-estimate the vanished. */
+  async function sweep(): Promise<SweepReport> {
+    const all = await redis.zrange(accounting.keys.open, '0', '-1');
+    const report: SweepReport = { settled: 0, vanished: 0, open: all.length };
+    for (let i = 0; i < all.length; i += PAGE) {
+      const ids = all.slice(i, i + PAGE);
+      const views = await inspect(ids);
+      for (let j = 0; j < ids.length; j++) {
+        const id = ids[j]!;
+        const v = views[j];
+        if (!v) continue;
+        if (v.state === 'finished') {
+          if (await settleFinished(id, v)) report.settled++;
+        } else if (v.state === 'missing' && v.res && !v.intakePending && clock.now() - v.res.admittedAt >= config.vanishedGraceMs) {
+          const res = await accounting.reservation(id);
+          if (!res) continue;
+          const note = 'gpu-exec job vanished before it was settled; settled at its estimate';
+          const r = await accounting.settle(id, res.scopes, res.amountGpuMs, 'settle', clock.now(), note);
+          if (r.kind === 'settled') {
+            report.vanished++;
+            log.warn({ jobId: id, execJobId: execJobId(id), settledGpuMs: res.amountGpuMs }, note);
+          }
+        }
+      }
+    }
+    return report;
+  }
+
+  /** Remove finished gpu-exec jobs past retention. Only after a sweep settled them. */
+  async function clean(): Promise<void> {
+    for (const set of ['completed', 'failed'] as const) {
+      await execQueue.clean(config.execRetainFinishedMs, 1_000, set);
+    }
+  }
+
+  let running = false;
+  let loop: Promise<void> | null = null;
+  let lastSweep = 0;
+
+  async function run(): Promise<void> {
+    while (running) {
+      try {
+        await tick();
+        if (clock.now() - lastSweep >= config.sweepIntervalMs) {
+          const r = await sweep();
+          lastSweep = clock.now();
+          if (r.settled + r.vanished > 0) log.info(r, 'sweep settled reservations the fast path had not');
+          await clean();
+        }
+      } catch (err) {
+        log.error({ err }, 'reconcile pass failed; will retry');
+      }
+      await sleep(config.reconcileIntervalMs);
+    }
+  }
+
+  return {
+    tick,
+    sweep,
+    start(): void {
+      if (running) return;
+      running = true;
+      loop = run();
+    },
+    async close(): Promise<void> {
+      running = false;
+      await loop;
+      await Promise.all([execQueue.close(), intakeQueue.close()]);
+    },
+  };
+}
+
+function toFields(exec: (string | null)[]) {
+  return { finishedOn: exec[0] ?? null, processedOn: exec[1] ?? null, returnvalue: exec[2] ?? null, failedReason: exec[3] ?? null };
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export type Reconciler = ReturnType<typeof createReconciler>;
