@@ -49,7 +49,7 @@ export function intakeJobSchema(limits: ContractLimits) {
           `estimatedGpuHours must be at most ${limits.maxGpuHoursPerJob} GPU hours per job`,
         )
         // Below one GPU-millisecond the reservation would round to nothing.
-        .refine((h) => h * 3_600_000 >= 1, 'estimatedGpuHours is below one GPU-millisecond'),
+        .refine((h) => !(h > 0) || h * 3_600_000 >= 1, 'estimatedGpuHours is below one GPU-millisecond'),
       payload: z.unknown().optional(),
     },
     { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'job data must be an object') },
@@ -105,7 +105,8 @@ export function parseIntakeJob(schema: ReturnType<typeof intakeJobSchema>, data:
 }
 
 function describe(v: unknown): string {
-  if (v === null) return 'null';
+  // JSON (and so BullMQ) turns NaN and Infinity into null on the way in.
+  if (v === null) return 'null (NaN and Infinity arrive as null in JSON)';
   if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
   return typeof v;
 }

@@ -1,0 +1,101 @@
+/**
+ * The budget API over real HTTP: decimal hours in and out, integers inside,
+ * and every bad request answered 4xx with a JSON reason and nothing changed.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Server } from 'node:http';
+import { createTestEnv, type TestEnv } from './support/env.ts';
+import { createApp } from '../src/api/app.ts';
+import { hoursToGpuMs } from '../src/units.ts';
+
+let t: TestEnv;
+let server: Server;
+let base: string;
+const token = 'test-admin-token-0123456789';
+const auth = { authorization: `Bearer ${token}` };
+
+beforeAll(async () => {
+  t = await createTestEnv();
+  const app = createApp({ budgets: t.budgets, redis: t.redis, pool: t.pool, log: t.log, adminToken: token });
+  server = await new Promise((r) => {
+    const s = app.listen(0, '127.0.0.1', () => r(s));
+  });
+  base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+});
+afterAll(async () => {
+  await new Promise((r) => server?.close(r));
+  await t?.close();
+});
+
+async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = auth) {
+  const res = await fetch(base + path, {
+    method,
+    headers: { 'content-type': 'application/json', ...headers },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+describe('budget API', () => {
+  it('sets and reads a budget in decimal GPU hours, stored as integer GPU-ms', async () => {
+    const put = await call('PUT', '/api/v1/projects/alpha/budget', { gpuHours: 100.25 });
+    expect(put.status).toBe(200);
+    expect(put.body).toMatchObject({ project: 'alpha', limitGpuHours: 100.25, usedGpuHours: 0, reservedGpuHours: 0, remainingGpuHours: 100.25 });
+    expect(await t.redis.hget(t.accounting.keys.scope('project:alpha'), 'limit')).toBe(String(hoursToGpuMs(100.25)));
+    const row = await t.pool.query('SELECT limit_gpu_ms FROM budgets WHERE project = $1', ['alpha']);
+    expect(row.rows[0].limit_gpu_ms).toBe(360_900_000);
+
+    await t.accounting.reserve('job-1', hoursToGpuMs(4), ['project:alpha'], { project: 'alpha', user: 'u', gpus: 1 }, Date.now());
+    const get = await call('GET', '/api/v1/projects/alpha/budget');
+    expect(get.body).toMatchObject({ limitGpuHours: 100.25, usedGpuHours: 0, reservedGpuHours: 4, remainingGpuHours: 96.25 });
+  });
+
+  it('lowers a budget below what is reserved: remaining goes negative, nothing is cancelled', async () => {
+    const put = await call('PUT', '/api/v1/projects/alpha/budget', { gpuHours: 1 });
+    expect(put.body).toMatchObject({ limitGpuHours: 1, reservedGpuHours: 4, remainingGpuHours: -3 });
+    expect(await t.accounting.whichOpen(['job-1'])).toEqual(new Set(['job-1']));
+  });
+
+  it('answers 404 for a project with no budget', async () => {
+    const r = await call('GET', '/api/v1/projects/nobody/budget');
+    expect(r).toEqual({ status: 404, body: { error: { status: 404, message: 'no budget for project nobody' } } });
+  });
+
+  it.each([
+    ['negative', { gpuHours: -1 }, 400, 'gpuHours may not be negative'],
+    ['a string', { gpuHours: '100' }, 400, 'gpuHours must be a number'],
+    ['missing', {}, 400, 'gpuHours is required'],
+    ['too large', { gpuHours: 1e12 }, 400, 'gpuHours must be at most 1000000000'],
+    ['null', { gpuHours: null }, 400, 'gpuHours must be a number'],
+    ['an extra field', { gpuHours: 5, limit: 3 }, 400, 'unknown field(s): limit'],
+    ['an array', [5], 400, 'body must be a JSON object'],
+    ['not JSON', '{gpuHours: 5', 400, 'request body is not valid JSON'],
+    ['huge', { gpuHours: 5, pad: 'x'.repeat(100_000) }, 413, 'request body is too large'],
+  ])('rejects a body that is %s, and changes nothing', async (_name, body, status, message) => {
+    const r = await call('PUT', '/api/v1/projects/alpha/budget', body);
+    expect(r).toEqual({ status, body: { error: { status, message } } });
+    expect((await t.budgets.get('alpha'))!.limitGpuMs).toBe(hoursToGpuMs(1));
+  });
+
+  it('rejects a bad project name', async () => {
+    const r = await call('PUT', '/api/v1/projects/bad%20name/budget', { gpuHours: 1 });
+    expect(r.status).toBe(400);
+    expect(r.body).toEqual({ error: { status: 400, message: 'project must be 1-128 characters of A-Z a-z 0-9 . _ -' } });
+  });
+
+  it.each([
+    ['no token', {}],
+    ['a wrong token', { authorization: 'Bearer not-the-token' }],
+    ['a malformed header', { authorization: token }],
+  ])('answers 401 with %s and changes nothing', async (_name, headers) => {
+    const r = await call('PUT', '/api/v1/projects/alpha/budget', { gpuHours: 999 }, headers);
+    expect(r.status).toBe(401);
+    expect((r.body.error as { message: string }).message).toMatch(/token/);
+    expect((await t.budgets.get('alpha'))!.limitGpuMs).toBe(hoursToGpuMs(1));
+  });
+
+  it('answers unknown routes with a JSON 404 and reports health', async () => {
+    expect((await call('GET', '/api/v1/nope')).status).toBe(404);
+    expect(await call('GET', '/healthz', undefined, {})).toEqual({ status: 200, body: { redis: true, postgres: true } });
+  });
+});

@@ -1,0 +1,69 @@
+/**
+ * Malformed intake jobs are rejected (failed, never retried) with a reason a
+ * submitter can act on, while good jobs around them keep flowing and nothing
+ * is reserved for the bad ones.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Queue } from 'bullmq';
+import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
+import { createGatekeeper, type Gatekeeper } from '../workers/gatekeeper.ts';
+import { systemClock } from '../src/clock.ts';
+import { hoursToGpuMs } from '../src/units.ts';
+
+let t: TestEnv;
+let gk: Gatekeeper;
+let intake: Queue;
+let exec: Queue;
+
+beforeAll(async () => {
+  t = await createTestEnv({ MAX_PAYLOAD_BYTES: '1024', MAX_GPU_HOURS_PER_JOB: '500' });
+  gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
+  intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
+  exec = new Queue(t.config.queues.exec, { connection: t.redis, prefix: t.config.queuePrefix });
+  await t.budgets.set('good', hoursToGpuMs(1000));
+});
+afterAll(async () => {
+  await gk?.close();
+  await Promise.all([intake?.close(), exec?.close()]);
+  await t?.close();
+});
+
+const ok = { project: 'good', user: 'ana', estimatedGpuHours: 1 };
+
+const cases: [string, unknown, string][] = [
+  ['missing project', { user: 'ana', estimatedGpuHours: 1 }, 'invalid job: project is required'],
+  ['negative estimate', { ...ok, estimatedGpuHours: -2 }, 'invalid job: estimatedGpuHours must be greater than 0'],
+  ['zero estimate', { ...ok, estimatedGpuHours: 0 }, 'invalid job: estimatedGpuHours must be greater than 0'],
+  ['NaN estimate', { ...ok, estimatedGpuHours: NaN }, 'invalid job: estimatedGpuHours must be a number of GPU hours, got null (NaN and Infinity arrive as null in JSON)'],
+  ['Infinity estimate', { ...ok, estimatedGpuHours: Infinity }, 'invalid job: estimatedGpuHours must be a number of GPU hours, got null (NaN and Infinity arrive as null in JSON)'],
+  ['1e308 estimate', { ...ok, estimatedGpuHours: 1e308 }, 'invalid job: estimatedGpuHours must be at most 500 GPU hours per job'],
+  ['string estimate', { ...ok, estimatedGpuHours: '4' }, 'invalid job: estimatedGpuHours must be a number of GPU hours, got the string "4"'],
+  ['missing estimate', { project: 'good', user: 'ana' }, 'invalid job: estimatedGpuHours is required'],
+  ['project with a space', { ...ok, project: 'my project' }, 'invalid job: project must be 1-128 characters of A-Z a-z 0-9 . _ -'],
+  ['numeric user', { ...ok, user: 42 }, 'invalid job: user must be a string'],
+  ['fractional gpus', { ...ok, gpus: 1.5 }, 'invalid job: gpus must be a whole number'],
+  ['unknown field', { ...ok, estimatedGPUHours: 3 }, 'invalid job: unknown field(s): estimatedGPUHours'],
+  ['data not an object', 'render please', 'invalid job: job data must be an object'],
+  ['oversized payload', { ...ok, payload: { blob: 'x'.repeat(2000) } }, 'invalid job: payload is 2011 bytes; at most 1024 are allowed'],
+  ['several problems at once', { project: '', estimatedGpuHours: -1 }, 'invalid job: project must be 1-128 characters of A-Z a-z 0-9 . _ -; user is required; estimatedGpuHours must be greater than 0'],
+];
+
+describe('bad input', () => {
+  it('rejects each malformed job with a readable reason, without retry, while good jobs flow', async () => {
+    const jobs = cases.flatMap(([name, data], i) => [
+      { name: `bad:${name}`, data, opts: { attempts: 3 } },
+      { name: `good-${i}`, data: ok },
+    ]);
+    await intake.addBulk(jobs as Parameters<Queue['addBulk']>[0]);
+    await eventually(() => intake.getJobCounts('completed', 'failed'), (c) => (c.completed ?? 0) + (c.failed ?? 0) === jobs.length);
+
+    const failed = await intake.getJobs(['failed']);
+    const reasons = Object.fromEntries(failed.map((j) => [j.name.slice(4), j.failedReason]));
+    expect(reasons).toEqual(Object.fromEntries(cases.map(([name, , reason]) => [name, reason])));
+    for (const j of failed) expect(j.attemptsMade).toBe(1); // rejected, not retried
+
+    expect(await exec.count()).toBe(cases.length);
+    expect((await t.budgets.get('good'))!.reservedGpuMs).toBe(hoursToGpuMs(cases.length));
+    expect(gk.worker.isRunning()).toBe(true);
+  });
+});

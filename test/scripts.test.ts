@@ -1,0 +1,112 @@
+/**
+ * The Lua scripts on a real Redis: each loads and hashes as committed, and the
+ * reserve/settle contract holds (all-or-nothing over N scopes, idempotent per
+ * job, exact integers, NOSCRIPT after SCRIPT FLUSH handled).
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createTestEnv, type TestEnv } from './support/env.ts';
+import { SCRIPT_FILES, scriptSha, scriptSource } from '../src/redis/scripts.ts';
+import type { JobMeta } from '../src/accounting/counters.ts';
+
+let t: TestEnv;
+const meta: JobMeta = { project: 'p', user: 'u', gpus: 1 };
+const now = 1_700_000_000_000;
+
+beforeAll(async () => {
+  t = await createTestEnv();
+});
+afterAll(async () => t?.close());
+
+describe('scripts', () => {
+  it.each(SCRIPT_FILES)('%s loads, and Redis computes the hash we compute', async (name) => {
+    expect(await t.redis.script('LOAD', scriptSource(name))).toBe(scriptSha(name));
+  });
+
+  it('reserves against every scope or none', async () => {
+    const a = t.accounting;
+    await a.setLimit('s:a', 100);
+    await a.setLimit('s:b', 100);
+    await a.setLimit('s:c', 30);
+    const miss = await a.reserve('j1', 40, ['s:a', 's:b', 's:c'], meta, now);
+    expect(miss).toEqual({
+      kind: 'no-fit',
+      shortfalls: [{ scope: 's:c', code: 'over-limit', limitGpuMs: 30, usedGpuMs: 0, reservedGpuMs: 0, neededGpuMs: 40 }],
+    });
+    for (const s of ['s:a', 's:b', 's:c']) expect((await a.readScope(s)).reservedGpuMs).toBe(0);
+    expect(await a.openCount()).toBe(0);
+
+    expect(await a.reserve('j2', 30, ['s:a', 's:b', 's:c'], meta, now)).toEqual({ kind: 'reserved', amountGpuMs: 30 });
+    for (const s of ['s:a', 's:b', 's:c']) expect((await a.readScope(s)).reservedGpuMs).toBe(30);
+  });
+
+  it('names every scope that does not fit, including ones with no limit', async () => {
+    const out = await t.accounting.reserve('j3', 60, ['s:a', 's:none', 's:c'], meta, now);
+    expect(out.kind === 'no-fit' && out.shortfalls.map((s) => [s.scope, s.code])).toEqual([
+      ['s:none', 'no-limit'],
+      ['s:c', 'over-limit'],
+    ]);
+  });
+
+  it('fits exactly at the limit, not one GPU-ms past it', async () => {
+    await t.accounting.setLimit('s:edge', 1000);
+    expect((await t.accounting.reserve('e1', 999, ['s:edge'], meta, now)).kind).toBe('reserved');
+    expect((await t.accounting.reserve('e2', 2, ['s:edge'], meta, now)).kind).toBe('no-fit');
+    expect((await t.accounting.reserve('e3', 1, ['s:edge'], meta, now)).kind).toBe('reserved');
+  });
+
+  it('is idempotent per job: a retried reserve changes nothing', async () => {
+    await t.accounting.setLimit('s:idem', 100);
+    await t.accounting.reserve('i1', 10, ['s:idem'], meta, now);
+    const again = await t.accounting.reserve('i1', 10, ['s:idem'], meta, now);
+    expect(again).toEqual({ kind: 'already', amountGpuMs: 10, state: 'reserved' });
+    expect((await t.accounting.readScope('s:idem')).reservedGpuMs).toBe(10);
+  });
+
+  it('settles once: actual replaces the reservation, later calls change nothing', async () => {
+    const a = t.accounting;
+    await a.setLimit('s:set', 100);
+    await a.reserve('x1', 50, ['s:set'], meta, now);
+    expect(await a.settle('x1', ['s:set'], 20, 'settle', now)).toEqual({ kind: 'settled', reservedGpuMs: 50, actualGpuMs: 20 });
+    expect(await a.settle('x1', ['s:set'], 20, 'settle', now)).toEqual({ kind: 'already', reservedGpuMs: 50, actualGpuMs: 20 });
+    expect(await a.settle('x1', ['s:set'], 99, 'settle', now)).toEqual({ kind: 'already', reservedGpuMs: 50, actualGpuMs: 20 });
+    expect(await a.readScope('s:set')).toEqual({ scope: 's:set', limitGpuMs: 100, usedGpuMs: 20, reservedGpuMs: 0 });
+    // A settled job cannot be reserved again by a late retry.
+    expect(await a.reserve('x1', 50, ['s:set'], meta, now)).toEqual({ kind: 'already', amountGpuMs: 50, state: 'settled' });
+    expect(await a.whichOpen(['x1'])).toEqual(new Set());
+  });
+
+  it('refuses to settle against scopes that are not the reservation\'s, and reports unknown jobs', async () => {
+    await t.accounting.setLimit('s:w', 100);
+    await t.accounting.reserve('w1', 5, ['s:w'], meta, now);
+    await expect(t.accounting.settle('w1', ['s:other'], 5, 'settle', now)).rejects.toThrow(/not the reservation's/);
+    expect((await t.accounting.readScope('s:w')).reservedGpuMs).toBe(5);
+    expect(await t.accounting.settle('nobody', ['s:w'], 5, 'settle', now)).toEqual({ kind: 'no-reservation' });
+  });
+
+  it('keeps amounts exact far beyond what a float would hold at 1 ms resolution', async () => {
+    const big = 4_000_000_000_000_000; // 4e15 GPU-ms, ~127,000 GPU-years
+    await t.accounting.setLimit('s:big', big);
+    await t.accounting.reserve('b1', big - 7, ['s:big'], meta, now);
+    await t.accounting.settle('b1', ['s:big'], big - 13, 'settle', now);
+    expect(await t.accounting.readScope('s:big')).toEqual({ scope: 's:big', limitGpuMs: big, usedGpuMs: big - 13, reservedGpuMs: 0 });
+    expect(await t.redis.hget(t.accounting.keys.scope('s:big'), 'used')).toBe(String(big - 13));
+  });
+
+  it('keeps working after SCRIPT FLUSH (NOSCRIPT falls back to EVAL)', async () => {
+    await t.accounting.setLimit('s:flush', 100);
+    await t.redis.script('FLUSH');
+    expect((await t.accounting.reserve('f1', 10, ['s:flush'], meta, now)).kind).toBe('reserved');
+    await t.redis.script('FLUSH');
+    expect((await t.accounting.settle('f1', ['s:flush'], 3, 'settle', now)).kind).toBe('settled');
+  });
+
+  it('writes one ledger stream entry per reserve and per settle', async () => {
+    await t.accounting.setLimit('s:led', 100);
+    const before = await t.redis.xlen(t.accounting.keys.ledger);
+    await t.accounting.reserve('l1', 10, ['s:led'], meta, now);
+    await t.accounting.reserve('l1', 10, ['s:led'], meta, now);
+    await t.accounting.settle('l1', ['s:led'], 4, 'settle', now);
+    await t.accounting.settle('l1', ['s:led'], 4, 'settle', now);
+    expect(await t.redis.xlen(t.accounting.keys.ledger)).toBe(before + 2);
+  });
+});
