@@ -56,6 +56,12 @@ const Env = z.object({
   MAX_PAYLOAD_BYTES: intFrom(256 * 1024, 1),
   /** Intake jobs a gatekeeper process works on at once. @default 32 */
   GATEKEEPER_CONCURRENCY: intFrom(32, 1),
+  /**
+   * How long a gatekeeper's lock on an intake job lasts, in ms; a gatekeeper
+   * killed mid-job has its jobs picked up again after about this long.
+   * @default 30000
+   */
+  GATEKEEPER_LOCK_MS: intFrom(30_000, 500),
   /** How often the reconciler looks for finished GPU jobs, in ms. @default 500 */
   RECONCILE_INTERVAL_MS: intFrom(500, 10),
   /** How often the reconciler walks every open reservation, in ms. @default 30000 */
@@ -91,6 +97,7 @@ export interface Config {
   readonly maxGpuHoursPerJob: number;
   readonly maxPayloadBytes: number;
   readonly gatekeeperConcurrency: number;
+  readonly gatekeeperLockMs: number;
   readonly reconcileIntervalMs: number;
   readonly sweepIntervalMs: number;
   readonly vanishedGraceMs: number;
@@ -129,6 +136,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     maxGpuHoursPerJob: e.MAX_GPU_HOURS_PER_JOB,
     maxPayloadBytes: e.MAX_PAYLOAD_BYTES,
     gatekeeperConcurrency: e.GATEKEEPER_CONCURRENCY,
+    gatekeeperLockMs: e.GATEKEEPER_LOCK_MS,
     reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
     sweepIntervalMs: e.SWEEP_INTERVAL_MS,
     vanishedGraceMs: e.VANISHED_GRACE_MS,

@@ -115,6 +115,8 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       // Every step is idempotent, so a job that stalls (its gatekeeper died)
       // is simply run again, as often as that happens.
       maxStalledCount: 1_000,
+      lockDuration: config.gatekeeperLockMs,
+      stalledInterval: config.gatekeeperLockMs,
       removeOnComplete: { count: 10_000 },
       removeOnFail: { age: 7 * 24 * 3600 },
     },

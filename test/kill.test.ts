@@ -1,0 +1,63 @@
+/**
+ * Crash safety: SIGKILL the gatekeeper in the middle of a 2,000-job burst and
+ * start another. Nothing is lost, nothing is admitted twice, and the counters
+ * equal exactly the estimates of the jobs on gpu-exec.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Queue } from 'bullmq';
+import type { ChildProcess } from 'node:child_process';
+import { createTestEnv, eventually, spawnRoles, waitExit, type TestEnv } from './support/env.ts';
+import { assertExactlyOnce, readOutcomes } from './support/outcomes.ts';
+import { hoursToGpuMs } from '../src/units.ts';
+
+let t: TestEnv;
+let intake: Queue;
+const procs: ChildProcess[] = [];
+const gatekeeper = () => {
+  const p = spawnRoles(t.env, 'gatekeeper', { GATEKEEPER_CONCURRENCY: '64', GATEKEEPER_LOCK_MS: '1500' });
+  procs.push(p);
+  return p;
+};
+
+beforeAll(async () => {
+  t = await createTestEnv();
+  intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
+});
+afterAll(async () => {
+  for (const p of procs) p.kill('SIGKILL');
+  await Promise.all(procs.map(waitExit));
+  await intake?.close();
+  await t?.close();
+});
+
+describe('SIGKILL during a 2,000-job burst', () => {
+  it('loses nothing, admits nothing twice, and counts exactly', async () => {
+    await t.budgets.set('burst', hoursToGpuMs(1500));
+    const jobs = await intake.addBulk(
+      Array.from({ length: 2000 }, (_, i) => ({ name: `b${i}`, data: { project: 'burst', user: 'u', estimatedGpuHours: 1 } })),
+    );
+
+    const first = gatekeeper();
+    // Kill it mid-burst, while it holds jobs in flight.
+    await eventually(() => intake.getCompletedCount(), (n) => n >= 300, 60_000);
+    first.kill('SIGKILL');
+    await waitExit(first);
+    const atKill = await intake.getJobCounts('completed', 'active');
+    expect(atKill.completed).toBeLessThan(2000);
+    expect(atKill.active).toBeGreaterThan(0); // jobs were in flight when it died
+
+    gatekeeper();
+    const o = await eventually(() => readOutcomes(t), (x) => x.admitted.length + x.held.length >= 2000, 90_000);
+    expect(assertExactlyOnce(o)).toEqual([]);
+    expect(o.admitted).toHaveLength(1500);
+    expect(o.held).toHaveLength(500);
+    expect(await intake.getCompletedCount()).toBe(2000);
+    expect(new Set([...o.admitted, ...o.held])).toEqual(new Set(jobs.map((j) => j.id)));
+
+    const scope = await t.accounting.readScope('project:burst');
+    expect(scope).toMatchObject({ reservedGpuMs: hoursToGpuMs(1500), usedGpuMs: 0 });
+    expect(await t.accounting.openCount()).toBe(1500);
+    // One reserve entry per admitted job in the ledger stream, none twice.
+    expect(await t.redis.xlen(t.accounting.keys.ledger)).toBe(1500);
+  }, 180_000);
+});
