@@ -1,7 +1,9 @@
 /**
  * Numbered SQL migrations (src/db/migrations/NNN_name.sql), each in its own
- * transaction that first records itself: two processes migrating at once
- * collide on the primary key and one rolls back, instead of migrating twice.
+ * transaction that first records itself, so a migration is never applied
+ * twice. Processes starting together also serialize on a transaction-scoped
+ * advisory lock: Postgres' own catalog races (two concurrent CREATE TABLE IF
+ * NOT EXISTS can both try to create it) never surface as a start-up failure.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import type { Pool } from './pool.ts';
@@ -15,16 +17,20 @@ export function migrationFiles(): { id: number; name: string; sql: string }[] {
     .map((f) => ({ id: Number(f.slice(0, 3)), name: f, sql: readFileSync(new URL(f, dir), 'utf8') }));
 }
 
+/** Any fixed number: the advisory lock all migrators of one database share. */
+const MIGRATION_LOCK = 7_311_002;
+
 export async function migrate(pool: Pool): Promise<number[]> {
-  await pool.query(
-    `CREATE TABLE IF NOT EXISTS gatekeeper_migrations (
-       id int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
-  );
   const applied: number[] = [];
   for (const m of migrationFiles()) {
     const client = await pool.connect();
     try {
       await client.query('BEGIN');
+      await client.query('SELECT pg_advisory_xact_lock($1::bigint)', [MIGRATION_LOCK]);
+      await client.query(
+        `CREATE TABLE IF NOT EXISTS gatekeeper_migrations (
+           id int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+      );
       const r = await client.query(
         'INSERT INTO gatekeeper_migrations (id, name) VALUES ($1::int, $2::text) ON CONFLICT (id) DO NOTHING',
         [m.id, m.name],
@@ -38,8 +44,6 @@ export async function migrate(pool: Pool): Promise<number[]> {
       applied.push(m.id);
     } catch (err) {
       await client.query('ROLLBACK').catch(() => {});
-      // Another process applied it between our check and our insert.
-      if ((err as { code?: string }).code === '23505') continue;
       throw err;
     } finally {
       client.release();

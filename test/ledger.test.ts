@@ -1,0 +1,92 @@
+/**
+ * The Postgres ledger gets each reserve and each settle exactly once, even
+ * when a writer dies holding unacknowledged entries or an entry arrives twice;
+ * migrations run once even when two processes start together.
+ */
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import pg from 'pg';
+import { createPool } from '../src/db/pool.ts';
+import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
+import { LedgerWriter } from '../src/ledger/writer.ts';
+import { migrate, migrationFiles } from '../src/db/migrate.ts';
+import type { JobMeta } from '../src/accounting/counters.ts';
+
+let t: TestEnv;
+const meta: JobMeta = { project: 'led', user: 'ana', jobType: 'render', gpuType: 'a100', gpus: 2 };
+
+beforeAll(async () => {
+  t = await createTestEnv();
+});
+afterAll(async () => t?.close());
+
+const ledgerRows = async () =>
+  (await t.pool.query('SELECT kind, job_id, project, user_name, job_type, gpu_type, scopes, estimated_gpu_ms, actual_gpu_ms, note FROM ledger ORDER BY job_id, kind')).rows;
+
+describe('ledger writer', () => {
+  it('writes entries a dead writer left unacknowledged, once, and empties the stream', async () => {
+    await t.accounting.setLimit('project:led', 1_000_000);
+    for (const id of ['a', 'b', 'c']) await t.accounting.reserve(id, 1000, ['project:led'], meta, Date.now());
+    await t.accounting.settle('a', ['project:led'], 400, 'settle', Date.now(), 'reported by the GPU worker');
+    await t.accounting.settle('b', ['project:led'], 0, 'release', Date.now(), 'never started');
+
+    const key = t.accounting.keys.ledger;
+    const dead = new LedgerWriter(t.connection(), key, t.pool, t.log);
+    await dead.start(); // creates the group and writes everything...
+    await eventually(() => t.redis.xlen(key), (n) => n === 0);
+    await dead.stop();
+    // ...now a writer "dies" after reading but before writing: read, no ack.
+    await t.accounting.settle('c', ['project:led'], 700, 'settle', Date.now());
+    await t.redis.xreadgroup('GROUP', 'ledger-writers', 'dead-consumer', 'COUNT', 10, 'STREAMS', key, '>');
+
+    const rescuer = new LedgerWriter(t.connection(), key, t.pool, t.log, { claimIdleMs: 0, blockMs: 20 });
+    await rescuer.start();
+    await eventually(() => t.redis.xlen(key), (n) => n === 0);
+    await rescuer.stop();
+
+    const rows = await ledgerRows();
+    expect(rows.map((r) => [r.kind, r.job_id, r.estimated_gpu_ms, r.actual_gpu_ms])).toEqual([
+      ['reserve', 'a', 1000, null],
+      ['settle', 'a', 1000, 400],
+      ['release', 'b', 1000, 0],
+      ['reserve', 'b', 1000, null],
+      ['reserve', 'c', 1000, null],
+      ['settle', 'c', 1000, 700],
+    ]);
+    expect(rows[0]).toMatchObject({ project: 'led', user_name: 'ana', job_type: 'render', gpu_type: 'a100', scopes: ['project:led'] });
+    expect(rows[1]!.note).toBe('reported by the GPU worker');
+  });
+
+  it('writes an entry delivered twice only once', async () => {
+    const key = t.accounting.keys.ledger;
+    await t.redis.xadd(key, '*', 'kind', 'settle', 'jobId', 'a', 'estimated', '1000', 'actual', '999', 'at', String(Date.now()), 'scopes', 'project:led', 'meta', JSON.stringify(meta));
+    const w = new LedgerWriter(t.connection(), key, t.pool, t.log, { blockMs: 20 });
+    await w.start();
+    await eventually(() => t.redis.xlen(key), (n) => n === 0);
+    await w.stop();
+    const a = (await ledgerRows()).filter((r) => r.job_id === 'a');
+    expect(a.map((r) => [r.kind, r.actual_gpu_ms])).toEqual([['reserve', null], ['settle', 400]]);
+  });
+});
+
+describe('migrations', () => {
+  it('run once when several processes migrate a fresh database at the same time', async () => {
+    const admin = new pg.Client({ connectionString: inject('databaseUrl') });
+    await admin.connect();
+    const name = `gk_migrate_${Date.now()}`;
+    await admin.query(`CREATE DATABASE ${name}`);
+    const url = new URL(inject('databaseUrl'));
+    url.pathname = `/${name}`;
+    const pools = [1, 2, 3].map(() => createPool(url.toString(), 2));
+    try {
+      const applied = await Promise.all(pools.map((p) => migrate(p)));
+      const all = migrationFiles().map((m) => m.id);
+      expect(applied.flat().sort()).toEqual(all); // each applied by exactly one of them
+      const rows = (await pools[0]!.query('SELECT id FROM gatekeeper_migrations ORDER BY id')).rows.map((r) => r.id);
+      expect(rows).toEqual(all);
+    } finally {
+      await Promise.all(pools.map((p) => p.end()));
+      await admin.query(`DROP DATABASE ${name} WITH (FORCE)`);
+      await admin.end();
+    }
+  });
+});
