@@ -17,7 +17,7 @@ import { Accounting } from './accounting/counters.ts';
 import { Budgets } from './accounting/budgets.ts';
 import { LedgerWriter } from './ledger/writer.ts';
 import { createApp } from './api/app.ts';
-import { checkRedisPolicy } from './redis/policy.ts';
+import { checkRedisPolicy, RedisPolicyError } from './redis/policy.ts';
 import { createGatekeeper } from '../workers/gatekeeper.ts';
 import { createReconciler } from '../workers/reconciler.ts';
 import { createGpuSim } from '../workers/gpu-sim.ts';
@@ -130,6 +130,8 @@ async function main(): Promise<void> {
     app = await start(config, log);
   } catch (err) {
     log.fatal({ err }, 'start-up failed');
+    // Refusals a person must act on also go to stderr as plain text.
+    if (err instanceof RedisPolicyError) process.stderr.write(`gpu-gatekeeper: ${err.message}\n`);
     process.exit(1);
   }
   let stopping = false;
