@@ -5,6 +5,7 @@
  * SIGTERM/SIGINT: stop taking work, let current jobs finish, close.
  */
 import { randomBytes } from 'node:crypto';
+import { Queue } from 'bullmq';
 import type { Server } from 'node:http';
 import { loadConfig, ConfigError, type Config } from './config.ts';
 import { createLogger, safeUrl, type Logger } from './log.ts';
@@ -28,7 +29,6 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   const closers: Closer[] = [];
   const roles = new Set(config.roles);
   const redis = createRedis(config.redisUrl);
-  closers.push(() => redis.quit());
   await checkRedisPolicy(redis, log);
   log.info({ roles: [...roles], redis: safeUrl(config.redisUrl), prefix: config.queuePrefix }, 'starting');
 
@@ -88,12 +88,21 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
           `Set GATEKEEPER_ADMIN_TOKEN to keep one across restarts.\n\n`,
       );
     }
-    const app = createApp({ budgets, redis, pool: pool!, log: log.child({ role: 'api' }), adminToken });
+    const q = (name: string) => new Queue(name, { connection: redis, prefix: config.queuePrefix });
+    const boardQueues = { intake: q(config.queues.intake), exec: q(config.queues.exec), held: q(config.queues.held) };
+    closers.push(() => Promise.all(Object.values(boardQueues).map((b) => b.close())));
+    const app = createApp({ budgets, redis, pool: pool!, log: log.child({ role: 'api' }), adminToken, boardQueues });
     const server: Server = await new Promise((resolve) => {
       const s = app.listen(config.port, () => resolve(s));
     });
     log.info({ port: config.port, budgets: synced }, 'api listening');
-    closers.unshift(() => new Promise((r) => server.close(r)));
+    closers.unshift(
+      () =>
+        new Promise((r) => {
+          server.close(r);
+          server.closeIdleConnections();
+        }),
+    );
   }
   if (pool) {
     const p = pool;
@@ -103,6 +112,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     const e = embedded;
     closers.push(() => e.stop());
   }
+  closers.push(() => redis.quit());
 
   return {
     async stop() {

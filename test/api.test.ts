@@ -5,18 +5,22 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server } from 'node:http';
 import { createTestEnv, type TestEnv } from './support/env.ts';
+import { Queue } from 'bullmq';
 import { createApp } from '../src/api/app.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 
 let t: TestEnv;
 let server: Server;
 let base: string;
+let queues: { intake: Queue; exec: Queue; held: Queue };
 const token = 'test-admin-token-0123456789';
 const auth = { authorization: `Bearer ${token}` };
 
 beforeAll(async () => {
   t = await createTestEnv();
-  const app = createApp({ budgets: t.budgets, redis: t.redis, pool: t.pool, log: t.log, adminToken: token });
+  const q = (name: string) => new Queue(name, { connection: t.redis, prefix: t.config.queuePrefix });
+  queues = { intake: q(t.config.queues.intake), exec: q(t.config.queues.exec), held: q(t.config.queues.held) };
+  const app = createApp({ budgets: t.budgets, redis: t.redis, pool: t.pool, log: t.log, adminToken: token, boardQueues: queues });
   server = await new Promise((r) => {
     const s = app.listen(0, '127.0.0.1', () => r(s));
   });
@@ -24,6 +28,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await new Promise((r) => server?.close(r));
+  await Promise.all(Object.values(queues ?? {}).map((q) => q.close()));
   await t?.close();
 });
 
@@ -97,5 +102,24 @@ describe('budget API', () => {
   it('answers unknown routes with a JSON 404 and reports health', async () => {
     expect((await call('GET', '/api/v1/nope')).status).toBe(404);
     expect(await call('GET', '/healthz', undefined, {})).toEqual({ status: 200, body: { redis: true, postgres: true } });
+  });
+
+  it('serves Bull Board at /admin/queues behind the token, listing intake, exec and held', async () => {
+    const page = await fetch(`${base}/admin/queues`);
+    expect(page.status).toBe(401);
+    expect(page.headers.get('www-authenticate')).toMatch(/^Basic/);
+
+    const basic = { authorization: `Basic ${Buffer.from(`ops:${token}`).toString('base64')}` };
+    const html = await fetch(`${base}/admin/queues`, { headers: basic });
+    expect(html.status).toBe(200);
+    expect(await html.text()).toContain('<html');
+
+    const list = await fetch(`${base}/admin/queues/api/queues`, { headers: basic });
+    const body = (await list.json()) as { queues: { name: string; readOnlyMode: boolean }[] };
+    expect(body.queues.map((q) => q.name).sort()).toEqual([t.config.queues.exec, t.config.queues.held, t.config.queues.intake].sort());
+    expect(body.queues.every((q) => q.readOnlyMode)).toBe(true);
+
+    const wrong = { authorization: `Basic ${Buffer.from('ops:guess').toString('base64')}` };
+    expect((await fetch(`${base}/admin/queues/api/queues`, { headers: wrong })).status).toBe(401);
   });
 });

@@ -1,4 +1,4 @@
-/** The express app: the admin API under /api/v1, health at /healthz. */
+/** The express app: the admin API under /api/v1, Bull Board at /admin/queues, health at /healthz. */
 import express from 'express';
 import type { Redis } from 'ioredis';
 import type { Pool } from '../db/pool.ts';
@@ -7,6 +7,7 @@ import type { Budgets } from '../accounting/budgets.ts';
 import { requireAdmin } from './auth.ts';
 import { budgetRoutes } from './budgets.ts';
 import { errorHandler, sendError } from './errors.ts';
+import { mountBullBoard, type BoardQueues } from '../../dashboard/bull-board.ts';
 
 export interface AppDeps {
   budgets: Budgets;
@@ -14,6 +15,8 @@ export interface AppDeps {
   pool: Pool;
   log: Logger;
   adminToken: string;
+  /** Queues to show in Bull Board at /admin/queues; omitted: no board. */
+  boardQueues?: BoardQueues;
 }
 
 export function createApp(deps: AppDeps): express.Express {
@@ -34,6 +37,7 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(express.json({ limit: '16kb', strict: false }));
   api.use(budgetRoutes(deps.budgets));
   app.use('/api/v1', api);
+  if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.adminToken);
   app.use((_req, res) => sendError(res, 404, 'no such route'));
   app.use(errorHandler(deps.log));
   return app;
