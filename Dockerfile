@@ -1,0 +1,13 @@
+# gpu-gatekeeper: one image, every role (choose with GATEKEEPER_ROLES).
+FROM node:20-bookworm-slim
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY queues ./queues
+COPY src ./src
+COPY workers ./workers
+COPY dashboard ./dashboard
+ENV NODE_ENV=production
+USER node
+EXPOSE 3000
+CMD ["node", "--import", "tsx", "src/main.ts"]

@@ -1,0 +1,38 @@
+/** Configuration from the environment: defaults, units, and clear refusals. */
+import { describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config.ts';
+
+describe('config', () => {
+  it('has defaults a newcomer can run with', () => {
+    const c = loadConfig({});
+    expect(c).toMatchObject({
+      redisUrl: 'redis://127.0.0.1:6379',
+      databaseUrl: undefined,
+      port: 3000,
+      queuePrefix: 'bull',
+      queues: { intake: 'gpu-intake', exec: 'gpu-exec', held: 'gpu-held' },
+      roles: ['gatekeeper', 'reconciler', 'api'],
+      adminToken: undefined,
+    });
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  it('treats an empty variable as unset', () => {
+    expect(loadConfig({ GATEKEEPER_ADMIN_TOKEN: '', DATABASE_URL: '', PORT: '' })).toMatchObject({
+      adminToken: undefined,
+      databaseUrl: undefined,
+      port: 3000,
+    });
+  });
+
+  it.each([
+    [{ PORT: 'eighty' }, 'PORT: must be an integer >= 0, got "eighty"'],
+    [{ MAX_GPU_HOURS_PER_JOB: '-5' }, 'MAX_GPU_HOURS_PER_JOB: must be a number > 0, got "-5"'],
+    [{ INTAKE_QUEUE: 'a:b' }, 'INTAKE_QUEUE: may not contain ":"'],
+    [{ GATEKEEPER_ADMIN_TOKEN: 'short' }, 'GATEKEEPER_ADMIN_TOKEN: must be at least 16 characters'],
+    [{ GATEKEEPER_ROLES: 'gatekeeper,chef' }, 'GATEKEEPER_ROLES: unknown role(s) chef'],
+    [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+  ])('refuses %j, naming the setting', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+});
