@@ -5,7 +5,8 @@
  *
  * Why milliseconds: BullMQ stamps processedOn/finishedOn in ms, so the fallback
  * "wall time x GPUs" is exact with no rounding at all. 2^53 GPU-ms is about
- * 2.5 million GPU-years, far beyond any budget, so Lua's doubles stay exact.
+ * 2.5 billion GPU-hours (285,000 GPU-years), far beyond any budget, so Lua's
+ * doubles stay exact.
  */
 export const GPU_MS_PER_HOUR = 3_600_000;
 
