@@ -9,6 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import { createTestEnv, eventually, spawnRoles, waitExit, type TestEnv } from './support/env.ts';
 import { assertExactlyOnce, readOutcomes } from './support/outcomes.ts';
 import { hoursToGpuMs } from '../src/units.ts';
+import { createGpuSim } from '../workers/gpu-sim.ts';
 
 let t: TestEnv;
 let intake: Queue;
@@ -31,10 +32,13 @@ afterAll(async () => {
 });
 
 describe('SIGKILL during a 2,000-job burst', () => {
-  it('loses nothing, admits nothing twice, and counts exactly', async () => {
+  it('SIGKILL the gatekeeper: loses nothing, admits nothing twice, and counts exactly', async () => {
     await t.budgets.set('burst', hoursToGpuMs(1500));
     const jobs = await intake.addBulk(
-      Array.from({ length: 2000 }, (_, i) => ({ name: `b${i}`, data: { project: 'burst', user: 'u', estimatedGpuHours: 1 } })),
+      Array.from({ length: 2000 }, (_, i) => ({
+        name: `b${i}`,
+        data: { project: 'burst', user: 'u', estimatedGpuHours: 1, payload: { simulate: { durationMs: 5, gpuHours: 0.25 } } },
+      })),
     );
 
     const first = gatekeeper();
@@ -59,5 +63,37 @@ describe('SIGKILL during a 2,000-job burst', () => {
     expect(await t.accounting.openCount()).toBe(1500);
     // One reserve entry per admitted job in the ledger stream, none twice.
     expect(await t.redis.xlen(t.accounting.keys.ledger)).toBe(1500);
+  }, 180_000);
+
+  it('SIGKILL the reconciler while it settles: every hour counted once, in Redis and in the Postgres ledger', async () => {
+    const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log, concurrency: 50 });
+    const reconciler = () => {
+      const p = spawnRoles(t.env, 'reconciler', { RECONCILE_INTERVAL_MS: '20', SWEEP_INTERVAL_MS: '500' });
+      procs.push(p);
+      return p;
+    };
+    try {
+      const first = reconciler();
+      const used = () => t.accounting.readScope('project:burst').then((s) => s.usedGpuMs);
+      await eventually(used, (u) => u >= hoursToGpuMs(0.25 * 200), 60_000);
+      first.kill('SIGKILL');
+      await waitExit(first);
+      expect(await used()).toBeLessThan(hoursToGpuMs(0.25 * 1500));
+
+      reconciler();
+      const scope = await eventually(() => t.accounting.readScope('project:burst'), (s) => s.reservedGpuMs === 0, 90_000);
+      expect(scope.usedGpuMs).toBe(hoursToGpuMs(0.25 * 1500));
+      const ledger = await eventually(
+        async () => (await t.pool.query("SELECT kind, count(*)::int AS n, coalesce(sum(actual_gpu_ms), 0)::bigint AS actual FROM ledger GROUP BY kind ORDER BY kind")).rows,
+        (rows) => rows.length === 2 && rows[1].n === 1500,
+        60_000,
+      );
+      expect(ledger).toEqual([
+        { kind: 'reserve', n: 1500, actual: 0 },
+        { kind: 'settle', n: 1500, actual: hoursToGpuMs(0.25 * 1500) },
+      ]);
+    } finally {
+      await sim.close();
+    }
   }, 180_000);
 });
