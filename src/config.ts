@@ -54,8 +54,12 @@ const Env = z.object({
   MAX_GPU_HOURS_PER_JOB: numberFrom(10_000),
   /** Largest `payload`, in bytes of JSON. @default 262144 (256 KiB) */
   MAX_PAYLOAD_BYTES: intFrom(256 * 1024, 1),
-  /** Intake jobs a gatekeeper process works on at once. @default 32 */
-  GATEKEEPER_CONCURRENCY: intFrom(32, 1),
+  /**
+   * Intake jobs a gatekeeper process works on at once. Admission is short
+   * and I/O-bound, and concurrent jobs share one reserve call (group commit),
+   * so more in flight means larger batches. @default 128
+   */
+  GATEKEEPER_CONCURRENCY: intFrom(128, 1),
   /**
    * How long a gatekeeper's lock on an intake job lasts, in ms; a gatekeeper
    * killed mid-job has its jobs picked up again after about this long.

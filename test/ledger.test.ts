@@ -58,7 +58,7 @@ describe('ledger writer', () => {
 
   it('writes an entry delivered twice only once', async () => {
     const key = t.accounting.keys.ledger;
-    await t.redis.xadd(key, '*', 'kind', 'settle', 'jobId', 'a', 'estimated', '1000', 'actual', '999', 'at', String(Date.now()), 'scopes', 'project:led', 'meta', JSON.stringify(meta));
+    await t.redis.xadd(key, '*', 'kind', 'settle', 'at', String(Date.now()), 'note', '', 'jobId', 'a', 'estimated', '1000', 'actual', '999', 'scopes', 'project:led', 'meta', JSON.stringify(meta));
     const w = new LedgerWriter(t.connection(), key, t.pool, t.log, { blockMs: 20 });
     await w.start();
     await eventually(() => t.redis.xlen(key), (n) => n === 0);

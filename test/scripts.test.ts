@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, type TestEnv } from './support/env.ts';
 import { SCRIPT_FILES, scriptSha, scriptSource } from '../src/redis/scripts.ts';
 import type { JobMeta } from '../src/accounting/counters.ts';
+import { parseEntry } from '../src/ledger/writer.ts';
 
 let t: TestEnv;
 const meta: JobMeta = { project: 'p', user: 'u', gpus: 1 };
@@ -100,13 +101,44 @@ describe('scripts', () => {
     expect((await t.accounting.settle('f1', ['s:flush'], 3, 'settle', now)).kind).toBe('settled');
   });
 
-  it('writes one ledger stream entry per reserve and per settle', async () => {
+  it('writes one ledger row per reserve and per settle, none for retries or misfits', async () => {
     await t.accounting.setLimit('s:led', 100);
-    const before = await t.redis.xlen(t.accounting.keys.ledger);
-    await t.accounting.reserve('l1', 10, ['s:led'], meta, now);
-    await t.accounting.reserve('l1', 10, ['s:led'], meta, now);
+    const rows = async () =>
+      (await t.redis.xrange(t.accounting.keys.ledger, '-', '+'))
+        .flatMap(([, flat]) => parseEntry(flat))
+        .filter((r) => r.jobId.startsWith('l'))
+        .map((r) => [r.kind, r.jobId, r.estimated, r.actual]);
+    await t.accounting.reserveMany([
+      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta, now },
+      { jobId: 'l2', amountGpuMs: 95, scopes: ['s:led'], meta, now }, // does not fit after l1
+      { jobId: 'l3', amountGpuMs: 20, scopes: ['s:led'], meta, now },
+      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta, now }, // retry within the batch
+    ]);
     await t.accounting.settle('l1', ['s:led'], 4, 'settle', now);
     await t.accounting.settle('l1', ['s:led'], 4, 'settle', now);
-    expect(await t.redis.xlen(t.accounting.keys.ledger)).toBe(before + 2);
+    expect(await rows()).toEqual([
+      ['reserve', 'l1', '10', null],
+      ['reserve', 'l3', '20', null],
+      ['settle', 'l1', '10', '4'],
+    ]);
+  });
+
+  it('decides a batch in order, each job seeing the ones before it, counters exact', async () => {
+    const a = t.accounting;
+    await a.setLimit('s:b1', 100);
+    await a.setLimit('s:b2', 50);
+    const out = await a.reserveMany([
+      { jobId: 'q1', amountGpuMs: 40, scopes: ['s:b1', 's:b2'], meta, now },
+      { jobId: 'q2', amountGpuMs: 40, scopes: ['s:b1'], meta, now },
+      { jobId: 'q3', amountGpuMs: 20, scopes: ['s:b1', 's:b2'], meta, now }, // b2 would be 60 > 50
+      { jobId: 'q4', amountGpuMs: 20, scopes: ['s:b1'], meta, now },
+      { jobId: 'q5', amountGpuMs: 1, scopes: ['s:b1'], meta, now }, // b1 full at 100
+    ]);
+    expect(out.map((o) => o.kind)).toEqual(['reserved', 'reserved', 'no-fit', 'reserved', 'no-fit']);
+    expect(out[2]).toMatchObject({ shortfalls: [{ scope: 's:b2', limitGpuMs: 50, reservedGpuMs: 40, neededGpuMs: 20 }] });
+    expect(out[4]).toMatchObject({ shortfalls: [{ scope: 's:b1', limitGpuMs: 100, reservedGpuMs: 100, neededGpuMs: 1 }] });
+    expect((await a.readScope('s:b1')).reservedGpuMs).toBe(100);
+    expect((await a.readScope('s:b2')).reservedGpuMs).toBe(40);
+    expect(await a.whichOpen(['q1', 'q2', 'q3', 'q4', 'q5'])).toEqual(new Set(['q1', 'q2', 'q4']));
   });
 });

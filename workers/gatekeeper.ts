@@ -4,12 +4,16 @@
  * gpu-exec. A job that does not fit is parked on gpu-held with its reason; an
  * invalid one fails without retry (rejected) with its reason.
  *
+ * Batching: the worker runs up to GATEKEEPER_CONCURRENCY intake jobs at once.
+ * Valid jobs meet in a group commit (src/group-commit.ts): one reserve call
+ * decides all that arrived meanwhile, in arrival order; one addBulk promotes
+ * the admitted; one addBulk parks the held. An idle gatekeeper sends each job
+ * at once; a busy one pays Redis' per-call cost once per batch, not per job.
+ *
  * Crash safety: the reservation is keyed by the intake job id and the gpu-exec
  * and gpu-held job ids are derived from it, so a gatekeeper killed at any
  * instant and restarted (the intake job comes back as stalled) re-runs the
  * same steps and each one is a no-op the second time.
- *
- * Run alone: `tsx workers/gatekeeper.ts` (reads the same environment).
  */
 import { Worker, Queue, UnrecoverableError, DelayedError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -17,8 +21,9 @@ import type { Config } from '../src/config.ts';
 import type { Clock } from '../src/clock.ts';
 import type { Logger } from '../src/log.ts';
 import { Accounting } from '../src/accounting/counters.ts';
-import { decideAdmission } from '../src/accounting/admission.ts';
-import { intakeJobSchema, parseIntakeJob, type ExecJobData, type HeldJobData } from '../queues/contract.ts';
+import { decideAdmissions, type Decision } from '../src/accounting/admission.ts';
+import { GroupCommit } from '../src/group-commit.ts';
+import { intakeJobSchema, parseIntakeJob, type ExecJobData, type HeldJobData, type IntakeJobData } from '../queues/contract.ts';
 import { execJobId, heldJobId, queueNames } from '../queues/names.ts';
 import { gpuMsToHours } from '../src/units.ts';
 
@@ -36,8 +41,15 @@ export interface GatekeeperDeps {
   clock: Clock;
 }
 
+interface Pending {
+  job: Job;
+  data: IntakeJobData;
+}
+
 /** Transient errors (Redis hiccup) retry the intake job after this delay. */
 const TRANSIENT_RETRY_MS = 1_000;
+/** Finished jobs on gpu-exec/gpu-held stay until the reconciler (or an admin) removes them. */
+const KEEP = { removeOnComplete: false, removeOnFail: false } as const;
 
 export function createGatekeeper(deps: GatekeeperDeps) {
   const { config, connection, clock } = deps;
@@ -48,79 +60,82 @@ export function createGatekeeper(deps: GatekeeperDeps) {
   const execQueue = new Queue<ExecJobData>(names.exec, { connection, prefix: names.prefix });
   const heldQueue = new Queue<HeldJobData>(names.held, { connection, prefix: names.prefix });
 
-  async function admit(job: Job): Promise<IntakeResult> {
+  /** Decide and carry out a batch of valid jobs; one result per job, in order. */
+  async function admitBatch(batch: Pending[]): Promise<IntakeResult[]> {
+    const now = clock.now();
+    const decisions = await decideAdmissions(
+      accounting,
+      batch.map((p) => ({ intakeJobId: p.job.id!, data: p.data })),
+      now,
+    );
+    const toExec: Parameters<Queue<ExecJobData>['addBulk']>[0] = [];
+    const toHold: Parameters<Queue<HeldJobData>['addBulk']>[0] = [];
+    const unheld: string[] = [];
+    batch.forEach(({ job, data }, i) => {
+      const d = decisions[i]!;
+      const id = job.id!;
+      if (d.kind === 'held') {
+        toHold.push({
+          name: job.name,
+          data: { ...data, held: { intakeJobId: id, reason: d.reason, heldAt: now } },
+          opts: { jobId: heldJobId(id), ...KEEP },
+        });
+        return;
+      }
+      // The derived job id makes a second add a no-op.
+      if (d.kind === 'admitted' || d.state === 'reserved') {
+        toExec.push({ name: job.name, data: { ...data, admission: d.admission }, opts: { jobId: execJobId(id), ...KEEP } });
+      }
+      // A retry after a crash: an earlier attempt may have parked it as held
+      // before a budget change let this attempt admit it. One state only.
+      if (d.kind === 'already') unheld.push(heldJobId(id));
+    });
+    const [, held] = await Promise.all([
+      toExec.length > 0 ? execQueue.addBulk(toExec) : [],
+      toHold.length > 0 ? heldQueue.addBulk(toHold) : [],
+      ...unheld.map((id) => heldQueue.remove(id).catch(() => 0)),
+    ]);
+    // The reason is in the held job's data, its log, and the intake job's return value.
+    await Promise.all(
+      held.map((h) => {
+        log.info({ jobId: h.data.held.intakeJobId, project: h.data.project, reason: h.data.held.reason }, 'held');
+        return h.log(`held: ${h.data.held.reason}`);
+      }),
+    );
+    return batch.map(({ job }, i) => result(job.id!, decisions[i]!));
+  }
+
+  const admissions = new GroupCommit<Pending, IntakeResult>(admitBatch);
+
+  async function process(job: Job, token: string | undefined): Promise<IntakeResult> {
     const parsed = parseIntakeJob(schema, job.data);
     if (!parsed.ok) {
       log.warn({ jobId: job.id, reason: parsed.reason }, 'rejected');
       throw new UnrecoverableError(parsed.reason);
     }
-    const data = parsed.data;
-    const jobId = job.id!;
-    const decision = await decideAdmission(accounting, jobId, data, clock.now());
-
-    if (decision.kind === 'held') {
-      const held = await heldQueue.add(
-        job.name,
-        { ...data, held: { intakeJobId: jobId, reason: decision.reason, heldAt: clock.now() } },
-        { jobId: heldJobId(jobId), removeOnComplete: false, removeOnFail: false },
-      );
-      await Promise.all([held.log(`held: ${decision.reason}`), job.log(`held: ${decision.reason}`)]);
-      log.info({ jobId, project: data.project, reason: decision.reason }, 'held');
-      return { outcome: 'held', heldJobId: held.id!, reason: decision.reason };
+    try {
+      return await admissions.submit({ job, data: parsed.data });
+    } catch (err) {
+      // Not the job's fault (Redis failover, a timeout): try again later
+      // rather than spend the submitter's attempts on it.
+      log.error({ err, jobId: job.id }, 'admission step failed; retrying the job');
+      await job.moveToDelayed(Date.now() + TRANSIENT_RETRY_MS, token);
+      throw new DelayedError();
     }
-
-    const id = execJobId(jobId);
-    if (decision.kind === 'admitted' || decision.state === 'reserved') {
-      // Idempotent: the derived job id makes a second add a no-op. Finished
-      // exec jobs are kept (removeOn*: false) until the reconciler settled
-      // them; it removes them after EXEC_RETAIN_FINISHED_MS.
-      await execQueue.add(
-        job.name,
-        { ...data, admission: decision.admission },
-        { jobId: id, removeOnComplete: false, removeOnFail: false },
-      );
-    }
-    if (decision.kind === 'already') {
-      // A retry after a crash: an earlier attempt may have parked it as held
-      // before a budget change let this attempt admit it. One state only.
-      await heldQueue.remove(heldJobId(jobId)).catch(() => 0);
-    }
-    log.debug({ jobId, execJobId: id, reservedGpuMs: decision.admission.reservedGpuMs }, 'admitted');
-    return {
-      outcome: 'admitted',
-      execJobId: id,
-      reservedGpuHours: gpuMsToHours(decision.admission.reservedGpuMs),
-      ...(decision.kind === 'already' && decision.state === 'settled' ? { alreadySettled: true } : {}),
-    };
   }
 
-  const worker = new Worker(
-    names.intake,
-    async (job, token) => {
-      try {
-        return await admit(job);
-      } catch (err) {
-        if (err instanceof UnrecoverableError) throw err;
-        // Not the job's fault (Redis failover, a timeout): try again later
-        // rather than spend the submitter's attempts on it.
-        log.error({ err, jobId: job.id }, 'admission step failed; retrying the job');
-        await job.moveToDelayed(Date.now() + TRANSIENT_RETRY_MS, token);
-        throw new DelayedError();
-      }
-    },
-    {
-      connection: deps.workerConnection,
-      prefix: names.prefix,
-      concurrency: config.gatekeeperConcurrency,
-      // Every step is idempotent, so a job that stalls (its gatekeeper died)
-      // is simply run again, as often as that happens.
-      maxStalledCount: 1_000,
-      lockDuration: config.gatekeeperLockMs,
-      stalledInterval: config.gatekeeperLockMs,
-      removeOnComplete: { count: 10_000 },
-      removeOnFail: { age: 7 * 24 * 3600 },
-    },
-  );
+  const worker = new Worker(names.intake, process, {
+    connection: deps.workerConnection,
+    prefix: names.prefix,
+    concurrency: config.gatekeeperConcurrency,
+    // Every step is idempotent, so a job that stalls (its gatekeeper died)
+    // is simply run again, as often as that happens.
+    maxStalledCount: 1_000,
+    lockDuration: config.gatekeeperLockMs,
+    stalledInterval: config.gatekeeperLockMs,
+    removeOnComplete: { count: 10_000 },
+    removeOnFail: { age: 7 * 24 * 3600 },
+  });
   worker.on('error', (err) => log.error({ err }, 'gatekeeper worker error'));
 
   return {
@@ -129,6 +144,16 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       await worker.close();
       await Promise.all([execQueue.close(), heldQueue.close()]);
     },
+  };
+}
+
+function result(intakeJobId: string, d: Decision): IntakeResult {
+  if (d.kind === 'held') return { outcome: 'held', heldJobId: heldJobId(intakeJobId), reason: d.reason };
+  return {
+    outcome: 'admitted',
+    execJobId: execJobId(intakeJobId),
+    reservedGpuHours: gpuMsToHours(d.admission.reservedGpuMs),
+    ...(d.kind === 'already' && d.state === 'settled' ? { alreadySettled: true } : {}),
   };
 }
 

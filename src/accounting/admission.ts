@@ -19,24 +19,32 @@ export function jobMeta(data: IntakeJobData): JobMeta {
   return { project: data.project, user: data.user, jobType: data.jobType, gpuType: data.gpuType, gpus: data.gpus };
 }
 
-export async function decideAdmission(
-  accounting: Accounting,
-  intakeJobId: string,
-  data: IntakeJobData,
-  now: number,
-): Promise<Decision> {
-  const amount = hoursToGpuMs(data.estimatedGpuHours);
-  const scopes = scopesForJob(data).map((s) => s.id);
-  const out = await accounting.reserve(intakeJobId, amount, scopes, jobMeta(data), now);
-  if (out.kind === 'no-fit') {
-    return { kind: 'held', reason: describeShortfalls(out.shortfalls), shortfalls: out.shortfalls };
-  }
-  const admission: AdmissionRecord = {
-    intakeJobId,
-    reservedGpuMs: out.amountGpuMs,
-    reservedGpuHours: gpuMsToHours(out.amountGpuMs),
-    scopes,
-    admittedAt: now,
-  };
-  return out.kind === 'reserved' ? { kind: 'admitted', admission } : { kind: 'already', state: out.state, admission };
+export interface AdmissionRequest {
+  intakeJobId: string;
+  data: IntakeJobData;
+}
+
+/** Decide a batch in one reserve call, in order; one decision per request. */
+export async function decideAdmissions(accounting: Accounting, reqs: AdmissionRequest[], now: number): Promise<Decision[]> {
+  const prepared = reqs.map(({ intakeJobId, data }) => ({
+    jobId: intakeJobId,
+    amountGpuMs: hoursToGpuMs(data.estimatedGpuHours),
+    scopes: scopesForJob(data).map((s) => s.id),
+    meta: jobMeta(data),
+    now,
+  }));
+  const outcomes = await accounting.reserveMany(prepared);
+  return outcomes.map((out, i): Decision => {
+    if (out.kind === 'no-fit') {
+      return { kind: 'held', reason: describeShortfalls(out.shortfalls), shortfalls: out.shortfalls };
+    }
+    const admission: AdmissionRecord = {
+      intakeJobId: prepared[i]!.jobId,
+      reservedGpuMs: out.amountGpuMs,
+      reservedGpuHours: gpuMsToHours(out.amountGpuMs),
+      scopes: prepared[i]!.scopes,
+      admittedAt: now,
+    };
+    return out.kind === 'reserved' ? { kind: 'admitted', admission } : { kind: 'already', state: out.state, admission };
+  });
 }

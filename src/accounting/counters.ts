@@ -23,6 +23,14 @@ export type ReserveOutcome =
   | { kind: 'already'; amountGpuMs: number; state: 'reserved' | 'settled' }
   | { kind: 'no-fit'; shortfalls: Shortfall[] };
 
+export interface ReserveRequest {
+  jobId: string;
+  amountGpuMs: number;
+  scopes: string[];
+  meta: JobMeta;
+  now: number;
+}
+
 export type SettleKind = 'settle' | 'release';
 
 export type SettleOutcome =
@@ -57,30 +65,26 @@ export class Accounting {
   }
 
   async reserve(jobId: string, amountGpuMs: number, scopes: string[], meta: JobMeta, now: number): Promise<ReserveOutcome> {
-    assertAmount(amountGpuMs, 1);
+    return (await this.reserveMany([{ jobId, amountGpuMs, scopes, meta, now }]))[0]!;
+  }
+
+  /**
+   * Reserve a batch in one script call; each job is decided on its own, in
+   * order, seeing the reservations of the jobs before it.
+   */
+  async reserveMany(reqs: ReserveRequest[]): Promise<ReserveOutcome[]> {
+    if (reqs.length === 0) return [];
+    for (const r of reqs) assertAmount(r.amountGpuMs, 1);
     const k = this.keys;
-    const r = (await callScript(
-      this.redis,
-      'reserve',
-      [k.reservation(jobId), k.open, k.ledger, ...scopes.map((s) => k.scope(s))],
-      [jobId, String(amountGpuMs), String(now), JSON.stringify(meta), ...scopes],
-    )) as (number | string)[];
-    if (r[0] === 1) return { kind: 'reserved', amountGpuMs: Number(r[1]) };
-    if (r[0] === 2) return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled' };
-    const n = Number(r[1]);
-    const shortfalls: Shortfall[] = [];
-    for (let i = 0; i < n; i++) {
-      const [scope, code, limit, used, reserved] = r.slice(2 + i * 5, 7 + i * 5);
-      shortfalls.push({
-        scope: String(scope),
-        code: code === 1 ? 'no-limit' : 'over-limit',
-        limitGpuMs: code === 1 ? null : Number(limit),
-        usedGpuMs: Number(used),
-        reservedGpuMs: Number(reserved),
-        neededGpuMs: amountGpuMs,
-      });
+    const keys = [k.open, k.ledger];
+    // One "now" per call: the latest of the batch, so admittedAt never precedes a request.
+    const args: string[] = [String(Math.max(...reqs.map((r) => r.now)))];
+    for (const r of reqs) {
+      keys.push(k.reservation(r.jobId), ...r.scopes.map((s) => k.scope(s)));
+      args.push(r.jobId, String(r.amountGpuMs), JSON.stringify(r.meta), String(r.scopes.length), ...r.scopes);
     }
-    return { kind: 'no-fit', shortfalls };
+    const out = (await callScript(this.redis, 'reserve', keys, args)) as (number | string)[][];
+    return out.map((r, i) => toOutcome(r, reqs[i]!.amountGpuMs));
   }
 
   async settle(
@@ -153,6 +157,24 @@ export class Accounting {
     assertAmount(limitGpuMs, 0);
     await this.redis.hset(this.keys.scope(scope), 'limit', String(limitGpuMs));
   }
+}
+
+function toOutcome(r: (number | string)[], neededGpuMs: number): ReserveOutcome {
+  if (r[0] === 1) return { kind: 'reserved', amountGpuMs: Number(r[1]) };
+  if (r[0] === 2) return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled' };
+  const shortfalls: Shortfall[] = [];
+  for (let i = 0; i < Number(r[1]); i++) {
+    const [scope, code, limit, used, reserved] = r.slice(2 + i * 5, 7 + i * 5);
+    shortfalls.push({
+      scope: String(scope),
+      code: code === 1 ? 'no-limit' : 'over-limit',
+      limitGpuMs: code === 1 ? null : Number(limit),
+      usedGpuMs: Number(used),
+      reservedGpuMs: Number(reserved),
+      neededGpuMs,
+    });
+  }
+  return { kind: 'no-fit', shortfalls };
 }
 
 function assertAmount(n: number, min: number): void {

@@ -19,7 +19,8 @@ const GROUP = 'ledger-writers';
 
 interface Entry {
   id: string;
-  fields: Record<string, string>;
+  /** One ledger row per job the stream entry carries. */
+  rows: LedgerRow[];
 }
 
 export interface LedgerWriterOptions {
@@ -101,7 +102,7 @@ export class LedgerWriter {
     if (!res) return [];
     const [, messages] = (res as [string, [string, string[] | null][]][])[0]!;
     // A pending entry whose message was deleted comes back with null fields.
-    return messages.filter(([, f]) => f !== null).map(([id, flat]) => ({ id, fields: toRecord(flat!) }));
+    return messages.filter(([, f]) => f !== null).map(([id, flat]) => ({ id, rows: parseEntry(flat!) }));
   }
 
   /** Take over entries another writer read but never acknowledged (it died). */
@@ -110,7 +111,7 @@ export class LedgerWriter {
   }
 
   private async write(entries: Entry[]): Promise<void> {
-    const rows = entries.map((e) => toRow(e.fields));
+    const rows = entries.flatMap((e) => e.rows);
     const cols = 12;
     const values: unknown[] = [];
     const tuples = rows.map((r, i) => {
@@ -134,29 +135,52 @@ export class LedgerWriter {
   }
 }
 
-function toRecord(flat: string[]): Record<string, string> {
-  const o: Record<string, string> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i]!] = flat[i + 1]!;
-  return o;
+export interface LedgerRow {
+  kind: string;
+  jobId: string;
+  project: string;
+  user: string;
+  jobType: string | null;
+  gpuType: string | null;
+  scopes: string[];
+  estimated: string;
+  actual: string | null;
+  admittedAt: string | null;
+  at: string | null;
+  note: string | null;
 }
 
-function toRow(f: Record<string, string>) {
-  const meta = JSON.parse(f.meta ?? '{}') as { project?: string; user?: string; jobType?: string; gpuType?: string };
+/**
+ * A stream entry is a header (kind, at, note?) followed by one group of
+ * fields per job, each group starting with `jobId` (reserve.lua writes one
+ * entry per batch, settle.lua one per job).
+ */
+export function parseEntry(flat: string[]): LedgerRow[] {
+  const header: Record<string, string> = {};
+  const groups: Record<string, string>[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const [k, v] = [flat[i]!, flat[i + 1]!];
+    if (k === 'jobId') groups.push({});
+    (groups.length > 0 ? groups[groups.length - 1]! : header)[k] = v;
+  }
   const ts = (ms: string | undefined) => (ms ? new Date(Number(ms)).toISOString() : null);
-  return {
-    kind: f.kind,
-    jobId: f.jobId,
-    project: meta.project ?? '',
-    user: meta.user ?? '',
-    jobType: meta.jobType ?? null,
-    gpuType: meta.gpuType ?? null,
-    scopes: (f.scopes ?? '').split(',').filter(Boolean),
-    estimated: f.estimated,
-    actual: f.actual ?? null,
-    admittedAt: ts(f.admittedAt ?? (f.kind === 'reserve' ? f.at : undefined)),
-    at: ts(f.at),
-    note: f.note || null,
-  };
+  return groups.map((g) => {
+    const meta = JSON.parse(g.meta ?? '{}') as { project?: string; user?: string; jobType?: string; gpuType?: string };
+    return {
+      kind: header.kind!,
+      jobId: g.jobId!,
+      project: meta.project ?? '',
+      user: meta.user ?? '',
+      jobType: meta.jobType ?? null,
+      gpuType: meta.gpuType ?? null,
+      scopes: (g.scopes ?? '').split(',').filter(Boolean),
+      estimated: g.estimated!,
+      actual: g.actual ?? null,
+      admittedAt: ts(g.admittedAt ?? (header.kind === 'reserve' ? header.at : undefined)),
+      at: ts(header.at),
+      note: header.note || null,
+    };
+  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,75 +1,114 @@
 --[[
-  reserve: hold a job's estimated GPU time against every scope it touches,
-  all or nothing, in one atomic step. Idempotent per job id: a retried call
-  for a job that already has a reservation changes nothing and says so.
+  reserve: for each job of a batch, in order, hold its estimated GPU time
+  against every scope it touches, all or nothing per job. Each job's decision
+  sees the reservations of the jobs before it, exactly as if each had its own
+  call; a batch only shares the cost of the call and of the counter writes.
+  Idempotent per job id: a job that already has a reservation changes nothing
+  and says so.
 
   Input:
-    KEYS[1]    reservation hash of this job   (amount, scopes, state, ...)
-    KEYS[2]    open-reservations zset         (member job id, score admittedAt)
-    KEYS[3]    ledger stream                  (drained into Postgres)
-    KEYS[4..]  one counter hash per scope     (limit, used, reserved; GPU-ms)
+    KEYS[1]    open-reservations zset         (member job id, score admittedAt)
+    KEYS[2]    ledger stream                  (drained into Postgres)
+    then, per job, in ARGV order:
+      its reservation hash                    (amount, scopes, state, admittedAt, meta)
+      one counter hash per scope              (limit, used, reserved; GPU-ms)
 
-    ARGV[1]    job id
-    ARGV[2]    amount, integer GPU-ms > 0
-    ARGV[3]    now, epoch ms
-    ARGV[4]    job metadata, JSON (project, user, jobType, gpuType), copied to the ledger
-    ARGV[5..]  scope ids, same order as KEYS[4..]
+    ARGV[1]    now, epoch ms
+    then, per job:
+      job id
+      amount, integer GPU-ms > 0
+      job metadata, JSON, copied to the ledger
+      number of scopes n
+      n scope ids, in the same order as the job's scope keys
 
-  Output:
+  Output: one entry per job, in order:
     { 1, amount }               reserved now
-    { 2, amount, state }        reserved before (a retry); state is 'reserved' or 'settled'
+    { 2, amount, state }        reserved before (a retry); state 'reserved' or 'settled'
     { 0, n, scope, code, limit, used, reserved, ... }
-                                does not fit; n failing scopes follow, five fields each;
-                                code 1 = no limit configured, 2 = would pass the limit
-  All checks come before the first write: Redis has no rollback.
+                                does not fit; n failing scopes, five fields each;
+                                code 1 = no limit configured (limit -1), 2 = would pass it
+
+  Writes: per job its reservation hash; per batch one HINCRBY per scope
+  touched, one ZADD and one XADD (fields: kind, at, then per job jobId,
+  estimated, scopes, meta). Every read comes before the first write.
+  Counter deltas are summed as Lua numbers (exact below 2^53 GPU-ms) and
+  written with %.0f, never tostring (which keeps only 14 digits).
 ]]
-local resKey    = KEYS[1]
-local openKey   = KEYS[2]
-local ledgerKey = KEYS[3]
+local openKey   = KEYS[1]
+local ledgerKey = KEYS[2]
+local now       = ARGV[1]
 
-local jobId  = ARGV[1]
-local amount = ARGV[2]          -- kept as a string: HINCRBY needs the exact digits
-local now    = ARGV[3]
-local meta   = ARGV[4]
-local nScopes = #KEYS - 3
-
-local prior = redis.call('HMGET', resKey, 'amount', 'state')
-if prior[1] then
-  return { 2, tonumber(prior[1]), prior[2] }
-end
-
-local need = tonumber(amount)
-local failures = {}
-local nFail = 0
-for i = 1, nScopes do
-  local c = redis.call('HMGET', KEYS[3 + i], 'limit', 'used', 'reserved')
-  local used = tonumber(c[2] or '0')
-  local reserved = tonumber(c[3] or '0')
-  if not c[1] then
-    nFail = nFail + 1
-    table.insert(failures, ARGV[4 + i]); table.insert(failures, 1)
-    table.insert(failures, -1); table.insert(failures, used); table.insert(failures, reserved)
-  elseif used + reserved + need > tonumber(c[1]) then
-    nFail = nFail + 1
-    table.insert(failures, ARGV[4 + i]); table.insert(failures, 2)
-    table.insert(failures, tonumber(c[1])); table.insert(failures, used); table.insert(failures, reserved)
+local counters = {}   -- scope key -> { limit, used, reserved, delta }
+local function counter(key)
+  local c = counters[key]
+  if not c then
+    local h = redis.call('HMGET', key, 'limit', 'used', 'reserved')
+    c = { limit = h[1] and tonumber(h[1]), used = tonumber(h[2] or '0'),
+          reserved = tonumber(h[3] or '0'), delta = 0 }
+    counters[key] = c
   end
-end
-if nFail > 0 then
-  local out = { 0, nFail }
-  for _, v in ipairs(failures) do table.insert(out, v) end
-  return out
+  return c
 end
 
-local scopeIds = {}
-for i = 1, nScopes do
-  redis.call('HINCRBY', KEYS[3 + i], 'reserved', amount)
-  scopeIds[i] = ARGV[4 + i]
+local results, admitted = {}, {}
+local admittedHere = {}   -- reservation key -> amount, for a job listed twice in one batch
+local k, a = 3, 2     -- next key, next arg
+while a <= #ARGV do
+  local jobId, amount, meta, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+  local resKey, need = KEYS[k], tonumber(ARGV[a + 1])
+  local prior = redis.call('HMGET', resKey, 'amount', 'state')
+  if prior[1] then
+    results[#results + 1] = { 2, tonumber(prior[1]), prior[2] }
+  elseif admittedHere[resKey] then
+    results[#results + 1] = { 2, admittedHere[resKey], 'reserved' }
+  else
+    local fail = { 0, 0 }
+    for i = 1, n do
+      local c = counter(KEYS[k + i])
+      local code = nil
+      if not c.limit then code = 1
+      elseif c.used + c.reserved + need > c.limit then code = 2 end
+      if code then
+        fail[2] = fail[2] + 1
+        local m = #fail
+        fail[m + 1] = ARGV[a + 3 + i]; fail[m + 2] = code
+        fail[m + 3] = c.limit or -1;   fail[m + 4] = c.used; fail[m + 5] = c.reserved
+      end
+    end
+    if fail[2] > 0 then
+      results[#results + 1] = fail
+    else
+      local ids = {}
+      for i = 1, n do
+        local c = counter(KEYS[k + i])
+        c.reserved = c.reserved + need
+        c.delta = c.delta + need
+        ids[i] = ARGV[a + 3 + i]
+      end
+      admitted[#admitted + 1] = { resKey, jobId, amount, table.concat(ids, ','), meta }
+      admittedHere[resKey] = need
+      results[#results + 1] = { 1, need }
+    end
+  end
+  k = k + 1 + n
+  a = a + 4 + n
 end
-local scopes = table.concat(scopeIds, ',')
-redis.call('HSET', resKey, 'amount', amount, 'scopes', scopes, 'state', 'reserved',
-  'admittedAt', now, 'meta', meta)
-redis.call('ZADD', openKey, now, jobId)
-redis.call('XADD', ledgerKey, '*', 'kind', 'reserve', 'jobId', jobId, 'estimated', amount,
-  'at', now, 'scopes', scopes, 'meta', meta)
-return { 1, need }
+
+if #admitted > 0 then
+  for key, c in pairs(counters) do
+    if c.delta > 0 then
+      redis.call('HINCRBY', key, 'reserved', string.format('%.0f', c.delta))
+    end
+  end
+  local zadd, xadd = { 'ZADD', openKey }, { 'XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now }
+  for _, r in ipairs(admitted) do
+    redis.call('HSET', r[1], 'amount', r[3], 'scopes', r[4], 'state', 'reserved', 'admittedAt', now, 'meta', r[5])
+    zadd[#zadd + 1] = now; zadd[#zadd + 1] = r[2]
+    local x = #xadd
+    xadd[x + 1] = 'jobId'; xadd[x + 2] = r[2]; xadd[x + 3] = 'estimated'; xadd[x + 4] = r[3]
+    xadd[x + 5] = 'scopes'; xadd[x + 6] = r[4]; xadd[x + 7] = 'meta'; xadd[x + 8] = r[5]
+  end
+  redis.call(unpack(zadd))
+  redis.call(unpack(xadd))
+end
+return results

@@ -57,6 +57,6 @@ end
 redis.call('HSET', resKey, 'state', 'settled', 'actual', actual, 'settledAt', now)
 redis.call('EXPIRE', resKey, retain)
 redis.call('ZREM', openKey, jobId)
-redis.call('XADD', ledgerKey, '*', 'kind', kind, 'jobId', jobId, 'estimated', amount,
-  'actual', actual, 'at', now, 'admittedAt', r[6], 'scopes', r[2], 'meta', r[5], 'note', note)
+redis.call('XADD', ledgerKey, '*', 'kind', kind, 'at', now, 'note', note,
+  'jobId', jobId, 'estimated', amount, 'actual', actual, 'admittedAt', r[6], 'scopes', r[2], 'meta', r[5])
 return { 1, tonumber(amount), tonumber(actual) }
