@@ -28,7 +28,7 @@ import { Accounting } from '../src/accounting/counters.ts';
 import { createRedis } from '../queues/connection.ts';
 import { execJobId, queueNames } from '../queues/names.ts';
 import { createGatekeeper } from '../workers/gatekeeper.ts';
-import { startLocalRedis } from '../test/support/infra.ts';
+import { startLocalRedis, unlinkMatching } from '../test/support/infra.ts';
 
 function env(name: string, def: number): number {
   const n = process.env[name] ? Number(process.env[name]) : def;
@@ -92,15 +92,6 @@ async function withRun<T>(redisUrl: string, kind: Kind, body: (run: Run) => Prom
     await unlinkMatching(admin, `gk:{${prefix}}:*`);
     await Promise.all([admin, connection, workerConnection].map((c) => c.quit()));
   }
-}
-
-async function unlinkMatching(redis: Redis, pattern: string): Promise<void> {
-  let cursor = '0';
-  do {
-    const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-    if (keys.length > 0) await redis.unlink(...keys);
-    cursor = next;
-  } while (cursor !== '0');
 }
 
 const jobData = (i: number) => ({ project: 'bench', user: `u${i % 16}`, estimatedGpuHours: 1 });

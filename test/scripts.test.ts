@@ -109,11 +109,11 @@ describe('scripts', () => {
         .filter((r) => r.jobId.startsWith('l'))
         .map((r) => [r.kind, r.jobId, r.estimated, r.actual]);
     await t.accounting.reserveMany([
-      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta, now },
-      { jobId: 'l2', amountGpuMs: 95, scopes: ['s:led'], meta, now }, // does not fit after l1
-      { jobId: 'l3', amountGpuMs: 20, scopes: ['s:led'], meta, now },
-      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta, now }, // retry within the batch
-    ]);
+      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta },
+      { jobId: 'l2', amountGpuMs: 95, scopes: ['s:led'], meta }, // does not fit after l1
+      { jobId: 'l3', amountGpuMs: 20, scopes: ['s:led'], meta },
+      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta }, // retry within the batch
+    ], now);
     await t.accounting.settle('l1', ['s:led'], 4, 'settle', now);
     await t.accounting.settle('l1', ['s:led'], 4, 'settle', now);
     expect(await rows()).toEqual([
@@ -128,12 +128,12 @@ describe('scripts', () => {
     await a.setLimit('s:b1', 100);
     await a.setLimit('s:b2', 50);
     const out = await a.reserveMany([
-      { jobId: 'q1', amountGpuMs: 40, scopes: ['s:b1', 's:b2'], meta, now },
-      { jobId: 'q2', amountGpuMs: 40, scopes: ['s:b1'], meta, now },
-      { jobId: 'q3', amountGpuMs: 20, scopes: ['s:b1', 's:b2'], meta, now }, // b2 would be 60 > 50
-      { jobId: 'q4', amountGpuMs: 20, scopes: ['s:b1'], meta, now },
-      { jobId: 'q5', amountGpuMs: 1, scopes: ['s:b1'], meta, now }, // b1 full at 100
-    ]);
+      { jobId: 'q1', amountGpuMs: 40, scopes: ['s:b1', 's:b2'], meta },
+      { jobId: 'q2', amountGpuMs: 40, scopes: ['s:b1'], meta },
+      { jobId: 'q3', amountGpuMs: 20, scopes: ['s:b1', 's:b2'], meta }, // b2 would be 60 > 50
+      { jobId: 'q4', amountGpuMs: 20, scopes: ['s:b1'], meta },
+      { jobId: 'q5', amountGpuMs: 1, scopes: ['s:b1'], meta }, // b1 full at 100
+    ], now);
     expect(out.map((o) => o.kind)).toEqual(['reserved', 'reserved', 'no-fit', 'reserved', 'no-fit']);
     expect(out[2]).toMatchObject({ shortfalls: [{ scope: 's:b2', limitGpuMs: 50, reservedGpuMs: 40, neededGpuMs: 20 }] });
     expect(out[4]).toMatchObject({ shortfalls: [{ scope: 's:b1', limitGpuMs: 100, reservedGpuMs: 100, neededGpuMs: 1 }] });

@@ -1,8 +1,8 @@
 /**
- * Deciding: turn one validated job into an admission decision. Accounting
- * (counters.ts) does the atomic arithmetic; this module only maps its outcome
- * to what the gatekeeper does next. No Redis reads of its own: one Lua call
- * per decision.
+ * Deciding: turn validated jobs into admission decisions. Accounting
+ * (counters.ts) does the atomic arithmetic; this module only maps its
+ * outcomes to what the gatekeeper does next. No Redis reads of its own: each
+ * decision is made inside one Lua call (which may carry several jobs).
  */
 import type { AdmissionRecord, IntakeJobData } from '../../queues/contract.ts';
 import { hoursToGpuMs, gpuMsToHours } from '../units.ts';
@@ -31,9 +31,8 @@ export async function decideAdmissions(accounting: Accounting, reqs: AdmissionRe
     amountGpuMs: hoursToGpuMs(data.estimatedGpuHours),
     scopes: scopesForJob(data).map((s) => s.id),
     meta: jobMeta(data),
-    now,
   }));
-  const outcomes = await accounting.reserveMany(prepared);
+  const outcomes = await accounting.reserveMany(prepared, now);
   return outcomes.map((out, i): Decision => {
     if (out.kind === 'no-fit') {
       return { kind: 'held', reason: describeShortfalls(out.shortfalls), shortfalls: out.shortfalls };

@@ -28,7 +28,6 @@ export interface ReserveRequest {
   amountGpuMs: number;
   scopes: string[];
   meta: JobMeta;
-  now: number;
 }
 
 export type SettleKind = 'settle' | 'release';
@@ -65,20 +64,19 @@ export class Accounting {
   }
 
   async reserve(jobId: string, amountGpuMs: number, scopes: string[], meta: JobMeta, now: number): Promise<ReserveOutcome> {
-    return (await this.reserveMany([{ jobId, amountGpuMs, scopes, meta, now }]))[0]!;
+    return (await this.reserveMany([{ jobId, amountGpuMs, scopes, meta }], now))[0]!;
   }
 
   /**
    * Reserve a batch in one script call; each job is decided on its own, in
    * order, seeing the reservations of the jobs before it.
    */
-  async reserveMany(reqs: ReserveRequest[]): Promise<ReserveOutcome[]> {
+  async reserveMany(reqs: ReserveRequest[], now: number): Promise<ReserveOutcome[]> {
     if (reqs.length === 0) return [];
     for (const r of reqs) assertAmount(r.amountGpuMs, 1);
     const k = this.keys;
     const keys = [k.open, k.ledger];
-    // One "now" per call: the latest of the batch, so admittedAt never precedes a request.
-    const args: string[] = [String(Math.max(...reqs.map((r) => r.now)))];
+    const args: string[] = [String(now)];
     for (const r of reqs) {
       keys.push(k.reservation(r.jobId), ...r.scopes.map((s) => k.scope(s)));
       args.push(r.jobId, String(r.amountGpuMs), JSON.stringify(r.meta), String(r.scopes.length), ...r.scopes);
@@ -120,11 +118,6 @@ export class Accounting {
       admittedAt: Number(h.admittedAt),
       meta: JSON.parse(h.meta ?? '{}') as JobMeta,
     };
-  }
-
-  /** Open reservations, oldest first, a page at a time. */
-  async openPage(offset: number, count: number): Promise<string[]> {
-    return this.redis.zrange(this.keys.open, String(offset), String(offset + count - 1));
   }
 
   async openCount(): Promise<number> {

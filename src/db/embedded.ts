@@ -4,7 +4,7 @@
  * One process only: PGlite is single-writer. Set DATABASE_URL to scale out.
  */
 import { mkdirSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 
 export interface EmbeddedPostgres {
   url: string;
@@ -28,5 +28,3 @@ export async function startEmbeddedPostgres(dataDir: string): Promise<EmbeddedPo
     },
   };
 }
-
-export const embeddedDir = (dataDir: string) => join(dataDir, 'pglite');

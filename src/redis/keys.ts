@@ -31,9 +31,4 @@ export class Keys {
   get ledger(): string {
     return `${this.base}:ledger`;
   }
-
-  /** Prefix of all scope hashes, for SCAN. */
-  get scopePattern(): string {
-    return `${this.base}:scope:*`;
-  }
 }

@@ -15,6 +15,7 @@ import { migrate } from '../../src/db/migrate.ts';
 import { Accounting } from '../../src/accounting/counters.ts';
 import { Budgets } from '../../src/accounting/budgets.ts';
 import type { Clock } from '../../src/clock.ts';
+import { unlinkMatching } from './infra.ts';
 
 export class TestClock implements Clock {
   constructor(public t = Date.UTC(2026, 10, 25, 12, 0, 0)) {}
@@ -80,14 +81,8 @@ export async function createTestEnv(overrides: Record<string, string> = {}): Pro
     async close() {
       await pool.end();
       // Remove this file's keys so a shared REDIS_URL stays clean.
-      for (const pattern of [`${prefix}:*`, `gk:{${prefix}}:*`]) {
-        let cursor = '0';
-        do {
-          const [next, keys] = await redis.scan(cursor, 'MATCH', pattern, 'COUNT', 1000);
-          if (keys.length > 0) await redis.unlink(...keys);
-          cursor = next;
-        } while (cursor !== '0');
-      }
+      await unlinkMatching(redis, `${prefix}:*`);
+      await unlinkMatching(redis, `gk:{${prefix}}:*`);
       await Promise.all(conns.map((c) => c.quit().catch(() => {})));
       const a = new pg.Client({ connectionString: adminUrl });
       await a.connect();
