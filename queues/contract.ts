@@ -91,6 +91,12 @@ export interface HeldJobData extends IntakeJobData {
   held: { intakeJobId: string; reason: string; heldAt: number };
 }
 
+/** What a job parked on gpu-rejected carries: the intake data as it came, and why. */
+export interface RejectedJobData {
+  intake: unknown;
+  rejected: { intakeJobId: string; reason: string; rejectedAt: number; by: string };
+}
+
 /** What GPU workers may return; `gpuHours` replaces the reservation when present. */
 export const execResultSchema = z.object({ gpuHours: z.number().finite().min(0) }).loose();
 

@@ -50,6 +50,8 @@ const Env = z.object({
   EXEC_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-exec'),
   /** Where jobs that do not fit wait. @default gpu-held */
   HELD_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-held'),
+  /** Where invalid and cancelled jobs go, with their reason. @default gpu-rejected */
+  REJECTED_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-rejected'),
   /** Largest estimate one job may carry, in GPU hours. @default 10000 */
   MAX_GPU_HOURS_PER_JOB: numberFrom(10_000),
   /** Largest `payload`, in bytes of JSON. @default 262144 (256 KiB) */
@@ -97,7 +99,7 @@ export interface Config {
   readonly dataDir: string;
   readonly port: number;
   readonly queuePrefix: string;
-  readonly queues: { readonly intake: string; readonly exec: string; readonly held: string };
+  readonly queues: { readonly intake: string; readonly exec: string; readonly held: string; readonly rejected: string };
   readonly maxGpuHoursPerJob: number;
   readonly maxPayloadBytes: number;
   readonly gatekeeperConcurrency: number;
@@ -138,7 +140,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataDir: e.DATA_DIR,
     port: e.PORT,
     queuePrefix: e.QUEUE_PREFIX,
-    queues: Object.freeze({ intake: e.INTAKE_QUEUE, exec: e.EXEC_QUEUE, held: e.HELD_QUEUE }),
+    queues: Object.freeze({ intake: e.INTAKE_QUEUE, exec: e.EXEC_QUEUE, held: e.HELD_QUEUE, rejected: e.REJECTED_QUEUE }),
     maxGpuHoursPerJob: e.MAX_GPU_HOURS_PER_JOB,
     maxPayloadBytes: e.MAX_PAYLOAD_BYTES,
     gatekeeperConcurrency: e.GATEKEEPER_CONCURRENCY,

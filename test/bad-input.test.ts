@@ -14,17 +14,19 @@ let t: TestEnv;
 let gk: Gatekeeper;
 let intake: Queue;
 let exec: Queue;
+let rejected: Queue;
 
 beforeAll(async () => {
   t = await createTestEnv({ MAX_PAYLOAD_BYTES: '1024', MAX_GPU_HOURS_PER_JOB: '500' });
   gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   exec = new Queue(t.config.queues.exec, { connection: t.redis, prefix: t.config.queuePrefix });
+  rejected = new Queue(t.config.queues.rejected, { connection: t.redis, prefix: t.config.queuePrefix });
   await t.budgets.set('good', hoursToGpuMs(1000));
 });
 afterAll(async () => {
   await gk?.close();
-  await Promise.all([intake?.close(), exec?.close()]);
+  await Promise.all([intake?.close(), exec?.close(), rejected?.close()]);
   await t?.close();
 });
 
@@ -61,6 +63,16 @@ describe('bad input', () => {
     const reasons = Object.fromEntries(failed.map((j) => [j.name.slice(4), j.failedReason]));
     expect(reasons).toEqual(Object.fromEntries(cases.map(([name, , reason]) => [name, reason])));
     for (const j of failed) expect(j.attemptsMade).toBe(1); // rejected, not retried
+
+    // Each is also parked on gpu-rejected, its reason in its data and its log.
+    const parked = await rejected.getJobs(['waiting']);
+    expect(parked).toHaveLength(cases.length);
+    for (const p of parked) {
+      const intakeJob = failed.find((f) => f.id === p.data.rejected.intakeJobId)!;
+      expect(p.data.rejected.reason).toBe(intakeJob.failedReason);
+      expect(p.data.intake).toEqual(intakeJob.data);
+      expect((await rejected.getJobLogs(p.id!)).logs).toEqual([`rejected: ${intakeJob.failedReason}`]);
+    }
 
     expect(await exec.count()).toBe(cases.length);
     expect((await t.budgets.get('good'))!.reservedGpuMs).toBe(hoursToGpuMs(cases.length));

@@ -3,14 +3,19 @@
  * reserve/settle contract holds (all-or-nothing over N scopes, idempotent per
  * job, exact integers, NOSCRIPT after SCRIPT FLUSH handled).
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createTestEnv, type TestEnv } from './support/env.ts';
 import { SCRIPT_FILES, scriptSha, scriptSource } from '../src/redis/scripts.ts';
 import type { JobMeta } from '../src/accounting/counters.ts';
 import { parseEntry } from '../src/ledger/writer.ts';
 
 let t: TestEnv;
-const meta: JobMeta = { project: 'p', user: 'u', gpus: 1 };
+// Each test its own project: a project's held jobs queue up (first in, first out).
+let n = 0;
+let meta: JobMeta = { project: 'p0', user: 'u', gpus: 1 };
+beforeEach(() => {
+  meta = { project: `p${++n}`, user: 'u', gpus: 1 };
+});
 const now = 1_700_000_000_000;
 
 beforeAll(async () => {
@@ -30,19 +35,22 @@ describe('scripts', () => {
     await a.setLimit('s:c', 30);
     const miss = await a.reserve('j1', 40, ['s:a', 's:b', 's:c'], meta, now);
     expect(miss).toEqual({
-      kind: 'no-fit',
+      kind: 'held',
       shortfalls: [{ scope: 's:c', code: 'over-limit', limitGpuMs: 30, usedGpuMs: 0, reservedGpuMs: 0, neededGpuMs: 40 }],
+      ahead: 0,
+      retried: false,
     });
     for (const s of ['s:a', 's:b', 's:c']) expect((await a.readScope(s)).reservedGpuMs).toBe(0);
     expect(await a.openCount()).toBe(0);
 
-    expect(await a.reserve('j2', 30, ['s:a', 's:b', 's:c'], meta, now)).toEqual({ kind: 'reserved', amountGpuMs: 30 });
+    const other = { ...meta, project: `${meta.project}-other` }; // j1's project now has a held job
+    expect(await a.reserve('j2', 30, ['s:a', 's:b', 's:c'], other, now)).toEqual({ kind: 'reserved', amountGpuMs: 30 });
     for (const s of ['s:a', 's:b', 's:c']) expect((await a.readScope(s)).reservedGpuMs).toBe(30);
   });
 
   it('names every scope that does not fit, including ones with no limit', async () => {
     const out = await t.accounting.reserve('j3', 60, ['s:a', 's:none', 's:c'], meta, now);
-    expect(out.kind === 'no-fit' && out.shortfalls.map((s) => [s.scope, s.code])).toEqual([
+    expect(out.kind === 'held' && out.shortfalls.map((s) => [s.scope, s.code])).toEqual([
       ['s:none', 'no-limit'],
       ['s:c', 'over-limit'],
     ]);
@@ -51,8 +59,11 @@ describe('scripts', () => {
   it('fits exactly at the limit, not one GPU-ms past it', async () => {
     await t.accounting.setLimit('s:edge', 1000);
     expect((await t.accounting.reserve('e1', 999, ['s:edge'], meta, now)).kind).toBe('reserved');
-    expect((await t.accounting.reserve('e2', 2, ['s:edge'], meta, now)).kind).toBe('no-fit');
-    expect((await t.accounting.reserve('e3', 1, ['s:edge'], meta, now)).kind).toBe('reserved');
+    expect((await t.accounting.reserve('e2', 1, ['s:edge'], meta, now)).kind).toBe('reserved');
+    expect(await t.accounting.reserve('e3', 1, ['s:edge'], meta, now)).toMatchObject({
+      kind: 'held',
+      shortfalls: [{ scope: 's:edge', limitGpuMs: 1000, reservedGpuMs: 1000, neededGpuMs: 1 }],
+    });
   });
 
   it('is idempotent per job: a retried reserve changes nothing', async () => {
@@ -111,7 +122,7 @@ describe('scripts', () => {
     await t.accounting.reserveMany([
       { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta },
       { jobId: 'l2', amountGpuMs: 95, scopes: ['s:led'], meta }, // does not fit after l1
-      { jobId: 'l3', amountGpuMs: 20, scopes: ['s:led'], meta },
+      { jobId: 'l3', amountGpuMs: 20, scopes: ['s:led'], meta: { ...meta, project: 'elsewhere' } },
       { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta }, // retry within the batch
     ], now);
     await t.accounting.settle('l1', ['s:led'], 4, 'settle', now);
@@ -127,18 +138,73 @@ describe('scripts', () => {
     const a = t.accounting;
     await a.setLimit('s:b1', 100);
     await a.setLimit('s:b2', 50);
+    const own = (project: string) => ({ ...meta, project }); // separate held lines
     const out = await a.reserveMany([
-      { jobId: 'q1', amountGpuMs: 40, scopes: ['s:b1', 's:b2'], meta },
-      { jobId: 'q2', amountGpuMs: 40, scopes: ['s:b1'], meta },
-      { jobId: 'q3', amountGpuMs: 20, scopes: ['s:b1', 's:b2'], meta }, // b2 would be 60 > 50
-      { jobId: 'q4', amountGpuMs: 20, scopes: ['s:b1'], meta },
-      { jobId: 'q5', amountGpuMs: 1, scopes: ['s:b1'], meta }, // b1 full at 100
+      { jobId: 'q1', amountGpuMs: 40, scopes: ['s:b1', 's:b2'], meta: own('q1') },
+      { jobId: 'q2', amountGpuMs: 40, scopes: ['s:b1'], meta: own('q2') },
+      { jobId: 'q3', amountGpuMs: 20, scopes: ['s:b1', 's:b2'], meta: own('q3') }, // b2 would be 60 > 50
+      { jobId: 'q4', amountGpuMs: 20, scopes: ['s:b1'], meta: own('q4') },
+      { jobId: 'q5', amountGpuMs: 1, scopes: ['s:b1'], meta: own('q5') }, // b1 full at 100
     ], now);
-    expect(out.map((o) => o.kind)).toEqual(['reserved', 'reserved', 'no-fit', 'reserved', 'no-fit']);
+    expect(out.map((o) => o.kind)).toEqual(['reserved', 'reserved', 'held', 'reserved', 'held']);
     expect(out[2]).toMatchObject({ shortfalls: [{ scope: 's:b2', limitGpuMs: 50, reservedGpuMs: 40, neededGpuMs: 20 }] });
     expect(out[4]).toMatchObject({ shortfalls: [{ scope: 's:b1', limitGpuMs: 100, reservedGpuMs: 100, neededGpuMs: 1 }] });
     expect((await a.readScope('s:b1')).reservedGpuMs).toBe(100);
     expect((await a.readScope('s:b2')).reservedGpuMs).toBe(40);
     expect(await a.whichOpen(['q1', 'q2', 'q3', 'q4', 'q5'])).toEqual(new Set(['q1', 'q2', 'q4']));
+  });
+
+  it('holds a new job behind its project\'s held jobs even when it fits (first in, first out)', async () => {
+    const a = t.accounting;
+    await a.setLimit('s:fifo', 10);
+    expect((await a.reserve('f-big', 20, ['s:fifo'], meta, now)).kind).toBe('held');
+    expect(await a.reserve('f-small', 1, ['s:fifo'], meta, now)).toEqual({ kind: 'held', shortfalls: [], ahead: 1, retried: false });
+    expect(await a.reserve('f-small', 1, ['s:fifo'], meta, now)).toMatchObject({ kind: 'held', retried: true });
+    expect(await a.heldIds(meta.project)).toEqual(['f-big', 'f-small']);
+    expect((await a.readScope('s:fifo')).reservedGpuMs).toBe(0);
+  });
+
+  it('releases held jobs first in, first out, and stops a project at the first that does not fit', async () => {
+    const a = t.accounting;
+    await a.setLimit('s:rel', 3);
+    for (const [id, amount] of [['r1', 2], ['r2', 2], ['r3', 1], ['r4', 1]] as const) await a.reserve(id, amount, ['s:rel'], meta, now);
+    expect(await a.heldIds(meta.project)).toEqual(['r2', 'r3', 'r4']);
+    await a.setLimit('s:rel', 5);
+    const out = await a.release(['r2', 'r3', 'r4'], 'fifo', 'test', now);
+    expect(out).toEqual([
+      { kind: 'admitted', amountGpuMs: 2 },
+      { kind: 'admitted', amountGpuMs: 1 },
+      { kind: 'held', shortfalls: [{ scope: 's:rel', code: 'over-limit', limitGpuMs: 5, usedGpuMs: 0, reservedGpuMs: 5, neededGpuMs: 1 }], ahead: 0 },
+    ]);
+    expect(await a.heldIds(meta.project)).toEqual(['r4']);
+    expect((await a.readScope('s:rel')).reservedGpuMs).toBe(5);
+    expect(await a.release(['r2'], 'fifo', 'test', now)).toEqual([{ kind: 'not-held', state: 'reserved' }]);
+  });
+
+  it('never lets a newer held job overtake an older one, even when released alone', async () => {
+    const a = t.accounting;
+    await a.setLimit('s:ovt', 0);
+    await a.reserve('o1', 5, ['s:ovt'], meta, now);
+    await a.reserve('o2', 1, ['s:ovt'], meta, now);
+    await a.setLimit('s:ovt', 100);
+    expect(await a.release(['o2'], 'fifo', 'test', now)).toEqual([{ kind: 'held', shortfalls: [], ahead: 1 }]);
+    expect(await a.release(['o1', 'o2'], 'fifo', 'test', now)).toEqual([
+      { kind: 'admitted', amountGpuMs: 5 },
+      { kind: 'admitted', amountGpuMs: 1 },
+    ]);
+  });
+
+  it('overrides a held job past the limit, and cancels one without touching counters', async () => {
+    const a = t.accounting;
+    await a.setLimit('s:ov', 1);
+    await a.reserve('v1', 5, ['s:ov'], meta, now);
+    await a.reserve('v2', 5, ['s:ov'], meta, now);
+    expect(await a.release(['v2'], 'override', 'override by test', now)).toEqual([{ kind: 'admitted', amountGpuMs: 5 }]);
+    expect((await a.readScope('s:ov')).reservedGpuMs).toBe(5);
+    expect(await a.cancel('v1')).toEqual({ kind: 'cancelled' });
+    expect(await a.cancel('v1')).toEqual({ kind: 'not-held', state: 'cancelled' });
+    expect(await a.heldIds(meta.project)).toEqual([]);
+    expect(await a.reserve('v1', 5, ['s:ov'], meta, now)).toEqual({ kind: 'cancelled' });
+    expect((await a.readScope('s:ov')).reservedGpuMs).toBe(5);
   });
 });

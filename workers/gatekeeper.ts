@@ -23,13 +23,14 @@ import type { Logger } from '../src/log.ts';
 import { Accounting } from '../src/accounting/counters.ts';
 import { decideAdmissions, type Decision } from '../src/accounting/admission.ts';
 import { GroupCommit } from '../src/group-commit.ts';
-import { intakeJobSchema, parseIntakeJob, type ExecJobData, type HeldJobData, type IntakeJobData } from '../queues/contract.ts';
-import { execJobId, heldJobId, queueNames } from '../queues/names.ts';
+import { intakeJobSchema, parseIntakeJob, type ExecJobData, type HeldJobData, type IntakeJobData, type RejectedJobData } from '../queues/contract.ts';
+import { execJobId, heldJobId, queueNames, rejectedJobId } from '../queues/names.ts';
 import { gpuMsToHours } from '../src/units.ts';
 
 export type IntakeResult =
   | { outcome: 'admitted'; execJobId: string; reservedGpuHours: number; alreadySettled?: boolean }
-  | { outcome: 'held'; heldJobId: string; reason: string };
+  | { outcome: 'held'; heldJobId: string; reason: string }
+  | { outcome: 'cancelled' };
 
 export interface GatekeeperDeps {
   config: Config;
@@ -59,6 +60,19 @@ export function createGatekeeper(deps: GatekeeperDeps) {
   const schema = intakeJobSchema(config);
   const execQueue = new Queue<ExecJobData>(names.exec, { connection, prefix: names.prefix });
   const heldQueue = new Queue<HeldJobData>(names.held, { connection, prefix: names.prefix });
+  const rejectedQueue = new Queue<RejectedJobData>(names.rejected, { connection, prefix: names.prefix });
+
+  /** Park a rejected job on gpu-rejected (reason in data and log), then fail it on intake without retry. */
+  async function reject(job: Job, reason: string): Promise<never> {
+    log.warn({ jobId: job.id, reason }, 'rejected');
+    const r = await rejectedQueue.add(
+      job.name,
+      { intake: job.data as unknown, rejected: { intakeJobId: job.id!, reason, rejectedAt: clock.now(), by: 'gatekeeper' } },
+      { jobId: rejectedJobId(job.id!), ...KEEP },
+    );
+    await r.log(`rejected: ${reason}`);
+    throw new UnrecoverableError(reason);
+  }
 
   /** Decide and carry out a batch of valid jobs; one result per job, in order. */
   async function admitBatch(batch: Pending[]): Promise<IntakeResult[]> {
@@ -74,6 +88,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     batch.forEach(({ job, data }, i) => {
       const d = decisions[i]!;
       const id = job.id!;
+      if (d.kind === 'cancelled') return;
       if (d.kind === 'held') {
         toHold.push({
           name: job.name,
@@ -109,19 +124,21 @@ export function createGatekeeper(deps: GatekeeperDeps) {
 
   async function process(job: Job, token: string | undefined): Promise<IntakeResult> {
     const parsed = parseIntakeJob(schema, job.data);
-    if (!parsed.ok) {
-      log.warn({ jobId: job.id, reason: parsed.reason }, 'rejected');
-      throw new UnrecoverableError(parsed.reason);
-    }
+    let r: IntakeResult;
     try {
-      return await admissions.submit({ job, data: parsed.data });
+      if (!parsed.ok) return await reject(job, parsed.reason);
+      r = await admissions.submit({ job, data: parsed.data });
     } catch (err) {
+      if (err instanceof UnrecoverableError) throw err;
       // Not the job's fault (Redis failover, a timeout): try again later
       // rather than spend the submitter's attempts on it.
       log.error({ err, jobId: job.id }, 'admission step failed; retrying the job');
       await job.moveToDelayed(Date.now() + TRANSIENT_RETRY_MS, token);
       throw new DelayedError();
     }
+    // An admin cancelled it while held; this is a late re-run of its intake job.
+    if (r.outcome === 'cancelled') throw new UnrecoverableError('cancelled by an admin while held');
+    return r;
   }
 
   const worker = new Worker(names.intake, process, {
@@ -142,12 +159,13 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     worker,
     async close(): Promise<void> {
       await worker.close();
-      await Promise.all([execQueue.close(), heldQueue.close()]);
+      await Promise.all([execQueue.close(), heldQueue.close(), rejectedQueue.close()]);
     },
   };
 }
 
 function result(intakeJobId: string, d: Decision): IntakeResult {
+  if (d.kind === 'cancelled') return { outcome: 'cancelled' };
   if (d.kind === 'held') return { outcome: 'held', heldJobId: heldJobId(intakeJobId), reason: d.reason };
   return {
     outcome: 'admitted',

@@ -7,13 +7,15 @@
 import type { AdmissionRecord, IntakeJobData } from '../../queues/contract.ts';
 import { hoursToGpuMs, gpuMsToHours } from '../units.ts';
 import type { Accounting, JobMeta } from './counters.ts';
-import { describeShortfalls, type Shortfall } from './reasons.ts';
+import { describeHold, type Shortfall } from './reasons.ts';
 import { scopesForJob } from './scopes.ts';
 
 export type Decision =
   | { kind: 'admitted'; admission: AdmissionRecord }
   | { kind: 'already'; state: 'reserved' | 'settled'; admission: AdmissionRecord }
-  | { kind: 'held'; reason: string; shortfalls: Shortfall[] };
+  /** `retried`: it was held before (a re-run after a crash); make sure it is on gpu-held. */
+  | { kind: 'held'; reason: string; shortfalls: Shortfall[]; retried: boolean }
+  | { kind: 'cancelled' };
 
 export function jobMeta(data: IntakeJobData): JobMeta {
   return { project: data.project, user: data.user, jobType: data.jobType, gpuType: data.gpuType, gpus: data.gpus };
@@ -34,9 +36,11 @@ export async function decideAdmissions(accounting: Accounting, reqs: AdmissionRe
   }));
   const outcomes = await accounting.reserveMany(prepared, now);
   return outcomes.map((out, i): Decision => {
-    if (out.kind === 'no-fit') {
-      return { kind: 'held', reason: describeShortfalls(out.shortfalls), shortfalls: out.shortfalls };
+    if (out.kind === 'held') {
+      const reason = describeHold(reqs[i]!.data.project, out);
+      return { kind: 'held', reason, shortfalls: out.shortfalls, retried: out.retried };
     }
+    if (out.kind === 'cancelled') return out;
     const admission: AdmissionRecord = {
       intakeJobId: prepared[i]!.jobId,
       reservedGpuMs: out.amountGpuMs,

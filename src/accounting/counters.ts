@@ -21,7 +21,18 @@ export interface JobMeta {
 export type ReserveOutcome =
   | { kind: 'reserved'; amountGpuMs: number }
   | { kind: 'already'; amountGpuMs: number; state: 'reserved' | 'settled' }
-  | { kind: 'no-fit'; shortfalls: Shortfall[] };
+  /**
+   * Held (now, or before when `retried`): `shortfalls` says which scopes it
+   * does not fit; `ahead` > 0 means it waits behind that many older held
+   * jobs of its project (first in, first out), fit or not.
+   */
+  | { kind: 'held'; shortfalls: Shortfall[]; ahead: number; retried: boolean }
+  | { kind: 'cancelled' };
+
+export type ReleaseOutcome =
+  | { kind: 'admitted'; amountGpuMs: number }
+  | { kind: 'held'; shortfalls: Shortfall[]; ahead: number }
+  | { kind: 'not-held'; state: string };
 
 export interface ReserveRequest {
   jobId: string;
@@ -75,14 +86,54 @@ export class Accounting {
     if (reqs.length === 0) return [];
     for (const r of reqs) assertAmount(r.amountGpuMs, 1);
     const k = this.keys;
-    const keys = [k.open, k.ledger];
+    const keys = [k.open, k.ledger, k.allHeld, k.holdSeq];
     const args: string[] = [String(now)];
     for (const r of reqs) {
-      keys.push(k.reservation(r.jobId), ...r.scopes.map((s) => k.scope(s)));
+      keys.push(k.reservation(r.jobId), k.held(r.meta.project), ...r.scopes.map((s) => k.scope(s)));
       args.push(r.jobId, String(r.amountGpuMs), JSON.stringify(r.meta), String(r.scopes.length), ...r.scopes);
     }
     const out = (await callScript(this.redis, 'reserve', keys, args)) as (number | string)[][];
-    return out.map((r, i) => toOutcome(r, reqs[i]!.amountGpuMs));
+    return out.map((r, i): ReserveOutcome => {
+      const need = reqs[i]!.amountGpuMs;
+      switch (r[0]) {
+        case 1: return { kind: 'reserved', amountGpuMs: Number(r[1]) };
+        case 2: return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled' };
+        case 4: return { kind: 'held', shortfalls: parseShortfalls([r[0]!, ...r.slice(2)], need), ahead: Number(r[1]), retried: false };
+        case 5: return { kind: 'cancelled' };
+        default: return { kind: 'held', shortfalls: parseShortfalls(r, need), ahead: 0, retried: r[0] === 3 };
+      }
+    });
+  }
+
+  /**
+   * Re-run admission for held jobs, oldest first ('fifo'), or admit them
+   * regardless of budget ('override'). `note` goes to the ledger.
+   */
+  async release(jobIds: string[], mode: 'fifo' | 'override', note: string, now: number): Promise<ReleaseOutcome[]> {
+    if (jobIds.length === 0) return [];
+    const k = this.keys;
+    const out = (await callScript(this.redis, 'release', [k.open, k.ledger, k.allHeld], [String(now), mode, note, k.prefix, ...jobIds])) as (
+      | number
+      | string
+    )[][];
+    return out.map((r): ReleaseOutcome => {
+      if (r[0] === 1) return { kind: 'admitted', amountGpuMs: Number(r[1]) };
+      if (r[0] === 4) return { kind: 'held', shortfalls: [], ahead: Number(r[1]) };
+      if (r[0] === -1) return { kind: 'not-held', state: String(r[1]) };
+      return { kind: 'held', shortfalls: parseShortfalls([r[0]!, ...r.slice(2)], Number(r[1])), ahead: 0 };
+    });
+  }
+
+  /** Cancel a held job; it is remembered as cancelled for SETTLED_RETAIN_SECONDS. */
+  async cancel(jobId: string): Promise<{ kind: 'cancelled' } | { kind: 'not-held'; state: string }> {
+    const k = this.keys;
+    const r = (await callScript(this.redis, 'cancel', [k.allHeld], [k.prefix, jobId, String(this.settledRetainSeconds)])) as (number | string)[];
+    return r[0] === 1 ? { kind: 'cancelled' } : { kind: 'not-held', state: String(r[1]) };
+  }
+
+  /** Held job ids, oldest first: all of them, or one project's. */
+  async heldIds(project?: string): Promise<string[]> {
+    return this.redis.zrange(project ? this.keys.held(project) : this.keys.allHeld, '0', '-1');
   }
 
   async settle(
@@ -152,13 +203,12 @@ export class Accounting {
   }
 }
 
-function toOutcome(r: (number | string)[], neededGpuMs: number): ReserveOutcome {
-  if (r[0] === 1) return { kind: 'reserved', amountGpuMs: Number(r[1]) };
-  if (r[0] === 2) return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled' };
-  const shortfalls: Shortfall[] = [];
+/** Shortfalls from a script reply { code, n, (scope, code, limit, used, reserved) * n }. */
+function parseShortfalls(r: (number | string)[], neededGpuMs: number): Shortfall[] {
+  const out: Shortfall[] = [];
   for (let i = 0; i < Number(r[1]); i++) {
     const [scope, code, limit, used, reserved] = r.slice(2 + i * 5, 7 + i * 5);
-    shortfalls.push({
+    out.push({
       scope: String(scope),
       code: code === 1 ? 'no-limit' : 'over-limit',
       limitGpuMs: code === 1 ? null : Number(limit),
@@ -167,7 +217,7 @@ function toOutcome(r: (number | string)[], neededGpuMs: number): ReserveOutcome 
       neededGpuMs,
     });
   }
-  return { kind: 'no-fit', shortfalls };
+  return out;
 }
 
 function assertAmount(n: number, min: number): void {

@@ -29,3 +29,14 @@ export function describeShortfall(s: Shortfall): string {
 export function describeShortfalls(all: Shortfall[]): string {
   return all.map(describeShortfall).join('; and ');
 }
+
+/** Why a held job is (still) held: its shortfalls, or its place in line. */
+export function describeHold(project: string, h: { shortfalls: Shortfall[]; ahead: number }): string {
+  const behind = h.ahead === 1 ? '1 older held job' : `${h.ahead} older held jobs`;
+  if (h.shortfalls.length > 0) {
+    const text = describeShortfalls(h.shortfalls);
+    return h.ahead > 0 ? `${text} (behind ${behind} of project ${project})` : text;
+  }
+  if (h.ahead > 0) return `project ${project}: waiting behind ${behind} (first in, first out)`;
+  return `project ${project}: fits now; waiting to be released`;
+}

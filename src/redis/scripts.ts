@@ -2,8 +2,10 @@
  * The Lua scripts, loaded from src/redis/lua and registered with ioredis under
  * a versioned name (so two releases never share one). ioredis sends EVALSHA
  * and falls back to EVAL on NOSCRIPT (after a SCRIPT FLUSH or a Redis restart).
- * The typed wrappers in src/accounting are the only callers and the only
- * place that knows each script's key order.
+ * A line `-- @include NAME` is replaced by src/redis/lua/includes/NAME.lua
+ * (shared local functions, as BullMQ does). The typed wrappers in
+ * src/accounting are the only callers and the only place that knows each
+ * script's key order.
  */
 import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
@@ -11,12 +13,13 @@ import type { Redis } from 'ioredis';
 
 const SCRIPTS_VERSION = 1;
 
-export const SCRIPT_FILES = ['reserve', 'settle'] as const;
+export const SCRIPT_FILES = ['reserve', 'settle', 'release', 'cancel'] as const;
 export type ScriptName = (typeof SCRIPT_FILES)[number];
 
-const sources = new Map<ScriptName, string>(
-  SCRIPT_FILES.map((n) => [n, readFileSync(new URL(`./lua/${n}.lua`, import.meta.url), 'utf8')]),
-);
+const lua = (path: string) => readFileSync(new URL(`./lua/${path}.lua`, import.meta.url), 'utf8');
+const withIncludes = (src: string) => src.replace(/^-- @include (\w+)$/gm, (_, name: string) => lua(`includes/${name}`));
+
+const sources = new Map<ScriptName, string>(SCRIPT_FILES.map((n) => [n, withIncludes(lua(n))]));
 
 export function scriptSource(name: ScriptName): string {
   return sources.get(name)!;

@@ -1,17 +1,23 @@
 --[[
-  reserve: for each job of a batch, in order, hold its estimated GPU time
-  against every scope it touches, all or nothing per job. Each job's decision
-  sees the reservations of the jobs before it, exactly as if each had its own
-  call; a batch only shares the cost of the call and of the counter writes.
-  Idempotent per job id: a job that already has a reservation changes nothing
-  and says so.
+  reserve: for each intake job of a batch, in order, hold its estimated GPU
+  time against every scope it touches, all or nothing per job; a job that
+  does not fit is recorded as held, in its project's first-in first-out held
+  list. Each job's decision sees the jobs before it, exactly as if each had
+  its own call; a batch only shares the cost of the call and of the writes.
+  Idempotent per job id: a retried job changes nothing and says where it is.
+
+  First in, first out: while a project has held jobs, a new job of that
+  project is held behind them even if it would fit; they leave by release.
 
   Input:
-    KEYS[1]    open-reservations zset         (member job id, score admittedAt)
-    KEYS[2]    ledger stream                  (drained into Postgres)
+    KEYS[1]    open-reservations zset     (member job id, score admittedAt)
+    KEYS[2]    ledger stream              (drained into Postgres)
+    KEYS[3]    all-held zset              (member job id, score hold sequence)
+    KEYS[4]    hold sequence counter
     then, per job, in ARGV order:
-      its reservation hash                    (amount, scopes, state, admittedAt, meta)
-      one counter hash per scope              (limit, used, reserved; GPU-ms)
+      its reservation hash                (amount, scopes, state, admittedAt|heldAt, meta)
+      its project's held zset             (member job id, score hold sequence)
+      one counter hash per scope          (limit, used, reserved; GPU-ms)
 
     ARGV[1]    now, epoch ms
     then, per job:
@@ -24,73 +30,87 @@
   Output: one entry per job, in order:
     { 1, amount }               reserved now
     { 2, amount, state }        reserved before (a retry); state 'reserved' or 'settled'
-    { 0, n, scope, code, limit, used, reserved, ... }
-                                does not fit; n failing scopes, five fields each;
-                                code 1 = no limit configured (limit -1), 2 = would pass it
+    { 0, n, <shortfall> * n }   does not fit: held now; five fields per failing scope
+                                (scope id, code, limit, used, reserved), code 1 = no
+                                limit configured (limit -1), 2 = would pass the limit
+    { 3, n, <shortfall> * n }   held before (a retry): still held; shortfalls as of now
+    { 4, ahead, n, <shortfall> * n }
+                                held now behind `ahead` older held jobs of its project
+                                (with its own shortfalls, if any)
+    { 5 }                       cancelled by an admin before
 
-  Writes: per job its reservation hash; per batch one HINCRBY per scope
-  touched, one ZADD and one XADD (fields: kind, at, then per job jobId,
-  estimated, scopes, meta). Every read comes before the first write.
-  Counter deltas are summed as Lua numbers (exact below 2^53 GPU-ms) and
-  written with %.0f, never tostring (which keeps only 14 digits).
+  Every read comes before the first write. Counter deltas are summed as Lua
+  numbers (exact below 2^53 GPU-ms) and written with %.0f, never tostring
+  (which keeps only 14 digits).
 ]]
-local openKey   = KEYS[1]
-local ledgerKey = KEYS[2]
-local now       = ARGV[1]
+-- @include shortfalls
+
+local openKey, ledgerKey, allHeldKey, seqKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now = ARGV[1]
 
 local counters = {}   -- scope key -> { limit, used, reserved, delta }
 local function counter(key)
   local c = counters[key]
   if not c then
-    local h = redis.call('HMGET', key, 'limit', 'used', 'reserved')
-    c = { limit = h[1] and tonumber(h[1]), used = tonumber(h[2] or '0'),
-          reserved = tonumber(h[3] or '0'), delta = 0 }
+    c = readCounter(key)
+    c.delta = 0
     counters[key] = c
   end
   return c
 end
 
-local results, admitted = {}, {}
-local admittedHere = {}   -- reservation key -> amount, for a job listed twice in one batch
-local k, a = 3, 2     -- next key, next arg
+local results = {}
+local admitted, held = {}, {}
+local seenHere = {}     -- reservation key -> result, for a job listed twice in one batch
+local heldHere = {}     -- project held key -> jobs held by this batch
+local k, a = 5, 2       -- next key, next arg
 while a <= #ARGV do
   local jobId, amount, meta, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  local resKey, need = KEYS[k], tonumber(ARGV[a + 1])
-  local prior = redis.call('HMGET', resKey, 'amount', 'state')
-  if prior[1] then
-    results[#results + 1] = { 2, tonumber(prior[1]), prior[2] }
-  elseif admittedHere[resKey] then
-    results[#results + 1] = { 2, admittedHere[resKey], 'reserved' }
-  else
-    local fail = { 0, 0 }
-    for i = 1, n do
-      local c = counter(KEYS[k + i])
-      local code = nil
-      if not c.limit then code = 1
-      elseif c.used + c.reserved + need > c.limit then code = 2 end
-      if code then
-        fail[2] = fail[2] + 1
-        local m = #fail
-        fail[m + 1] = ARGV[a + 3 + i]; fail[m + 2] = code
-        fail[m + 3] = c.limit or -1;   fail[m + 4] = c.used; fail[m + 5] = c.reserved
-      end
-    end
-    if fail[2] > 0 then
-      results[#results + 1] = fail
-    else
-      local ids = {}
-      for i = 1, n do
-        local c = counter(KEYS[k + i])
-        c.reserved = c.reserved + need
-        c.delta = c.delta + need
-        ids[i] = ARGV[a + 3 + i]
-      end
-      admitted[#admitted + 1] = { resKey, jobId, amount, table.concat(ids, ','), meta }
-      admittedHere[resKey] = need
-      results[#results + 1] = { 1, need }
-    end
+  local resKey, heldKey, need = KEYS[k], KEYS[k + 1], tonumber(ARGV[a + 1])
+  local scopeKeys, scopeIds = {}, {}
+  for i = 1, n do
+    scopeKeys[i] = KEYS[k + 1 + i]
+    scopeIds[i] = ARGV[a + 3 + i]
   end
-  k = k + 1 + n
+
+  local prior = redis.call('HMGET', resKey, 'amount', 'state')
+  local r
+  if seenHere[resKey] then
+    r = seenHere[resKey]
+  elseif prior[2] == 'reserved' or prior[2] == 'settled' then
+    r = { 2, tonumber(prior[1]), prior[2] }
+  elseif prior[2] == 'cancelled' then
+    r = { 5 }
+  else
+    local short = shortfalls(counter, scopeKeys, scopeIds, need)
+    if prior[2] == 'held' then
+      r = { 3, #short / 5 }
+      for _, v in ipairs(short) do r[#r + 1] = v end
+    else
+      local ahead = redis.call('ZCARD', heldKey) + (heldHere[heldKey] or 0)
+      if ahead > 0 or #short > 0 then
+        heldHere[heldKey] = (heldHere[heldKey] or 0) + 1
+        held[#held + 1] = { resKey, heldKey, jobId, amount, table.concat(scopeIds, ','), meta }
+        if ahead > 0 then
+          r = { 4, ahead, #short / 5 }
+        else
+          r = { 0, #short / 5 }
+        end
+        for _, v in ipairs(short) do r[#r + 1] = v end
+      else
+        for i = 1, n do
+          local c = counter(scopeKeys[i])
+          c.reserved = c.reserved + need
+          c.delta = c.delta + need
+        end
+        admitted[#admitted + 1] = { resKey, jobId, amount, table.concat(scopeIds, ','), meta }
+        r = { 1, need }
+      end
+    end
+    seenHere[resKey] = r[1] == 1 and { 2, need, 'reserved' } or { 3, 0 }
+  end
+  results[#results + 1] = r
+  k = k + 2 + n
   a = a + 4 + n
 end
 
@@ -110,5 +130,13 @@ if #admitted > 0 then
   end
   redis.call(unpack(zadd))
   redis.call(unpack(xadd))
+end
+if #held > 0 then
+  local seq = redis.call('INCRBY', seqKey, #held) - #held
+  for i, h in ipairs(held) do
+    redis.call('HSET', h[1], 'amount', h[4], 'scopes', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6])
+    redis.call('ZADD', h[2], seq + i, h[3])
+    redis.call('ZADD', allHeldKey, seq + i, h[3])
+  end
 end
 return results

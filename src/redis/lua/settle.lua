@@ -21,7 +21,7 @@
   Output:
     { 1, reserved, actual }     settled now
     { 2, reserved, actual }     settled before; nothing changed
-    { -1 }                      no reservation for this job
+    { -1 }                      no reservation for this job (none, or held or cancelled)
     { -2, scopes }              the given scopes are not the reservation's (caller bug)
 ]]
 local resKey    = KEYS[1]
@@ -37,11 +37,11 @@ local note    = ARGV[6]
 local nScopes = #KEYS - 3
 
 local r = redis.call('HMGET', resKey, 'amount', 'scopes', 'state', 'actual', 'meta', 'admittedAt')
-if not r[1] then
-  return { -1 }
-end
 if r[3] == 'settled' then
   return { 2, tonumber(r[1]), tonumber(r[4]) }
+end
+if r[3] ~= 'reserved' then
+  return { -1 }
 end
 local given = {}
 for i = 1, nScopes do given[i] = ARGV[6 + i] end

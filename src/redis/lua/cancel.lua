@@ -1,0 +1,28 @@
+--[[
+  cancel: an admin cancels a held job. It leaves the held lists and is
+  remembered as cancelled (so a late retry of its intake job is rejected, not
+  held again). Nothing was reserved for it, so no counter changes.
+
+  Input:
+    KEYS[1]    all-held zset
+    ARGV[1]    key base, '<prefix>:' (see release.lua)
+    ARGV[2]    job id
+    ARGV[3]    seconds to remember the cancellation
+
+  Output:
+    { 1 }           cancelled now
+    { -1, state }   not held (state: 'reserved', 'settled', 'cancelled' or 'missing')
+]]
+local allHeldKey = KEYS[1]
+local base, jobId, retain = ARGV[1], ARGV[2], ARGV[3]
+local resKey = base .. 'res:' .. jobId
+
+local r = redis.call('HMGET', resKey, 'state', 'meta')
+if r[1] ~= 'held' then
+  return { -1, r[1] or 'missing' }
+end
+redis.call('ZREM', base .. 'held:' .. cjson.decode(r[2]).project, jobId)
+redis.call('ZREM', allHeldKey, jobId)
+redis.call('HSET', resKey, 'state', 'cancelled')
+redis.call('EXPIRE', resKey, retain)
+return { 1 }
