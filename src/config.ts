@@ -82,6 +82,8 @@ const Env = z.object({
   GATEKEEPER_ROLES: z.string().default('gatekeeper,reconciler,api'),
   /** Bearer token for admin calls. Unset: a random one is generated and printed once. */
   GATEKEEPER_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /** Bearer token for read-only calls and a read-only Bull Board. Unset: only the admin token works. */
+  GATEKEEPER_VIEWER_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** How long one simulated GPU job runs, in ms. @default 1000 */
   SIM_JOB_MS: intFrom(1000, 0),
   /** Simulated GPU jobs one gpu-sim process runs at once. @default 8 */
@@ -111,6 +113,7 @@ export interface Config {
   readonly settledRetainSeconds: number;
   readonly roles: readonly Role[];
   readonly adminToken: string | undefined;
+  readonly viewerToken: string | undefined;
   readonly simJobMs: number;
   readonly simConcurrency: number;
   readonly logLevel: string;
@@ -127,6 +130,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  if (e.GATEKEEPER_VIEWER_TOKEN && e.GATEKEEPER_VIEWER_TOKEN === e.GATEKEEPER_ADMIN_TOKEN) {
+    throw new ConfigError('invalid configuration:\n  GATEKEEPER_VIEWER_TOKEN: must differ from GATEKEEPER_ADMIN_TOKEN');
+  }
   const roles = e.GATEKEEPER_ROLES.split(',')
     .map((r) => r.trim())
     .filter(Boolean);
@@ -152,6 +158,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     settledRetainSeconds: e.SETTLED_RETAIN_SECONDS,
     roles: Object.freeze(roles as Role[]),
     adminToken: e.GATEKEEPER_ADMIN_TOKEN,
+    viewerToken: e.GATEKEEPER_VIEWER_TOKEN,
     simJobMs: e.SIM_JOB_MS,
     simConcurrency: e.SIM_CONCURRENCY,
     logLevel: e.LOG_LEVEL,

@@ -18,6 +18,7 @@ import { Accounting } from './accounting/counters.ts';
 import { Budgets } from './accounting/budgets.ts';
 import { LedgerWriter } from './ledger/writer.ts';
 import { createApp } from './api/app.ts';
+import { HeldJobs } from './admin/held.ts';
 import { checkRedisPolicy, RedisPolicyError } from './redis/policy.ts';
 import { createGatekeeper } from '../workers/gatekeeper.ts';
 import { createReconciler } from '../workers/reconciler.ts';
@@ -89,9 +90,16 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       );
     }
     const q = (name: string) => new Queue(name, { connection: redis, prefix: config.queuePrefix });
-    const boardQueues = { intake: q(config.queues.intake), exec: q(config.queues.exec), held: q(config.queues.held) };
-    closers.push(() => Promise.all(Object.values(boardQueues).map((b) => b.close())));
-    const app = createApp({ budgets, redis, pool: pool!, log: log.child({ role: 'api' }), adminToken, boardQueues });
+    const boardQueues = {
+      intake: q(config.queues.intake),
+      exec: q(config.queues.exec),
+      held: q(config.queues.held),
+      rejected: q(config.queues.rejected),
+    };
+    const held = new HeldJobs(config, redis, pool!, systemClock, log.child({ role: 'admin' }));
+    closers.push(() => Promise.all([...Object.values(boardQueues).map((b) => b.close()), held.close()]));
+    const tokens = { admin: adminToken, viewer: config.viewerToken };
+    const app = createApp({ budgets, held, redis, pool: pool!, log: log.child({ role: 'api' }), tokens, boardQueues });
     const server: Server = await new Promise((resolve) => {
       const s = app.listen(config.port, () => resolve(s));
     });

@@ -7,20 +7,25 @@ import type { Server } from 'node:http';
 import { createTestEnv, type TestEnv } from './support/env.ts';
 import { Queue } from 'bullmq';
 import { createApp } from '../src/api/app.ts';
+import { HeldJobs } from '../src/admin/held.ts';
+import { systemClock } from '../src/clock.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 
 let t: TestEnv;
 let server: Server;
 let base: string;
-let queues: { intake: Queue; exec: Queue; held: Queue };
+let queues: { intake: Queue; exec: Queue; held: Queue; rejected: Queue };
+let held: HeldJobs;
+const viewerToken = 'test-viewer-token-0123456789';
 const token = 'test-admin-token-0123456789';
 const auth = { authorization: `Bearer ${token}` };
 
 beforeAll(async () => {
   t = await createTestEnv();
   const q = (name: string) => new Queue(name, { connection: t.redis, prefix: t.config.queuePrefix });
-  queues = { intake: q(t.config.queues.intake), exec: q(t.config.queues.exec), held: q(t.config.queues.held) };
-  const app = createApp({ budgets: t.budgets, redis: t.redis, pool: t.pool, log: t.log, adminToken: token, boardQueues: queues });
+  queues = { intake: q(t.config.queues.intake), exec: q(t.config.queues.exec), held: q(t.config.queues.held), rejected: q(t.config.queues.rejected) };
+  held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
+  const app = createApp({ budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin: token, viewer: viewerToken }, boardQueues: queues });
   server = await new Promise((r) => {
     const s = app.listen(0, '127.0.0.1', () => r(s));
   });
@@ -29,6 +34,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await new Promise((r) => server?.close(r));
   await Promise.all(Object.values(queues ?? {}).map((q) => q.close()));
+  await held?.close();
   await t?.close();
 });
 
@@ -114,10 +120,15 @@ describe('budget API', () => {
     expect(html.status).toBe(200);
     expect(await html.text()).toContain('<html');
 
-    const list = await fetch(`${base}/admin/queues/api/queues`, { headers: basic });
-    const body = (await list.json()) as { queues: { name: string; readOnlyMode: boolean }[] };
-    expect(body.queues.map((q) => q.name).sort()).toEqual([t.config.queues.exec, t.config.queues.held, t.config.queues.intake].sort());
-    expect(body.queues.every((q) => q.readOnlyMode)).toBe(true);
+    const queuesAs = async (tok: string) => {
+      const list = await fetch(`${base}/admin/queues/api/queues`, { headers: { authorization: `Basic ${Buffer.from(`u:${tok}`).toString('base64')}` } });
+      const body = (await list.json()) as { queues: { name: string; readOnlyMode: boolean }[] };
+      return Object.fromEntries(body.queues.map((q) => [q.name, q.readOnlyMode]));
+    };
+    const { intake, exec, held: heldQ, rejected } = t.config.queues;
+    // Admins may act on intake only (Retry/Promote there mean "try admission again").
+    expect(await queuesAs(token)).toEqual({ [intake]: false, [exec]: true, [heldQ]: true, [rejected]: true });
+    expect(await queuesAs(viewerToken)).toEqual({ [intake]: true, [exec]: true, [heldQ]: true, [rejected]: true });
 
     const wrong = { authorization: `Basic ${Buffer.from('ops:guess').toString('base64')}` };
     expect((await fetch(`${base}/admin/queues/api/queues`, { headers: wrong })).status).toBe(401);

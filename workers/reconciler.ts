@@ -24,7 +24,9 @@ import type { Clock } from '../src/clock.ts';
 import type { Logger } from '../src/log.ts';
 import { Accounting, type JobMeta } from '../src/accounting/counters.ts';
 import { actualUsage } from '../src/accounting/actual.ts';
-import { execJobId, queueNames } from '../queues/names.ts';
+import { execJobId, heldJobId, queueNames } from '../queues/names.ts';
+import { promoteReleased } from '../src/admin/promote.ts';
+import type { ExecJobData, HeldJobData } from '../queues/contract.ts';
 
 const PAGE = 500;
 /** How far behind the cursor the fast path re-reads, for GPU workers whose clocks lag. */
@@ -41,6 +43,8 @@ export interface ReconcilerDeps {
 export interface SweepReport {
   settled: number;
   vanished: number;
+  /** Released jobs a crash left on gpu-held, moved to gpu-exec now. */
+  promoted: number;
   open: number;
 }
 
@@ -49,13 +53,14 @@ export function createReconciler(deps: ReconcilerDeps) {
   const log = deps.log.child({ role: 'reconciler' });
   const names = queueNames(config);
   const accounting = new Accounting(redis, names.prefix, config.settledRetainSeconds);
-  const execQueue = new Queue(names.exec, { connection: redis, prefix: names.prefix });
+  const execQueue = new Queue<ExecJobData>(names.exec, { connection: redis, prefix: names.prefix });
   const intakeQueue = new Queue(names.intake, { connection: redis, prefix: names.prefix });
+  const heldQueue = new Queue<HeldJobData>(names.held, { connection: redis, prefix: names.prefix });
   const cursors = { completed: 0, failed: 0 };
 
   type JobView =
     | { state: 'running' }
-    | { state: 'missing'; res: { admittedAt: number; amount: number } | null; intakePending: boolean }
+    | { state: 'missing'; res: { admittedAt: number; amount: number } | null; intakePending: boolean; onHeld: boolean }
     | { state: 'finished'; fields: ReturnType<typeof toFields>; scopes: string[]; meta: JobMeta };
 
   /** One pipeline: exec job fields, reservation, intake job liveness, for each id. */
@@ -65,18 +70,21 @@ export function createReconciler(deps: ReconcilerDeps) {
       p.hmget(execQueue.toKey(execJobId(id)), 'finishedOn', 'processedOn', 'returnvalue', 'failedReason', 'timestamp');
       p.hmget(accounting.keys.reservation(id), 'scopes', 'meta', 'state', 'admittedAt', 'amount');
       p.hmget(intakeQueue.toKey(id), 'timestamp', 'finishedOn');
+      p.hget(heldQueue.toKey(heldJobId(id)), 'timestamp');
     }
     const out = (await p.exec()) ?? [];
     return intakeIds.map((_, i) => {
-      const exec = out[i * 3]![1] as (string | null)[];
-      const res = out[i * 3 + 1]![1] as (string | null)[];
-      const intake = out[i * 3 + 2]![1] as (string | null)[];
+      const exec = out[i * 4]![1] as (string | null)[];
+      const res = out[i * 4 + 1]![1] as (string | null)[];
+      const intake = out[i * 4 + 2]![1] as (string | null)[];
+      const onHeld = out[i * 4 + 3]![1] !== null;
       if (res[2] !== 'reserved') return null; // settled meanwhile, or never reserved
       if (exec[4] === null) {
         return {
           state: 'missing',
           res: { admittedAt: Number(res[3]), amount: Number(res[4]) },
           intakePending: intake[0] !== null && intake[1] === null,
+          onHeld,
         };
       }
       if (exec[0] === null) return { state: 'running' };
@@ -138,7 +146,7 @@ export function createReconciler(deps: ReconcilerDeps) {
   /** Walk every open reservation: settle the finished, settle-at-estimate the vanished. */
   async function sweep(): Promise<SweepReport> {
     const all = await redis.zrange(accounting.keys.open, '0', '-1');
-    const report: SweepReport = { settled: 0, vanished: 0, open: all.length };
+    const report: SweepReport = { settled: 0, vanished: 0, promoted: 0, open: all.length };
     for (let i = 0; i < all.length; i += PAGE) {
       const ids = all.slice(i, i + PAGE);
       const views = await inspect(ids);
@@ -148,6 +156,9 @@ export function createReconciler(deps: ReconcilerDeps) {
         if (!v) continue;
         if (v.state === 'finished') {
           if (await settleFinished(id, v)) report.settled++;
+        } else if (v.state === 'missing' && v.onHeld) {
+          // Released or overridden, but the move to gpu-exec did not finish (a crash): finish it.
+          report.promoted += await promoteReleased(accounting, execQueue, heldQueue, [id]);
         } else if (v.state === 'missing' && v.res && !v.intakePending && clock.now() - v.res.admittedAt >= config.vanishedGraceMs) {
           const res = await accounting.reservation(id);
           if (!res) continue;
@@ -181,7 +192,7 @@ export function createReconciler(deps: ReconcilerDeps) {
         if (clock.now() - lastSweep >= config.sweepIntervalMs) {
           const r = await sweep();
           lastSweep = clock.now();
-          if (r.settled + r.vanished > 0) log.info(r, 'sweep settled reservations the fast path had not');
+          if (r.settled + r.vanished + r.promoted > 0) log.info(r, 'sweep finished work the fast path had not');
           await clean();
         }
       } catch (err) {
@@ -202,7 +213,7 @@ export function createReconciler(deps: ReconcilerDeps) {
     async close(): Promise<void> {
       running = false;
       await loop;
-      await Promise.all([execQueue.close(), intakeQueue.close()]);
+      await Promise.all([execQueue.close(), intakeQueue.close(), heldQueue.close()]);
     },
   };
 }

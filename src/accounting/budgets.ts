@@ -8,6 +8,11 @@ import type { Pool } from '../db/pool.ts';
 import { allBudgets, getBudget, upsertBudget } from '../db/budgets.ts';
 import type { Accounting } from './counters.ts';
 import { projectScope } from './scopes.ts';
+import { writeAudit, type Actor } from '../db/audit.ts';
+import { gpuMsToHours } from '../units.ts';
+
+/** Changes made by the system itself (start-up, tests), not by a person. */
+export const SYSTEM: Actor = { name: 'system', role: 'admin' };
 
 export interface BudgetView {
   project: string;
@@ -25,9 +30,18 @@ export class Budgets {
     private readonly accounting: Accounting,
   ) {}
 
-  async set(project: string, limitGpuMs: number): Promise<BudgetView> {
+  /** Set (raise or lower) a project's budget; audited with before and after. */
+  async set(project: string, limitGpuMs: number, actor: Actor = SYSTEM, reason: string | null = null): Promise<BudgetView> {
+    const before = await getBudget(this.pool, project);
     await upsertBudget(this.pool, project, limitGpuMs);
     await this.accounting.setLimit(projectScope(project).id, limitGpuMs);
+    await writeAudit(this.pool, actor, {
+      action: 'budget.set',
+      target: projectScope(project).id,
+      before: before ? { limitGpuHours: gpuMsToHours(before.limitGpuMs) } : null,
+      after: { limitGpuHours: gpuMsToHours(limitGpuMs) },
+      reason,
+    });
     return (await this.get(project))!;
   }
 

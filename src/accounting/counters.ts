@@ -57,6 +57,7 @@ export interface ScopeCounters {
 
 export interface OpenReservation {
   jobId: string;
+  state: 'held' | 'reserved' | 'settled' | 'cancelled';
   amountGpuMs: number;
   scopes: string[];
   admittedAt: number;
@@ -158,12 +159,13 @@ export class Accounting {
     throw new Error(`settle(${jobId}): scopes ${scopes.join(',')} are not the reservation's (${String(r[1])})`);
   }
 
-  /** Read the reservation of one job (for sweeps of vanished jobs). */
+  /** Read the reservation record of one job, whatever its state. */
   async reservation(jobId: string): Promise<OpenReservation | null> {
     const h = await this.redis.hgetall(this.keys.reservation(jobId));
     if (!h.amount) return null;
     return {
       jobId,
+      state: h.state as OpenReservation['state'],
       amountGpuMs: Number(h.amount),
       scopes: h.scopes ? h.scopes.split(',') : [],
       admittedAt: Number(h.admittedAt),

@@ -4,8 +4,11 @@ import type { Redis } from 'ioredis';
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Budgets } from '../accounting/budgets.ts';
-import { requireAdmin } from './auth.ts';
+import { authenticate, requireAdmin, type Tokens } from './auth.ts';
 import { budgetRoutes } from './budgets.ts';
+import { heldRoutes } from './held.ts';
+import { auditRoutes } from './audit.ts';
+import type { HeldJobs } from '../admin/held.ts';
 import { errorHandler, sendError } from './errors.ts';
 import { mountBullBoard, type BoardQueues } from '../../dashboard/bull-board.ts';
 
@@ -14,7 +17,8 @@ export interface AppDeps {
   redis: Redis;
   pool: Pool;
   log: Logger;
-  adminToken: string;
+  held: HeldJobs;
+  tokens: Tokens;
   /** Queues to show in Bull Board at /admin/queues; omitted: no board. */
   boardQueues?: BoardQueues;
 }
@@ -33,11 +37,15 @@ export function createApp(deps: AppDeps): express.Express {
   });
 
   const api = express.Router();
-  api.use(requireAdmin(deps.adminToken));
+  api.use(authenticate(deps.tokens));
+  // Reading is for both tokens; anything that changes state needs the admin token.
+  api.use((req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? next() : requireAdmin(req, res, next)));
   api.use(express.json({ limit: '16kb', strict: false }));
   api.use(budgetRoutes(deps.budgets));
+  api.use(heldRoutes(deps.held));
+  api.use(auditRoutes(deps.pool));
   app.use('/api/v1', api);
-  if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.adminToken);
+  if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.tokens);
   app.use((_req, res) => sendError(res, 404, 'no such route'));
   app.use(errorHandler(deps.log));
   return app;

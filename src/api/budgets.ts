@@ -5,12 +5,15 @@ import { NAME_RE } from '../../queues/contract.ts';
 import type { Budgets, BudgetView } from '../accounting/budgets.ts';
 import { gpuMsToHours, hoursToGpuMs } from '../units.ts';
 import { HttpError } from './errors.ts';
+import { actorOf } from './auth.ts';
+import { parseBody } from './validate.ts';
 
 /** Largest budget one project may have: far below 2^53 GPU-ms. */
 export const MAX_BUDGET_GPU_HOURS = 1_000_000_000;
 
 const BudgetBody = z.strictObject(
   {
+    reason: z.string({ error: 'reason must be a string' }).max(500, 'reason is at most 500 characters').optional(),
     gpuHours: z
       .number({ error: (i) => (i.input === undefined ? 'gpuHours is required' : 'gpuHours must be a number') })
       .min(0, 'gpuHours may not be negative')
@@ -39,9 +42,8 @@ export function budgetRoutes(budgets: Budgets): Router {
   const r = Router();
   r.put('/projects/:project/budget', async (req, res) => {
     const project = projectParam(req.params.project);
-    const body = BudgetBody.safeParse(req.body);
-    if (!body.success) throw new HttpError(400, body.error.issues.map((i) => i.message).join('; '));
-    const view = await budgets.set(project, hoursToGpuMs(body.data.gpuHours));
+    const body = parseBody(BudgetBody, req.body);
+    const view = await budgets.set(project, hoursToGpuMs(body.gpuHours), actorOf(res), body.reason ?? null);
     res.json(budgetJson(view));
   });
   r.get('/projects/:project/budget', async (req, res) => {

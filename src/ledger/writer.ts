@@ -112,20 +112,21 @@ export class LedgerWriter {
 
   private async write(entries: Entry[]): Promise<void> {
     const rows = entries.flatMap((e) => e.rows);
-    const cols = 12;
+    const cols = 13;
     const values: unknown[] = [];
     const tuples = rows.map((r, i) => {
       values.push(
         r.kind, r.jobId, r.project, r.user, r.jobType, r.gpuType, r.scopes,
-        r.estimated, r.actual, r.admittedAt, r.at, r.note,
+        r.estimated, r.actual, r.admittedAt, r.at, r.note, r.override,
       );
       const b = i * cols;
       return `($${b + 1}::text, $${b + 2}::text, $${b + 3}::text, $${b + 4}::text, $${b + 5}::text, $${b + 6}::text,
-               $${b + 7}::text[], $${b + 8}::bigint, $${b + 9}::bigint, $${b + 10}::timestamptz, $${b + 11}::timestamptz, $${b + 12}::text)`;
+               $${b + 7}::text[], $${b + 8}::bigint, $${b + 9}::bigint, $${b + 10}::timestamptz, $${b + 11}::timestamptz, $${b + 12}::text,
+               $${b + 13}::boolean)`;
     });
     await this.pool.query(
       `INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note)
+                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override)
        VALUES ${tuples.join(',')}
        ON CONFLICT DO NOTHING`,
       values,
@@ -148,6 +149,7 @@ export interface LedgerRow {
   admittedAt: string | null;
   at: string | null;
   note: string | null;
+  override: boolean;
 }
 
 /**
@@ -179,6 +181,7 @@ export function parseEntry(flat: string[]): LedgerRow[] {
       admittedAt: ts(g.admittedAt ?? (header.kind === 'reserve' ? header.at : undefined)),
       at: ts(header.at),
       note: header.note || null,
+      override: header.override === '1',
     };
   });
 }

@@ -1,0 +1,229 @@
+/**
+ * The admin side of held jobs: list, release (re-run admission first in,
+ * first out), override (admit regardless of budget), cancel (to gpu-rejected).
+ * Every action writes one audit row. The Lua scripts make each decision; this
+ * module moves the BullMQ jobs to match and works in batches, so releasing
+ * 10,000 held jobs never blocks Redis or the event loop for long.
+ *
+ * Crash safety: a decision is recorded in Redis first (reservation state),
+ * then the jobs are moved. A crash in between leaves a reservation whose job
+ * is still on gpu-held; `promoteReleased` (promote.ts; run again by the
+ * reconciler's sweep) finishes the move. Every move is idempotent.
+ */
+import { Queue, type Job } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.ts';
+import type { Clock } from '../clock.ts';
+import type { Logger } from '../log.ts';
+import type { Pool } from '../db/pool.ts';
+import { writeAudit, type Actor } from '../db/audit.ts';
+import { Accounting, type ReleaseOutcome } from '../accounting/counters.ts';
+import { describeHold } from '../accounting/reasons.ts';
+import type { ExecJobData, HeldJobData, RejectedJobData } from '../../queues/contract.ts';
+import { heldJobId, queueNames, rejectedJobId } from '../../queues/names.ts';
+import { promoteReleased } from './promote.ts';
+import { gpuMsToHours } from '../units.ts';
+
+/** Jobs per release script call: bounds how long Redis runs one script. */
+const RELEASE_BATCH = 500;
+
+export interface HeldView {
+  jobId: string;
+  name: string;
+  project: string;
+  user: string;
+  jobType?: string | undefined;
+  estimatedGpuHours: number;
+  reason: string;
+  heldAt: number;
+  ageSeconds: number;
+}
+
+export interface ReleaseSelector {
+  all?: boolean;
+  project?: string;
+  user?: string;
+  ids?: string[];
+}
+
+export interface ReleaseReport {
+  considered: number;
+  admitted: string[];
+  stillHeld: { jobId: string; reason: string }[];
+  notHeld: { jobId: string; state: string }[];
+}
+
+export class NotHeldError extends Error {
+  constructor(
+    readonly jobId: string,
+    readonly state: string,
+  ) {
+    super(state === 'missing' ? `no held job ${jobId}` : `job ${jobId} is not held (it is ${state})`);
+  }
+}
+
+export class HeldJobs {
+  private readonly accounting: Accounting;
+  private readonly exec: Queue<ExecJobData>;
+  private readonly held: Queue<HeldJobData>;
+  private readonly rejected: Queue<RejectedJobData>;
+
+  constructor(
+    config: Config,
+    private readonly redis: Redis,
+    private readonly pool: Pool,
+    private readonly clock: Clock,
+    private readonly log: Logger,
+  ) {
+    const names = queueNames(config);
+    const opts = { connection: redis, prefix: names.prefix };
+    this.accounting = new Accounting(redis, names.prefix, config.settledRetainSeconds);
+    this.exec = new Queue(names.exec, opts);
+    this.held = new Queue(names.held, opts);
+    this.rejected = new Queue(names.rejected, opts);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.exec.close(), this.held.close(), this.rejected.close()]);
+  }
+
+  /** Held jobs, oldest first, optionally of one project and/or user. */
+  async list(filter: { project?: string; user?: string; limit: number; offset: number }): Promise<{ total: number; jobs: HeldView[] }> {
+    const ids = await this.select({ project: filter.project, user: filter.user, all: true });
+    const page = ids.slice(filter.offset, filter.offset + filter.limit);
+    const jobs = await this.jobs(page);
+    const now = this.clock.now();
+    return {
+      total: ids.length,
+      jobs: jobs.flatMap((j) => {
+        if (!j) return [];
+        const d = j.data;
+        return [{
+          jobId: d.held.intakeJobId,
+          name: j.name,
+          project: d.project,
+          user: d.user,
+          ...(d.jobType ? { jobType: d.jobType } : {}),
+          estimatedGpuHours: d.estimatedGpuHours,
+          reason: d.held.reason,
+          heldAt: d.held.heldAt,
+          ageSeconds: Math.max(0, Math.round((now - d.held.heldAt) / 1000)),
+        }];
+      }),
+    };
+  }
+
+  /** Re-run admission for the selected held jobs, oldest first; the rest stay held with a fresh reason. */
+  async release(sel: ReleaseSelector, actor: Actor): Promise<ReleaseReport> {
+    const ids = await this.select(sel);
+    const report: ReleaseReport = { considered: ids.length, admitted: [], stillHeld: [], notHeld: [] };
+    const note = `released by ${actor.name}`;
+    for (let i = 0; i < ids.length; i += RELEASE_BATCH) {
+      const chunk = ids.slice(i, i + RELEASE_BATCH);
+      const outcomes = await this.accounting.release(chunk, 'fifo', note, this.clock.now());
+      await this.apply(chunk, outcomes, report);
+      await new Promise((r) => setImmediate(r)); // let other requests in between batches
+    }
+    await writeAudit(this.pool, actor, {
+      action: 'held.release',
+      target: selectorText(sel),
+      before: { held: ids.length },
+      after: { admitted: report.admitted.length, stillHeld: report.stillHeld.length, notHeld: report.notHeld.length },
+    });
+    this.log.info({ actor: actor.name, selector: sel, admitted: report.admitted.length, stillHeld: report.stillHeld.length }, 'released held jobs');
+    return report;
+  }
+
+  /** Admit one held job regardless of budget: counted in usage, flagged in the ledger and the audit. */
+  async override(jobId: string, actor: Actor, reason: string | null): Promise<{ jobId: string; reservedGpuHours: number }> {
+    const note = `override by ${actor.name}${reason ? `: ${reason}` : ''}`;
+    const [out] = await this.accounting.release([jobId], 'override', note, this.clock.now());
+    if (out!.kind !== 'admitted') throw new NotHeldError(jobId, out!.kind === 'not-held' ? out!.state : 'held');
+    await promoteReleased(this.accounting, this.exec, this.held, [jobId]);
+    const reservedGpuHours = gpuMsToHours(out!.amountGpuMs);
+    await writeAudit(this.pool, actor, {
+      action: 'held.override',
+      target: `job:${jobId}`,
+      before: { state: 'held' },
+      after: { state: 'admitted', reservedGpuHours, override: true },
+      reason,
+    });
+    return { jobId, reservedGpuHours };
+  }
+
+  /** Cancel a held job: it moves to gpu-rejected with the admin's reason. */
+  async cancel(jobId: string, actor: Actor, reason: string): Promise<void> {
+    const out = await this.accounting.cancel(jobId);
+    if (out.kind !== 'cancelled') throw new NotHeldError(jobId, out.state);
+    const [job] = await this.jobs([jobId]);
+    const why = `cancelled by ${actor.name}: ${reason}`;
+    if (job) {
+      const { held, ...intake } = job.data;
+      const r = await this.rejected.add(
+        job.name,
+        { intake, rejected: { intakeJobId: jobId, reason: why, rejectedAt: this.clock.now(), by: actor.name } },
+        { jobId: rejectedJobId(jobId), removeOnComplete: false, removeOnFail: false },
+      );
+      await r.log(`rejected: ${why} (was held: ${held.reason})`);
+      await this.held.remove(heldJobId(jobId));
+    }
+    await writeAudit(this.pool, actor, { action: 'held.cancel', target: `job:${jobId}`, before: { state: 'held' }, after: { state: 'rejected' }, reason });
+  }
+
+  private async apply(ids: string[], outcomes: ReleaseOutcome[], report: ReleaseReport): Promise<void> {
+    const admitted: string[] = [];
+    const jobs = await this.jobs(ids);
+    await Promise.all(
+      outcomes.map(async (out, i) => {
+        const id = ids[i]!;
+        if (out.kind === 'admitted') return void admitted.push(id);
+        if (out.kind === 'not-held') return void report.notHeld.push({ jobId: id, state: out.state });
+        const job = jobs[i];
+        const reason = describeHold(job?.data.project ?? '?', out);
+        report.stillHeld.push({ jobId: id, reason });
+        if (job && job.data.held.reason !== reason) {
+          await job.updateData({ ...job.data, held: { ...job.data.held, reason } });
+          await job.log(`still held after release: ${reason}`);
+        }
+      }),
+    );
+    await promoteReleased(this.accounting, this.exec, this.held, admitted);
+    report.admitted.push(...admitted);
+  }
+
+  /** Held job ids matching a selector, oldest first. */
+  private async select(sel: ReleaseSelector): Promise<string[]> {
+    if (sel.ids) {
+      const scores = sel.ids.length > 0 ? await this.redis.zmscore(this.accounting.keys.allHeld, ...sel.ids) : [];
+      // Held ones in line order; the others (not held) last, so they are reported.
+      return sel.ids
+        .map((id, i) => ({ id, s: scores[i] === null ? Infinity : Number(scores[i]) }))
+        .sort((a, b) => a.s - b.s)
+        .map((x) => x.id);
+    }
+    const ids = await this.accounting.heldIds(sel.project);
+    if (!sel.user) return ids;
+    const users = await this.users(ids);
+    return ids.filter((_, i) => users[i] === sel.user);
+  }
+
+  /** The user of each held job, from its reservation record. */
+  private async users(ids: string[]): Promise<(string | null)[]> {
+    const p = this.redis.pipeline();
+    for (const id of ids) p.hget(this.accounting.keys.reservation(id), 'meta');
+    const out = (await p.exec()) ?? [];
+    return out.map(([, meta]) => (meta ? (JSON.parse(meta as string) as { user: string }).user : null));
+  }
+
+  private async jobs(ids: string[]): Promise<(Job<HeldJobData> | undefined)[]> {
+    return Promise.all(ids.map((id) => this.held.getJob(heldJobId(id))));
+  }
+}
+
+function selectorText(sel: ReleaseSelector): string {
+  if (sel.ids) return `jobs:${sel.ids.join(',')}`;
+  if (sel.project && sel.user) return `project:${sel.project},user:${sel.user}`;
+  if (sel.project) return `project:${sel.project}`;
+  if (sel.user) return `user:${sel.user}`;
+  return 'all';
+}

@@ -1,0 +1,89 @@
+/**
+ * Held jobs over HTTP: list (viewer), release / override / cancel (admin).
+ * Job ids in paths are intake job ids.
+ */
+import { Router } from 'express';
+import { z } from 'zod';
+import { NAME_RE } from '../../queues/contract.ts';
+import { NotHeldError, type HeldJobs } from '../admin/held.ts';
+import { actorOf } from './auth.ts';
+import { HttpError } from './errors.ts';
+import { parseBody } from './validate.ts';
+
+const name = (what: string) => z.string({ error: `${what} must be a string` }).regex(NAME_RE, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`);
+const jobId = z.string({ error: 'ids must be strings' }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters');
+const reason = (required: boolean) => {
+  const r = z.string({ error: 'reason must be a string' }).trim().min(1, 'reason may not be empty').max(500, 'reason is at most 500 characters');
+  return required ? r : r.optional();
+};
+
+const ListQuery = z.strictObject(
+  {
+    project: name('project').optional(),
+    user: name('user').optional(),
+    limit: z.coerce.number({ error: 'limit must be a number' }).int('limit must be a whole number').min(1, 'limit must be at least 1').max(1000, 'limit must be at most 1000').default(100),
+    offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0),
+  },
+  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown query parameter(s): ${i.keys.join(', ')}` : 'bad query') },
+);
+
+const ReleaseBody = z
+  .strictObject(
+    {
+      all: z.literal(true, { error: 'all must be true when given' }).optional(),
+      project: name('project').optional(),
+      user: name('user').optional(),
+      ids: z.array(jobId, { error: 'ids must be an array of job ids' }).min(1, 'ids may not be empty').max(10_000, 'at most 10000 ids at once').optional(),
+    },
+    { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'body must be a JSON object') },
+  )
+  .refine((b) => b.all || b.project || b.user || b.ids, 'say what to release: {"all": true}, "project", "user" (or both), or "ids"')
+  .refine((b) => !(b.all && (b.project || b.user || b.ids)), '"all" cannot be combined with other selectors')
+  .refine((b) => !(b.ids && (b.project || b.user)), '"ids" cannot be combined with "project" or "user"');
+
+const OverrideBody = z.strictObject({ reason: reason(false) }, { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'body must be a JSON object') });
+const CancelBody = z.strictObject(
+  { reason: z.string({ error: (i) => (i.input === undefined ? 'reason is required' : 'reason must be a string') }).trim().min(1, 'reason may not be empty').max(500, 'reason is at most 500 characters') },
+  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'body must be a JSON object') },
+);
+
+export function heldRoutes(held: HeldJobs): Router {
+  const r = Router();
+  r.get('/held', async (req, res) => {
+    const q = parseBody(ListQuery, req.query);
+    res.json(await held.list({ project: q.project, user: q.user, limit: q.limit, offset: q.offset }));
+  });
+  r.post('/held/release', async (req, res) => {
+    const b = parseBody(ReleaseBody, req.body ?? {});
+    const report = await held.release(b.ids ? { ids: b.ids } : { all: b.all, project: b.project, user: b.user }, actorOf(res));
+    res.json({
+      considered: report.considered,
+      admitted: report.admitted.length,
+      stillHeld: report.stillHeld.length,
+      notHeld: report.notHeld,
+      admittedIds: report.admitted,
+      stillHeldJobs: report.stillHeld,
+    });
+  });
+  r.post('/held/:id/override', async (req, res) => {
+    const id = parseBody(jobId, req.params.id);
+    const b = parseBody(OverrideBody, req.body ?? {});
+    res.json(await notHeldAs404(held.override(id, actorOf(res), b.reason ?? null)));
+  });
+  r.post('/held/:id/cancel', async (req, res) => {
+    const id = parseBody(jobId, req.params.id);
+    const b = parseBody(CancelBody, req.body ?? {});
+    await notHeldAs404(held.cancel(id, actorOf(res), b.reason));
+    res.json({ jobId: id, state: 'rejected' });
+  });
+  return r;
+}
+
+async function notHeldAs404<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    if (err instanceof NotHeldError) throw new HttpError(err.state === 'missing' ? 404 : 409, err.message);
+    throw err;
+  }
+}
