@@ -1,0 +1,198 @@
+/**
+ * The ops story, through the HTTP API with a real gatekeeper: budget 10 h,
+ * 20 one-hour jobs -> 10 admitted, 10 held with reasons; raise to 15 and
+ * release -> 5 admitted in submission order, 5 still held; override one ->
+ * admitted, flagged in the ledger and the audit; cancel one -> rejected with
+ * the admin's reason. Viewers read but cannot act; bad requests change nothing.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Server } from 'node:http';
+import { Queue } from 'bullmq';
+import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
+import { createApp } from '../src/api/app.ts';
+import { HeldJobs } from '../src/admin/held.ts';
+import { LedgerWriter } from '../src/ledger/writer.ts';
+import { systemClock } from '../src/clock.ts';
+import { createGatekeeper, type Gatekeeper } from '../workers/gatekeeper.ts';
+
+let t: TestEnv;
+let server: Server;
+let base: string;
+let gk: Gatekeeper;
+let held: HeldJobs;
+let writer: LedgerWriter;
+const q: Record<string, Queue> = {};
+const admin = 'test-admin-token-0123456789';
+const viewer = 'test-viewer-token-0123456789';
+let ids: string[] = [];
+
+beforeAll(async () => {
+  t = await createTestEnv();
+  for (const k of ['intake', 'exec', 'held', 'rejected'] as const) {
+    q[k] = new Queue(t.config.queues[k], { connection: t.redis, prefix: t.config.queuePrefix });
+  }
+  held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
+  gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
+  writer = new LedgerWriter(t.connection(), t.accounting.keys.ledger, t.pool, t.log, { blockMs: 20 });
+  await writer.start();
+  const app = createApp({ budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer } });
+  server = await new Promise((r) => {
+    const s = app.listen(0, '127.0.0.1', () => r(s));
+  });
+  base = `http://127.0.0.1:${(server.address() as { port: number }).port}/api/v1`;
+});
+afterAll(async () => {
+  await new Promise((r) => server?.close(r));
+  await gk?.close();
+  await writer?.stop();
+  await held?.close();
+  await Promise.all(Object.values(q).map((x) => x.close()));
+  await t?.close();
+});
+
+async function call(method: string, path: string, body?: unknown, token = admin, actor = 'ops-alice') {
+  const res = await fetch(base + path, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-gatekeeper-actor': actor },
+    body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+const heldIds = async () => (await call('GET', '/held?project=alpha&limit=1000')).body.jobs.map((j: { jobId: string }) => j.jobId);
+const execIds = async () => (await q.exec!.getRanges(['waiting', 'active', 'completed', 'failed', 'delayed'], 0, -1)).map((id) => id.replace('intake-', ''));
+
+describe('the ops story', () => {
+  it('budget 10 h, 20 one-hour jobs: 10 admitted, 10 held with reasons, in submission order', async () => {
+    expect((await call('PUT', '/projects/alpha/budget', { gpuHours: 10 })).status).toBe(200);
+    for (let i = 0; i < 20; i++) {
+      const j = await q.intake!.add(`render-${i}`, { project: 'alpha', user: i % 2 ? 'bob' : 'ana', estimatedGpuHours: 1 });
+      ids.push(j.id!);
+    }
+    await eventually(() => q.intake!.getCompletedCount(), (n) => n === 20);
+    expect(new Set(await execIds())).toEqual(new Set(ids.slice(0, 10)));
+    const list = await call('GET', '/held?project=alpha', undefined, viewer);
+    expect(list.status).toBe(200);
+    expect(list.body.total).toBe(10);
+    expect(list.body.jobs.map((j: { jobId: string }) => j.jobId)).toEqual(ids.slice(10));
+    expect(list.body.jobs[0]).toMatchObject({
+      project: 'alpha',
+      user: 'ana',
+      estimatedGpuHours: 1,
+      reason: 'project alpha: 10.0 of 10.0 GPU-h used or reserved; job needs 1.0',
+    });
+    expect(list.body.jobs[0].ageSeconds).toBeGreaterThanOrEqual(0);
+    const bobs = await call('GET', '/held?user=bob', undefined, viewer);
+    expect(bobs.body.jobs.map((j: { jobId: string }) => j.jobId)).toEqual(ids.slice(10).filter((_, i) => i % 2 === 1));
+  });
+
+  it('raise to 15 and release: 5 admitted in submission order, 5 still held with a fresh reason', async () => {
+    await call('PUT', '/projects/alpha/budget', { gpuHours: 15, reason: 'quarter-end push' });
+    const r = await call('POST', '/held/release', { project: 'alpha' });
+    expect(r.status).toBe(200);
+    expect(r.body).toMatchObject({ considered: 10, admitted: 5, stillHeld: 5, admittedIds: ids.slice(10, 15) });
+    expect(new Set(await execIds())).toEqual(new Set(ids.slice(0, 15)));
+    expect(await heldIds()).toEqual(ids.slice(15));
+    expect((await call('GET', '/held?project=alpha')).body.jobs[0].reason).toBe('project alpha: 15.0 of 15.0 GPU-h used or reserved; job needs 1.0');
+    expect((await call('GET', '/projects/alpha/budget')).body).toMatchObject({ limitGpuHours: 15, reservedGpuHours: 15, remainingGpuHours: 0 });
+  });
+
+  it('a new job waits behind the held ones even when room opens up', async () => {
+    await call('PUT', '/projects/alpha/budget', { gpuHours: 16 });
+    const late = await q.intake!.add('late', { project: 'alpha', user: 'ana', estimatedGpuHours: 1 });
+    await eventually(() => late.isCompleted(), Boolean);
+    expect(await heldIds()).toEqual([...ids.slice(15), late.id]);
+    await call('PUT', '/projects/alpha/budget', { gpuHours: 15 });
+    ids.push(late.id!);
+  });
+
+  it('override admits one held job past the budget, flagged in the ledger and the audit', async () => {
+    const id = ids[17]!;
+    const r = await call('POST', `/held/${id}/override`, { reason: 'demo for the board' });
+    expect(r).toEqual({ status: 200, body: { jobId: id, reservedGpuHours: 1 } });
+    expect(await execIds()).toContain(id);
+    expect(await heldIds()).not.toContain(id);
+    expect((await call('GET', '/projects/alpha/budget')).body).toMatchObject({ reservedGpuHours: 16, remainingGpuHours: -1 });
+    const row = await eventually(
+      async () => (await t.pool.query(`SELECT override, note FROM ledger WHERE job_id = $1 AND kind = 'reserve'`, [id])).rows,
+      (rows) => rows.length === 1,
+    );
+    expect(row[0]).toEqual({ override: true, note: 'override by ops-alice: demo for the board' });
+    const audit = (await call('GET', `/audit?target=job:${id}`)).body.entries;
+    expect(audit).toMatchObject([{ actor: 'ops-alice', role: 'admin', action: 'held.override', reason: 'demo for the board', after: { override: true } }]);
+  });
+
+  it('cancel moves a held job to gpu-rejected with the admin\'s reason', async () => {
+    const id = ids[16]!;
+    const r = await call('POST', `/held/${id}/cancel`, { reason: 'duplicate submission' });
+    expect(r).toEqual({ status: 200, body: { jobId: id, state: 'rejected' } });
+    expect(await heldIds()).not.toContain(id);
+    const rej = (await q.rejected!.getJob(`intake-${id}`))!;
+    expect(rej.data.rejected).toMatchObject({ intakeJobId: id, reason: 'cancelled by ops-alice: duplicate submission', by: 'ops-alice' });
+    expect(rej.data.intake).toMatchObject({ project: 'alpha', estimatedGpuHours: 1 });
+    expect((await q.rejected!.getJobLogs(rej.id!)).logs[0]).toMatch(/^rejected: cancelled by ops-alice: duplicate submission \(was held: /);
+    expect((await call('POST', `/held/${id}/cancel`, { reason: 'again' })).status).toBe(409);
+  });
+
+  it('audits every change with who, what, before and after', async () => {
+    const entries = (await call('GET', '/audit?limit=50')).body.entries as { action: string; target: string; before: unknown; after: unknown; actor: string }[];
+    const budget = entries.filter((e) => e.action === 'budget.set').reverse();
+    expect(budget.map((e) => [e.before, e.after])).toEqual([
+      [null, { limitGpuHours: 10 }],
+      [{ limitGpuHours: 10 }, { limitGpuHours: 15 }],
+      [{ limitGpuHours: 15 }, { limitGpuHours: 16 }],
+      [{ limitGpuHours: 16 }, { limitGpuHours: 15 }],
+    ]);
+    expect(entries.find((e) => e.action === 'held.release')).toMatchObject({ target: 'project:alpha', before: { held: 10 }, after: { admitted: 5, stillHeld: 5 } });
+    expect(entries.every((e) => e.actor === 'ops-alice')).toBe(true);
+  });
+});
+
+describe('who may do what', () => {
+  it.each([
+    ['PUT', '/projects/alpha/budget', { gpuHours: 999 }],
+    ['POST', '/held/release', { all: true }],
+    ['POST', `/held/x/override`, {}],
+    ['POST', `/held/x/cancel`, { reason: 'no' }],
+  ])('a viewer may not %s %s: 403 and nothing changes', async (method, path, body) => {
+    const before = [await heldIds(), (await call('GET', '/projects/alpha/budget')).body];
+    const r = await call(method, path, body, viewer);
+    expect(r.status).toBe(403);
+    expect(r.body.error.message).toBe('this needs the admin token; the viewer token may only read');
+    expect([await heldIds(), (await call('GET', '/projects/alpha/budget')).body]).toEqual(before);
+  });
+
+  it('no token or a wrong one: 401', async () => {
+    expect((await fetch(`${base}/held`)).status).toBe(401);
+    expect((await call('GET', '/held', undefined, 'wrong-token-wrong-token')).status).toBe(401);
+  });
+});
+
+describe('bad requests change nothing', () => {
+  it.each([
+    ['POST', '/held/release', {}, 400, 'say what to release: {"all": true}, "project", "user" (or both), or "ids"'],
+    ['POST', '/held/release', { all: false }, 400, 'all must be true when given'],
+    ['POST', '/held/release', { all: true, project: 'alpha' }, 400, '"all" cannot be combined with other selectors'],
+    ['POST', '/held/release', { ids: 'abc' }, 400, 'ids must be an array of job ids'],
+    ['POST', '/held/release', { ids: [] }, 400, 'ids may not be empty'],
+    ['POST', '/held/release', { project: 'bad name' }, 400, 'project must be 1-128 characters of A-Z a-z 0-9 . _ -'],
+    ['POST', '/held/release', { everything: true }, 400, 'unknown field(s): everything; say what to release: {"all": true}, "project", "user" (or both), or "ids"'],
+    ['POST', '/held/nope/override', {}, 404, 'no held job nope'],
+    ['POST', '/held/nope/cancel', {}, 400, 'reason is required'],
+    ['POST', '/held/nope/cancel', { reason: '   ' }, 400, 'reason may not be empty'],
+    ['POST', '/held/nope/cancel', { reason: 'x' }, 404, 'no held job nope'],
+    ['GET', '/held?limit=0', undefined, 400, 'limit must be at least 1'],
+    ['GET', '/held?limit=abc', undefined, 400, 'limit must be a number'],
+    ['GET', '/held?color=red', undefined, 400, 'unknown query parameter(s): color'],
+  ])('%s %s %j -> %i', async (method, path, body, status, message) => {
+    const before = await heldIds();
+    const r = await call(method, path, body);
+    expect(r).toEqual({ status, body: { error: { status, message } } });
+    expect(await heldIds()).toEqual(before);
+  });
+
+  it('releasing jobs that are not held reports them and changes nothing', async () => {
+    const r = await call('POST', '/held/release', { ids: [ids[0], 'ghost'] });
+    expect(r.body).toMatchObject({ admitted: 0, notHeld: [{ jobId: ids[0], state: 'reserved' }, { jobId: 'ghost', state: 'missing' }] });
+  });
+});
