@@ -19,15 +19,15 @@ const intFrom = (def: number, min = 0) =>
       return n;
     });
 
-const numberFrom = (def: number) =>
+const numberFrom = (def: number, max = Number.MAX_SAFE_INTEGER) =>
   z
     .string()
     .optional()
     .transform((v, ctx) => {
       if (v === undefined || v === '') return def;
       const n = Number(v);
-      if (!Number.isFinite(n) || n <= 0) {
-        ctx.addIssue({ code: 'custom', message: `must be a number > 0, got "${v}"` });
+      if (!Number.isFinite(n) || n <= 0 || n > max) {
+        ctx.addIssue({ code: 'custom', message: `must be a number > 0 and <= ${max}, got "${v}"` });
         return z.NEVER;
       }
       return n;
@@ -52,8 +52,10 @@ const Env = z.object({
   HELD_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-held'),
   /** Where invalid and cancelled jobs go, with their reason. @default gpu-rejected */
   REJECTED_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-rejected'),
-  /** Largest estimate one job may carry, in GPU hours. @default 10000 */
-  MAX_GPU_HOURS_PER_JOB: numberFrom(10_000),
+  /** A job of a project with no budget: `hold` it (reason "no budget for project X") or `reject` it. @default hold */
+  UNKNOWN_PROJECT_POLICY: z.enum(['hold', 'reject']).default('hold'),
+  /** Largest estimate one job may carry, in GPU hours (at most 1,000,000). @default 10000 */
+  MAX_GPU_HOURS_PER_JOB: numberFrom(10_000, 1_000_000),
   /** Largest `payload`, in bytes of JSON. @default 262144 (256 KiB) */
   MAX_PAYLOAD_BYTES: intFrom(256 * 1024, 1),
   /**
@@ -102,6 +104,7 @@ export interface Config {
   readonly port: number;
   readonly queuePrefix: string;
   readonly queues: { readonly intake: string; readonly exec: string; readonly held: string; readonly rejected: string };
+  readonly unknownProjectPolicy: 'hold' | 'reject';
   readonly maxGpuHoursPerJob: number;
   readonly maxPayloadBytes: number;
   readonly gatekeeperConcurrency: number;
@@ -130,6 +133,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = parsed.data;
+  // A settled reservation must outlive the finished GPU job it guards, or a
+  // late retry could reserve again and the sweep charge the same run twice.
+  if (e.SETTLED_RETAIN_SECONDS * 1000 < e.EXEC_RETAIN_FINISHED_MS + e.GATEKEEPER_LOCK_MS) {
+    throw new ConfigError(
+      'invalid configuration:\n  SETTLED_RETAIN_SECONDS: must cover EXEC_RETAIN_FINISHED_MS + GATEKEEPER_LOCK_MS ' +
+        `(at least ${Math.ceil((e.EXEC_RETAIN_FINISHED_MS + e.GATEKEEPER_LOCK_MS) / 1000)} s)`,
+    );
+  }
   if (e.GATEKEEPER_VIEWER_TOKEN && e.GATEKEEPER_VIEWER_TOKEN === e.GATEKEEPER_ADMIN_TOKEN) {
     throw new ConfigError('invalid configuration:\n  GATEKEEPER_VIEWER_TOKEN: must differ from GATEKEEPER_ADMIN_TOKEN');
   }
@@ -147,6 +158,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     port: e.PORT,
     queuePrefix: e.QUEUE_PREFIX,
     queues: Object.freeze({ intake: e.INTAKE_QUEUE, exec: e.EXEC_QUEUE, held: e.HELD_QUEUE, rejected: e.REJECTED_QUEUE }),
+    unknownProjectPolicy: e.UNKNOWN_PROJECT_POLICY,
     maxGpuHoursPerJob: e.MAX_GPU_HOURS_PER_JOB,
     maxPayloadBytes: e.MAX_PAYLOAD_BYTES,
     gatekeeperConcurrency: e.GATEKEEPER_CONCURRENCY,

@@ -100,8 +100,8 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     closers.push(() => Promise.all([...Object.values(boardQueues).map((b) => b.close()), held.close()]));
     const tokens = { admin: adminToken, viewer: config.viewerToken };
     const app = createApp({ budgets, held, redis, pool: pool!, log: log.child({ role: 'api' }), tokens, boardQueues });
-    const server: Server = await new Promise((resolve) => {
-      const s = app.listen(config.port, () => resolve(s));
+    const server: Server = await new Promise((resolve, reject) => {
+      const s = app.listen(config.port, (err?: Error) => (err ? reject(err) : resolve(s)));
     });
     log.info({ port: config.port, budgets: synced }, 'api listening');
     closers.unshift(

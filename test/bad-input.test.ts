@@ -79,3 +79,27 @@ describe('bad input', () => {
     expect(gk.worker.isRunning()).toBe(true);
   });
 });
+
+describe('unknown projects', () => {
+  it('are held by default with "no budget for project X"', async () => {
+    const j = await intake.add('stranger', { project: 'nobody', user: 'ana', estimatedGpuHours: 1 });
+    await eventually(() => j.isCompleted(), Boolean);
+    expect((await j.getState(), (await intake.getJob(j.id!))!.returnvalue)).toMatchObject({ outcome: 'held', reason: 'no budget for project nobody' });
+  });
+
+  it('are rejected with UNKNOWN_PROJECT_POLICY=reject', async () => {
+    const strict = await createTestEnv({ UNKNOWN_PROJECT_POLICY: 'reject' });
+    const g = createGatekeeper({ config: strict.config, workerConnection: strict.connection(), connection: strict.redis, log: strict.log, clock: systemClock });
+    const q = new Queue(strict.config.queues.intake, { connection: strict.redis, prefix: strict.config.queuePrefix });
+    try {
+      const j = await q.add('stranger', { project: 'nobody', user: 'ana', estimatedGpuHours: 1 });
+      await eventually(() => j.isFailed(), Boolean);
+      expect((await q.getJob(j.id!))!.failedReason).toBe('no budget for project nobody (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)');
+      expect(await strict.accounting.heldIds()).toEqual([]);
+    } finally {
+      await g.close();
+      await q.close();
+      await strict.close();
+    }
+  });
+});

@@ -27,7 +27,10 @@ describe('config', () => {
 
   it.each([
     [{ PORT: 'eighty' }, 'PORT: must be an integer >= 0, got "eighty"'],
-    [{ MAX_GPU_HOURS_PER_JOB: '-5' }, 'MAX_GPU_HOURS_PER_JOB: must be a number > 0, got "-5"'],
+    [{ MAX_GPU_HOURS_PER_JOB: '-5' }, 'MAX_GPU_HOURS_PER_JOB: must be a number > 0 and <= 1000000, got "-5"'],
+    [{ MAX_GPU_HOURS_PER_JOB: '1e9' }, 'MAX_GPU_HOURS_PER_JOB: must be a number > 0 and <= 1000000, got "1e9"'],
+    [{ SETTLED_RETAIN_SECONDS: '3600' }, 'SETTLED_RETAIN_SECONDS: must cover EXEC_RETAIN_FINISHED_MS + GATEKEEPER_LOCK_MS (at least 86430 s)'],
+    [{ GATEKEEPER_ADMIN_TOKEN: 'same-token-0123456789', GATEKEEPER_VIEWER_TOKEN: 'same-token-0123456789' }, 'GATEKEEPER_VIEWER_TOKEN: must differ'],
     [{ INTAKE_QUEUE: 'a:b' }, 'INTAKE_QUEUE: may not contain ":"'],
     [{ GATEKEEPER_ADMIN_TOKEN: 'short' }, 'GATEKEEPER_ADMIN_TOKEN: must be at least 16 characters'],
     [{ GATEKEEPER_ROLES: 'gatekeeper,chef' }, 'GATEKEEPER_ROLES: unknown role(s) chef'],

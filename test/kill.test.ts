@@ -38,7 +38,7 @@ describe('SIGKILL during a 2,000-job burst', () => {
     const jobs = await intake.addBulk(
       Array.from({ length: 2000 }, (_, i) => ({
         name: `b${i}`,
-        data: { project: 'burst', user: 'u', estimatedGpuHours: 1, payload: { simulate: { durationMs: 5, gpuHours: 0.25 } } },
+        data: { project: 'burst', user: 'u', estimatedGpuHours: 1, payload: { simulate: { durationMs: 20, gpuHours: 0.25 } } },
       })),
     );
 
@@ -72,7 +72,8 @@ describe('SIGKILL during a 2,000-job burst', () => {
   }, 180_000);
 
   it('SIGKILL the reconciler while it settles: every hour counted once, in Redis and in the Postgres ledger', async () => {
-    const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log, concurrency: 50 });
+    // Slow enough (1,500 jobs x 20 ms / 10 at once = 3 s) that the kill lands mid-way.
+    const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log, concurrency: 10 });
     const reconciler = () => {
       const p = spawnRoles(t.env, 'reconciler', { RECONCILE_INTERVAL_MS: '20', SWEEP_INTERVAL_MS: '500' });
       procs.push(p);

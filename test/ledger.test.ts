@@ -68,6 +68,22 @@ describe('ledger writer', () => {
   });
 });
 
+describe('ledger writer under a backlog', () => {
+  it('writes 6,400 batched reservations that piled up while it was away, in few inserts', async () => {
+    await t.accounting.setLimit('project:pile', 1e12);
+    for (let b = 0; b < 50; b++) {
+      const batch = Array.from({ length: 128 }, (_, i) => ({ jobId: `pile-${b}-${i}`, amountGpuMs: 1000, scopes: ['project:pile'], meta: { ...meta, project: 'pile' } }));
+      await t.accounting.reserveMany(batch, Date.now());
+    }
+    const w = new LedgerWriter(t.connection(), t.accounting.keys.ledger, t.pool, t.log, { blockMs: 20 });
+    await w.start();
+    await eventually(() => t.redis.xlen(t.accounting.keys.ledger), (n) => n === 0, 30_000);
+    await w.stop();
+    const r = await t.pool.query(`SELECT count(*)::int AS n, sum(estimated_gpu_ms)::bigint AS total FROM ledger WHERE project = 'pile'`);
+    expect(r.rows[0]).toEqual({ n: 6400, total: 6_400_000 });
+  });
+});
+
 describe('migrations', () => {
   it('run once when several processes migrate a fresh database at the same time', async () => {
     const admin = new pg.Client({ connectionString: inject('databaseUrl') });

@@ -105,6 +105,7 @@ describe('reconciler', () => {
     await t.budgets.set('gone', hoursToGpuMs(10));
     const [id] = await submit('gone', [{ hours: 3 }]);
     await exec.remove(execJobId(id!));
+    clock.t = Date.now();
     expect(await rec.sweep()).toMatchObject({ vanished: 0 }); // still within grace
     clock.advance(120_000);
     expect(await rec.sweep()).toMatchObject({ vanished: 1 });

@@ -30,7 +30,8 @@ import { gpuMsToHours } from '../src/units.ts';
 export type IntakeResult =
   | { outcome: 'admitted'; execJobId: string; reservedGpuHours: number; alreadySettled?: boolean }
   | { outcome: 'held'; heldJobId: string; reason: string }
-  | { outcome: 'cancelled' };
+  | { outcome: 'cancelled' }
+  | { outcome: 'rejected'; reason: string };
 
 export interface GatekeeperDeps {
   config: Config;
@@ -81,6 +82,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       accounting,
       batch.map((p) => ({ intakeJobId: p.job.id!, data: p.data })),
       now,
+      config.unknownProjectPolicy,
     );
     const toExec: Parameters<Queue<ExecJobData>['addBulk']>[0] = [];
     const toHold: Parameters<Queue<HeldJobData>['addBulk']>[0] = [];
@@ -88,7 +90,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     batch.forEach(({ job, data }, i) => {
       const d = decisions[i]!;
       const id = job.id!;
-      if (d.kind === 'cancelled') return;
+      if (d.kind === 'cancelled' || d.kind === 'rejected') return;
       if (d.kind === 'held') {
         toHold.push({
           name: job.name,
@@ -123,11 +125,14 @@ export function createGatekeeper(deps: GatekeeperDeps) {
   const admissions = new GroupCommit<Pending, IntakeResult>(admitBatch);
 
   async function process(job: Job, token: string | undefined): Promise<IntakeResult> {
-    const parsed = parseIntakeJob(schema, job.data);
-    let r: IntakeResult;
     try {
+      const parsed = parseIntakeJob(schema, job.data);
       if (!parsed.ok) return await reject(job, parsed.reason);
-      r = await admissions.submit({ job, data: parsed.data });
+      const r = await admissions.submit({ job, data: parsed.data });
+      if (r.outcome === 'rejected') return await reject(job, r.reason);
+      // An admin cancelled it while held; this is a late re-run of its intake job.
+      if (r.outcome === 'cancelled') throw new UnrecoverableError('cancelled by an admin while held');
+      return r;
     } catch (err) {
       if (err instanceof UnrecoverableError) throw err;
       // Not the job's fault (Redis failover, a timeout): try again later
@@ -136,9 +141,6 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       await job.moveToDelayed(Date.now() + TRANSIENT_RETRY_MS, token);
       throw new DelayedError();
     }
-    // An admin cancelled it while held; this is a late re-run of its intake job.
-    if (r.outcome === 'cancelled') throw new UnrecoverableError('cancelled by an admin while held');
-    return r;
   }
 
   const worker = new Worker(names.intake, process, {
@@ -166,6 +168,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
 
 function result(intakeJobId: string, d: Decision): IntakeResult {
   if (d.kind === 'cancelled') return { outcome: 'cancelled' };
+  if (d.kind === 'rejected') return { outcome: 'rejected', reason: d.reason };
   if (d.kind === 'held') return { outcome: 'held', heldJobId: heldJobId(intakeJobId), reason: d.reason };
   return {
     outcome: 'admitted',

@@ -60,7 +60,18 @@ export function createReconciler(deps: ReconcilerDeps) {
 
   type JobView =
     | { state: 'running' }
-    | { state: 'missing'; res: { admittedAt: number; amount: number } | null; intakePending: boolean; onHeld: boolean }
+    | {
+        state: 'missing';
+        admittedAt: number;
+        amountGpuMs: number;
+        scopes: string[];
+        /** Its intake job is still to be (re)processed: the gatekeeper will add the GPU job. */
+        intakePending: boolean;
+        /** Its intake job failed for good: the GPU job was never added, so nothing ran. */
+        intakeFailed: boolean;
+        /** Still on gpu-held: a release whose move a crash interrupted. */
+        onHeld: boolean;
+      }
     | { state: 'finished'; fields: ReturnType<typeof toFields>; scopes: string[]; meta: JobMeta };
 
   /** One pipeline: exec job fields, reservation, intake job liveness, for each id. */
@@ -69,7 +80,7 @@ export function createReconciler(deps: ReconcilerDeps) {
     for (const id of intakeIds) {
       p.hmget(execQueue.toKey(execJobId(id)), 'finishedOn', 'processedOn', 'returnvalue', 'failedReason', 'timestamp');
       p.hmget(accounting.keys.reservation(id), 'scopes', 'meta', 'state', 'admittedAt', 'amount');
-      p.hmget(intakeQueue.toKey(id), 'timestamp', 'finishedOn');
+      p.hmget(intakeQueue.toKey(id), 'timestamp', 'finishedOn', 'failedReason');
       p.hget(heldQueue.toKey(heldJobId(id)), 'timestamp');
     }
     const out = (await p.exec()) ?? [];
@@ -79,21 +90,20 @@ export function createReconciler(deps: ReconcilerDeps) {
       const intake = out[i * 4 + 2]![1] as (string | null)[];
       const onHeld = out[i * 4 + 3]![1] !== null;
       if (res[2] !== 'reserved') return null; // settled meanwhile, or never reserved
+      const scopes = (res[0] ?? '').split(',').filter(Boolean);
       if (exec[4] === null) {
         return {
           state: 'missing',
-          res: { admittedAt: Number(res[3]), amount: Number(res[4]) },
+          admittedAt: Number(res[3]),
+          amountGpuMs: Number(res[4]),
+          scopes,
           intakePending: intake[0] !== null && intake[1] === null,
+          intakeFailed: intake[1] !== null && !!intake[2],
           onHeld,
         };
       }
       if (exec[0] === null) return { state: 'running' };
-      return {
-        state: 'finished',
-        fields: toFields(exec),
-        scopes: (res[0] ?? '').split(','),
-        meta: JSON.parse(res[1] ?? '{}') as JobMeta,
-      };
+      return { state: 'finished', fields: toFields(exec), scopes, meta: JSON.parse(res[1] ?? '{}') as JobMeta };
     });
   }
 
@@ -159,14 +169,16 @@ export function createReconciler(deps: ReconcilerDeps) {
         } else if (v.state === 'missing' && v.onHeld) {
           // Released or overridden, but the move to gpu-exec did not finish (a crash): finish it.
           report.promoted += await promoteReleased(accounting, execQueue, heldQueue, [id]);
-        } else if (v.state === 'missing' && v.res && !v.intakePending && clock.now() - v.res.admittedAt >= config.vanishedGraceMs) {
-          const res = await accounting.reservation(id);
-          if (!res) continue;
-          const note = 'gpu-exec job vanished before it was settled; settled at its estimate';
-          const r = await accounting.settle(id, res.scopes, res.amountGpuMs, 'settle', clock.now(), note);
+        } else if (v.state === 'missing' && !v.intakePending && clock.now() - v.admittedAt >= config.vanishedGraceMs) {
+          // Never leaked: a job that cannot have run is released; one that may
+          // have run (removed by hand from gpu-exec) is charged its estimate.
+          const [actual, kind, note] = v.intakeFailed
+            ? [0, 'release' as const, 'intake job failed before its gpu-exec job was added; released']
+            : [v.amountGpuMs, 'settle' as const, 'gpu-exec job vanished before it was settled; settled at its estimate'];
+          const r = await accounting.settle(id, v.scopes, actual, kind, clock.now(), note);
           if (r.kind === 'settled') {
             report.vanished++;
-            log.warn({ jobId: id, execJobId: execJobId(id), settledGpuMs: res.amountGpuMs }, note);
+            log.warn({ jobId: id, execJobId: execJobId(id), settledGpuMs: actual }, note);
           }
         }
       }
@@ -174,10 +186,14 @@ export function createReconciler(deps: ReconcilerDeps) {
     return report;
   }
 
-  /** Remove finished gpu-exec jobs past retention. Only after a sweep settled them. */
+  /**
+   * Remove finished gpu-exec jobs past retention, only after a sweep settled
+   * them; in pages until done (or 5 s), so cleaning keeps up with any rate.
+   */
   async function clean(): Promise<void> {
+    const deadline = Date.now() + 5_000;
     for (const set of ['completed', 'failed'] as const) {
-      await execQueue.clean(config.execRetainFinishedMs, 1_000, set);
+      while ((await execQueue.clean(config.execRetainFinishedMs, 1_000, set)).length === 1_000 && Date.now() < deadline);
     }
   }
 

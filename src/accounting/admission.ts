@@ -6,16 +6,17 @@
  */
 import type { AdmissionRecord, IntakeJobData } from '../../queues/contract.ts';
 import { hoursToGpuMs, gpuMsToHours } from '../units.ts';
-import type { Accounting, JobMeta } from './counters.ts';
+import type { Accounting, JobMeta, NoLimitPolicy } from './counters.ts';
 import { describeHold, type Shortfall } from './reasons.ts';
-import { scopesForJob } from './scopes.ts';
+import { parseScopeId, scopesForJob } from './scopes.ts';
 
 export type Decision =
   | { kind: 'admitted'; admission: AdmissionRecord }
   | { kind: 'already'; state: 'reserved' | 'settled'; admission: AdmissionRecord }
   /** `retried`: it was held before (a re-run after a crash); make sure it is on gpu-held. */
   | { kind: 'held'; reason: string; shortfalls: Shortfall[]; retried: boolean }
-  | { kind: 'cancelled' };
+  | { kind: 'cancelled' }
+  | { kind: 'rejected'; reason: string };
 
 export function jobMeta(data: IntakeJobData): JobMeta {
   return { project: data.project, user: data.user, jobType: data.jobType, gpuType: data.gpuType, gpus: data.gpus };
@@ -27,20 +28,29 @@ export interface AdmissionRequest {
 }
 
 /** Decide a batch in one reserve call, in order; one decision per request. */
-export async function decideAdmissions(accounting: Accounting, reqs: AdmissionRequest[], now: number): Promise<Decision[]> {
+export async function decideAdmissions(
+  accounting: Accounting,
+  reqs: AdmissionRequest[],
+  now: number,
+  noLimit: NoLimitPolicy = 'hold',
+): Promise<Decision[]> {
   const prepared = reqs.map(({ intakeJobId, data }) => ({
     jobId: intakeJobId,
     amountGpuMs: hoursToGpuMs(data.estimatedGpuHours),
     scopes: scopesForJob(data).map((s) => s.id),
     meta: jobMeta(data),
   }));
-  const outcomes = await accounting.reserveMany(prepared, now);
+  const outcomes = await accounting.reserveMany(prepared, now, noLimit);
   return outcomes.map((out, i): Decision => {
     if (out.kind === 'held') {
       const reason = describeHold(reqs[i]!.data.project, out);
       return { kind: 'held', reason, shortfalls: out.shortfalls, retried: out.retried };
     }
     if (out.kind === 'cancelled') return out;
+    if (out.kind === 'rejected') {
+      const { kind, name } = parseScopeId(out.scope);
+      return { kind: 'rejected', reason: `no budget for ${kind} ${name} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)` };
+    }
     const admission: AdmissionRecord = {
       intakeJobId: prepared[i]!.jobId,
       reservedGpuMs: out.amountGpuMs,

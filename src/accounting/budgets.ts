@@ -4,7 +4,7 @@
  * first, then Redis; start-up copies every limit over again, so a lost Redis
  * write heals at the next start.
  */
-import type { Pool } from '../db/pool.ts';
+import type { Pool, PoolClient } from '../db/pool.ts';
 import { allBudgets, getBudget, upsertBudget } from '../db/budgets.ts';
 import type { Accounting } from './counters.ts';
 import { projectScope } from './scopes.ts';
@@ -30,11 +30,18 @@ export class Budgets {
     private readonly accounting: Accounting,
   ) {}
 
-  /** Set (raise or lower) a project's budget; audited with before and after. */
+  /**
+   * Set (raise or lower) a project's budget; audited with before and after.
+   * Postgres and Redis are written under one per-project lock, so two
+   * concurrent changes land in the same order in both.
+   */
   async set(project: string, limitGpuMs: number, actor: Actor = SYSTEM, reason: string | null = null): Promise<BudgetView> {
-    const before = await getBudget(this.pool, project);
-    await upsertBudget(this.pool, project, limitGpuMs);
-    await this.accounting.setLimit(projectScope(project).id, limitGpuMs);
+    const before = await this.locked(project, async (db) => {
+      const prior = await getBudget(db, project);
+      await upsertBudget(db, project, limitGpuMs);
+      await this.accounting.setLimit(projectScope(project).id, limitGpuMs);
+      return prior;
+    });
     await writeAudit(this.pool, actor, {
       action: 'budget.set',
       target: projectScope(project).id,
@@ -59,10 +66,32 @@ export class Budgets {
     };
   }
 
-  /** Copy every limit from Postgres to Redis (start-up, rebuild). */
+  /** Copy every limit from Postgres to Redis (start-up, rebuild), each under its project's lock. */
   async syncLimits(): Promise<number> {
     const rows = await allBudgets(this.pool);
-    for (const r of rows) await this.accounting.setLimit(projectScope(r.project).id, r.limitGpuMs);
+    for (const r of rows) {
+      await this.locked(r.project, async (db) => {
+        const now = await getBudget(db, r.project);
+        if (now) await this.accounting.setLimit(projectScope(r.project).id, now.limitGpuMs);
+      });
+    }
     return rows.length;
+  }
+
+  /** Run `fn` in a transaction holding the project's advisory lock. */
+  private async locked<T>(project: string, fn: (db: PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query(`SELECT pg_advisory_xact_lock(hashtext('budget:' || $1::text))`, [project]);
+      const out = await fn(client);
+      await client.query('COMMIT');
+      return out;
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
   }
 }

@@ -27,7 +27,12 @@ export type ReserveOutcome =
    * jobs of its project (first in, first out), fit or not.
    */
   | { kind: 'held'; shortfalls: Shortfall[]; ahead: number; retried: boolean }
-  | { kind: 'cancelled' };
+  | { kind: 'cancelled' }
+  /** A scope has no limit and the policy for that is to reject. */
+  | { kind: 'rejected'; scope: string };
+
+/** What to do with a job when one of its scopes has no limit configured. */
+export type NoLimitPolicy = 'hold' | 'reject';
 
 export type ReleaseOutcome =
   | { kind: 'admitted'; amountGpuMs: number }
@@ -75,20 +80,26 @@ export class Accounting {
     this.keys = new Keys(queuePrefix);
   }
 
-  async reserve(jobId: string, amountGpuMs: number, scopes: string[], meta: JobMeta, now: number): Promise<ReserveOutcome> {
-    return (await this.reserveMany([{ jobId, amountGpuMs, scopes, meta }], now))[0]!;
+  async reserve(jobId: string, amountGpuMs: number, scopes: string[], meta: JobMeta, now: number, noLimit: NoLimitPolicy = 'hold'): Promise<ReserveOutcome> {
+    return (await this.reserveMany([{ jobId, amountGpuMs, scopes, meta }], now, noLimit))[0]!;
   }
 
   /**
    * Reserve a batch in one script call; each job is decided on its own, in
    * order, seeing the reservations of the jobs before it.
    */
-  async reserveMany(reqs: ReserveRequest[], now: number): Promise<ReserveOutcome[]> {
+  async reserveMany(reqs: ReserveRequest[], now: number, noLimit: NoLimitPolicy = 'hold'): Promise<ReserveOutcome[]> {
     if (reqs.length === 0) return [];
-    for (const r of reqs) assertAmount(r.amountGpuMs, 1);
+    for (const r of reqs) {
+      assertAmount(r.amountGpuMs, 1);
+      // Every job is counted somewhere, and once per scope (the script adds it per entry).
+      if (r.scopes.length === 0 || new Set(r.scopes).size !== r.scopes.length) {
+        throw new RangeError(`job ${r.jobId}: scopes must be non-empty and distinct, got [${r.scopes.join(', ')}]`);
+      }
+    }
     const k = this.keys;
     const keys = [k.open, k.ledger, k.allHeld, k.holdSeq];
-    const args: string[] = [String(now)];
+    const args: string[] = [String(now), noLimit];
     for (const r of reqs) {
       keys.push(k.reservation(r.jobId), k.held(r.meta.project), ...r.scopes.map((s) => k.scope(s)));
       args.push(r.jobId, String(r.amountGpuMs), JSON.stringify(r.meta), String(r.scopes.length), ...r.scopes);
@@ -101,6 +112,7 @@ export class Accounting {
         case 2: return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled' };
         case 4: return { kind: 'held', shortfalls: parseShortfalls([r[0]!, ...r.slice(2)], need), ahead: Number(r[1]), retried: false };
         case 5: return { kind: 'cancelled' };
+        case 7: return { kind: 'rejected', scope: String(r[1]) };
         default: return { kind: 'held', shortfalls: parseShortfalls(r, need), ahead: 0, retried: r[0] === 3 };
       }
     });

@@ -29,10 +29,8 @@ export function createApp(deps: AppDeps): express.Express {
   app.set('query parser', 'simple');
 
   app.get('/healthz', async (_req, res) => {
-    const [redis, postgres] = await Promise.all([
-      deps.redis.ping().then(() => true, () => false),
-      deps.pool.query('SELECT 1').then(() => true, () => false),
-    ]);
+    // Within a second: a Redis that is down queues commands rather than failing them.
+    const [redis, postgres] = await Promise.all([within(1_000, deps.redis.ping()), within(1_000, deps.pool.query('SELECT 1'))]);
     res.status(redis && postgres ? 200 : 503).json({ redis, postgres });
   });
 
@@ -49,4 +47,9 @@ export function createApp(deps: AppDeps): express.Express {
   app.use((_req, res) => sendError(res, 404, 'no such route'));
   app.use(errorHandler(deps.log));
   return app;
+}
+
+/** true if `p` settles successfully within `ms`, else false. */
+function within(ms: number, p: Promise<unknown>): Promise<boolean> {
+  return Promise.race([p.then(() => true, () => false), new Promise<boolean>((r) => setTimeout(() => r(false), ms).unref())]);
 }

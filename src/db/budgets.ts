@@ -1,5 +1,5 @@
 /** Budget rows in Postgres: the source of truth the Redis limits are copied from. */
-import type { Pool } from './pool.ts';
+import type { Queryable } from './pool.ts';
 
 export interface BudgetRow {
   project: string;
@@ -7,7 +7,7 @@ export interface BudgetRow {
   updatedAt: Date;
 }
 
-export async function upsertBudget(pool: Pool, project: string, limitGpuMs: number): Promise<BudgetRow> {
+export async function upsertBudget(pool: Queryable, project: string, limitGpuMs: number): Promise<BudgetRow> {
   const r = await pool.query(
     `INSERT INTO budgets (project, limit_gpu_ms) VALUES ($1::text, $2::bigint)
      ON CONFLICT (project) DO UPDATE SET limit_gpu_ms = EXCLUDED.limit_gpu_ms, updated_at = now()
@@ -17,12 +17,12 @@ export async function upsertBudget(pool: Pool, project: string, limitGpuMs: numb
   return toRow(r.rows[0]);
 }
 
-export async function getBudget(pool: Pool, project: string): Promise<BudgetRow | null> {
+export async function getBudget(pool: Queryable, project: string): Promise<BudgetRow | null> {
   const r = await pool.query('SELECT project, limit_gpu_ms, updated_at FROM budgets WHERE project = $1::text', [project]);
   return r.rows[0] ? toRow(r.rows[0]) : null;
 }
 
-export async function allBudgets(pool: Pool): Promise<BudgetRow[]> {
+export async function allBudgets(pool: Queryable): Promise<BudgetRow[]> {
   const r = await pool.query('SELECT project, limit_gpu_ms, updated_at FROM budgets ORDER BY project');
   return r.rows.map(toRow);
 }

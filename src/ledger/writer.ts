@@ -70,14 +70,21 @@ export class LedgerWriter {
 
   private async run(): Promise<void> {
     let backoffMs = 100;
-    // First our own pending entries (a previous life of this consumer name
-    // cannot exist, but claimed ones can), then new ones.
+    let lastClaim = 0;
     while (this.running) {
       try {
-        const n = await this.drainOnce();
+        await this.drainOnce();
         backoffMs = 100;
-        if (n === 0) await this.claimStale();
+        // Entries a dead writer read but never acknowledged: taken over on a
+        // timer, so a busy stream cannot starve them.
+        if (Date.now() - lastClaim >= this.claimIdleMs / 2) {
+          lastClaim = Date.now();
+          await this.claimStale();
+        }
       } catch (err) {
+        // The stream or its group was deleted (a Redis restored from an old
+        // snapshot, say): make them again and go on.
+        if (String((err as Error).message).includes('NOGROUP')) await this.ensureGroup().catch(() => {});
         this.log.error({ err, backoffMs }, 'ledger writer: batch failed; will retry');
         await sleep(backoffMs);
         backoffMs = Math.min(backoffMs * 2, 5_000);
@@ -85,7 +92,7 @@ export class LedgerWriter {
     }
   }
 
-  /** Write one batch of new entries (or our pending ones). Returns how many. */
+  /** Write one batch: our pending entries first (claimed ones), then new ones. Returns how many. */
   async drainOnce(): Promise<number> {
     const pending = await this.read('0');
     const entries = pending.length > 0 ? pending : await this.read('>');
@@ -110,26 +117,29 @@ export class LedgerWriter {
     await this.redis.xautoclaim(this.streamKey, GROUP, this.consumer, this.claimIdleMs, '0', 'COUNT', this.batchSize);
   }
 
+  /**
+   * One INSERT per batch, whatever its size: the rows go as 13 array
+   * parameters through unnest, so a backlog of many batched reserve entries
+   * never meets Postgres' 65,535-parameter limit.
+   */
   private async write(entries: Entry[]): Promise<void> {
     const rows = entries.flatMap((e) => e.rows);
-    const cols = 13;
-    const values: unknown[] = [];
-    const tuples = rows.map((r, i) => {
-      values.push(
-        r.kind, r.jobId, r.project, r.user, r.jobType, r.gpuType, r.scopes,
-        r.estimated, r.actual, r.admittedAt, r.at, r.note, r.override,
-      );
-      const b = i * cols;
-      return `($${b + 1}::text, $${b + 2}::text, $${b + 3}::text, $${b + 4}::text, $${b + 5}::text, $${b + 6}::text,
-               $${b + 7}::text[], $${b + 8}::bigint, $${b + 9}::bigint, $${b + 10}::timestamptz, $${b + 11}::timestamptz, $${b + 12}::text,
-               $${b + 13}::boolean)`;
-    });
+    const col = <K extends keyof LedgerRow>(k: K) => rows.map((r) => r[k]);
     await this.pool.query(
       `INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
                            estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override)
-       VALUES ${tuples.join(',')}
+       SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
+              estimated, actual, admitted_at, at, note, override
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                   $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[])
+            AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
+                 estimated, actual, admitted_at, at, note, override)
        ON CONFLICT DO NOTHING`,
-      values,
+      [
+        col('kind'), col('jobId'), col('project'), col('user'), col('jobType'), col('gpuType'),
+        rows.map((r) => r.scopes.join(',')),
+        col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'),
+      ],
     );
     const ids = entries.map((e) => e.id);
     await this.redis.multi().xack(this.streamKey, GROUP, ...ids).xdel(this.streamKey, ...ids).exec();

@@ -20,6 +20,7 @@
       one counter hash per scope          (limit, used, reserved; GPU-ms)
 
     ARGV[1]    now, epoch ms
+    ARGV[2]    a scope with no limit configured: 'hold' the job, or 'reject' it
     then, per job:
       job id
       amount, integer GPU-ms > 0
@@ -38,6 +39,7 @@
                                 held now behind `ahead` older held jobs of its project
                                 (with its own shortfalls, if any)
     { 5 }                       cancelled by an admin before
+    { 7, scope }                rejected: `scope` has no limit and ARGV[2] is 'reject'
 
   Every read comes before the first write. Counter deltas are summed as Lua
   numbers (exact below 2^53 GPU-ms) and written with %.0f, never tostring
@@ -46,7 +48,7 @@
 -- @include shortfalls
 
 local openKey, ledgerKey, allHeldKey, seqKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local now = ARGV[1]
+local now, noLimit = ARGV[1], ARGV[2]
 
 local counters = {}   -- scope key -> { limit, used, reserved, delta }
 local function counter(key)
@@ -63,7 +65,7 @@ local results = {}
 local admitted, held = {}, {}
 local seenHere = {}     -- reservation key -> result, for a job listed twice in one batch
 local heldHere = {}     -- project held key -> jobs held by this batch
-local k, a = 5, 2       -- next key, next arg
+local k, a = 5, 3       -- next key, next arg
 while a <= #ARGV do
   local jobId, amount, meta, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
   local resKey, heldKey, need = KEYS[k], KEYS[k + 1], tonumber(ARGV[a + 1])
@@ -83,7 +85,13 @@ while a <= #ARGV do
     r = { 5 }
   else
     local short = shortfalls(counter, scopeKeys, scopeIds, need)
-    if prior[2] == 'held' then
+    local unknown = nil
+    for i = 2, #short, 5 do
+      if short[i] == 1 then unknown = short[i - 1]; break end
+    end
+    if noLimit == 'reject' and unknown and prior[2] ~= 'held' then
+      r = { 7, unknown }
+    elseif prior[2] == 'held' then
       r = { 3, #short / 5 }
       for _, v in ipairs(short) do r[#r + 1] = v end
     else
@@ -107,7 +115,7 @@ while a <= #ARGV do
         r = { 1, need }
       end
     end
-    seenHere[resKey] = r[1] == 1 and { 2, need, 'reserved' } or { 3, 0 }
+    seenHere[resKey] = (r[1] == 1 and { 2, need, 'reserved' }) or (r[1] == 7 and r) or { 3, 0 }
   end
   results[#results + 1] = r
   k = k + 2 + n

@@ -36,6 +36,9 @@ local retain  = ARGV[5]
 local note    = ARGV[6]
 local nScopes = #KEYS - 3
 
+if not string.match(actual, '^%d+$') then
+  return redis.error_reply('settle: actual must be a whole number of GPU-ms, got ' .. actual)
+end
 local r = redis.call('HMGET', resKey, 'amount', 'scopes', 'state', 'actual', 'meta', 'admittedAt')
 if r[3] == 'settled' then
   return { 2, tonumber(r[1]), tonumber(r[4]) }
