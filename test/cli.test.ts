@@ -1,0 +1,97 @@
+/**
+ * The `gatekeeper` CLI against a running API: tables for people, --json for
+ * scripts, and exit codes that mean something.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Server } from 'node:http';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { Queue } from 'bullmq';
+import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
+import { createApp } from '../src/api/app.ts';
+import { HeldJobs } from '../src/admin/held.ts';
+import { systemClock } from '../src/clock.ts';
+import { createGatekeeper, type Gatekeeper } from '../workers/gatekeeper.ts';
+import { EXIT, runCli } from '../src/cli/main.ts';
+
+let t: TestEnv;
+let server: Server;
+let url: string;
+let gk: Gatekeeper;
+let held: HeldJobs;
+let intake: Queue;
+const admin = 'test-admin-token-0123456789';
+const viewer = 'test-viewer-token-0123456789';
+
+beforeAll(async () => {
+  t = await createTestEnv();
+  held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
+  gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
+  intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
+  const app = createApp({ budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer } });
+  server = await new Promise((r) => {
+    const s = app.listen(0, '127.0.0.1', () => r(s));
+  });
+  url = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+});
+afterAll(async () => {
+  await new Promise((r) => server?.close(r));
+  await gk?.close();
+  await held?.close();
+  await intake?.close();
+  await t?.close();
+});
+
+async function cli(args: string[], token = admin): Promise<{ code: number; out: string }> {
+  let out = '';
+  const code = await runCli(['--url', url, '--token', token, '--actor', 'ops-bob', ...args], (s) => (out += s));
+  return { code, out };
+}
+
+describe('gatekeeper CLI', () => {
+  it('sets and shows a budget as a table, and as JSON', async () => {
+    expect(await cli(['budget', 'set', 'alpha', '2', '--reason', 'pilot'])).toMatchObject({ code: EXIT.ok });
+    const { code, out } = await cli(['budget', 'get', 'alpha']);
+    expect(code).toBe(EXIT.ok);
+    expect(out.split('\n').slice(0, 2)).toEqual(['PROJECT  LIMIT  USED  RESERVED  REMAINING', 'alpha    2      0     0         2']);
+    const json = JSON.parse((await cli(['--json', 'budget', 'get', 'alpha'])).out);
+    expect(json).toMatchObject({ project: 'alpha', limitGpuHours: 2, remainingGpuHours: 2 });
+  });
+
+  it('lists, releases, overrides and cancels held jobs', async () => {
+    const jobs = await Promise.all([0, 1, 2, 3, 4].map((i) => intake.add(`j${i}`, { project: 'alpha', user: 'ana', estimatedGpuHours: 1 })));
+    await eventually(() => intake.getCompletedCount(), (n) => n === 5);
+    const ids = jobs.map((j) => j.id!);
+    const list = await cli(['held', 'list', '--project', 'alpha'], viewer);
+    expect(list.code).toBe(EXIT.ok);
+    expect(list.out).toContain('JOB  PROJECT  USER  GPU-H  AGE');
+    expect(list.out).toContain('project alpha: 2.0 of 2.0 GPU-h used or reserved; job needs 1.0');
+    expect(list.out.trim().endsWith('3 held')).toBe(true);
+
+    await cli(['budget', 'set', 'alpha', '3']);
+    expect(await cli(['held', 'release', '--project', 'alpha'])).toEqual({ code: EXIT.ok, out: 'admitted 1 of 3; 2 still held\n' });
+    expect(await cli(['held', 'override', ids[3]!, '--reason', 'urgent'])).toEqual({ code: EXIT.ok, out: `admitted ${ids[3]} (1 GPU-h reserved, override)\n` });
+    expect(await cli(['held', 'cancel', ids[4]!, '--reason', 'duplicate'])).toEqual({ code: EXIT.ok, out: `cancelled ${ids[4]}: duplicate\n` });
+    expect(JSON.parse((await cli(['--json', 'held', 'list'])).out)).toMatchObject({ total: 0, jobs: [] });
+  });
+
+  it.each([
+    [['budget', 'set', 'alpha', '5'], viewer, EXIT.forbidden],
+    [['budget', 'get', 'alpha'], 'not-a-valid-token-at-all', EXIT.forbidden],
+    [['budget', 'get', 'nobody'], admin, EXIT.notFound],
+    [['held', 'override', 'ghost'], admin, EXIT.notFound],
+    [['budget', 'set', 'alpha', '-3'], admin, EXIT.refused],
+    [['budget', 'set', 'alpha', 'lots'], admin, EXIT.usage],
+    [['held', 'cancel', 'x'], admin, EXIT.usage],
+    [['held', 'frobnicate'], admin, EXIT.usage],
+  ])('%j exits %s', async (args, token, code) => {
+    expect((await cli(args, token)).code).toBe(code);
+  });
+
+  it('runs as the installed bin', async () => {
+    const { stdout } = await promisify(execFile)(process.execPath, ['bin/gatekeeper.mjs', '--json', 'budget', 'get', 'alpha'], {
+      env: { ...process.env, GATEKEEPER_URL: url, GATEKEEPER_TOKEN: viewer },
+    });
+    expect(JSON.parse(stdout)).toMatchObject({ project: 'alpha', limitGpuHours: 3 });
+  });
+});
