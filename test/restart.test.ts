@@ -1,0 +1,64 @@
+/**
+ * Held jobs survive a restart of every process: the held line, each job's
+ * reason and the counters live in Redis and the audit in Postgres, so a new
+ * process picks up exactly where the killed one stopped.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Queue } from 'bullmq';
+import type { ChildProcess } from 'node:child_process';
+import { createTestEnv, eventually, spawnRoles, waitExit, type TestEnv } from './support/env.ts';
+import { freePort } from './support/infra.ts';
+
+let t: TestEnv;
+let intake: Queue;
+const procs: ChildProcess[] = [];
+const token = 'test-admin-token-0123456789';
+
+beforeAll(async () => {
+  t = await createTestEnv();
+  intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
+});
+afterAll(async () => {
+  for (const p of procs) p.kill('SIGKILL');
+  await Promise.all(procs.map(waitExit));
+  await intake?.close();
+  await t?.close();
+});
+
+async function startApp(port: number): Promise<ChildProcess> {
+  const p = spawnRoles(t.env, 'gatekeeper,reconciler,api', { PORT: String(port) });
+  procs.push(p);
+  await eventually(() => fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false), Boolean, 30_000);
+  return p;
+}
+
+const api = (port: number, method: string, path: string, body?: unknown) =>
+  fetch(`http://127.0.0.1:${port}/api/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  }).then((r) => r.json() as Promise<Record<string, any>>);
+
+describe('restart', () => {
+  it('keeps held jobs, their order and reasons across a SIGKILL of every process', async () => {
+    const port = await freePort();
+    const first = await startApp(port);
+    await api(port, 'PUT', '/projects/beta/budget', { gpuHours: 2 });
+    const jobs = await Promise.all([0, 1, 2, 3, 4].map((i) => intake.add(`b${i}`, { project: 'beta', user: 'u', estimatedGpuHours: 1 })));
+    await eventually(() => intake.getCompletedCount(), (n) => n === 5);
+    const before = await api(port, 'GET', '/held?project=beta');
+    expect(before.jobs.map((j: { jobId: string }) => j.jobId)).toEqual(jobs.slice(2).map((j) => j.id));
+
+    first.kill('SIGKILL');
+    await waitExit(first);
+    const second = await startApp(port);
+    const after = await api(port, 'GET', '/held?project=beta');
+    expect(after.jobs.map((j: Record<string, unknown>) => [j.jobId, j.reason])).toEqual(before.jobs.map((j: Record<string, unknown>) => [j.jobId, j.reason]));
+
+    await api(port, 'PUT', '/projects/beta/budget', { gpuHours: 4 });
+    expect(await api(port, 'POST', '/held/release', { all: true })).toMatchObject({ admitted: 2, stillHeld: 1, admittedIds: jobs.slice(2, 4).map((j) => j.id) });
+    expect(await api(port, 'GET', '/projects/beta/budget')).toMatchObject({ limitGpuHours: 4, reservedGpuHours: 4 });
+    second.kill('SIGTERM');
+    expect(await waitExit(second)).toBe(0);
+  });
+});
