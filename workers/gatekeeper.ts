@@ -20,7 +20,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../src/config.ts';
 import type { Clock } from '../src/clock.ts';
 import type { Logger } from '../src/log.ts';
-import { Accounting } from '../src/accounting/counters.ts';
+import { Accounting, submissionOrder } from '../src/accounting/counters.ts';
 import { decideAdmissions, type Decision } from '../src/accounting/admission.ts';
 import { GroupCommit } from '../src/group-commit.ts';
 import { intakeJobSchema, parseIntakeJob, type ExecJobData, type HeldJobData, type IntakeJobData, type RejectedJobData } from '../queues/contract.ts';
@@ -78,12 +78,13 @@ export function createGatekeeper(deps: GatekeeperDeps) {
   /** Decide and carry out a batch of valid jobs; one result per job, in order. */
   async function admitBatch(batch: Pending[]): Promise<IntakeResult[]> {
     const now = clock.now();
-    const decisions = await decideAdmissions(
-      accounting,
-      batch.map((p) => ({ intakeJobId: p.job.id!, data: p.data })),
-      now,
-      config.unknownProjectPolicy,
-    );
+    // Concurrent processing lets jobs arrive a little out of order: decide
+    // each batch in submission order, so the earlier job gets the last hours.
+    const reqs = batch.map((p) => ({ intakeJobId: p.job.id!, data: p.data, order: submissionOrder(p.job.id!, p.job.timestamp) }));
+    const sorted = reqs.map((_, i) => i).sort((x, y) => reqs[x]!.order - reqs[y]!.order);
+    const decidedSorted = await decideAdmissions(accounting, sorted.map((i) => reqs[i]!), now, config.unknownProjectPolicy);
+    const decisions: Decision[] = new Array(batch.length);
+    sorted.forEach((i, j) => (decisions[i] = decidedSorted[j]!));
     const toExec: Parameters<Queue<ExecJobData>['addBulk']>[0] = [];
     const toHold: Parameters<Queue<HeldJobData>['addBulk']>[0] = [];
     const unheld: string[] = [];

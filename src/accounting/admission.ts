@@ -25,17 +25,23 @@ export function jobMeta(data: IntakeJobData): JobMeta {
 export interface AdmissionRequest {
   intakeJobId: string;
   data: IntakeJobData;
+  /** Submission order (see submissionOrder in counters.ts). */
+  order: number;
 }
 
-/** Decide a batch in one reserve call, in order; one decision per request. */
+/**
+ * Decide a batch in one reserve call; one decision per request, in the
+ * order given (the gatekeeper sorts a batch by submission order first).
+ */
 export async function decideAdmissions(
   accounting: Accounting,
   reqs: AdmissionRequest[],
   now: number,
   noLimit: NoLimitPolicy = 'hold',
 ): Promise<Decision[]> {
-  const prepared = reqs.map(({ intakeJobId, data }) => ({
+  const prepared = reqs.map(({ intakeJobId, data, order }) => ({
     jobId: intakeJobId,
+    order,
     amountGpuMs: hoursToGpuMs(data.estimatedGpuHours),
     scopes: scopesForJob(data).map((s) => s.id),
     meta: jobMeta(data),

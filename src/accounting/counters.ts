@@ -41,6 +41,8 @@ export type ReleaseOutcome =
 
 export interface ReserveRequest {
   jobId: string;
+  /** Submission order: a held job's place in its project's line (see submissionOrder). */
+  order?: number;
   amountGpuMs: number;
   scopes: string[];
   meta: JobMeta;
@@ -98,11 +100,11 @@ export class Accounting {
       }
     }
     const k = this.keys;
-    const keys = [k.open, k.ledger, k.allHeld, k.holdSeq];
+    const keys = [k.open, k.ledger, k.allHeld];
     const args: string[] = [String(now), noLimit];
     for (const r of reqs) {
       keys.push(k.reservation(r.jobId), k.held(r.meta.project), ...r.scopes.map((s) => k.scope(s)));
-      args.push(r.jobId, String(r.amountGpuMs), JSON.stringify(r.meta), String(r.scopes.length), ...r.scopes);
+      args.push(r.jobId, String(r.order ?? now), String(r.amountGpuMs), JSON.stringify(r.meta), String(r.scopes.length), ...r.scopes);
     }
     const out = (await callScript(this.redis, 'reserve', keys, args)) as (number | string)[][];
     return out.map((r, i): ReserveOutcome => {
@@ -232,6 +234,15 @@ function parseShortfalls(r: (number | string)[], neededGpuMs: number): Shortfall
     });
   }
   return out;
+}
+
+/**
+ * A job's place in its project's held line. BullMQ's own job ids count up per
+ * queue, so they are the exact submission order; a custom (non-numeric) id
+ * falls back to its submission time in ms, which sorts after every numeric id.
+ */
+export function submissionOrder(jobId: string, timestampMs: number): number {
+  return /^\d{1,15}$/.test(jobId) ? Number(jobId) : timestampMs;
 }
 
 function assertAmount(n: number, min: number): void {

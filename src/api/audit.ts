@@ -3,15 +3,12 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { recentAudit } from '../db/audit.ts';
 import type { Pool } from '../db/pool.ts';
-import { parseBody } from './validate.ts';
+import { parseBody, query } from './validate.ts';
 
-const Query = z.strictObject(
-  {
+const Query = query({
     target: z.string().max(300, 'target is at most 300 characters').optional(),
     limit: z.coerce.number({ error: 'limit must be a number' }).int('limit must be a whole number').min(1, 'limit must be at least 1').max(1000, 'limit must be at most 1000').default(100),
-  },
-  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown query parameter(s): ${i.keys.join(', ')}` : 'bad query') },
-);
+});
 
 export function auditRoutes(pool: Pool): Router {
   const r = Router();

@@ -6,21 +6,18 @@ import type { Budgets, BudgetView } from '../accounting/budgets.ts';
 import { gpuMsToHours, hoursToGpuMs } from '../units.ts';
 import { HttpError } from './errors.ts';
 import { actorOf } from './auth.ts';
-import { parseBody } from './validate.ts';
+import { body, parseBody } from './validate.ts';
 
 /** Largest budget one project may have: far below 2^53 GPU-ms. */
 export const MAX_BUDGET_GPU_HOURS = 1_000_000_000;
 
-const BudgetBody = z.strictObject(
-  {
+const BudgetBody = body({
     reason: z.string({ error: 'reason must be a string' }).max(500, 'reason is at most 500 characters').optional(),
     gpuHours: z
       .number({ error: (i) => (i.input === undefined ? 'gpuHours is required' : 'gpuHours must be a number') })
       .min(0, 'gpuHours may not be negative')
       .max(MAX_BUDGET_GPU_HOURS, `gpuHours must be at most ${MAX_BUDGET_GPU_HOURS}`),
-  },
-  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'body must be a JSON object') },
-);
+});
 
 export function projectParam(raw: string): string {
   if (!NAME_RE.test(raw)) throw new HttpError(400, 'project must be 1-128 characters of A-Z a-z 0-9 . _ -');

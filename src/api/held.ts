@@ -8,44 +8,35 @@ import { NAME_RE } from '../../queues/contract.ts';
 import { NotHeldError, type HeldJobs } from '../admin/held.ts';
 import { actorOf } from './auth.ts';
 import { HttpError } from './errors.ts';
-import { parseBody } from './validate.ts';
+import { body, parseBody, query } from './validate.ts';
 
 const name = (what: string) => z.string({ error: `${what} must be a string` }).regex(NAME_RE, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`);
 const jobId = z.string({ error: 'ids must be strings' }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters');
-const reason = (required: boolean) => {
-  const r = z.string({ error: 'reason must be a string' }).trim().min(1, 'reason may not be empty').max(500, 'reason is at most 500 characters');
-  return required ? r : r.optional();
-};
+const reason = z
+  .string({ error: (i) => (i.input === undefined ? 'reason is required' : 'reason must be a string') })
+  .trim()
+  .min(1, 'reason may not be empty')
+  .max(500, 'reason is at most 500 characters');
 
-const ListQuery = z.strictObject(
-  {
+const ListQuery = query({
     project: name('project').optional(),
     user: name('user').optional(),
     limit: z.coerce.number({ error: 'limit must be a number' }).int('limit must be a whole number').min(1, 'limit must be at least 1').max(1000, 'limit must be at most 1000').default(100),
     offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0),
-  },
-  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown query parameter(s): ${i.keys.join(', ')}` : 'bad query') },
-);
+});
 
-const ReleaseBody = z
-  .strictObject(
-    {
+const ReleaseBody = body({
       all: z.literal(true, { error: 'all must be true when given' }).optional(),
       project: name('project').optional(),
       user: name('user').optional(),
       ids: z.array(jobId, { error: 'ids must be an array of job ids' }).min(1, 'ids may not be empty').max(10_000, 'at most 10000 ids at once').optional(),
-    },
-    { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'body must be a JSON object') },
-  )
+})
   .refine((b) => b.all || b.project || b.user || b.ids, 'say what to release: {"all": true}, "project", "user" (or both), or "ids"')
   .refine((b) => !(b.all && (b.project || b.user || b.ids)), '"all" cannot be combined with other selectors')
   .refine((b) => !(b.ids && (b.project || b.user)), '"ids" cannot be combined with "project" or "user"');
 
-const OverrideBody = z.strictObject({ reason: reason(false) }, { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'body must be a JSON object') });
-const CancelBody = z.strictObject(
-  { reason: z.string({ error: (i) => (i.input === undefined ? 'reason is required' : 'reason must be a string') }).trim().min(1, 'reason may not be empty').max(500, 'reason is at most 500 characters') },
-  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'body must be a JSON object') },
-);
+const OverrideBody = body({ reason: reason.optional() });
+const CancelBody = body({ reason });
 
 export function heldRoutes(held: HeldJobs): Router {
   const r = Router();

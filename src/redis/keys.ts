@@ -32,19 +32,14 @@ export class Keys {
     return `${this.base}:ledger`;
   }
 
-  /** Zset of one project's held job ids, scored by hold sequence (first in, first out). */
+  /** Zset of one project's held job ids, scored by submission order (first in, first out). */
   held(project: string): string {
     return `${this.base}:held:${project}`;
   }
 
-  /** Zset of every held job id, scored by hold sequence. */
+  /** Zset of every held job id, scored by submission order. */
   get allHeld(): string {
     return `${this.base}:held`;
-  }
-
-  /** Counter giving each held job its place in line. */
-  get holdSeq(): string {
-    return `${this.base}:holdseq`;
   }
 
   /** What scripts that build keys themselves prepend (release.lua, cancel.lua). */

@@ -12,17 +12,17 @@
   Input:
     KEYS[1]    open-reservations zset     (member job id, score admittedAt)
     KEYS[2]    ledger stream              (drained into Postgres)
-    KEYS[3]    all-held zset              (member job id, score hold sequence)
-    KEYS[4]    hold sequence counter
+    KEYS[3]    all-held zset              (member job id, score submission order)
     then, per job, in ARGV order:
       its reservation hash                (amount, scopes, state, admittedAt|heldAt, meta)
-      its project's held zset             (member job id, score hold sequence)
+      its project's held zset             (member job id, score submission order)
       one counter hash per scope          (limit, used, reserved; GPU-ms)
 
     ARGV[1]    now, epoch ms
     ARGV[2]    a scope with no limit configured: 'hold' the job, or 'reject' it
     then, per job:
       job id
+      submission order (the held line is sorted by it)
       amount, integer GPU-ms > 0
       job metadata, JSON, copied to the ledger
       number of scopes n
@@ -47,7 +47,7 @@
 ]]
 -- @include shortfalls
 
-local openKey, ledgerKey, allHeldKey, seqKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local openKey, ledgerKey, allHeldKey = KEYS[1], KEYS[2], KEYS[3]
 local now, noLimit = ARGV[1], ARGV[2]
 
 local counters = {}   -- scope key -> { limit, used, reserved, delta }
@@ -65,14 +65,14 @@ local results = {}
 local admitted, held = {}, {}
 local seenHere = {}     -- reservation key -> result, for a job listed twice in one batch
 local heldHere = {}     -- project held key -> jobs held by this batch
-local k, a = 5, 3       -- next key, next arg
+local k, a = 4, 3       -- next key, next arg
 while a <= #ARGV do
-  local jobId, amount, meta, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
-  local resKey, heldKey, need = KEYS[k], KEYS[k + 1], tonumber(ARGV[a + 1])
+  local jobId, order, amount, meta, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
+  local resKey, heldKey, need = KEYS[k], KEYS[k + 1], tonumber(amount)
   local scopeKeys, scopeIds = {}, {}
   for i = 1, n do
     scopeKeys[i] = KEYS[k + 1 + i]
-    scopeIds[i] = ARGV[a + 3 + i]
+    scopeIds[i] = ARGV[a + 4 + i]
   end
 
   local prior = redis.call('HMGET', resKey, 'amount', 'state')
@@ -98,7 +98,7 @@ while a <= #ARGV do
       local ahead = redis.call('ZCARD', heldKey) + (heldHere[heldKey] or 0)
       if ahead > 0 or #short > 0 then
         heldHere[heldKey] = (heldHere[heldKey] or 0) + 1
-        held[#held + 1] = { resKey, heldKey, jobId, amount, table.concat(scopeIds, ','), meta }
+        held[#held + 1] = { resKey, heldKey, jobId, amount, table.concat(scopeIds, ','), meta, order }
         if ahead > 0 then
           r = { 4, ahead, #short / 5 }
         else
@@ -119,7 +119,7 @@ while a <= #ARGV do
   end
   results[#results + 1] = r
   k = k + 2 + n
-  a = a + 4 + n
+  a = a + 5 + n
 end
 
 if #admitted > 0 then
@@ -139,12 +139,9 @@ if #admitted > 0 then
   redis.call(unpack(zadd))
   redis.call(unpack(xadd))
 end
-if #held > 0 then
-  local seq = redis.call('INCRBY', seqKey, #held) - #held
-  for i, h in ipairs(held) do
-    redis.call('HSET', h[1], 'amount', h[4], 'scopes', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6])
-    redis.call('ZADD', h[2], seq + i, h[3])
-    redis.call('ZADD', allHeldKey, seq + i, h[3])
-  end
+for _, h in ipairs(held) do
+  redis.call('HSET', h[1], 'amount', h[4], 'scopes', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6])
+  redis.call('ZADD', h[2], h[7], h[3])
+  redis.call('ZADD', allHeldKey, h[7], h[3])
 end
 return results
