@@ -21,5 +21,3 @@ export function queueNames(config: Config): QueueNames {
 export const execJobId = (intakeJobId: string): string => `intake-${intakeJobId}`;
 export const heldJobId = (intakeJobId: string): string => `intake-${intakeJobId}`;
 export const rejectedJobId = (intakeJobId: string): string => `intake-${intakeJobId}`;
-/** The intake job id a derived (exec, held, rejected) job id came from. */
-export const intakeIdOf = (derivedJobId: string): string => derivedJobId.replace(/^intake-/, '');

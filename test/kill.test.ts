@@ -5,8 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
-import type { ChildProcess } from 'node:child_process';
-import { createTestEnv, eventually, spawnRoles, waitExit, type TestEnv } from './support/env.ts';
+import { createTestEnv, eventually, waitExit, type TestEnv } from './support/env.ts';
 import { assertExactlyOnce, readOutcomes } from './support/outcomes.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { createGpuSim } from '../workers/gpu-sim.ts';
@@ -14,20 +13,13 @@ import { parseEntry } from '../src/ledger/writer.ts';
 
 let t: TestEnv;
 let intake: Queue;
-const procs: ChildProcess[] = [];
-const gatekeeper = () => {
-  const p = spawnRoles(t.env, 'gatekeeper', { GATEKEEPER_CONCURRENCY: '64', GATEKEEPER_LOCK_MS: '1500' });
-  procs.push(p);
-  return p;
-};
+const gatekeeper = () => t.spawn('gatekeeper', { GATEKEEPER_CONCURRENCY: '64', GATEKEEPER_LOCK_MS: '1500' });
 
 beforeAll(async () => {
   t = await createTestEnv();
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
 });
 afterAll(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  await Promise.all(procs.map(waitExit));
   await intake?.close();
   await t?.close();
 });
@@ -74,11 +66,7 @@ describe('SIGKILL during a 2,000-job burst', () => {
   it('SIGKILL the reconciler while it settles: every hour counted once, in Redis and in the Postgres ledger', async () => {
     // Slow enough (1,500 jobs x 20 ms / 10 at once = 3 s) that the kill lands mid-way.
     const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log, concurrency: 10 });
-    const reconciler = () => {
-      const p = spawnRoles(t.env, 'reconciler', { RECONCILE_INTERVAL_MS: '20', SWEEP_INTERVAL_MS: '500' });
-      procs.push(p);
-      return p;
-    };
+    const reconciler = () => t.spawn('reconciler', { RECONCILE_INTERVAL_MS: '20', SWEEP_INTERVAL_MS: '500' });
     try {
       const first = reconciler();
       const used = () => t.accounting.readScope('project:burst').then((s) => s.usedGpuMs);

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { Queue } from 'bullmq';
 import type { ChildProcess } from 'node:child_process';
-import { createTestEnv, eventually, spawnRoles, waitExit, type TestEnv } from './support/env.ts';
+import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { assertExactlyOnce, readOutcomes } from './support/outcomes.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 
@@ -19,13 +19,11 @@ const procs: ChildProcess[] = [];
 beforeAll(async () => {
   t = await createTestEnv();
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
-  for (let i = 0; i < 4; i++) procs.push(spawnRoles(t.env, 'gatekeeper', { GATEKEEPER_CONCURRENCY: '64' }));
+  for (let i = 0; i < 4; i++) procs.push(t.spawn('gatekeeper', { GATEKEEPER_CONCURRENCY: '64' }));
   // Race for real: start only once all four are taking jobs.
   await eventually(() => intake.getWorkersCount(), (n) => n >= 4, 30_000);
 });
 afterAll(async () => {
-  for (const p of procs) p.kill('SIGTERM');
-  await Promise.all(procs.map(waitExit));
   await intake?.close();
   await t?.close();
 });

@@ -6,12 +6,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import type { ChildProcess } from 'node:child_process';
-import { createTestEnv, eventually, spawnRoles, waitExit, type TestEnv } from './support/env.ts';
+import { createTestEnv, eventually, waitExit, type TestEnv } from './support/env.ts';
 import { freePort } from './support/infra.ts';
 
 let t: TestEnv;
 let intake: Queue;
-const procs: ChildProcess[] = [];
 const token = 'test-admin-token-0123456789';
 
 beforeAll(async () => {
@@ -19,15 +18,12 @@ beforeAll(async () => {
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
 });
 afterAll(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  await Promise.all(procs.map(waitExit));
   await intake?.close();
   await t?.close();
 });
 
 async function startApp(port: number): Promise<ChildProcess> {
-  const p = spawnRoles(t.env, 'gatekeeper,reconciler,api', { PORT: String(port) });
-  procs.push(p);
+  const p = t.spawn('gatekeeper,reconciler,api', { PORT: String(port) });
   await eventually(() => fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false), Boolean, 30_000);
   return p;
 }

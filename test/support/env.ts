@@ -37,6 +37,8 @@ export interface TestEnv {
   budgets: Budgets;
   /** New connection for a worker (closed by close()). */
   connection(): Redis;
+  /** Start `src/main.ts` with these roles in a child process (SIGKILLed by close() if still running). */
+  spawn(roles: string, extra?: Record<string, string>): ChildProcess;
   close(): Promise<void>;
 }
 
@@ -65,6 +67,7 @@ export async function createTestEnv(overrides: Record<string, string> = {}): Pro
   await migrate(pool);
   const accounting = new Accounting(redis, prefix, config.settledRetainSeconds);
   const conns: Redis[] = [redis];
+  const children: ChildProcess[] = [];
   return {
     config,
     env,
@@ -78,7 +81,14 @@ export async function createTestEnv(overrides: Record<string, string> = {}): Pro
       conns.push(c);
       return c;
     },
+    spawn(roles, extra = {}) {
+      const child = spawnRoles(env, roles, extra);
+      children.push(child);
+      return child;
+    },
     async close() {
+      for (const c of children) c.kill('SIGKILL');
+      await Promise.all(children.map(waitExit));
       await pool.end();
       // Remove this file's keys so a shared REDIS_URL stays clean.
       await unlinkMatching(redis, `${prefix}:*`);
