@@ -113,17 +113,13 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       toHold.length > 0 ? heldQueue.addBulk(toHold) : [],
       ...unheld.map((id) => heldQueue.remove(id).catch(() => 0)),
     ]);
-    // The reason is in the held job's data, its log, and the intake job's return value.
-    await Promise.all(
-      held.map((h) => {
-        log.info({ jobId: h.data.held.intakeJobId, project: h.data.project, reason: h.data.held.reason }, 'held');
-        return h.log(`held: ${h.data.held.reason}`);
-      }),
-    );
+    // The reason is in the held job's data and the intake job's return value
+    // (a job log line as well would cost one more Redis call per held job).
+    for (const h of held) log.info({ jobId: h.data.held.intakeJobId, project: h.data.project, reason: h.data.held.reason }, 'held');
     return batch.map(({ job }, i) => result(job.id!, decisions[i]!));
   }
 
-  const admissions = new GroupCommit<Pending, IntakeResult>(admitBatch);
+  const admissions = new GroupCommit<Pending, IntakeResult>(admitBatch, config.gatekeeperConcurrency);
 
   async function process(job: Job, token: string | undefined): Promise<IntakeResult> {
     try {

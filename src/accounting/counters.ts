@@ -100,13 +100,12 @@ export class Accounting {
       }
     }
     const k = this.keys;
-    const keys = [k.open, k.ledger, k.allHeld];
-    const args: string[] = [String(now), noLimit];
-    for (const r of reqs) {
-      keys.push(k.reservation(r.jobId), k.held(r.meta.project), ...r.scopes.map((s) => k.scope(s)));
-      args.push(r.jobId, String(r.order ?? now), String(r.amountGpuMs), JSON.stringify(r.meta), String(r.scopes.length), ...r.scopes);
-    }
-    const out = (await callScript(this.redis, 'reserve', keys, args)) as (number | string)[][];
+    // Numbers travel as strings: Lua would format a number with 14 digits only.
+    const batch = reqs.map((r) => [r.jobId, String(r.order ?? now), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), r.scopes]);
+    const out = (await callScript(this.redis, 'reserve', [k.open, k.ledger, k.allHeld], [String(now), noLimit, k.prefix, JSON.stringify(batch)])) as (
+      | number
+      | string
+    )[][];
     return out.map((r, i): ReserveOutcome => {
       const need = reqs[i]!.amountGpuMs;
       switch (r[0]) {

@@ -13,20 +13,19 @@
     KEYS[1]    open-reservations zset     (member job id, score admittedAt)
     KEYS[2]    ledger stream              (drained into Postgres)
     KEYS[3]    all-held zset              (member job id, score submission order)
-    then, per job, in ARGV order:
-      its reservation hash                (amount, scopes, state, admittedAt|heldAt, meta)
-      its project's held zset             (member job id, score submission order)
-      one counter hash per scope          (limit, used, reserved; GPU-ms)
-
     ARGV[1]    now, epoch ms
     ARGV[2]    a scope with no limit configured: 'hold' the job, or 'reject' it
-    then, per job:
-      job id
-      submission order (the held line is sorted by it)
-      amount, integer GPU-ms > 0
-      job metadata, JSON, copied to the ledger
-      number of scopes n
-      n scope ids, in the same order as the job's scope keys
+    ARGV[3]    key base, '<prefix>:' of every gatekeeper key (KEYS[1] without
+               'open'); each job's reservation hash, its project's held zset
+               and its scopes' counter hashes are built from it. They carry the
+               same hash tag as KEYS, so they live in the same cluster slot.
+    ARGV[4]    the batch, JSON: one array per job, in order:
+                 [ job id, submission order (the held line is sorted by it),
+                   amount (integer GPU-ms > 0, as a string), project,
+                   job metadata (a JSON string, copied to the ledger),
+                   [ scope id, ... ] ]
+               One argument rather than several per job: Node encodes one JSON
+               string much faster than the client encodes many small arguments.
 
   Output: one entry per job, in order:
     { 1, amount }               reserved now
@@ -48,7 +47,8 @@
 -- @include shortfalls
 
 local openKey, ledgerKey, allHeldKey = KEYS[1], KEYS[2], KEYS[3]
-local now, noLimit = ARGV[1], ARGV[2]
+local now, noLimit, base = ARGV[1], ARGV[2], ARGV[3]
+local batch = cjson.decode(ARGV[4])
 
 local counters = {}   -- scope key -> { limit, used, reserved, delta }
 local function counter(key)
@@ -64,16 +64,14 @@ end
 local results = {}
 local admitted, held = {}, {}
 local seenHere = {}     -- reservation key -> result, for a job listed twice in one batch
-local heldHere = {}     -- project held key -> jobs held by this batch
-local k, a = 4, 3       -- next key, next arg
-while a <= #ARGV do
-  local jobId, order, amount, meta, n = ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], tonumber(ARGV[a + 4])
-  local resKey, heldKey, need = KEYS[k], KEYS[k + 1], tonumber(amount)
-  local scopeKeys, scopeIds = {}, {}
-  for i = 1, n do
-    scopeKeys[i] = KEYS[k + 1 + i]
-    scopeIds[i] = ARGV[a + 4 + i]
-  end
+local heldCount = {}    -- project held key -> jobs in its line (read once, then counted here)
+for j = 1, #batch do
+  local job = batch[j]
+  local jobId, order, amount, meta, scopeIds = job[1], job[2], job[3], job[5], job[6]
+  local resKey, heldKey, need = base .. 'res:' .. jobId, base .. 'held:' .. job[4], tonumber(amount)
+  local n = #scopeIds
+  local scopeKeys = {}
+  for i = 1, n do scopeKeys[i] = base .. 'scope:' .. scopeIds[i] end
 
   local prior = redis.call('HMGET', resKey, 'amount', 'state')
   local r
@@ -95,9 +93,11 @@ while a <= #ARGV do
       r = { 3, #short / 5 }
       for _, v in ipairs(short) do r[#r + 1] = v end
     else
-      local ahead = redis.call('ZCARD', heldKey) + (heldHere[heldKey] or 0)
+      local ahead = heldCount[heldKey]
+      if not ahead then ahead = redis.call('ZCARD', heldKey) end
+      heldCount[heldKey] = ahead
       if ahead > 0 or #short > 0 then
-        heldHere[heldKey] = (heldHere[heldKey] or 0) + 1
+        heldCount[heldKey] = ahead + 1
         held[#held + 1] = { resKey, heldKey, jobId, amount, table.concat(scopeIds, ','), meta, order }
         if ahead > 0 then
           r = { 4, ahead, #short / 5 }
@@ -118,8 +118,6 @@ while a <= #ARGV do
     seenHere[resKey] = (r[1] == 1 and { 2, need, 'reserved' }) or (r[1] == 7 and r) or { 3, 0 }
   end
   results[#results + 1] = r
-  k = k + 2 + n
-  a = a + 5 + n
 end
 
 if #admitted > 0 then
