@@ -83,7 +83,7 @@ async function withRun<T>(redisUrl: string, kind: Kind, body: (run: Run) => Prom
     ? createRelay({ config, workerConnection, connection })
     : createGatekeeper({ config, workerConnection, connection, log, clock: systemClock }));
   try {
-    return await body({ admin, intake, exec, held, accounting: new Accounting(admin, prefix, config.settledRetainSeconds), start });
+    return await body({ admin, intake, exec, held, accounting: new Accounting(admin, prefix, config.settledRetainSeconds, config.timeZone), start });
   } finally {
     await admitter?.close();
     await Promise.all([intake.close(), exec.close(), held.close()]);

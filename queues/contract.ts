@@ -28,6 +28,8 @@ export function intakeJobSchema(limits: ContractLimits) {
       project: name('project'),
       user: name('user'),
       jobType: label('jobType').optional(),
+      /** A batch this job belongs to (e.g. 160 scenes); an admin may cap a run's GPU hours. */
+      run: name('run').optional(),
       gpuType: label('gpuType').optional(),
       gpus: z
         .number({ error: 'gpus must be a number' })
@@ -76,10 +78,14 @@ export interface AdmissionRecord {
   reservedGpuMs: number;
   /** Same amount in GPU hours, for people reading Bull Board. */
   reservedGpuHours: number;
-  /** Scope ids the reservation was made against. */
+  /** Counter ids the reservation was made against ('<scope>@<period>', or the scope for one-off budgets). */
   scopes: string[];
   /** Epoch ms. */
   admittedAt: number;
+  /** Its job type is exempt: tracked, not counted against any budget or quota. */
+  exempt?: true;
+  /** Soft-limited scopes this job took past their limit (admitted with a warning). */
+  softOver?: string[];
 }
 
 export interface ExecJobData extends IntakeJobData {

@@ -4,6 +4,7 @@
  * `Config` (tests build one with `loadConfig({...})`).
  */
 import { z } from 'zod';
+import { checkTimeZone } from './periods.ts';
 
 const intFrom = (def: number, min = 0) =>
   z
@@ -80,8 +81,22 @@ const Env = z.object({
   EXEC_RETAIN_FINISHED_MS: intFrom(86_400_000, 0),
   /** How long a settled reservation is remembered, so a late retry cannot admit it again, in s. @default 604800 */
   SETTLED_RETAIN_SECONDS: intFrom(604_800, 60),
-  /** Roles `npm start` runs: any of gatekeeper, reconciler, api, gpu-sim. */
-  GATEKEEPER_ROLES: z.string().default('gatekeeper,reconciler,api'),
+  /**
+   * IANA time zone of the quota and budget calendar: days start at local
+   * midnight, weeks on Monday 00:00, months on the 1st. @default UTC
+   */
+  GATEKEEPER_TIMEZONE: z
+    .string()
+    .default('UTC')
+    .refine((tz) => {
+      try {
+        return Boolean(checkTimeZone(tz));
+      } catch {
+        return false;
+      }
+    }, 'must be an IANA time zone such as UTC or Europe/Berlin'),
+  /** Roles `npm start` runs: any of gatekeeper, reconciler, scheduler, api, gpu-sim. */
+  GATEKEEPER_ROLES: z.string().default('gatekeeper,reconciler,scheduler,api'),
   /** Bearer token for admin calls. Unset: a random one is generated and printed once. */
   GATEKEEPER_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Bearer token for read-only calls and a read-only Bull Board. Unset: only the admin token works. */
@@ -94,8 +109,8 @@ const Env = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
-export type Role = 'gatekeeper' | 'reconciler' | 'api' | 'gpu-sim';
-const ROLES: readonly Role[] = ['gatekeeper', 'reconciler', 'api', 'gpu-sim'];
+export type Role = 'gatekeeper' | 'reconciler' | 'scheduler' | 'api' | 'gpu-sim';
+const ROLES: readonly Role[] = ['gatekeeper', 'reconciler', 'scheduler', 'api', 'gpu-sim'];
 
 export interface Config {
   readonly redisUrl: string;
@@ -114,6 +129,7 @@ export interface Config {
   readonly vanishedGraceMs: number;
   readonly execRetainFinishedMs: number;
   readonly settledRetainSeconds: number;
+  readonly timeZone: string;
   readonly roles: readonly Role[];
   readonly adminToken: string | undefined;
   readonly viewerToken: string | undefined;
@@ -168,6 +184,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     vanishedGraceMs: e.VANISHED_GRACE_MS,
     execRetainFinishedMs: e.EXEC_RETAIN_FINISHED_MS,
     settledRetainSeconds: e.SETTLED_RETAIN_SECONDS,
+    timeZone: e.GATEKEEPER_TIMEZONE,
     roles: Object.freeze(roles as Role[]),
     adminToken: e.GATEKEEPER_ADMIN_TOKEN,
     viewerToken: e.GATEKEEPER_VIEWER_TOKEN,

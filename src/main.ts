@@ -58,7 +58,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   if (roles.has('reconciler')) {
     const rec = createReconciler({ config, connection: redis, log, clock: systemClock });
     rec.start();
-    const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds);
+    const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
     const streamConn = createRedis(config.redisUrl);
     const writer = new LedgerWriter(streamConn, accounting.keys.ledger, pool!, log.child({ role: 'ledger' }));
     await writer.start();
@@ -77,7 +77,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     });
   }
   if (roles.has('api')) {
-    const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds);
+    const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
     const budgets = new Budgets(pool!, accounting);
     const synced = await budgets.syncLimits();
     let adminToken = config.adminToken;

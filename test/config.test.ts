@@ -11,7 +11,8 @@ describe('config', () => {
       port: 3000,
       queuePrefix: 'bull',
       queues: { intake: 'gpu-intake', exec: 'gpu-exec', held: 'gpu-held', rejected: 'gpu-rejected' },
-      roles: ['gatekeeper', 'reconciler', 'api'],
+      roles: ['gatekeeper', 'reconciler', 'scheduler', 'api'],
+      timeZone: 'UTC',
       adminToken: undefined,
     });
     expect(Object.isFrozen(c)).toBe(true);
@@ -35,6 +36,7 @@ describe('config', () => {
     [{ GATEKEEPER_ADMIN_TOKEN: 'short' }, 'GATEKEEPER_ADMIN_TOKEN: must be at least 16 characters'],
     [{ GATEKEEPER_ROLES: 'gatekeeper,chef' }, 'GATEKEEPER_ROLES: unknown role(s) chef'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
+    [{ GATEKEEPER_TIMEZONE: 'Mars/Olympus' }, 'GATEKEEPER_TIMEZONE: must be an IANA time zone'],
   ])('refuses %j, naming the setting', (env, message) => {
     expect(() => loadConfig(env)).toThrow(message);
   });

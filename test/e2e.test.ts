@@ -61,7 +61,7 @@ describe('budget 10 GPU-h, 15 one-hour jobs', () => {
     const reasons = await Promise.all(line.map(async (id) => (await held.getJob(`intake-${id}`))!.data.held.reason as string));
     const full = 'project alpha: 10.0 of 10.0 GPU-h used or reserved; job needs 1.0';
     expect(reasons.filter((r) => r === full)).toHaveLength(1);
-    for (const r of reasons) expect(r).toMatch(/^project alpha: 10\.0 of 10\.0 GPU-h used or reserved; job needs 1\.0( \(behind [1-4] older held jobs? of project alpha\))?$/);
+    for (const r of reasons) expect(r).toMatch(/^project alpha: 10\.0 of 10\.0 GPU-h used or reserved; job needs 1\.0( \(behind [1-4] older held jobs? waiting for project alpha\))?$/);
     const before = (await t.budgets.get('alpha'))!;
     expect(before).toMatchObject({ usedGpuMs: 0, reservedGpuMs: hoursToGpuMs(10), remainingGpuMs: 0 });
 

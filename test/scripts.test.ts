@@ -43,8 +43,11 @@ describe('scripts', () => {
     for (const s of ['s:a', 's:b', 's:c']) expect((await a.readScope(s)).reservedGpuMs).toBe(0);
     expect(await a.openCount()).toBe(0);
 
-    const other = { ...meta, project: `${meta.project}-other` }; // j1's project now has a held job
-    expect(await a.reserve('j2', 30, ['s:a', 's:b', 's:c'], other, now)).toEqual({ kind: 'reserved', amountGpuMs: 30 });
+    // j1 now waits in the line of s:c; once it is cancelled, a job that fits goes in everywhere.
+    await a.cancel('j1');
+    expect(await a.reserve('j2', 30, ['s:a', 's:b', 's:c'], meta, now)).toEqual({
+      kind: 'reserved', amountGpuMs: 30, scopes: ['s:a', 's:b', 's:c'], softOver: [], exempt: false,
+    });
     for (const s of ['s:a', 's:b', 's:c']) expect((await a.readScope(s)).reservedGpuMs).toBe(30);
   });
 
@@ -70,7 +73,7 @@ describe('scripts', () => {
     await t.accounting.setLimit('s:idem', 100);
     await t.accounting.reserve('i1', 10, ['s:idem'], meta, now);
     const again = await t.accounting.reserve('i1', 10, ['s:idem'], meta, now);
-    expect(again).toEqual({ kind: 'already', amountGpuMs: 10, state: 'reserved' });
+    expect(again).toEqual({ kind: 'already', amountGpuMs: 10, state: 'reserved', scopes: ['s:idem'], exempt: false });
     expect((await t.accounting.readScope('s:idem')).reservedGpuMs).toBe(10);
   });
 
@@ -83,7 +86,7 @@ describe('scripts', () => {
     expect(await a.settle('x1', ['s:set'], 99, 'settle', now)).toEqual({ kind: 'already', reservedGpuMs: 50, actualGpuMs: 20 });
     expect(await a.readScope('s:set')).toEqual({ scope: 's:set', limitGpuMs: 100, usedGpuMs: 20, reservedGpuMs: 0 });
     // A settled job cannot be reserved again by a late retry.
-    expect(await a.reserve('x1', 50, ['s:set'], meta, now)).toEqual({ kind: 'already', amountGpuMs: 50, state: 'settled' });
+    expect(await a.reserve('x1', 50, ['s:set'], meta, now)).toMatchObject({ kind: 'already', amountGpuMs: 50, state: 'settled' });
     expect(await a.whichOpen(['x1'])).toEqual(new Set());
   });
 
@@ -114,6 +117,7 @@ describe('scripts', () => {
 
   it('writes one ledger row per reserve and per settle, none for retries or misfits', async () => {
     await t.accounting.setLimit('s:led', 100);
+    await t.accounting.setLimit('s:led2', 100);
     const rows = async () =>
       (await t.redis.xrange(t.accounting.keys.ledger, '-', '+'))
         .flatMap(([, flat]) => parseEntry(flat))
@@ -122,7 +126,7 @@ describe('scripts', () => {
     await t.accounting.reserveMany([
       { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta },
       { jobId: 'l2', amountGpuMs: 95, scopes: ['s:led'], meta }, // does not fit after l1
-      { jobId: 'l3', amountGpuMs: 20, scopes: ['s:led'], meta: { ...meta, project: 'elsewhere' } },
+      { jobId: 'l3', amountGpuMs: 20, scopes: ['s:led2'], meta: { ...meta, project: 'elsewhere' } }, // not behind l2
       { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta }, // retry within the batch
     ], now);
     await t.accounting.settle('l1', ['s:led'], 4, 'settle', now);
@@ -138,15 +142,16 @@ describe('scripts', () => {
     const a = t.accounting;
     await a.setLimit('s:b1', 100);
     await a.setLimit('s:b2', 50);
-    const own = (project: string) => ({ ...meta, project }); // separate held lines
     const out = await a.reserveMany([
-      { jobId: 'q1', amountGpuMs: 40, scopes: ['s:b1', 's:b2'], meta: own('q1') },
-      { jobId: 'q2', amountGpuMs: 40, scopes: ['s:b1'], meta: own('q2') },
-      { jobId: 'q3', amountGpuMs: 20, scopes: ['s:b1', 's:b2'], meta: own('q3') }, // b2 would be 60 > 50
-      { jobId: 'q4', amountGpuMs: 20, scopes: ['s:b1'], meta: own('q4') },
-      { jobId: 'q5', amountGpuMs: 1, scopes: ['s:b1'], meta: own('q5') }, // b1 full at 100
+      { jobId: 'q1', amountGpuMs: 40, scopes: ['s:b1', 's:b2'], meta },
+      { jobId: 'q2', amountGpuMs: 40, scopes: ['s:b1'], meta },
+      { jobId: 'q3', amountGpuMs: 20, scopes: ['s:b1', 's:b2'], meta }, // b2 would be 60 > 50
+      { jobId: 'q4', amountGpuMs: 20, scopes: ['s:b1'], meta }, // q3 waits for b2, not b1: q4 is not behind it
+      { jobId: 'q5', amountGpuMs: 1, scopes: ['s:b1'], meta }, // b1 full at 100
+      { jobId: 'q6', amountGpuMs: 1, scopes: ['s:b2'], meta }, // fits b2, but behind q3 in its line
     ], now);
-    expect(out.map((o) => o.kind)).toEqual(['reserved', 'reserved', 'held', 'reserved', 'held']);
+    expect(out.map((o) => o.kind)).toEqual(['reserved', 'reserved', 'held', 'reserved', 'held', 'held']);
+    expect(out[5]).toMatchObject({ shortfalls: [], ahead: 1, line: 's:b2' });
     expect(out[2]).toMatchObject({ shortfalls: [{ scope: 's:b2', limitGpuMs: 50, reservedGpuMs: 40, neededGpuMs: 20 }] });
     expect(out[4]).toMatchObject({ shortfalls: [{ scope: 's:b1', limitGpuMs: 100, reservedGpuMs: 100, neededGpuMs: 1 }] });
     expect((await a.readScope('s:b1')).reservedGpuMs).toBe(100);
@@ -154,11 +159,14 @@ describe('scripts', () => {
     expect(await a.whichOpen(['q1', 'q2', 'q3', 'q4', 'q5'])).toEqual(new Set(['q1', 'q2', 'q4']));
   });
 
-  it('holds a new job behind its project\'s held jobs even when it fits (first in, first out)', async () => {
+  it('holds a new job behind the held jobs of a scope it touches even when it fits (first in, first out)', async () => {
     const a = t.accounting;
     await a.setLimit('s:fifo', 10);
+    await a.setLimit('s:free', 10);
     expect((await a.reserve('f-big', 20, ['s:fifo'], meta, now)).kind).toBe('held');
-    expect(await a.reserve('f-small', 1, ['s:fifo'], meta, now)).toEqual({ kind: 'held', shortfalls: [], ahead: 1, retried: false });
+    expect(await a.reserve('f-small', 1, ['s:free', 's:fifo'], meta, now)).toEqual({ kind: 'held', shortfalls: [], ahead: 1, line: 's:fifo', retried: false });
+    // Same project, but none of the scopes f-big waits for: not held.
+    expect((await a.reserve('f-other', 1, ['s:free'], meta, now)).kind).toBe('reserved');
     expect(await a.reserve('f-small', 1, ['s:fifo'], meta, now)).toMatchObject({ kind: 'held', retried: true });
     expect(await a.heldIds(meta.project)).toEqual(['f-big', 'f-small']);
     expect((await a.readScope('s:fifo')).reservedGpuMs).toBe(0);
@@ -172,8 +180,8 @@ describe('scripts', () => {
     await a.setLimit('s:rel', 5);
     const out = await a.release(['r2', 'r3', 'r4'], 'fifo', 'test', now);
     expect(out).toEqual([
-      { kind: 'admitted', amountGpuMs: 2 },
-      { kind: 'admitted', amountGpuMs: 1 },
+      { kind: 'admitted', amountGpuMs: 2, scopes: ['s:rel'] },
+      { kind: 'admitted', amountGpuMs: 1, scopes: ['s:rel'] },
       { kind: 'held', shortfalls: [{ scope: 's:rel', code: 'over-limit', limitGpuMs: 5, usedGpuMs: 0, reservedGpuMs: 5, neededGpuMs: 1 }], ahead: 0 },
     ]);
     expect(await a.heldIds(meta.project)).toEqual(['r4']);
@@ -187,10 +195,10 @@ describe('scripts', () => {
     await a.reserve('o1', 5, ['s:ovt'], meta, now);
     await a.reserve('o2', 1, ['s:ovt'], meta, now);
     await a.setLimit('s:ovt', 100);
-    expect(await a.release(['o2'], 'fifo', 'test', now)).toEqual([{ kind: 'held', shortfalls: [], ahead: 1 }]);
+    expect(await a.release(['o2'], 'fifo', 'test', now)).toEqual([{ kind: 'held', shortfalls: [], ahead: 1, line: 's:ovt' }]);
     expect(await a.release(['o1', 'o2'], 'fifo', 'test', now)).toEqual([
-      { kind: 'admitted', amountGpuMs: 5 },
-      { kind: 'admitted', amountGpuMs: 1 },
+      { kind: 'admitted', amountGpuMs: 5, scopes: ['s:ovt'] },
+      { kind: 'admitted', amountGpuMs: 1, scopes: ['s:ovt'] },
     ]);
   });
 
@@ -199,7 +207,7 @@ describe('scripts', () => {
     await a.setLimit('s:ov', 1);
     await a.reserve('v1', 5, ['s:ov'], meta, now);
     await a.reserve('v2', 5, ['s:ov'], meta, now);
-    expect(await a.release(['v2'], 'override', 'override by test', now)).toEqual([{ kind: 'admitted', amountGpuMs: 5 }]);
+    expect(await a.release(['v2'], 'override', 'override by test', now)).toEqual([{ kind: 'admitted', amountGpuMs: 5, scopes: ['s:ov'] }]);
     expect((await a.readScope('s:ov')).reservedGpuMs).toBe(5);
     expect(await a.cancel('v1')).toEqual({ kind: 'cancelled' });
     expect(await a.cancel('v1')).toEqual({ kind: 'not-held', state: 'cancelled' });

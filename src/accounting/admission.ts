@@ -8,7 +8,7 @@ import type { AdmissionRecord, IntakeJobData } from '../../queues/contract.ts';
 import { hoursToGpuMs, gpuMsToHours } from '../units.ts';
 import type { Accounting, JobMeta, NoLimitPolicy } from './counters.ts';
 import { describeHold, type Shortfall } from './reasons.ts';
-import { parseScopeId, scopesForJob } from './scopes.ts';
+import { scopeLabel, scopesForJob } from './scopes.ts';
 
 export type Decision =
   | { kind: 'admitted'; admission: AdmissionRecord }
@@ -19,7 +19,7 @@ export type Decision =
   | { kind: 'rejected'; reason: string };
 
 export function jobMeta(data: IntakeJobData): JobMeta {
-  return { project: data.project, user: data.user, jobType: data.jobType, gpuType: data.gpuType, gpus: data.gpus };
+  return { project: data.project, user: data.user, jobType: data.jobType, gpuType: data.gpuType, gpus: data.gpus, ...(data.run ? { run: data.run } : {}) };
 }
 
 export interface AdmissionRequest {
@@ -49,20 +49,21 @@ export async function decideAdmissions(
   const outcomes = await accounting.reserveMany(prepared, now, noLimit);
   return outcomes.map((out, i): Decision => {
     if (out.kind === 'held') {
-      const reason = describeHold(reqs[i]!.data.project, out);
+      const reason = describeHold(out);
       return { kind: 'held', reason, shortfalls: out.shortfalls, retried: out.retried };
     }
     if (out.kind === 'cancelled') return out;
     if (out.kind === 'rejected') {
-      const { kind, name } = parseScopeId(out.scope);
-      return { kind: 'rejected', reason: `no budget for ${kind} ${name} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)` };
+      return { kind: 'rejected', reason: `no budget for ${scopeLabel(out.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)` };
     }
     const admission: AdmissionRecord = {
       intakeJobId: prepared[i]!.jobId,
       reservedGpuMs: out.amountGpuMs,
       reservedGpuHours: gpuMsToHours(out.amountGpuMs),
-      scopes: prepared[i]!.scopes,
+      scopes: out.scopes,
       admittedAt: now,
+      ...(out.exempt ? { exempt: true } : {}),
+      ...(out.kind === 'reserved' && out.softOver.length > 0 ? { softOver: out.softOver } : {}),
     };
     return out.kind === 'reserved' ? { kind: 'admitted', admission } : { kind: 'already', state: out.state, admission };
   });

@@ -7,6 +7,7 @@
 import type { Redis } from 'ioredis';
 import { Keys } from '../redis/keys.ts';
 import { callScript } from '../redis/scripts.ts';
+import { PERIOD_KINDS, periodAt, previousPeriod, type PeriodKind } from '../periods.ts';
 import type { Shortfall } from './reasons.ts';
 
 export interface JobMeta {
@@ -16,17 +17,23 @@ export interface JobMeta {
   gpuType?: string | undefined;
   /** GPUs the job runs on: the fallback actual is wall time x gpus. */
   gpus: number;
+  run?: string | undefined;
 }
 
 export type ReserveOutcome =
-  | { kind: 'reserved'; amountGpuMs: number }
-  | { kind: 'already'; amountGpuMs: number; state: 'reserved' | 'settled' }
+  /**
+   * `scopes`: the counter ids it was reserved in (scope base @ period label);
+   * `softOver`: soft-limited scope bases it took past their limit (warn);
+   * `exempt`: its job type is exempt, so nothing was counted against a limit.
+   */
+  | { kind: 'reserved'; amountGpuMs: number; scopes: string[]; softOver: string[]; exempt: boolean }
+  | { kind: 'already'; amountGpuMs: number; state: 'reserved' | 'settled'; scopes: string[]; exempt: boolean }
   /**
    * Held (now, or before when `retried`): `shortfalls` says which scopes it
    * does not fit; `ahead` > 0 means it waits behind that many older held
-   * jobs of its project (first in, first out), fit or not.
+   * jobs in the line of scope `line` (first in, first out), fit or not.
    */
-  | { kind: 'held'; shortfalls: Shortfall[]; ahead: number; retried: boolean }
+  | { kind: 'held'; shortfalls: Shortfall[]; ahead: number; line?: string; retried: boolean }
   | { kind: 'cancelled' }
   /** A scope has no limit and the policy for that is to reject. */
   | { kind: 'rejected'; scope: string };
@@ -35,17 +42,54 @@ export type ReserveOutcome =
 export type NoLimitPolicy = 'hold' | 'reject';
 
 export type ReleaseOutcome =
-  | { kind: 'admitted'; amountGpuMs: number }
-  | { kind: 'held'; shortfalls: Shortfall[]; ahead: number }
+  | { kind: 'admitted'; amountGpuMs: number; scopes: string[] }
+  | { kind: 'held'; shortfalls: Shortfall[]; ahead: number; line?: string }
   | { kind: 'not-held'; state: string };
 
 export interface ReserveRequest {
   jobId: string;
-  /** Submission order: a held job's place in its project's line (see submissionOrder). */
+  /** Submission order: a held job's place in its lines (see submissionOrder). */
   order?: number;
   amountGpuMs: number;
+  /** Scope bases (see scopes.ts); the script picks each one's current period. */
   scopes: string[];
   meta: JobMeta;
+}
+
+/** How a budget or quota behaves at its limit: hold there, or admit past it with a warning. */
+export type ScopePolicy = 'hard' | 'soft';
+/** A scope's period; 'none' never resets. */
+export type ScopePeriod = 'none' | PeriodKind;
+
+/** What an admin set on a scope base (Redis copy of the Postgres row). */
+export interface ScopeDefinition {
+  limitGpuMs: number;
+  policy: ScopePolicy;
+  /** Soft only: percent past the limit still admitted; null = a soft limit never holds. */
+  gracePercent: number | null;
+  period: ScopePeriod;
+  rollover: boolean;
+  /** Most that rolls over into a new period; null = all of it. */
+  rolloverCapGpuMs: number | null;
+  /** When the budget was first set (a period before that has nothing to roll over). */
+  setAt: number;
+}
+
+/** A scope as admission sees it now (see scope.lua). */
+export interface ScopeState {
+  base: string;
+  /** Counter id: the base, or '<base>@<period label>'. */
+  id: string;
+  /** limit + carry + adjust; null when none is set. */
+  limitGpuMs: number | null;
+  /** Where admission stops: the limit (hard), limit + grace (soft), null (soft without grace, or no limit). */
+  ceilingGpuMs: number | null;
+  usedGpuMs: number;
+  reservedGpuMs: number;
+  carryGpuMs: number;
+  adjustGpuMs: number;
+  exemptUsedGpuMs: number;
+  exemptReservedGpuMs: number;
 }
 
 export type SettleKind = 'settle' | 'release';
@@ -78,8 +122,21 @@ export class Accounting {
     private readonly redis: Redis,
     queuePrefix: string,
     private readonly settledRetainSeconds: number,
+    /** IANA zone of the calendar periods (days, weeks, months). */
+    readonly timeZone = 'UTC',
   ) {
     this.keys = new Keys(queuePrefix);
+  }
+
+  /** The periods argument of the scripts: for each kind, the current and previous label at `now`. */
+  periodsArg(now: number): string {
+    const out: Record<string, { label: string; prev: string; prevStart: number }> = {};
+    for (const kind of PERIOD_KINDS) {
+      const p = periodAt(kind, now, this.timeZone);
+      const prev = previousPeriod(p, this.timeZone);
+      out[kind] = { label: p.label, prev: prev.label, prevStart: prev.start };
+    }
+    return JSON.stringify(out);
   }
 
   async reserve(jobId: string, amountGpuMs: number, scopes: string[], meta: JobMeta, now: number, noLimit: NoLimitPolicy = 'hold'): Promise<ReserveOutcome> {
@@ -101,17 +158,18 @@ export class Accounting {
     }
     const k = this.keys;
     // Numbers travel as strings: Lua would format a number with 14 digits only.
-    const batch = reqs.map((r) => [r.jobId, String(r.order ?? now), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), r.scopes]);
-    const out = (await callScript(this.redis, 'reserve', [k.open, k.ledger, k.allHeld], [String(now), noLimit, k.prefix, JSON.stringify(batch)])) as (
-      | number
-      | string
-    )[][];
+    const batch = reqs.map((r) => [
+      r.jobId, String(r.order ?? now), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), r.scopes, r.meta.jobType ?? '',
+    ]);
+    const out = (await callScript(this.redis, 'reserve', [k.open, k.ledger, k.allHeld, k.exemptTypes], [
+      String(now), noLimit, k.prefix, this.periodsArg(now), JSON.stringify(batch),
+    ])) as (number | string)[][];
     return out.map((r, i): ReserveOutcome => {
       const need = reqs[i]!.amountGpuMs;
       switch (r[0]) {
-        case 1: return { kind: 'reserved', amountGpuMs: Number(r[1]) };
-        case 2: return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled' };
-        case 4: return { kind: 'held', shortfalls: parseShortfalls([r[0]!, ...r.slice(2)], need), ahead: Number(r[1]), retried: false };
+        case 1: return { kind: 'reserved', amountGpuMs: Number(r[1]), scopes: csv(r[2]), softOver: csv(r[3]), exempt: r[4] === 1 };
+        case 2: return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled', scopes: csv(r[3]), exempt: r[4] === 1 };
+        case 4: return { kind: 'held', shortfalls: parseShortfalls([r[0]!, ...r.slice(3)], need), ahead: Number(r[1]), line: String(r[2]), retried: false };
         case 5: return { kind: 'cancelled' };
         case 7: return { kind: 'rejected', scope: String(r[1]) };
         default: return { kind: 'held', shortfalls: parseShortfalls(r, need), ahead: 0, retried: r[0] === 3 };
@@ -126,13 +184,12 @@ export class Accounting {
   async release(jobIds: string[], mode: 'fifo' | 'override', note: string, now: number): Promise<ReleaseOutcome[]> {
     if (jobIds.length === 0) return [];
     const k = this.keys;
-    const out = (await callScript(this.redis, 'release', [k.open, k.ledger, k.allHeld], [String(now), mode, note, k.prefix, ...jobIds])) as (
-      | number
-      | string
-    )[][];
+    const out = (await callScript(this.redis, 'release', [k.open, k.ledger, k.allHeld], [
+      String(now), mode, note, k.prefix, this.periodsArg(now), ...jobIds,
+    ])) as (number | string)[][];
     return out.map((r): ReleaseOutcome => {
-      if (r[0] === 1) return { kind: 'admitted', amountGpuMs: Number(r[1]) };
-      if (r[0] === 4) return { kind: 'held', shortfalls: [], ahead: Number(r[1]) };
+      if (r[0] === 1) return { kind: 'admitted', amountGpuMs: Number(r[1]), scopes: csv(r[2]) };
+      if (r[0] === 4) return { kind: 'held', shortfalls: [], ahead: Number(r[1]), line: String(r[2]) };
       if (r[0] === -1) return { kind: 'not-held', state: String(r[1]) };
       return { kind: 'held', shortfalls: parseShortfalls([r[0]!, ...r.slice(2)], Number(r[1])), ahead: 0 };
     });
@@ -197,26 +254,97 @@ export class Accounting {
     return new Set(jobIds.filter((_, i) => scores[i] !== null));
   }
 
-  async readScope(scope: string): Promise<ScopeCounters> {
-    const [limit, used, reserved] = await this.redis.hmget(this.keys.scope(scope), 'limit', 'used', 'reserved');
+  /** A scope's counters in its current period, as admission sees them (the short form). */
+  async readScope(scope: string, now = Date.now()): Promise<ScopeCounters> {
+    const [s] = await this.scopes([scope], now);
+    return { scope, limitGpuMs: s!.limitGpuMs, usedGpuMs: s!.usedGpuMs, reservedGpuMs: s!.reservedGpuMs };
+  }
+
+  /**
+   * Scopes as admission sees them at `now` (current period, effective limit);
+   * a new period's rollover is computed and stored on first touch.
+   */
+  async scopes(bases: string[], now: number): Promise<ScopeState[]> {
+    if (bases.length === 0) return [];
+    const k = this.keys;
+    const out = (await callScript(this.redis, 'scope', [k.open], [String(now), k.prefix, this.periodsArg(now), ...bases])) as string[][];
+    return out.map(([id, limit, ceiling, used, reserved, carry, adjust, exemptUsed, exemptReserved], i) => ({
+      base: bases[i]!,
+      id: id!,
+      limitGpuMs: limit === '-1' ? null : Number(limit),
+      ceilingGpuMs: ceiling === '-1' ? null : Number(ceiling),
+      usedGpuMs: Number(used),
+      reservedGpuMs: Number(reserved),
+      carryGpuMs: Number(carry),
+      adjustGpuMs: Number(adjust),
+      exemptUsedGpuMs: Number(exemptUsed),
+      exemptReservedGpuMs: Number(exemptReserved),
+    }));
+  }
+
+  /** Set (or with null, remove) a one-off hard limit on a scope: the short form of define(). */
+  async setLimit(scope: string, limitGpuMs: number | null, now = Date.now()): Promise<void> {
+    if (limitGpuMs === null) return this.define(scope, null);
+    return this.define(scope, { limitGpuMs, policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, setAt: now });
+  }
+
+  /**
+   * Replace a scope's definition (null removes it: no limit). One MULTI, so
+   * the reserve script never sees half a definition.
+   */
+  async define(scope: string, d: ScopeDefinition | null): Promise<void> {
+    const key = this.keys.def(scope);
+    if (d === null) {
+      await this.redis.unlink(key);
+      return;
+    }
+    assertAmount(d.limitGpuMs, 0);
+    if (d.rolloverCapGpuMs !== null) assertAmount(d.rolloverCapGpuMs, 0);
+    const fields: Record<string, string> = {
+      limit: String(d.limitGpuMs),
+      policy: d.policy,
+      period: d.period,
+      rollover: d.rollover ? '1' : '0',
+      setAt: String(d.setAt),
+    };
+    if (d.gracePercent !== null) fields.grace = String(d.gracePercent);
+    if (d.rolloverCapGpuMs !== null) fields.rolloverCap = String(d.rolloverCapGpuMs);
+    await this.redis.multi().unlink(key).hset(key, fields).exec();
+  }
+
+  async definition(scope: string): Promise<ScopeDefinition | null> {
+    const h = await this.redis.hgetall(this.keys.def(scope));
+    if (h.limit === undefined) return null;
     return {
-      scope,
-      limitGpuMs: limit === null ? null : Number(limit),
-      usedGpuMs: Number(used ?? 0),
-      reservedGpuMs: Number(reserved ?? 0),
+      limitGpuMs: Number(h.limit),
+      policy: h.policy === 'soft' ? 'soft' : 'hard',
+      gracePercent: h.grace === undefined ? null : Number(h.grace),
+      period: (h.period ?? 'none') as ScopePeriod,
+      rollover: h.rollover === '1',
+      rolloverCapGpuMs: h.rolloverCap === undefined ? null : Number(h.rolloverCap),
+      setAt: Number(h.setAt ?? 0),
     };
   }
 
-  /** Set (or with null, remove) a scope's limit. A single HSET: atomic on its own. */
-  async setLimit(scope: string, limitGpuMs: number | null): Promise<void> {
-    if (limitGpuMs === null) {
-      await this.redis.hdel(this.keys.scope(scope), 'limit');
-      return;
-    }
-    assertAmount(limitGpuMs, 0);
-    await this.redis.hset(this.keys.scope(scope), 'limit', String(limitGpuMs));
+  /** Add (or with a negative delta, take) GPU-ms to the limit of a scope's current period. */
+  async adjust(scope: string, deltaGpuMs: number, now: number): Promise<void> {
+    if (!Number.isSafeInteger(deltaGpuMs)) throw new RangeError(`adjustment must be a whole number of GPU-ms, got ${deltaGpuMs}`);
+    const [s] = await this.scopes([scope], now);
+    await this.redis.hincrby(this.keys.scope(s!.id), 'adjust', deltaGpuMs);
+  }
+
+  /** Exempt job types: admitted without counting, tracked in exemptUsed/exemptReserved. */
+  async exemptTypes(): Promise<string[]> {
+    return (await this.redis.smembers(this.keys.exemptTypes)).sort();
+  }
+
+  async setExempt(jobType: string, exempt: boolean): Promise<void> {
+    if (exempt) await this.redis.sadd(this.keys.exemptTypes, jobType);
+    else await this.redis.srem(this.keys.exemptTypes, jobType);
   }
 }
+
+const csv = (v: unknown): string[] => (typeof v === 'string' && v !== '' ? v.split(',') : []);
 
 /** Shortfalls from a script reply { code, n, (scope, code, limit, used, reserved) * n }. */
 function parseShortfalls(r: (number | string)[], neededGpuMs: number): Shortfall[] {
@@ -225,7 +353,7 @@ function parseShortfalls(r: (number | string)[], neededGpuMs: number): Shortfall
     const [scope, code, limit, used, reserved] = r.slice(2 + i * 5, 7 + i * 5);
     out.push({
       scope: String(scope),
-      code: code === 1 ? 'no-limit' : 'over-limit',
+      code: code === 1 ? 'no-limit' : code === 3 ? 'over-grace' : 'over-limit',
       limitGpuMs: code === 1 ? null : Number(limit),
       usedGpuMs: Number(used),
       reservedGpuMs: Number(reserved),

@@ -2,14 +2,20 @@
  * Why a job does not fit, as data first (Shortfall) and as a sentence at the
  * edge. The sentence names the scope and the numbers, e.g.
  *   project alpha: 98.5 of 100.0 GPU-h used or reserved; job needs 4.0
+ *   user bob's daily quota: 8.0 of 8.0 GPU-h used or reserved; job needs 1.0
  */
 import { formatHours } from '../units.ts';
-import { parseScopeId } from './scopes.ts';
+import { scopeLabel } from './scopes.ts';
 
 export interface Shortfall {
+  /** Scope base. */
   scope: string;
-  /** no-limit: no budget configured; over-limit: the job would pass it. */
-  code: 'no-limit' | 'over-limit';
+  /**
+   * no-limit: no budget configured (an unknown project); over-limit: the job
+   * would pass a hard limit; over-grace: it would pass a soft limit's grace
+   * (limitGpuMs is then the limit plus grace).
+   */
+  code: 'no-limit' | 'over-limit' | 'over-grace';
   limitGpuMs: number | null;
   usedGpuMs: number;
   reservedGpuMs: number;
@@ -17,12 +23,12 @@ export interface Shortfall {
 }
 
 export function describeShortfall(s: Shortfall): string {
-  const scope = parseScopeId(s.scope);
-  const label = `${scope.kind} ${scope.name}`;
+  const label = scopeLabel(s.scope);
   if (s.code === 'no-limit') return `no budget for ${label}`;
+  const of = s.code === 'over-grace' ? 'GPU-h allowed with grace' : 'GPU-h';
   return (
     `${label}: ${formatHours(s.usedGpuMs + s.reservedGpuMs)} of ${formatHours(s.limitGpuMs ?? 0)} ` +
-    `GPU-h used or reserved; job needs ${formatHours(s.neededGpuMs)}`
+    `${of} used or reserved; job needs ${formatHours(s.neededGpuMs)}`
   );
 }
 
@@ -30,13 +36,13 @@ export function describeShortfalls(all: Shortfall[]): string {
   return all.map(describeShortfall).join('; and ');
 }
 
-/** Why a held job is (still) held: its shortfalls, or its place in line. */
-export function describeHold(project: string, h: { shortfalls: Shortfall[]; ahead: number }): string {
-  const behind = h.ahead === 1 ? '1 older held job' : `${h.ahead} older held jobs`;
+/** Why a held job is (still) held: its shortfalls, or its place in a line. */
+export function describeHold(h: { shortfalls: Shortfall[]; ahead: number; line?: string | undefined }): string {
+  const behind = `${h.ahead === 1 ? '1 older held job' : `${h.ahead} older held jobs`} waiting for ${h.line ? scopeLabel(h.line) : 'the same scope'}`;
   if (h.shortfalls.length > 0) {
     const text = describeShortfalls(h.shortfalls);
-    return h.ahead > 0 ? `${text} (behind ${behind} of project ${project})` : text;
+    return h.ahead > 0 ? `${text} (behind ${behind})` : text;
   }
-  if (h.ahead > 0) return `project ${project}: waiting behind ${behind} (first in, first out)`;
-  return `project ${project}: fits now; waiting to be released`;
+  if (h.ahead > 0) return `behind ${behind} (first in, first out)`;
+  return 'fits now; waiting to be released';
 }

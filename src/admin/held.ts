@@ -77,7 +77,7 @@ export class HeldJobs {
   ) {
     const names = queueNames(config);
     const opts = { connection: redis, prefix: names.prefix };
-    this.accounting = new Accounting(redis, names.prefix, config.settledRetainSeconds);
+    this.accounting = new Accounting(redis, names.prefix, config.settledRetainSeconds, config.timeZone);
     this.exec = new Queue(names.exec, opts);
     this.held = new Queue(names.held, opts);
     this.rejected = new Queue(names.rejected, opts);
@@ -179,7 +179,7 @@ export class HeldJobs {
         if (out.kind === 'admitted') return void admitted.push(id);
         if (out.kind === 'not-held') return void report.notHeld.push({ jobId: id, state: out.state });
         const job = jobs[i];
-        const reason = describeHold(job?.data.project ?? '?', out);
+        const reason = describeHold(out);
         report.stillHeld.push({ jobId: id, reason });
         if (job && job.data.held.reason !== reason) {
           await job.updateData({ ...job.data, held: { ...job.data.held, reason } });

@@ -12,9 +12,28 @@ export class Keys {
     this.base = `gk:{${queuePrefix}}`;
   }
 
-  /** Counter hash of one scope: limit, used, reserved (GPU-ms). */
+  /**
+   * Counter hash of one scope in one period (its id is '<base>@<period label>',
+   * or the base for one-off scopes): used, reserved, exemptUsed,
+   * exemptReserved, carry, adjust (GPU-ms). See lua/includes/scopes.lua.
+   */
   scope(scopeId: string): string {
     return `${this.base}:scope:${scopeId}`;
+  }
+
+  /** Definition hash of one scope base: limit, policy, grace, period, rollover, rolloverCap, setAt. */
+  def(scopeBase: string): string {
+    return `${this.base}:def:${scopeBase}`;
+  }
+
+  /** Zset: held jobs waiting in line for one scope base, scored by submission order. */
+  line(scopeBase: string): string {
+    return `${this.base}:line:${scopeBase}`;
+  }
+
+  /** Set of exempt job types: admitted, tracked, never counted. */
+  get exemptTypes(): string {
+    return `${this.base}:exempt-types`;
   }
 
   /** Reservation hash of one job: amount, scopes, state, admittedAt, meta. */
@@ -32,7 +51,7 @@ export class Keys {
     return `${this.base}:ledger`;
   }
 
-  /** Zset of one project's held job ids, scored by submission order (first in, first out). */
+  /** Zset of one project's held job ids, scored by submission order (for listing). */
   held(project: string): string {
     return `${this.base}:held:${project}`;
   }
@@ -42,7 +61,7 @@ export class Keys {
     return `${this.base}:held`;
   }
 
-  /** What scripts that build keys themselves prepend (release.lua, cancel.lua). */
+  /** What scripts that build keys themselves prepend (all but settle.lua). */
   get prefix(): string {
     return `${this.base}:`;
   }

@@ -65,7 +65,7 @@ export async function createTestEnv(overrides: Record<string, string> = {}): Pro
   const redis = createRedis(redisUrl);
   const pool = createPool(config.databaseUrl!);
   await migrate(pool);
-  const accounting = new Accounting(redis, prefix, config.settledRetainSeconds);
+  const accounting = new Accounting(redis, prefix, config.settledRetainSeconds, config.timeZone);
   const conns: Redis[] = [redis];
   const children: ChildProcess[] = [];
   return {

@@ -1,5 +1,5 @@
 --[[
-  cancel: an admin cancels a held job. It leaves the held lists and is
+  cancel: an admin cancels a held job. It leaves the held lists and lines and is
   remembered as cancelled (so a late retry of its intake job is rejected, not
   held again). Nothing was reserved for it, so no counter changes.
 
@@ -17,12 +17,13 @@ local allHeldKey = KEYS[1]
 local base, jobId, retain = ARGV[1], ARGV[2], ARGV[3]
 local resKey = base .. 'res:' .. jobId
 
-local r = redis.call('HMGET', resKey, 'state', 'meta')
+local r = redis.call('HMGET', resKey, 'state', 'meta', 'lines')
 if r[1] ~= 'held' then
   return { -1, r[1] or 'missing' }
 end
 redis.call('ZREM', base .. 'held:' .. cjson.decode(r[2]).project, jobId)
 redis.call('ZREM', allHeldKey, jobId)
+for l in string.gmatch(r[3] or '', '[^,]+') do redis.call('ZREM', base .. 'line:' .. l, jobId) end
 redis.call('HSET', resKey, 'state', 'cancelled')
 redis.call('EXPIRE', resKey, retain)
 return { 1 }

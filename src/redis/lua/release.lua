@@ -2,9 +2,14 @@
   release: re-run admission for held jobs, in the order given (the caller
   passes them oldest first), or admit one regardless of budget (override).
 
-  First in, first out per project: in 'fifo' mode a job leaves only when no
-  older held job of its project remains, so a newer job never overtakes an
-  older one. ('override' admits the one job it is given, at once.)
+  First in, first out per scope: in 'fifo' mode a job leaves only when it is
+  first in every line it waits in (see reserve.lua), so a newer job never
+  overtakes an older one waiting for the same scope. ('override' admits the
+  one job it is given, at once, whatever its lines and limits.) A job that
+  still does not fit moves to the lines of the scopes it now misses.
+
+  Scopes are resolved for the periods of now (a job held yesterday by its
+  daily quota is measured against today's), see includes/scopes.lua.
 
   Input:
     KEYS[1]    open-reservations zset
@@ -16,61 +21,78 @@
     ARGV[4]    key base, '<prefix>:' of every gatekeeper key (KEYS[1] without 'open');
                reservation, scope and held keys are built from it. They carry
                the same hash tag as KEYS, so they live in the same cluster slot.
-    ARGV[5..]  job ids, oldest first
+    ARGV[5]    periods now, JSON (as in reserve.lua)
+    ARGV[6..]  job ids, oldest first
 
   Output: one entry per job, in order:
-    { 1, amount }               admitted now (reserved; take it off gpu-held, add to gpu-exec)
-    { 0, amount, n, <shortfall> * n }
-                                does not fit: still held (shortfall: scope id, code,
+    { 1, amount, scope ids }    admitted now (reserved; take it off gpu-held, add to gpu-exec)
+    { 0, amount, n, <misfit> * n }
+                                does not fit: still held (misfit: scope base, code,
                                 limit, used, reserved; as in reserve.lua)
-    { 4, ahead }                still held: `ahead` older held jobs of its project go first
+    { 4, ahead, line }          still held: `ahead` older held jobs go first in the
+                                line of scope `line`
     { -1, state }               not held (state: 'reserved', 'settled', 'cancelled' or 'missing')
 ]]
--- @include shortfalls
+-- @include scopes
 
 local openKey, ledgerKey, allHeldKey = KEYS[1], KEYS[2], KEYS[3]
 local now, mode, note, base = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-
-local function scopeKeysOf(scopeIds)
-  local keys = {}
-  for i, id in ipairs(scopeIds) do keys[i] = base .. 'scope:' .. id end
-  return keys
-end
+local scopeOf = scopeReader(base, cjson.decode(ARGV[5]), tonumber(now))
 
 local results = {}
-for a = 5, #ARGV do
+for a = 6, #ARGV do
   local jobId = ARGV[a]
   local resKey = base .. 'res:' .. jobId
-  local r = redis.call('HMGET', resKey, 'amount', 'state', 'scopes', 'meta')
+  local r = redis.call('HMGET', resKey, 'amount', 'state', 'bases', 'meta', 'lines')
   local out
   if r[2] ~= 'held' then
     out = { -1, r[2] or 'missing' }
   else
-    local heldKey = base .. 'held:' .. cjson.decode(r[4]).project
-    local rank = redis.call('ZRANK', heldKey, jobId) or 0
-    local ids = split(r[3])
-    local keys = scopeKeysOf(ids)
     local need = tonumber(r[1])
-    if mode == 'fifo' and rank > 0 then
-      out = { 4, rank }
+    local lines = split(r[5])
+    if mode == 'fifo' then
+      for _, l in ipairs(lines) do
+        local rank = redis.call('ZRANK', base .. 'line:' .. l, jobId) or 0
+        if rank > 0 then out = { 4, rank, l }; break end
+      end
+    end
+    local scopes = {}
+    if not out then
+      for i, b in ipairs(split(r[3])) do scopes[i] = scopeOf(b) end
     end
     if not out and mode ~= 'override' then
-      local short = shortfalls(readCounter, keys, ids, need)
+      local short = misfits(scopes, need)
       if #short > 0 then
         out = { 0, need, #short / 5 }
         for _, v in ipairs(short) do out[#out + 1] = v end
+        -- Wait in the lines of what it misses now, at its old place (its submission order).
+        local order = redis.call('ZSCORE', allHeldKey, jobId)
+        local missing, keep = {}, {}
+        for i = 1, #short, 5 do missing[#missing + 1] = short[i]; keep[short[i]] = true end
+        for _, l in ipairs(lines) do
+          if not keep[l] then redis.call('ZREM', base .. 'line:' .. l, jobId) end
+        end
+        for _, l in ipairs(missing) do redis.call('ZADD', base .. 'line:' .. l, order, jobId) end
+        redis.call('HSET', resKey, 'lines', table.concat(missing, ','))
       end
     end
     if not out then
-      for i = 1, #keys do redis.call('HINCRBY', keys[i], 'reserved', r[1]) end
-      redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now)
-      redis.call('ZREM', heldKey, jobId)
+      for _, s in ipairs(scopes) do
+        writeInit(s)
+        redis.call('HINCRBY', s.key, 'reserved', r[1])
+        s.reserved = s.reserved + need
+      end
+      local scopeIds = ids(scopes)
+      redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now, 'scopes', scopeIds)
+      redis.call('HDEL', resKey, 'lines')
+      redis.call('ZREM', base .. 'held:' .. cjson.decode(r[4]).project, jobId)
       redis.call('ZREM', allHeldKey, jobId)
+      for _, l in ipairs(lines) do redis.call('ZREM', base .. 'line:' .. l, jobId) end
       redis.call('ZADD', openKey, now, jobId)
       redis.call('XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now, 'note', note,
         'override', mode == 'override' and '1' or '0',
-        'jobId', jobId, 'estimated', r[1], 'scopes', r[3], 'meta', r[4])
-      out = { 1, need }
+        'jobId', jobId, 'estimated', r[1], 'scopes', scopeIds, 'meta', r[4], 'exempt', '0')
+      out = { 1, need, scopeIds }
     end
   end
   results[#results + 1] = out

@@ -2,7 +2,10 @@
   settle: replace a job's reservation by the GPU time it actually used, in
   every scope it was reserved against. Idempotent per job id: the second and
   later calls change nothing, so duplicate or late completion signals and a
-  reconciler restarted mid-sweep never count hours twice.
+  reconciler restarted mid-sweep never count hours twice. The counters are
+  those of the periods it was admitted in (its scope ids carry them), so a job
+  admitted at 23:59 and finished after midnight is charged to the day it was
+  admitted in. An exempt job moves exemptReserved to exemptUsed instead.
 
   Input:
     KEYS[1]    reservation hash of this job
@@ -39,7 +42,7 @@ local nScopes = #KEYS - 3
 if not string.match(actual, '^%d+$') then
   return redis.error_reply('settle: actual must be a whole number of GPU-ms, got ' .. actual)
 end
-local r = redis.call('HMGET', resKey, 'amount', 'scopes', 'state', 'actual', 'meta', 'admittedAt')
+local r = redis.call('HMGET', resKey, 'amount', 'scopes', 'state', 'actual', 'meta', 'admittedAt', 'exempt')
 if r[3] == 'settled' then
   return { 2, tonumber(r[1]), tonumber(r[4]) }
 end
@@ -53,13 +56,16 @@ if table.concat(given, ',') ~= r[2] then
 end
 
 local amount = r[1]
+local exempt = r[7] == '1'
+local reservedField, usedField = 'reserved', 'used'
+if exempt then reservedField, usedField = 'exemptReserved', 'exemptUsed' end
 for i = 1, nScopes do
-  redis.call('HINCRBY', KEYS[3 + i], 'reserved', '-' .. amount)
-  redis.call('HINCRBY', KEYS[3 + i], 'used', actual)
+  redis.call('HINCRBY', KEYS[3 + i], reservedField, '-' .. amount)
+  redis.call('HINCRBY', KEYS[3 + i], usedField, actual)
 end
 redis.call('HSET', resKey, 'state', 'settled', 'actual', actual, 'settledAt', now)
 redis.call('EXPIRE', resKey, retain)
 redis.call('ZREM', openKey, jobId)
 redis.call('XADD', ledgerKey, '*', 'kind', kind, 'at', now, 'note', note,
-  'jobId', jobId, 'estimated', amount, 'actual', actual, 'admittedAt', r[6], 'scopes', r[2], 'meta', r[5])
+  'jobId', jobId, 'estimated', amount, 'actual', actual, 'admittedAt', r[6], 'scopes', r[2], 'meta', r[5], 'exempt', exempt and '1' or '0')
 return { 1, tonumber(amount), tonumber(actual) }

@@ -1,0 +1,33 @@
+--[[
+  scope: read scopes exactly as admission sees them now: the counters of the
+  current period, the effective limit (limit + carry + adjust) and where
+  admission stops. Computes and stores a new period's carry on first touch,
+  as reserve would (the scheduler calls this at each boundary; running it
+  twice, or on two instances at once, stores the same value).
+
+  Input:
+    KEYS[1]    open-reservations zset (only to route the call to the slot of the hash tag)
+    ARGV[1]    now, epoch ms
+    ARGV[2]    key base (see reserve.lua)
+    ARGV[3]    periods now, JSON (as in reserve.lua)
+    ARGV[4..]  scope bases
+
+  Output: one entry per base:
+    { scope id, limit, ceiling, used, reserved, carry, adjust, exemptUsed, exemptReserved }
+    limit -1: none set; ceiling -1: none (soft without grace, or no limit)
+    Numbers are returned as strings (%.0f), exact beyond 2^31.
+]]
+-- @include scopes
+
+local now, base = ARGV[1], ARGV[2]
+local scopeOf = scopeReader(base, cjson.decode(ARGV[3]), tonumber(now))
+local out = {}
+for a = 4, #ARGV do
+  local s = scopeOf(ARGV[a])
+  writeInit(s)
+  local c = redis.call('HMGET', s.key, 'carry', 'adjust', 'exemptUsed', 'exemptReserved')
+  local f = function(n) return string.format('%.0f', n) end
+  out[#out + 1] = { s.id, s.limit and f(s.limit) or '-1', s.ceiling and f(s.ceiling) or '-1', f(s.used), f(s.reserved),
+    c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0' }
+end
+return out
