@@ -1,6 +1,6 @@
 /**
  * `npm start`: runs the roles in GATEKEEPER_ROLES (default gatekeeper,
- * reconciler, api) in one process; each role can run alone to scale out
+ * reconciler, scheduler, api) in one process; each role can run alone to scale out
  * (`GATEKEEPER_ROLES=gatekeeper npm start` on as many hosts as you like).
  * SIGTERM/SIGINT: stop taking work, let current jobs finish, close.
  */
@@ -23,6 +23,7 @@ import { checkRedisPolicy, RedisPolicyError } from './redis/policy.ts';
 import { createGatekeeper } from '../workers/gatekeeper.ts';
 import { createReconciler } from '../workers/reconciler.ts';
 import { createGpuSim } from '../workers/gpu-sim.ts';
+import { createScheduler } from '../workers/scheduler.ts';
 
 type Closer = () => Promise<unknown>;
 
@@ -35,7 +36,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
 
   let pool: Pool | null = null;
   let embedded: EmbeddedPostgres | null = null;
-  if (roles.has('api') || roles.has('reconciler')) {
+  if (roles.has('api') || roles.has('reconciler') || roles.has('scheduler')) {
     let url = config.databaseUrl;
     if (!url) {
       embedded = await startEmbeddedPostgres(config.dataDir);
@@ -45,6 +46,9 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     pool = createPool(url, embedded ? 4 : 10);
     const applied = await migrate(pool);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
+    // Redis may have lost them (a flush, a new instance): Postgres is the source.
+    const synced = await new Budgets(pool, new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone)).syncLimits();
+    log.info({ limits: synced }, 'limits copied to Redis');
   }
 
   if (roles.has('gatekeeper')) {
@@ -68,6 +72,11 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       await streamConn.quit();
     });
   }
+  if (roles.has('scheduler')) {
+    const scheduler = createScheduler({ config, connection: redis, pool: pool!, log, clock: systemClock });
+    await scheduler.start();
+    closers.unshift(() => scheduler.close());
+  }
   if (roles.has('gpu-sim')) {
     const workerConnection = createRedis(config.redisUrl);
     const sim = createGpuSim({ config, workerConnection, log });
@@ -78,8 +87,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   }
   if (roles.has('api')) {
     const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
-    const budgets = new Budgets(pool!, accounting);
-    const synced = await budgets.syncLimits();
+    const budgets = new Budgets(pool!, accounting, systemClock);
     let adminToken = config.adminToken;
     if (!adminToken) {
       adminToken = randomBytes(24).toString('base64url');
@@ -103,7 +111,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     const server: Server = await new Promise((resolve, reject) => {
       const s = app.listen(config.port, (err?: Error) => (err ? reject(err) : resolve(s)));
     });
-    log.info({ port: config.port, budgets: synced }, 'api listening');
+    log.info({ port: config.port }, 'api listening');
     closers.unshift(
       () =>
         new Promise((r) => {

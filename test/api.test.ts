@@ -53,7 +53,7 @@ describe('budget API', () => {
     expect(put.status).toBe(200);
     expect(put.body).toMatchObject({ project: 'alpha', limitGpuHours: 100.25, usedGpuHours: 0, reservedGpuHours: 0, remainingGpuHours: 100.25 });
     expect(await t.redis.hget(t.accounting.keys.def('project:alpha'), 'limit')).toBe(String(hoursToGpuMs(100.25)));
-    const row = await t.pool.query('SELECT limit_gpu_ms FROM budgets WHERE project = $1', ['alpha']);
+    const row = await t.pool.query('SELECT limit_gpu_ms FROM limits WHERE scope = $1', ['project:alpha']);
     expect(row.rows[0].limit_gpu_ms).toBe(360_900_000);
 
     await t.accounting.reserve('job-1', hoursToGpuMs(4), ['project:alpha'], { project: 'alpha', user: 'u', gpus: 1 }, Date.now());

@@ -141,10 +141,10 @@ describe('the ops story', () => {
     const entries = (await call('GET', '/audit?limit=50')).body.entries as { action: string; target: string; before: unknown; after: unknown; actor: string }[];
     const budget = entries.filter((e) => e.action === 'budget.set').reverse();
     expect(budget.map((e) => [e.before, e.after])).toEqual([
-      [null, { limitGpuHours: 10 }],
-      [{ limitGpuHours: 10 }, { limitGpuHours: 15 }],
-      [{ limitGpuHours: 15 }, { limitGpuHours: 16 }],
-      [{ limitGpuHours: 16 }, { limitGpuHours: 15 }],
+      [null, { limitGpuHours: 10, policy: 'hard', period: 'none' }],
+      [{ limitGpuHours: 10, policy: 'hard', period: 'none' }, { limitGpuHours: 15, policy: 'hard', period: 'none' }],
+      [{ limitGpuHours: 15, policy: 'hard', period: 'none' }, { limitGpuHours: 16, policy: 'hard', period: 'none' }],
+      [{ limitGpuHours: 16, policy: 'hard', period: 'none' }, { limitGpuHours: 15, policy: 'hard', period: 'none' }],
     ]);
     expect(entries.find((e) => e.action === 'held.release')).toMatchObject({ target: 'project:alpha', before: { held: 10 }, after: { admitted: 5, stillHeld: 5 } });
     expect(entries.every((e) => e.actor === 'ops-alice')).toBe(true);

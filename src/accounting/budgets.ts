@@ -1,89 +1,261 @@
 /**
- * Project budgets: Postgres holds the limit (source of truth), Redis holds a
- * copy next to the counters for the reserve script. Writes go to Postgres
- * first, then Redis; start-up copies every limit over again, so a lost Redis
- * write heals at the next start.
+ * Limits: project budgets, user quotas and run caps, and exempt job types.
+ * Postgres holds them (source of truth); Redis holds a copy next to the
+ * counters for the scripts. Writes go to Postgres first, then Redis, under one
+ * per-scope lock, so two concurrent changes land in the same order in both;
+ * start-up copies everything over again, so a lost Redis write heals at the
+ * next start. Every change is audited with before and after.
  */
 import type { Pool, PoolClient } from '../db/pool.ts';
-import { allBudgets, getBudget, upsertBudget } from '../db/budgets.ts';
-import type { Accounting } from './counters.ts';
-import { projectScope } from './scopes.ts';
+import { allLimits, deleteLimit, exemptJobTypes, getLimit, setExemptJobType, upsertLimit, type LimitRow } from '../db/limits.ts';
+import type { Accounting, ScopeDefinition, ScopePeriod, ScopePolicy } from './counters.ts';
+import { parseScopeId, projectScope, runScope, userQuotaScope } from './scopes.ts';
 import { writeAudit, type Actor } from '../db/audit.ts';
 import { gpuMsToHours } from '../units.ts';
+import { periodAt } from '../periods.ts';
+import { systemClock, type Clock } from '../clock.ts';
 
-/** Changes made by the system itself (start-up, tests), not by a person. */
+/** Changes made by the system itself (start-up, tests, the scheduler), not by a person. */
 export const SYSTEM: Actor = { name: 'system', role: 'admin' };
 
-export interface BudgetView {
-  project: string;
-  limitGpuMs: number;
+/** One scope now: its definition and its current period's counters. */
+export interface ScopeView {
+  scope: string;
+  /** The counters' id: the scope, or '<scope>@<period label>'. */
+  counterId: string;
+  period: ScopePeriod;
+  periodLabel: string | null;
+  periodStart: number | null;
+  /** When the counters next start at zero (null: one-off). */
+  nextResetAt: number | null;
+  policy: ScopePolicy;
+  gracePercent: number | null;
+  rollover: boolean;
+  rolloverCapGpuMs: number | null;
+  /** As set; null: no limit (usage is still counted). */
+  limitGpuMs: number | null;
+  /** limit + carried over + adjusted, for this period. */
+  effectiveLimitGpuMs: number | null;
+  /** Where admission stops (effective limit, plus grace if soft); null: never. */
+  ceilingGpuMs: number | null;
+  carryGpuMs: number;
+  adjustGpuMs: number;
   usedGpuMs: number;
   reservedGpuMs: number;
-  /** limit - used - reserved; negative when in-flight jobs overran. */
+  /** effective limit - used - reserved; negative when in-flight jobs overran; null without a limit. */
+  remainingGpuMs: number | null;
+  exemptUsedGpuMs: number;
+  exemptReservedGpuMs: number;
+  updatedAt: Date | null;
+}
+
+export interface BudgetView extends ScopeView {
+  project: string;
+  limitGpuMs: number;
   remainingGpuMs: number;
   updatedAt: Date;
+}
+
+/** What an admin may set on a limit; omitted fields keep their current value (or the default). */
+export interface LimitInput {
+  limitGpuMs: number;
+  policy?: ScopePolicy;
+  gracePercent?: number | null;
+  period?: ScopePeriod;
+  rollover?: boolean;
+  rolloverCapGpuMs?: number | null;
+}
+
+export interface QuotaView {
+  user: string;
+  daily: ScopeView;
+  weekly: ScopeView;
 }
 
 export class Budgets {
   constructor(
     private readonly pool: Pool,
     private readonly accounting: Accounting,
+    private readonly clock: Clock = systemClock,
   ) {}
 
-  /**
-   * Set (raise or lower) a project's budget; audited with before and after.
-   * Postgres and Redis are written under one per-project lock, so two
-   * concurrent changes land in the same order in both.
-   */
-  async set(project: string, limitGpuMs: number, actor: Actor = SYSTEM, reason: string | null = null): Promise<BudgetView> {
-    const before = await this.locked(project, async (db) => {
-      const prior = await getBudget(db, project);
-      await upsertBudget(db, project, limitGpuMs);
-      await this.accounting.setLimit(projectScope(project).id, limitGpuMs);
-      return prior;
-    });
-    await writeAudit(this.pool, actor, {
-      action: 'budget.set',
-      target: projectScope(project).id,
-      before: before ? { limitGpuHours: gpuMsToHours(before.limitGpuMs) } : null,
-      after: { limitGpuHours: gpuMsToHours(limitGpuMs) },
-      reason,
-    });
+  /** Set (raise or lower) a project's budget; see setLimit. */
+  async set(project: string, limitGpuMs: number, actor: Actor = SYSTEM, reason: string | null = null, opts: Omit<LimitInput, 'limitGpuMs'> = {}): Promise<BudgetView> {
+    await this.setLimit(projectScope(project).id, { ...opts, limitGpuMs }, actor, reason, 'budget.set');
     return (await this.get(project))!;
   }
 
   async get(project: string): Promise<BudgetView | null> {
-    const row = await getBudget(this.pool, project);
-    if (!row) return null;
-    const c = await this.accounting.readScope(projectScope(project).id);
-    return {
-      project,
-      limitGpuMs: row.limitGpuMs,
-      usedGpuMs: c.usedGpuMs,
-      reservedGpuMs: c.reservedGpuMs,
-      remainingGpuMs: row.limitGpuMs - c.usedGpuMs - c.reservedGpuMs,
-      updatedAt: row.updatedAt,
-    };
+    const v = await this.view(projectScope(project).id);
+    if (v.limitGpuMs === null || v.updatedAt === null) return null;
+    return { ...v, project, limitGpuMs: v.limitGpuMs, remainingGpuMs: v.remainingGpuMs!, updatedAt: v.updatedAt };
   }
 
-  /** Copy every limit from Postgres to Redis (start-up, rebuild), each under its project's lock. */
+  /** Add (or take, when negative) GPU-ms to a project's current period only; audited. */
+  async adjust(project: string, deltaGpuMs: number, actor: Actor, reason: string | null): Promise<BudgetView | null> {
+    const scope = projectScope(project).id;
+    const before = await this.get(project);
+    if (!before) return null;
+    await this.locked(scope, () => this.accounting.adjust(scope, deltaGpuMs, this.clock.now()));
+    const after = (await this.get(project))!;
+    await writeAudit(this.pool, actor, {
+      action: 'budget.adjust',
+      target: scope,
+      before: { period: before.periodLabel, adjustGpuHours: gpuMsToHours(before.adjustGpuMs) },
+      after: { period: after.periodLabel, adjustGpuHours: gpuMsToHours(after.adjustGpuMs), deltaGpuHours: gpuMsToHours(deltaGpuMs) },
+      reason,
+    });
+    return after;
+  }
+
+  async quota(user: string): Promise<QuotaView> {
+    const [daily, weekly] = await this.views([userQuotaScope(user, 'day').id, userQuotaScope(user, 'week').id]);
+    return { user, daily: daily!, weekly: weekly! };
+  }
+
+  /** Set or (with null) remove a user's daily and/or weekly quota; undefined leaves one as it is. */
+  async setQuota(
+    user: string,
+    q: { daily?: Omit<LimitInput, 'period' | 'rollover' | 'rolloverCapGpuMs'> | null; weekly?: Omit<LimitInput, 'period' | 'rollover' | 'rolloverCapGpuMs'> | null },
+    actor: Actor,
+    reason: string | null,
+  ): Promise<QuotaView> {
+    for (const [which, input] of [['day', q.daily], ['week', q.weekly]] as const) {
+      if (input === undefined) continue;
+      const scope = userQuotaScope(user, which).id;
+      if (input === null) await this.removeLimit(scope, actor, reason, 'quota.remove');
+      else await this.setLimit(scope, { ...input, period: which, rollover: false, rolloverCapGpuMs: null }, actor, reason, 'quota.set');
+    }
+    return this.quota(user);
+  }
+
+  async runCap(project: string, run: string): Promise<ScopeView> {
+    return this.view(runScope(project, run).id);
+  }
+
+  async setRunCap(project: string, run: string, input: Omit<LimitInput, 'period' | 'rollover' | 'rolloverCapGpuMs'> | null, actor: Actor, reason: string | null): Promise<ScopeView> {
+    const scope = runScope(project, run).id;
+    if (input === null) await this.removeLimit(scope, actor, reason, 'run-cap.remove');
+    else await this.setLimit(scope, { ...input, period: 'none', rollover: false, rolloverCapGpuMs: null }, actor, reason, 'run-cap.set');
+    return this.view(scope);
+  }
+
+  async exemptTypes(): Promise<string[]> {
+    return exemptJobTypes(this.pool);
+  }
+
+  /** Make a job type exempt (or count it again); audited when it changes anything. */
+  async setExempt(jobType: string, exempt: boolean, actor: Actor, reason: string | null): Promise<string[]> {
+    const changed = await this.locked(`exempt:${jobType}`, async (db) => {
+      const c = await setExemptJobType(db, jobType, exempt);
+      await this.accounting.setExempt(jobType, exempt);
+      return c;
+    });
+    if (changed) {
+      await writeAudit(this.pool, actor, { action: exempt ? 'exempt.add' : 'exempt.remove', target: `job-type:${jobType}`, before: { exempt: !exempt }, after: { exempt }, reason });
+    }
+    return this.exemptTypes();
+  }
+
+  /** Scopes as admission sees them now. */
+  async views(scopes: string[]): Promise<ScopeView[]> {
+    const now = this.clock.now();
+    const [states, rows] = await Promise.all([this.accounting.scopes(scopes, now), Promise.all(scopes.map((s) => getLimit(this.pool, s)))]);
+    return states.map((s, i) => {
+      const row = rows[i] ?? null;
+      const period = periodOf(scopes[i]!, row);
+      const p = period === 'none' ? null : periodAt(period, now, this.accounting.timeZone);
+      return {
+        scope: scopes[i]!,
+        counterId: s.id,
+        period,
+        periodLabel: p?.label ?? null,
+        periodStart: p?.start ?? null,
+        nextResetAt: p?.end ?? null,
+        policy: row?.policy ?? 'hard',
+        gracePercent: row?.gracePercent ?? null,
+        rollover: row?.rollover ?? false,
+        rolloverCapGpuMs: row?.rolloverCapGpuMs ?? null,
+        limitGpuMs: row?.limitGpuMs ?? null,
+        effectiveLimitGpuMs: s.limitGpuMs,
+        ceilingGpuMs: s.ceilingGpuMs,
+        carryGpuMs: s.carryGpuMs,
+        adjustGpuMs: s.adjustGpuMs,
+        usedGpuMs: s.usedGpuMs,
+        reservedGpuMs: s.reservedGpuMs,
+        remainingGpuMs: s.limitGpuMs === null ? null : s.limitGpuMs - s.usedGpuMs - s.reservedGpuMs,
+        exemptUsedGpuMs: s.exemptUsedGpuMs,
+        exemptReservedGpuMs: s.exemptReservedGpuMs,
+        updatedAt: row?.updatedAt ?? null,
+      };
+    });
+  }
+
+  async view(scope: string): Promise<ScopeView> {
+    return (await this.views([scope]))[0]!;
+  }
+
+  /** Every limit row, for the scheduler and the dashboard. */
+  async all(): Promise<LimitRow[]> {
+    return allLimits(this.pool);
+  }
+
+  /**
+   * Set a limit on any scope, audited with before and after. Omitted fields
+   * keep their current value, so raising a monthly budget keeps it monthly.
+   */
+  async setLimit(scope: string, input: LimitInput, actor: Actor, reason: string | null, action = 'limit.set'): Promise<void> {
+    const before = await this.locked(scope, async (db) => {
+      const prior = await getLimit(db, scope);
+      const def: ScopeDefinition = {
+        limitGpuMs: input.limitGpuMs,
+        policy: input.policy ?? prior?.policy ?? 'hard',
+        gracePercent: input.gracePercent !== undefined ? input.gracePercent : (prior?.gracePercent ?? null),
+        period: input.period ?? prior?.period ?? 'none',
+        rollover: input.rollover ?? prior?.rollover ?? false,
+        rolloverCapGpuMs: input.rolloverCapGpuMs !== undefined ? input.rolloverCapGpuMs : (prior?.rolloverCapGpuMs ?? null),
+        setAt: prior?.setAt ?? this.clock.now(),
+      };
+      const row = await upsertLimit(db, scope, def);
+      await this.accounting.define(scope, { ...def, setAt: row.setAt });
+      return prior;
+    });
+    const after = await getLimit(this.pool, scope);
+    await writeAudit(this.pool, actor, { action, target: scope, before: before && auditable(before), after: after && auditable(after), reason });
+  }
+
+  private async removeLimit(scope: string, actor: Actor, reason: string | null, action: string): Promise<void> {
+    const before = await this.locked(scope, async (db) => {
+      const prior = await getLimit(db, scope);
+      await deleteLimit(db, scope);
+      await this.accounting.define(scope, null);
+      return prior;
+    });
+    if (before) await writeAudit(this.pool, actor, { action, target: scope, before: auditable(before), after: null, reason });
+  }
+
+  /** Copy every limit and exempt type from Postgres to Redis (start-up, rebuild), each under its lock. */
   async syncLimits(): Promise<number> {
-    const rows = await allBudgets(this.pool);
+    const rows = await allLimits(this.pool);
     for (const r of rows) {
-      await this.locked(r.project, async (db) => {
-        const now = await getBudget(db, r.project);
-        if (now) await this.accounting.setLimit(projectScope(r.project).id, now.limitGpuMs);
+      await this.locked(r.scope, async (db) => {
+        const now = await getLimit(db, r.scope);
+        await this.accounting.define(r.scope, now);
       });
     }
+    const types = await exemptJobTypes(this.pool);
+    const inRedis = await this.accounting.exemptTypes();
+    for (const t of inRedis) if (!types.includes(t)) await this.accounting.setExempt(t, false);
+    for (const t of types) await this.accounting.setExempt(t, true);
     return rows.length;
   }
 
-  /** Run `fn` in a transaction holding the project's advisory lock. */
-  private async locked<T>(project: string, fn: (db: PoolClient) => Promise<T>): Promise<T> {
+  /** Run `fn` in a transaction holding the advisory lock of `key`. */
+  private async locked<T>(key: string, fn: (db: PoolClient) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
-      await client.query(`SELECT pg_advisory_xact_lock(hashtext('budget:' || $1::text))`, [project]);
+      await client.query(`SELECT pg_advisory_xact_lock(hashtext('limit:' || $1::text))`, [key]);
       const out = await fn(client);
       await client.query('COMMIT');
       return out;
@@ -94,4 +266,22 @@ export class Budgets {
       client.release();
     }
   }
+}
+
+/** A scope's period: fixed for user quotas, as set for the rest. */
+export function periodOf(scope: string, row: Pick<ScopeDefinition, 'period'> | null): ScopePeriod {
+  const kind = parseScopeId(scope).kind;
+  if (kind === 'user-day') return 'day';
+  if (kind === 'user-week') return 'week';
+  return row?.period ?? 'none';
+}
+
+function auditable(r: LimitRow) {
+  return {
+    limitGpuHours: gpuMsToHours(r.limitGpuMs),
+    policy: r.policy,
+    ...(r.gracePercent !== null ? { gracePercent: r.gracePercent } : {}),
+    period: r.period,
+    ...(r.rollover ? { rollover: true, rolloverCapGpuHours: r.rolloverCapGpuMs === null ? null : gpuMsToHours(r.rolloverCapGpuMs) } : {}),
+  };
 }

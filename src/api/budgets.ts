@@ -1,53 +1,173 @@
-/** PUT/GET /api/v1/projects/:project/budget, in decimal GPU hours. */
+/**
+ * Limits over HTTP, in decimal GPU hours: project budgets (with periods,
+ * rollover, policy and manual adjustment), user quotas, run caps and exempt
+ * job types. Every write is audited (src/accounting/budgets.ts).
+ */
 import { Router } from 'express';
 import { z } from 'zod';
 import { NAME_RE } from '../../queues/contract.ts';
-import type { Budgets, BudgetView } from '../accounting/budgets.ts';
+import type { Budgets, ScopeView } from '../accounting/budgets.ts';
 import { gpuMsToHours, hoursToGpuMs } from '../units.ts';
 import { HttpError } from './errors.ts';
 import { actorOf } from './auth.ts';
 import { body, parseBody } from './validate.ts';
 
-/** Largest budget one project may have: far below 2^53 GPU-ms. */
+/** Largest limit one scope may have: far below 2^53 GPU-ms even with grace and rollover. */
 export const MAX_BUDGET_GPU_HOURS = 1_000_000_000;
 
+const reason = z.string({ error: 'reason must be a string' }).max(500, 'reason is at most 500 characters').optional();
+const gpuHours = (what: string, min = 0) =>
+  z
+    .number({ error: (i) => (i.input === undefined ? `${what} is required` : `${what} must be a number`) })
+    .min(min, `${what} may not be negative`)
+    .max(MAX_BUDGET_GPU_HOURS, `${what} must be at most ${MAX_BUDGET_GPU_HOURS}`);
+const policy = z.enum(['hard', 'soft'], { error: 'policy must be "hard" or "soft"' }).optional();
+const gracePercent = z
+  .number({ error: 'gracePercent must be a number' })
+  .int('gracePercent must be a whole number')
+  .min(0, 'gracePercent may not be negative')
+  .max(100, 'gracePercent must be at most 100')
+  .nullable()
+  .optional();
+
 const BudgetBody = body({
-    reason: z.string({ error: 'reason must be a string' }).max(500, 'reason is at most 500 characters').optional(),
-    gpuHours: z
-      .number({ error: (i) => (i.input === undefined ? 'gpuHours is required' : 'gpuHours must be a number') })
-      .min(0, 'gpuHours may not be negative')
-      .max(MAX_BUDGET_GPU_HOURS, `gpuHours must be at most ${MAX_BUDGET_GPU_HOURS}`),
+  reason,
+  gpuHours: gpuHours('gpuHours'),
+  period: z.enum(['none', 'week', 'month'], { error: 'period must be "none", "week" or "month"' }).optional(),
+  rollover: z.boolean({ error: 'rollover must be true or false' }).optional(),
+  rolloverCapGpuHours: gpuHours('rolloverCapGpuHours').nullable().optional(),
+  policy,
+  gracePercent,
 });
 
-export function projectParam(raw: string): string {
-  if (!NAME_RE.test(raw)) throw new HttpError(400, 'project must be 1-128 characters of A-Z a-z 0-9 . _ -');
+const AdjustBody = body({
+  reason,
+  gpuHours: z
+    .number({ error: (i) => (i.input === undefined ? 'gpuHours is required' : 'gpuHours must be a number') })
+    .refine((h) => h !== 0, 'gpuHours may not be 0')
+    .refine((h) => Math.abs(h) <= MAX_BUDGET_GPU_HOURS, `gpuHours must be between -${MAX_BUDGET_GPU_HOURS} and ${MAX_BUDGET_GPU_HOURS}`),
+});
+
+const LimitBody = z.strictObject(
+  { gpuHours: gpuHours('gpuHours'), policy, gracePercent },
+  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'a quota must be an object { gpuHours, policy?, gracePercent? } or null') },
+);
+const QuotaBody = body({ reason, daily: LimitBody.nullable().optional(), weekly: LimitBody.nullable().optional() }).refine(
+  (b) => b.daily !== undefined || b.weekly !== undefined,
+  'give daily and/or weekly (null removes one)',
+);
+const RunCapBody = body({ reason, gpuHours: gpuHours('gpuHours'), policy, gracePercent });
+const ReasonBody = body({ reason }).optional();
+
+export function nameParam(what: string, raw: string): string {
+  if (!NAME_RE.test(raw)) throw new HttpError(400, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`);
   return raw;
 }
+export const projectParam = (raw: string) => nameParam('project', raw);
 
-export function budgetJson(b: BudgetView) {
+const hours = (ms: number | null) => (ms === null ? null : gpuMsToHours(ms));
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** One scope in GPU hours; what the API, the CLI and the dashboard show. */
+export function scopeJson(v: ScopeView) {
   return {
-    project: b.project,
-    limitGpuHours: gpuMsToHours(b.limitGpuMs),
-    usedGpuHours: gpuMsToHours(b.usedGpuMs),
-    reservedGpuHours: gpuMsToHours(b.reservedGpuMs),
-    remainingGpuHours: gpuMsToHours(b.remainingGpuMs),
-    updatedAt: b.updatedAt.toISOString(),
+    scope: v.scope,
+    period: v.period,
+    periodLabel: v.periodLabel,
+    periodStart: iso(v.periodStart),
+    nextResetAt: iso(v.nextResetAt),
+    policy: v.policy,
+    gracePercent: v.gracePercent,
+    limitGpuHours: hours(v.limitGpuMs),
+    ...(v.rollover ? { rollover: true, rolloverCapGpuHours: hours(v.rolloverCapGpuMs), carriedOverGpuHours: hours(v.carryGpuMs) } : {}),
+    ...(v.adjustGpuMs !== 0 ? { adjustedGpuHours: hours(v.adjustGpuMs) } : {}),
+    effectiveLimitGpuHours: hours(v.effectiveLimitGpuMs),
+    usedGpuHours: hours(v.usedGpuMs),
+    reservedGpuHours: hours(v.reservedGpuMs),
+    remainingGpuHours: hours(v.remainingGpuMs),
+    exemptUsedGpuHours: hours(v.exemptUsedGpuMs),
+    exemptReservedGpuHours: hours(v.exemptReservedGpuMs),
+    updatedAt: v.updatedAt?.toISOString() ?? null,
   };
+}
+
+export function budgetJson(project: string, v: ScopeView) {
+  return { project, ...scopeJson(v) };
 }
 
 export function budgetRoutes(budgets: Budgets): Router {
   const r = Router();
   r.put('/projects/:project/budget', async (req, res) => {
     const project = projectParam(req.params.project);
-    const body = parseBody(BudgetBody, req.body);
-    const view = await budgets.set(project, hoursToGpuMs(body.gpuHours), actorOf(res), body.reason ?? null);
-    res.json(budgetJson(view));
+    const b = parseBody(BudgetBody, req.body);
+    const view = await budgets.set(project, hoursToGpuMs(b.gpuHours), actorOf(res), b.reason ?? null, {
+      ...(b.period !== undefined ? { period: b.period } : {}),
+      ...(b.rollover !== undefined ? { rollover: b.rollover } : {}),
+      ...(b.rolloverCapGpuHours !== undefined ? { rolloverCapGpuMs: b.rolloverCapGpuHours === null ? null : hoursToGpuMs(b.rolloverCapGpuHours) } : {}),
+      ...(b.policy !== undefined ? { policy: b.policy } : {}),
+      ...(b.gracePercent !== undefined ? { gracePercent: b.gracePercent } : {}),
+    });
+    res.json(budgetJson(project, view));
   });
   r.get('/projects/:project/budget', async (req, res) => {
     const project = projectParam(req.params.project);
     const view = await budgets.get(project);
     if (!view) throw new HttpError(404, `no budget for project ${project}`);
-    res.json(budgetJson(view));
+    res.json(budgetJson(project, view));
+  });
+  r.post('/projects/:project/budget/adjust', async (req, res) => {
+    const project = projectParam(req.params.project);
+    const b = parseBody(AdjustBody, req.body);
+    const view = await budgets.adjust(project, hoursToGpuMs(b.gpuHours), actorOf(res), b.reason ?? null);
+    if (!view) throw new HttpError(404, `no budget for project ${project}`);
+    res.json(budgetJson(project, view));
+  });
+
+  r.get('/users/:user/quota', async (req, res) => {
+    const q = await budgets.quota(nameParam('user', req.params.user));
+    res.json({ user: q.user, daily: scopeJson(q.daily), weekly: scopeJson(q.weekly) });
+  });
+  r.put('/users/:user/quota', async (req, res) => {
+    const user = nameParam('user', req.params.user);
+    const b = parseBody(QuotaBody, req.body);
+    const limit = (l: z.infer<typeof LimitBody> | null | undefined) =>
+      l === undefined ? undefined : l === null ? null : { limitGpuMs: hoursToGpuMs(l.gpuHours), ...(l.policy ? { policy: l.policy } : {}), ...(l.gracePercent !== undefined ? { gracePercent: l.gracePercent } : {}) };
+    const q = await budgets.setQuota(user, { daily: limit(b.daily), weekly: limit(b.weekly) }, actorOf(res), b.reason ?? null);
+    res.json({ user: q.user, daily: scopeJson(q.daily), weekly: scopeJson(q.weekly) });
+  });
+
+  r.get('/projects/:project/runs/:run/cap', async (req, res) => {
+    const [project, run] = [projectParam(req.params.project), nameParam('run', req.params.run)];
+    res.json({ project, run, ...scopeJson(await budgets.runCap(project, run)) });
+  });
+  r.put('/projects/:project/runs/:run/cap', async (req, res) => {
+    const [project, run] = [projectParam(req.params.project), nameParam('run', req.params.run)];
+    const b = parseBody(RunCapBody, req.body);
+    const input = { limitGpuMs: hoursToGpuMs(b.gpuHours), ...(b.policy ? { policy: b.policy } : {}), ...(b.gracePercent !== undefined ? { gracePercent: b.gracePercent } : {}) };
+    res.json({ project, run, ...scopeJson(await budgets.setRunCap(project, run, input, actorOf(res), b.reason ?? null)) });
+  });
+  r.delete('/projects/:project/runs/:run/cap', async (req, res) => {
+    const [project, run] = [projectParam(req.params.project), nameParam('run', req.params.run)];
+    const b = parseBody(ReasonBody, req.body);
+    res.json({ project, run, ...scopeJson(await budgets.setRunCap(project, run, null, actorOf(res), b?.reason ?? null)) });
+  });
+
+  r.get('/exempt-job-types', async (_req, res) => {
+    res.json({ jobTypes: await budgets.exemptTypes() });
+  });
+  r.put('/exempt-job-types/:jobType', async (req, res) => {
+    const b = parseBody(ReasonBody, req.body);
+    res.json({ jobTypes: await budgets.setExempt(jobTypeParam(req.params.jobType), true, actorOf(res), b?.reason ?? null) });
+  });
+  r.delete('/exempt-job-types/:jobType', async (req, res) => {
+    const b = parseBody(ReasonBody, req.body);
+    res.json({ jobTypes: await budgets.setExempt(jobTypeParam(req.params.jobType), false, actorOf(res), b?.reason ?? null) });
   });
   return r;
+}
+
+/** Job types are free text on the intake contract (1-128 characters). */
+function jobTypeParam(raw: string): string {
+  if (raw.length < 1 || raw.length > 128) throw new HttpError(400, 'jobType must be 1-128 characters');
+  return raw;
 }

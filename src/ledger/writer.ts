@@ -118,7 +118,7 @@ export class LedgerWriter {
   }
 
   /**
-   * One INSERT per batch, whatever its size: the rows go as 13 array
+   * One INSERT per batch, whatever its size: the rows go as 14 array
    * parameters through unnest, so a backlog of many batched reserve entries
    * never meets Postgres' 65,535-parameter limit.
    */
@@ -127,18 +127,18 @@ export class LedgerWriter {
     const col = <K extends keyof LedgerRow>(k: K) => rows.map((r) => r[k]);
     await this.pool.query(
       `INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override)
+                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt)
        SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
-              estimated, actual, admitted_at, at, note, override
+              estimated, actual, admitted_at, at, note, override, exempt
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                   $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[])
+                   $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[])
             AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                 estimated, actual, admitted_at, at, note, override)
+                 estimated, actual, admitted_at, at, note, override, exempt)
        ON CONFLICT DO NOTHING`,
       [
         col('kind'), col('jobId'), col('project'), col('user'), col('jobType'), col('gpuType'),
         rows.map((r) => r.scopes.join(',')),
-        col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'),
+        col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'), col('exempt'),
       ],
     );
     const ids = entries.map((e) => e.id);
@@ -160,6 +160,8 @@ export interface LedgerRow {
   at: string | null;
   note: string | null;
   override: boolean;
+  /** An exempt job type: tracked, never counted against a limit. */
+  exempt: boolean;
 }
 
 /**
@@ -192,6 +194,7 @@ export function parseEntry(flat: string[]): LedgerRow[] {
       at: ts(header.at),
       note: header.note || null,
       override: header.override === '1',
+      exempt: g.exempt === '1',
     };
   });
 }

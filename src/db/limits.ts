@@ -1,0 +1,78 @@
+/** Limit rows in Postgres: the source of truth the Redis definitions are copied from. */
+import type { Queryable } from './pool.ts';
+import type { ScopeDefinition } from '../accounting/counters.ts';
+
+export interface LimitRow extends ScopeDefinition {
+  scope: string;
+  updatedAt: Date;
+}
+
+const COLUMNS = 'scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, set_at, updated_at';
+
+/** Insert or replace a limit; set_at stays what it was when the limit was first set. */
+export async function upsertLimit(db: Queryable, scope: string, d: ScopeDefinition): Promise<LimitRow> {
+  const r = await db.query(
+    `INSERT INTO limits (scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, set_at)
+     VALUES ($1::text, $2::bigint, $3::text, $4::integer, $5::text, $6::boolean, $7::bigint, to_timestamp($8::double precision / 1000))
+     ON CONFLICT (scope) DO UPDATE SET limit_gpu_ms = EXCLUDED.limit_gpu_ms, policy = EXCLUDED.policy,
+       grace_pct = EXCLUDED.grace_pct, period = EXCLUDED.period, rollover = EXCLUDED.rollover,
+       rollover_cap_gpu_ms = EXCLUDED.rollover_cap_gpu_ms, updated_at = now()
+     RETURNING ${COLUMNS}`,
+    [scope, d.limitGpuMs, d.policy, d.gracePercent, d.period, d.rollover, d.rolloverCapGpuMs, d.setAt],
+  );
+  return toRow(r.rows[0]);
+}
+
+export async function getLimit(db: Queryable, scope: string): Promise<LimitRow | null> {
+  const r = await db.query(`SELECT ${COLUMNS} FROM limits WHERE scope = $1::text`, [scope]);
+  return r.rows[0] ? toRow(r.rows[0]) : null;
+}
+
+export async function deleteLimit(db: Queryable, scope: string): Promise<boolean> {
+  const r = await db.query('DELETE FROM limits WHERE scope = $1::text', [scope]);
+  return (r.rowCount ?? 0) > 0;
+}
+
+export async function allLimits(db: Queryable): Promise<LimitRow[]> {
+  const r = await db.query(`SELECT ${COLUMNS} FROM limits ORDER BY scope`);
+  return r.rows.map(toRow);
+}
+
+export async function exemptJobTypes(db: Queryable): Promise<string[]> {
+  const r = await db.query('SELECT job_type FROM exempt_job_types ORDER BY job_type');
+  return r.rows.map((x: { job_type: string }) => x.job_type);
+}
+
+/** Add or remove an exempt job type; true if that changed anything. */
+export async function setExemptJobType(db: Queryable, jobType: string, exempt: boolean): Promise<boolean> {
+  const r = exempt
+    ? await db.query('INSERT INTO exempt_job_types (job_type) VALUES ($1::text) ON CONFLICT DO NOTHING', [jobType])
+    : await db.query('DELETE FROM exempt_job_types WHERE job_type = $1::text', [jobType]);
+  return (r.rowCount ?? 0) > 0;
+}
+
+interface Raw {
+  scope: string;
+  limit_gpu_ms: number;
+  policy: 'hard' | 'soft';
+  grace_pct: number | null;
+  period: ScopeDefinition['period'];
+  rollover: boolean;
+  rollover_cap_gpu_ms: number | null;
+  set_at: Date;
+  updated_at: Date;
+}
+
+function toRow(r: Raw): LimitRow {
+  return {
+    scope: r.scope,
+    limitGpuMs: Number(r.limit_gpu_ms),
+    policy: r.policy,
+    gracePercent: r.grace_pct,
+    period: r.period,
+    rollover: r.rollover,
+    rolloverCapGpuMs: r.rollover_cap_gpu_ms === null ? null : Number(r.rollover_cap_gpu_ms),
+    setAt: r.set_at.getTime(),
+    updatedAt: r.updated_at,
+  };
+}
