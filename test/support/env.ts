@@ -34,7 +34,9 @@ export interface TestEnv {
   pool: Pool;
   log: Logger;
   accounting: Accounting;
+  /** Budgets on `clock` (which starts at 2026-11-25 12:00 UTC and moves only when told). */
   budgets: Budgets;
+  clock: TestClock;
   /** New connection for a worker (closed by close()). */
   connection(): Redis;
   /** Start `src/main.ts` with these roles in a child process (SIGKILLed by close() if still running). */
@@ -68,6 +70,7 @@ export async function createTestEnv(overrides: Record<string, string> = {}): Pro
   const accounting = new Accounting(redis, prefix, config.settledRetainSeconds, config.timeZone);
   const conns: Redis[] = [redis];
   const children: ChildProcess[] = [];
+  const clock = new TestClock();
   return {
     config,
     env,
@@ -75,7 +78,8 @@ export async function createTestEnv(overrides: Record<string, string> = {}): Pro
     pool,
     log: createLogger(config.logLevel),
     accounting,
-    budgets: new Budgets(pool, accounting),
+    budgets: new Budgets(pool, accounting, clock),
+    clock,
     connection() {
       const c = createRedis(redisUrl);
       conns.push(c);
