@@ -53,9 +53,29 @@ describe('gatekeeper CLI', () => {
     expect(await cli(['budget', 'set', 'alpha', '2', '--reason', 'pilot'])).toMatchObject({ code: EXIT.ok });
     const { code, out } = await cli(['budget', 'get', 'alpha']);
     expect(code).toBe(EXIT.ok);
-    expect(out.split('\n').slice(0, 2)).toEqual(['PROJECT  LIMIT  USED  RESERVED  REMAINING', 'alpha    2      0     0         2']);
+    expect(out.split('\n').slice(0, 2)).toEqual([
+      'SCOPE          PERIOD  LIMIT  USED  RESERVED  REMAINING  EXEMPT  POLICY  NEXT RESET',
+      'project alpha  none    2      0     0         2          0       hard    -',
+    ]);
     const json = JSON.parse((await cli(['--json', 'budget', 'get', 'alpha'])).out);
     expect(json).toMatchObject({ project: 'alpha', limitGpuHours: 2, remainingGpuHours: 2 });
+  });
+
+  it('sets quotas, run caps and exempt job types, and shows each period with its next reset', async () => {
+    expect((await cli(['quota', 'set', 'bob', '--daily', '8', '--weekly', '30', '--reason', 'peak hours'])).code).toBe(EXIT.ok);
+    const q = await cli(['quota', 'get', 'bob'], viewer);
+    const day = new Date().toISOString().slice(0, 10);
+    expect(q.out).toMatch(new RegExp(`^bob daily +${day} +8 +0 +0 +8 +0 +hard +\\d{4}-\\d\\d-\\d\\dT00:00:00\\.000Z$`, 'm'));
+    expect(q.out).toMatch(/^bob weekly +W\d{4}-\d\d-\d\d +30 +0 +0 +30 /m);
+    expect((await cli(['quota', 'set', 'bob', '--daily', 'none'])).code).toBe(EXIT.ok);
+    expect(JSON.parse((await cli(['--json', 'quota', 'get', 'bob'])).out)).toMatchObject({ daily: { limitGpuHours: null }, weekly: { limitGpuHours: 30 } });
+
+    expect((await cli(['run-cap', 'set', 'alpha', 'scenes-160', '200', '--policy', 'soft', '--grace', '10'])).out).toMatch(/alpha\/scenes-160 +none +200 +0 +0 +200 +0 +soft \+10%/);
+    expect((await cli(['exempt', 'add', 'regression-test'])).out).toBe('regression-test: exempt; exempt job types: regression-test\n');
+    expect((await cli(['exempt', 'list'], viewer)).out).toBe('regression-test\n');
+    expect((await cli(['exempt', 'remove', 'regression-test'])).out).toBe('regression-test: counted again; exempt job types: (none)\n');
+    await cli(['budget', 'set', 'beta', '2', '--period', 'month']);
+    expect((await cli(['budget', 'adjust', 'beta', '-0.5', '--reason', 'maintenance'])).out).toMatch(/^project beta +\d{4}-\d\d +1\.5 \(2 set\) +0 +0 +1\.5 /m);
   });
 
   it('lists, releases, overrides and cancels held jobs', async () => {

@@ -4,6 +4,12 @@
  *
  *   gatekeeper budget get alpha
  *   gatekeeper budget set alpha 150 --reason "quarter-end"
+ *   gatekeeper budget set alpha 500 --period month --rollover --rollover-cap 100
+ *   gatekeeper budget adjust alpha +20 --reason "launch week"
+ *   gatekeeper quota get bob
+ *   gatekeeper quota set bob --daily 8 --weekly 30
+ *   gatekeeper run-cap set alpha scenes-160 200 --policy soft --grace 10
+ *   gatekeeper exempt add regression-test
  *   gatekeeper held list --project alpha
  *   gatekeeper held release --project alpha
  *   gatekeeper held override 1234 --reason "demo"
@@ -28,7 +34,7 @@ interface Globals {
 
 export function buildCli(out: (s: string) => void): Command {
   const program = new Command('gatekeeper')
-    .description('Budgets and held jobs of gpu-gatekeeper')
+    .description('Budgets, quotas, run caps, exempt job types and held jobs of gpu-gatekeeper')
     .addOption(new Option('--url <url>', 'API base URL').env('GATEKEEPER_URL').default('http://127.0.0.1:3000'))
     .addOption(new Option('--token <token>', 'admin or viewer token').env('GATEKEEPER_TOKEN'))
     .addOption(new Option('--actor <name>', 'who you are, for the audit log').env('USER').default('cli'))
@@ -53,15 +59,105 @@ export function buildCli(out: (s: string) => void): Command {
     });
   budget
     .command('set <project> <gpuHours>')
-    .description('set, raise or lower a budget (audited)')
+    .description('set, raise or lower a budget (audited); options not given keep their current value')
     .option('--reason <text>', 'why, for the audit log')
-    .action(async (project: string, hours: string, o: { reason?: string }) => {
-      const gpuHours = Number(hours);
-      if (hours.trim() === '' || !Number.isFinite(gpuHours)) throw new CommanderError(EXIT.usage, 'usage', `gpuHours must be a number, got "${hours}"`);
+    .addOption(new Option('--period <period>', 'when it renews').choices(['none', 'week', 'month']))
+    .option('--rollover', 'a new period starts with what the last one left unused')
+    .option('--no-rollover', 'no rollover')
+    .option('--rollover-cap <gpuHours>', 'at most this much rolls over')
+    .addOption(new Option('--policy <policy>', 'hard: hold at the limit; soft: admit past it with warnings').choices(['hard', 'soft']))
+    .option('--grace <percent>', 'soft only: how far past the limit, in percent')
+    .action(async (project: string, hours: string, o: LimitOpts & { period?: string; rollover?: boolean; rolloverCap?: string }) => {
       const { api, json } = client();
-      const b = await api.call('PUT', `/projects/${encodeURIComponent(project)}/budget`, { gpuHours, ...(o.reason ? { reason: o.reason } : {}) });
+      const b = await api.call('PUT', `/projects/${encodeURIComponent(project)}/budget`, {
+        gpuHours: num('gpuHours', hours),
+        ...limitFields(o),
+        ...(o.period ? { period: o.period } : {}),
+        ...(o.rollover !== undefined ? { rollover: o.rollover } : {}),
+        ...(o.rolloverCap !== undefined ? { rolloverCapGpuHours: num('--rollover-cap', o.rolloverCap) } : {}),
+      });
       print(json, b, () => budgetTable(b));
     });
+  budget
+    .command('adjust <project> <gpuHours>')
+    .description('add (+) or take (-) GPU hours for the current period only (audited)')
+    .option('--reason <text>', 'why, for the audit log')
+    .action(async (project: string, hours: string, o: { reason?: string }) => {
+      const { api, json } = client();
+      const b = await api.call('POST', `/projects/${encodeURIComponent(project)}/budget/adjust`, { gpuHours: num('gpuHours', hours), ...(o.reason ? { reason: o.reason } : {}) });
+      print(json, b, () => budgetTable(b));
+    });
+
+  const quota = program.command('quota').description("users' daily and weekly quotas (GPU hours)");
+  quota
+    .command('get <user>')
+    .description('used, reserved, remaining and next reset, per period')
+    .action(async (user: string) => {
+      const { api, json } = client();
+      const q = await api.call('GET', `/users/${encodeURIComponent(user)}/quota`);
+      print(json, q, () => quotaTable(q));
+    });
+  quota
+    .command('set <user>')
+    .description('set or remove a daily and/or weekly quota (audited)')
+    .option('--daily <gpuHours>', "the daily quota ('none' removes it)")
+    .option('--weekly <gpuHours>', "the weekly quota ('none' removes it)")
+    .addOption(new Option('--policy <policy>').choices(['hard', 'soft']))
+    .option('--grace <percent>', 'soft only: how far past the quota, in percent')
+    .option('--reason <text>', 'why, for the audit log')
+    .action(async (user: string, o: LimitOpts & { daily?: string; weekly?: string }) => {
+      if (o.daily === undefined && o.weekly === undefined) throw new CommanderError(EXIT.usage, 'usage', 'give --daily and/or --weekly');
+      const one = (v: string | undefined, what: string) => (v === undefined ? {} : { [what]: v === 'none' ? null : { gpuHours: num(`--${what}`, v), ...limitFields({ ...o, reason: undefined }) } });
+      const { api, json } = client();
+      const q = await api.call('PUT', `/users/${encodeURIComponent(user)}/quota`, { ...one(o.daily, 'daily'), ...one(o.weekly, 'weekly'), ...(o.reason ? { reason: o.reason } : {}) });
+      print(json, q, () => quotaTable(q));
+    });
+
+  const runCap = program.command('run-cap').description('GPU-hour caps on runs (batches of jobs with the same `run`)');
+  runCap
+    .command('get <project> <run>')
+    .action(async (project: string, run: string) => {
+      const { api, json } = client();
+      const r = await api.call('GET', runPath(project, run));
+      print(json, r, () => scopeTable([[`${project}/${run}`, r]]));
+    });
+  runCap
+    .command('set <project> <run> <gpuHours>')
+    .description('cap a run (audited)')
+    .addOption(new Option('--policy <policy>').choices(['hard', 'soft']))
+    .option('--grace <percent>', 'soft only: how far past the cap, in percent')
+    .option('--reason <text>', 'why, for the audit log')
+    .action(async (project: string, run: string, hours: string, o: LimitOpts) => {
+      const { api, json } = client();
+      const r = await api.call('PUT', runPath(project, run), { gpuHours: num('gpuHours', hours), ...limitFields(o) });
+      print(json, r, () => scopeTable([[`${project}/${run}`, r]]));
+    });
+  runCap
+    .command('remove <project> <run>')
+    .description('remove a cap (the run is still counted)')
+    .option('--reason <text>', 'why, for the audit log')
+    .action(async (project: string, run: string, o: { reason?: string }) => {
+      const { api, json } = client();
+      const r = await api.call('DELETE', runPath(project, run), o.reason ? { reason: o.reason } : undefined);
+      print(json, r, () => `removed the cap of run ${project}/${run}`);
+    });
+
+  const exempt = program.command('exempt').description('job types admitted without counting (tracked separately)');
+  exempt.command('list').action(async () => {
+    const { api, json } = client();
+    const r = await api.call('GET', '/exempt-job-types');
+    print(json, r, () => (r.jobTypes.length ? r.jobTypes.join('\n') : '(no exempt job types)'));
+  });
+  for (const [name, method, what] of [['add', 'PUT', 'exempt'], ['remove', 'DELETE', 'counted again']] as const) {
+    exempt
+      .command(`${name} <jobType>`)
+      .option('--reason <text>', 'why, for the audit log')
+      .action(async (jobType: string, o: { reason?: string }) => {
+        const { api, json } = client();
+        const r = await api.call(method, `/exempt-job-types/${encodeURIComponent(jobType)}`, o.reason ? { reason: o.reason } : undefined);
+        print(json, r, () => `${jobType}: ${what}; exempt job types: ${r.jobTypes.join(', ') || '(none)'}`);
+      });
+  }
 
   const held = program.command('held').description('jobs waiting for budget');
   held
@@ -112,8 +208,50 @@ export function buildCli(out: (s: string) => void): Command {
   return program;
 }
 
-function budgetTable(b: Record<string, unknown>): string {
-  return table(['PROJECT', 'LIMIT', 'USED', 'RESERVED', 'REMAINING'], [[b.project, b.limitGpuHours, b.usedGpuHours, b.reservedGpuHours, b.remainingGpuHours]]) + '\n(GPU hours)';
+interface LimitOpts {
+  policy?: string;
+  grace?: string;
+  reason?: string | undefined;
+}
+
+/** A number argument, or a usage error naming it. */
+function num(what: string, raw: string): number {
+  const n = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(n)) throw new CommanderError(EXIT.usage, 'usage', `${what} must be a number, got "${raw}"`);
+  return n;
+}
+
+function limitFields(o: LimitOpts) {
+  return {
+    ...(o.policy ? { policy: o.policy } : {}),
+    ...(o.grace !== undefined ? { gracePercent: num('--grace', o.grace) } : {}),
+    ...(o.reason ? { reason: o.reason } : {}),
+  };
+}
+
+const runPath = (project: string, run: string) => `/projects/${encodeURIComponent(project)}/runs/${encodeURIComponent(run)}/cap`;
+
+/** One row per scope: limit (with what carried over or was adjusted), usage, remaining, next reset. */
+function scopeTable(rows: [string, Record<string, any>][]): string {
+  const limit = (s: Record<string, any>) =>
+    s.limitGpuHours === null ? 'none' : s.effectiveLimitGpuHours !== s.limitGpuHours ? `${s.effectiveLimitGpuHours} (${s.limitGpuHours} set)` : String(s.limitGpuHours);
+  return (
+    table(
+      ['SCOPE', 'PERIOD', 'LIMIT', 'USED', 'RESERVED', 'REMAINING', 'EXEMPT', 'POLICY', 'NEXT RESET'],
+      rows.map(([name, s]) => [
+        name, s.periodLabel ?? s.period, limit(s), s.usedGpuHours, s.reservedGpuHours, s.remainingGpuHours ?? '-',
+        s.exemptUsedGpuHours + s.exemptReservedGpuHours, s.policy + (s.gracePercent !== null ? ` +${s.gracePercent}%` : ''), s.nextResetAt ?? '-',
+      ]),
+    ) + '\n(GPU hours)'
+  );
+}
+
+function budgetTable(b: Record<string, any>): string {
+  return scopeTable([[`project ${b.project}`, b]]);
+}
+
+function quotaTable(q: Record<string, any>): string {
+  return scopeTable([[`${q.user} daily`, q.daily], [`${q.user} weekly`, q.weekly]]);
 }
 
 function age(s: number): string {
