@@ -100,6 +100,9 @@ export function createGatekeeper(deps: GatekeeperDeps) {
         });
         return;
       }
+      if (d.kind === 'admitted' && d.admission.softOver) {
+        log.warn({ jobId: id, project: data.project, user: data.user, softOver: d.admission.softOver }, 'admitted past a soft limit');
+      }
       // The derived job id makes a second add a no-op.
       if (d.kind === 'admitted' || d.state === 'reserved') {
         toExec.push({ name: job.name, data: { ...data, admission: d.admission }, opts: { jobId: execJobId(id), ...KEEP } });
