@@ -19,6 +19,7 @@ let held: HeldJobs;
 const viewerToken = 'test-viewer-token-0123456789';
 const token = 'test-admin-token-0123456789';
 const auth = { authorization: `Bearer ${token}` };
+const viewerAuth = { authorization: `Bearer ${viewerToken}` };
 
 beforeAll(async () => {
   t = await createTestEnv();
@@ -86,6 +87,41 @@ describe('budget API', () => {
     const r = await call('PUT', '/api/v1/projects/alpha/budget', body);
     expect(r).toEqual({ status, body: { error: { status, message } } });
     expect((await t.budgets.get('alpha'))!.limitGpuMs).toBe(hoursToGpuMs(1));
+  });
+
+  it('sets and shows a user quota per period, with its next reset', async () => {
+    const put = await call('PUT', '/api/v1/users/bob/quota', { daily: { gpuHours: 8 }, weekly: { gpuHours: 30, policy: 'soft', gracePercent: 10 }, reason: 'peak' });
+    expect(put.status).toBe(200);
+    // The env's budgets use an injected clock at 2026-11-25 12:00 UTC.
+    expect(put.body).toMatchObject({
+      user: 'bob',
+      daily: { scope: 'user-day:bob', period: 'day', periodLabel: '2026-11-25', nextResetAt: '2026-11-26T00:00:00.000Z', limitGpuHours: 8, usedGpuHours: 0, reservedGpuHours: 0, remainingGpuHours: 8, policy: 'hard' },
+      weekly: { scope: 'user-week:bob', periodLabel: 'W2026-11-23', nextResetAt: '2026-11-30T00:00:00.000Z', limitGpuHours: 30, policy: 'soft', gracePercent: 10 },
+    });
+    expect((await call('GET', '/api/v1/users/carol/quota', undefined, viewerAuth)).body).toMatchObject({ daily: { limitGpuHours: null, remainingGpuHours: null } });
+    expect((await call('PUT', '/api/v1/users/bob/quota', { daily: null })).body).toMatchObject({ daily: { limitGpuHours: null }, weekly: { limitGpuHours: 30 } });
+  });
+
+  it.each([
+    ['/users/bob/quota', 'PUT', {}, 'give daily and/or weekly (null removes one)'],
+    ['/users/bob/quota', 'PUT', { daily: 8 }, 'a quota must be an object { gpuHours, policy?, gracePercent? } or null'],
+    ['/users/bob/quota', 'PUT', { daily: { gpuHours: 8, policy: 'lenient' } }, 'policy must be "hard" or "soft"'],
+    ['/users/bob/quota', 'PUT', { weekly: { gpuHours: 8, gracePercent: 150 } }, 'gracePercent must be at most 100'],
+    ['/projects/alpha/budget', 'PUT', { gpuHours: 1, period: 'fortnight' }, 'period must be "none", "week" or "month"'],
+    ['/projects/alpha/budget/adjust', 'POST', { gpuHours: 0 }, 'gpuHours may not be 0'],
+    ['/projects/alpha/runs/bad%20run/cap', 'PUT', { gpuHours: 1 }, 'run must be 1-128 characters of A-Z a-z 0-9 . _ -'],
+  ])('%s %s with %j: 400 saying why, nothing changed', async (path, method, body, message) => {
+    const before = await t.budgets.quota('bob');
+    expect(await call(method, `/api/v1${path}`, body)).toEqual({ status: 400, body: { error: { status: 400, message } } });
+    expect(await t.budgets.quota('bob')).toEqual(before);
+    expect((await t.budgets.get('alpha'))!.limitGpuMs).toBe(hoursToGpuMs(1));
+  });
+
+  it('lets viewers read but not change exempt job types', async () => {
+    expect((await call('PUT', '/api/v1/exempt-job-types/draft', undefined, viewerAuth)).status).toBe(403);
+    expect((await call('PUT', '/api/v1/exempt-job-types/draft', { reason: 'drafts are free' })).body).toEqual({ jobTypes: ['draft'] });
+    expect((await call('GET', '/api/v1/exempt-job-types', undefined, viewerAuth)).body).toEqual({ jobTypes: ['draft'] });
+    expect((await call('DELETE', '/api/v1/exempt-job-types/draft')).body).toEqual({ jobTypes: [] });
   });
 
   it('rejects a bad project name', async () => {
