@@ -140,9 +140,9 @@ export function periodAt(kind: PeriodKind, atMs: number, timeZone: string): Peri
   checkInstant(atMs);
   const b = bounds(kind, wallAt(atMs, timeZone));
   const period: Period = { kind, label: b.label, start: instantOf(b.from, timeZone), end: instantOf(b.to, timeZone) };
-  // If the clock was ever set back across a period boundary (not at it), the
-  // repeated local times would still read as the old period after it ended.
-  // Keep periods contiguous and non-overlapping: such instants belong to the next one.
+  // A few zones set the clock back across midnight rather than at it (St. John's
+  // went 00:01 -> 23:01 until 2010), so for a while the local date reads as a day
+  // that has already ended. Periods must not overlap: count that in the next one.
   return atMs < period.end ? period : periodAt(kind, period.end, timeZone);
 }
 

@@ -201,6 +201,34 @@ describe('zones where local midnight does not exist', () => {
   });
 });
 
+describe('historical oddities (found by scanning every Intl zone for transitions across midnight)', () => {
+  it('America/Toronto 1919-03-31: the gap 23:30 -> 00:30 swallows midnight, so the day starts at 00:30 EDT', () => {
+    const tz = 'America/Toronto';
+    expect(wall(tz, Date.UTC(1919, 2, 31, 4, 30) - 1)).toBe('1919-03-30 23:29:59'); // EST
+    expect(wall(tz, Date.UTC(1919, 2, 31, 4, 30))).toBe('1919-03-31 00:30:00'); // EDT
+    const day = periodAt('day', Date.UTC(1919, 2, 31, 4, 30), tz);
+    expect(day).toEqual(p('day', '1919-03-31', Date.UTC(1919, 2, 31, 4, 30), Date.UTC(1919, 3, 1, 4)));
+    expect(previousPeriod(day, tz)).toEqual(
+      p('day', '1919-03-30', Date.UTC(1919, 2, 30, 5), Date.UTC(1919, 2, 31, 4, 30)),
+    );
+  });
+
+  it('America/St_Johns 2010-11-07: the clock fell back from 00:01 to 23:01; that repeated hour stays in the new day', () => {
+    const tz = 'America/St_Johns';
+    expect(wall(tz, Date.UTC(2010, 10, 7, 2, 30))).toBe('2010-11-07 00:00:00'); // NDT, -02:30
+    expect(wall(tz, Date.UTC(2010, 10, 7, 2, 31))).toBe('2010-11-06 23:01:00'); // NST, -03:30
+    // Periods never overlap: 2010-11-06 ended at its first midnight, so the hour
+    // that reads "Nov 6 23:xx" again is counted in 2010-11-07, which then lasts 25 h.
+    const nov7 = p('day', '2010-11-07', Date.UTC(2010, 10, 7, 2, 30), Date.UTC(2010, 10, 8, 3, 30));
+    expect(periodAt('day', Date.UTC(2010, 10, 7, 2, 30), tz)).toEqual(nov7);
+    expect(periodAt('day', Date.UTC(2010, 10, 7, 2, 45), tz)).toEqual(nov7);
+    expect(periodAt('day', Date.UTC(2010, 10, 7, 3, 30) - 1, tz)).toEqual(nov7);
+    expect(periodAt('day', Date.UTC(2010, 10, 7, 2, 30) - 1, tz)).toEqual(
+      p('day', '2010-11-06', Date.UTC(2010, 10, 6, 2, 30), Date.UTC(2010, 10, 7, 2, 30)),
+    );
+  });
+});
+
 describe('fixed positive and half-hour offsets', () => {
   it('Asia/Tokyo (+09:00) is already in the new year at 15:00 UTC on Dec 31', () => {
     const tz = 'Asia/Tokyo';
