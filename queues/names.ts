@@ -7,6 +7,7 @@ export interface QueueNames {
   readonly exec: string;
   readonly held: string;
   readonly rejected: string;
+  readonly webhooks: string;
 }
 
 export function queueNames(config: Config): QueueNames {

@@ -53,6 +53,12 @@ const Env = z.object({
   HELD_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-held'),
   /** Where invalid and cancelled jobs go, with their reason. @default gpu-rejected */
   REJECTED_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-rejected'),
+  /** Webhook deliveries (one job per event per webhook, retried with backoff). @default gpu-webhooks */
+  WEBHOOK_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-webhooks'),
+  /** How long one webhook request may take, in ms. @default 5000 */
+  WEBHOOK_TIMEOUT_MS: intFrom(5_000, 100),
+  /** Tries per webhook delivery (exponential backoff from 1 s). @default 10 */
+  WEBHOOK_ATTEMPTS: intFrom(10, 1),
   /** A job of a project with no budget: `hold` it (reason "no budget for project X") or `reject` it. @default hold */
   UNKNOWN_PROJECT_POLICY: z.enum(['hold', 'reject']).default('hold'),
   /** Largest estimate one job may carry, in GPU hours (at most 1,000,000). @default 10000 */
@@ -118,7 +124,9 @@ export interface Config {
   readonly dataDir: string;
   readonly port: number;
   readonly queuePrefix: string;
-  readonly queues: { readonly intake: string; readonly exec: string; readonly held: string; readonly rejected: string };
+  readonly queues: { readonly intake: string; readonly exec: string; readonly held: string; readonly rejected: string; readonly webhooks: string };
+  readonly webhookTimeoutMs: number;
+  readonly webhookAttempts: number;
   readonly unknownProjectPolicy: 'hold' | 'reject';
   readonly maxGpuHoursPerJob: number;
   readonly maxPayloadBytes: number;
@@ -173,7 +181,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dataDir: e.DATA_DIR,
     port: e.PORT,
     queuePrefix: e.QUEUE_PREFIX,
-    queues: Object.freeze({ intake: e.INTAKE_QUEUE, exec: e.EXEC_QUEUE, held: e.HELD_QUEUE, rejected: e.REJECTED_QUEUE }),
+    queues: Object.freeze({ intake: e.INTAKE_QUEUE, exec: e.EXEC_QUEUE, held: e.HELD_QUEUE, rejected: e.REJECTED_QUEUE, webhooks: e.WEBHOOK_QUEUE }),
+    webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,
+    webhookAttempts: e.WEBHOOK_ATTEMPTS,
     unknownProjectPolicy: e.UNKNOWN_PROJECT_POLICY,
     maxGpuHoursPerJob: e.MAX_GPU_HOURS_PER_JOB,
     maxPayloadBytes: e.MAX_PAYLOAD_BYTES,

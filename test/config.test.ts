@@ -10,7 +10,7 @@ describe('config', () => {
       databaseUrl: undefined,
       port: 3000,
       queuePrefix: 'bull',
-      queues: { intake: 'gpu-intake', exec: 'gpu-exec', held: 'gpu-held', rejected: 'gpu-rejected' },
+      queues: { intake: 'gpu-intake', exec: 'gpu-exec', held: 'gpu-held', rejected: 'gpu-rejected', webhooks: 'gpu-webhooks' },
       roles: ['gatekeeper', 'reconciler', 'scheduler', 'api'],
       timeZone: 'UTC',
       adminToken: undefined,

@@ -15,6 +15,9 @@ import { gpuMsToHours } from '../units.ts';
 import { periodAt } from '../periods.ts';
 import { systemClock, type Clock } from '../clock.ts';
 
+/** Percents of a limit that raise THRESHOLD_CROSSED unless a limit says otherwise. */
+export const DEFAULT_THRESHOLDS = [75, 90, 100];
+
 /** Changes made by the system itself (start-up, tests, the scheduler), not by a person. */
 export const SYSTEM: Actor = { name: 'system', role: 'admin' };
 
@@ -32,6 +35,8 @@ export interface ScopeView {
   gracePercent: number | null;
   rollover: boolean;
   rolloverCapGpuMs: number | null;
+  /** Warning thresholds in percent of the effective limit. */
+  thresholds: number[];
   /** As set; null: no limit (usage is still counted). */
   limitGpuMs: number | null;
   /** limit + carried over + adjusted, for this period. */
@@ -64,6 +69,8 @@ export interface LimitInput {
   period?: ScopePeriod;
   rollover?: boolean;
   rolloverCapGpuMs?: number | null;
+  /** Percents of the limit that raise THRESHOLD_CROSSED; null = 75, 90, 100; [] = none. */
+  thresholds?: number[] | null;
 }
 
 export interface QuotaView {
@@ -176,6 +183,7 @@ export class Budgets {
         gracePercent: row?.gracePercent ?? null,
         rollover: row?.rollover ?? false,
         rolloverCapGpuMs: row?.rolloverCapGpuMs ?? null,
+        thresholds: row ? (row.thresholds ?? DEFAULT_THRESHOLDS) : [],
         limitGpuMs: row?.limitGpuMs ?? null,
         effectiveLimitGpuMs: s.limitGpuMs,
         ceilingGpuMs: s.ceilingGpuMs,
@@ -214,6 +222,7 @@ export class Budgets {
         period: input.period ?? prior?.period ?? 'none',
         rollover: input.rollover ?? prior?.rollover ?? false,
         rolloverCapGpuMs: input.rolloverCapGpuMs !== undefined ? input.rolloverCapGpuMs : (prior?.rolloverCapGpuMs ?? null),
+        thresholds: input.thresholds !== undefined ? input.thresholds : (prior?.thresholds ?? null),
         setAt: prior?.setAt ?? this.clock.now(),
       };
       const row = await upsertLimit(db, scope, def);
@@ -281,6 +290,7 @@ function auditable(r: LimitRow) {
     limitGpuHours: gpuMsToHours(r.limitGpuMs),
     policy: r.policy,
     ...(r.gracePercent !== null ? { gracePercent: r.gracePercent } : {}),
+    ...(r.thresholds != null ? { thresholds: r.thresholds } : {}),
     period: r.period,
     ...(r.rollover ? { rollover: true, rolloverCapGpuHours: r.rolloverCapGpuMs === null ? null : gpuMsToHours(r.rolloverCapGpuMs) } : {}),
   };

@@ -73,6 +73,8 @@ export interface ScopeDefinition {
   rolloverCapGpuMs: number | null;
   /** When the budget was first set (a period before that has nothing to roll over). */
   setAt: number;
+  /** Percents of the limit that raise THRESHOLD_CROSSED; null = 75, 90, 100. */
+  thresholds?: number[] | null;
 }
 
 /** A scope as admission sees it now (see scope.lua). */
@@ -321,6 +323,7 @@ export class Accounting {
       setAt: String(d.setAt),
     };
     if (d.gracePercent !== null) fields.grace = String(d.gracePercent);
+    if (d.thresholds != null) fields.thresholds = d.thresholds.join(',');
     if (d.rolloverCapGpuMs !== null) fields.rolloverCap = String(d.rolloverCapGpuMs);
     await this.redis.multi().unlink(key).hset(key, fields).exec();
   }
@@ -336,6 +339,7 @@ export class Accounting {
       rollover: h.rollover === '1',
       rolloverCapGpuMs: h.rolloverCap === undefined ? null : Number(h.rolloverCap),
       setAt: Number(h.setAt ?? 0),
+      thresholds: h.thresholds === undefined ? null : h.thresholds.split(',').filter(Boolean).map(Number),
     };
   }
 

@@ -30,6 +30,16 @@ const gracePercent = z
   .nullable()
   .optional();
 
+const thresholds = z
+  .array(z.number({ error: 'thresholds must be numbers' }).int('thresholds must be whole percents').min(1, 'a threshold must be at least 1').max(1000, 'a threshold must be at most 1000'), {
+    error: 'thresholds must be an array of percents, e.g. [75, 90, 100]',
+  })
+  .max(10, 'at most 10 thresholds')
+  .refine((t) => new Set(t).size === t.length, 'thresholds must be distinct')
+  .transform((t) => [...t].sort((a, b) => a - b))
+  .nullable()
+  .optional();
+
 const BudgetBody = body({
   reason,
   gpuHours: gpuHours('gpuHours'),
@@ -38,6 +48,7 @@ const BudgetBody = body({
   rolloverCapGpuHours: gpuHours('rolloverCapGpuHours').nullable().optional(),
   policy,
   gracePercent,
+  thresholds,
 });
 
 const AdjustBody = body({
@@ -49,14 +60,14 @@ const AdjustBody = body({
 });
 
 const LimitBody = z.strictObject(
-  { gpuHours: gpuHours('gpuHours'), policy, gracePercent },
+  { gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds },
   { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'a quota must be an object { gpuHours, policy?, gracePercent? } or null') },
 );
 const QuotaBody = body({ reason, daily: LimitBody.nullable().optional(), weekly: LimitBody.nullable().optional() }).refine(
   (b) => b.daily !== undefined || b.weekly !== undefined,
   'give daily and/or weekly (null removes one)',
 );
-const RunCapBody = body({ reason, gpuHours: gpuHours('gpuHours'), policy, gracePercent });
+const RunCapBody = body({ reason, gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds });
 const ReasonBody = body({ reason }).optional();
 
 export function nameParam(what: string, raw: string): string {
@@ -78,6 +89,7 @@ export function scopeJson(v: ScopeView) {
     nextResetAt: iso(v.nextResetAt),
     policy: v.policy,
     gracePercent: v.gracePercent,
+    thresholds: v.thresholds,
     limitGpuHours: hours(v.limitGpuMs),
     ...(v.rollover ? { rollover: true, rolloverCapGpuHours: hours(v.rolloverCapGpuMs), carriedOverGpuHours: hours(v.carryGpuMs) } : {}),
     ...(v.adjustGpuMs !== 0 ? { adjustedGpuHours: hours(v.adjustGpuMs) } : {}),
@@ -106,6 +118,7 @@ export function budgetRoutes(budgets: Budgets): Router {
       ...(b.rolloverCapGpuHours !== undefined ? { rolloverCapGpuMs: b.rolloverCapGpuHours === null ? null : hoursToGpuMs(b.rolloverCapGpuHours) } : {}),
       ...(b.policy !== undefined ? { policy: b.policy } : {}),
       ...(b.gracePercent !== undefined ? { gracePercent: b.gracePercent } : {}),
+      ...(b.thresholds !== undefined ? { thresholds: b.thresholds } : {}),
     });
     res.json(budgetJson(project, view));
   });
@@ -131,7 +144,7 @@ export function budgetRoutes(budgets: Budgets): Router {
     const user = nameParam('user', req.params.user);
     const b = parseBody(QuotaBody, req.body);
     const limit = (l: z.infer<typeof LimitBody> | null | undefined) =>
-      l === undefined ? undefined : l === null ? null : { limitGpuMs: hoursToGpuMs(l.gpuHours), ...(l.policy ? { policy: l.policy } : {}), ...(l.gracePercent !== undefined ? { gracePercent: l.gracePercent } : {}) };
+      l === undefined ? undefined : l === null ? null : { limitGpuMs: hoursToGpuMs(l.gpuHours), ...limitOptions(l) };
     const q = await budgets.setQuota(user, { daily: limit(b.daily), weekly: limit(b.weekly) }, actorOf(res), b.reason ?? null);
     res.json({ user: q.user, daily: scopeJson(q.daily), weekly: scopeJson(q.weekly) });
   });
@@ -143,7 +156,7 @@ export function budgetRoutes(budgets: Budgets): Router {
   r.put('/projects/:project/runs/:run/cap', async (req, res) => {
     const [project, run] = [projectParam(req.params.project), nameParam('run', req.params.run)];
     const b = parseBody(RunCapBody, req.body);
-    const input = { limitGpuMs: hoursToGpuMs(b.gpuHours), ...(b.policy ? { policy: b.policy } : {}), ...(b.gracePercent !== undefined ? { gracePercent: b.gracePercent } : {}) };
+    const input = { limitGpuMs: hoursToGpuMs(b.gpuHours), ...limitOptions(b) };
     res.json({ project, run, ...scopeJson(await budgets.setRunCap(project, run, input, actorOf(res), b.reason ?? null)) });
   });
   r.delete('/projects/:project/runs/:run/cap', async (req, res) => {
@@ -164,6 +177,15 @@ export function budgetRoutes(budgets: Budgets): Router {
     res.json({ jobTypes: await budgets.setExempt(jobTypeParam(req.params.jobType), false, actorOf(res), b?.reason ?? null) });
   });
   return r;
+}
+
+/** The optional settings every limit shares, as given (omitted = keep). */
+function limitOptions(b: { policy?: 'hard' | 'soft' | undefined; gracePercent?: number | null | undefined; thresholds?: number[] | null | undefined }) {
+  return {
+    ...(b.policy ? { policy: b.policy } : {}),
+    ...(b.gracePercent !== undefined ? { gracePercent: b.gracePercent } : {}),
+    ...(b.thresholds !== undefined ? { thresholds: b.thresholds } : {}),
+  };
 }
 
 /** Job types are free text on the intake contract (1-128 characters). */

@@ -7,18 +7,18 @@ export interface LimitRow extends ScopeDefinition {
   updatedAt: Date;
 }
 
-const COLUMNS = 'scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, set_at, updated_at';
+const COLUMNS = 'scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, set_at, updated_at';
 
 /** Insert or replace a limit; set_at stays what it was when the limit was first set. */
 export async function upsertLimit(db: Queryable, scope: string, d: ScopeDefinition): Promise<LimitRow> {
   const r = await db.query(
-    `INSERT INTO limits (scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, set_at)
-     VALUES ($1::text, $2::bigint, $3::text, $4::integer, $5::text, $6::boolean, $7::bigint, to_timestamp($8::double precision / 1000))
+    `INSERT INTO limits (scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, set_at)
+     VALUES ($1::text, $2::bigint, $3::text, $4::integer, $5::text, $6::boolean, $7::bigint, $8::integer[], to_timestamp($9::double precision / 1000))
      ON CONFLICT (scope) DO UPDATE SET limit_gpu_ms = EXCLUDED.limit_gpu_ms, policy = EXCLUDED.policy,
        grace_pct = EXCLUDED.grace_pct, period = EXCLUDED.period, rollover = EXCLUDED.rollover,
-       rollover_cap_gpu_ms = EXCLUDED.rollover_cap_gpu_ms, updated_at = now()
+       rollover_cap_gpu_ms = EXCLUDED.rollover_cap_gpu_ms, thresholds = EXCLUDED.thresholds, updated_at = now()
      RETURNING ${COLUMNS}`,
-    [scope, d.limitGpuMs, d.policy, d.gracePercent, d.period, d.rollover, d.rolloverCapGpuMs, d.setAt],
+    [scope, d.limitGpuMs, d.policy, d.gracePercent, d.period, d.rollover, d.rolloverCapGpuMs, d.thresholds ?? null, d.setAt],
   );
   return toRow(r.rows[0]);
 }
@@ -59,6 +59,7 @@ interface Raw {
   period: ScopeDefinition['period'];
   rollover: boolean;
   rollover_cap_gpu_ms: number | null;
+  thresholds: number[] | null;
   set_at: Date;
   updated_at: Date;
 }
@@ -72,6 +73,7 @@ function toRow(r: Raw): LimitRow {
     period: r.period,
     rollover: r.rollover,
     rolloverCapGpuMs: r.rollover_cap_gpu_ms === null ? null : Number(r.rollover_cap_gpu_ms),
+    thresholds: r.thresholds,
     setAt: r.set_at.getTime(),
     updatedAt: r.updated_at,
   };

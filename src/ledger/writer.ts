@@ -9,112 +9,38 @@
  * after `claimIdleMs`) and the insert is a no-op. Postgres down: nothing is
  * acknowledged, the stream keeps the entries, and the loop retries.
  */
-import { hostname } from 'node:os';
-import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
+import { StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../streams/consumer.ts';
 
-const GROUP = 'ledger-writers';
-
-interface Entry {
-  id: string;
-  /** One ledger row per job the stream entry carries. */
-  rows: LedgerRow[];
-}
-
-export interface LedgerWriterOptions {
-  batchSize?: number;
-  blockMs?: number;
-  claimIdleMs?: number;
-}
+export type LedgerWriterOptions = Omit<StreamConsumerOptions, 'deleteAfterAck'>;
 
 export class LedgerWriter {
-  private readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  private running = false;
-  private loop: Promise<void> | null = null;
-  private readonly batchSize: number;
-  private readonly blockMs: number;
-  private readonly claimIdleMs: number;
+  private readonly consumer: StreamConsumer;
 
   constructor(
-    private readonly redis: Redis,
-    private readonly streamKey: string,
+    redis: Redis,
+    streamKey: string,
     private readonly pool: Pool,
-    private readonly log: Logger,
+    log: Logger,
     opts: LedgerWriterOptions = {},
   ) {
-    this.batchSize = opts.batchSize ?? 500;
-    this.blockMs = opts.blockMs ?? 500;
-    this.claimIdleMs = opts.claimIdleMs ?? 30_000;
+    // The ledger stream is a queue into Postgres: entries are deleted once written.
+    this.consumer = new StreamConsumer(redis, streamKey, 'ledger-writers', log, (e) => this.write(e), { ...opts, deleteAfterAck: true });
   }
 
-  async start(): Promise<void> {
-    await this.ensureGroup();
-    this.running = true;
-    this.loop = this.run();
+  start(): Promise<void> {
+    return this.consumer.start();
   }
 
-  async stop(): Promise<void> {
-    this.running = false;
-    await this.loop;
+  stop(): Promise<void> {
+    return this.consumer.stop();
   }
 
-  private async ensureGroup(): Promise<void> {
-    try {
-      await this.redis.xgroup('CREATE', this.streamKey, GROUP, '0', 'MKSTREAM');
-    } catch (err) {
-      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
-    }
-  }
-
-  private async run(): Promise<void> {
-    let backoffMs = 100;
-    let lastClaim = 0;
-    while (this.running) {
-      try {
-        await this.drainOnce();
-        backoffMs = 100;
-        // Entries a dead writer read but never acknowledged: taken over on a
-        // timer, so a busy stream cannot starve them.
-        if (Date.now() - lastClaim >= this.claimIdleMs / 2) {
-          lastClaim = Date.now();
-          await this.claimStale();
-        }
-      } catch (err) {
-        // The stream or its group was deleted (a Redis restored from an old
-        // snapshot, say): make them again and go on.
-        if (String((err as Error).message).includes('NOGROUP')) await this.ensureGroup().catch(() => {});
-        this.log.error({ err, backoffMs }, 'ledger writer: batch failed; will retry');
-        await sleep(backoffMs);
-        backoffMs = Math.min(backoffMs * 2, 5_000);
-      }
-    }
-  }
-
-  /** Write one batch: our pending entries first (claimed ones), then new ones. Returns how many. */
-  async drainOnce(): Promise<number> {
-    const pending = await this.read('0');
-    const entries = pending.length > 0 ? pending : await this.read('>');
-    if (entries.length === 0) return 0;
-    await this.write(entries);
-    return entries.length;
-  }
-
-  private async read(from: '0' | '>'): Promise<Entry[]> {
-    const res =
-      from === '>'
-        ? await this.redis.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', this.batchSize, 'BLOCK', this.blockMs, 'STREAMS', this.streamKey, from)
-        : await this.redis.xreadgroup('GROUP', GROUP, this.consumer, 'COUNT', this.batchSize, 'STREAMS', this.streamKey, from);
-    if (!res) return [];
-    const [, messages] = (res as [string, [string, string[] | null][]][])[0]!;
-    // A pending entry whose message was deleted comes back with null fields.
-    return messages.filter(([, f]) => f !== null).map(([id, flat]) => ({ id, rows: parseEntry(flat!) }));
-  }
-
-  /** Take over entries another writer read but never acknowledged (it died). */
-  private async claimStale(): Promise<void> {
-    await this.redis.xautoclaim(this.streamKey, GROUP, this.consumer, this.claimIdleMs, '0', 'COUNT', this.batchSize);
+  /** Write one batch; returns how many stream entries it took. */
+  drainOnce(): Promise<number> {
+    return this.consumer.drainOnce();
   }
 
   /**
@@ -122,8 +48,8 @@ export class LedgerWriter {
    * parameters through unnest, so a backlog of many batched reserve entries
    * never meets Postgres' 65,535-parameter limit.
    */
-  private async write(entries: Entry[]): Promise<void> {
-    const rows = entries.flatMap((e) => e.rows);
+  private async write(entries: StreamEntry[]): Promise<void> {
+    const rows = entries.flatMap((e) => parseEntry(e.fields));
     const col = <K extends keyof LedgerRow>(k: K) => rows.map((r) => r[k]);
     await this.pool.query(
       `INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
@@ -141,8 +67,6 @@ export class LedgerWriter {
         col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'), col('exempt'),
       ],
     );
-    const ids = entries.map((e) => e.id);
-    await this.redis.multi().xack(this.streamKey, GROUP, ...ids).xdel(this.streamKey, ...ids).exec();
   }
 }
 
@@ -198,5 +122,3 @@ export function parseEntry(flat: string[]): LedgerRow[] {
     };
   });
 }
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -8,6 +8,9 @@
   one job it is given, at once, whatever its lines and limits.) A job that
   still does not fit moves to the lines of the scopes it now misses.
 
+  Events: JOB_RELEASED (fifo) or JOB_OVERRIDDEN (override) per job admitted,
+  and THRESHOLD_CROSSED as in reserve.lua.
+
   Scopes are resolved for the periods of now (a job held yesterday by its
   daily quota is measured against today's), see includes/scopes.lua.
 
@@ -40,6 +43,7 @@ local now, mode, note, base = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local scopeOf = scopeReader(base, cjson.decode(ARGV[5]), tonumber(now))
 
 local results = {}
+local events = {}
 for a = 6, #ARGV do
   local jobId = ARGV[a]
   local resKey = base .. 'res:' .. jobId
@@ -81,6 +85,9 @@ for a = 6, #ARGV do
         writeInit(s)
         redis.call('HINCRBY', s.key, 'reserved', r[1])
         s.reserved = s.reserved + need
+        crossings(s, jobId, events)
+        rearmExhausted(s)
+        writeCrossed(s)
       end
       local scopeIds = ids(scopes)
       redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now, 'scopes', scopeIds)
@@ -92,9 +99,12 @@ for a = 6, #ARGV do
       redis.call('XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now, 'note', note,
         'override', mode == 'override' and '1' or '0',
         'jobId', jobId, 'estimated', r[1], 'scopes', scopeIds, 'meta', r[4], 'exempt', '0')
+      events[#events + 1] = { mode == 'override' and 'JOB_OVERRIDDEN' or 'JOB_RELEASED', 'jobId', jobId,
+        'meta', r[4], 'amount', r[1], 'note', note }
       out = { 1, need, scopeIds }
     end
   end
   results[#results + 1] = out
 end
+emit(base, events, now)
 return results

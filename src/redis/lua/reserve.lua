@@ -16,6 +16,10 @@
   Exempt job types (a set admins configure) are admitted without counting
   against any limit; their hours are tracked in exemptReserved/exemptUsed.
 
+  Events (appended to the events stream in the same atomic step, see
+  includes/scopes.lua): THRESHOLD_CROSSED once per threshold per crossing,
+  BUDGET_EXHAUSTED when a job is held at a hard limit, JOB_HELD per new hold.
+
   Input:
     KEYS[1]    open-reservations zset     (member job id, score admittedAt)
     KEYS[2]    ledger stream              (drained into Postgres)
@@ -82,6 +86,7 @@ local function waiting(scopeBase)
 end
 
 local results = {}
+local events = {}
 local touched = {}      -- scope states to write, in first-touch order
 local admitted, held = {}, {}
 local seenHere = {}     -- reservation key -> result, for a job listed twice in one batch
@@ -130,6 +135,16 @@ for j = 1, #batch do
         if not inLine[b] and waiting(b) > 0 then lines[#lines + 1] = b end
       end
       for _, b in ipairs(lines) do lineLength[b] = waiting(b) + 1 end
+      local byBase = {}
+      for _, sc in ipairs(scopes) do byBase[sc.base] = sc end
+      local flat = {}
+      for i = 1, #short, 5 do
+        if short[i + 1] == 2 then exhausted(byBase[short[i]], jobId, events) end
+        flat[#flat + 1] = table.concat({ short[i], short[i + 1], string.format('%.0f', short[i + 2]),
+          string.format('%.0f', short[i + 3]), string.format('%.0f', short[i + 4]) }, '|')
+      end
+      events[#events + 1] = { 'JOB_HELD', 'jobId', jobId, 'meta', meta, 'amount', amount,
+        'ahead', tostring(ahead), 'line', line or '', 'misfits', table.concat(flat, ';') }
       held[#held + 1] = { resKey, project, jobId, amount, table.concat(bases, ','), meta, order, lines }
       r = ahead > 0 and { 4, ahead, line, #short / 5 } or { 0, #short / 5 }
       for _, v in ipairs(short) do r[#r + 1] = v end
@@ -141,6 +156,8 @@ for j = 1, #batch do
         else
           s.reserved = s.reserved + need
           s.delta = s.delta + need
+          crossings(s, jobId, events)
+          rearmExhausted(s)
         end
       end
       local scopeIds = ids(scopes)
@@ -160,6 +177,7 @@ end
 
 for _, s in ipairs(touched) do
   writeInit(s)
+  writeCrossed(s)
   if s.delta > 0 then redis.call('HINCRBY', s.key, 'reserved', string.format('%.0f', s.delta)) end
   if s.exemptDelta > 0 then redis.call('HINCRBY', s.key, 'exemptReserved', string.format('%.0f', s.exemptDelta)) end
 end
@@ -186,4 +204,5 @@ for _, h in ipairs(held) do
   redis.call('ZADD', allHeldKey, h[7], h[3])
   for _, b in ipairs(h[8]) do redis.call('ZADD', base .. 'line:' .. b, h[7], h[3]) end
 end
+emit(base, events, now)
 return results

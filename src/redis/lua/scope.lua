@@ -25,6 +25,7 @@ local out = {}
 for a = 4, #ARGV do
   local s = scopeOf(ARGV[a])
   writeInit(s)
+  writeCrossed(s)
   local c = redis.call('HMGET', s.key, 'carry', 'adjust', 'exemptUsed', 'exemptReserved')
   local f = function(n) return string.format('%.0f', n) end
   out[#out + 1] = { s.id, s.limit and f(s.limit) or '-1', s.ceiling and f(s.ceiling) or '-1', f(s.used), f(s.reserved),

@@ -6,6 +6,8 @@
   those of the periods it was admitted in (its scope ids carry them), so a job
   admitted at 23:59 and finished after midnight is charged to the day it was
   admitted in. An exempt job moves exemptReserved to exemptUsed instead.
+  A job that ran over its estimate may cross a threshold: THRESHOLD_CROSSED
+  events as in reserve.lua, in the same atomic step.
 
   Input:
     KEYS[1]    reservation hash of this job
@@ -27,6 +29,8 @@
     { -1 }                      no reservation for this job (none, or held or cancelled)
     { -2, scopes }              the given scopes are not the reservation's (caller bug)
 ]]
+-- @include scopes
+
 local resKey    = KEYS[1]
 local openKey   = KEYS[2]
 local ledgerKey = KEYS[3]
@@ -62,6 +66,26 @@ if exempt then reservedField, usedField = 'exemptReserved', 'exemptUsed' end
 for i = 1, nScopes do
   redis.call('HINCRBY', KEYS[3 + i], reservedField, '-' .. amount)
   redis.call('HINCRBY', KEYS[3 + i], usedField, actual)
+end
+if not exempt and tonumber(actual) > tonumber(amount) then
+  -- Usage grew: judge thresholds as reserve does (same key base as 'open').
+  local base = string.sub(openKey, 1, -5)
+  local events = {}
+  for i = 1, nScopes do
+    local id = ARGV[6 + i]
+    local scopeBase = string.match(id, '^([^@]+)')
+    local d = redis.call('HMGET', base .. 'def:' .. scopeBase, 'limit', 'thresholds')
+    if d[1] then
+      local c = redis.call('HMGET', KEYS[3 + i], 'used', 'reserved', 'carry', 'adjust', 'crossed', 'crossedLimit')
+      local st = { base = scopeBase, id = id, key = KEYS[3 + i], used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
+        limit = tonumber(d[1]) + tonumber(c[3] or '0') + tonumber(c[4] or '0'), thresholds = {} }
+      for t in string.gmatch(d[2] or '75,90,100', '%d+') do st.thresholds[#st.thresholds + 1] = tonumber(t) end
+      loadCrossed(st, c[5], c[6])
+      crossings(st, jobId, events)
+      writeCrossed(st)
+    end
+  end
+  emit(base, events, now)
 end
 redis.call('HSET', resKey, 'state', 'settled', 'actual', actual, 'settledAt', now)
 redis.call('EXPIRE', resKey, retain)

@@ -13,6 +13,8 @@
     rollover     '1': a new period starts with the previous one's unused part
     rolloverCap  integer GPU-ms: the most that rolls over (absent: all of it)
     setAt        epoch ms the budget was first set
+    thresholds   percents of the effective limit that raise a warning event
+                 when used + reserved reaches them (absent: 75,90,100; '' none)
   Its counters live per period, '<base key>scope:<scope id>', where the scope
   id is the base for one-off scopes and '<base>@<period label>' otherwise, so a
   new period starts at zero by itself, whatever ran (or did not) at midnight:
@@ -21,6 +23,11 @@
     carry                           rolled over from the previous period
     adjust                          admins' manual adjustment of this period
     init                            '1' once carry has been computed
+    crossed, crossedLimit           thresholds crossed this period (and 'x' once a
+                                    job was held at the hard limit), and the limit
+                                    they were judged against: each fires once per
+                                    crossing; a changed limit that brings usage back
+                                    under one re-arms it (settling for less does not)
 
   The effective limit of a period is limit + carry + adjust.
 
@@ -33,6 +40,90 @@
 ]]
 local FIXED_PERIOD = { ['user-day'] = 'day', ['user-week'] = 'week' }
 local OPTIONAL = { ['user-day'] = true, ['user-week'] = true, ['run'] = true }
+
+--[[ at(limit, pct): the usage at which pct percent of limit is reached, exactly (no 2^53 overflow). ]]
+local function at(limit, pct)
+  local whole = math.floor(limit / 100)
+  return whole * pct + math.ceil((limit - whole * 100) * pct / 100)
+end
+
+--[[
+  loadCrossed(s, csv, crossedLimit): the thresholds crossed so far this
+  period. If the limit changed since they were judged (an admin raised it),
+  one that usage is now under re-arms, so the next crossing fires again.
+]]
+local function loadCrossed(s, csv, crossedLimit)
+  s.crossed, s.crossedDirty = {}, false
+  local changed = crossedLimit ~= nil and tonumber(crossedLimit) ~= s.limit
+  for t in string.gmatch(csv or '', '[^,]+') do
+    local pct = tonumber(t)
+    if changed and pct and s.used + s.reserved < at(s.limit, pct) then
+      s.crossedDirty = true
+    else
+      s.crossed[t] = true
+    end
+  end
+  if changed then s.crossedDirty = true end
+end
+
+--[[ writeCrossed(s): persist the crossed set if it changed. ]]
+local function writeCrossed(s)
+  if not s.crossedDirty then return end
+  local out = {}
+  for t in pairs(s.crossed) do out[#out + 1] = t end
+  table.sort(out)
+  redis.call('HSET', s.key, 'crossed', table.concat(out, ','), 'crossedLimit', string.format('%.0f', s.limit))
+  s.crossedDirty = false
+end
+
+--[[
+  crossings(s, jobId, events): after usage of s grew (a job admitted, or one
+  that settled above its estimate), add a THRESHOLD_CROSSED event for each
+  threshold now reached that had not fired this period.
+]]
+local function crossings(s, jobId, events)
+  if not s.limit or not s.thresholds then return end
+  local total = s.used + s.reserved
+  for _, pct in ipairs(s.thresholds) do
+    local key = tostring(pct)
+    if not s.crossed[key] and total >= at(s.limit, pct) then
+      s.crossed[key], s.crossedDirty = true, true
+      events[#events + 1] = { 'THRESHOLD_CROSSED', 'jobId', jobId, 'scope', s.base, 'counterId', s.id,
+        'threshold', key, 'used', string.format('%.0f', s.used), 'reserved', string.format('%.0f', s.reserved),
+        'limit', string.format('%.0f', s.limit) }
+    end
+  end
+end
+
+--[[
+  exhausted(s, jobId, events): a job was held at s's hard limit: a
+  BUDGET_EXHAUSTED event, once until a job is admitted against s again.
+]]
+local function exhausted(s, jobId, events)
+  if not s.limit or not s.crossed or s.crossed.x then return end
+  s.crossed.x, s.crossedDirty = true, true
+  events[#events + 1] = { 'BUDGET_EXHAUSTED', 'jobId', jobId, 'scope', s.base, 'counterId', s.id,
+    'used', string.format('%.0f', s.used), 'reserved', string.format('%.0f', s.reserved),
+    'limit', string.format('%.0f', s.limit) }
+end
+
+--[[ rearmExhausted(s): a job fits s again. ]]
+local function rearmExhausted(s)
+  if s.crossed and s.crossed.x then s.crossed.x, s.crossedDirty = nil, true end
+end
+
+--[[
+  emit(keyBase, events, now): append the events to the events stream (after
+  every other write of the call, so one call's events are atomic with it).
+  The stream is capped; Postgres keeps them all.
+]]
+local function emit(keyBase, events, now)
+  for _, e in ipairs(events) do
+    local args = { 'XADD', keyBase .. 'events', 'MAXLEN', '~', '100000', '*', 'type', e[1], 'v', '1', 'at', now }
+    for i = 2, #e do args[#args + 1] = e[i] end
+    redis.call(unpack(args))
+  end
+end
 
 --[[
   scopeReader(keyBase, periods, now): a function base -> scope state, read
@@ -50,12 +141,12 @@ local function scopeReader(keyBase, periods, now)
     local s = cache[scopeBase]
     if s then return s end
     local d = redis.call('HMGET', keyBase .. 'def:' .. scopeBase,
-      'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt')
+      'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt', 'thresholds')
     local kind = string.match(scopeBase, '^([^:]+):') or scopeBase
     local p = periods[FIXED_PERIOD[kind] or d[4] or 'none']
     local id = p and (scopeBase .. '@' .. p.label) or scopeBase
     local key = keyBase .. 'scope:' .. id
-    local c = redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'init')
+    local c = redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'init', 'crossed', 'crossedLimit')
     s = { base = scopeBase, id = id, key = key, optional = OPTIONAL[kind] or false,
           used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
           delta = 0, exemptDelta = 0, soft = d[2] == 'soft' }
@@ -87,6 +178,9 @@ local function scopeReader(keyBase, periods, now)
         local whole = math.floor(s.limit / 100)
         s.ceiling = whole * g + math.floor((s.limit - whole * 100) * g / 100)
       end
+      s.thresholds = {}
+      for t in string.gmatch(d[8] or '75,90,100', '%d+') do s.thresholds[#s.thresholds + 1] = tonumber(t) end
+      loadCrossed(s, c[6], c[7])
     end
     cache[scopeBase] = s
     return s

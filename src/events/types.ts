@@ -1,0 +1,60 @@
+/**
+ * The event bus contract: every event gpu-gatekeeper emits, as versioned
+ * JSON. The same object is stored in Postgres (`events`, listed as alerts),
+ * and POSTed to webhooks. Amounts are given twice: exact integer GPU-ms and
+ * decimal GPU hours for people.
+ *
+ * Version 1. A new field is added without a version change; a field removed or
+ * changing meaning bumps `version` for that event type.
+ */
+export const EVENT_VERSION = 1;
+
+export const EVENT_TYPES = [
+  'THRESHOLD_CROSSED',
+  'BUDGET_EXHAUSTED',
+  'JOB_HELD',
+  'JOB_REJECTED',
+  'JOB_RELEASED',
+  'JOB_OVERRIDDEN',
+  'BUDGET_CHANGED',
+  'QUOTA_RESET',
+] as const;
+export type EventType = (typeof EVENT_TYPES)[number];
+
+/** A scope's numbers at the moment of the event (current period). */
+export interface ScopeNumbers {
+  /** Scope base, e.g. 'project:alpha', 'user-day:bob'. */
+  scope: string;
+  /** Counter id: the scope, or '<scope>@<period label>'. */
+  counterId: string;
+  usedGpuMs: number;
+  reservedGpuMs: number;
+  /** Effective limit of the period (limit + carry + adjust). */
+  limitGpuMs: number;
+  remainingGpuMs: number;
+  usedGpuHours: number;
+  reservedGpuHours: number;
+  limitGpuHours: number;
+  remainingGpuHours: number;
+}
+
+export interface EventData {
+  THRESHOLD_CROSSED: ScopeNumbers & { thresholdPercent: number; jobId: string };
+  BUDGET_EXHAUSTED: ScopeNumbers & { jobId: string };
+  JOB_HELD: { jobId: string; project: string; user: string; jobType?: string; estimatedGpuHours: number; reason: string };
+  JOB_REJECTED: { jobId: string; project?: string; user?: string; reason: string; by: string };
+  JOB_RELEASED: { jobId: string; project: string; user: string; reservedGpuHours: number; by: string };
+  JOB_OVERRIDDEN: { jobId: string; project: string; user: string; reservedGpuHours: number; by: string };
+  BUDGET_CHANGED: { scope: string; action: string; before: unknown; after: unknown; by: string; reason: string | null };
+  QUOTA_RESET: { periods: string[]; labels: Record<string, string>; releasedJobs: number };
+}
+
+export interface GatekeeperEvent<T extends EventType = EventType> {
+  /** Postgres id (also the alert id). */
+  id: number;
+  type: T;
+  version: number;
+  /** ISO time the event happened. */
+  at: string;
+  data: EventData[T];
+}

@@ -1,0 +1,120 @@
+/**
+ * Reads a Redis stream through a consumer group, at least once: entries are
+ * handed to `handle` in batches and acknowledged only after it succeeds, so
+ * `handle` must be idempotent (the ledger and event store insert with
+ * ON CONFLICT DO NOTHING). A consumer killed between handling and XACK has
+ * its entries re-read (its own pending list on restart) or claimed by another
+ * consumer after `claimIdleMs`. A failing `handle` (Postgres down) acknowledges
+ * nothing; the loop backs off and retries.
+ */
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import type { Logger } from '../log.ts';
+
+export interface StreamEntry {
+  id: string;
+  /** Field, value, field, value, ... as stored. */
+  fields: string[];
+}
+
+export interface StreamConsumerOptions {
+  batchSize?: number;
+  blockMs?: number;
+  claimIdleMs?: number;
+  /** XDEL after XACK (the stream is a queue, not a log others read). */
+  deleteAfterAck?: boolean;
+}
+
+export class StreamConsumer {
+  private readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  private running = false;
+  private loop: Promise<void> | null = null;
+  private readonly batchSize: number;
+  private readonly blockMs: number;
+  private readonly claimIdleMs: number;
+  private readonly deleteAfterAck: boolean;
+
+  constructor(
+    private readonly redis: Redis,
+    private readonly streamKey: string,
+    private readonly group: string,
+    private readonly log: Logger,
+    private readonly handle: (entries: StreamEntry[]) => Promise<void>,
+    opts: StreamConsumerOptions = {},
+  ) {
+    this.batchSize = opts.batchSize ?? 500;
+    this.blockMs = opts.blockMs ?? 500;
+    this.claimIdleMs = opts.claimIdleMs ?? 30_000;
+    this.deleteAfterAck = opts.deleteAfterAck ?? false;
+  }
+
+  async start(): Promise<void> {
+    await this.ensureGroup();
+    this.running = true;
+    this.loop = this.run();
+  }
+
+  async stop(): Promise<void> {
+    this.running = false;
+    await this.loop;
+  }
+
+  private async ensureGroup(): Promise<void> {
+    try {
+      await this.redis.xgroup('CREATE', this.streamKey, this.group, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+    }
+  }
+
+  private async run(): Promise<void> {
+    let backoffMs = 100;
+    let lastClaim = 0;
+    while (this.running) {
+      try {
+        await this.drainOnce();
+        backoffMs = 100;
+        // Entries a dead consumer read but never acknowledged: taken over on
+        // a timer, so a busy stream cannot starve them.
+        if (Date.now() - lastClaim >= this.claimIdleMs / 2) {
+          lastClaim = Date.now();
+          await this.redis.xautoclaim(this.streamKey, this.group, this.consumer, this.claimIdleMs, '0', 'COUNT', this.batchSize);
+        }
+      } catch (err) {
+        // The stream or its group was deleted (a Redis restored from an old
+        // snapshot, say): make them again and go on.
+        if (String((err as Error).message).includes('NOGROUP')) await this.ensureGroup().catch(() => {});
+        this.log.error({ err, stream: this.streamKey, backoffMs }, 'stream consumer: batch failed; will retry');
+        await sleep(backoffMs);
+        backoffMs = Math.min(backoffMs * 2, 5_000);
+      }
+    }
+  }
+
+  /** Handle one batch: our pending entries first (claimed ones), then new ones. Returns how many. */
+  async drainOnce(): Promise<number> {
+    const pending = await this.read('0');
+    const entries = pending.length > 0 ? pending : await this.read('>');
+    if (entries.length === 0) return 0;
+    await this.handle(entries);
+    const ids = entries.map((e) => e.id);
+    const m = this.redis.multi().xack(this.streamKey, this.group, ...ids);
+    if (this.deleteAfterAck) m.xdel(this.streamKey, ...ids);
+    await m.exec();
+    return entries.length;
+  }
+
+  private async read(from: '0' | '>'): Promise<StreamEntry[]> {
+    const res =
+      from === '>'
+        ? await this.redis.xreadgroup('GROUP', this.group, this.consumer, 'COUNT', this.batchSize, 'BLOCK', this.blockMs, 'STREAMS', this.streamKey, from)
+        : await this.redis.xreadgroup('GROUP', this.group, this.consumer, 'COUNT', this.batchSize, 'STREAMS', this.streamKey, from);
+    if (!res) return [];
+    const [, messages] = (res as [string, [string, string[] | null][]][])[0]!;
+    // A pending entry whose message was deleted comes back with null fields.
+    return messages.filter(([, f]) => f !== null).map(([id, fields]) => ({ id, fields: fields! }));
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
