@@ -1,0 +1,140 @@
+/**
+ * The webhook registry (Postgres `webhooks`) and the delivery job contract.
+ *
+ * One delivery job per event per webhook on the webhooks queue
+ * (workers/webhook-delivery.ts POSTs it). The secret stays in Postgres: job
+ * data is visible in Redis and Bull Board, so the worker looks the secret up
+ * by webhook id instead.
+ */
+import { randomBytes } from 'node:crypto';
+import type { BackoffOptions, Queue } from 'bullmq';
+import type { Queryable } from '../db/pool.ts';
+import type { Config } from '../config.ts';
+
+/** A registered webhook; never carries its secret. */
+export interface Webhook {
+  id: string;
+  url: string;
+  /** Event types delivered; empty means all. */
+  types: string[];
+  createdAt: Date;
+}
+
+const COLUMNS = 'id, url, types, created_at';
+
+/**
+ * Register a webhook. The secret is returned here only (show it once); it is
+ * never listed or logged afterwards.
+ */
+export async function createWebhook(db: Queryable, w: { url: string; types: string[] }): Promise<Webhook & { secret: string }> {
+  checkUrl(w.url);
+  // 9 bytes = exactly 12 base64url chars; 32 bytes of secret = 256 bits, the HMAC-SHA256 key size.
+  const id = `wh_${randomBytes(9).toString('base64url')}`;
+  const secret = randomBytes(32).toString('base64url');
+  const r = await db.query(
+    `INSERT INTO webhooks (id, url, secret, types) VALUES ($1::text, $2::text, $3::text, $4::text[]) RETURNING ${COLUMNS}`,
+    [id, w.url, secret, w.types],
+  );
+  return { ...toWebhook(r.rows[0]), secret };
+}
+
+export async function listWebhooks(db: Queryable): Promise<Webhook[]> {
+  const r = await db.query(`SELECT ${COLUMNS} FROM webhooks ORDER BY created_at, id`);
+  return r.rows.map(toWebhook);
+}
+
+/** True if it existed. Deliveries already queued for it are skipped by the worker. */
+export async function deleteWebhook(db: Queryable, id: string): Promise<boolean> {
+  const r = await db.query('DELETE FROM webhooks WHERE id = $1::text', [id]);
+  return (r.rowCount ?? 0) > 0;
+}
+
+/** The signing secret, or null if the webhook no longer exists. */
+export async function webhookSecret(db: Queryable, id: string): Promise<string | null> {
+  const r = await db.query('SELECT secret FROM webhooks WHERE id = $1::text', [id]);
+  return (r.rows[0] as { secret: string } | undefined)?.secret ?? null;
+}
+
+/** The webhooks an event of `type` goes to (those with no types take every event). */
+export async function webhooksFor(db: Queryable, type: string): Promise<Webhook[]> {
+  const r = await db.query(
+    `SELECT ${COLUMNS} FROM webhooks WHERE cardinality(types) = 0 OR $1::text = ANY(types) ORDER BY created_at, id`,
+    [type],
+  );
+  return r.rows.map(toWebhook);
+}
+
+/** Data of one delivery job. */
+export interface DeliveryJobData {
+  eventId: number;
+  webhookId: string;
+  url: string;
+  type: string;
+  /**
+   * The exact JSON text POSTed: the event serialized once by the producer, so
+   * every retry sends (and signs) identical bytes.
+   */
+  body: string;
+}
+
+/**
+ * One job per event and webhook: enqueueing the same delivery twice is a
+ * no-op (BullMQ ignores a duplicate id). BullMQ forbids plain-integer custom
+ * ids, hence the prefix. Also sent as x-gatekeeper-delivery.
+ */
+export const deliveryJobId = (eventId: number, webhookId: string): string => `ev${eventId}-${webhookId}`;
+
+const DEFAULT_BACKOFF: BackoffOptions = { type: 'exponential', delay: 1000 };
+
+/**
+ * Queue deliveries: WEBHOOK_ATTEMPTS tries, exponential backoff from 1 s.
+ * Finished jobs are kept a day (failed ones a week) for Bull Board, then
+ * removed. `opts.backoff` exists for tests, which cannot wait seconds.
+ */
+export async function enqueueDeliveries(
+  queue: Queue<DeliveryJobData>,
+  config: Pick<Config, 'webhookAttempts'>,
+  items: DeliveryJobData[],
+  opts: { backoff?: BackoffOptions } = {},
+) {
+  return queue.addBulk(
+    items.map((data) => ({
+      name: data.type,
+      data,
+      opts: {
+        jobId: deliveryJobId(data.eventId, data.webhookId),
+        attempts: config.webhookAttempts,
+        backoff: opts.backoff ?? DEFAULT_BACKOFF,
+        removeOnComplete: { age: 86_400 },
+        removeOnFail: { age: 7 * 86_400 },
+      },
+    })),
+  );
+}
+
+/** Only http(s) URLs a fetch can send to (fetch refuses URLs with credentials). */
+function checkUrl(url: string): void {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new RangeError('webhook url must be an absolute http or https URL (could not parse it)');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new RangeError(`webhook url must use http or https, got "${u.protocol.slice(0, -1)}"`);
+  }
+  if (u.username || u.password) {
+    throw new RangeError('webhook url may not contain credentials; authenticate with the signature instead');
+  }
+}
+
+interface Raw {
+  id: string;
+  url: string;
+  types: string[];
+  created_at: Date;
+}
+
+function toWebhook(r: Raw): Webhook {
+  return { id: r.id, url: r.url, types: r.types, createdAt: r.created_at };
+}
