@@ -21,5 +21,5 @@ if [ -z "${REDIS_URL:-}" ] && ! redis-cli -p 6379 ping >/dev/null 2>&1; then
   echo "started redis-server on 127.0.0.1:6379 (data in .data/redis)"
 fi
 
-export GATEKEEPER_ROLES="${GATEKEEPER_ROLES:-gatekeeper,reconciler,scheduler,api,gpu-sim}"
+export GATEKEEPER_ROLES="${GATEKEEPER_ROLES:-gatekeeper,reconciler,scheduler,webhooks,api,gpu-sim}"
 exec npm start

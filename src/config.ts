@@ -101,8 +101,8 @@ const Env = z.object({
         return false;
       }
     }, 'must be an IANA time zone such as UTC or Europe/Berlin'),
-  /** Roles `npm start` runs: any of gatekeeper, reconciler, scheduler, api, gpu-sim. */
-  GATEKEEPER_ROLES: z.string().default('gatekeeper,reconciler,scheduler,api'),
+  /** Roles `npm start` runs: any of gatekeeper, reconciler, scheduler, webhooks, api, gpu-sim. */
+  GATEKEEPER_ROLES: z.string().default('gatekeeper,reconciler,scheduler,webhooks,api'),
   /** Bearer token for admin calls. Unset: a random one is generated and printed once. */
   GATEKEEPER_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Bearer token for read-only calls and a read-only Bull Board. Unset: only the admin token works. */
@@ -115,8 +115,8 @@ const Env = z.object({
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
 });
 
-export type Role = 'gatekeeper' | 'reconciler' | 'scheduler' | 'api' | 'gpu-sim';
-const ROLES: readonly Role[] = ['gatekeeper', 'reconciler', 'scheduler', 'api', 'gpu-sim'];
+export type Role = 'gatekeeper' | 'reconciler' | 'scheduler' | 'webhooks' | 'api' | 'gpu-sim';
+const ROLES: readonly Role[] = ['gatekeeper', 'reconciler', 'scheduler', 'webhooks', 'api', 'gpu-sim'];
 
 export interface Config {
   readonly redisUrl: string;

@@ -24,6 +24,8 @@ import { createGatekeeper } from '../workers/gatekeeper.ts';
 import { createReconciler } from '../workers/reconciler.ts';
 import { createGpuSim } from '../workers/gpu-sim.ts';
 import { createScheduler } from '../workers/scheduler.ts';
+import { createWebhookDelivery } from '../workers/webhook-delivery.ts';
+import { EventStore } from './events/store.ts';
 
 type Closer = () => Promise<unknown>;
 
@@ -36,7 +38,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
 
   let pool: Pool | null = null;
   let embedded: EmbeddedPostgres | null = null;
-  if (roles.has('api') || roles.has('reconciler') || roles.has('scheduler')) {
+  if (roles.has('api') || roles.has('reconciler') || roles.has('scheduler') || roles.has('webhooks')) {
     let url = config.databaseUrl;
     if (!url) {
       embedded = await startEmbeddedPostgres(config.dataDir);
@@ -66,10 +68,23 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     const streamConn = createRedis(config.redisUrl);
     const writer = new LedgerWriter(streamConn, accounting.keys.ledger, pool!, log.child({ role: 'ledger' }));
     await writer.start();
+    // Its own connection: both consumers block on XREADGROUP.
+    const eventConn = createRedis(config.redisUrl);
+    const events = new EventStore(eventConn, accounting.keys.events, pool!, config, log.child({ role: 'events' }));
+    await events.start();
     closers.unshift(async () => {
       await rec.close();
       await writer.stop();
-      await streamConn.quit();
+      await events.stop();
+      await Promise.all([streamConn.quit(), eventConn.quit()]);
+    });
+  }
+  if (roles.has('webhooks')) {
+    const workerConnection = createRedis(config.redisUrl);
+    const delivery = createWebhookDelivery({ config, workerConnection, pool: pool!, log });
+    closers.unshift(async () => {
+      await delivery.close();
+      await workerConnection.quit();
     });
   }
   if (roles.has('scheduler')) {

@@ -11,7 +11,7 @@ describe('config', () => {
       port: 3000,
       queuePrefix: 'bull',
       queues: { intake: 'gpu-intake', exec: 'gpu-exec', held: 'gpu-held', rejected: 'gpu-rejected', webhooks: 'gpu-webhooks' },
-      roles: ['gatekeeper', 'reconciler', 'scheduler', 'api'],
+      roles: ['gatekeeper', 'reconciler', 'scheduler', 'webhooks', 'api'],
       timeZone: 'UTC',
       adminToken: undefined,
     });

@@ -66,6 +66,14 @@ export function createGatekeeper(deps: GatekeeperDeps) {
   /** Park a rejected job on gpu-rejected (reason in data and log), then fail it on intake without retry. */
   async function reject(job: Job, reason: string): Promise<never> {
     log.warn({ jobId: job.id, reason }, 'rejected');
+    const data = (typeof job.data === 'object' && job.data !== null ? job.data : {}) as { project?: unknown; user?: unknown };
+    await accounting.emitEvent('JOB_REJECTED', {
+      jobId: job.id!,
+      ...(typeof data.project === 'string' ? { project: data.project } : {}),
+      ...(typeof data.user === 'string' ? { user: data.user } : {}),
+      reason,
+      by: 'gatekeeper',
+    }, `rejected:${job.id}`, clock.now());
     const r = await rejectedQueue.add(
       job.name,
       { intake: job.data as unknown, rejected: { intakeJobId: job.id!, reason, rejectedAt: clock.now(), by: 'gatekeeper' } },

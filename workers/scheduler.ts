@@ -25,7 +25,7 @@ import { Accounting } from '../src/accounting/counters.ts';
 import { Budgets, periodOf } from '../src/accounting/budgets.ts';
 import { parseScopeId } from '../src/accounting/scopes.ts';
 import { HeldJobs } from '../src/admin/held.ts';
-import { periodAt } from '../src/periods.ts';
+import { PERIOD_KINDS, periodAt } from '../src/periods.ts';
 import { queueNames } from '../queues/names.ts';
 
 /** Who the audit log names for the scheduler's releases. */
@@ -105,12 +105,28 @@ export function createScheduler(deps: SchedulerDeps) {
     return report;
   }
 
-  /** The hourly tick: run when the local day changed since the last run. */
+  /**
+   * The hourly tick: run when the local day changed since the last run, and
+   * tell the event bus (QUOTA_RESET, once per day however many schedulers).
+   */
   async function tick(): Promise<BoundaryReport | null> {
-    const day = periodAt('day', clock.now(), config.timeZone).label;
-    if (day === lastDay) return null;
+    const now = clock.now();
+    const today = periodAt('day', now, config.timeZone);
+    if (today.label === lastDay) return null;
     const report = await runBoundary();
-    lastDay = day;
+    lastDay = today.label;
+    const periods = PERIOD_KINDS.map((k) => periodAt(k, now, config.timeZone));
+    await accounting.emitEvent(
+      'QUOTA_RESET',
+      {
+        // The kinds whose period began today (day always; week on Mondays; month on the 1st).
+        periods: periods.filter((p) => p.start >= today.start).map((p) => p.kind),
+        labels: Object.fromEntries(periods.map((p) => [p.kind, p.label])),
+        releasedJobs: report.admitted,
+      },
+      `reset:${today.label}`,
+      now,
+    );
     return report;
   }
 

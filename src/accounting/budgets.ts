@@ -105,7 +105,7 @@ export class Budgets {
     if (!before) return null;
     await this.locked(scope, () => this.accounting.adjust(scope, deltaGpuMs, this.clock.now()));
     const after = (await this.get(project))!;
-    await writeAudit(this.pool, actor, {
+    await this.changed(actor, {
       action: 'budget.adjust',
       target: scope,
       before: { period: before.periodLabel, adjustGpuHours: gpuMsToHours(before.adjustGpuMs) },
@@ -230,7 +230,7 @@ export class Budgets {
       return prior;
     });
     const after = await getLimit(this.pool, scope);
-    await writeAudit(this.pool, actor, { action, target: scope, before: before && auditable(before), after: after && auditable(after), reason });
+    await this.changed(actor, { action, target: scope, before: before && auditable(before), after: after && auditable(after), reason });
   }
 
   private async removeLimit(scope: string, actor: Actor, reason: string | null, action: string): Promise<void> {
@@ -240,7 +240,7 @@ export class Budgets {
       await this.accounting.define(scope, null);
       return prior;
     });
-    if (before) await writeAudit(this.pool, actor, { action, target: scope, before: auditable(before), after: null, reason });
+    if (before) await this.changed(actor, { action, target: scope, before: auditable(before), after: null, reason });
   }
 
   /** Copy every limit and exempt type from Postgres to Redis (start-up, rebuild), each under its lock. */
@@ -257,6 +257,12 @@ export class Budgets {
     for (const t of inRedis) if (!types.includes(t)) await this.accounting.setExempt(t, false);
     for (const t of types) await this.accounting.setExempt(t, true);
     return rows.length;
+  }
+
+  /** Audit a change to a limit and tell the event bus (BUDGET_CHANGED). */
+  private async changed(actor: Actor, e: { action: string; target: string; before: unknown; after: unknown; reason: string | null }): Promise<void> {
+    await writeAudit(this.pool, actor, e);
+    await this.accounting.emitEvent('BUDGET_CHANGED', { scope: e.target, action: e.action, before: e.before, after: e.after, by: actor.name, reason: e.reason }, undefined, this.clock.now());
   }
 
   /** Run `fn` in a transaction holding the advisory lock of `key`. */

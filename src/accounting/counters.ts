@@ -9,6 +9,7 @@ import { Keys } from '../redis/keys.ts';
 import { callScript } from '../redis/scripts.ts';
 import { PERIOD_KINDS, periodAt, previousPeriod, type PeriodKind } from '../periods.ts';
 import type { Shortfall } from './reasons.ts';
+import { EVENT_VERSION, type EventData, type EventType } from '../events/types.ts';
 
 export interface JobMeta {
   project: string;
@@ -348,6 +349,16 @@ export class Accounting {
     if (!Number.isSafeInteger(deltaGpuMs)) throw new RangeError(`adjustment must be a whole number of GPU-ms, got ${deltaGpuMs}`);
     const [s] = await this.scopes([scope], now);
     await this.redis.hincrby(this.keys.scope(s!.id), 'adjust', deltaGpuMs);
+  }
+
+  /**
+   * Append an event that a process (not a script) emits to the events stream.
+   * `dedupeKey` makes a repeated emit (a retried job, two schedulers) store
+   * and deliver once.
+   */
+  async emitEvent<T extends EventType>(type: T, data: EventData[T], dedupeKey?: string, at = Date.now()): Promise<void> {
+    await this.redis.xadd(this.keys.events, 'MAXLEN', '~', '100000', '*', 'type', type, 'v', String(EVENT_VERSION), 'at', String(at),
+      'data', JSON.stringify(data), ...(dedupeKey ? ['dedupe', dedupeKey] : []));
   }
 
   /** Exempt job types: admitted without counting, tracked in exemptUsed/exemptReserved. */

@@ -168,6 +168,9 @@ export class HeldJobs {
       await this.held.remove(heldJobId(jobId));
     }
     await writeAudit(this.pool, actor, { action: 'held.cancel', target: `job:${jobId}`, before: { state: 'held' }, after: { state: 'rejected' }, reason });
+    await this.accounting.emitEvent('JOB_REJECTED', {
+      jobId, ...(job ? { project: job.data.project, user: job.data.user } : {}), reason: why, by: actor.name,
+    }, `rejected:${jobId}`, this.clock.now());
   }
 
   private async apply(ids: string[], outcomes: ReleaseOutcome[], report: ReleaseReport): Promise<void> {

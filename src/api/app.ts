@@ -8,6 +8,7 @@ import { authenticate, requireAdmin, type Tokens } from './auth.ts';
 import { budgetRoutes } from './budgets.ts';
 import { heldRoutes } from './held.ts';
 import { auditRoutes } from './audit.ts';
+import { eventRoutes } from './events.ts';
 import type { HeldJobs } from '../admin/held.ts';
 import { errorHandler, sendError } from './errors.ts';
 import { mountBullBoard, type BoardQueues } from '../../dashboard/bull-board.ts';
@@ -42,6 +43,7 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(budgetRoutes(deps.budgets));
   api.use(heldRoutes(deps.held));
   api.use(auditRoutes(deps.pool));
+  api.use(eventRoutes(deps.pool));
   app.use('/api/v1', api);
   if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.tokens);
   app.use((_req, res) => sendError(res, 404, 'no such route'));

@@ -31,6 +31,11 @@ export class Keys {
     return `${this.base}:line:${scopeBase}`;
   }
 
+  /** Stream of events (see src/events/types.ts); capped, stored in Postgres by the event store. */
+  get events(): string {
+    return `${this.base}:events`;
+  }
+
   /** Set of exempt job types: admitted, tracked, never counted. */
   get exemptTypes(): string {
     return `${this.base}:exempt-types`;

@@ -29,6 +29,7 @@ export interface StreamConsumerOptions {
 export class StreamConsumer {
   private readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   private running = false;
+  private groupReady = false;
   private loop: Promise<void> | null = null;
   private readonly batchSize: number;
   private readonly blockMs: number;
@@ -66,6 +67,7 @@ export class StreamConsumer {
     } catch (err) {
       if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
     }
+    this.groupReady = true;
   }
 
   private async run(): Promise<void> {
@@ -94,6 +96,7 @@ export class StreamConsumer {
 
   /** Handle one batch: our pending entries first (claimed ones), then new ones. Returns how many. */
   async drainOnce(): Promise<number> {
+    if (!this.groupReady) await this.ensureGroup();
     const pending = await this.read('0');
     const entries = pending.length > 0 ? pending : await this.read('>');
     if (entries.length === 0) return 0;

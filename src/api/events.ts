@@ -1,0 +1,97 @@
+/**
+ * Alerts (the stored events) and webhooks:
+ *   GET  /alerts?type=A,B&unacked=true&limit=&offset=   newest first
+ *   POST /alerts/:id/ack { note? }                       audited
+ *   GET  /webhooks, POST /webhooks { url, types? }, DELETE /webhooks/:id   (admin only)
+ * A webhook's secret is in the answer to its creation only.
+ */
+import { Router } from 'express';
+import { z } from 'zod';
+import type { Pool } from '../db/pool.ts';
+import { writeAudit } from '../db/audit.ts';
+import { EVENT_TYPES } from '../events/types.ts';
+import { createWebhook, deleteWebhook, listWebhooks } from '../events/webhooks.ts';
+import { actorOf, requireAdmin } from './auth.ts';
+import { HttpError } from './errors.ts';
+import { body, parseBody, query } from './validate.ts';
+
+const typeList = z
+  .string()
+  .transform((s) => s.split(',').map((t) => t.trim()).filter(Boolean))
+  .refine((ts) => ts.every((t) => (EVENT_TYPES as readonly string[]).includes(t)), `type must be one or more of ${EVENT_TYPES.join(', ')}`);
+
+const AlertsQuery = query({
+  type: typeList.optional(),
+  unacked: z.enum(['true', 'false'], { error: 'unacked must be true or false' }).optional(),
+  limit: z.coerce.number({ error: 'limit must be a number' }).int('limit must be a whole number').min(1, 'limit must be at least 1').max(1000, 'limit must be at most 1000').default(100),
+  offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0),
+});
+const AckBody = body({ note: z.string({ error: 'note must be a string' }).max(500, 'note is at most 500 characters').optional() }).optional();
+const WebhookBody = body({
+  url: z.string({ error: (i) => (i.input === undefined ? 'url is required' : 'url must be a string') }).max(2000, 'url is at most 2000 characters'),
+  types: z.array(z.enum(EVENT_TYPES, { error: `types must be event types: ${EVENT_TYPES.join(', ')}` }), { error: 'types must be an array' }).optional(),
+});
+
+export function eventRoutes(pool: Pool): Router {
+  const r = Router();
+  r.get('/alerts', async (req, res) => {
+    const q = parseBody(AlertsQuery, req.query);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (q.type) where.push(`type = ANY($${params.push(q.type)}::text[])`);
+    if (q.unacked === 'true') where.push('acked_at IS NULL');
+    if (q.unacked === 'false') where.push('acked_at IS NOT NULL');
+    const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
+    const [rows, count] = await Promise.all([
+      pool.query(`SELECT id, type, version, at, data, acked_at, acked_by FROM events ${w} ORDER BY id DESC LIMIT ${q.limit} OFFSET ${q.offset}`, params),
+      pool.query(`SELECT count(*)::int AS n FROM events ${w}`, params),
+    ]);
+    res.json({
+      total: count.rows[0].n,
+      alerts: rows.rows.map((e) => ({
+        id: Number(e.id), type: e.type, version: e.version, at: e.at.toISOString(), data: e.data,
+        ackedAt: e.acked_at?.toISOString() ?? null, ackedBy: e.acked_by,
+      })),
+    });
+  });
+  r.post('/alerts/:id/ack', async (req, res) => {
+    const id = Number(req.params.id);
+    if (!Number.isSafeInteger(id) || id < 1) throw new HttpError(400, 'alert id must be a positive whole number');
+    const b = parseBody(AckBody, req.body);
+    const actor = actorOf(res);
+    const r1 = await pool.query(
+      `UPDATE events SET acked_at = now(), acked_by = $2::text WHERE id = $1::bigint AND acked_at IS NULL RETURNING id, acked_at`,
+      [id, actor.name],
+    );
+    if (r1.rowCount === 0) {
+      const exists = await pool.query('SELECT acked_at, acked_by FROM events WHERE id = $1::bigint', [id]);
+      if (exists.rowCount === 0) throw new HttpError(404, `no alert ${id}`);
+      throw new HttpError(409, `alert ${id} was acknowledged by ${exists.rows[0].acked_by}`);
+    }
+    await writeAudit(pool, actor, { action: 'alert.ack', target: `alert:${id}`, before: { acked: false }, after: { acked: true }, reason: b?.note ?? null });
+    res.json({ id, ackedAt: r1.rows[0].acked_at.toISOString(), ackedBy: actor.name });
+  });
+
+  // Webhook URLs may carry tokens of their own: admins only, reading included.
+  r.get('/webhooks', requireAdmin, async (_req, res) => {
+    res.json({ webhooks: await listWebhooks(pool) });
+  });
+  r.post('/webhooks', async (req, res) => {
+    const b = parseBody(WebhookBody, req.body);
+    let created;
+    try {
+      created = await createWebhook(pool, { url: b.url, types: b.types ?? [] });
+    } catch (err) {
+      if (err instanceof RangeError) throw new HttpError(400, err.message);
+      throw err;
+    }
+    await writeAudit(pool, actorOf(res), { action: 'webhook.create', target: `webhook:${created.id}`, before: null, after: { types: created.types } });
+    res.status(201).json(created);
+  });
+  r.delete('/webhooks/:id', async (req, res) => {
+    if (!(await deleteWebhook(pool, req.params.id))) throw new HttpError(404, `no webhook ${req.params.id}`);
+    await writeAudit(pool, actorOf(res), { action: 'webhook.delete', target: `webhook:${req.params.id}`, before: null, after: null });
+    res.json({ id: req.params.id, deleted: true });
+  });
+  return r;
+}

@@ -1,0 +1,151 @@
+/**
+ * The event store: reads the events stream through a consumer group, writes
+ * each event to Postgres once (the stream id, or the emitter's dedupe key, is
+ * unique), and queues one webhook delivery per event and subscribed webhook
+ * (the delivery job id is derived from both, so a re-read queues nothing
+ * twice). Events leave the stream only by its cap, so other consumer groups
+ * can read it too. Runs with the reconciler; a slow webhook never reaches it
+ * (deliveries are their own queue and worker).
+ */
+import { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.ts';
+import type { Pool } from '../db/pool.ts';
+import type { Logger } from '../log.ts';
+import { StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../streams/consumer.ts';
+import { describeHold, type Shortfall } from '../accounting/reasons.ts';
+import { gpuMsToHours } from '../units.ts';
+import { EVENT_TYPES, EVENT_VERSION, type EventData, type EventType, type GatekeeperEvent, type ScopeNumbers } from './types.ts';
+import { enqueueDeliveries, listWebhooks, type DeliveryJobData } from './webhooks.ts';
+
+interface Parsed {
+  streamId: string;
+  type: EventType;
+  version: number;
+  at: number;
+  dedupe: string | null;
+  data: EventData[EventType];
+}
+
+export class EventStore {
+  private readonly consumer: StreamConsumer;
+  private readonly deliveries: Queue<DeliveryJobData>;
+
+  constructor(
+    redis: Redis,
+    streamKey: string,
+    private readonly pool: Pool,
+    private readonly config: Config,
+    private readonly log: Logger,
+    opts: Omit<StreamConsumerOptions, 'deleteAfterAck'> = {},
+  ) {
+    this.consumer = new StreamConsumer(redis, streamKey, 'event-store', log, (e) => this.store(e), { blockMs: 200, ...opts });
+    this.deliveries = new Queue(config.queues.webhooks, { connection: redis, prefix: config.queuePrefix });
+  }
+
+  start(): Promise<void> {
+    return this.consumer.start();
+  }
+
+  async stop(): Promise<void> {
+    await this.consumer.stop();
+    await this.deliveries.close();
+  }
+
+  drainOnce(): Promise<number> {
+    return this.consumer.drainOnce();
+  }
+
+  private async store(entries: StreamEntry[]): Promise<void> {
+    const events = entries.flatMap((e) => {
+      const p = parse(e);
+      if (!p) this.log.warn({ streamId: e.id }, 'event store: skipped an entry it cannot read');
+      return p ? [p] : [];
+    });
+    if (events.length === 0) return;
+    await this.pool.query(
+      `INSERT INTO events (stream_id, dedupe_key, type, version, at, data)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::timestamptz[], $6::jsonb[])
+       ON CONFLICT DO NOTHING`,
+      [
+        events.map((e) => e.streamId), events.map((e) => e.dedupe), events.map((e) => e.type), events.map((e) => e.version),
+        events.map((e) => new Date(e.at).toISOString()), events.map((e) => JSON.stringify(e.data)),
+      ],
+    );
+    // New and already stored alike (a re-read after a crash): the delivery job ids dedupe.
+    const rows = await this.pool.query<{ id: number; type: EventType; version: number; at: Date; data: EventData[EventType] }>(
+      'SELECT id, type, version, at, data FROM events WHERE stream_id = ANY($1::text[]) ORDER BY id',
+      [events.map((e) => e.streamId)],
+    );
+    const hooks = await listWebhooks(this.pool);
+    if (hooks.length === 0) return;
+    const items: DeliveryJobData[] = [];
+    for (const r of rows.rows) {
+      const event: GatekeeperEvent = { id: Number(r.id), type: r.type, version: r.version, at: r.at.toISOString(), data: r.data };
+      const body = JSON.stringify(event);
+      for (const h of hooks) {
+        if (h.types.length === 0 || h.types.includes(r.type)) items.push({ eventId: event.id, webhookId: h.id, url: h.url, type: r.type, body });
+      }
+    }
+    if (items.length > 0) await enqueueDeliveries(this.deliveries, this.config, items);
+  }
+}
+
+/** A stream entry as an event, in the documented shape; null if it is not one. */
+export function parse(e: StreamEntry): Parsed | null {
+  const f: Record<string, string> = {};
+  for (let i = 0; i + 1 < e.fields.length; i += 2) f[e.fields[i]!] = e.fields[i + 1]!;
+  const type = f.type as EventType;
+  if (!EVENT_TYPES.includes(type)) return null;
+  const base = { streamId: e.id, type, version: Number(f.v ?? EVENT_VERSION), at: Number(f.at), dedupe: f.dedupe ?? null };
+  // Events emitted by a process carry their data as JSON already.
+  if (f.data !== undefined) return { ...base, data: JSON.parse(f.data) as EventData[EventType] };
+  const meta = f.meta ? (JSON.parse(f.meta) as { project: string; user: string; jobType?: string }) : null;
+  switch (type) {
+    case 'THRESHOLD_CROSSED':
+      return { ...base, data: { ...numbers(f), thresholdPercent: Number(f.threshold), jobId: f.jobId! } };
+    case 'BUDGET_EXHAUSTED':
+      return { ...base, data: { ...numbers(f), jobId: f.jobId! } };
+    case 'JOB_HELD': {
+      const amount = Number(f.amount);
+      const shortfalls = (f.misfits ?? '').split(';').filter(Boolean).map((m): Shortfall => {
+        const [scope, code, limit, used, reserved] = m.split('|');
+        return {
+          scope: scope!,
+          code: code === '1' ? 'no-limit' : code === '3' ? 'over-grace' : 'over-limit',
+          limitGpuMs: code === '1' ? null : Number(limit),
+          usedGpuMs: Number(used),
+          reservedGpuMs: Number(reserved),
+          neededGpuMs: amount,
+        };
+      });
+      const reason = describeHold({ shortfalls, ahead: Number(f.ahead ?? 0), line: f.line || undefined });
+      return {
+        ...base,
+        data: { jobId: f.jobId!, project: meta!.project, user: meta!.user, ...(meta!.jobType ? { jobType: meta!.jobType } : {}), estimatedGpuHours: gpuMsToHours(amount), reason },
+      };
+    }
+    case 'JOB_RELEASED':
+    case 'JOB_OVERRIDDEN':
+      return { ...base, data: { jobId: f.jobId!, project: meta!.project, user: meta!.user, reservedGpuHours: gpuMsToHours(Number(f.amount)), by: f.note ?? '' } };
+    default:
+      return null;
+  }
+}
+
+function numbers(f: Record<string, string>): ScopeNumbers {
+  const [used, reserved, limit] = [Number(f.used), Number(f.reserved), Number(f.limit)];
+  const remaining = limit - used - reserved;
+  return {
+    scope: f.scope!,
+    counterId: f.counterId!,
+    usedGpuMs: used,
+    reservedGpuMs: reserved,
+    limitGpuMs: limit,
+    remainingGpuMs: remaining,
+    usedGpuHours: gpuMsToHours(used),
+    reservedGpuHours: gpuMsToHours(reserved),
+    limitGpuHours: gpuMsToHours(limit),
+    remainingGpuHours: gpuMsToHours(remaining),
+  };
+}
