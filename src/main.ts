@@ -122,7 +122,10 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     const held = new HeldJobs(config, redis, pool!, systemClock, log.child({ role: 'admin' }));
     closers.push(() => Promise.all([...Object.values(boardQueues).map((b) => b.close()), held.close()]));
     const tokens = { admin: adminToken, viewer: config.viewerToken };
-    const app = createApp({ budgets, held, redis, pool: pool!, log: log.child({ role: 'api' }), tokens, boardQueues });
+    const app = createApp({
+      config, accounting, intake: boardQueues.intake, clock: systemClock,
+      budgets, held, redis, pool: pool!, log: log.child({ role: 'api' }), tokens, boardQueues,
+    });
     const server: Server = await new Promise((resolve, reject) => {
       const s = app.listen(config.port, (err?: Error) => (err ? reject(err) : resolve(s)));
     });

@@ -57,6 +57,13 @@ export interface ReserveRequest {
   meta: JobMeta;
 }
 
+/** An event a preflighted batch would raise. */
+export interface DryRunWarning {
+  type: 'THRESHOLD_CROSSED' | 'BUDGET_EXHAUSTED';
+  scope: string;
+  thresholdPercent?: number;
+}
+
 /** How a budget or quota behaves at its limit: hold there, or admit past it with a warning. */
 export type ScopePolicy = 'hard' | 'soft';
 /** A scope's period; 'none' never resets. */
@@ -164,7 +171,19 @@ export class Accounting {
    * order, seeing the reservations of the jobs before it.
    */
   async reserveMany(reqs: ReserveRequest[], now: number, noLimit: NoLimitPolicy = 'hold'): Promise<ReserveOutcome[]> {
-    if (reqs.length === 0) return [];
+    return (await this.decide(reqs, now, noLimit, false)).outcomes;
+  }
+
+  /**
+   * Preflight: decide a batch exactly as reserveMany would, now, and write
+   * nothing. `warnings` are the threshold and exhaustion events it would raise.
+   */
+  async dryRun(reqs: ReserveRequest[], now: number, noLimit: NoLimitPolicy = 'hold'): Promise<{ outcomes: ReserveOutcome[]; warnings: DryRunWarning[] }> {
+    return this.decide(reqs, now, noLimit, true);
+  }
+
+  private async decide(reqs: ReserveRequest[], now: number, noLimit: NoLimitPolicy, dry: boolean): Promise<{ outcomes: ReserveOutcome[]; warnings: DryRunWarning[] }> {
+    if (reqs.length === 0) return { outcomes: [], warnings: [] };
     for (const r of reqs) {
       assertAmount(r.amountGpuMs, 1);
       // Every job is counted somewhere, and once per scope (the script adds it per entry).
@@ -178,9 +197,10 @@ export class Accounting {
       r.jobId, String(r.order ?? now), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), r.scopes, r.meta.jobType ?? '',
     ]);
     const out = (await callScript(this.redis, 'reserve', [k.open, k.ledger, k.allHeld, k.exemptTypes], [
-      String(now), noLimit, k.prefix, this.periodsArg(now), JSON.stringify(batch),
-    ])) as (number | string)[][];
-    return out.map((r, i): ReserveOutcome => {
+      String(now), noLimit, k.prefix, this.periodsArg(now), JSON.stringify(batch), dry ? '1' : '0',
+    ])) as unknown;
+    const [results, warnings] = dry ? (out as [(number | string)[][], string[][]]) : [out as (number | string)[][], []];
+    const outcomes = results.map((r, i): ReserveOutcome => {
       const need = reqs[i]!.amountGpuMs;
       switch (r[0]) {
         case 1: return { kind: 'reserved', amountGpuMs: Number(r[1]), scopes: csv(r[2]), softOver: csv(r[3]), exempt: r[4] === 1 };
@@ -191,6 +211,10 @@ export class Accounting {
         default: return { kind: 'held', shortfalls: parseShortfalls(r, need), ahead: 0, retried: r[0] === 3 };
       }
     });
+    return {
+      outcomes,
+      warnings: warnings.map(([type, scope, threshold]) => ({ type: type as DryRunWarning['type'], scope: scope!, ...(threshold ? { thresholdPercent: Number(threshold) } : {}) })),
+    };
   }
 
   /**

@@ -9,11 +9,23 @@ import { budgetRoutes } from './budgets.ts';
 import { heldRoutes } from './held.ts';
 import { auditRoutes } from './audit.ts';
 import { eventRoutes } from './events.ts';
+import { jobRoutes } from './jobs.ts';
+import { Preflight } from '../admin/preflight.ts';
+import type { Accounting } from '../accounting/counters.ts';
+import type { Config } from '../config.ts';
+import { systemClock, type Clock } from '../clock.ts';
+import type { Queue } from 'bullmq';
 import type { HeldJobs } from '../admin/held.ts';
 import { errorHandler, sendError } from './errors.ts';
 import { mountBullBoard, type BoardQueues } from '../../dashboard/bull-board.ts';
 
 export interface AppDeps {
+  /** For preflight and submission through the API; both answer 503 without them. */
+  config?: Config;
+  accounting?: Accounting;
+  /** The intake queue, for POST /jobs. */
+  intake?: Queue;
+  clock?: Clock;
   budgets: Budgets;
   redis: Redis;
   pool: Pool;
@@ -37,13 +49,21 @@ export function createApp(deps: AppDeps): express.Express {
 
   const api = express.Router();
   api.use(authenticate(deps.tokens));
-  // Reading is for both tokens; anything that changes state needs the admin token.
-  api.use((req, res, next) => (req.method === 'GET' || req.method === 'HEAD' ? next() : requireAdmin(req, res, next)));
+  // Reading is for both tokens, and so is what a job's creator does: ask
+  // (preflight) and submit (the gatekeeper still decides). Changing limits
+  // or held jobs needs the admin token.
+  const forCreators = new Set(['POST /preflight', 'POST /jobs']);
+  api.use((req, res, next) =>
+    req.method === 'GET' || req.method === 'HEAD' || forCreators.has(`${req.method} ${req.path}`) ? next() : requireAdmin(req, res, next),
+  );
   api.use(express.json({ limit: '16kb', strict: false }));
   api.use(budgetRoutes(deps.budgets));
   api.use(heldRoutes(deps.held));
   api.use(auditRoutes(deps.pool));
   api.use(eventRoutes(deps.pool));
+  if (deps.config && deps.accounting) {
+    api.use(jobRoutes(new Preflight(deps.config, deps.accounting, deps.budgets), deps.clock ?? systemClock, deps.intake));
+  }
   app.use('/api/v1', api);
   if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.tokens);
   app.use((_req, res) => sendError(res, 404, 'no such route'));

@@ -39,6 +39,10 @@
                    [ scope base, ... ], job type ('' if none) ]
                One argument rather than several per job: Node encodes one JSON
                string much faster than the client encodes many small arguments.
+    ARGV[6]    '1': a dry run (preflight): decide every job exactly as above,
+               write nothing, and answer { results, warnings } where warnings
+               lists the events the batch would raise as { type, scope,
+               threshold or '' } (JOB_HELD left out: results say it).
 
   Output: one entry per job, in order:
     { 1, amount, scope ids, soft, exempt }
@@ -65,7 +69,7 @@
 -- @include scopes
 
 local openKey, ledgerKey, allHeldKey, exemptKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local now, noLimit, base = ARGV[1], ARGV[2], ARGV[3]
+local now, noLimit, base, dry = ARGV[1], ARGV[2], ARGV[3], ARGV[6] == '1'
 local scopeOf = scopeReader(base, cjson.decode(ARGV[4]), tonumber(now))
 local batch = cjson.decode(ARGV[5])
 
@@ -175,6 +179,17 @@ for j = 1, #batch do
   results[#results + 1] = r
 end
 
+if dry then
+  local warnings = {}
+  for _, e in ipairs(events) do
+    if e[1] ~= 'JOB_HELD' then
+      local f = {}
+      for i = 2, #e, 2 do f[e[i]] = e[i + 1] end
+      warnings[#warnings + 1] = { e[1], f.scope, f.threshold or '' }
+    end
+  end
+  return { results, warnings }
+end
 for _, s in ipairs(touched) do
   writeInit(s)
   writeCrossed(s)

@@ -1,0 +1,54 @@
+/**
+ * Submitting through the API, and asking first:
+ *   POST /preflight  { ...job } or { jobs: [...] }  what would happen now; reserves nothing
+ *   POST /jobs       { ...job } or { jobs: [...] }  validated like the intake queue, then
+ *                    added to it; answers the job ids and the preflight warnings
+ * A batch is at most 1,000 jobs. /jobs adds all or none: one invalid job
+ * answers 400 naming it, and nothing is added.
+ */
+import { Router } from 'express';
+import type { Queue } from 'bullmq';
+import type { Preflight, PreflightReport } from '../admin/preflight.ts';
+import type { Clock } from '../clock.ts';
+import { scopeJson } from './budgets.ts';
+import { HttpError } from './errors.ts';
+
+const MAX_BATCH = 1_000;
+
+/** The jobs of a body: one job object, or { jobs: [...] }. */
+function jobsOf(body: unknown): unknown[] {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'body must be a job object or { "jobs": [ ... ] }');
+  const b = body as Record<string, unknown>;
+  if (!('jobs' in b)) return [body];
+  if (Object.keys(b).length !== 1) throw new HttpError(400, 'a batch body has only "jobs"');
+  if (!Array.isArray(b.jobs) || b.jobs.length === 0) throw new HttpError(400, 'jobs must be a non-empty array');
+  if (b.jobs.length > MAX_BATCH) throw new HttpError(400, `at most ${MAX_BATCH} jobs per request, got ${b.jobs.length}`);
+  return b.jobs;
+}
+
+export function preflightJson(r: PreflightReport) {
+  return { ...r, scopes: r.scopes.map(scopeJson) };
+}
+
+export function jobRoutes(preflight: Preflight, clock: Clock, intake: Queue | undefined): Router {
+  const r = Router();
+  r.post('/preflight', async (req, res) => {
+    res.json(preflightJson(await preflight.run(jobsOf(req.body), clock.now())));
+  });
+  r.post('/jobs', async (req, res) => {
+    if (!intake) throw new HttpError(503, 'this process does not submit jobs (no intake queue)');
+    const jobs = jobsOf(req.body);
+    const invalid = preflight.validate(jobs).flatMap((p, i) => (p.ok ? [] : [`job ${i}: ${p.reason}`]));
+    if (invalid.length > 0) throw new HttpError(400, invalid.join('; '));
+    const report = await preflight.run(jobs, clock.now());
+    // As submitted (not as parsed): the gatekeeper validates again, the same way.
+    const added = await intake.addBulk(jobs.map((data) => ({ name: jobName(data), data })));
+    res.status(202).json({ jobIds: added.map((j) => j.id), warnings: report.warnings, preflight: { admitted: report.admitted, held: report.held } });
+  });
+  return r;
+}
+
+function jobName(data: unknown): string {
+  const t = (data as { jobType?: unknown }).jobType;
+  return typeof t === 'string' ? t : 'gpu-job';
+}
