@@ -28,7 +28,7 @@ beforeAll(async () => {
   held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
   gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
-  const app = createApp({ budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer } });
+  const app = createApp({ config: t.config, accounting: t.accounting, intake, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer } });
   server = await new Promise((r) => {
     const s = app.listen(0, '127.0.0.1', () => r(s));
   });
@@ -93,6 +93,21 @@ describe('gatekeeper CLI', () => {
     expect(await cli(['held', 'override', ids[3]!, '--reason', 'urgent'])).toEqual({ code: EXIT.ok, out: `admitted ${ids[3]} (1 GPU-h reserved, override)\n` });
     expect(await cli(['held', 'cancel', ids[4]!, '--reason', 'duplicate'])).toEqual({ code: EXIT.ok, out: `cancelled ${ids[4]}: duplicate\n` });
     expect(JSON.parse((await cli(['--json', 'held', 'list'])).out)).toMatchObject({ total: 0, jobs: [] });
+  });
+
+  it('preflights and submits jobs, with reasons grouped and warnings', async () => {
+    await cli(['budget', 'set', 'gamma', '3']);
+    const pre = await cli(['preflight', '--project', 'gamma', '--user', 'uma', '--hours', '1', '--count', '5'], viewer);
+    expect(pre.code).toBe(EXIT.ok);
+    expect(pre.out.split('\n').slice(0, 3)).toEqual([
+      '5 jobs: 3 would be admitted now, 2 held, 0 rejected',
+      '  1 × held: project gamma: 3.0 of 3.0 GPU-h used or reserved; job needs 1.0 (first: job 3)',
+      '  1 × held: project gamma: 3.0 of 3.0 GPU-h used or reserved; job needs 1.0 (behind 1 older held job waiting for project gamma) (first: job 4)',
+    ]);
+    expect(pre.out).toContain('  project gamma: this submission would reach 100% of its limit');
+    const sub = await cli(['submit', '--project', 'gamma', '--user', 'uma', '--hours', '1'], viewer);
+    expect(sub.out).toMatch(/^submitted 1 job \(\d+\); preflight: 1 admitted, 0 held\n/);
+    expect(await cli(['submit', '--project', 'gamma'])).toMatchObject({ code: EXIT.usage });
   });
 
   it.each([

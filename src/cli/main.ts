@@ -10,6 +10,8 @@
  *   gatekeeper quota set bob --daily 8 --weekly 30
  *   gatekeeper run-cap set alpha scenes-160 200 --policy soft --grace 10
  *   gatekeeper exempt add regression-test
+ *   gatekeeper preflight --project alpha --user bob --hours 2 --count 160
+ *   gatekeeper submit --file batch.json
  *   gatekeeper held list --project alpha
  *   gatekeeper held release --project alpha
  *   gatekeeper held override 1234 --reason "demo"
@@ -19,6 +21,7 @@
  * 1 failed (server or network), 2 bad usage, 3 not allowed (401/403),
  * 4 not found (404), 5 refused (400/409/413: the message says why).
  */
+import { readFile } from 'node:fs/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { ApiClient, ApiError } from './client.ts';
 import { table } from './table.ts';
@@ -142,6 +145,28 @@ export function buildCli(out: (s: string) => void): Command {
       print(json, r, () => `removed the cap of run ${project}/${run}`);
     });
 
+  for (const [name, path, what] of [
+    ['preflight', '/preflight', 'what would happen to these jobs now (reserves nothing)'],
+    ['submit', '/jobs', 'add jobs to the intake queue through the API (validated; all or none)'],
+  ] as const) {
+    program
+      .command(name)
+      .description(what)
+      .option('--file <path>', "a JSON file: one job, or { \"jobs\": [...] } ('-' reads standard input)")
+      .option('--project <name>')
+      .option('--user <name>')
+      .option('--hours <gpuHours>', 'estimated GPU hours per job')
+      .option('--gpus <n>')
+      .option('--job-type <type>')
+      .option('--run <run>')
+      .option('--count <n>', 'this many identical jobs', '1')
+      .action(async (o: JobOpts) => {
+        const { api, json } = client();
+        const r = await api.call('POST', path, await jobsBody(o));
+        print(json, r, () => (name === 'preflight' ? preflightText(r) : submitText(r)));
+      });
+  }
+
   const exempt = program.command('exempt').description('job types admitted without counting (tracked separately)');
   exempt.command('list').action(async () => {
     const { api, json } = client();
@@ -206,6 +231,73 @@ export function buildCli(out: (s: string) => void): Command {
       print(json, r, () => `cancelled ${id}: ${o.reason}`);
     });
   return program;
+}
+
+interface JobOpts {
+  file?: string;
+  project?: string;
+  user?: string;
+  hours?: string;
+  gpus?: string;
+  jobType?: string;
+  run?: string;
+  count: string;
+}
+
+/** The request body: the file as given, or `count` jobs built from the flags. */
+async function jobsBody(o: JobOpts): Promise<unknown> {
+  if (o.file !== undefined) {
+    const text = o.file === '-' ? await readStdin() : await readFile(o.file, 'utf8').catch(() => {
+      throw new CommanderError(EXIT.usage, 'usage', `cannot read ${o.file}`);
+    });
+    try {
+      return JSON.parse(text) as unknown;
+    } catch {
+      throw new CommanderError(EXIT.usage, 'usage', `${o.file} is not JSON`);
+    }
+  }
+  if (!o.project || !o.user || o.hours === undefined) throw new CommanderError(EXIT.usage, 'usage', 'give --file, or --project, --user and --hours');
+  const count = num('--count', o.count);
+  if (!Number.isInteger(count) || count < 1) throw new CommanderError(EXIT.usage, 'usage', '--count must be a whole number >= 1');
+  const job = {
+    project: o.project,
+    user: o.user,
+    estimatedGpuHours: num('--hours', o.hours),
+    ...(o.gpus !== undefined ? { gpus: num('--gpus', o.gpus) } : {}),
+    ...(o.jobType ? { jobType: o.jobType } : {}),
+    ...(o.run ? { run: o.run } : {}),
+  };
+  return count === 1 ? job : { jobs: Array.from({ length: count }, () => job) };
+}
+
+async function readStdin(): Promise<string> {
+  let s = '';
+  for await (const chunk of process.stdin) s += String(chunk);
+  return s;
+}
+
+function preflightText(r: Record<string, any>): string {
+  const lines = [`${r.jobs} job${r.jobs === 1 ? '' : 's'}: ${r.admitted} would be admitted now, ${r.held} held, ${r.rejected} rejected`];
+  // Reasons grouped, each with how many jobs and the first one's index.
+  const reasons = new Map<string, { n: number; first: number }>();
+  for (const o of r.outcomes as { index: number; outcome: string; reason?: string }[]) {
+    if (o.outcome === 'admitted') continue;
+    const key = `${o.outcome}: ${o.reason}`;
+    const g = reasons.get(key) ?? { n: 0, first: o.index };
+    g.n += 1;
+    reasons.set(key, g);
+  }
+  for (const [reason, g] of reasons) lines.push(`  ${g.n} × ${reason} (first: job ${g.first})`);
+  lines.push('', scopeTable((r.scopes as Record<string, any>[]).map((s) => [s.scope, s])));
+  if (r.warnings.length) lines.push('', 'warnings:', ...r.warnings.map((w: string) => `  ${w}`));
+  return lines.join('\n');
+}
+
+function submitText(r: Record<string, any>): string {
+  const ids = r.jobIds as string[];
+  const lines = [`submitted ${ids.length} job${ids.length === 1 ? '' : 's'} (${ids.length > 3 ? `${ids[0]} … ${ids.at(-1)}` : ids.join(', ')}); preflight: ${r.preflight.admitted} admitted, ${r.preflight.held} held`];
+  if (r.warnings.length) lines.push('warnings:', ...r.warnings.map((w: string) => `  ${w}`));
+  return lines.join('\n');
 }
 
 interface LimitOpts {
