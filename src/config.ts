@@ -43,6 +43,8 @@ const Env = z.object({
   DATA_DIR: z.string().default('./.data'),
   /** HTTP port of the API. @default 3000 */
   PORT: intFrom(3000),
+  /** A process without the api role serves /metrics on this port (unset: it does not). */
+  METRICS_PORT: intFrom(0),
   /** BullMQ key prefix of every queue (BullMQ's own default). Use `{bull}` on Redis Cluster. @default bull */
   QUEUE_PREFIX: z.string().min(1).default('bull'),
   /** @default gpu-intake */
@@ -123,6 +125,8 @@ export interface Config {
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
   readonly port: number;
+  /** 0: no separate metrics server. */
+  readonly metricsPort: number;
   readonly queuePrefix: string;
   readonly queues: { readonly intake: string; readonly exec: string; readonly held: string; readonly rejected: string; readonly webhooks: string };
   readonly webhookTimeoutMs: number;
@@ -180,6 +184,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     databaseUrl: e.DATABASE_URL || undefined,
     dataDir: e.DATA_DIR,
     port: e.PORT,
+    metricsPort: e.METRICS_PORT,
     queuePrefix: e.QUEUE_PREFIX,
     queues: Object.freeze({ intake: e.INTAKE_QUEUE, exec: e.EXEC_QUEUE, held: e.HELD_QUEUE, rejected: e.REJECTED_QUEUE, webhooks: e.WEBHOOK_QUEUE }),
     webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,

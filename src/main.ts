@@ -26,12 +26,15 @@ import { createGpuSim } from '../workers/gpu-sim.ts';
 import { createScheduler } from '../workers/scheduler.ts';
 import { createWebhookDelivery } from '../workers/webhook-delivery.ts';
 import { EventStore } from './events/store.ts';
+import { Metrics } from './metrics.ts';
+import { createMetricsApp } from './api/app.ts';
 
 type Closer = () => Promise<unknown>;
 
 export async function start(config: Config, log: Logger): Promise<{ stop: () => Promise<void> }> {
   const closers: Closer[] = [];
   const roles = new Set(config.roles);
+  const metrics = new Metrics();
   const redis = createRedis(config.redisUrl);
   await checkRedisPolicy(redis, log);
   log.info({ roles: [...roles], redis: safeUrl(config.redisUrl), prefix: config.queuePrefix }, 'starting');
@@ -55,14 +58,14 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
 
   if (roles.has('gatekeeper')) {
     const workerConnection = createRedis(config.redisUrl);
-    const gk = createGatekeeper({ config, workerConnection, connection: redis, log, clock: systemClock });
+    const gk = createGatekeeper({ config, workerConnection, connection: redis, log, clock: systemClock, metrics });
     closers.unshift(async () => {
       await gk.close();
       await workerConnection.quit();
     });
   }
   if (roles.has('reconciler')) {
-    const rec = createReconciler({ config, connection: redis, log, clock: systemClock });
+    const rec = createReconciler({ config, connection: redis, log, clock: systemClock, metrics });
     rec.start();
     const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
     const streamConn = createRedis(config.redisUrl);
@@ -81,7 +84,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   }
   if (roles.has('webhooks')) {
     const workerConnection = createRedis(config.redisUrl);
-    const delivery = createWebhookDelivery({ config, workerConnection, pool: pool!, log });
+    const delivery = createWebhookDelivery({ config, workerConnection, pool: pool!, log, onResult: (outcome) => metrics.webhookDeliveries.inc({ outcome }) });
     closers.unshift(async () => {
       await delivery.close();
       await workerConnection.quit();
@@ -122,13 +125,12 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     const held = new HeldJobs(config, redis, pool!, systemClock, log.child({ role: 'admin' }));
     closers.push(() => Promise.all([...Object.values(boardQueues).map((b) => b.close()), held.close()]));
     const tokens = { admin: adminToken, viewer: config.viewerToken };
+    metrics.watchState(accounting, budgets);
     const app = createApp({
-      config, accounting, intake: boardQueues.intake, clock: systemClock,
+      metrics, config, accounting, intake: boardQueues.intake, clock: systemClock,
       budgets, held, redis, pool: pool!, log: log.child({ role: 'api' }), tokens, boardQueues,
     });
-    const server: Server = await new Promise((resolve, reject) => {
-      const s = app.listen(config.port, (err?: Error) => (err ? reject(err) : resolve(s)));
-    });
+    const server = await listen(app, config.port);
     log.info({ port: config.port }, 'api listening');
     closers.unshift(
       () =>
@@ -137,6 +139,12 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
           server.closeIdleConnections();
         }),
     );
+  }
+  if (!roles.has('api') && config.metricsPort > 0) {
+    const tokens = { admin: config.adminToken ?? randomBytes(24).toString('base64url'), viewer: config.viewerToken };
+    const server = await listen(createMetricsApp(metrics, tokens), config.metricsPort);
+    log.info({ port: config.metricsPort }, 'metrics listening');
+    closers.unshift(() => new Promise((r) => server.close(r)));
   }
   if (pool) {
     const p = pool;
@@ -155,6 +163,12 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       }
     },
   };
+}
+
+function listen(app: { listen: (port: number, cb: (err?: Error) => void) => Server }, port: number): Promise<Server> {
+  return new Promise((resolve, reject) => {
+    const s = app.listen(port, (err?: Error) => (err ? reject(err) : resolve(s)));
+  });
 }
 
 async function main(): Promise<void> {

@@ -26,6 +26,7 @@ import { GroupCommit } from '../src/group-commit.ts';
 import { intakeJobSchema, parseIntakeJob, type ExecJobData, type HeldJobData, type IntakeJobData, type RejectedJobData } from '../queues/contract.ts';
 import { execJobId, heldJobId, queueNames, rejectedJobId } from '../queues/names.ts';
 import { gpuMsToHours } from '../src/units.ts';
+import type { Metrics } from '../src/metrics.ts';
 
 export type IntakeResult =
   | { outcome: 'admitted'; execJobId: string; reservedGpuHours: number; alreadySettled?: boolean }
@@ -41,6 +42,7 @@ export interface GatekeeperDeps {
   connection: Redis;
   log: Logger;
   clock: Clock;
+  metrics?: Metrics;
 }
 
 interface Pending {
@@ -66,6 +68,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
   /** Park a rejected job on gpu-rejected (reason in data and log), then fail it on intake without retry. */
   async function reject(job: Job, reason: string): Promise<never> {
     log.warn({ jobId: job.id, reason }, 'rejected');
+    deps.metrics?.admissions.inc({ outcome: 'rejected' });
     const data = (typeof job.data === 'object' && job.data !== null ? job.data : {}) as { project?: unknown; user?: unknown };
     await accounting.emitEvent('JOB_REJECTED', {
       jobId: job.id!,
@@ -140,6 +143,11 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       if (r.outcome === 'rejected') return await reject(job, r.reason);
       // An admin cancelled it while held; this is a late re-run of its intake job.
       if (r.outcome === 'cancelled') throw new UnrecoverableError('cancelled by an admin while held');
+      if (deps.metrics) {
+        deps.metrics.admissions.inc({ outcome: r.outcome });
+        // Wall time, not the injected clock: this is how long submitters waited.
+        deps.metrics.admissionLatency.observe(Math.max(0, Date.now() - job.timestamp) / 1000);
+      }
       return r;
     } catch (err) {
       if (err instanceof UnrecoverableError) throw err;

@@ -17,6 +17,7 @@
  * Also drains the ledger stream into Postgres (src/ledger/writer.ts).
  * Run alone: `GATEKEEPER_ROLES=reconciler tsx src/main.ts`.
  */
+import type { Metrics } from '../src/metrics.ts';
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../src/config.ts';
@@ -38,6 +39,7 @@ export interface ReconcilerDeps {
   connection: Redis;
   log: Logger;
   clock: Clock;
+  metrics?: Metrics;
 }
 
 export interface SweepReport {
@@ -113,6 +115,7 @@ export function createReconciler(deps: ReconcilerDeps) {
     const r = await accounting.settle(id, v.scopes, a.actualGpuMs, a.kind, at, a.note);
     if (r.kind === 'settled') {
       log.debug({ jobId: id, actualGpuMs: a.actualGpuMs, reservedGpuMs: r.reservedGpuMs, note: a.note }, 'settled');
+      if (v.fields.finishedOn) deps.metrics?.settlementLag.observe(Math.max(0, Date.now() - Number(v.fields.finishedOn)) / 1000);
       return true;
     }
     return false;

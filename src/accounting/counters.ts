@@ -242,6 +242,12 @@ export class Accounting {
     return r[0] === 1 ? { kind: 'cancelled' } : { kind: 'not-held', state: String(r[1]) };
   }
 
+  /** How many jobs each project has held now. */
+  async heldCounts(): Promise<Record<string, number>> {
+    const h = await this.redis.hgetall(this.keys.heldCount);
+    return Object.fromEntries(Object.entries(h).map(([p, n]) => [p, Number(n)]));
+  }
+
   /** Held job ids, oldest first: all of them, or one project's. */
   async heldIds(project?: string): Promise<string[]> {
     return this.redis.zrange(project ? this.keys.held(project) : this.keys.allHeld, '0', '-1');

@@ -15,11 +15,14 @@ import type { Accounting } from '../accounting/counters.ts';
 import type { Config } from '../config.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Queue } from 'bullmq';
+import type { Metrics } from '../metrics.ts';
 import type { HeldJobs } from '../admin/held.ts';
 import { errorHandler, sendError } from './errors.ts';
 import { mountBullBoard, type BoardQueues } from '../../dashboard/bull-board.ts';
 
 export interface AppDeps {
+  /** Served at /metrics (viewer or admin token); omitted: no /metrics. */
+  metrics?: Metrics;
   /** For preflight and submission through the API; both answer 503 without them. */
   config?: Config;
   accounting?: Accounting;
@@ -47,6 +50,8 @@ export function createApp(deps: AppDeps): express.Express {
     res.status(redis && postgres ? 200 : 503).json({ redis, postgres });
   });
 
+  if (deps.metrics) app.use(metricsRoute(deps.metrics, deps.tokens));
+
   const api = express.Router();
   api.use(authenticate(deps.tokens));
   // Reading is for both tokens, and so is what a job's creator does: ask
@@ -68,6 +73,24 @@ export function createApp(deps: AppDeps): express.Express {
   if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.tokens);
   app.use((_req, res) => sendError(res, 404, 'no such route'));
   app.use(errorHandler(deps.log));
+  return app;
+}
+
+/** GET /metrics in Prometheus' text format, for the viewer or admin token. */
+function metricsRoute(metrics: Metrics, tokens: Tokens): express.Router {
+  const r = express.Router();
+  r.get('/metrics', authenticate(tokens), async (_req, res) => {
+    res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  return r;
+}
+
+/** /metrics alone, for a process that does not serve the API (METRICS_PORT). */
+export function createMetricsApp(metrics: Metrics, tokens: Tokens): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.use(metricsRoute(metrics, tokens));
+  app.use((_req, res) => sendError(res, 404, 'no such route'));
   return app;
 }
 

@@ -61,6 +61,11 @@ export class Keys {
     return `${this.base}:held:${project}`;
   }
 
+  /** Hash: project -> number of its jobs held now (for metrics). */
+  get heldCount(): string {
+    return `${this.base}:held-count`;
+  }
+
   /** Zset of every held job id, scored by submission order. */
   get allHeld(): string {
     return `${this.base}:held`;

@@ -21,7 +21,9 @@ local r = redis.call('HMGET', resKey, 'state', 'meta', 'lines')
 if r[1] ~= 'held' then
   return { -1, r[1] or 'missing' }
 end
-redis.call('ZREM', base .. 'held:' .. cjson.decode(r[2]).project, jobId)
+local project = cjson.decode(r[2]).project
+redis.call('ZREM', base .. 'held:' .. project, jobId)
+redis.call('HINCRBY', base .. 'held-count', project, -1)
 redis.call('ZREM', allHeldKey, jobId)
 for l in string.gmatch(r[3] or '', '[^,]+') do redis.call('ZREM', base .. 'line:' .. l, jobId) end
 redis.call('HSET', resKey, 'state', 'cancelled')

@@ -92,8 +92,10 @@ for a = 6, #ARGV do
       local scopeIds = ids(scopes)
       redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now, 'scopes', scopeIds)
       redis.call('HDEL', resKey, 'lines')
-      redis.call('ZREM', base .. 'held:' .. cjson.decode(r[4]).project, jobId)
+      local project = cjson.decode(r[4]).project
+      redis.call('ZREM', base .. 'held:' .. project, jobId)
       redis.call('ZREM', allHeldKey, jobId)
+      redis.call('HINCRBY', base .. 'held-count', project, -1)
       for _, l in ipairs(lines) do redis.call('ZREM', base .. 'line:' .. l, jobId) end
       redis.call('ZADD', openKey, now, jobId)
       redis.call('XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now, 'note', note,

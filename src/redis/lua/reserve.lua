@@ -217,6 +217,7 @@ for _, h in ipairs(held) do
   redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','))
   redis.call('ZADD', base .. 'held:' .. h[2], h[7], h[3])
   redis.call('ZADD', allHeldKey, h[7], h[3])
+  redis.call('HINCRBY', base .. 'held-count', h[2], 1)
   for _, b in ipairs(h[8]) do redis.call('ZADD', base .. 'line:' .. b, h[7], h[3]) end
 end
 emit(base, events, now)

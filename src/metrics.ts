@@ -1,0 +1,90 @@
+/**
+ * Prometheus metrics (prom-client). Each process has one registry with what
+ * it does itself (admissions and their latency in a gatekeeper, settlement
+ * lag in a reconciler, webhook deliveries in a webhooks worker) plus the
+ * default process metrics; Prometheus sums counters across processes. The
+ * state of the whole deployment (held jobs per project, used / reserved /
+ * limit per scope) is read from Redis at scrape time by the process that
+ * serves the API, so it is the same whichever instance is scraped.
+ *
+ * Served at /metrics with the viewer or admin token (Prometheus:
+ * `authorization: { credentials: <token> }`), by the API, or on
+ * METRICS_PORT by a process without the API.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Budgets } from './accounting/budgets.ts';
+import type { Accounting } from './accounting/counters.ts';
+import { gpuMsToHours } from './units.ts';
+
+export class Metrics {
+  readonly registry = new Registry();
+
+  readonly admissions = new Counter({
+    name: 'gatekeeper_admissions_total',
+    help: 'Intake jobs decided by this gatekeeper, by outcome (admitted, held, rejected).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly admissionLatency = new Histogram({
+    name: 'gatekeeper_admission_latency_seconds',
+    help: 'From an intake job being added to it being on gpu-exec or gpu-held.',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+    registers: [this.registry],
+  });
+
+  readonly settlementLag = new Histogram({
+    name: 'gatekeeper_settlement_lag_seconds',
+    help: 'From a GPU job finishing to its actual hours replacing its reservation.',
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900],
+    registers: [this.registry],
+  });
+
+  readonly webhookDeliveries = new Counter({
+    name: 'gatekeeper_webhook_deliveries_total',
+    help: 'Webhook requests by outcome: delivered, retry (failed, will try again), failed (gave up).',
+    labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Deployment-wide gauges read at scrape time (the API process registers these). */
+  watchState(accounting: Accounting, budgets: Budgets): void {
+    new Gauge({
+      name: 'gatekeeper_held_jobs',
+      help: 'Jobs waiting on gpu-held, by project.',
+      labelNames: ['project'] as const,
+      registers: [this.registry],
+      async collect() {
+        this.reset();
+        for (const [project, n] of Object.entries(await accounting.heldCounts())) this.set({ project }, n);
+      },
+    });
+    // One read of every limit's current period per scrape, shared by the three gauges.
+    let snapshot: Promise<Awaited<ReturnType<Budgets['views']>>> | null = null;
+    const views = () => {
+      snapshot ??= budgets.all().then((rows) => budgets.views(rows.map((r) => r.scope))).finally(() => setTimeout(() => (snapshot = null), 100));
+      return snapshot;
+    };
+    const scopeGauge = (name: string, help: string, pick: (v: Awaited<ReturnType<typeof views>>[number]) => number | null) =>
+      new Gauge({
+        name,
+        help,
+        labelNames: ['scope', 'period'] as const,
+        registers: [this.registry],
+        async collect() {
+          this.reset();
+          for (const v of await views()) {
+            const value = pick(v);
+            if (value !== null) this.set({ scope: v.scope, period: v.periodLabel ?? 'none' }, gpuMsToHours(value));
+          }
+        },
+      });
+    scopeGauge('gatekeeper_scope_used_gpu_hours', 'GPU hours used in the current period of each limited scope.', (v) => v.usedGpuMs);
+    scopeGauge('gatekeeper_scope_reserved_gpu_hours', 'GPU hours reserved by running jobs in the current period.', (v) => v.reservedGpuMs);
+    scopeGauge('gatekeeper_scope_limit_gpu_hours', 'Effective limit of the current period (limit + carry + adjust).', (v) => v.effectiveLimitGpuMs);
+  }
+}
