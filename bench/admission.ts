@@ -15,7 +15,7 @@
  * BENCH_TIMEOUT_SECONDS (300), REDIS_URL (else a local redis-server).
  */
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { Queue, Worker } from 'bullmq';
@@ -29,6 +29,7 @@ import { createRedis } from '../queues/connection.ts';
 import { execJobId, queueNames } from '../queues/names.ts';
 import { createGatekeeper } from '../workers/gatekeeper.ts';
 import { startLocalRedis, unlinkMatching } from '../test/support/infra.ts';
+import { save } from './results.ts';
 
 function env(name: string, def: number): number {
   const n = process.env[name] ? Number(process.env[name]) : def;
@@ -258,15 +259,6 @@ function report(m: Awaited<ReturnType<typeof machine>>, tp: ThroughputRun[], lat
   ].join('\n');
   return { md, json: { machine: m, params: { JOBS, ROUNDS, RATE, LATENCY_SECONDS }, summary: { ...s, ratio, cpuRatio },
     ok: bad.length === 0, throughputRuns: tp, latencyRuns: lat } };
-}
-
-/** Write via a .tmp file (gitignored) so an interrupted run never leaves half a result. */
-function save(name: string, text: string): void {
-  const dir = new URL('./results/', import.meta.url);
-  mkdirSync(dir, { recursive: true });
-  const tmp = new URL(`${name}.tmp`, dir);
-  writeFileSync(tmp, text);
-  renameSync(tmp, new URL(name, dir));
 }
 
 async function main(): Promise<void> {
