@@ -69,7 +69,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     rec.start();
     const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
     const streamConn = createRedis(config.redisUrl);
-    const writer = new LedgerWriter(streamConn, accounting.keys.ledger, pool!, log.child({ role: 'ledger' }));
+    const writer = new LedgerWriter(streamConn, accounting.keys.ledger, pool!, log.child({ role: 'ledger' }), { timeZone: config.timeZone });
     await writer.start();
     // Its own connection: both consumers block on XREADGROUP.
     const eventConn = createRedis(config.redisUrl);

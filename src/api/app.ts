@@ -10,6 +10,7 @@ import { heldRoutes } from './held.ts';
 import { auditRoutes } from './audit.ts';
 import { eventRoutes } from './events.ts';
 import { jobRoutes } from './jobs.ts';
+import { usageRoutes } from './usage.ts';
 import { Preflight } from '../admin/preflight.ts';
 import type { Accounting } from '../accounting/counters.ts';
 import type { Config } from '../config.ts';
@@ -66,6 +67,7 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(heldRoutes(deps.held));
   api.use(auditRoutes(deps.pool));
   api.use(eventRoutes(deps.pool));
+  api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));
   if (deps.config && deps.accounting) {
     api.use(jobRoutes(new Preflight(deps.config, deps.accounting, deps.budgets), deps.clock ?? systemClock, deps.intake));
   }

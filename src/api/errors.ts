@@ -27,6 +27,8 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
       return sendError(res, e.status, e.message ?? 'bad request');
     }
     log.error({ err, method: req.method, path: req.path }, 'request failed');
+    // A streamed answer (an export) that fails half way: cut it, so the client sees it is incomplete.
+    if (res.headersSent) return void res.destroy();
     sendError(res, 500, 'internal error');
   };
 }

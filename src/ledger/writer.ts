@@ -14,10 +14,14 @@ import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import { StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../streams/consumer.ts';
 
-export type LedgerWriterOptions = Omit<StreamConsumerOptions, 'deleteAfterAck'>;
+export interface LedgerWriterOptions extends Omit<StreamConsumerOptions, 'deleteAfterAck'> {
+  /** Time zone of the usage rollup's days (GATEKEEPER_TIMEZONE). @default UTC */
+  timeZone?: string;
+}
 
 export class LedgerWriter {
   private readonly consumer: StreamConsumer;
+  private readonly timeZone: string;
 
   constructor(
     redis: Redis,
@@ -26,6 +30,7 @@ export class LedgerWriter {
     log: Logger,
     opts: LedgerWriterOptions = {},
   ) {
+    this.timeZone = opts.timeZone ?? 'UTC';
     // The ledger stream is a queue into Postgres: entries are deleted once written.
     this.consumer = new StreamConsumer(redis, streamKey, 'ledger-writers', log, (e) => this.write(e), { ...opts, deleteAfterAck: true });
   }
@@ -44,27 +49,39 @@ export class LedgerWriter {
   }
 
   /**
-   * One INSERT per batch, whatever its size: the rows go as 14 array
+   * One statement per batch, whatever its size: the rows go as array
    * parameters through unnest, so a backlog of many batched reserve entries
-   * never meets Postgres' 65,535-parameter limit.
+   * never meets Postgres' 65,535-parameter limit. The same statement adds the
+   * rows it really inserted (not those a re-read brings again) to the daily
+   * usage rollup, so the rollup counts each job once.
    */
   private async write(entries: StreamEntry[]): Promise<void> {
     const rows = entries.flatMap((e) => parseEntry(e.fields));
     const col = <K extends keyof LedgerRow>(k: K) => rows.map((r) => r[k]);
     await this.pool.query(
-      `INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt)
-       SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
-              estimated, actual, admitted_at, at, note, override, exempt
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                   $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[])
-            AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                 estimated, actual, admitted_at, at, note, override, exempt)
-       ON CONFLICT DO NOTHING`,
+      `WITH ins AS (
+         INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
+                             estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run)
+         SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
+                estimated, actual, admitted_at, at, note, override, exempt, run
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[], $15::text[])
+              AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
+                   estimated, actual, admitted_at, at, note, override, exempt, run)
+         ON CONFLICT DO NOTHING
+         RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at)
+       INSERT INTO usage_daily AS u (day, project, user_name, job_type, gpu_type, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
+       SELECT (at AT TIME ZONE $16::text)::date, project, user_name, coalesce(job_type, ''), coalesce(gpu_type, ''), exempt,
+              count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))
+       FROM ins WHERE kind <> 'reserve' GROUP BY 1, 2, 3, 4, 5, 6
+       ON CONFLICT (day, project, user_name, job_type, gpu_type, exempt) DO UPDATE
+         SET jobs = u.jobs + EXCLUDED.jobs, estimated_gpu_ms = u.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms,
+             actual_gpu_ms = u.actual_gpu_ms + EXCLUDED.actual_gpu_ms`,
       [
         col('kind'), col('jobId'), col('project'), col('user'), col('jobType'), col('gpuType'),
         rows.map((r) => r.scopes.join(',')),
-        col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'), col('exempt'),
+        col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'), col('exempt'), col('run'),
+        this.timeZone,
       ],
     );
   }
@@ -86,6 +103,7 @@ export interface LedgerRow {
   override: boolean;
   /** An exempt job type: tracked, never counted against a limit. */
   exempt: boolean;
+  run: string | null;
 }
 
 /**
@@ -103,7 +121,7 @@ export function parseEntry(flat: string[]): LedgerRow[] {
   }
   const ts = (ms: string | undefined) => (ms ? new Date(Number(ms)).toISOString() : null);
   return groups.map((g) => {
-    const meta = JSON.parse(g.meta ?? '{}') as { project?: string; user?: string; jobType?: string; gpuType?: string };
+    const meta = JSON.parse(g.meta ?? '{}') as { project?: string; user?: string; jobType?: string; gpuType?: string; run?: string };
     return {
       kind: header.kind!,
       jobId: g.jobId!,
@@ -119,6 +137,7 @@ export function parseEntry(flat: string[]): LedgerRow[] {
       note: header.note || null,
       override: header.override === '1',
       exempt: g.exempt === '1',
+      run: meta.run ?? null,
     };
   });
 }

@@ -1,0 +1,77 @@
+/**
+ * Usage over HTTP:
+ *   GET /usage?from=YYYY-MM-DD&to=YYYY-MM-DD&groupBy=project,user&project=&user=
+ *   GET /usage/export?month=YYYY-MM&format=csv|json   one row per job that ended that month, streamed
+ * Days and months are local to GATEKEEPER_TIMEZONE.
+ */
+import { once } from 'node:events';
+import { Router, type Response } from 'express';
+import { z } from 'zod';
+import type { Pool } from '../db/pool.ts';
+import { NAME_RE } from '../../queues/contract.ts';
+import { gpuMsToHours } from '../units.ts';
+import { csvLine, EXPORT_COLUMNS, exportJobs, GROUPS, monthRange, usageReport, type Group } from '../usage/reports.ts';
+import { HttpError } from './errors.ts';
+import { parseBody, query } from './validate.ts';
+
+const date = (what: string) =>
+  z.string({ error: `${what} is required (YYYY-MM-DD)` }).regex(/^\d{4}-\d{2}-\d{2}$/, `${what} must be a date YYYY-MM-DD`).refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)) && new Date(`${d}T00:00:00Z`).toISOString().startsWith(d), `${what} is not a real date`);
+const name = (what: string) => z.string().regex(NAME_RE, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`).optional();
+
+const UsageQuery = query({
+  from: date('from'),
+  to: date('to'),
+  groupBy: z
+    .string()
+    .default('project')
+    .transform((s) => [...new Set(s.split(',').map((g) => g.trim()).filter(Boolean))])
+    .refine((gs) => gs.every((g) => (GROUPS as readonly string[]).includes(g)), `groupBy must be a comma-separated list of ${GROUPS.join(', ')}`),
+  project: name('project'),
+  user: name('user'),
+}).refine((q) => q.from <= q.to, 'from must not be after to').refine((q) => (Date.parse(q.to) - Date.parse(q.from)) / 86_400_000 <= 366, 'at most 366 days per report');
+
+const ExportQuery = query({
+  month: z.string({ error: 'month is required (YYYY-MM)' }),
+  format: z.enum(['csv', 'json'], { error: 'format must be csv or json' }).default('csv'),
+});
+
+export function usageRoutes(pool: Pool, timeZone: string): Router {
+  const r = Router();
+  r.get('/usage', async (req, res) => {
+    const q = parseBody(UsageQuery, req.query);
+    const rows = await usageReport(pool, { from: q.from, to: q.to, groupBy: q.groupBy as Group[], project: q.project, user: q.user });
+    res.json({
+      from: q.from, to: q.to, timeZone, groupBy: q.groupBy,
+      rows: rows.map(({ actualGpuMs, estimatedGpuMs, exemptGpuMs, ...keys }) => ({
+        ...keys, actualGpuHours: gpuMsToHours(actualGpuMs), estimatedGpuHours: gpuMsToHours(estimatedGpuMs), exemptGpuHours: gpuMsToHours(exemptGpuMs),
+      })),
+    });
+  });
+  r.get('/usage/export', async (req, res) => {
+    const q = parseBody(ExportQuery, req.query);
+    const range = monthRange(q.month, timeZone);
+    if (!range) throw new HttpError(400, `month must be YYYY-MM, got "${q.month}"`);
+    res.status(200);
+    res.set('content-disposition', `attachment; filename="gpu-usage-${q.month}.${q.format}"`);
+    res.set('content-type', q.format === 'csv' ? 'text/csv; charset=utf-8' : 'application/json; charset=utf-8');
+    let first = true;
+    await write(res, q.format === 'csv' ? csvLine([...EXPORT_COLUMNS]) + '\n' : '[');
+    await exportJobs(pool, range, timeZone, async (rows) => {
+      const text = rows
+        .map((row) => {
+          const line = q.format === 'csv' ? csvLine(EXPORT_COLUMNS.map((c) => row[c])) + '\n' : `${first ? '\n' : ',\n'}${JSON.stringify(row)}`;
+          first = false;
+          return line;
+        })
+        .join('');
+      await write(res, text);
+    });
+    res.end(q.format === 'csv' ? '' : first ? ']\n' : '\n]\n');
+  });
+  return r;
+}
+
+/** Write and wait while the client is slower than the database (so memory stays flat). */
+async function write(res: Response, chunk: string): Promise<void> {
+  if (!res.write(chunk)) await once(res, 'drain');
+}

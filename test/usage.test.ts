@@ -1,0 +1,137 @@
+/**
+ * Usage reports and the monthly export against the real ledger (jobs reserved
+ * and settled through the scripts, written by the ledger writer): totals by
+ * any grouping equal sums over the ledger, the export has exactly one row per
+ * job that ended that month — exempt and override rows included — in CSV and
+ * JSON, and bad queries get a 400.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { createTestEnv, type TestEnv } from './support/env.ts';
+import { createApp } from '../src/api/app.ts';
+import { HeldJobs } from '../src/admin/held.ts';
+import { LedgerWriter } from '../src/ledger/writer.ts';
+import { SYSTEM } from '../src/accounting/budgets.ts';
+import { hoursToGpuMs } from '../src/units.ts';
+import type { JobMeta } from '../src/accounting/counters.ts';
+
+const H = hoursToGpuMs(1);
+const viewer = 'test-viewer-token-0123456789';
+let t: TestEnv;
+let server: Server;
+let base: string;
+
+async function get(path: string): Promise<{ status: number; type: string; text: string }> {
+  const res = await fetch(base + path, { headers: { authorization: `Bearer ${viewer}` } });
+  return { status: res.status, type: res.headers.get('content-type') ?? '', text: await res.text() };
+}
+
+beforeAll(async () => {
+  t = await createTestEnv();
+  const held = new HeldJobs(t.config, t.redis, t.pool, t.clock, t.log);
+  const app = createApp({ config: t.config, accounting: t.accounting, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin: 'test-admin-token-0123456789', viewer } });
+  server = await new Promise((r) => {
+    const s = app.listen(0, '127.0.0.1', () => r(s));
+  });
+  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`;
+
+  // A month of jobs through the real scripts: three projects, two users, an exempt type,
+  // an override, a released job, one that ends in December, and a run.
+  await t.budgets.setExempt('regression-test', true, SYSTEM, null);
+  for (const p of ['alpha', 'beta']) await t.budgets.set(p, 1000 * H);
+  await t.budgets.set('tiny', 0);
+  const jobs: { id: string; meta: JobMeta; hours: number; actual: number; at: string; end: string; kind?: 'release' }[] = [
+    { id: 'a1', meta: { project: 'alpha', user: 'ann', gpus: 1, jobType: 'render', gpuType: 'a100', run: 'ep1' }, hours: 2, actual: 1.5, at: '2026-11-02T10:00:00Z', end: '2026-11-02T12:00:00Z' },
+    { id: 'a2', meta: { project: 'alpha', user: 'ann', gpus: 1, jobType: 'render', gpuType: 'a100', run: 'ep1' }, hours: 2, actual: 2.25, at: '2026-11-02T11:00:00Z', end: '2026-11-03T01:00:00Z' },
+    { id: 'a3', meta: { project: 'alpha', user: 'bob', gpus: 1, jobType: 'regression-test' }, hours: 1, actual: 0.75, at: '2026-11-05T09:00:00Z', end: '2026-11-05T09:45:00Z' },
+    { id: 'b1', meta: { project: 'beta', user: 'bob', gpus: 2, jobType: 'train', gpuType: 'h100' }, hours: 10, actual: 0, at: '2026-11-20T00:00:00Z', end: '2026-11-20T00:00:00Z', kind: 'release' },
+    { id: 'b2', meta: { project: 'beta', user: 'bob', gpus: 2, jobType: 'train, "big"', gpuType: 'h100' }, hours: 10, actual: 9, at: '2026-11-30T20:00:00Z', end: '2026-12-01T02:00:00Z' },
+  ];
+  for (const j of jobs) {
+    const r = await t.accounting.reserve(j.id, hoursToGpuMs(j.hours), ['project:' + j.meta.project], j.meta, Date.parse(j.at));
+    expect(r.kind).toBe('reserved');
+    await t.accounting.settle(j.id, (r as { scopes: string[] }).scopes, hoursToGpuMs(j.actual), j.kind ?? 'settle', Date.parse(j.end));
+  }
+  // An override: held at a zero budget, admitted regardless, then settled.
+  await t.accounting.reserve('o1', 3 * H, ['project:tiny'], { project: 'tiny', user: 'cy', gpus: 1 }, Date.parse('2026-11-10T00:00:00Z'));
+  await t.accounting.release(['o1'], 'override', 'override by ops', Date.parse('2026-11-10T01:00:00Z'));
+  await t.accounting.settle('o1', ['project:tiny'], 3 * H, 'settle', Date.parse('2026-11-10T04:00:00Z'));
+  const writer = new LedgerWriter(t.connection(), t.accounting.keys.ledger, t.pool, t.log);
+  while ((await writer.drainOnce()) > 0);
+});
+afterAll(async () => {
+  await new Promise((r) => server?.close(r));
+  await t?.close();
+});
+
+describe('usage report', () => {
+  it('totals by project and user equal the ledger, exempt hours apart', async () => {
+    const r = await get('/usage?from=2026-11-01&to=2026-11-30&groupBy=project,user');
+    expect(r.status).toBe(200);
+    expect(JSON.parse(r.text).rows).toEqual([
+      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0 },
+      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75 },
+      { project: 'beta', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 10, exemptGpuHours: 0 },
+      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0 },
+    ]);
+    // The same from the ledger itself.
+    const sum = await t.pool.query(`SELECT sum(actual_gpu_ms) FILTER (WHERE NOT exempt) AS a FROM ledger WHERE kind <> 'reserve' AND at < '2026-12-01'`);
+    expect(JSON.parse(r.text).rows.reduce((n: number, x: { actualGpuHours: number }) => n + x.actualGpuHours, 0)).toBe(Number(sum.rows[0].a) / H);
+  });
+
+  it('groups by day and job type, and filters by user', async () => {
+    const r = JSON.parse((await get('/usage?from=2026-11-01&to=2026-12-31&groupBy=day,jobType&user=bob')).text);
+    expect(r.rows.map((x: Record<string, unknown>) => [x.day, x.jobType, x.actualGpuHours, x.exemptGpuHours])).toEqual([
+      ['2026-11-05', 'regression-test', 0, 0.75],
+      ['2026-11-20', 'train', 0, 0],
+      ['2026-12-01', 'train, "big"', 9, 0],
+    ]);
+  });
+
+  it.each([
+    ['?to=2026-11-30', 'from is required (YYYY-MM-DD)'],
+    ['?from=2026-11-31&to=2026-12-01', 'from is not a real date'],
+    ['?from=2026-12-01&to=2026-11-01', 'from must not be after to'],
+    ['?from=2026-01-01&to=2027-06-01', 'at most 366 days per report'],
+    ['?from=2026-11-01&to=2026-11-30&groupBy=planet', 'groupBy must be a comma-separated list of project, user, jobType, gpuType, day'],
+    ['?from=2026-11-01&to=2026-11-30&color=red', 'unknown query parameter(s): color'],
+  ])('answers 400 to %s', async (q, message) => {
+    const r = await get(`/usage${q}`);
+    expect({ status: r.status, body: JSON.parse(r.text) }).toEqual({ status: 400, body: { error: { status: 400, message } } });
+  });
+});
+
+describe('monthly export', () => {
+  const expected = [
+    ['2026-11-02', 'alpha', 'ann', 'render', 'a100', 'ep1', 'a1', 'settle', 2 * H, 1.5 * H, false, false],
+    ['2026-11-03', 'alpha', 'ann', 'render', 'a100', 'ep1', 'a2', 'settle', 2 * H, 2.25 * H, false, false],
+    ['2026-11-05', 'alpha', 'bob', 'regression-test', null, null, 'a3', 'settle', 1 * H, 0.75 * H, true, false],
+    ['2026-11-10', 'tiny', 'cy', null, null, null, 'o1', 'settle', 3 * H, 3 * H, false, true],
+    ['2026-11-20', 'beta', 'bob', 'train', 'h100', null, 'b1', 'release', 10 * H, 0, false, false],
+  ];
+
+  it('has one JSON row per job that ended in the month, exempt and override included', async () => {
+    const r = await get('/usage/export?month=2026-11&format=json');
+    expect(r.type).toMatch(/^application\/json/);
+    const rows = JSON.parse(r.text) as Record<string, unknown>[];
+    expect(rows.map((x) => [x.date, x.project, x.user, x.jobType, x.gpuType, x.run, x.jobId, x.kind, x.estimatedGpuMs, x.actualGpuMs, x.exempt, x.override])).toEqual(expected);
+  });
+
+  it('has the same rows as CSV, quoting free text', async () => {
+    const r = await get('/usage/export?month=2026-12');
+    expect(r.type).toMatch(/^text\/csv/);
+    const lines = r.text.trimEnd().split('\n');
+    expect(lines[0]).toBe('date,endedAt,project,user,jobType,gpuType,run,jobId,kind,estimatedGpuMs,actualGpuMs,estimatedGpuHours,actualGpuHours,exempt,override');
+    expect(lines.slice(1)).toEqual(['2026-12-01,2026-12-01T02:00:00.000Z,beta,bob,"train, ""big""",h100,,b2,settle,36000000,32400000,10,9,false,false']);
+    const nov = (await get('/usage/export?month=2026-11&format=csv')).text.trimEnd().split('\n');
+    expect(nov.slice(1).map((l) => l.split(',')[7])).toEqual(expected.map((e) => e[6]));
+    expect((await get('/usage/export?month=2026-10&format=json')).text).toBe('[]\n');
+  });
+
+  it.each(['2026-13', 'nov', '2026-1', ''])('answers 400 to month %j', async (month) => {
+    const r = await get(`/usage/export?month=${month}`);
+    expect(r.status).toBe(400);
+    expect(JSON.parse(r.text).error.message).toMatch(/^month must be YYYY-MM/);
+  });
+});
