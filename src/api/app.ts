@@ -4,7 +4,9 @@ import type { Redis } from 'ioredis';
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Budgets } from '../accounting/budgets.ts';
-import { authenticate, requireAdmin, type Tokens } from './auth.ts';
+import { actorOf, authenticate, requireAdmin, type Tokens } from './auth.ts';
+import { dashboardData } from '../../dashboard/data.ts';
+import { renderDashboard } from '../../dashboard/page.ts';
 import { budgetRoutes } from './budgets.ts';
 import { heldRoutes } from './held.ts';
 import { auditRoutes } from './audit.ts';
@@ -73,6 +75,13 @@ export function createApp(deps: AppDeps): express.Express {
   }
   app.use('/api/v1', api);
   if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.tokens);
+  app.get('/', (_req, res) => res.redirect('/dashboard'));
+  app.get('/dashboard', authenticate(deps.tokens, { browser: true }), async (_req, res) => {
+    const clock = deps.clock ?? systemClock;
+    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now() });
+    const board = deps.boardQueues ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
+    res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: actorOf(res).role, board }));
+  });
   app.use((_req, res) => sendError(res, 404, 'no such route'));
   app.use(errorHandler(deps.log));
   return app;

@@ -42,6 +42,14 @@ export function presentedToken(header: string | undefined): string | null {
 
 const ACTOR_RE = /^[A-Za-z0-9._@-]{1,64}$/;
 
+function basicUserName(header: string | undefined): string | null {
+  const basic = /^Basic\s+([A-Za-z0-9+/=]+)\s*$/i.exec(header ?? '');
+  if (!basic) return null;
+  const decoded = Buffer.from(basic[1]!, 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  return colon > 0 ? decoded.slice(0, colon) : null;
+}
+
 /** Who is calling, as set by `authenticate`. */
 export const actorOf = (res: Response): Actor => res.locals.actor as Actor;
 
@@ -64,7 +72,10 @@ export function authenticate(tokens: Tokens, opts: { browser?: boolean } = {}): 
     if (named !== undefined && (typeof named !== 'string' || !ACTOR_RE.test(named))) {
       return sendError(res, 400, 'X-Gatekeeper-Actor must be 1-64 characters of A-Z a-z 0-9 . _ @ -');
     }
-    res.locals.actor = { name: typeof named === 'string' ? named : role, role } satisfies Actor;
+    // A browser's Basic user name says who it is (the dashboard's buttons).
+    const basicUser = basicUserName(req.headers.authorization);
+    const name = typeof named === 'string' ? named : basicUser && ACTOR_RE.test(basicUser) ? basicUser : role;
+    res.locals.actor = { name, role } satisfies Actor;
     next();
   };
 }

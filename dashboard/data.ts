@@ -1,0 +1,122 @@
+/**
+ * What the dashboard shows, gathered in one place (and testable without a
+ * browser): every budgeted project and every user with a quota, as admission
+ * sees them now; their last 30 days; run-out projections; settled usage by
+ * period; held jobs; recent alerts. Reads the daily rollup, never the ledger,
+ * so it stays fast however long the ledger grows.
+ */
+import type { Pool } from '../src/db/pool.ts';
+import type { Budgets, ScopeView } from '../src/accounting/budgets.ts';
+import type { HeldJobs, HeldView } from '../src/admin/held.ts';
+import { parseScopeId } from '../src/accounting/scopes.ts';
+import { periodAt, previousPeriod, type PeriodKind } from '../src/periods.ts';
+import { dailySeries } from '../src/usage/reports.ts';
+import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
+
+export interface ScopeCard {
+  view: ScopeView;
+  /** e.g. "project alpha", "bob (daily quota)". */
+  title: string;
+  projection: string;
+  /** GPU-ms per local day, last 30 days, oldest first (counted; exempt apart). */
+  trend: { day: string; actualGpuMs: number; exemptGpuMs: number }[];
+}
+
+export interface PeriodUsage {
+  label: string;
+  from: string;
+  to: string;
+}
+
+export interface DashboardData {
+  now: number;
+  timeZone: string;
+  projects: ScopeCard[];
+  users: ScopeCard[];
+  /** Settled GPU-ms per project in this and the previous day, week and month. */
+  history: { periods: PeriodUsage[]; rows: { project: string; gpuMs: number[] }[] };
+  held: { total: number; jobs: HeldView[] };
+  alerts: { id: number; type: string; at: string; data: Record<string, unknown>; acked: boolean }[];
+}
+
+const DAYS = 30;
+
+export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; timeZone: string; now: number }): Promise<DashboardData> {
+  const { pool, budgets, timeZone, now } = deps;
+  const today = periodAt('day', now, timeZone).label;
+  const limits = await budgets.all();
+  const scopes = limits.map((l) => l.scope);
+  const views = await budgets.views(scopes);
+
+  const card = async (view: ScopeView, title: string, subject: string, series: { project?: string; user?: string }): Promise<ScopeCard> => {
+    const trend = await dailySeries(pool, { ...series, today, days: DAYS });
+    const p = projectRunOut({
+      daily: withToday(trend.map((d) => d.actualGpuMs), now - periodAt('day', now, timeZone).start),
+      limitGpuMs: view.effectiveLimitGpuMs,
+      usedGpuMs: view.usedGpuMs,
+      reservedGpuMs: view.reservedGpuMs,
+      periodEnd: view.nextResetAt,
+      now,
+      timeZone,
+    });
+    return { view, title, projection: describeProjection(subject, p, timeZone, now), trend };
+  };
+
+  const projects: ScopeCard[] = [];
+  const users: ScopeCard[] = [];
+  for (const view of views) {
+    const s = parseScopeId(view.scope);
+    if (s.kind === 'project') projects.push(await card(view, `project ${s.name}`, `project ${s.name}'s budget`, { project: s.name }));
+    else if (s.kind === 'user-day' || s.kind === 'user-week') {
+      const which = s.kind === 'user-day' ? 'daily' : 'weekly';
+      users.push(await card(view, `${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, { user: s.name }));
+    }
+  }
+
+  const periods = usagePeriods(now, timeZone);
+  const hist = await pool.query(
+    `SELECT project, ${periods.map((_, i) => `coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt AND day BETWEEN $${2 * i + 1}::date AND $${2 * i + 2}::date), 0) AS p${i}`).join(', ')}
+     FROM usage_daily WHERE day >= $${2 * periods.length + 1}::date GROUP BY project ORDER BY project`,
+    [...periods.flatMap((p) => [p.from, p.to]), periods.map((p) => p.from).sort()[0]],
+  );
+  const history = { periods, rows: hist.rows.map((r: Record<string, unknown>) => ({ project: String(r.project), gpuMs: periods.map((_, i) => Number(r[`p${i}`])) })) };
+
+  const held = await deps.held.list({ limit: 50, offset: 0 });
+  const alerts = await pool.query(
+    `SELECT id, type, at, data, acked_at FROM events WHERE type IN ('THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET')
+     ORDER BY id DESC LIMIT 15`,
+  );
+  return {
+    now,
+    timeZone,
+    projects,
+    users,
+    history,
+    held,
+    alerts: alerts.rows.map((a: Record<string, any>) => ({ id: Number(a.id), type: a.type, at: (a.at as Date).toISOString(), data: a.data, acked: a.acked_at !== null })),
+  };
+}
+
+/**
+ * The burn rate looks at complete days only. Once an hour of today has
+ * passed, today's pace (extrapolated to a full day) counts as the most recent
+ * day, so a burst that started this morning shows up before midnight.
+ */
+function withToday(daily: number[], elapsedTodayMs: number): number[] {
+  const today = daily[daily.length - 1] ?? 0;
+  if (elapsedTodayMs < 3_600_000 || today === 0) return daily;
+  return [...daily.slice(0, -1), Math.round((today * 86_400_000) / elapsedTodayMs), 0];
+}
+
+/** This and the previous day, week and month, as local date ranges. */
+function usagePeriods(now: number, timeZone: string): PeriodUsage[] {
+  const dateOf = (ms: number) => periodAt('day', ms, timeZone).label;
+  const out: PeriodUsage[] = [];
+  for (const kind of ['day', 'week', 'month'] as PeriodKind[]) {
+    const cur = periodAt(kind, now, timeZone);
+    const prev = previousPeriod(cur, timeZone);
+    out.push({ label: `this ${kind}`, from: dateOf(cur.start), to: dateOf(cur.end - 1) });
+    out.push({ label: `last ${kind}`, from: dateOf(prev.start), to: dateOf(prev.end - 1) });
+  }
+  return out;
+}

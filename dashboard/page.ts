@@ -1,0 +1,159 @@
+/**
+ * The budget dashboard as one server-rendered HTML page: no build step, no
+ * framework, no chart library (bars are CSS, trends are inline SVG), a few
+ * kilobytes of script for the admin buttons. Every number carries a data-
+ * attribute with its exact value, so tests compare what is drawn with what
+ * the API reports.
+ */
+import type { DashboardData, ScopeCard } from './data.ts';
+import type { Role } from '../src/api/auth.ts';
+import { formatHours, gpuMsToHours } from '../src/units.ts';
+
+export interface PageOptions {
+  role: Role;
+  /** Bull Board base path and queue names, for links. */
+  board: { base: string; queues: string[] } | null;
+}
+
+const esc = (s: unknown) =>
+  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
+const h = (ms: number) => formatHours(ms);
+
+function bar(v: ScopeCard['view']): string {
+  const limit = v.effectiveLimitGpuMs;
+  const total = v.usedGpuMs + v.reservedGpuMs;
+  // Scale to the limit, or to what is counted when in-flight jobs overran it.
+  const scale = Math.max(limit ?? 0, total, 1);
+  const pct = (ms: number) => Math.min(100, (ms / scale) * 100).toFixed(2);
+  const marks = limit ? v.thresholds.map((t) => `<i class="mark" style="left:${pct((limit * t) / 100)}%" title="${t}% warning"></i>`).join('') : '';
+  const over = limit !== null && total > limit;
+  return `<div class="bar${over ? ' over' : ''}" role="img" aria-label="${esc(h(total))} of ${esc(limit === null ? 'no limit' : h(limit))} GPU-h">
+      <b class="used" style="width:${pct(v.usedGpuMs)}%"></b><b class="reserved" style="width:${pct(v.reservedGpuMs)}%"></b>${marks}
+    </div>
+    ${v.exemptUsedGpuMs + v.exemptReservedGpuMs > 0 ? `<div class="exempt-bar" style="width:${pct(v.exemptUsedGpuMs + v.exemptReservedGpuMs)}%"></div>` : ''}`;
+}
+
+function sparkline(trend: ScopeCard['trend']): string {
+  const w = 300;
+  const hgt = 40;
+  const max = Math.max(1, ...trend.map((d) => d.actualGpuMs + d.exemptGpuMs));
+  const step = w / trend.length;
+  const bars = trend
+    .map((d, i) => {
+      const y = (d.actualGpuMs / max) * hgt;
+      const e = (d.exemptGpuMs / max) * hgt;
+      return `<rect x="${(i * step).toFixed(1)}" y="${(hgt - y).toFixed(1)}" width="${(step - 1).toFixed(1)}" height="${y.toFixed(1)}"><title>${esc(d.day)}: ${esc(h(d.actualGpuMs))} GPU-h</title></rect>` +
+        (e > 0 ? `<rect class="ex" x="${(i * step).toFixed(1)}" y="${(hgt - y - e).toFixed(1)}" width="${(step - 1).toFixed(1)}" height="${e.toFixed(1)}"><title>${esc(d.day)}: ${esc(h(d.exemptGpuMs))} exempt</title></rect>` : '');
+    })
+    .join('');
+  return `<svg class="trend" viewBox="0 0 ${w} ${hgt}" width="${w}" height="${hgt}" aria-label="GPU hours per day, last ${trend.length} days">${bars}</svg>`;
+}
+
+function card(c: ScopeCard): string {
+  const v = c.view;
+  const num = (name: string, ms: number | null) => `<span class="${name}" data-gpu-hours="${ms === null ? '' : gpuMsToHours(ms)}">${ms === null ? '—' : esc(h(ms))}</span>`;
+  return `<article class="scope" data-scope="${esc(v.scope)}">
+    <header><h3>${esc(c.title)}</h3><span class="period">${esc(v.periodLabel ?? 'one-off')}${v.policy === 'soft' ? ` · soft${v.gracePercent !== null ? ` +${v.gracePercent}%` : ''}` : ''}</span></header>
+    ${bar(v)}
+    <p class="numbers">used ${num('used', v.usedGpuMs)} · reserved ${num('reserved', v.reservedGpuMs)} · of ${num('limit', v.effectiveLimitGpuMs)} GPU-h
+      · remaining ${num('remaining', v.remainingGpuMs)}${v.exemptUsedGpuMs + v.exemptReservedGpuMs > 0 ? ` · exempt ${num('exempt', v.exemptUsedGpuMs + v.exemptReservedGpuMs)}` : ''}
+      ${v.nextResetAt ? ` · resets ${esc(new Date(v.nextResetAt).toISOString().slice(0, 16).replace('T', ' '))} UTC` : ''}</p>
+    <p class="projection">${esc(c.projection)}</p>
+    ${sparkline(c.trend)}
+  </article>`;
+}
+
+function alertText(a: DashboardData['alerts'][number]): string {
+  const d = a.data as Record<string, any>;
+  switch (a.type) {
+    case 'THRESHOLD_CROSSED':
+      return `${d.scope} reached ${d.thresholdPercent}% (${d.usedGpuHours + d.reservedGpuHours} of ${d.limitGpuHours} GPU-h)`;
+    case 'BUDGET_EXHAUSTED':
+      return `${d.scope} is at its limit; jobs are being held`;
+    case 'JOB_REJECTED':
+      return `job ${d.jobId} rejected: ${d.reason}`;
+    default:
+      return `${(d.periods ?? []).join(', ')} reset; ${d.releasedJobs ?? 0} held jobs released`;
+  }
+}
+
+export function renderDashboard(d: DashboardData, opts: PageOptions): string {
+  const admin = opts.role === 'admin';
+  const age = (s: number) => (s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86_400)}d`);
+  const heldRows = d.held.jobs
+    .map(
+      (j) => `<tr data-job="${esc(j.jobId)}"><td>${esc(j.jobId)}</td><td>${esc(j.project)}</td><td>${esc(j.user)}</td><td class="n">${esc(j.estimatedGpuHours)}</td>
+        <td>${esc(age(j.ageSeconds))}</td><td>${esc(j.reason)}</td>
+        ${admin ? `<td class="actions"><button data-action="release" data-id="${esc(j.jobId)}">Release</button> <button data-action="override" data-id="${esc(j.jobId)}">Override</button></td>` : ''}</tr>`,
+    )
+    .join('');
+  const hist = d.history.rows
+    .map((r) => `<tr><td>${esc(r.project)}</td>${r.gpuMs.map((ms) => `<td class="n">${esc(h(ms))}</td>`).join('')}</tr>`)
+    .join('');
+  return `<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>gpu-gatekeeper — budgets</title>
+<style>
+  :root { font: 14px/1.4 system-ui, sans-serif; color: #1d2230; background: #f6f7fb; }
+  body { margin: 0 auto; max-width: 1100px; padding: 16px 20px 48px; }
+  h1 { font-size: 20px; margin: 0; } h2 { font-size: 16px; margin: 28px 0 10px; } h3 { font-size: 14px; margin: 0; }
+  .top { display: flex; justify-content: space-between; align-items: baseline; gap: 12px; flex-wrap: wrap; }
+  .top nav a { margin-left: 10px; color: #3a55c4; }
+  .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 12px; }
+  .scope { background: #fff; border: 1px solid #dde1ec; border-radius: 8px; padding: 12px; }
+  .scope header { display: flex; justify-content: space-between; } .period { color: #6b7285; font-size: 12px; }
+  .bar { position: relative; height: 14px; background: #e9ecf4; border-radius: 7px; margin: 10px 0 4px; overflow: hidden; display: flex; }
+  .bar b { display: block; height: 100%; } .bar .used { background: #3a55c4; } .bar .reserved { background: repeating-linear-gradient(45deg, #8fa2ee, #8fa2ee 4px, #b7c4f5 4px, #b7c4f5 8px); }
+  .bar.over .used { background: #c43a3a; } td.actions { white-space: nowrap; }
+  .mark { position: absolute; top: 0; bottom: 0; width: 2px; background: #1d2230; opacity: .45; }
+  .exempt-bar { height: 4px; background: #2f9e6b; border-radius: 2px; margin-bottom: 4px; }
+  .numbers, .projection { margin: 6px 0; } .projection { color: #4a5068; font-style: italic; }
+  .trend rect { fill: #3a55c4; opacity: .75; } .trend rect.ex { fill: #2f9e6b; }
+  table { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid #dde1ec; }
+  th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid #eef0f6; vertical-align: top; } td.n { text-align: right; }
+  button { font: inherit; padding: 2px 8px; border: 1px solid #3a55c4; background: #fff; color: #3a55c4; border-radius: 4px; cursor: pointer; }
+  button:hover { background: #3a55c4; color: #fff; } #msg { min-height: 1.4em; color: #2f7a4d; }
+  .legend span { margin-right: 12px; } .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
+  .muted { color: #6b7285; }
+</style></head>
+<body>
+<div class="top"><h1>gpu-gatekeeper · budgets</h1>
+  <nav><span class="muted">${esc(opts.role)} · ${esc(d.timeZone)} · ${esc(new Date(d.now).toISOString().slice(0, 16).replace('T', ' '))} UTC</span>
+  ${opts.board ? opts.board.queues.map((q) => `<a href="${esc(opts.board!.base)}/queue/${encodeURIComponent(q)}">${esc(q)}</a>`).join('') : ''}</nav></div>
+<p class="legend muted"><span><i style="background:#3a55c4"></i>used</span><span><i style="background:#8fa2ee"></i>reserved (running)</span><span><i style="background:#2f9e6b"></i>exempt (not counted)</span><span><i style="background:#1d2230;opacity:.45"></i>warning thresholds</span></p>
+<div id="msg" role="status"></div>
+<h2>Projects</h2>
+<div class="grid" id="projects">${d.projects.map(card).join('') || '<p class="muted">No project budgets yet.</p>'}</div>
+<h2>User quotas</h2>
+<div class="grid" id="users">${d.users.map(card).join('') || '<p class="muted">No user quotas.</p>'}</div>
+<h2>Settled usage by period (GPU-h)</h2>
+<table id="history"><thead><tr><th>project</th>${d.history.periods.map((p) => `<th title="${esc(p.from)} – ${esc(p.to)}">${esc(p.label)}</th>`).join('')}</tr></thead>
+<tbody>${hist || `<tr><td colspan="${d.history.periods.length + 1}" class="muted">Nothing settled yet.</td></tr>`}</tbody></table>
+<h2>Held jobs (${esc(d.held.total)})</h2>
+<table id="held"><thead><tr><th>job</th><th>project</th><th>user</th><th>GPU-h</th><th>age</th><th>why</th>${admin ? '<th></th>' : ''}</tr></thead>
+<tbody>${heldRows || `<tr><td colspan="${admin ? 7 : 6}" class="muted">Nothing held.</td></tr>`}</tbody></table>
+<h2>Recent alerts</h2>
+<table id="alerts"><tbody>${d.alerts.map((a) => `<tr><td class="muted">${esc(a.at.slice(0, 16).replace('T', ' '))}</td><td>${esc(a.type)}</td><td>${esc(alertText(a))}</td><td>${a.acked ? 'acknowledged' : ''}</td></tr>`).join('') || '<tr><td class="muted">No alerts.</td></tr>'}</tbody></table>
+${admin ? `<script>
+document.addEventListener('click', async (e) => {
+  const b = e.target.closest('button[data-action]');
+  if (!b) return;
+  const id = b.dataset.id, action = b.dataset.action;
+  const reason = action === 'override' ? prompt('Why admit job ' + id + ' regardless of its budget?') : null;
+  if (action === 'override' && reason === null) return;
+  b.disabled = true;
+  const res = await fetch(action === 'release' ? '/api/v1/held/release' : '/api/v1/held/' + encodeURIComponent(id) + '/override', {
+    method: 'POST', headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(action === 'release' ? { ids: [id] } : (reason ? { reason } : {})),
+  });
+  const body = await res.json().catch(() => ({}));
+  const msg = document.getElementById('msg');
+  if (!res.ok) { msg.textContent = 'Failed: ' + ((body.error && body.error.message) || res.status); b.disabled = false; return; }
+  msg.textContent = action === 'release'
+    ? (body.admitted > 0 ? 'Released job ' + id + '.' : 'Job ' + id + ' still held: ' + ((body.stillHeldJobs && body.stillHeldJobs[0] && body.stillHeldJobs[0].reason) || ''))
+    : 'Admitted job ' + id + ' (override).';
+  setTimeout(() => location.reload(), 800);
+});
+</script>` : ''}
+</body></html>`;
+}
