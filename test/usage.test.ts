@@ -15,6 +15,10 @@ import { LedgerWriter } from '../src/ledger/writer.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import type { JobMeta } from '../src/accounting/counters.ts';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
+import { EXIT, runCli } from '../src/cli/main.ts';
 
 const H = hoursToGpuMs(1);
 const viewer = 'test-viewer-token-0123456789';
@@ -133,5 +137,31 @@ describe('monthly export', () => {
     const r = await get(`/usage/export?month=${month}`);
     expect(r.status).toBe(400);
     expect(JSON.parse(r.text).error.message).toMatch(/^month must be YYYY-MM/);
+  });
+});
+
+describe('CLI', () => {
+  const cli = async (args: string[]) => {
+    let out = '';
+    const code = await runCli(['--url', base.replace(/\/api\/v1$/, ''), '--token', viewer, ...args], (x) => (out += x));
+    return { code, out };
+  };
+
+  it('reports usage as a table', async () => {
+    const r = await cli(['report', '--from', '2026-11-01', '--to', '2026-11-30', '--group-by', 'project']);
+    expect(r.code).toBe(EXIT.ok);
+    expect(r.out.split('\n').slice(0, 4)).toEqual([
+      'PROJECT  JOBS  USED  ESTIMATED  EXEMPT',
+      'alpha    3     3.75  4          0.75',
+      'beta     1     0     10         0',
+      'tiny     1     3     3          0',
+    ]);
+  });
+
+  it('exports a month to a file, byte for byte what the API streams', async () => {
+    const file = join(mkdtempSync(join(os.tmpdir(), 'gk-export-')), 'nov.csv');
+    expect((await cli(['export', '--month', '2026-11', '--out', file])).code).toBe(EXIT.ok);
+    expect(readFileSync(file, 'utf8')).toBe((await get('/usage/export?month=2026-11&format=csv')).text);
+    expect((await cli(['export', '--month', 'november'])).code).toBe(EXIT.refused);
   });
 });

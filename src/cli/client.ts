@@ -16,21 +16,7 @@ export class ApiClient {
   ) {}
 
   async call(method: string, path: string, body?: unknown): Promise<any> {
-    if (!this.token) throw new ApiError(401, 'no token: set GATEKEEPER_TOKEN or pass --token');
-    let res: Response;
-    try {
-      res = await fetch(`${this.baseUrl.replace(/\/$/, '')}/api/v1${path}`, {
-        method,
-        headers: {
-          authorization: `Bearer ${this.token}`,
-          'content-type': 'application/json',
-          'x-gatekeeper-actor': this.actor.replace(/[^A-Za-z0-9._@-]/g, '_').slice(0, 64) || 'cli',
-        },
-        body: body === undefined ? undefined : JSON.stringify(body),
-      });
-    } catch (err) {
-      throw new Error(`cannot reach ${this.baseUrl}: ${(err as Error).message}`);
-    }
+    const res = await this.request(method, path, body);
     const text = await res.text();
     let json: unknown = null;
     try {
@@ -43,5 +29,32 @@ export class ApiClient {
       throw new ApiError(res.status, message);
     }
     return json;
+  }
+
+  /** A GET whose answer is streamed (exports): the body as it arrives, or an ApiError. */
+  async stream(path: string): Promise<ReadableStream<Uint8Array>> {
+    const res = await this.request('GET', path);
+    if (!res.ok) {
+      const json = (await res.json().catch(() => null)) as { error?: { message?: string } } | null;
+      throw new ApiError(res.status, json?.error?.message ?? `HTTP ${res.status}`);
+    }
+    return res.body!;
+  }
+
+  private async request(method: string, path: string, body?: unknown): Promise<Response> {
+    if (!this.token) throw new ApiError(401, 'no token: set GATEKEEPER_TOKEN or pass --token');
+    try {
+      return await fetch(`${this.baseUrl.replace(/\/$/, '')}/api/v1${path}`, {
+        method,
+        headers: {
+          authorization: `Bearer ${this.token}`,
+          'content-type': 'application/json',
+          'x-gatekeeper-actor': this.actor.replace(/[^A-Za-z0-9._@-]/g, '_').slice(0, 64) || 'cli',
+        },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (err) {
+      throw new Error(`cannot reach ${this.baseUrl}: ${(err as Error).message}`);
+    }
   }
 }
