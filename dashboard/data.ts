@@ -33,6 +33,7 @@ export interface DashboardData {
   timeZone: string;
   projects: ScopeCard[];
   users: ScopeCard[];
+  runs: ScopeCard[];
   /** Settled GPU-ms per project in this and the previous day, week and month. */
   history: { periods: PeriodUsage[]; rows: { project: string; gpuMs: number[] }[] };
   held: { total: number; jobs: HeldView[] };
@@ -64,12 +65,16 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
 
   const projects: ScopeCard[] = [];
   const users: ScopeCard[] = [];
+  const runs: ScopeCard[] = [];
   for (const view of views) {
     const s = parseScopeId(view.scope);
     if (s.kind === 'project') projects.push(await card(view, `project ${s.name}`, `project ${s.name}'s budget`, { project: s.name }));
     else if (s.kind === 'user-day' || s.kind === 'user-week') {
       const which = s.kind === 'user-day' ? 'daily' : 'weekly';
       users.push(await card(view, `${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, { user: s.name }));
+    } else if (s.kind === 'run') {
+      // No per-run rollup: the card shows the counters; its trend is its project's.
+      runs.push(await card(view, `run ${s.name}`, `run ${s.name}'s cap`, { project: s.name.split('/')[0]! }));
     }
   }
 
@@ -91,6 +96,7 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     timeZone,
     projects,
     users,
+    runs,
     history,
     held,
     alerts: alerts.rows.map((a: Record<string, any>) => ({ id: Number(a.id), type: a.type, at: (a.at as Date).toISOString(), data: a.data, acked: a.acked_at !== null })),

@@ -126,6 +126,8 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
 <div class="grid" id="projects">${d.projects.map(card).join('') || '<p class="muted">No project budgets yet.</p>'}</div>
 <h2>User quotas</h2>
 <div class="grid" id="users">${d.users.map(card).join('') || '<p class="muted">No user quotas.</p>'}</div>
+${d.runs.length ? `<h2>Run caps</h2>
+<div class="grid" id="runs">${d.runs.map(card).join('')}</div>` : ''}
 <h2>Settled usage by period (GPU-h)</h2>
 <table id="history"><thead><tr><th>project</th>${d.history.periods.map((p) => `<th title="${esc(p.from)} – ${esc(p.to)}">${esc(p.label)}</th>`).join('')}</tr></thead>
 <tbody>${hist || `<tr><td colspan="${d.history.periods.length + 1}" class="muted">Nothing settled yet.</td></tr>`}</tbody></table>

@@ -64,7 +64,10 @@ export function createApp(deps: AppDeps): express.Express {
   api.use((req, res, next) =>
     req.method === 'GET' || req.method === 'HEAD' || forCreators.has(`${req.method} ${req.path}`) ? next() : requireAdmin(req, res, next),
   );
-  api.use(express.json({ limit: '16kb', strict: false }));
+  // Job batches (preflight, submit) may be large; every other body is small.
+  const batchJson = express.json({ limit: '4mb', strict: false });
+  const smallJson = express.json({ limit: '16kb', strict: false });
+  api.use((req, res, next) => (forCreators.has(`${req.method} ${req.path}`) ? batchJson : smallJson)(req, res, next));
   api.use(budgetRoutes(deps.budgets));
   api.use(heldRoutes(deps.held));
   api.use(auditRoutes(deps.pool));
