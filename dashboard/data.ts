@@ -73,8 +73,8 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
       const which = s.kind === 'user-day' ? 'daily' : 'weekly';
       users.push(await card(view, `${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, { user: s.name }));
     } else if (s.kind === 'run') {
-      // No per-run rollup: the card shows the counters; its trend is its project's.
-      runs.push(await card(view, `run ${s.name}`, `run ${s.name}'s cap`, { project: s.name.split('/')[0]! }));
+      // The rollup has no per-run days, so no trend or projection: the counters say it.
+      runs.push({ view, title: `run ${s.name}`, projection: '', trend: [] });
     }
   }
 

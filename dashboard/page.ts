@@ -58,8 +58,8 @@ function card(c: ScopeCard): string {
     <p class="numbers">used ${num('used', v.usedGpuMs)} · reserved ${num('reserved', v.reservedGpuMs)} · of ${num('limit', v.effectiveLimitGpuMs)} GPU-h
       · remaining ${num('remaining', v.remainingGpuMs)}${v.exemptUsedGpuMs + v.exemptReservedGpuMs > 0 ? ` · exempt ${num('exempt', v.exemptUsedGpuMs + v.exemptReservedGpuMs)}` : ''}
       ${v.nextResetAt ? ` · resets ${esc(new Date(v.nextResetAt).toISOString().slice(0, 16).replace('T', ' '))} UTC` : ''}</p>
-    <p class="projection">${esc(c.projection)}</p>
-    ${sparkline(c.trend)}
+    ${c.projection ? `<p class="projection">${esc(c.projection)}</p>` : ''}
+    ${c.trend.length ? sparkline(c.trend) : ''}
   </article>`;
 }
 
