@@ -10,7 +10,7 @@ import type { Budgets, ScopeView } from '../src/accounting/budgets.ts';
 import type { HeldJobs, HeldView } from '../src/admin/held.ts';
 import { parseScopeId } from '../src/accounting/scopes.ts';
 import { periodAt, previousPeriod, type PeriodKind } from '../src/periods.ts';
-import { dailySeries } from '../src/usage/reports.ts';
+import { dailySeriesMany } from '../src/usage/reports.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
 
 export interface ScopeCard {
@@ -49,10 +49,17 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
   const scopes = limits.map((l) => l.scope);
   const views = await budgets.views(scopes);
 
-  const card = async (view: ScopeView, title: string, subject: string, series: { project?: string; user?: string }): Promise<ScopeCard> => {
-    const trend = await dailySeries(pool, { ...series, today, days: DAYS });
+  // One query per kind for every card's 30 days, not one per card.
+  const parsed = views.map((view) => ({ view, s: parseScopeId(view.scope) }));
+  const namesOf = (kinds: string[]) => [...new Set(parsed.filter((p) => kinds.includes(p.s.kind)).map((p) => p.s.name))];
+  const [byProject, byUser] = await Promise.all([
+    dailySeriesMany(pool, { by: 'project', names: namesOf(['project']), today, days: DAYS }),
+    dailySeriesMany(pool, { by: 'user', names: namesOf(['user-day', 'user-week']), today, days: DAYS }),
+  ]);
+  const elapsedToday = now - periodAt('day', now, timeZone).start;
+  const card = (view: ScopeView, title: string, subject: string, trend: ScopeCard['trend']): ScopeCard => {
     const p = projectRunOut({
-      daily: withToday(trend.map((d) => d.actualGpuMs), now - periodAt('day', now, timeZone).start),
+      daily: withToday(trend.map((d) => d.actualGpuMs), elapsedToday),
       limitGpuMs: view.effectiveLimitGpuMs,
       usedGpuMs: view.usedGpuMs,
       reservedGpuMs: view.reservedGpuMs,
@@ -66,12 +73,11 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
   const projects: ScopeCard[] = [];
   const users: ScopeCard[] = [];
   const runs: ScopeCard[] = [];
-  for (const view of views) {
-    const s = parseScopeId(view.scope);
-    if (s.kind === 'project') projects.push(await card(view, `project ${s.name}`, `project ${s.name}'s budget`, { project: s.name }));
+  for (const { view, s } of parsed) {
+    if (s.kind === 'project') projects.push(card(view, `project ${s.name}`, `project ${s.name}'s budget`, byProject.get(s.name)!));
     else if (s.kind === 'user-day' || s.kind === 'user-week') {
       const which = s.kind === 'user-day' ? 'daily' : 'weekly';
-      users.push(await card(view, `${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, { user: s.name }));
+      users.push(card(view, `${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, byUser.get(s.name)!));
     } else if (s.kind === 'run') {
       // The rollup has no per-run days, so no trend or projection: the counters say it.
       runs.push({ view, title: `run ${s.name}`, projection: '', trend: [] });

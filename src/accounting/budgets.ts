@@ -7,7 +7,7 @@
  * next start. Every change is audited with before and after.
  */
 import type { Pool, PoolClient } from '../db/pool.ts';
-import { allLimits, deleteLimit, exemptJobTypes, getLimit, setExemptJobType, upsertLimit, type LimitRow } from '../db/limits.ts';
+import { allLimits, deleteLimit, exemptJobTypes, getLimit, getLimits, setExemptJobType, upsertLimit, type LimitRow } from '../db/limits.ts';
 import type { Accounting, ScopeDefinition, ScopePeriod, ScopePolicy } from './counters.ts';
 import { parseScopeId, projectScope, runScope, userQuotaScope } from './scopes.ts';
 import { writeAudit, type Actor } from '../db/audit.ts';
@@ -167,9 +167,9 @@ export class Budgets {
   /** Scopes as admission sees them now. */
   async views(scopes: string[]): Promise<ScopeView[]> {
     const now = this.clock.now();
-    const [states, rows] = await Promise.all([this.accounting.scopes(scopes, now), Promise.all(scopes.map((s) => getLimit(this.pool, s)))]);
+    const [states, rows] = await Promise.all([this.accounting.scopes(scopes, now), getLimits(this.pool, scopes)]);
     return states.map((s, i) => {
-      const row = rows[i] ?? null;
+      const row = rows.get(scopes[i]!) ?? null;
       const period = periodOf(scopes[i]!, row);
       const p = period === 'none' ? null : periodAt(period, now, this.accounting.timeZone);
       return {

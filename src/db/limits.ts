@@ -28,6 +28,12 @@ export async function getLimit(db: Queryable, scope: string): Promise<LimitRow |
   return r.rows[0] ? toRow(r.rows[0]) : null;
 }
 
+/** Several limits in one query (views of many scopes at once). */
+export async function getLimits(db: Queryable, scopes: string[]): Promise<Map<string, LimitRow>> {
+  const r = await db.query(`SELECT ${COLUMNS} FROM limits WHERE scope = ANY($1::text[])`, [scopes]);
+  return new Map(r.rows.map((x: Raw) => [x.scope, toRow(x)]));
+}
+
 export async function deleteLimit(db: Queryable, scope: string): Promise<boolean> {
   const r = await db.query('DELETE FROM limits WHERE scope = $1::text', [scope]);
   return (r.rowCount ?? 0) > 0;

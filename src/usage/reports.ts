@@ -57,22 +57,30 @@ export async function usageReport(db: Queryable, f: UsageFilter): Promise<UsageR
   });
 }
 
-/** GPU-ms per local day for the last `days` days up to `today` (inclusive), oldest first, zeros included. */
-export async function dailySeries(db: Queryable, opts: { project?: string; user?: string; today: string; days: number }): Promise<{ day: string; actualGpuMs: number; exemptGpuMs: number }[]> {
-  const params: unknown[] = [opts.today, opts.days - 1];
-  const where: string[] = [];
-  if (opts.project) where.push(`u.project = $${params.push(opts.project)}`);
-  if (opts.user) where.push(`u.user_name = $${params.push(opts.user)}`);
+/**
+ * GPU-ms per local day for the last `days` days up to `today` (inclusive),
+ * oldest first, zeros included, for many projects (or users) in one query:
+ * name -> series.
+ */
+export async function dailySeriesMany(db: Queryable, opts: { by: 'project' | 'user'; names: string[]; today: string; days: number }): Promise<Map<string, { day: string; actualGpuMs: number; exemptGpuMs: number }[]>> {
+  const col = opts.by === 'project' ? 'project' : 'user_name';
   const r = await db.query(
-    `SELECT to_char(d.day, 'YYYY-MM-DD') AS day,
-            coalesce(sum(u.actual_gpu_ms) FILTER (WHERE NOT u.exempt), 0) AS actual,
-            coalesce(sum(u.actual_gpu_ms) FILTER (WHERE u.exempt), 0) AS exempt
-     FROM generate_series($1::date - $2::int, $1::date, interval '1 day') AS d(day)
-     LEFT JOIN usage_daily u ON u.day = d.day::date ${where.length ? `AND ${where.join(' AND ')}` : ''}
-     GROUP BY d.day ORDER BY d.day`,
-    params,
+    `SELECT ${col} AS name, to_char(day, 'YYYY-MM-DD') AS day,
+            coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt), 0) AS actual,
+            coalesce(sum(actual_gpu_ms) FILTER (WHERE exempt), 0) AS exempt
+     FROM usage_daily WHERE ${col} = ANY($3::text[]) AND day BETWEEN $1::date - $2::int AND $1::date
+     GROUP BY 1, 2`,
+    [opts.today, opts.days - 1, opts.names],
   );
-  return r.rows.map((x: { day: string; actual: number; exempt: number }) => ({ day: x.day, actualGpuMs: Number(x.actual), exemptGpuMs: Number(x.exempt) }));
+  const days: string[] = [];
+  const last = Date.parse(`${opts.today}T00:00:00Z`);
+  for (let i = opts.days - 1; i >= 0; i--) days.push(new Date(last - i * 86_400_000).toISOString().slice(0, 10));
+  const out = new Map(opts.names.map((n) => [n, days.map((day) => ({ day, actualGpuMs: 0, exemptGpuMs: 0 }))]));
+  for (const x of r.rows as { name: string; day: string; actual: number; exempt: number }[]) {
+    const d = out.get(x.name)?.[days.indexOf(x.day)];
+    if (d) Object.assign(d, { actualGpuMs: Number(x.actual), exemptGpuMs: Number(x.exempt) });
+  }
+  return out;
 }
 
 /** A month 'YYYY-MM' in a time zone as [start, end) instants; null if the string is not a month. */
