@@ -86,8 +86,8 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
 
   const periods = usagePeriods(now, timeZone);
   const hist = await pool.query(
-    `SELECT project, ${periods.map((_, i) => `coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt AND day BETWEEN $${2 * i + 1}::date AND $${2 * i + 2}::date), 0) AS p${i}`).join(', ')}
-     FROM usage_daily WHERE day >= $${2 * periods.length + 1}::date GROUP BY project ORDER BY project`,
+    `SELECT name AS project, ${periods.map((_, i) => `coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt AND day BETWEEN $${2 * i + 1}::date AND $${2 * i + 2}::date), 0) AS p${i}`).join(', ')}
+     FROM usage_by_day WHERE kind = 'project' AND day >= $${2 * periods.length + 1}::date GROUP BY name ORDER BY name`,
     [...periods.flatMap((p) => [p.from, p.to]), periods.map((p) => p.from).sort()[0]],
   );
   const history = { periods, rows: hist.rows.map((r: Record<string, unknown>) => ({ project: String(r.project), gpuMs: periods.map((_, i) => Number(r[`p${i}`])) })) };

@@ -82,6 +82,12 @@ describe('usage report', () => {
     // The same from the ledger itself.
     const sum = await t.pool.query(`SELECT sum(actual_gpu_ms) FILTER (WHERE NOT exempt) AS a FROM ledger WHERE kind <> 'reserve' AND at < '2026-12-01'`);
     expect(JSON.parse(r.text).rows.reduce((n: number, x: { actualGpuHours: number }) => n + x.actualGpuHours, 0)).toBe(Number(sum.rows[0].a) / H);
+    // The dashboard's narrow rollup agrees with the wide one, per project and per user.
+    for (const [kind, col] of [['project', 'project'], ['user', 'user_name']]) {
+      const narrow = await t.pool.query(`SELECT name, sum(actual_gpu_ms)::bigint AS ms FROM usage_by_day WHERE kind = $1 GROUP BY name ORDER BY name`, [kind]);
+      const wide = await t.pool.query(`SELECT ${col} AS name, sum(actual_gpu_ms)::bigint AS ms FROM usage_daily GROUP BY ${col} ORDER BY ${col}`);
+      expect(narrow.rows).toEqual(wide.rows);
+    }
   });
 
   it('groups by day and job type, and filters by user', async () => {

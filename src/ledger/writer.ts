@@ -53,7 +53,7 @@ export class LedgerWriter {
    * parameters through unnest, so a backlog of many batched reserve entries
    * never meets Postgres' 65,535-parameter limit. The same statement adds the
    * rows it really inserted (not those a re-read brings again) to the daily
-   * usage rollup, so the rollup counts each job once.
+   * usage rollups (usage_daily, usage_by_day), so they count each job once.
    */
   private async write(entries: StreamEntry[]): Promise<void> {
     const rows = entries.flatMap((e) => parseEntry(e.fields));
@@ -69,11 +69,18 @@ export class LedgerWriter {
               AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
                    estimated, actual, admitted_at, at, note, override, exempt, run)
          ON CONFLICT DO NOTHING
-         RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at)
+         RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at),
+       ended AS (SELECT (at AT TIME ZONE $16::text)::date AS day, * FROM ins WHERE kind <> 'reserve'),
+       by_day AS (
+         INSERT INTO usage_by_day AS b (kind, name, day, exempt, jobs, actual_gpu_ms)
+         SELECT 'project', project, day, exempt, count(*), sum(coalesce(actual_gpu_ms, 0)) FROM ended GROUP BY 2, 3, 4
+         UNION ALL
+         SELECT 'user', user_name, day, exempt, count(*), sum(coalesce(actual_gpu_ms, 0)) FROM ended GROUP BY 2, 3, 4
+         ON CONFLICT (kind, name, day, exempt) DO UPDATE SET jobs = b.jobs + EXCLUDED.jobs, actual_gpu_ms = b.actual_gpu_ms + EXCLUDED.actual_gpu_ms)
        INSERT INTO usage_daily AS u (day, project, user_name, job_type, gpu_type, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
-       SELECT (at AT TIME ZONE $16::text)::date, project, user_name, coalesce(job_type, ''), coalesce(gpu_type, ''), exempt,
+       SELECT day, project, user_name, coalesce(job_type, ''), coalesce(gpu_type, ''), exempt,
               count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))
-       FROM ins WHERE kind <> 'reserve' GROUP BY 1, 2, 3, 4, 5, 6
+       FROM ended GROUP BY 1, 2, 3, 4, 5, 6
        ON CONFLICT (day, project, user_name, job_type, gpu_type, exempt) DO UPDATE
          SET jobs = u.jobs + EXCLUDED.jobs, estimated_gpu_ms = u.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms,
              actual_gpu_ms = u.actual_gpu_ms + EXCLUDED.actual_gpu_ms`,

@@ -63,14 +63,13 @@ export async function usageReport(db: Queryable, f: UsageFilter): Promise<UsageR
  * name -> series.
  */
 export async function dailySeriesMany(db: Queryable, opts: { by: 'project' | 'user'; names: string[]; today: string; days: number }): Promise<Map<string, { day: string; actualGpuMs: number; exemptGpuMs: number }[]>> {
-  const col = opts.by === 'project' ? 'project' : 'user_name';
   const r = await db.query(
-    `SELECT ${col} AS name, to_char(day, 'YYYY-MM-DD') AS day,
+    `SELECT name, to_char(day, 'YYYY-MM-DD') AS day,
             coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt), 0) AS actual,
             coalesce(sum(actual_gpu_ms) FILTER (WHERE exempt), 0) AS exempt
-     FROM usage_daily WHERE ${col} = ANY($3::text[]) AND day BETWEEN $1::date - $2::int AND $1::date
+     FROM usage_by_day WHERE kind = $4 AND name = ANY($3::text[]) AND day BETWEEN $1::date - $2::int AND $1::date
      GROUP BY 1, 2`,
-    [opts.today, opts.days - 1, opts.names],
+    [opts.today, opts.days - 1, opts.names, opts.by],
   );
   const days: string[] = [];
   const last = Date.parse(`${opts.today}T00:00:00Z`);
