@@ -83,6 +83,8 @@ const Env = z.object({
   RECONCILE_INTERVAL_MS: intFrom(500, 10),
   /** How often the reconciler walks every open reservation, in ms. @default 30000 */
   SWEEP_INTERVAL_MS: intFrom(30_000, 100),
+  /** How often the reconciler compares the Redis counters with the Postgres ledger, in ms (0: never). @default 300000 */
+  DRIFT_CHECK_INTERVAL_MS: intFrom(300_000, 0),
   /** A reservation whose GPU job is missing this long is settled at its estimate, in ms. @default 300000 */
   VANISHED_GRACE_MS: intFrom(300_000, 0),
   /** Settled GPU jobs stay on gpu-exec this long (for Bull Board) before the reconciler removes them, in ms. @default 86400000 */
@@ -139,6 +141,7 @@ export interface Config {
   readonly reconcileIntervalMs: number;
   readonly sweepIntervalMs: number;
   readonly vanishedGraceMs: number;
+  readonly driftCheckIntervalMs: number;
   readonly execRetainFinishedMs: number;
   readonly settledRetainSeconds: number;
   readonly timeZone: string;
@@ -197,6 +200,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
     sweepIntervalMs: e.SWEEP_INTERVAL_MS,
     vanishedGraceMs: e.VANISHED_GRACE_MS,
+    driftCheckIntervalMs: e.DRIFT_CHECK_INTERVAL_MS,
     execRetainFinishedMs: e.EXEC_RETAIN_FINISHED_MS,
     settledRetainSeconds: e.SETTLED_RETAIN_SECONDS,
     timeZone: e.GATEKEEPER_TIMEZONE,

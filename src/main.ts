@@ -26,6 +26,7 @@ import { createGpuSim } from '../workers/gpu-sim.ts';
 import { createScheduler } from '../workers/scheduler.ts';
 import { createWebhookDelivery } from '../workers/webhook-delivery.ts';
 import { EventStore } from './events/store.ts';
+import { DriftAudit } from './accounting/drift.ts';
 import { Metrics } from './metrics.ts';
 import { createMetricsApp } from './api/app.ts';
 
@@ -75,7 +76,23 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     const eventConn = createRedis(config.redisUrl);
     const events = new EventStore(eventConn, accounting.keys.events, pool!, config, log.child({ role: 'events' }));
     await events.start();
+    // The drift audit, on a timer; its result is a metric and, if not zero, a warning.
+    const audit = new DriftAudit(redis, accounting, pool!);
+    const driftTimer =
+      config.driftCheckIntervalMs > 0
+        ? setInterval(() => {
+            audit.run().then(
+              (r) => {
+                metrics.driftCounters.set(r.drift.length);
+                metrics.driftCheckedAt.set(Date.now() / 1000);
+                if (r.drift.length > 0) log.warn({ drift: r.drift.slice(0, 20), counters: r.counters, streamId: r.streamId }, 'drift between Redis and the ledger');
+              },
+              (err: unknown) => log.error({ err }, 'drift audit failed'),
+            );
+          }, config.driftCheckIntervalMs).unref()
+        : null;
     closers.unshift(async () => {
+      if (driftTimer) clearInterval(driftTimer);
       await rec.close();
       await writer.stop();
       await events.stop();

@@ -47,6 +47,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly driftCounters = new Gauge({
+    name: 'gatekeeper_drift_counters',
+    help: 'Counters whose Redis values differ from the Postgres ledger at the last audit (should be 0).',
+    registers: [this.registry],
+  });
+
+  readonly driftCheckedAt = new Gauge({
+    name: 'gatekeeper_drift_last_check_timestamp_seconds',
+    help: 'When the drift audit last completed.',
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry });
   }

@@ -14,6 +14,7 @@
  *   gatekeeper submit --file batch.json
  *   gatekeeper report --from 2026-11-01 --to 2026-11-30 --group-by project,user
  *   gatekeeper export --month 2026-11 --format csv --out usage-2026-11.csv
+ *   gatekeeper audit
  *   gatekeeper held list --project alpha
  *   gatekeeper held release --project alpha
  *   gatekeeper held override 1234 --reason "demo"
@@ -201,6 +202,25 @@ export function buildCli(out: (s: string) => void): Command {
       const body = await api.stream(`/usage/export?${new URLSearchParams({ month: o.month, format: o.format })}`);
       const sink = o.out ? createWriteStream(o.out) : process.stdout;
       await pipeline(Readable.fromWeb(body as import('node:stream/web').ReadableStream<Uint8Array>), sink, { end: Boolean(o.out) });
+    });
+
+  program
+    .command('audit')
+    .description('compare the Redis counters with the Postgres ledger (exit 1 on drift)')
+    .action(async () => {
+      const { api, json } = client();
+      const r = await api.call('GET', '/drift');
+      print(json, r, () =>
+        r.drift.length === 0
+          ? `no drift: ${r.counters} counters equal the ledger at stream entry ${r.streamId}`
+          : table(
+              ['COUNTER', 'FIELD', 'REDIS (GPU-ms)', 'LEDGER (GPU-ms)'],
+              (r.drift as { counter: string; redis: Record<string, number>; ledger: Record<string, number> }[]).flatMap((d) =>
+                Object.keys(d.redis).filter((f) => d.redis[f] !== d.ledger[f]).map((f) => [d.counter, f, d.redis[f], d.ledger[f]]),
+              ),
+            ) + `\n${r.drift.length} of ${r.counters} counters drift (stream entry ${r.streamId})`,
+      );
+      if (r.drift.length > 0) throw new CommanderError(EXIT.failed, 'drift', 'drift found');
     });
 
   const exempt = program.command('exempt').description('job types admitted without counting (tracked separately)');
@@ -398,6 +418,7 @@ export async function runCli(argv: string[], out: (s: string) => void = (s) => p
   } catch (err) {
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return EXIT.ok;
+      if (err.code === 'drift') return EXIT.failed;
       if (err.code === 'usage') process.stderr.write(`error: ${err.message}\n`);
       return EXIT.usage;
     }

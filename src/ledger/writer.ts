@@ -56,18 +56,22 @@ export class LedgerWriter {
    * usage rollups (usage_daily, usage_by_day), so they count each job once.
    */
   private async write(entries: StreamEntry[]): Promise<void> {
-    const rows = entries.flatMap((e) => parseEntry(e.fields));
+    const rows = entries.flatMap((e) => {
+      const [ms, seq] = e.id.split('-');
+      return parseEntry(e.fields).map((r) => ({ ...r, streamMs: ms!, streamSeq: seq! }));
+    });
     const col = <K extends keyof LedgerRow>(k: K) => rows.map((r) => r[k]);
     await this.pool.query(
       `WITH ins AS (
          INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                             estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run)
+                             estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq)
          SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
-                estimated, actual, admitted_at, at, note, override, exempt, run
+                estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                     $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[], $15::text[])
+                     $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[], $15::text[],
+                     $17::bigint[], $18::bigint[])
               AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                   estimated, actual, admitted_at, at, note, override, exempt, run)
+                   estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq)
          ON CONFLICT DO NOTHING
          RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at),
        ended AS (SELECT (at AT TIME ZONE $16::text)::date AS day, * FROM ins WHERE kind <> 'reserve'),
@@ -89,6 +93,7 @@ export class LedgerWriter {
         rows.map((r) => r.scopes.join(',')),
         col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'), col('exempt'), col('run'),
         this.timeZone,
+        rows.map((r) => r.streamMs), rows.map((r) => r.streamSeq),
       ],
     );
   }

@@ -1,0 +1,128 @@
+/**
+ * Drift audit: do the Redis counters equal what the Postgres ledger says?
+ * Works while admissions go on. One script reads every counter and the
+ * ledger stream's last id S at one instant (snapshot.lua); once the ledger
+ * writer has written every entry up to S, the ledger rows up to S (each row
+ * keeps its stream id) must sum to exactly those counters:
+ *   used     = Σ actual of settle/release rows
+ *   reserved = Σ estimated of reserve rows − Σ estimated of settle/release rows
+ * per counter id, counted and exempt apart. Any difference is drift: a bug,
+ * a hand edit, or a Redis that lost data (then `gatekeeper rebuild`).
+ */
+import type { Redis } from 'ioredis';
+import type { Pool } from '../db/pool.ts';
+import type { Accounting } from './counters.ts';
+import { callScript } from '../redis/scripts.ts';
+
+export interface CounterTotals {
+  usedGpuMs: number;
+  reservedGpuMs: number;
+  exemptUsedGpuMs: number;
+  exemptReservedGpuMs: number;
+}
+
+export interface Drift {
+  /** Counter id ('<scope>@<period>' or the scope). */
+  counter: string;
+  redis: CounterTotals;
+  ledger: CounterTotals;
+}
+
+export interface DriftReport {
+  /** The ledger stream position both sides were compared at. */
+  streamId: string;
+  counters: number;
+  drift: Drift[];
+}
+
+const ZERO: CounterTotals = { usedGpuMs: 0, reservedGpuMs: 0, exemptUsedGpuMs: 0, exemptReservedGpuMs: 0 };
+const GROUP = 'ledger-writers';
+
+export class DriftAudit {
+  constructor(
+    private readonly redis: Redis,
+    private readonly accounting: Accounting,
+    private readonly pool: Pool,
+  ) {}
+
+  async run(opts: { waitForLedgerMs?: number } = {}): Promise<DriftReport> {
+    const k = this.accounting.keys;
+    const keys = await this.counterKeys();
+    const [streamId, values] = (await callScript(this.redis, 'snapshot', [k.ledger], keys)) as [string, string[][]];
+    const redisSide = new Map<string, CounterTotals>();
+    keys.forEach((key, i) => {
+      const [u, r, eu, er] = values[i]!.map(Number) as [number, number, number, number];
+      redisSide.set(key.slice(k.scope('').length), { usedGpuMs: u, reservedGpuMs: r, exemptUsedGpuMs: eu, exemptReservedGpuMs: er });
+    });
+    await this.waitForLedger(streamId, opts.waitForLedgerMs ?? 30_000);
+    const [ms, seq] = streamId.split('-');
+    const rows = await this.pool.query(
+      `SELECT counter,
+              sum(CASE WHEN kind <> 'reserve' AND NOT exempt THEN actual_gpu_ms ELSE 0 END) AS used,
+              sum(CASE WHEN NOT exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS reserved,
+              sum(CASE WHEN kind <> 'reserve' AND exempt THEN actual_gpu_ms ELSE 0 END) AS exempt_used,
+              sum(CASE WHEN exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS exempt_reserved
+       FROM ledger, unnest(scopes) AS counter
+       WHERE (coalesce(stream_ms, 0), coalesce(stream_seq, 0)) <= ($1::bigint, $2::bigint)
+       GROUP BY counter`,
+      [ms, seq],
+    );
+    const ledgerSide = new Map<string, CounterTotals>(
+      rows.rows.map((r: Record<string, unknown>) => [
+        String(r.counter),
+        { usedGpuMs: Number(r.used), reservedGpuMs: Number(r.reserved), exemptUsedGpuMs: Number(r.exempt_used), exemptReservedGpuMs: Number(r.exempt_reserved) },
+      ]),
+    );
+    const drift: Drift[] = [];
+    for (const counter of new Set([...redisSide.keys(), ...ledgerSide.keys()])) {
+      const a = redisSide.get(counter) ?? ZERO;
+      const b = ledgerSide.get(counter) ?? ZERO;
+      if ((Object.keys(ZERO) as (keyof CounterTotals)[]).some((f) => a[f] !== b[f])) drift.push({ counter, redis: a, ledger: b });
+    }
+    drift.sort((x, y) => x.counter.localeCompare(y.counter));
+    return { streamId, counters: new Set([...redisSide.keys(), ...ledgerSide.keys()]).size, drift };
+  }
+
+  /** Every counter hash of this deployment (SCAN: the audit is occasional). */
+  private async counterKeys(): Promise<string[]> {
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, batch] = await this.redis.scan(cursor, 'MATCH', `${this.accounting.keys.scope('')}*`, 'COUNT', 1000);
+      keys.push(...batch);
+      cursor = next;
+    } while (cursor !== '0');
+    return keys.sort();
+  }
+
+  /** Until the ledger writers have written (and acknowledged) every entry up to `id`. */
+  private async waitForLedger(id: string, timeoutMs: number): Promise<void> {
+    if (id === '0-0') return;
+    const key = this.accounting.keys.ledger;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const groups = (await this.redis.xinfo('GROUPS', key).catch(() => [])) as unknown[];
+      const group = groups.map(fields).find((g) => g.name === GROUP);
+      const delivered = group ? String(group['last-delivered-id']) : '0-0';
+      const pending = group ? ((await this.redis.xpending(key, GROUP, '-', id, 1)) as unknown[]) : [];
+      if (group && compareIds(delivered, id) >= 0 && pending.length === 0) return;
+      if (Date.now() > deadline) throw new Error(`the ledger writer has not reached stream entry ${id} within ${timeoutMs} ms (is a reconciler running?)`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
+
+/** A reply as an object, whether it came as a flat array (RESP2) or a map (RESP3). */
+function fields(reply: unknown): Record<string, unknown> {
+  if (!Array.isArray(reply)) return (reply instanceof Map ? Object.fromEntries(reply) : reply) as Record<string, unknown>;
+  const flat = reply as unknown[];
+  const o: Record<string, unknown> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) o[String(flat[i])] = flat[i + 1];
+  return o;
+}
+
+function compareIds(a: string, b: string): number {
+  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
+  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
+  return am === bm ? (as === bs ? 0 : as < bs ? -1 : 1) : am < bm ? -1 : 1;
+}
