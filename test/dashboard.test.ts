@@ -13,12 +13,9 @@ import { chromium, type Browser } from 'playwright-core';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createApp } from '../src/api/app.ts';
 import { HeldJobs } from '../src/admin/held.ts';
-import { LedgerWriter } from '../src/ledger/writer.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
 import { systemClock } from '../src/clock.ts';
-import { createGatekeeper } from '../workers/gatekeeper.ts';
-import { createReconciler } from '../workers/reconciler.ts';
-import { createGpuSim } from '../workers/gpu-sim.ts';
+import { startPipeline } from './support/pipeline.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -37,18 +34,13 @@ beforeAll(async () => {
   const queues = { intake: q(t.config.queues.intake), exec: q(t.config.queues.exec), held: q(t.config.queues.held), rejected: q(t.config.queues.rejected) };
   exec = queues.exec;
   const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
-  const gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
-  const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log });
-  const rec = createReconciler({ config: t.config, connection: t.redis, log: t.log, clock: systemClock });
-  rec.start();
-  const writer = new LedgerWriter(t.connection(), t.accounting.keys.ledger, t.pool, t.log, { blockMs: 50 });
-  await writer.start();
+  const pipeline = await startPipeline(t);
   const app = createApp({ config: t.config, accounting: t.accounting, intake: queues.intake, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer }, boardQueues: queues });
   const server = await new Promise<Server>((r) => {
     const s = app.listen(0, '127.0.0.1', () => r(s));
   });
   base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  closers.push(() => gk.close(), () => sim.close(), () => rec.close(), () => writer.stop(), () => held.close(), () => new Promise((r) => server.close(r)), ...Object.values(queues).map((x) => () => x.close()));
+  closers.push(() => pipeline.close(), () => held.close(), () => new Promise((r) => server.close(r)), ...Object.values(queues).map((x) => () => x.close()));
 
   await t.budgets.set('alpha', hoursToGpuMs(4), SYSTEM, null, { period: 'month' });
   await t.budgets.setQuota('ana', { daily: { limitGpuMs: hoursToGpuMs(10) } }, SYSTEM, null);

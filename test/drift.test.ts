@@ -7,10 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
-import { createGatekeeper } from '../workers/gatekeeper.ts';
-import { createReconciler } from '../workers/reconciler.ts';
-import { createGpuSim } from '../workers/gpu-sim.ts';
-import { LedgerWriter } from '../src/ledger/writer.ts';
+import { startPipeline } from './support/pipeline.ts';
 import { DriftAudit } from '../src/accounting/drift.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
 import { systemClock } from '../src/clock.ts';
@@ -28,14 +25,9 @@ const closers: (() => Promise<unknown>)[] = [];
 
 beforeAll(async () => {
   t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20', SIM_CONCURRENCY: '16' });
-  const gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
-  const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log });
-  const rec = createReconciler({ config: t.config, connection: t.redis, log: t.log, clock: systemClock });
-  rec.start();
-  const writer = new LedgerWriter(t.connection(), t.accounting.keys.ledger, t.pool, t.log, { blockMs: 20 });
-  await writer.start();
+  const pipeline = await startPipeline(t);
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
-  closers.push(() => gk.close(), () => sim.close(), () => rec.close(), () => writer.stop(), () => intake.close());
+  closers.push(() => pipeline.close(), () => intake.close());
   audit = new DriftAudit(t.redis, t.accounting, t.pool);
 });
 afterAll(async () => {
