@@ -55,7 +55,8 @@ export class DriftAudit {
       redisSide.set(key.slice(k.scope('').length), { usedGpuMs: u, reservedGpuMs: r, exemptUsedGpuMs: eu, exemptReservedGpuMs: er });
     });
     await this.waitForLedger(streamId, opts.waitForLedgerMs ?? 30_000);
-    const [ms, seq] = streamId.split('-');
+    // No stream (Redis lost it, or nothing ever happened): compare with every ledger row.
+    const [ms, seq] = streamId === '0-0' ? [String(Number.MAX_SAFE_INTEGER), '0'] : streamId.split('-');
     const rows = await this.pool.query(
       `SELECT counter,
               sum(CASE WHEN kind <> 'reserve' AND NOT exempt THEN actual_gpu_ms ELSE 0 END) AS used,

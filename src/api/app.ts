@@ -11,7 +11,7 @@ import { budgetRoutes } from './budgets.ts';
 import { heldRoutes } from './held.ts';
 import { auditRoutes } from './audit.ts';
 import { eventRoutes } from './events.ts';
-import { DriftAudit } from '../accounting/drift.ts';
+import { maintenanceRoutes } from './maintenance.ts';
 import { jobRoutes } from './jobs.ts';
 import { usageRoutes } from './usage.ts';
 import { Preflight } from '../admin/preflight.ts';
@@ -72,7 +72,8 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(budgetRoutes(deps.budgets));
   api.use(heldRoutes(deps.held));
   api.use(auditRoutes(deps.pool));
-  api.use(eventRoutes(deps.pool, deps.accounting ? new DriftAudit(deps.redis, deps.accounting, deps.pool) : undefined));
+  api.use(eventRoutes(deps.pool));
+  if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock }));
   api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));
   if (deps.config && deps.accounting) {
     api.use(jobRoutes(new Preflight(deps.config, deps.accounting, deps.budgets), deps.clock ?? systemClock, deps.intake));

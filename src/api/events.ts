@@ -10,7 +10,6 @@ import { z } from 'zod';
 import type { Pool } from '../db/pool.ts';
 import { writeAudit } from '../db/audit.ts';
 import { EVENT_TYPES } from '../events/types.ts';
-import type { DriftAudit } from '../accounting/drift.ts';
 import { createWebhook, deleteWebhook, listWebhooks } from '../events/webhooks.ts';
 import { actorOf, requireAdmin } from './auth.ts';
 import { HttpError } from './errors.ts';
@@ -33,13 +32,8 @@ const WebhookBody = body({
   types: z.array(z.enum(EVENT_TYPES, { error: `types must be event types: ${EVENT_TYPES.join(', ')}` }), { error: 'types must be an array' }).optional(),
 });
 
-export function eventRoutes(pool: Pool, drift?: DriftAudit): Router {
+export function eventRoutes(pool: Pool): Router {
   const r = Router();
-  // Redis counters against the Postgres ledger, at one stream position (see src/accounting/drift.ts).
-  r.get('/drift', async (_req, res) => {
-    if (!drift) throw new HttpError(503, 'this process cannot audit (no Redis accounting)');
-    res.json(await drift.run());
-  });
   r.get('/alerts', async (req, res) => {
     const q = parseBody(AlertsQuery, req.query);
     const where: string[] = [];

@@ -15,6 +15,7 @@
  *   gatekeeper report --from 2026-11-01 --to 2026-11-30 --group-by project,user
  *   gatekeeper export --month 2026-11 --format csv --out usage-2026-11.csv
  *   gatekeeper audit
+ *   gatekeeper rebuild
  *   gatekeeper held list --project alpha
  *   gatekeeper held release --project alpha
  *   gatekeeper held override 1234 --reason "demo"
@@ -221,6 +222,17 @@ export function buildCli(out: (s: string) => void): Command {
             ) + `\n${r.drift.length} of ${r.counters} counters drift (stream entry ${r.streamId})`,
       );
       if (r.drift.length > 0) throw new CommanderError(EXIT.failed, 'drift', 'drift found');
+    });
+
+  program
+    .command('rebuild')
+    .description('restore Redis counters, reservations and held lines from Postgres and gpu-held (stop the gatekeepers first)')
+    .action(async () => {
+      const { api, json } = client();
+      const r = await api.call('POST', '/rebuild');
+      print(json, r, () =>
+        `rebuilt ${r.counters} counters, ${r.openReservations} open and ${r.settledReservations} settled reservations, ${r.heldJobs} held jobs, ${r.limits} limits; drift now: ${r.drift}`,
+      );
     });
 
   const exempt = program.command('exempt').description('job types admitted without counting (tracked separately)');

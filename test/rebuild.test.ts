@@ -1,0 +1,112 @@
+/**
+ * Losing Redis's hot state (every gatekeeper key gone; the queues survive)
+ * and getting it back (real Redis and Postgres, the pipeline in this process):
+ * the drift audit sees the loss, `rebuild` restores counters, open and
+ * settled reservations and the held line from Postgres and gpu-held, the
+ * audit is clean again, jobs that were running settle exactly once, held jobs
+ * release in order, a late retry of a settled job is not admitted twice, and
+ * new jobs are admitted against the right numbers.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Queue } from 'bullmq';
+import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
+import { startPipeline } from './support/pipeline.ts';
+import { unlinkMatching } from './support/infra.ts';
+import { DriftAudit } from '../src/accounting/drift.ts';
+import { rebuild, RebuildRefused } from '../src/accounting/rebuild.ts';
+import { HeldJobs } from '../src/admin/held.ts';
+import { systemClock } from '../src/clock.ts';
+import { hoursToGpuMs } from '../src/units.ts';
+import type { HeldJobData } from '../queues/contract.ts';
+import { createApp } from '../src/api/app.ts';
+import { EXIT, runCli } from '../src/cli/main.ts';
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+const H = hoursToGpuMs(1);
+let t: TestEnv;
+let pipeline: { close(): Promise<void> };
+let intake: Queue;
+let heldQueue: Queue<HeldJobData>;
+let audit: DriftAudit;
+
+beforeAll(async () => {
+  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20' });
+  pipeline = await startPipeline(t);
+  intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
+  heldQueue = new Queue(t.config.queues.held, { connection: t.redis, prefix: t.config.queuePrefix });
+  audit = new DriftAudit(t.redis, t.accounting, t.pool);
+});
+afterAll(async () => {
+  await pipeline?.close();
+  await Promise.all([intake?.close(), heldQueue?.close()]);
+  await t?.close();
+});
+
+describe('rebuild', () => {
+  it('restores the hot state from the ledger and the live queues, and admission resumes exactly', async () => {
+    await t.budgets.set('re', 10 * H);
+    // 4 quick jobs finish; 4 long ones are still running at the loss; 4 are held.
+    const quick = { simulate: { durationMs: 5, gpuHours: 0.5 } };
+    const long = { simulate: { durationMs: 3_000, gpuHours: 1 } };
+    const jobs = await intake.addBulk([
+      ...Array.from({ length: 4 }, () => ({ name: 'q', data: { project: 're', user: 'rob', estimatedGpuHours: 1, payload: quick } })),
+      ...Array.from({ length: 4 }, () => ({ name: 'l', data: { project: 're', user: 'rob', estimatedGpuHours: 1.5, payload: long } })),
+      ...Array.from({ length: 4 }, () => ({ name: 'h', data: { project: 're', user: 'rob', estimatedGpuHours: 2, payload: quick } })),
+    ]);
+    await eventually(() => t.budgets.get('re'), (b) => b!.usedGpuMs === 2 * H && b!.reservedGpuMs === 6 * H); // 4 × 0.5 used; 4 × 1.5 running
+    await eventually(() => t.redis.xlen(t.accounting.keys.ledger), (n) => n === 0); // the ledger has everything
+    expect(await t.accounting.heldIds('re')).toHaveLength(4);
+
+    // Redis loses every gatekeeper key (counters, reservations, lines, limits, ledger stream).
+    await unlinkMatching(t.redis, `gk:{${t.config.queuePrefix}}:*`);
+    expect((await audit.run()).drift.length).toBeGreaterThan(0);
+
+    const report = await rebuild({ redis: t.redis, accounting: t.accounting, budgets: t.budgets, pool: t.pool, heldQueue, settledRetainSeconds: t.config.settledRetainSeconds, now: Date.now() });
+    expect(report).toMatchObject({ openReservations: 4, settledReservations: 4, heldJobs: 4 });
+    expect((await audit.run()).drift).toEqual([]);
+    expect(await t.budgets.get('re')).toMatchObject({ limitGpuMs: 10 * H, usedGpuMs: 2 * H, reservedGpuMs: 6 * H });
+    expect(await t.accounting.heldIds('re')).toEqual(jobs.slice(8).map((j) => j.id));
+
+    // A late retry of a finished job is still not admitted again.
+    expect(await t.accounting.reserve(jobs[0]!.id!, H, ['project:re'], { project: 're', user: 'rob', gpus: 1 }, Date.now())).toMatchObject({ kind: 'already', state: 'settled' });
+
+    // The running jobs finish and are settled once, against the rebuilt counters.
+    await eventually(() => t.budgets.get('re'), (b) => b!.reservedGpuMs === 0, 20_000);
+    expect((await t.budgets.get('re'))!.usedGpuMs).toBe(6 * H);
+
+    // Held jobs release in order; a new job waits behind them (the line came back).
+    const extra = await intake.add('x', { project: 're', user: 'rob', estimatedGpuHours: 1, payload: quick });
+    await eventually(() => extra.isCompleted(), Boolean);
+    expect((await extra.getState())).toBe('completed');
+    expect(await t.accounting.heldIds('re')).toEqual([...jobs.slice(8).map((j) => j.id), extra.id]);
+    const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
+    const r = await held.release({ project: 're' }, { name: 'ops', role: 'admin' });
+    await held.close();
+    expect(r.admitted).toEqual(jobs.slice(8, 10).map((j) => j.id)); // 6 used + 2 × 2 = 10: two fit
+    await eventually(() => t.accounting.openCount(), (n) => n === 0, 20_000);
+    expect((await audit.run()).drift).toEqual([]);
+  });
+
+  it('refuses while the ledger stream holds entries Postgres does not have yet', async () => {
+    await pipeline.close();
+    await t.budgets.set('late', H);
+    expect((await t.accounting.reserve('late-1', H, ['project:late'], { project: 'late', user: 'rob', gpus: 1 }, Date.now())).kind).toBe('reserved'); // nobody writes it now
+    await expect(rebuild({ redis: t.redis, accounting: t.accounting, budgets: t.budgets, pool: t.pool, heldQueue, settledRetainSeconds: 3600, now: Date.now() })).rejects.toThrow(RebuildRefused);
+    // The same through the CLI: refused (409), nothing changed.
+    const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
+    const admin = 'test-admin-token-0123456789';
+    const app = createApp({ config: t.config, accounting: t.accounting, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer: undefined } });
+    const server = await new Promise<Server>((r) => {
+      const x = app.listen(0, '127.0.0.1', () => r(x));
+    });
+    try {
+      const code = await runCli(['--url', `http://127.0.0.1:${(server.address() as AddressInfo).port}`, '--token', admin, 'rebuild'], () => {});
+      expect(code).toBe(EXIT.refused);
+    } finally {
+      await new Promise((r) => server.close(r));
+      await held.close();
+    }
+    pipeline = await startPipeline(t);
+  });
+});
