@@ -99,7 +99,12 @@ export async function startLocalRedis(dir: string, extraArgs: string[] = []): Pr
   return { url: `redis://127.0.0.1:${port}`, port, proc, stop: () => killAndWait(proc) };
 }
 
-async function startLocalPostgres(dir: string): Promise<{ url: string; stop: () => Promise<void> }> {
+/**
+ * A throwaway Postgres in `dir` (initdb + postgres on a free loopback port).
+ * `stop` shuts it down; `start` brings it back on the same data and port
+ * (the outage test uses both).
+ */
+export async function startLocalPostgres(dir: string): Promise<{ url: string; stop: () => Promise<void>; start: () => Promise<void> }> {
   const binDir = ['/usr/lib/postgresql/15/bin', ...(process.env.PATH ?? '').split(':')].find((d) =>
     existsSync(join(d, 'initdb')),
   );
@@ -114,28 +119,32 @@ async function startLocalPostgres(dir: string): Promise<{ url: string; stop: () 
     ...(asUser ?? {}),
   });
   const port = await freePort();
-  const proc = spawn(
-    join(binDir, 'postgres'),
-    ['-D', pgdata, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off',
-      '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'],
-    { stdio: 'ignore', ...(asUser ?? {}) },
-  );
   const url = `postgres://postgres@127.0.0.1:${port}/postgres`;
-  await waitFor(
-    async () => {
-      const c = new pg.Client({ connectionString: url });
-      try {
-        await c.connect();
-        await c.query('SELECT 1');
-        return true;
-      } finally {
-        await c.end().catch(() => {});
-      }
-    },
-    30_000,
-    `postgres on port ${port}`,
-  );
-  return { url, stop: () => killAndWait(proc, 'SIGINT') };
+  let proc: ChildProcess;
+  const start = async () => {
+    proc = spawn(
+      join(binDir, 'postgres'),
+      ['-D', pgdata, '-p', String(port), '-k', dir, '-c', 'listen_addresses=127.0.0.1', '-c', 'fsync=off',
+        '-c', 'synchronous_commit=off', '-c', 'full_page_writes=off', '-c', 'max_connections=200'],
+      { stdio: 'ignore', ...(asUser ?? {}) },
+    );
+    await waitFor(
+      async () => {
+        const c = new pg.Client({ connectionString: url });
+        try {
+          await c.connect();
+          await c.query('SELECT 1');
+          return true;
+        } finally {
+          await c.end().catch(() => {});
+        }
+      },
+      30_000,
+      `postgres on port ${port}`,
+    );
+  };
+  await start();
+  return { url, stop: () => killAndWait(proc!, 'SIGINT'), start };
 }
 
 function postgresUser(): { uid: number; gid: number } {
