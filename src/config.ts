@@ -113,6 +113,8 @@ const Env = z.object({
   GATEKEEPER_VIEWER_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** How long one simulated GPU job runs, in ms. @default 1000 */
   SIM_JOB_MS: intFrom(1000, 0),
+  /** A simulated GPU worker's lock on a job, in ms: a killed worker's jobs run again after about this long. @default 30000 */
+  SIM_LOCK_MS: intFrom(30_000, 500),
   /** Simulated GPU jobs one gpu-sim process runs at once. @default 8 */
   SIM_CONCURRENCY: intFrom(8, 1),
   /** pino level. @default info */
@@ -150,6 +152,7 @@ export interface Config {
   readonly viewerToken: string | undefined;
   readonly simJobMs: number;
   readonly simConcurrency: number;
+  readonly simLockMs: number;
   readonly logLevel: string;
 }
 
@@ -209,6 +212,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     viewerToken: e.GATEKEEPER_VIEWER_TOKEN,
     simJobMs: e.SIM_JOB_MS,
     simConcurrency: e.SIM_CONCURRENCY,
+    simLockMs: e.SIM_LOCK_MS,
     logLevel: e.LOG_LEVEL,
   });
 }

@@ -50,6 +50,8 @@ interface Pending {
   data: IntakeJobData;
 }
 
+/** How often a job failed by BullMQ's own Redis calls (not by admission) is run again. */
+const MAX_BOOKKEEPING_RETRIES = 20;
 /** Transient errors (Redis hiccup) retry the intake job after this delay. */
 const TRANSIENT_RETRY_MS = 1_000;
 /** Finished jobs on gpu-exec/gpu-held stay until the reconciler (or an admin) removes them. */
@@ -172,6 +174,20 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     removeOnFail: { age: 7 * 24 * 3600 },
   });
   worker.on('error', (err) => log.error({ err }, 'gatekeeper worker error'));
+  // The processor fails a job only with UnrecoverableError (invalid, cancelled).
+  // Any other failure came from BullMQ's own bookkeeping after the work was
+  // done — a NOSCRIPT inside its completion step after SCRIPT FLUSH, a dropped
+  // connection — so run the job again: every step is idempotent, and the
+  // re-run just completes it with the same outcome.
+  worker.on('failed', (job, err) => {
+    if (!job || err instanceof UnrecoverableError || err.name === 'UnrecoverableError') return;
+    if ((job.attemptsStarted ?? 0) > MAX_BOOKKEEPING_RETRIES) {
+      log.error({ err, jobId: job.id }, 'intake job keeps failing in Redis bookkeeping; left failed');
+      return;
+    }
+    log.warn({ err: err.message, jobId: job.id }, 'intake job failed outside admission; running it again');
+    job.retry('failed').catch((e: unknown) => log.error({ err: e, jobId: job.id }, 'could not retry the intake job'));
+  });
 
   return {
     worker,

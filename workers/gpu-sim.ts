@@ -39,7 +39,13 @@ export function createGpuSim(deps: GpuSimDeps) {
       if (sim.fail) throw new Error(sim.fail);
       return sim.gpuHours === undefined ? undefined : { gpuHours: sim.gpuHours };
     },
-    { connection: deps.workerConnection, prefix: names.prefix, concurrency: deps.concurrency ?? config.simConcurrency },
+    {
+      connection: deps.workerConnection,
+      prefix: names.prefix,
+      concurrency: deps.concurrency ?? config.simConcurrency,
+      lockDuration: config.simLockMs,
+      stalledInterval: config.simLockMs,
+    },
   );
   worker.on('error', (err) => log.error({ err }, 'gpu-sim worker error'));
   return { worker, close: () => worker.close() };

@@ -45,7 +45,7 @@ export interface TestEnv {
 }
 
 export async function createTestEnv(overrides: Record<string, string> = {}): Promise<TestEnv> {
-  const redisUrl = inject('redisUrl');
+  const redisUrl = overrides.REDIS_URL ?? inject('redisUrl');
   const adminUrl = inject('databaseUrl');
   const prefix = `t${randomBytes(5).toString('hex')}`;
   const dbName = `gk_${prefix}`;

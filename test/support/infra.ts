@@ -85,10 +85,11 @@ async function tryDocker(): Promise<Infra | null> {
   }
 }
 
-export async function startLocalRedis(dir: string, extraArgs: string[] = []): Promise<{ url: string; port: number; proc: ChildProcess; stop: () => Promise<void> }> {
+/** A redis-server in `dir` on a free loopback port (or `port`: a restart on the same data). */
+export async function startLocalRedis(dir: string, extraArgs: string[] = [], port?: number): Promise<{ url: string; port: number; proc: ChildProcess; stop: () => Promise<void> }> {
   const bin = which('redis-server');
   if (!bin) throw new Error('redis-server not found: install it (apt-get install -y redis-server) or set REDIS_URL');
-  const port = await freePort();
+  port ??= await freePort();
   const proc = spawn(
     bin,
     ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir,
