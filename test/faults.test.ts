@@ -23,6 +23,24 @@ import { hoursToGpuMs } from '../src/units.ts';
 
 const H = hoursToGpuMs(1);
 
+/**
+ * After a fault: every job of the burst (1 h estimated, 0.5 h actual) ended in
+ * exactly one state, at least the budget's worth were admitted (more if early
+ * ones settled at half their estimate before the line formed), every admitted
+ * job is counted at what it reported, and the ledger agrees with Redis.
+ */
+async function expectSettledExactly(t: TestEnv, intake: Queue, o: { jobs: number; budgetJobs: number; project: string }): Promise<void> {
+  await eventually(() => intake.getCompletedCount(), (n) => n === o.jobs, 60_000);
+  await eventually(() => t.accounting.openCount(), (n) => n === 0, 60_000);
+  await eventually(() => t.redis.xlen(t.accounting.keys.ledger), (n) => n === 0, 30_000);
+  const out = await readOutcomes(t);
+  expect(assertExactlyOnce(out)).toEqual([]);
+  expect(out.admitted.length).toBeGreaterThanOrEqual(o.budgetJobs);
+  expect(out.admitted.length + out.held.length).toBe(o.jobs);
+  expect((await t.accounting.readScope(`project:${o.project}`)).usedGpuMs).toBe(out.admitted.length * 0.5 * H);
+  expect((await new DriftAudit(t.redis, t.accounting, t.pool).run()).drift).toEqual([]);
+}
+
 describe('SCRIPT FLUSH during load', () => {
   let t: TestEnv;
   beforeAll(async () => {
@@ -48,15 +66,7 @@ describe('SCRIPT FLUSH during load', () => {
       clearInterval(flusher);
       expect(atFlush.filter((n) => n > 0 && n < 1000).length).toBeGreaterThan(2); // flushes landed mid-burst
       // (Before the gatekeeper retried jobs its bookkeeping failed, ~6 % ended failed with NOSCRIPT here.)
-      await eventually(() => intake.getCompletedCount(), (n) => n === 1000, 30_000);
-      await eventually(() => t.accounting.openCount(), (n) => n === 0, 60_000);
-      const o = await readOutcomes(t);
-      expect(assertExactlyOnce(o)).toEqual([]);
-      // At least the budget's worth; more if early jobs settled (at half their estimate) before the line formed.
-      expect(o.admitted.length).toBeGreaterThanOrEqual(800);
-      expect(o.admitted.length + o.held.length).toBe(1000);
-      expect((await t.accounting.readScope('project:flush')).usedGpuMs).toBe(o.admitted.length * 0.5 * H);
-      expect((await new DriftAudit(t.redis, t.accounting, t.pool).run()).drift).toEqual([]);
+      await expectSettledExactly(t, intake, { jobs: 1000, budgetJobs: 800, project: 'flush' });
     } finally {
       await pipeline.close();
       await intake.close();
@@ -133,16 +143,7 @@ describe('Redis SIGKILLed mid-burst and restarted from its AOF', () => {
       await waitExit(redisServer.proc);
       await new Promise((r) => setTimeout(r, 300));
       redisServer = await startLocalRedis(dir, args, redisServer.port); // same data, same port: clients reconnect
-      await eventually(() => intake.getCompletedCount(), (n) => n === 500, 60_000);
-      await eventually(() => t.accounting.openCount(), (n) => n === 0, 60_000);
-      await eventually(() => t.redis.xlen(t.accounting.keys.ledger), (n) => n === 0, 30_000);
-      const o = await readOutcomes(t);
-      expect(assertExactlyOnce(o)).toEqual([]);
-      // At least the budget's worth; more if early jobs settled (at half their estimate) before the line formed.
-      expect(o.admitted.length).toBeGreaterThanOrEqual(400);
-      expect(o.admitted.length + o.held.length).toBe(500);
-      expect((await t.accounting.readScope('project:aof')).usedGpuMs).toBe(o.admitted.length * 0.5 * H);
-      expect((await new DriftAudit(t.redis, t.accounting, t.pool).run()).drift).toEqual([]);
+      await expectSettledExactly(t, intake, { jobs: 500, budgetJobs: 400, project: 'aof' });
     } finally {
       await pipeline.close();
       await intake.close();
