@@ -186,7 +186,14 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       return;
     }
     log.warn({ err: err.message, jobId: job.id }, 'intake job failed outside admission; running it again');
-    job.retry('failed').catch((e: unknown) => log.error({ err: e, jobId: job.id }, 'could not retry the intake job'));
+    // The retry itself is a Redis call that may meet the same trouble: try again, backing off.
+    const retry = (n: number): void => {
+      job.retry('failed').catch((e: unknown) => {
+        if (n >= 8) return log.error({ err: e, jobId: job.id }, 'could not retry the intake job; left failed');
+        setTimeout(() => retry(n + 1), 100 * 2 ** n).unref();
+      });
+    };
+    retry(0);
   });
 
   return {

@@ -1,7 +1,8 @@
 /**
  * Drift audit: do the Redis counters equal what the Postgres ledger says?
- * Works while admissions go on. One script reads every counter and the
- * ledger stream's last id S at one instant (snapshot.lua); once the ledger
+ * Works while admissions go on. One script reads every counter (the
+ * scripts register each one they change) and the ledger stream's last id S
+ * at one instant (snapshot.lua); once the ledger
  * writer has written every entry up to S, the ledger rows up to S (each row
  * keeps its stream id) must sum to exactly those counters:
  *   used     = Σ actual of settle/release rows
@@ -47,13 +48,12 @@ export class DriftAudit {
 
   async run(opts: { waitForLedgerMs?: number } = {}): Promise<DriftReport> {
     const k = this.accounting.keys;
-    const keys = await this.counterKeys();
-    const [streamId, values] = (await callScript(this.redis, 'snapshot', [k.ledger], keys)) as [string, string[][]];
+    const [streamId, values] = (await callScript(this.redis, 'snapshot', [k.ledger, k.counters], [k.prefix])) as [string, string[][]];
     const redisSide = new Map<string, CounterTotals>();
-    keys.forEach((key, i) => {
-      const [u, r, eu, er] = values[i]!.map(Number) as [number, number, number, number];
-      redisSide.set(key.slice(k.scope('').length), { usedGpuMs: u, reservedGpuMs: r, exemptUsedGpuMs: eu, exemptReservedGpuMs: er });
-    });
+    for (const [id, ...v] of values) {
+      const [u, r, eu, er] = v.map(Number) as [number, number, number, number];
+      redisSide.set(id!, { usedGpuMs: u, reservedGpuMs: r, exemptUsedGpuMs: eu, exemptReservedGpuMs: er });
+    }
     await this.waitForLedger(streamId, opts.waitForLedgerMs ?? 30_000);
     // No stream (Redis lost it, or nothing ever happened): compare with every ledger row.
     const [ms, seq] = streamId === '0-0' ? [String(Number.MAX_SAFE_INTEGER), '0'] : streamId.split('-');
@@ -82,18 +82,6 @@ export class DriftAudit {
     }
     drift.sort((x, y) => x.counter.localeCompare(y.counter));
     return { streamId, counters: new Set([...redisSide.keys(), ...ledgerSide.keys()]).size, drift };
-  }
-
-  /** Every counter hash of this deployment (SCAN: the audit is occasional). */
-  private async counterKeys(): Promise<string[]> {
-    const keys: string[] = [];
-    let cursor = '0';
-    do {
-      const [next, batch] = await this.redis.scan(cursor, 'MATCH', `${this.accounting.keys.scope('')}*`, 'COUNT', 1000);
-      keys.push(...batch);
-      cursor = next;
-    } while (cursor !== '0');
-    return keys.sort();
   }
 
   /** Until the ledger writers have written (and acknowledged) every entry up to `id`. */

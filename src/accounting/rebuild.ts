@@ -66,9 +66,10 @@ export async function rebuild(deps: {
             sum(CASE WHEN exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS exempt_reserved
      FROM ledger, unnest(scopes) AS counter GROUP BY counter`,
   );
-  await inChunks(sums.rows, (p, r: Record<string, unknown>) =>
-    p.hset(k.scope(String(r.counter)), { used: String(r.used), reserved: String(r.reserved), exemptUsed: String(r.exempt_used), exemptReserved: String(r.exempt_reserved) }),
-  );
+  await inChunks(sums.rows, (p, r: Record<string, unknown>) => {
+    p.hset(k.scope(String(r.counter)), { used: String(r.used), reserved: String(r.reserved), exemptUsed: String(r.exempt_used), exemptReserved: String(r.exempt_reserved) });
+    p.sadd(k.counters, String(r.counter));
+  });
 
   // Reservations: open ones (no end row), and recently ended ones.
   const jobs = await pool.query(

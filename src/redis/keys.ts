@@ -21,6 +21,11 @@ export class Keys {
     return `${this.base}:scope:${scopeId}`;
   }
 
+  /** Set of every counter id with used/reserved amounts (the drift audit reads them all at once). */
+  get counters(): string {
+    return `${this.base}:counters`;
+  }
+
   /** Definition hash of one scope base: limit, policy, grace, period, rollover, rolloverCap, setAt. */
   def(scopeBase: string): string {
     return `${this.base}:def:${scopeBase}`;

@@ -84,6 +84,7 @@ for a = 6, #ARGV do
       for _, s in ipairs(scopes) do
         writeInit(s)
         redis.call('HINCRBY', s.key, 'reserved', r[1])
+        redis.call('SADD', base .. 'counters', s.id)
         s.reserved = s.reserved + need
         crossings(s, jobId, events)
         rearmExhausted(s)

@@ -195,6 +195,7 @@ for _, s in ipairs(touched) do
   writeCrossed(s)
   if s.delta > 0 then redis.call('HINCRBY', s.key, 'reserved', string.format('%.0f', s.delta)) end
   if s.exemptDelta > 0 then redis.call('HINCRBY', s.key, 'exemptReserved', string.format('%.0f', s.exemptDelta)) end
+  if s.delta > 0 or s.exemptDelta > 0 then redis.call('SADD', base .. 'counters', s.id) end
 end
 if #admitted > 0 then
   local zadd, xadd = { 'ZADD', openKey }, { 'XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now }

@@ -67,6 +67,8 @@ for i = 1, nScopes do
   redis.call('HINCRBY', KEYS[3 + i], reservedField, '-' .. amount)
   redis.call('HINCRBY', KEYS[3 + i], usedField, actual)
 end
+-- Registered for the drift audit (same key base as 'open').
+if #given > 0 then redis.call('SADD', string.sub(openKey, 1, -5) .. 'counters', unpack(given)) end
 if not exempt and tonumber(actual) > tonumber(amount) then
   -- Usage grew: judge thresholds as reserve does (same key base as 'open').
   local base = string.sub(openKey, 1, -5)

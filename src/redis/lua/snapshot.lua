@@ -1,15 +1,17 @@
 --[[
-  snapshot: the counters of the given scopes and the ledger stream's position,
-  read at one instant. Every script that changes used/reserved appends its
-  ledger entry in the same call, so these counters reflect exactly the ledger
-  entries up to the returned id: the drift audit compares them with the
-  Postgres ledger rows up to that id.
+  snapshot: every counter with amounts (the registry set the scripts keep)
+  and the ledger stream's position, read at one instant. Every script that
+  changes used/reserved registers the counter and appends its ledger entry in
+  the same call, so these counters reflect exactly the ledger entries up to
+  the returned id: the drift audit compares them with the Postgres ledger
+  rows up to that id.
 
   Input:
     KEYS[1]    ledger stream
-    ARGV[1..]  counter hash keys
+    KEYS[2]    counter registry set (counter ids)
+    ARGV[1]    key base ('<prefix>:'; counter hashes are '<base>scope:<id>')
 
-  Output: { last ledger entry id ('0-0' if none), { used, reserved, exemptUsed, exemptReserved } per key }
+  Output: { last ledger entry id ('0-0' if none), { id, used, reserved, exemptUsed, exemptReserved } per counter }
 ]]
 local last = '0-0'
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -19,8 +21,8 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   end
 end
 local out = {}
-for i = 1, #ARGV do
-  local c = redis.call('HMGET', ARGV[i], 'used', 'reserved', 'exemptUsed', 'exemptReserved')
-  out[i] = { c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0' }
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local c = redis.call('HMGET', ARGV[1] .. 'scope:' .. id, 'used', 'reserved', 'exemptUsed', 'exemptReserved')
+  out[#out + 1] = { id, c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0' }
 end
 return { last, out }
