@@ -30,7 +30,10 @@ const H = hoursToGpuMs(1);
  * job is counted at what it reported, and the ledger agrees with Redis.
  */
 async function expectSettledExactly(t: TestEnv, intake: Queue, o: { jobs: number; budgetJobs: number; project: string }): Promise<void> {
-  await eventually(() => intake.getCompletedCount(), (n) => n === o.jobs, 60_000);
+  await eventually(() => intake.getCompletedCount(), (n) => n === o.jobs, 60_000).catch(async (e: Error) => {
+    const stuck = await intake.getJobs(['failed', 'delayed', 'active', 'wait', 'prioritized'], 0, 4);
+    throw new Error(`${e.message}; counts ${JSON.stringify(await intake.getJobCounts())}; e.g. ${JSON.stringify(stuck.map((j) => [j.id, j.failedReason, j.attemptsStarted, j.stacktrace?.[0]?.slice(0, 300)]))}`);
+  });
   await eventually(() => t.accounting.openCount(), (n) => n === 0, 60_000);
   await eventually(() => t.redis.xlen(t.accounting.keys.ledger), (n) => n === 0, 30_000);
   const out = await readOutcomes(t);
