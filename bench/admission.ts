@@ -18,17 +18,18 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { Queue, Worker } from 'bullmq';
+import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { loadConfig, type Config } from '../src/config.ts';
+import { loadConfig } from '../src/config.ts';
 import { createLogger } from '../src/log.ts';
 import { systemClock } from '../src/clock.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { Accounting } from '../src/accounting/counters.ts';
 import { createRedis } from '../queues/connection.ts';
-import { execJobId, queueNames } from '../queues/names.ts';
+import { execJobId } from '../queues/names.ts';
 import { createGatekeeper } from '../workers/gatekeeper.ts';
 import { startLocalRedis, unlinkMatching } from '../test/support/infra.ts';
+import { createRelay, type Admitter } from './relay.ts';
 import { save } from './results.ts';
 
 function env(name: string, def: number): number {
@@ -47,27 +48,6 @@ const KINDS = ['relay', 'gatekeeper'] as const;
 type Kind = (typeof KINDS)[number];
 const log = createLogger('silent');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-interface Admitter { worker: Worker; close(): Promise<void> }
-interface Deps { config: Config; workerConnection: Redis; connection: Redis }
-
-/** The baseline: what createGatekeeper does minus validation and the reserve script. */
-function createRelay({ config, workerConnection, connection }: Deps): Admitter {
-  const names = queueNames(config);
-  const exec = new Queue(names.exec, { connection, prefix: names.prefix });
-  const worker = new Worker(
-    names.intake,
-    async (job) => {
-      const id = execJobId(job.id!);
-      await exec.add(job.name, job.data, { jobId: id, removeOnComplete: false, removeOnFail: false });
-      return { outcome: 'admitted', execJobId: id };
-    },
-    // Same options as the gatekeeper's worker, so only the work differs.
-    { connection: workerConnection, prefix: names.prefix, concurrency: config.gatekeeperConcurrency,
-      maxStalledCount: 1_000, removeOnComplete: { count: 10_000 }, removeOnFail: { age: 7 * 24 * 3600 } },
-  );
-  return { worker, close: async () => { await worker.close(); await exec.close(); } };
-}
 
 /** One measured run: a fresh QUEUE_PREFIX and fresh connections, all removed afterwards. */
 interface Run { admin: Redis; intake: Queue; exec: Queue; held: Queue; accounting: Accounting; start(): Admitter }
