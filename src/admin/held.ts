@@ -17,7 +17,7 @@ import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import type { Pool } from '../db/pool.ts';
 import { writeAudit, type Actor } from '../db/audit.ts';
-import { Accounting, type ReleaseOutcome } from '../accounting/counters.ts';
+import { Accounting, type OpenReservation, type ReleaseOutcome } from '../accounting/counters.ts';
 import { describeHold } from '../accounting/reasons.ts';
 import type { ExecJobData, HeldJobData, RejectedJobData } from '../../queues/contract.ts';
 import { heldJobId, queueNames, rejectedJobId } from '../../queues/names.ts';
@@ -120,8 +120,9 @@ export class HeldJobs {
     const note = `released by ${actor.name}`;
     for (let i = 0; i < ids.length; i += RELEASE_BATCH) {
       const chunk = ids.slice(i, i + RELEASE_BATCH);
-      const outcomes = await this.accounting.release(chunk, 'fifo', note, this.clock.now());
-      await this.apply(chunk, outcomes, report);
+      const now = this.clock.now();
+      const outcomes = await this.accounting.release(chunk, 'fifo', note, now);
+      await this.apply(chunk, outcomes, report, now);
       await new Promise((r) => setImmediate(r)); // let other requests in between batches
     }
     await writeAudit(this.pool, actor, {
@@ -173,13 +174,25 @@ export class HeldJobs {
     }, `rejected:${jobId}`, this.clock.now());
   }
 
-  private async apply(ids: string[], outcomes: ReleaseOutcome[], report: ReleaseReport): Promise<void> {
+  private async apply(ids: string[], outcomes: ReleaseOutcome[], report: ReleaseReport, now: number): Promise<void> {
     const admitted: string[] = [];
+    const admittedJobs: (Job<HeldJobData> | undefined)[] = [];
+    const records: OpenReservation[] = [];
     const jobs = await this.jobs(ids);
     await Promise.all(
       outcomes.map(async (out, i) => {
         const id = ids[i]!;
-        if (out.kind === 'admitted') return void admitted.push(id);
+        if (out.kind === 'admitted') {
+          // The script's answer is the reservation: no need to read it back.
+          admitted.push(id);
+          admittedJobs.push(jobs[i]);
+          const job = jobs[i];
+          records.push({
+            jobId: id, state: 'reserved', amountGpuMs: out.amountGpuMs, scopes: out.scopes, admittedAt: now,
+            meta: job ? { project: job.data.project, user: job.data.user, gpus: job.data.gpus } : { project: '', user: '', gpus: 1 },
+          });
+          return;
+        }
         if (out.kind === 'not-held') return void report.notHeld.push({ jobId: id, state: out.state });
         const job = jobs[i];
         const reason = describeHold(out);
@@ -190,7 +203,7 @@ export class HeldJobs {
         }
       }),
     );
-    await promoteReleased(this.accounting, this.exec, this.held, admitted);
+    await promoteReleased(this.accounting, this.exec, this.held, admitted, { jobs: admittedJobs, records });
     report.admitted.push(...admitted);
   }
 

@@ -15,9 +15,15 @@ export async function promoteReleased(
   exec: Queue<ExecJobData>,
   held: Queue<HeldJobData>,
   jobIds: string[],
+  /**
+   * What the caller already has (a release that just admitted them): their
+   * gpu-held jobs and reservations, so a storm of releases does not read each
+   * job twice. Missing ones are read.
+   */
+  known?: { jobs?: (Job<HeldJobData> | undefined)[]; records?: (Awaited<ReturnType<Accounting['reservation']>> | undefined)[] },
 ): Promise<number> {
-  const jobs = await Promise.all(jobIds.map((id) => held.getJob(heldJobId(id))));
-  const records = await Promise.all(jobIds.map((id) => accounting.reservation(id)));
+  const jobs = await Promise.all(jobIds.map((id, i) => known?.jobs?.[i] ?? held.getJob(heldJobId(id))));
+  const records = await Promise.all(jobIds.map((id, i) => known?.records?.[i] ?? accounting.reservation(id)));
   const moves: { job: Job<HeldJobData>; add: Parameters<Queue<ExecJobData>['addBulk']>[0][number] }[] = [];
   jobIds.forEach((id, i) => {
     const job = jobs[i];
