@@ -109,7 +109,10 @@ export function createGatekeeper(deps: GatekeeperDeps) {
         toHold.push({
           name: job.name,
           data: { ...data, held: { intakeJobId: id, reason: d.reason, heldAt: now } },
-          opts: { jobId: heldJobId(id), ...KEEP },
+          // Prioritized, not waiting: BullMQ keeps those in a sorted set, so taking
+          // one out on release is O(log n); from the waiting list it is O(n), and
+          // a release storm over 50,000 held jobs went quadratic (measured).
+          opts: { jobId: heldJobId(id), priority: 1, ...KEEP },
         });
         return;
       }
