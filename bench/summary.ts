@@ -36,6 +36,11 @@ if (c) {
   row(`d. drain ${f(c.burst)} jobs (s) vs relay; Redis bytes per placed job`, `${f(c.d.drainSeconds, 1)}; ${f(c.d.memPerPlacedJobBytes)} B`, f(c.relayBurstSeconds, 1), f(c.relayBurstSeconds / c.d.drainSeconds, 2), '');
   row(`e. release storm over ${f(c.d.heldCount)} held (s) vs relay moving as many`, f(c.d.stormSeconds, 1), f(c.relayHalfSeconds, 1), f(c.relayHalfSeconds / c.d.stormSeconds, 2), '');
 }
+const sc = read('scaling.json');
+if (sc) {
+  const r = sc.jobsPerSec;
+  row(`f. ${f(sc.jobs)} jobs over 1 / 2 / 4 gatekeeper processes (jobs/s)`, `${f(r[1])} / ${f(r[2])} / ${f(r[4])}`, f(r[1]), `${f(r[2] / r[1], 2)} / ${f(r[4] / r[1], 2)}`, 'scales until the cores (or Redis) are full');
+}
 const w = read('webhooks.json');
 if (w) row('threshold crossing → local webhook p50 / max (ms) vs plain POST p50', `${pct(w.crossingToWebhookMs, 50)} / ${Math.max(...w.crossingToWebhookMs)}`, f(pct(w.plainPostMs, 50), 1), '', `< 1000: ${Math.max(...w.crossingToWebhookMs) < 1000 ? 'met' : 'not met'}`);
 const d = read('dashboard.json');
@@ -50,8 +55,6 @@ const md = [
   '| measure | gatekeeper | baseline | ratio | target |',
   '| --- | --- | --- | --- | --- |',
   ...rows,
-  '',
-  'f. scaling over 1, 2 and 4 gatekeeper processes: not measured yet.',
 ].join('\n');
 console.log(md);
 save('summary.md', md + '\n');
