@@ -52,12 +52,20 @@ async function expectSettledExactly(t: TestEnv, intake: Queue, o: { jobs: number
 }
 
 describe('SCRIPT FLUSH during load', () => {
+  // Its own Redis: a flush is server-wide, and other test files share the main one.
+  const dir = mkdtempSync(join(os.tmpdir(), 'gk-flush-'));
+  let redisServer: Awaited<ReturnType<typeof startLocalRedis>>;
   let t: TestEnv;
   beforeAll(async () => {
+    redisServer = await startLocalRedis(dir);
     // A short lock: a job whose lock renewal met NOSCRIPT runs again within seconds.
-    t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20', SIM_CONCURRENCY: '32', GATEKEEPER_LOCK_MS: '2000' });
+    t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20', SIM_CONCURRENCY: '32', GATEKEEPER_LOCK_MS: '2000', REDIS_URL: redisServer.url });
   });
-  afterAll(async () => t?.close());
+  afterAll(async () => {
+    await t?.close();
+    await redisServer?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
 
   it('loses nothing and counts exactly while scripts keep disappearing', async () => {
     const pipeline = await startPipeline(t);

@@ -8,6 +8,12 @@ import { createTestEnv, type TestEnv } from './support/env.ts';
 import { SCRIPT_FILES, scriptSha, scriptSource } from '../src/redis/scripts.ts';
 import type { JobMeta } from '../src/accounting/counters.ts';
 import { parseEntry } from '../src/ledger/writer.ts';
+import { Accounting } from '../src/accounting/counters.ts';
+import { createRedis } from '../queues/connection.ts';
+import { startLocalRedis } from './support/infra.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import { join } from 'node:path';
 
 let t: TestEnv;
 // Each test its own project: a project's held jobs queue up (first in, first out).
@@ -108,11 +114,22 @@ describe('scripts', () => {
   });
 
   it('keeps working after SCRIPT FLUSH (NOSCRIPT falls back to EVAL)', async () => {
-    await t.accounting.setLimit('s:flush', 100);
-    await t.redis.script('FLUSH');
-    expect((await t.accounting.reserve('f1', 10, ['s:flush'], meta, now)).kind).toBe('reserved');
-    await t.redis.script('FLUSH');
-    expect((await t.accounting.settle('f1', ['s:flush'], 3, 'settle', now)).kind).toBe('settled');
+    // Its own Redis: a flush is server-wide, and other test files share the main one.
+    const dir = mkdtempSync(join(os.tmpdir(), 'gk-scripts-'));
+    const server = await startLocalRedis(dir);
+    const redis = createRedis(server.url);
+    try {
+      const a = new Accounting(redis, 'flush', 3600);
+      await a.setLimit('s:flush', 100);
+      await redis.script('FLUSH');
+      expect((await a.reserve('f1', 10, ['s:flush'], meta, now)).kind).toBe('reserved');
+      await redis.script('FLUSH');
+      expect((await a.settle('f1', ['s:flush'], 3, 'settle', now)).kind).toBe('settled');
+    } finally {
+      await redis.quit();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('writes one ledger row per reserve and per settle, none for retries or misfits', async () => {

@@ -48,15 +48,15 @@ export class DriftAudit {
 
   async run(opts: { waitForLedgerMs?: number } = {}): Promise<DriftReport> {
     const k = this.accounting.keys;
-    const [streamId, values] = (await callScript(this.redis, 'snapshot', [k.ledger, k.counters], [k.prefix])) as [string, string[][]];
+    const [streamId, streamExists, values] = (await callScript(this.redis, 'snapshot', [k.ledger, k.counters], [k.prefix])) as [string, number, string[][]];
     const redisSide = new Map<string, CounterTotals>();
     for (const [id, ...v] of values) {
       const [u, r, eu, er] = v.map(Number) as [number, number, number, number];
       redisSide.set(id!, { usedGpuMs: u, reservedGpuMs: r, exemptUsedGpuMs: eu, exemptReservedGpuMs: er });
     }
-    await this.waitForLedger(streamId, opts.waitForLedgerMs ?? 30_000);
-    // No stream (Redis lost it, or nothing ever happened): compare with every ledger row.
-    const [ms, seq] = streamId === '0-0' ? [String(Number.MAX_SAFE_INTEGER), '0'] : streamId.split('-');
+    // No stream: nothing is waiting to be written (or it was lost with Redis).
+    if (streamExists === 1) await this.waitForLedger(streamId, opts.waitForLedgerMs ?? 30_000);
+    const [ms, seq] = streamId.split('-');
     const rows = await this.pool.query(
       `SELECT counter,
               sum(CASE WHEN kind <> 'reserve' AND NOT exempt THEN actual_gpu_ms ELSE 0 END) AS used,

@@ -11,10 +11,15 @@
     KEYS[2]    counter registry set (counter ids)
     ARGV[1]    key base ('<prefix>:'; counter hashes are '<base>scope:<id>')
 
-  Output: { last ledger entry id ('0-0' if none), { id, used, reserved, exemptUsed, exemptReserved } per counter }
+  Output: { position, 1 if the stream exists else 0, { id, used, reserved, exemptUsed, exemptReserved } per counter }
+    position: the stream's last entry id; with no stream (nothing yet, or
+    Redis lost it) the server's time as '<ms>-0', which orders after every
+    entry written before now and before every one written later.
 ]]
-local last = '0-0'
-if redis.call('EXISTS', KEYS[1]) == 1 then
+local t = redis.call('TIME')
+local last = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. '-0'
+local exists = redis.call('EXISTS', KEYS[1])
+if exists == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   for i = 1, #info, 2 do
     if info[i] == 'last-generated-id' then last = info[i + 1] end
@@ -25,4 +30,4 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
   local c = redis.call('HMGET', ARGV[1] .. 'scope:' .. id, 'used', 'reserved', 'exemptUsed', 'exemptReserved')
   out[#out + 1] = { id, c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0' }
 end
-return { last, out }
+return { last, exists, out }
