@@ -58,7 +58,10 @@ describe('ledger writer', () => {
 
   it('writes an entry delivered twice only once', async () => {
     const key = t.accounting.keys.ledger;
-    await t.redis.xadd(key, '*', 'kind', 'settle', 'at', String(Date.now()), 'note', '', 'jobId', 'a', 'estimated', '1000', 'actual', '999', 'scopes', 'project:led', 'meta', JSON.stringify(meta));
+    // A second settle of job a's reservation (same admission), with another actual: dropped.
+    const admitted = (await t.pool.query(`SELECT admitted_at FROM ledger WHERE job_id = 'a' AND kind = 'reserve'`)).rows[0].admitted_at as Date;
+    await t.redis.xadd(key, '*', 'kind', 'settle', 'at', String(Date.now()), 'note', '', 'jobId', 'a', 'estimated', '1000', 'actual', '999',
+      'admittedAt', String(admitted.getTime()), 'scopes', 'project:led', 'meta', JSON.stringify(meta));
     const w = new LedgerWriter(t.connection(), key, t.pool, t.log, { blockMs: 20 });
     await w.start();
     await eventually(() => t.redis.xlen(key), (n) => n === 0);

@@ -48,7 +48,7 @@ describe('rebuild', () => {
     await t.budgets.set('re', 10 * H);
     // 4 quick jobs finish; 4 long ones are still running at the loss; 4 are held.
     const quick = { simulate: { durationMs: 5, gpuHours: 0.5 } };
-    const long = { simulate: { durationMs: 3_000, gpuHours: 1 } };
+    const long = { simulate: { durationMs: 6_000, gpuHours: 1 } }; // still running well after the rebuild
     const jobs = await intake.addBulk([
       ...Array.from({ length: 4 }, () => ({ name: 'q', data: { project: 're', user: 'rob', estimatedGpuHours: 1, payload: quick } })),
       ...Array.from({ length: 4 }, () => ({ name: 'l', data: { project: 're', user: 'rob', estimatedGpuHours: 1.5, payload: long } })),
@@ -72,7 +72,7 @@ describe('rebuild', () => {
     expect(await t.accounting.reserve(jobs[0]!.id!, H, ['project:re'], { project: 're', user: 'rob', gpus: 1 }, Date.now())).toMatchObject({ kind: 'already', state: 'settled' });
 
     // The running jobs finish and are settled once, against the rebuilt counters.
-    await eventually(() => t.budgets.get('re'), (b) => b!.reservedGpuMs === 0, 20_000);
+    await eventually(() => t.budgets.get('re'), (b) => b!.reservedGpuMs === 0, 30_000);
     expect((await t.budgets.get('re'))!.usedGpuMs).toBe(6 * H);
 
     // Held jobs release in order; a new job waits behind them (the line came back).

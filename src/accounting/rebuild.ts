@@ -9,7 +9,9 @@
  *                                (so a late retry still cannot admit a job twice)
  *   held jobs and their lines <- the jobs waiting on gpu-held, if that queue survived
  *
- * Run it with the gatekeepers stopped: it overwrites counters, and an
+ * It first deletes every reservation, line, held list and counter Redis still
+ * has (keeping nothing from an old snapshot). Run it with the gatekeepers
+ * stopped: it overwrites counters, and an
  * admission landing in between would be counted once in Redis but not in
  * the sums written over it. It refuses while the ledger stream still holds
  * unwritten entries (let a reconciler drain it first), because those are in
@@ -27,6 +29,7 @@ import type { HeldJobData } from '../../queues/contract.ts';
 import { submissionOrder } from './counters.ts';
 import { scopesForJob } from './scopes.ts';
 import { hoursToGpuMs } from '../units.ts';
+import { unlinkMatching } from '../redis/unlink.ts';
 
 export interface RebuildReport {
   limits: number;
@@ -37,6 +40,7 @@ export interface RebuildReport {
 }
 
 export class RebuildRefused extends Error {}
+
 
 const CHUNK = 1_000;
 
@@ -55,6 +59,11 @@ export async function rebuild(deps: {
   const waiting = await redis.xlen(k.ledger);
   if (waiting > 0) throw new RebuildRefused(`the ledger stream still holds ${waiting} entries not yet in Postgres; let a reconciler write them first`);
 
+  // Start from nothing: whatever Redis still holds (an old snapshot, half a
+  // loss) would otherwise mix with the rebuilt state — a reservation settled
+  // long ago still "open", a job admitted since still in a held line.
+  for (const pattern of ['res:*', 'line:*', 'held:*', 'scope:*']) await unlinkMatching(redis, `${k.prefix}${pattern}`);
+  await redis.unlink(k.open, k.allHeld, k.heldCount, k.counters);
   const limits = await deps.budgets.syncLimits();
 
   // Counters: exactly the ledger's sums (other fields such as carry are kept).
@@ -75,7 +84,7 @@ export async function rebuild(deps: {
   const jobs = await pool.query(
     `SELECT r.job_id, r.project, r.user_name, r.job_type, r.gpu_type, r.run, r.scopes, r.estimated_gpu_ms, r.exempt,
             extract(epoch FROM r.at) * 1000 AS admitted_ms, e.actual_gpu_ms, extract(epoch FROM e.at) * 1000 AS ended_ms
-     FROM ledger r LEFT JOIN ledger e ON e.job_id = r.job_id AND e.kind <> 'reserve'
+     FROM ledger r LEFT JOIN ledger e ON e.job_id = r.job_id AND e.admitted_at = r.admitted_at AND e.kind <> 'reserve'
      WHERE r.kind = 'reserve' AND (e.id IS NULL OR e.at >= to_timestamp($1::double precision / 1000))`,
     [now - deps.settledRetainSeconds * 1000],
   );

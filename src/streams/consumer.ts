@@ -100,7 +100,9 @@ export class StreamConsumer {
     const pending = await this.read('0');
     const entries = pending.length > 0 ? pending : await this.read('>');
     if (entries.length === 0) return 0;
-    await this.handle(entries);
+    // An entry trimmed or deleted while pending comes back without fields:
+    // nothing to handle, but it must be acknowledged or it stays pending forever.
+    await this.handle(entries.filter((e) => e.fields !== null) as StreamEntry[]);
     const ids = entries.map((e) => e.id);
     const m = this.redis.multi().xack(this.streamKey, this.group, ...ids);
     if (this.deleteAfterAck) m.xdel(this.streamKey, ...ids);
@@ -108,15 +110,14 @@ export class StreamConsumer {
     return entries.length;
   }
 
-  private async read(from: '0' | '>'): Promise<StreamEntry[]> {
+  private async read(from: '0' | '>'): Promise<{ id: string; fields: string[] | null }[]> {
     const res =
       from === '>'
         ? await this.redis.xreadgroup('GROUP', this.group, this.consumer, 'COUNT', this.batchSize, 'BLOCK', this.blockMs, 'STREAMS', this.streamKey, from)
         : await this.redis.xreadgroup('GROUP', this.group, this.consumer, 'COUNT', this.batchSize, 'STREAMS', this.streamKey, from);
     if (!res) return [];
     const [, messages] = (res as [string, [string, string[] | null][]][])[0]!;
-    // A pending entry whose message was deleted comes back with null fields.
-    return messages.filter(([, f]) => f !== null).map(([id, fields]) => ({ id, fields: fields! }));
+    return messages.map(([id, fields]) => ({ id, fields }));
   }
 }
 

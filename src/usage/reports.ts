@@ -110,7 +110,7 @@ export async function exportJobs(db: Queryable, range: { start: number; end: num
     const r = await db.query(
       `SELECT e.id, e.at, to_char(e.at AT TIME ZONE $3::text, 'YYYY-MM-DD') AS date, e.project, e.user_name, e.job_type, e.gpu_type, e.run,
               e.job_id, e.kind, e.estimated_gpu_ms, e.actual_gpu_ms, e.exempt, coalesce(r.override, false) AS override
-       FROM ledger e LEFT JOIN ledger r ON r.job_id = e.job_id AND r.kind = 'reserve'
+       FROM ledger e LEFT JOIN ledger r ON r.job_id = e.job_id AND r.admitted_at = e.admitted_at AND r.kind = 'reserve'
        WHERE e.kind <> 'reserve' AND e.at >= $1::timestamptz AND e.at < $2::timestamptz ${cursor}
        ORDER BY e.at, e.id LIMIT ${page}`,
       params,

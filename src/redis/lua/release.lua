@@ -54,6 +54,8 @@ for a = 6, #ARGV do
   else
     local need = tonumber(r[1])
     local lines = split(r[5])
+    -- Decoded with the reads, before any write: a bad record fails before it changes anything.
+    local project = cjson.decode(r[4]).project
     if mode == 'fifo' then
       for _, l in ipairs(lines) do
         local rank = redis.call('ZRANK', base .. 'line:' .. l, jobId) or 0
@@ -93,7 +95,6 @@ for a = 6, #ARGV do
       local scopeIds = ids(scopes)
       redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now, 'scopes', scopeIds)
       redis.call('HDEL', resKey, 'lines')
-      local project = cjson.decode(r[4]).project
       redis.call('ZREM', base .. 'held:' .. project, jobId)
       redis.call('ZREM', allHeldKey, jobId)
       redis.call('HINCRBY', base .. 'held-count', project, -1)

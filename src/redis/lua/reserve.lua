@@ -197,9 +197,14 @@ for _, s in ipairs(touched) do
   if s.exemptDelta > 0 then redis.call('HINCRBY', s.key, 'exemptReserved', string.format('%.0f', s.exemptDelta)) end
   if s.delta > 0 or s.exemptDelta > 0 then redis.call('SADD', base .. 'counters', s.id) end
 end
-if #admitted > 0 then
+-- The open zset and the ledger entries go in chunks of CHUNK jobs: Lua's
+-- unpack (and redis.call's argument list) stop at about 8,000 values, and a
+-- failure there would come after the counter writes above.
+local CHUNK = 200
+for first = 1, #admitted, CHUNK do
   local zadd, xadd = { 'ZADD', openKey }, { 'XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now }
-  for _, a in ipairs(admitted) do
+  for j = first, math.min(first + CHUNK - 1, #admitted) do
+    local a = admitted[j]
     if a[7] then
       redis.call('HSET', a[1], 'amount', a[3], 'bases', a[6], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'exempt', '1')
     else

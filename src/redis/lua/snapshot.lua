@@ -13,16 +13,23 @@
 
   Output: { position, 1 if the stream exists else 0, { id, used, reserved, exemptUsed, exemptReserved } per counter }
     position: the stream's last entry id; with no stream (nothing yet, or
-    Redis lost it) the server's time as '<ms>-0', which orders after every
-    entry written before now and before every one written later.
+    Redis lost it) the last id of the previous millisecond by the server's
+    clock, which orders after every entry written before now and before every
+    one written from now on (even within this same millisecond).
 ]]
 local t = redis.call('TIME')
-local last = t[1] .. string.format('%03d', math.floor(tonumber(t[2]) / 1000)) .. '-0'
-local exists = redis.call('EXISTS', KEYS[1])
-if exists == 1 then
+local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local last = string.format('%.0f', ms - 1) .. '-9223372036854775807' -- (the largest sequence the ledger's bigint column holds)
+local exists = 0
+if redis.call('EXISTS', KEYS[1]) == 1 then
   local info = redis.call('XINFO', 'STREAM', KEYS[1])
   for i = 1, #info, 2 do
-    if info[i] == 'last-generated-id' then last = info[i + 1] end
+    -- A stream made again after a loss (a consumer group's MKSTREAM) reads
+    -- '0-0' until its first entry: that is "no stream" too.
+    if info[i] == 'last-generated-id' and info[i + 1] ~= '0-0' then
+      last = info[i + 1]
+      exists = 1
+    end
   end
 end
 local out = {}
