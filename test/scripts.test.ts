@@ -219,6 +219,20 @@ describe('scripts', () => {
     ]);
   });
 
+  it('never lets a newer job overtake an older one waiting for a scope both touch, whichever lines each was held in', async () => {
+    const a = t.accounting;
+    for (const [scope, limit] of [['s:A', 0], ['s:B', 0], ['s:Y', 10]] as const) await a.setLimit(scope, limit);
+    expect((await a.reserve('K', 5, ['s:A', 's:Y'], meta, now)).kind).toBe('held'); // waits for A only
+    await a.setLimit('s:A', 100);
+    expect((await a.reserveMany([{ jobId: 'J', order: now + 1, amountGpuMs: 5, scopes: ['s:B', 's:Y'], meta }], now))[0]!.kind).toBe('held'); // waits for B only
+    await a.setLimit('s:Y', 4); // now K does not fit Y: a release moves it into Y's line
+    expect(await a.release(['K'], 'fifo', 'test', now)).toMatchObject([{ kind: 'held', shortfalls: [{ scope: 's:Y' }] }]);
+    await a.setLimit('s:B', 100);
+    await a.setLimit('s:Y', 5); // room for one of them: K's, as it is older
+    expect(await a.release(['J'], 'fifo', 'test', now)).toEqual([{ kind: 'held', shortfalls: [], ahead: 1, line: 's:Y' }]);
+    expect(await a.release(['K', 'J'], 'fifo', 'test', now)).toMatchObject([{ kind: 'admitted' }, { kind: 'held' }]);
+  });
+
   it('overrides a held job past the limit, and cancels one without touching counters', async () => {
     const a = t.accounting;
     await a.setLimit('s:ov', 1);

@@ -2,9 +2,9 @@
   release: re-run admission for held jobs, in the order given (the caller
   passes them oldest first), or admit one regardless of budget (override).
 
-  First in, first out per scope: in 'fifo' mode a job leaves only when it is
-  first in every line it waits in (see reserve.lua), so a newer job never
-  overtakes an older one waiting for the same scope. ('override' admits the
+  First in, first out per scope: in 'fifo' mode a job leaves only when no
+  older held job waits in the line of any scope it touches (see reserve.lua),
+  so a newer job never overtakes an older one waiting for the same scope. ('override' admits the
   one job it is given, at once, whatever its lines and limits.) A job that
   still does not fit moves to the lines of the scopes it now misses.
 
@@ -57,9 +57,17 @@ for a = 6, #ARGV do
     -- Decoded with the reads, before any write: a bad record fails before it changes anything.
     local project = cjson.decode(r[4]).project
     if mode == 'fifo' then
-      for _, l in ipairs(lines) do
-        local rank = redis.call('ZRANK', base .. 'line:' .. l, jobId) or 0
-        if rank > 0 then out = { 4, rank, l }; break end
+      -- Older held jobs waiting for any scope this job touches go first, whether
+      -- or not this job is in that line yet (it joins lines as its misfits change).
+      local order = redis.call('ZSCORE', allHeldKey, jobId) or '+inf'
+      for _, b in ipairs(split(r[3])) do
+        local key = base .. 'line:' .. b
+        local older = redis.call('ZCOUNT', key, '-inf', '(' .. order)
+        -- Same submission order (custom ids in the same ms): ties go by id, as Redis sorts them.
+        for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, order, order)) do
+          if m < jobId then older = older + 1 end
+        end
+        if older > 0 then out = { 4, older, b }; break end
       end
     end
     local scopes = {}
