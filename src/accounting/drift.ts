@@ -39,6 +39,33 @@ export interface DriftReport {
 const ZERO: CounterTotals = { usedGpuMs: 0, reservedGpuMs: 0, exemptUsedGpuMs: 0, exemptReservedGpuMs: 0 };
 const GROUP = 'ledger-writers';
 
+/**
+ * What the ledger says each counter should hold, per counter id: the rows up
+ * to stream entry `upTo` (all rows if omitted; rows from before stream ids
+ * were kept count as older than any). The audit compares Redis with it; the
+ * rebuild writes it into Redis.
+ */
+export async function ledgerTotals(pool: Pool, upTo?: string): Promise<Map<string, CounterTotals>> {
+  const [ms, seq] = upTo ? upTo.split('-') : [null, null];
+  const rows = await pool.query(
+    `SELECT counter,
+            sum(CASE WHEN kind <> 'reserve' AND NOT exempt THEN actual_gpu_ms ELSE 0 END) AS used,
+            sum(CASE WHEN NOT exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS reserved,
+            sum(CASE WHEN kind <> 'reserve' AND exempt THEN actual_gpu_ms ELSE 0 END) AS exempt_used,
+            sum(CASE WHEN exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS exempt_reserved
+     FROM ledger, unnest(scopes) AS counter
+     WHERE $1::bigint IS NULL OR (coalesce(stream_ms, 0), coalesce(stream_seq, 0)) <= ($1::bigint, $2::bigint)
+     GROUP BY counter`,
+    [ms, seq],
+  );
+  return new Map(
+    rows.rows.map((r: Record<string, unknown>) => [
+      String(r.counter),
+      { usedGpuMs: Number(r.used), reservedGpuMs: Number(r.reserved), exemptUsedGpuMs: Number(r.exempt_used), exemptReservedGpuMs: Number(r.exempt_reserved) },
+    ]),
+  );
+}
+
 export class DriftAudit {
   constructor(
     private readonly redis: Redis,
@@ -56,24 +83,7 @@ export class DriftAudit {
     }
     // No stream: nothing is waiting to be written (or it was lost with Redis).
     if (streamExists === 1) await this.waitForLedger(streamId, opts.waitForLedgerMs ?? 30_000);
-    const [ms, seq] = streamId.split('-');
-    const rows = await this.pool.query(
-      `SELECT counter,
-              sum(CASE WHEN kind <> 'reserve' AND NOT exempt THEN actual_gpu_ms ELSE 0 END) AS used,
-              sum(CASE WHEN NOT exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS reserved,
-              sum(CASE WHEN kind <> 'reserve' AND exempt THEN actual_gpu_ms ELSE 0 END) AS exempt_used,
-              sum(CASE WHEN exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS exempt_reserved
-       FROM ledger, unnest(scopes) AS counter
-       WHERE (coalesce(stream_ms, 0), coalesce(stream_seq, 0)) <= ($1::bigint, $2::bigint)
-       GROUP BY counter`,
-      [ms, seq],
-    );
-    const ledgerSide = new Map<string, CounterTotals>(
-      rows.rows.map((r: Record<string, unknown>) => [
-        String(r.counter),
-        { usedGpuMs: Number(r.used), reservedGpuMs: Number(r.reserved), exemptUsedGpuMs: Number(r.exempt_used), exemptReservedGpuMs: Number(r.exempt_reserved) },
-      ]),
-    );
+    const ledgerSide = await ledgerTotals(this.pool, streamId);
     const drift: Drift[] = [];
     for (const counter of new Set([...redisSide.keys(), ...ledgerSide.keys()])) {
       const a = redisSide.get(counter) ?? ZERO;

@@ -30,6 +30,7 @@ import { submissionOrder } from './counters.ts';
 import { scopesForJob } from './scopes.ts';
 import { hoursToGpuMs } from '../units.ts';
 import { unlinkMatching } from '../redis/unlink.ts';
+import { ledgerTotals } from './drift.ts';
 
 export interface RebuildReport {
   limits: number;
@@ -67,17 +68,10 @@ export async function rebuild(deps: {
   const limits = await deps.budgets.syncLimits();
 
   // Counters: exactly the ledger's sums (other fields such as carry are kept).
-  const sums = await pool.query(
-    `SELECT counter,
-            sum(CASE WHEN kind <> 'reserve' AND NOT exempt THEN actual_gpu_ms ELSE 0 END) AS used,
-            sum(CASE WHEN NOT exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS reserved,
-            sum(CASE WHEN kind <> 'reserve' AND exempt THEN actual_gpu_ms ELSE 0 END) AS exempt_used,
-            sum(CASE WHEN exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS exempt_reserved
-     FROM ledger, unnest(scopes) AS counter GROUP BY counter`,
-  );
-  await inChunks(sums.rows, (p, r: Record<string, unknown>) => {
-    p.hset(k.scope(String(r.counter)), { used: String(r.used), reserved: String(r.reserved), exemptUsed: String(r.exempt_used), exemptReserved: String(r.exempt_reserved) });
-    p.sadd(k.counters, String(r.counter));
+  const totals = await ledgerTotals(pool);
+  await inChunks([...totals], (p, [counter, t]) => {
+    p.hset(k.scope(counter), { used: String(t.usedGpuMs), reserved: String(t.reservedGpuMs), exemptUsed: String(t.exemptUsedGpuMs), exemptReserved: String(t.exemptReservedGpuMs) });
+    p.sadd(k.counters, counter);
   });
 
   // Reservations: open ones (no end row), and recently ended ones.
@@ -136,7 +130,7 @@ export async function rebuild(deps: {
       held++;
     });
   }
-  return { limits, counters: sums.rows.length, openReservations: open, settledReservations: settled, heldJobs: held };
+  return { limits, counters: totals.size, openReservations: open, settledReservations: settled, heldJobs: held };
 
   async function inChunks<T>(items: T[], add: (p: ReturnType<typeof redis.pipeline>, item: T) => void): Promise<void> {
     for (let i = 0; i < items.length; i += CHUNK) {
