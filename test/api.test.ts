@@ -4,6 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server } from 'node:http';
+import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, type TestEnv } from './support/env.ts';
 import { Queue } from 'bullmq';
 import { createApp } from '../src/api/app.ts';
@@ -27,9 +28,7 @@ beforeAll(async () => {
   queues = { intake: q(t.config.queues.intake), exec: q(t.config.queues.exec), held: q(t.config.queues.held), rejected: q(t.config.queues.rejected) };
   held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
   const app = createApp({ budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin: token, viewer: viewerToken }, boardQueues: queues });
-  server = await new Promise((r) => {
-    const s = app.listen(0, '127.0.0.1', () => r(s));
-  });
+  server = await listen(app);
   base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
 });
 afterAll(async () => {

@@ -6,10 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync, mkdirSync } from 'node:fs';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Queue } from 'bullmq';
 import { chromium, type Browser } from 'playwright-core';
+import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createApp } from '../src/api/app.ts';
 import { HeldJobs } from '../src/admin/held.ts';
@@ -36,10 +35,8 @@ beforeAll(async () => {
   const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
   const pipeline = await startPipeline(t);
   const app = createApp({ config: t.config, accounting: t.accounting, intake: queues.intake, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer }, boardQueues: queues });
-  const server = await new Promise<Server>((r) => {
-    const s = app.listen(0, '127.0.0.1', () => r(s));
-  });
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const server = await listen(app);
+  base = `${urlOf(server)}`;
   closers.push(() => pipeline.close(), () => held.close(), () => new Promise((r) => server.close(r)), ...Object.values(queues).map((x) => () => x.close()));
 
   await t.budgets.set('alpha', hoursToGpuMs(4), SYSTEM, null, { period: 'month' });

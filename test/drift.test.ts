@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
+import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { startPipeline } from './support/pipeline.ts';
 import { DriftAudit } from '../src/accounting/drift.ts';
@@ -15,8 +16,6 @@ import { hoursToGpuMs } from '../src/units.ts';
 import { createApp } from '../src/api/app.ts';
 import { HeldJobs } from '../src/admin/held.ts';
 import { EXIT, runCli } from '../src/cli/main.ts';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 
 let t: TestEnv;
 let audit: DriftAudit;
@@ -85,12 +84,10 @@ describe('drift audit', () => {
     const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
     const viewer = 'test-viewer-token-0123456789';
     const app = createApp({ config: t.config, accounting: t.accounting, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin: 'test-admin-token-0123456789', viewer } });
-    const server = await new Promise<Server>((r) => {
-      const x = app.listen(0, '127.0.0.1', () => r(x));
-    });
+    const server = await listen(app);
     closers.push(() => held.close(), () => new Promise((r) => server.close(r)));
     let out = '';
-    const code = await runCli(['--url', `http://127.0.0.1:${(server.address() as AddressInfo).port}`, '--token', viewer, 'audit'], (x) => (out += x));
+    const code = await runCli(['--url', `${urlOf(server)}`, '--token', viewer, 'audit'], (x) => (out += x));
     expect(code).toBe(EXIT.failed);
     expect(out).toMatch(new RegExp(`^${counter} +reservedGpuMs +\\d+ +\\d+$`, 'm'));
     expect(out).toMatch(/^2 of \d+ counters drift \(stream entry \d+-\d+\)$/m);

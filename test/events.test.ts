@@ -9,8 +9,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Queue } from 'bullmq';
+import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createGatekeeper, type Gatekeeper } from '../workers/gatekeeper.ts';
 import { createWebhookDelivery } from '../workers/webhook-delivery.ts';
@@ -127,10 +127,8 @@ describe('every event type', () => {
     // Alerts over HTTP: list, acknowledge once, 404 and 409 after.
     const admin = 'test-admin-token-0123456789';
     const app = createApp({ budgets: t.budgets, held: new HeldJobs(t.config, t.redis, t.pool, t.clock, t.log), redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer: undefined } });
-    const server = await new Promise<http.Server>((r) => {
-      const s = app.listen(0, '127.0.0.1', () => r(s));
-    });
-    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`;
+    const server = await listen(app);
+    const base = `${urlOf(server)}/api/v1`;
     const call = async (method: string, path: string, body?: unknown) => {
       const res = await fetch(base + path, { method, headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json', 'x-gatekeeper-actor': 'ops-ann' }, body: body ? JSON.stringify(body) : undefined });
       return { status: res.status, body: (await res.json()) as Record<string, any> };
@@ -166,7 +164,7 @@ describe('webhooks', () => {
     });
     const hanging = http.createServer(() => {}); // accepts, never answers
     await Promise.all([good, hanging].map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
-    const url = (s: http.Server) => `http://127.0.0.1:${(s.address() as AddressInfo).port}/hook`;
+    const url = (s: http.Server) => `${urlOf(s)}/hook`;
     const hook = await createWebhook(t.pool, { url: url(good), types: ['THRESHOLD_CROSSED'] });
     const stuck = await createWebhook(t.pool, { url: url(hanging), types: [] });
     const delivery = createWebhookDelivery({ config: t.config, workerConnection: t.connection(), pool: t.pool, log: t.log });

@@ -8,8 +8,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Queue } from 'bullmq';
+import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createApp } from '../src/api/app.ts';
 import { HeldJobs } from '../src/admin/held.ts';
@@ -30,10 +30,8 @@ beforeAll(async () => {
   held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   const app = createApp({ config: t.config, accounting: t.accounting, intake, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer: undefined } });
-  server = await new Promise((r) => {
-    const s = app.listen(0, '127.0.0.1', () => r(s));
-  });
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  server = await listen(app);
+  base = `${urlOf(server)}`;
   gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
   await t.budgets.set('fz', hoursToGpuMs(1000));
 });

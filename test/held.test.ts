@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server } from 'node:http';
 import { Queue } from 'bullmq';
+import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createApp } from '../src/api/app.ts';
 import { HeldJobs } from '../src/admin/held.ts';
@@ -38,9 +39,7 @@ beforeAll(async () => {
   writer = new LedgerWriter(t.connection(), t.accounting.keys.ledger, t.pool, t.log, { blockMs: 20 });
   await writer.start();
   const app = createApp({ budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer } });
-  server = await new Promise((r) => {
-    const s = app.listen(0, '127.0.0.1', () => r(s));
-  });
+  server = await listen(app);
   base = `http://127.0.0.1:${(server.address() as { port: number }).port}/api/v1`;
 });
 afterAll(async () => {

@@ -7,8 +7,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Queue } from 'bullmq';
+import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createApp } from '../src/api/app.ts';
 import { HeldJobs } from '../src/admin/held.ts';
@@ -47,7 +47,7 @@ describe('/metrics', () => {
     const hookServer = http.createServer((req, res) => req.resume().on('end', () => res.end('ok')));
     await new Promise<void>((r) => hookServer.listen(0, '127.0.0.1', r));
     closers.push(() => new Promise((r) => hookServer.close(r)));
-    await createWebhook(t.pool, { url: `http://127.0.0.1:${(hookServer.address() as AddressInfo).port}/`, types: ['THRESHOLD_CROSSED'] });
+    await createWebhook(t.pool, { url: `${urlOf(hookServer)}/`, types: ['THRESHOLD_CROSSED'] });
 
     const gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock, metrics });
     const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log });
@@ -59,10 +59,8 @@ describe('/metrics', () => {
     const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
     metrics.watchState(t.accounting, t.budgets);
     const app = createApp({ metrics, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin: 'test-admin-token-0123456789', viewer } });
-    const server = await new Promise<http.Server>((r) => {
-      const s = app.listen(0, '127.0.0.1', () => r(s));
-    });
-    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const server = await listen(app);
+    base = `${urlOf(server)}`;
     closers.push(() => gk.close(), () => sim.close(), () => rec.close(), () => store.stop(), () => delivery.close(), () => held.close(), () => new Promise((r) => server.close(r)));
 
     await t.budgets.set('met', hoursToGpuMs(3));

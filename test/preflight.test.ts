@@ -6,8 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { Queue } from 'bullmq';
+import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createApp } from '../src/api/app.ts';
 import { HeldJobs } from '../src/admin/held.ts';
@@ -36,10 +36,8 @@ beforeAll(async () => {
   held = new HeldJobs(t.config, t.redis, t.pool, t.clock, t.log);
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   const app = createApp({ config: t.config, accounting: t.accounting, intake, clock: t.clock, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer } });
-  server = await new Promise((r) => {
-    const s = app.listen(0, '127.0.0.1', () => r(s));
-  });
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`;
+  server = await listen(app);
+  base = `${urlOf(server)}/api/v1`;
   gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: t.clock });
 });
 afterAll(async () => {

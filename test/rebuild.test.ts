@@ -9,6 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
+import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { startPipeline } from './support/pipeline.ts';
 import { unlinkMatching } from './support/infra.ts';
@@ -20,8 +21,6 @@ import { hoursToGpuMs } from '../src/units.ts';
 import type { HeldJobData } from '../queues/contract.ts';
 import { createApp } from '../src/api/app.ts';
 import { EXIT, runCli } from '../src/cli/main.ts';
-import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 
 const H = hoursToGpuMs(1);
 let t: TestEnv;
@@ -97,11 +96,9 @@ describe('rebuild', () => {
     const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
     const admin = 'test-admin-token-0123456789';
     const app = createApp({ config: t.config, accounting: t.accounting, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer: undefined } });
-    const server = await new Promise<Server>((r) => {
-      const x = app.listen(0, '127.0.0.1', () => r(x));
-    });
+    const server = await listen(app);
     try {
-      const code = await runCli(['--url', `http://127.0.0.1:${(server.address() as AddressInfo).port}`, '--token', admin, 'rebuild'], () => {});
+      const code = await runCli(['--url', `${urlOf(server)}`, '--token', admin, 'rebuild'], () => {});
       expect(code).toBe(EXIT.refused);
     } finally {
       await new Promise((r) => server.close(r));

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, type TestEnv } from './support/env.ts';
 import { createApp } from '../src/api/app.ts';
 import { HeldJobs } from '../src/admin/held.ts';
@@ -35,10 +35,8 @@ beforeAll(async () => {
   t = await createTestEnv();
   const held = new HeldJobs(t.config, t.redis, t.pool, t.clock, t.log);
   const app = createApp({ config: t.config, accounting: t.accounting, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin: 'test-admin-token-0123456789', viewer } });
-  server = await new Promise((r) => {
-    const s = app.listen(0, '127.0.0.1', () => r(s));
-  });
-  base = `http://127.0.0.1:${(server.address() as AddressInfo).port}/api/v1`;
+  server = await listen(app);
+  base = `${urlOf(server)}/api/v1`;
 
   // A month of jobs through the real scripts: three projects, two users, an exempt type,
   // an override, a released job, one that ends in December, and a run.

@@ -6,9 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { Queue } from 'bullmq';
+import { urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createWebhookDelivery, type DeliveryOutcome } from '../workers/webhook-delivery.ts';
 import {
@@ -52,7 +52,7 @@ async function receiver(answer: (n: number) => number | null): Promise<Receiver>
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   // The path stands in for a token some receivers keep in their URL; it must never be logged.
-  r.url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hooks/S3CRET-PATH`;
+  r.url = `${urlOf(server)}/hooks/S3CRET-PATH`;
   r.close = () =>
     new Promise<void>((resolve) => {
       server.closeAllConnections();
