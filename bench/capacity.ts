@@ -29,7 +29,7 @@ import { createPool } from '../src/db/pool.ts';
 import { migrate } from '../src/db/migrate.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { createGatekeeper } from '../workers/gatekeeper.ts';
-import { startInfra, unlinkMatching } from '../test/support/infra.ts';
+import { createDatabase, startInfra, unlinkMatching } from '../test/support/infra.ts';
 import { createRelay } from './relay.ts';
 import { save } from './results.ts';
 
@@ -147,12 +147,8 @@ async function main(): Promise<void> {
   process.env.GK_TEST_NO_DOCKER ??= '1';
   const dir = mkdtempSync(join(os.tmpdir(), 'gk-bench-cap-'));
   const infra = await startInfra();
-  const admin = createPool(infra.databaseUrl, 1);
-  const db = `gk_bench_cap_${Date.now()}`;
-  await admin.query(`CREATE DATABASE ${db}`);
-  const url = new URL(infra.databaseUrl);
-  url.pathname = `/${db}`;
-  const ctx = { redisUrl: infra.redisUrl, databaseUrl: url.toString() };
+  const db = await createDatabase(infra.databaseUrl, `gk_bench_cap_${Date.now()}`);
+  const ctx = { redisUrl: infra.redisUrl, databaseUrl: db.url };
   try {
     const c = await scriptVsTrivial(ctx);
     const relayBurst = await relayDrain(ctx, BURST);
@@ -175,8 +171,7 @@ async function main(): Promise<void> {
     save('capacity.md', md + '\n');
     save('capacity.json', JSON.stringify({ burst: BURST, c, d, relayBurstSeconds: relayBurst, relayHalfSeconds: relayHalf }, null, 2) + '\n');
   } finally {
-    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-    await admin.end();
+    await db.drop();
     await infra.stop();
     rmSync(dir, { recursive: true, force: true });
   }

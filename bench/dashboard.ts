@@ -27,7 +27,7 @@ import { Budgets, SYSTEM } from '../src/accounting/budgets.ts';
 import { HeldJobs } from '../src/admin/held.ts';
 import { createApp } from '../src/api/app.ts';
 import { hoursToGpuMs } from '../src/units.ts';
-import { startInfra } from '../test/support/infra.ts';
+import { createDatabase, startInfra } from '../test/support/infra.ts';
 import { save } from './results.ts';
 
 const ROWS = Number(process.env.BENCH_LEDGER_ROWS ?? 5_000_000);
@@ -39,12 +39,8 @@ const pct = (sorted: number[], p: number) => sorted[Math.max(0, Math.ceil((p / 1
 async function main(): Promise<void> {
   process.env.GK_TEST_NO_DOCKER ??= '1';
   const infra = await startInfra();
-  const pgAdmin = createPool(infra.databaseUrl, 1);
-  const db = `gk_bench_${Date.now()}`;
-  await pgAdmin.query(`CREATE DATABASE ${db}`);
-  const url = new URL(infra.databaseUrl);
-  url.pathname = `/${db}`;
-  const config = loadConfig({ REDIS_URL: infra.redisUrl, DATABASE_URL: url.toString(), QUEUE_PREFIX: 'bench-dash', GATEKEEPER_ADMIN_TOKEN: token });
+  const db = await createDatabase(infra.databaseUrl, `gk_bench_${Date.now()}`);
+  const config = loadConfig({ REDIS_URL: infra.redisUrl, DATABASE_URL: db.url, QUEUE_PREFIX: 'bench-dash', GATEKEEPER_ADMIN_TOKEN: token });
   const pool = createPool(config.databaseUrl!, 8);
   await migrate(pool);
   const redis = createRedis(infra.redisUrl);
@@ -157,8 +153,7 @@ async function main(): Promise<void> {
     await held.close();
     await pool.end();
     await redis.quit();
-    await pgAdmin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-    await pgAdmin.end();
+    await db.drop();
     await infra.stop();
   }
 }

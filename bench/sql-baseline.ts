@@ -23,7 +23,7 @@ import { createRedis } from '../queues/connection.ts';
 import { Accounting } from '../src/accounting/counters.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { createGatekeeper } from '../workers/gatekeeper.ts';
-import { startInfra, unlinkMatching } from '../test/support/infra.ts';
+import { createDatabase, startInfra, unlinkMatching } from '../test/support/infra.ts';
 import { save } from './results.ts';
 
 const JOBS = Number(process.env.BENCH_SQL_JOBS ?? 5000);
@@ -134,22 +134,16 @@ async function gatekeeperRound(redisUrl: string): Promise<{ seconds: number; adm
 async function main(): Promise<void> {
   process.env.GK_TEST_NO_DOCKER ??= '1';
   const infra = await startInfra();
-  const admin = new pg.Client({ connectionString: infra.databaseUrl });
-  await admin.connect();
-  const db = `gk_bench_sql_${Date.now()}`;
-  await admin.query(`CREATE DATABASE ${db}`);
-  const url = new URL(infra.databaseUrl);
-  url.pathname = `/${db}`;
+  const db = await createDatabase(infra.databaseUrl, `gk_bench_sql_${Date.now()}`);
   const runs: { kind: 'sql' | 'gatekeeper'; seconds: number; admitted: number; problems: string[] }[] = [];
   try {
     for (let r = 1; r <= ROUNDS; r++) {
-      runs.push({ kind: 'sql', ...(await sqlRound(url.toString(), infra.redisUrl)) });
+      runs.push({ kind: 'sql', ...(await sqlRound(db.url, infra.redisUrl)) });
       runs.push({ kind: 'gatekeeper', ...(await gatekeeperRound(infra.redisUrl)) });
       process.stderr.write(`round ${r}/${ROUNDS}: ${runs.slice(-2).map((x) => `${x.kind} ${(JOBS / x.seconds).toFixed(0)}/s`).join(', ')}\n`);
     }
   } finally {
-    await admin.query(`DROP DATABASE IF EXISTS ${db} WITH (FORCE)`);
-    await admin.end();
+    await db.drop();
     await infra.stop();
   }
   const rate = (k: string) => median(runs.filter((x) => x.kind === k).map((x) => JOBS / x.seconds));

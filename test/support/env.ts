@@ -5,7 +5,6 @@
 import { randomBytes } from 'node:crypto';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { inject } from 'vitest';
-import pg from 'pg';
 import type { Redis } from 'ioredis';
 import { loadConfig, type Config } from '../../src/config.ts';
 import { createLogger, type Logger } from '../../src/log.ts';
@@ -15,7 +14,7 @@ import { migrate } from '../../src/db/migrate.ts';
 import { Accounting } from '../../src/accounting/counters.ts';
 import { Budgets } from '../../src/accounting/budgets.ts';
 import type { Clock } from '../../src/clock.ts';
-import { unlinkMatching } from './infra.ts';
+import { createDatabase, unlinkMatching } from './infra.ts';
 
 export class TestClock implements Clock {
   constructor(public t = Date.UTC(2026, 10, 25, 12, 0, 0)) {}
@@ -46,18 +45,11 @@ export interface TestEnv {
 
 export async function createTestEnv(overrides: Record<string, string> = {}): Promise<TestEnv> {
   const redisUrl = overrides.REDIS_URL ?? inject('redisUrl');
-  const adminUrl = inject('databaseUrl');
   const prefix = `t${randomBytes(5).toString('hex')}`;
-  const dbName = `gk_${prefix}`;
-  const admin = new pg.Client({ connectionString: adminUrl });
-  await admin.connect();
-  await admin.query(`CREATE DATABASE ${dbName}`);
-  await admin.end();
-  const url = new URL(adminUrl);
-  url.pathname = `/${dbName}`;
+  const db = await createDatabase(inject('databaseUrl'), `gk_${prefix}`);
   const env: Record<string, string> = {
     REDIS_URL: redisUrl,
-    DATABASE_URL: url.toString(),
+    DATABASE_URL: db.url,
     QUEUE_PREFIX: prefix,
     LOG_LEVEL: process.env.GK_TEST_LOG_LEVEL ?? 'silent',
     GATEKEEPER_ADMIN_TOKEN: 'test-admin-token-0123456789',
@@ -98,10 +90,7 @@ export async function createTestEnv(overrides: Record<string, string> = {}): Pro
       await unlinkMatching(redis, `${prefix}:*`);
       await unlinkMatching(redis, `gk:{${prefix}}:*`);
       await Promise.all(conns.map((c) => c.quit().catch(() => {})));
-      const a = new pg.Client({ connectionString: adminUrl });
-      await a.connect();
-      await a.query(`DROP DATABASE IF EXISTS ${dbName} WITH (FORCE)`);
-      await a.end();
+      await db.drop();
     },
   };
 }
