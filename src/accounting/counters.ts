@@ -8,7 +8,7 @@ import type { Redis } from 'ioredis';
 import { Keys } from '../redis/keys.ts';
 import { callScript } from '../redis/scripts.ts';
 import { PERIOD_KINDS, periodAt, previousPeriod, type PeriodKind } from '../periods.ts';
-import type { Shortfall } from './reasons.ts';
+import { misfitShortfall, type Shortfall } from './reasons.ts';
 import { EVENT_VERSION, type EventData, type EventType } from '../events/types.ts';
 
 export interface JobMeta {
@@ -407,17 +407,7 @@ const csv = (v: unknown): string[] => (typeof v === 'string' && v !== '' ? v.spl
 /** Shortfalls from a script reply { code, n, (scope, code, limit, used, reserved) * n }. */
 function parseShortfalls(r: (number | string)[], neededGpuMs: number): Shortfall[] {
   const out: Shortfall[] = [];
-  for (let i = 0; i < Number(r[1]); i++) {
-    const [scope, code, limit, used, reserved] = r.slice(2 + i * 5, 7 + i * 5);
-    out.push({
-      scope: String(scope),
-      code: code === 1 ? 'no-limit' : code === 3 ? 'over-grace' : 'over-limit',
-      limitGpuMs: code === 1 ? null : Number(limit),
-      usedGpuMs: Number(used),
-      reservedGpuMs: Number(reserved),
-      neededGpuMs,
-    });
-  }
+  for (let i = 0; i < Number(r[1]); i++) out.push(misfitShortfall(r.slice(2 + i * 5, 7 + i * 5), neededGpuMs));
   return out;
 }
 

@@ -22,6 +22,24 @@ export interface Shortfall {
   neededGpuMs: number;
 }
 
+/**
+ * A script's misfit — scope, code (1 no limit, 2 over the limit, 3 over the
+ * grace; see includes/scopes.lua misfits()), limit, used, reserved — as a
+ * Shortfall, whether it came in a script's reply or in a JOB_HELD event.
+ */
+export function misfitShortfall(m: (string | number | undefined)[], neededGpuMs: number): Shortfall {
+  const [scope, code, limit, used, reserved] = m;
+  const c = Number(code);
+  return {
+    scope: String(scope),
+    code: c === 1 ? 'no-limit' : c === 3 ? 'over-grace' : 'over-limit',
+    limitGpuMs: c === 1 ? null : Number(limit),
+    usedGpuMs: Number(used),
+    reservedGpuMs: Number(reserved),
+    neededGpuMs,
+  };
+}
+
 export function describeShortfall(s: Shortfall): string {
   const label = scopeLabel(s.scope);
   if (s.code === 'no-limit') return `no budget for ${label}`;

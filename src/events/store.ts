@@ -13,7 +13,7 @@ import type { Config } from '../config.ts';
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import { StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../streams/consumer.ts';
-import { describeHold, type Shortfall } from '../accounting/reasons.ts';
+import { describeHold, misfitShortfall } from '../accounting/reasons.ts';
 import { gpuMsToHours } from '../units.ts';
 import { EVENT_TYPES, EVENT_VERSION, type EventData, type EventType, type GatekeeperEvent, type ScopeNumbers } from './types.ts';
 import { enqueueDeliveries, listWebhooks, type DeliveryJobData } from './webhooks.ts';
@@ -108,17 +108,7 @@ export function parse(e: StreamEntry): Parsed | null {
       return { ...base, data: { ...numbers(f), jobId: f.jobId! } };
     case 'JOB_HELD': {
       const amount = Number(f.amount);
-      const shortfalls = (f.misfits ?? '').split(';').filter(Boolean).map((m): Shortfall => {
-        const [scope, code, limit, used, reserved] = m.split('|');
-        return {
-          scope: scope!,
-          code: code === '1' ? 'no-limit' : code === '3' ? 'over-grace' : 'over-limit',
-          limitGpuMs: code === '1' ? null : Number(limit),
-          usedGpuMs: Number(used),
-          reservedGpuMs: Number(reserved),
-          neededGpuMs: amount,
-        };
-      });
+      const shortfalls = (f.misfits ?? '').split(';').filter(Boolean).map((m) => misfitShortfall(m.split('|'), amount));
       const reason = describeHold({ shortfalls, ahead: Number(f.ahead ?? 0), line: f.line || undefined });
       return {
         ...base,
