@@ -17,7 +17,7 @@ let exec: Queue;
 let rejected: Queue;
 
 beforeAll(async () => {
-  t = await createTestEnv({ MAX_PAYLOAD_BYTES: '1024', MAX_GPU_HOURS_PER_JOB: '500' });
+  t = await createTestEnv({ MAX_PAYLOAD_BYTES: '1024', MAX_GPU_HOURS_PER_JOB: '500' }, { liveClock: true });
   gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   exec = new Queue(t.config.queues.exec, { connection: t.redis, prefix: t.config.queuePrefix });
@@ -88,7 +88,7 @@ describe('unknown projects', () => {
   });
 
   it('are rejected with UNKNOWN_PROJECT_POLICY=reject', async () => {
-    const strict = await createTestEnv({ UNKNOWN_PROJECT_POLICY: 'reject' });
+    const strict = await createTestEnv({ UNKNOWN_PROJECT_POLICY: 'reject' }, { liveClock: true });
     const g = createGatekeeper({ config: strict.config, workerConnection: strict.connection(), connection: strict.redis, log: strict.log, clock: systemClock });
     const q = new Queue(strict.config.queues.intake, { connection: strict.redis, prefix: strict.config.queuePrefix });
     try {

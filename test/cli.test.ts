@@ -25,7 +25,7 @@ const admin = 'test-admin-token-0123456789';
 const viewer = 'test-viewer-token-0123456789';
 
 beforeAll(async () => {
-  t = await createTestEnv();
+  t = await createTestEnv({}, { liveClock: true });
   held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
   gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });

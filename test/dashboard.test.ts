@@ -28,7 +28,7 @@ const closers: (() => Promise<unknown>)[] = [];
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
-  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '50' });
+  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '50' }, { liveClock: true });
   const q = (name: string) => new Queue(name, { connection: t.redis, prefix: t.config.queuePrefix });
   const queues = { intake: q(t.config.queues.intake), exec: q(t.config.queues.exec), held: q(t.config.queues.held), rejected: q(t.config.queues.rejected) };
   exec = queues.exec;

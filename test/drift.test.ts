@@ -23,7 +23,7 @@ let intake: Queue;
 const closers: (() => Promise<unknown>)[] = [];
 
 beforeAll(async () => {
-  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20', SIM_CONCURRENCY: '16' });
+  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20', SIM_CONCURRENCY: '16' }, { liveClock: true });
   const pipeline = await startPipeline(t);
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   closers.push(() => pipeline.close(), () => intake.close());

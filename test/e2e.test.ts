@@ -23,7 +23,7 @@ let exec: Queue;
 let held: Queue;
 
 beforeAll(async () => {
-  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '50' });
+  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '50' }, { liveClock: true });
   gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
   rec = createReconciler({ config: t.config, connection: t.redis, log: t.log, clock: systemClock });
   writer = new LedgerWriter(t.connection(), t.accounting.keys.ledger, t.pool, t.log, { blockMs: 50 });

@@ -59,7 +59,7 @@ describe('SCRIPT FLUSH during load', () => {
   beforeAll(async () => {
     redisServer = await startLocalRedis(dir);
     // A short lock: a job whose lock renewal met NOSCRIPT runs again within seconds.
-    t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20', SIM_CONCURRENCY: '32', GATEKEEPER_LOCK_MS: '2000', REDIS_URL: redisServer.url });
+    t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20', SIM_CONCURRENCY: '32', GATEKEEPER_LOCK_MS: '2000', REDIS_URL: redisServer.url }, { liveClock: true });
   });
   afterAll(async () => {
     await t?.close();
@@ -93,7 +93,7 @@ describe('SCRIPT FLUSH during load', () => {
 describe('a GPU worker SIGKILLed mid-job', () => {
   let t: TestEnv;
   beforeAll(async () => {
-    t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20' });
+    t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20' }, { liveClock: true });
   });
   afterAll(async () => t?.close());
 
@@ -140,7 +140,7 @@ describe('Redis SIGKILLed mid-burst and restarted from its AOF', () => {
   beforeAll(async () => {
     redisServer = await startLocalRedis(dir, args);
     // A short lock: jobs the crash caught in flight run again within seconds.
-    t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20', SIM_CONCURRENCY: '16', GATEKEEPER_LOCK_MS: '1500', SIM_LOCK_MS: '1500', REDIS_URL: redisServer.url });
+    t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20', SIM_CONCURRENCY: '16', GATEKEEPER_LOCK_MS: '1500', SIM_LOCK_MS: '1500', REDIS_URL: redisServer.url }, { liveClock: true });
   });
   afterAll(async () => {
     await t?.close();

@@ -26,7 +26,7 @@ let intake: Queue;
 let gk: Gatekeeper;
 
 beforeAll(async () => {
-  t = await createTestEnv();
+  t = await createTestEnv({}, { liveClock: true });
   held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   const app = createApp({ config: t.config, accounting: t.accounting, intake, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin, viewer: undefined } });

@@ -30,7 +30,7 @@ let ids: string[] = [];
 let heldLine: string[] = [];
 
 beforeAll(async () => {
-  t = await createTestEnv();
+  t = await createTestEnv({}, { liveClock: true });
   for (const k of ['intake', 'exec', 'held', 'rejected'] as const) {
     q[k] = new Queue(t.config.queues[k], { connection: t.redis, prefix: t.config.queuePrefix });
   }

@@ -17,7 +17,7 @@ let intake: Queue;
 const gatekeeper = () => t.spawn('gatekeeper', { GATEKEEPER_CONCURRENCY: '64', GATEKEEPER_LOCK_MS: '1500' });
 
 beforeAll(async () => {
-  t = await createTestEnv();
+  t = await createTestEnv({}, { liveClock: true });
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
 });
 afterAll(async () => {

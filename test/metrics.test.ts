@@ -28,7 +28,7 @@ const closers: (() => Promise<unknown>)[] = [];
 let base: string;
 
 beforeAll(async () => {
-  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '50' });
+  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '50' }, { liveClock: true });
 });
 afterAll(async () => {
   for (const c of closers.reverse()) await c();

@@ -18,7 +18,7 @@ let exec: Queue;
 const token = 'test-admin-token-0123456789';
 
 beforeAll(async () => {
-  t = await createTestEnv();
+  t = await createTestEnv({}, { liveClock: true });
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   exec = new Queue(t.config.queues.exec, { connection: t.redis, prefix: t.config.queuePrefix });
 });

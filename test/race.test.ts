@@ -17,7 +17,7 @@ let intake: Queue;
 const procs: ChildProcess[] = [];
 
 beforeAll(async () => {
-  t = await createTestEnv();
+  t = await createTestEnv({}, { liveClock: true });
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   for (let i = 0; i < 4; i++) procs.push(t.spawn('gatekeeper', { GATEKEEPER_CONCURRENCY: '64' }));
   // Race for real: start only once all four are taking jobs.

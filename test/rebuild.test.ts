@@ -30,7 +30,7 @@ let heldQueue: Queue<HeldJobData>;
 let audit: DriftAudit;
 
 beforeAll(async () => {
-  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20' });
+  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20' }, { liveClock: true });
   pipeline = await startPipeline(t);
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   heldQueue = new Queue(t.config.queues.held, { connection: t.redis, prefix: t.config.queuePrefix });

@@ -22,7 +22,7 @@ let exec: Queue;
 const clock = new TestClock(Date.now());
 
 beforeAll(async () => {
-  t = await createTestEnv({ VANISHED_GRACE_MS: '60000', EXEC_RETAIN_FINISHED_MS: '3600000' });
+  t = await createTestEnv({ VANISHED_GRACE_MS: '60000', EXEC_RETAIN_FINISHED_MS: '3600000' }, { liveClock: true });
   gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock });
   rec = createReconciler({ config: t.config, connection: t.redis, log: t.log, clock });
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });

@@ -14,7 +14,7 @@ let intake: Queue;
 const token = 'test-admin-token-0123456789';
 
 beforeAll(async () => {
-  t = await createTestEnv();
+  t = await createTestEnv({}, { liveClock: true });
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
 });
 afterAll(async () => {

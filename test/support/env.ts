@@ -13,7 +13,7 @@ import { createPool, type Pool } from '../../src/db/pool.ts';
 import { migrate } from '../../src/db/migrate.ts';
 import { Accounting } from '../../src/accounting/counters.ts';
 import { Budgets } from '../../src/accounting/budgets.ts';
-import type { Clock } from '../../src/clock.ts';
+import { systemClock, type Clock } from '../../src/clock.ts';
 import { createDatabase, unlinkMatching } from './infra.ts';
 
 export class TestClock implements Clock {
@@ -33,7 +33,10 @@ export interface TestEnv {
   pool: Pool;
   log: Logger;
   accounting: Accounting;
-  /** Budgets on `clock` (which starts at 2026-11-25 12:00 UTC and moves only when told). */
+  /**
+   * Budgets on `clock` (which starts at 2026-11-25 12:00 UTC and moves only
+   * when told), or on the system clock for a file created with `liveClock`.
+   */
   budgets: Budgets;
   clock: TestClock;
   /** New connection for a worker (closed by close()). */
@@ -43,7 +46,18 @@ export interface TestEnv {
   close(): Promise<void>;
 }
 
-export async function createTestEnv(overrides: Record<string, string> = {}): Promise<TestEnv> {
+export interface TestEnvOptions {
+  /**
+   * Budgets read and write periods at the real time, as a gatekeeper on the
+   * system clock does. A file whose gatekeeper or pipeline runs on
+   * systemClock needs it: otherwise its budgets see 2026-11-25's day, week
+   * and month while admissions count in today's (and the file fails on any
+   * other day).
+   */
+  liveClock?: boolean;
+}
+
+export async function createTestEnv(overrides: Record<string, string> = {}, opts: TestEnvOptions = {}): Promise<TestEnv> {
   const redisUrl = overrides.REDIS_URL ?? inject('redisUrl');
   const prefix = `t${randomBytes(5).toString('hex')}`;
   const db = await createDatabase(inject('databaseUrl'), `gk_${prefix}`);
@@ -70,7 +84,7 @@ export async function createTestEnv(overrides: Record<string, string> = {}): Pro
     pool,
     log: createLogger(config.logLevel),
     accounting,
-    budgets: new Budgets(pool, accounting, clock),
+    budgets: new Budgets(pool, accounting, opts.liveClock ? systemClock : clock),
     clock,
     connection() {
       const c = createRedis(redisUrl);
