@@ -135,7 +135,8 @@ export class Accounting {
     /** IANA zone of the calendar periods (days, weeks, months). */
     readonly timeZone = 'UTC',
   ) {
-    this.keys = new Keys(queuePrefix);
+    // The key layout follows the connection: it cannot disagree with where the keys are.
+    this.keys = new Keys(queuePrefix, redis.isCluster);
   }
 
   /**

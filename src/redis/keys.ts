@@ -1,15 +1,29 @@
 /**
- * Every Redis key gpu-gatekeeper owns, built in one place. All of them carry
- * the same hash tag ({<queue prefix>}), so any one script's keys live in one
- * Redis Cluster slot whatever scopes a job touches. The cost, accepted: the
- * accounting keys of one deployment sit on one shard (they are small and hot;
- * measured per call in the benchmark).
+ * Every Redis key gpu-gatekeeper owns, built in one place. All of them share
+ * one hash tag, so any one script's keys live in one Redis Cluster slot
+ * whatever scopes a job touches. The cost, accepted: the accounting keys of
+ * one deployment sit on one shard (they are small and hot; measured per call
+ * in the benchmark).
  */
 export class Keys {
   readonly base: string;
 
-  constructor(queuePrefix: string) {
-    this.base = `gk:{${queuePrefix}}`;
+  /**
+   * `cluster`: the keys live on a Redis Cluster. There the queue prefix
+   * carries a hash tag (config refuses one without) and the base reuses it:
+   * `{bull}` gives `gk:{bull}`, the slot of BullMQ's `{bull}:<queue>:...`
+   * keys. Wrapping it again (`gk:{{bull}}`, the single-server form) would
+   * hash on `{bull`: one slot still, but another one than the queues', and
+   * the reconciler reads both in one pipeline, which an ioredis Cluster
+   * sends to one node only. On one server a tag means nothing, and those
+   * names stay as they were (counters already there stay found; prefixes
+   * `bull` and `{bull}` on one server never share keys).
+   */
+  constructor(queuePrefix: string, cluster = false) {
+    if (cluster && hashTag(queuePrefix) === null) {
+      throw new RangeError(`on Redis Cluster the queue prefix must carry a hash tag such as {bull}, got "${queuePrefix}"`);
+    }
+    this.base = cluster ? `gk:${queuePrefix}` : `gk:{${queuePrefix}}`;
   }
 
   /**
@@ -80,4 +94,17 @@ export class Keys {
   get prefix(): string {
     return `${this.base}:`;
   }
+}
+
+/**
+ * The part of `key` Redis Cluster hashes to pick its slot: what lies between
+ * the first '{' and the first '}' after it, if that is not empty; null when
+ * there is none (the whole key is hashed). Redis looks no further, so `{}{a}`
+ * has no tag and `{{a}}` has the tag `{a`.
+ */
+export function hashTag(key: string): string | null {
+  const open = key.indexOf('{');
+  if (open < 0) return null;
+  const close = key.indexOf('}', open + 1);
+  return close > open + 1 ? key.slice(open + 1, close) : null;
 }
