@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { checkTimeZone } from './periods.ts';
+import { hashTag } from './redis/keys.ts';
 
 const intFrom = (def: number, min = 0) =>
   z
@@ -37,6 +38,13 @@ const numberFrom = (def: number, max = Number.MAX_SAFE_INTEGER) =>
 const Env = z.object({
   /** @default redis://127.0.0.1:6379 */
   REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
+  /**
+   * `1`: Redis is a Redis Cluster. REDIS_URL then names any one of its nodes
+   * (`redis://` or `rediss://`, with user and password if it needs them;
+   * the client finds the others from it), and QUEUE_PREFIX must carry a hash
+   * tag such as `{bull}`. @default 0 (one Redis server)
+   */
+  REDIS_CLUSTER: z.enum(['0', '1'], 'must be 0 (one Redis server) or 1 (a Redis Cluster)').default('0'),
   /** Unset: an embedded Postgres (PGlite) under DATA_DIR. */
   DATABASE_URL: z.string().optional(),
   /** Where the embedded Postgres keeps its files. @default ./.data */
@@ -45,7 +53,11 @@ const Env = z.object({
   PORT: intFrom(3000),
   /** A process without the api role serves /metrics on this port (unset: it does not). */
   METRICS_PORT: intFrom(0),
-  /** BullMQ key prefix of every queue (BullMQ's own default). Use `{bull}` on Redis Cluster. @default bull */
+  /**
+   * BullMQ key prefix of every queue (BullMQ's own default). On Redis Cluster
+   * it must carry a hash tag, e.g. `{bull}`: the part in braces picks the one
+   * slot that holds all of this deployment's queue and gatekeeper keys. @default bull
+   */
   QUEUE_PREFIX: z.string().min(1).default('bull'),
   /** @default gpu-intake */
   INTAKE_QUEUE: z.string().regex(/^[^:]+$/, 'may not contain ":"').default('gpu-intake'),
@@ -126,6 +138,8 @@ const ROLES: readonly Role[] = ['gatekeeper', 'reconciler', 'scheduler', 'webhoo
 
 export interface Config {
   readonly redisUrl: string;
+  /** REDIS_URL is one node of a Redis Cluster. */
+  readonly redisCluster: boolean;
   readonly databaseUrl: string | undefined;
   readonly dataDir: string;
   readonly port: number;
@@ -178,6 +192,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (e.GATEKEEPER_VIEWER_TOKEN && e.GATEKEEPER_VIEWER_TOKEN === e.GATEKEEPER_ADMIN_TOKEN) {
     throw new ConfigError('invalid configuration:\n  GATEKEEPER_VIEWER_TOKEN: must differ from GATEKEEPER_ADMIN_TOKEN');
   }
+  if (e.REDIS_CLUSTER === '1') checkCluster(e.REDIS_URL, e.QUEUE_PREFIX);
   const roles = e.GATEKEEPER_ROLES.split(',')
     .map((r) => r.trim())
     .filter(Boolean);
@@ -187,6 +202,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   }
   return Object.freeze({
     redisUrl: e.REDIS_URL,
+    redisCluster: e.REDIS_CLUSTER === '1',
     databaseUrl: e.DATABASE_URL || undefined,
     dataDir: e.DATA_DIR,
     port: e.PORT,
@@ -215,4 +231,29 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     simLockMs: e.SIM_LOCK_MS,
     logLevel: e.LOG_LEVEL,
   });
+}
+
+/**
+ * What Redis Cluster asks of the settings. BullMQ runs each queue's scripts
+ * over that queue's keys, so they must share a slot: a hash tag in the prefix
+ * gives all of them (and the gatekeeper's keys, see src/redis/keys.ts) one.
+ * A cluster has database 0 only, so a URL naming another is a mistake.
+ */
+function checkCluster(redisUrl: string, queuePrefix: string): void {
+  const problems: string[] = [];
+  if (hashTag(queuePrefix) === null) {
+    problems.push(
+      `QUEUE_PREFIX: on Redis Cluster it must carry a hash tag, e.g. {${queuePrefix.replace(/[{}]/g, '') || 'bull'}} ` +
+        `(got "${queuePrefix}"): BullMQ keeps a queue's keys in one slot only through it`,
+    );
+  }
+  let url: URL | null = null;
+  try {
+    url = new URL(redisUrl);
+  } catch {
+    problems.push('REDIS_URL: must be a redis:// or rediss:// URL of one cluster node'); // (not echoed: it may hold a password)
+  }
+  if (url && !['redis:', 'rediss:'].includes(url.protocol)) problems.push(`REDIS_URL: must be a redis:// or rediss:// URL of one cluster node, got "${url.protocol}"`);
+  if (url && !['', '/', '/0'].includes(url.pathname)) problems.push(`REDIS_URL: Redis Cluster has database 0 only, got "${url.pathname.slice(1)}"`);
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
 }

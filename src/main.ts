@@ -36,9 +36,10 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   const closers: Closer[] = [];
   const roles = new Set(config.roles);
   const metrics = new Metrics();
-  const redis = createRedis(config.redisUrl);
+  const connect = () => createRedis(config.redisUrl, { cluster: config.redisCluster });
+  const redis = connect();
   await checkRedisPolicy(redis, log);
-  log.info({ roles: [...roles], redis: safeUrl(config.redisUrl), prefix: config.queuePrefix }, 'starting');
+  log.info({ roles: [...roles], redis: safeUrl(config.redisUrl), cluster: config.redisCluster, prefix: config.queuePrefix }, 'starting');
 
   let pool: Pool | null = null;
   let embedded: EmbeddedPostgres | null = null;
@@ -58,7 +59,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   }
 
   if (roles.has('gatekeeper')) {
-    const workerConnection = createRedis(config.redisUrl);
+    const workerConnection = connect();
     const gk = createGatekeeper({ config, workerConnection, connection: redis, log, clock: systemClock, metrics });
     closers.unshift(async () => {
       await gk.close();
@@ -69,11 +70,11 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     const rec = createReconciler({ config, connection: redis, log, clock: systemClock, metrics });
     rec.start();
     const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
-    const streamConn = createRedis(config.redisUrl);
+    const streamConn = connect();
     const writer = new LedgerWriter(streamConn, accounting.keys.ledger, pool!, log.child({ role: 'ledger' }), { timeZone: config.timeZone });
     await writer.start();
     // Its own connection: both consumers block on XREADGROUP.
-    const eventConn = createRedis(config.redisUrl);
+    const eventConn = connect();
     const events = new EventStore(eventConn, accounting.keys.events, pool!, config, log.child({ role: 'events' }));
     await events.start();
     // The drift audit, on a timer; its result is a metric and, if not zero, a warning.
@@ -100,7 +101,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     });
   }
   if (roles.has('webhooks')) {
-    const workerConnection = createRedis(config.redisUrl);
+    const workerConnection = connect();
     const delivery = createWebhookDelivery({ config, workerConnection, pool: pool!, log, onResult: (outcome) => metrics.webhookDeliveries.inc({ outcome }) });
     closers.unshift(async () => {
       await delivery.close();
@@ -113,7 +114,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     closers.unshift(() => scheduler.close());
   }
   if (roles.has('gpu-sim')) {
-    const workerConnection = createRedis(config.redisUrl);
+    const workerConnection = connect();
     const sim = createGpuSim({ config, workerConnection, log });
     closers.unshift(async () => {
       await sim.close();

@@ -7,6 +7,7 @@ describe('config', () => {
     const c = loadConfig({});
     expect(c).toMatchObject({
       redisUrl: 'redis://127.0.0.1:6379',
+      redisCluster: false,
       databaseUrl: undefined,
       port: 3000,
       queuePrefix: 'bull',
@@ -37,7 +38,21 @@ describe('config', () => {
     [{ GATEKEEPER_ROLES: 'gatekeeper,chef' }, 'GATEKEEPER_ROLES: unknown role(s) chef'],
     [{ LOG_LEVEL: 'loud' }, 'LOG_LEVEL'],
     [{ GATEKEEPER_TIMEZONE: 'Mars/Olympus' }, 'GATEKEEPER_TIMEZONE: must be an IANA time zone'],
+    [{ REDIS_CLUSTER: 'yes' }, 'REDIS_CLUSTER: must be 0 (one Redis server) or 1 (a Redis Cluster)'],
+    [{ REDIS_CLUSTER: '1' }, 'QUEUE_PREFIX: on Redis Cluster it must carry a hash tag, e.g. {bull} (got "bull")'],
+    // Redis hashes the whole key when the first braces are empty: no tag.
+    [{ REDIS_CLUSTER: '1', QUEUE_PREFIX: '{}gk{x}' }, 'QUEUE_PREFIX: on Redis Cluster it must carry a hash tag'],
+    [{ REDIS_CLUSTER: '1', QUEUE_PREFIX: '{bull}', REDIS_URL: 'redis://10.0.0.5:7000/2' }, 'REDIS_URL: Redis Cluster has database 0 only, got "2"'],
+    [{ REDIS_CLUSTER: '1', QUEUE_PREFIX: '{bull}', REDIS_URL: '10.0.0.5:7000' }, 'REDIS_URL: must be a redis:// or rediss:// URL of one cluster node'],
   ])('refuses %j, naming the setting', (env, message) => {
     expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it('takes a Redis Cluster node and a tagged prefix', () => {
+    expect(loadConfig({ REDIS_CLUSTER: '1', REDIS_URL: 'rediss://gk:secret@10.0.0.5:7000', QUEUE_PREFIX: '{bull}' })).toMatchObject({
+      redisCluster: true,
+      redisUrl: 'rediss://gk:secret@10.0.0.5:7000',
+      queuePrefix: '{bull}',
+    });
   });
 });
