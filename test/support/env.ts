@@ -59,8 +59,10 @@ export interface TestEnvOptions {
 
 export async function createTestEnv(overrides: Record<string, string> = {}, opts: TestEnvOptions = {}): Promise<TestEnv> {
   const redisUrl = overrides.REDIS_URL ?? inject('redisUrl');
-  const prefix = `t${randomBytes(5).toString('hex')}`;
-  const db = await createDatabase(inject('databaseUrl'), `gk_${prefix}`);
+  const name = `t${randomBytes(5).toString('hex')}`;
+  // On a cluster the prefix carries a hash tag, as config demands there.
+  const prefix = overrides.REDIS_CLUSTER === '1' ? `{${name}}` : name;
+  const db = await createDatabase(inject('databaseUrl'), `gk_${name}`);
   const env: Record<string, string> = {
     REDIS_URL: redisUrl,
     DATABASE_URL: db.url,
@@ -70,7 +72,8 @@ export async function createTestEnv(overrides: Record<string, string> = {}, opts
     ...overrides,
   };
   const config = loadConfig(env);
-  const redis = createRedis(redisUrl);
+  const connect = () => createRedis(redisUrl, { cluster: config.redisCluster });
+  const redis = connect();
   const pool = createPool(config.databaseUrl!);
   await migrate(pool);
   const accounting = new Accounting(redis, prefix, config.settledRetainSeconds, config.timeZone);
@@ -87,7 +90,7 @@ export async function createTestEnv(overrides: Record<string, string> = {}, opts
     budgets: new Budgets(pool, accounting, opts.liveClock ? systemClock : clock),
     clock,
     connection() {
-      const c = createRedis(redisUrl);
+      const c = connect();
       conns.push(c);
       return c;
     },
@@ -102,7 +105,7 @@ export async function createTestEnv(overrides: Record<string, string> = {}, opts
       await pool.end();
       // Remove this file's keys so a shared REDIS_URL stays clean.
       await unlinkMatching(redis, `${prefix}:*`);
-      await unlinkMatching(redis, `gk:{${prefix}}:*`);
+      await unlinkMatching(redis, `${accounting.keys.prefix}*`);
       await Promise.all(conns.map((c) => c.quit().catch(() => {})));
       await db.drop();
     },

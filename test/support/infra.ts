@@ -8,12 +8,12 @@
  * With none available it fails saying what to install.
  */
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, chownSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, chownSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
-import type { Redis } from 'ioredis';
+import { Redis } from 'ioredis';
 
 export interface Infra {
   redisUrl: string;
@@ -96,8 +96,67 @@ export async function startLocalRedis(dir: string, extraArgs: string[] = [], por
       '--maxmemory-policy', 'noeviction', '--dbfilename', `dump-${port}.rdb`, ...extraArgs],
     { stdio: 'ignore' },
   );
-  await waitFor(async () => tcpOpen(port), 10_000, `redis-server on port ${port}`);
+  await waitFor(async () => tcpOpen(port), 10_000, `redis-server on port ${port}`).catch(async (err: unknown) => {
+    await killAndWait(proc); // a server that never listened is not left behind
+    throw err;
+  });
   return { url: `redis://127.0.0.1:${port}`, port, proc, stop: () => killAndWait(proc) };
+}
+
+/** Redis Cluster's slots: every key hashes to one of them. */
+const CLUSTER_SLOTS = 16_384;
+
+/**
+ * A local Redis Cluster of `masters` redis-server processes (no replicas) on
+ * free loopback ports, each in its own directory under a temp dir, cluster
+ * mode on, AOF on, noeviction. The slots are split evenly
+ * (CLUSTER ADDSLOTSRANGE), each node gets its own config epoch (as
+ * `redis-cli --cluster create` does, so no epoch collision needs resolving),
+ * the first meets the others, and it returns once every node reports
+ * cluster_state:ok. `url` names the first node; `stop` kills them all and
+ * removes the directory. Fails within `timeoutMs` with what it waited for.
+ */
+export async function startLocalRedisCluster(opts: { masters?: number; timeoutMs?: number } = {}): Promise<{ url: string; ports: number[]; stop: () => Promise<void> }> {
+  if (!which('redis-server')) throw new Error('redis-server not found: a local Redis Cluster is started from it; install it (apt-get install -y redis-server)');
+  const count = opts.masters ?? 3;
+  const timeoutMs = opts.timeoutMs ?? 20_000;
+  const dir = mkdtempSync(join(tmpdir(), 'gk-cluster-'));
+  const servers: Awaited<ReturnType<typeof startLocalRedis>>[] = [];
+  const stop = async () => {
+    await Promise.all(servers.map((s) => s.stop()));
+    rmSync(dir, { recursive: true, force: true });
+  };
+  const admins: Redis[] = [];
+  try {
+    // Each node's cluster bus gets a free port of its own: by default it is
+    // the port + 10000, which may be taken, or past 65535.
+    const ports = await freePorts(2 * count);
+    for (let i = 0; i < count; i++) {
+      const nodeDir = join(dir, `node-${i}`);
+      mkdirSync(nodeDir);
+      const args = ['--cluster-enabled', 'yes', '--cluster-port', String(ports[count + i]), '--cluster-config-file', 'nodes.conf', '--appendonly', 'yes'];
+      servers.push(await startLocalRedis(nodeDir, args, ports[i]));
+    }
+    for (const s of servers) admins.push(new Redis(s.port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 1 }));
+    for (const [i, admin] of admins.entries()) {
+      const first = Math.floor((CLUSTER_SLOTS * i) / count);
+      const last = Math.floor((CLUSTER_SLOTS * (i + 1)) / count) - 1;
+      await admin.call('CLUSTER', 'ADDSLOTSRANGE', first, last);
+      await admin.call('CLUSTER', 'SET-CONFIG-EPOCH', i + 1);
+    }
+    for (let i = 1; i < count; i++) await admins[0]!.call('CLUSTER', 'MEET', '127.0.0.1', ports[i]!, ports[count + i]!);
+    await waitFor(
+      async () => (await Promise.all(admins.map((a) => a.call('CLUSTER', 'INFO')))).every((info) => String(info).includes('cluster_state:ok')),
+      timeoutMs,
+      `cluster_state:ok on all ${count} nodes of a local Redis Cluster`,
+    );
+  } catch (err) {
+    await stop();
+    throw err;
+  } finally {
+    admins.forEach((a) => a.disconnect());
+  }
+  return { url: `redis://127.0.0.1:${servers[0]!.port}`, ports: servers.map((s) => s.port), stop };
 }
 
 /**
@@ -168,15 +227,22 @@ function which(cmd: string): string | null {
   return null;
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
+export async function freePort(): Promise<number> {
+  return (await freePorts(1))[0]!;
+}
+
+/** `n` distinct free loopback ports: all held open at once, so none is handed out twice. */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: n }, () => new Promise<Server>((resolve, reject) => {
+      const s = createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => resolve(s));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as { port: number }).port);
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+  return ports;
 }
 
 function tcpOpen(port: number): Promise<boolean> {
