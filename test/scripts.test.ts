@@ -140,14 +140,24 @@ describe('scripts', () => {
         .flatMap(([, flat]) => parseEntry(flat))
         .filter((r) => r.jobId.startsWith('l'))
         .map((r) => [r.kind, r.jobId, r.estimated, r.actual]);
-    await t.accounting.reserveMany([
-      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta },
+    const out = await t.accounting.reserveMany([
+      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led', 'user-day:u'], meta },
       { jobId: 'l2', amountGpuMs: 95, scopes: ['s:led'], meta }, // does not fit after l1
       { jobId: 'l3', amountGpuMs: 20, scopes: ['s:led2'], meta: { ...meta, project: 'elsewhere' } }, // not behind l2
-      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led'], meta }, // retry within the batch
+      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led', 'user-day:u'], meta }, // retry within the batch
+      { jobId: 'l2', amountGpuMs: 95, scopes: ['s:led'], meta }, // and a held one
     ], now);
-    await t.accounting.settle('l1', ['s:led'], 4, 'settle', now);
-    await t.accounting.settle('l1', ['s:led'], 4, 'settle', now);
+    // Each job's outcome names the counters (periods included) it was reserved in.
+    expect(out).toEqual([
+      { kind: 'reserved', amountGpuMs: 10, scopes: ['s:led', 'user-day:u@2023-11-14'], softOver: [], exempt: false },
+      expect.objectContaining({ kind: 'held', retried: false }),
+      { kind: 'reserved', amountGpuMs: 20, scopes: ['s:led2'], softOver: [], exempt: false },
+      { kind: 'already', amountGpuMs: 10, state: 'reserved', scopes: ['s:led', 'user-day:u@2023-11-14'], exempt: false },
+      expect.objectContaining({ kind: 'held', retried: true }),
+    ]);
+    expect((await t.accounting.readScope('s:led')).reservedGpuMs).toBe(10);
+    await t.accounting.settle('l1', ['s:led', 'user-day:u@2023-11-14'], 4, 'settle', now);
+    await t.accounting.settle('l1', ['s:led', 'user-day:u@2023-11-14'], 4, 'settle', now);
     expect(await rows()).toEqual([
       ['reserve', 'l1', '10', null],
       ['reserve', 'l3', '20', null],

@@ -193,16 +193,35 @@ export class Accounting {
       }
     }
     const k = this.keys;
+    // Jobs of a batch share a few scope lists (a project and its users): each
+    // distinct list travels once and jobs name it by index (1-based, for Lua).
+    const sigIndex = new Map<string, number>();
+    const sigs: string[][] = [];
+    const jobSig = reqs.map((r) => {
+      const key = r.scopes.join(',');
+      let i = sigIndex.get(key);
+      if (i === undefined) {
+        sigs.push(r.scopes);
+        sigIndex.set(key, (i = sigs.length));
+      }
+      return i;
+    });
     // Numbers travel as strings: Lua would format a number with 14 digits only.
-    const batch = reqs.map((r) => [
-      r.jobId, String(r.order ?? now), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), r.scopes, r.meta.jobType ?? '',
+    const jobs = reqs.map((r, i) => [
+      r.jobId, String(r.order ?? now), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), jobSig[i], r.meta.jobType ?? '',
     ]);
     const out = (await callScript(this.redis, 'reserve', [k.open, k.ledger, k.allHeld, k.exemptTypes], [
-      String(now), noLimit, k.prefix, this.periodsArg(now), JSON.stringify(batch), dry ? '1' : '0',
-    ])) as unknown;
-    const [results, warnings] = dry ? (out as [(number | string)[][], string[][]]) : [out as (number | string)[][], []];
+      String(now), noLimit, k.prefix, this.periodsArg(now), JSON.stringify({ sigs, jobs }), dry ? '1' : '0',
+    ])) as [string[], (number | (number | string)[])[], string[][]?];
+    const [idList, results, warnings = []] = out;
+    const counterOf = new Map<string, string>();
+    for (let i = 0; i < idList.length; i += 2) counterOf.set(idList[i]!, idList[i + 1]!);
+    // The counter ids of each scope list, shared by its plainly admitted jobs.
+    const sigIds = sigs.map((bases) => Object.freeze(bases.map((b) => counterOf.get(b)!)) as string[]);
     const outcomes = results.map((r, i): ReserveOutcome => {
       const need = reqs[i]!.amountGpuMs;
+      if (r === 1) return { kind: 'reserved', amountGpuMs: need, scopes: sigIds[jobSig[i]! - 1]!, softOver: [], exempt: false };
+      if (typeof r === 'number') throw new Error(`reserve: unexpected result ${r}`);
       switch (r[0]) {
         case 1: return { kind: 'reserved', amountGpuMs: Number(r[1]), scopes: csv(r[2]), softOver: csv(r[3]), exempt: r[4] === 1 };
         case 2: return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled', scopes: csv(r[3]), exempt: r[4] === 1 };

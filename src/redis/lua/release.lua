@@ -40,7 +40,7 @@
 
 local openKey, ledgerKey, allHeldKey = KEYS[1], KEYS[2], KEYS[3]
 local now, mode, note, base = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local scopeOf = scopeReader(base, cjson.decode(ARGV[5]), tonumber(now))
+local scopeOf = scopeReader(base, cjson.decode(ARGV[5]), tonumber(now), true)
 
 local results = {}
 local events = {}

@@ -32,24 +32,34 @@
                are built from it. They carry the same hash tag as KEYS, so
                they live in the same cluster slot.
     ARGV[4]    periods now, JSON: { day|week|month: { label, prev, prevStart } }
-    ARGV[5]    the batch, JSON: one array per job, in order:
+    ARGV[5]    the batch, JSON: { sigs = [ [ scope base, ... ], ... ],
+                              jobs = [ job, ... ] }
+               sigs: each distinct list of scope bases in the batch, once
+               (a batch's jobs share a few: a project and its users); jobs,
+               in order, each
                  [ job id, submission order (the held lines are sorted by it),
                    amount (integer GPU-ms > 0, as a string), project,
                    job metadata (a JSON string, copied to the ledger),
-                   [ scope base, ... ], job type ('' if none) ]
+                   index of its scope list in sigs (1-based), job type ('' if none) ]
                One argument rather than several per job: Node encodes one JSON
                string much faster than the client encodes many small arguments.
     ARGV[6]    '1': a dry run (preflight): decide every job exactly as above,
-               write nothing, and answer { results, warnings } where warnings
-               lists the events the batch would raise as { type, scope,
-               threshold or '' } (JOB_HELD left out: results say it).
+               write nothing, and also answer warnings: the events the batch
+               would raise as { type, scope, threshold or '' } (JOB_HELD left
+               out: results say it).
 
-  Output: one entry per job, in order:
+  Output: { ids, results } (a dry run: { ids, results, warnings }).
+  ids: { scope base, counter id, ... } for every scope base of the batch
+  (the counter id names the period it counts in). results: one entry per job,
+  in order:
+    1                           reserved now in the counters `ids` names, no
+                                soft limit passed, not exempt (the common case,
+                                kept to one integer: it is most of the reply)
     { 1, amount, scope ids, soft, exempt }
-                                reserved now; scope ids comma separated (the
-                                counters it was reserved in); soft: bases of
-                                soft limits it passed (comma separated, may be
-                                ''); exempt: 1 if its type is exempt
+                                reserved now, past a soft limit or exempt:
+                                scope ids comma separated; soft: bases of soft
+                                limits it passed (comma separated, may be '');
+                                exempt: 1 if its type is exempt
     { 2, amount, state, scope ids, exempt }
                                 reserved before (a retry); state 'reserved' or 'settled'
     { 0, n, <misfit> * n }      does not fit: held now; five fields per scope
@@ -70,8 +80,21 @@
 
 local openKey, ledgerKey, allHeldKey, exemptKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, noLimit, base, dry = ARGV[1], ARGV[2], ARGV[3], ARGV[6] == '1'
-local scopeOf = scopeReader(base, cjson.decode(ARGV[4]), tonumber(now))
-local batch = cjson.decode(ARGV[5])
+local scopeOf = scopeReader(base, cjson.decode(ARGV[4]), tonumber(now), true)
+local input = cjson.decode(ARGV[5])
+local batch = input.jobs
+
+local touched = {}      -- scope states to write, in first-touch order
+-- Scope lists, resolved once per call: { bases, basesCsv, scopes, ids }.
+local sigs = {}
+for i, bases in ipairs(input.sigs) do
+  local scopes = {}
+  for k, b in ipairs(bases) do
+    scopes[k] = scopeOf(b)
+    if not touched[b] then touched[b] = true; touched[#touched + 1] = scopes[k] end
+  end
+  sigs[i] = { bases = bases, basesCsv = table.concat(bases, ','), scopes = scopes, ids = ids(scopes) }
+end
 
 local exemptTypes = {}  -- job type -> bool, read once per batch
 local function isExempt(jobType)
@@ -88,44 +111,55 @@ local function waiting(scopeBase)
   end
   return n
 end
+-- The longest line among a scope list's scopes: what a new job of that list
+-- waits behind. Kept per list until a hold in this call lengthens a line
+-- (linesChanged), so a batch that holds nothing asks once per list, not per job.
+local linesChanged = 0
+local function longestLine(sig)
+  if sig.linesSeen ~= linesChanged then
+    local ahead, line, bases = 0, nil, sig.bases
+    for k = 1, #bases do
+      local n = waiting(bases[k])
+      if n > ahead then ahead, line = n, bases[k] end
+    end
+    sig.ahead, sig.line, sig.linesSeen = ahead, line, linesChanged
+  end
+  return sig.ahead, sig.line
+end
 
 local results = {}
 local events = {}
-local touched = {}      -- scope states to write, in first-touch order
 local admitted, held = {}, {}
-local seenHere = {}     -- reservation key -> result, for a job listed twice in one batch
+local seenHere = {}     -- reservation key -> its result here (admitted: its index in `admitted`), for a job listed twice in one batch
 for j = 1, #batch do
   local job = batch[j]
-  local jobId, order, amount, project, meta, bases, jobType = job[1], job[2], job[3], job[4], job[5], job[6], job[7]
+  local jobId, order, amount, project, meta, sig, jobType = job[1], job[2], job[3], job[4], job[5], sigs[job[6]], job[7]
   local resKey, need = base .. 'res:' .. jobId, tonumber(amount)
+  local bases, scopes = sig.bases, sig.scopes
 
   local prior = redis.call('HMGET', resKey, 'amount', 'state', 'scopes', 'exempt')
   local r
-  if seenHere[resKey] then
-    r = seenHere[resKey]
+  local again = seenHere[resKey]
+  if again then
+    if type(again) == 'number' then
+      local a = admitted[again]
+      r = { 2, need, 'reserved', a[4], a[7] and 1 or 0 }
+    else
+      r = again
+    end
   elseif prior[2] == 'reserved' or prior[2] == 'settled' then
     r = { 2, tonumber(prior[1]), prior[2], prior[3], prior[4] == '1' and 1 or 0 }
   elseif prior[2] == 'cancelled' then
     r = { 5 }
   else
-    local scopes = {}
-    for i, b in ipairs(bases) do
-      scopes[i] = scopeOf(b)
-      if not touched[b] then touched[b] = true; touched[#touched + 1] = scopes[i] end
-    end
     local exempt = prior[2] ~= 'held' and isExempt(jobType)
-    local short = exempt and {} or misfits(scopes, need)
+    local short = (exempt or fits(scopes, need)) and NONE or misfits(scopes, need)
     local unknown = nil
     for i = 2, #short, 5 do
       if short[i] == 1 then unknown = short[i - 1]; break end
     end
     local ahead, line = 0, nil
-    if not exempt and prior[2] ~= 'held' then
-      for _, b in ipairs(bases) do
-        local n = waiting(b)
-        if n > ahead then ahead, line = n, b end
-      end
-    end
+    if not exempt and prior[2] ~= 'held' then ahead, line = longestLine(sig) end
     if noLimit == 'reject' and unknown and prior[2] ~= 'held' then
       r = { 7, unknown }
     elseif prior[2] == 'held' then
@@ -139,6 +173,7 @@ for j = 1, #batch do
         if not inLine[b] and waiting(b) > 0 then lines[#lines + 1] = b end
       end
       for _, b in ipairs(lines) do lineLength[b] = waiting(b) + 1 end
+      linesChanged = linesChanged + 1
       local byBase = {}
       for _, sc in ipairs(scopes) do byBase[sc.base] = sc end
       local flat = {}
@@ -149,27 +184,37 @@ for j = 1, #batch do
       end
       events[#events + 1] = { 'JOB_HELD', 'jobId', jobId, 'meta', meta, 'amount', amount,
         'ahead', tostring(ahead), 'line', line or '', 'misfits', table.concat(flat, ';') }
-      held[#held + 1] = { resKey, project, jobId, amount, table.concat(bases, ','), meta, order, lines }
+      held[#held + 1] = { resKey, project, jobId, amount, sig.basesCsv, meta, order, lines }
       r = ahead > 0 and { 4, ahead, line, #short / 5 } or { 0, #short / 5 }
       for _, v in ipairs(short) do r[#r + 1] = v end
     else
-      local soft = exempt and {} or softOver(scopes, need)
-      for _, s in ipairs(scopes) do
+      local soft = exempt and NONE or softOver(scopes, need)
+      -- Numeric loops and a guard before each call: this runs for every job
+      -- and scope, and Lua 5.1 pays for ipairs and calls (measured with
+      -- callgrind, see the README's benchmark notes).
+      for k = 1, #scopes do
+        local s = scopes[k]
         if exempt then
           s.exemptDelta = s.exemptDelta + need
         else
           s.reserved = s.reserved + need
           s.delta = s.delta + need
-          crossings(s, jobId, events)
-          rearmExhausted(s)
+          if s.limit then
+            if s.nextAt ~= false then crossings(s, jobId, events) end
+            if s.crossed.x then rearmExhausted(s) end
+          end
         end
       end
-      local scopeIds = ids(scopes)
-      admitted[#admitted + 1] = { resKey, jobId, amount, scopeIds, meta, table.concat(bases, ','), exempt }
-      r = { 1, need, scopeIds, table.concat(soft, ','), exempt and 1 or 0 }
+      admitted[#admitted + 1] = { resKey, jobId, amount, sig.ids, meta, sig.basesCsv, exempt }
+      if exempt or #soft > 0 then
+        r = { 1, need, sig.ids, table.concat(soft, ','), exempt and 1 or 0 }
+      else
+        r = 1
+      end
+      seenHere[resKey] = #admitted
     end
-    if r[1] == 1 then
-      seenHere[resKey] = { 2, need, 'reserved', r[3], r[5] }
+    if r == 1 or r[1] == 1 then
+      -- (set above)
     elseif r[1] == 7 then
       seenHere[resKey] = r
     else
@@ -178,6 +223,9 @@ for j = 1, #batch do
   end
   results[#results + 1] = r
 end
+
+local idList = {}
+for _, s in ipairs(touched) do idList[#idList + 1] = s.base; idList[#idList + 1] = s.id end
 
 if dry then
   local warnings = {}
@@ -188,19 +236,23 @@ if dry then
       warnings[#warnings + 1] = { e[1], f.scope, f.threshold or '' }
     end
   end
-  return { results, warnings }
+  return { idList, results, warnings }
 end
+-- The registry, the open zset and the ledger entries are written in chunks
+-- of CHUNK: Lua's unpack (and redis.call's argument list) stop at about
+-- 8,000 values, and a failure there would come after the counter writes.
+local CHUNK = 200
+local counted = {}
 for _, s in ipairs(touched) do
   writeInit(s)
   writeCrossed(s)
   if s.delta > 0 then redis.call('HINCRBY', s.key, 'reserved', string.format('%.0f', s.delta)) end
   if s.exemptDelta > 0 then redis.call('HINCRBY', s.key, 'exemptReserved', string.format('%.0f', s.exemptDelta)) end
-  if s.delta > 0 or s.exemptDelta > 0 then redis.call('SADD', base .. 'counters', s.id) end
+  if s.delta > 0 or s.exemptDelta > 0 then counted[#counted + 1] = s.id end
 end
--- The open zset and the ledger entries go in chunks of CHUNK jobs: Lua's
--- unpack (and redis.call's argument list) stop at about 8,000 values, and a
--- failure there would come after the counter writes above.
-local CHUNK = 200
+for first = 1, #counted, CHUNK do
+  redis.call('SADD', base .. 'counters', unpack(counted, first, math.min(first + CHUNK - 1, #counted)))
+end
 for first = 1, #admitted, CHUNK do
   local zadd, xadd = { 'ZADD', openKey }, { 'XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now }
   for j = first, math.min(first + CHUNK - 1, #admitted) do
@@ -227,4 +279,4 @@ for _, h in ipairs(held) do
   for _, b in ipairs(h[8]) do redis.call('ZADD', base .. 'line:' .. b, h[7], h[3]) end
 end
 emit(base, events, now)
-return results
+return { idList, results }

@@ -39,6 +39,9 @@
   API), summed as Lua numbers and written with %.0f.
 ]]
 local FIXED_PERIOD = { ['user-day'] = 'day', ['user-week'] = 'week' }
+-- An empty list shared by the common case (no misfits, no soft limits
+-- passed) instead of a new table per job. Never written to.
+local NONE = {}
 local OPTIONAL = { ['user-day'] = true, ['user-week'] = true, ['run'] = true }
 
 --[[ at(limit, pct): the usage at which pct percent of limit is reached, exactly (no 2^53 overflow). ]]
@@ -53,7 +56,7 @@ end
   one that usage is now under re-arms, so the next crossing fires again.
 ]]
 local function loadCrossed(s, csv, crossedLimit)
-  s.crossed, s.crossedDirty = {}, false
+  s.crossed, s.crossedDirty, s.nextAt = {}, false, nil
   local changed = crossedLimit ~= nil and tonumber(crossedLimit) ~= s.limit
   for t in string.gmatch(csv or '', '[^,]+') do
     local pct = tonumber(t)
@@ -84,6 +87,19 @@ end
 local function crossings(s, jobId, events)
   if not s.limit or not s.thresholds then return end
   local total = s.used + s.reserved
+  -- s.nextAt: the usage at which the lowest threshold not yet crossed fires
+  -- (false: none left). Judged once, then one comparison per job: a batch of
+  -- 128 jobs over three scopes would otherwise compute ~1,000 threshold points.
+  if s.nextAt == nil then
+    s.nextAt = false
+    for _, pct in ipairs(s.thresholds) do
+      if not s.crossed[tostring(pct)] then
+        local a = at(s.limit, pct)
+        if not s.nextAt or a < s.nextAt then s.nextAt = a end
+      end
+    end
+  end
+  if not s.nextAt or total < s.nextAt then return end
   for _, pct in ipairs(s.thresholds) do
     local key = tostring(pct)
     if not s.crossed[key] and total >= at(s.limit, pct) then
@@ -93,6 +109,7 @@ local function crossings(s, jobId, events)
         'limit', string.format('%.0f', s.limit) }
     end
   end
+  s.nextAt = nil
 end
 
 --[[
@@ -134,8 +151,14 @@ end
       delta, exemptDelta, initCarry|nil }
   `ceiling` is where admission stops: the limit (hard), the limit plus grace
   (soft with grace), or nil (soft without grace).
+  `deciding`: the caller only decides and adds deltas (reserve, release), so
+  an optional scope with no limit (a user without a quota) needs no counter
+  read: used and reserved only matter against a limit. Most users have no
+  quota, and this saves a read per such scope per call. (An unknown project
+  is still read: its misfit reports its usage.) A caller that shows the
+  numbers (scope.lua) passes nil.
 ]]
-local function scopeReader(keyBase, periods, now)
+local function scopeReader(keyBase, periods, now, deciding)
   local cache = {}
   return function(scopeBase)
     local s = cache[scopeBase]
@@ -146,7 +169,7 @@ local function scopeReader(keyBase, periods, now)
     local p = periods[FIXED_PERIOD[kind] or d[4] or 'none']
     local id = p and (scopeBase .. '@' .. p.label) or scopeBase
     local key = keyBase .. 'scope:' .. id
-    local c = redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'init', 'crossed', 'crossedLimit')
+    local c = (d[1] or not deciding or not OPTIONAL[kind]) and redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'init', 'crossed', 'crossedLimit') or NONE
     s = { base = scopeBase, id = id, key = key, optional = OPTIONAL[kind] or false,
           used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
           delta = 0, exemptDelta = 0, soft = d[2] == 'soft' }
@@ -211,13 +234,30 @@ local function misfits(scopes, need)
   return out
 end
 
+--[[ fits(scopes, need): true when misfits(scopes, need) would be empty (no table built). ]]
+local function fits(scopes, need)
+  for i = 1, #scopes do
+    local s = scopes[i]
+    if not s.limit then
+      if not s.optional then return false end
+    elseif s.ceiling and s.used + s.reserved + need > s.ceiling then
+      return false
+    end
+  end
+  return true
+end
+
 --[[ softOver(scopes, need): bases of soft scopes this job takes past their limit (warn). ]]
 local function softOver(scopes, need)
-  local out = {}
-  for _, s in ipairs(scopes) do
-    if s.soft and s.limit and s.used + s.reserved + need > s.limit then out[#out + 1] = s.base end
+  local out = nil
+  for i = 1, #scopes do
+    local s = scopes[i]
+    if s.soft and s.limit and s.used + s.reserved + need > s.limit then
+      out = out or {}
+      out[#out + 1] = s.base
+    end
   end
-  return out
+  return out or NONE
 end
 
 --[[ ids(scopes): the counter ids, comma separated, as a reservation records them. ]]
