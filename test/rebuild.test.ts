@@ -11,6 +11,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
+import { execJobId } from '../queues/names.ts';
+import type { ExecJobData } from '../queues/contract.ts';
 import { startPipeline } from './support/pipeline.ts';
 import { unlinkMatching } from './support/infra.ts';
 import { DriftAudit } from '../src/accounting/drift.ts';
@@ -27,18 +29,27 @@ let t: TestEnv;
 let pipeline: { close(): Promise<void> };
 let intake: Queue;
 let heldQueue: Queue<HeldJobData>;
+let execQueue: Queue<ExecJobData>;
 let audit: DriftAudit;
+const ops = { name: 'ops', role: 'admin' } as const;
+
+/** Redis loses every gatekeeper key (counters, reservations, lines, limits, ledger stream); the queues survive. */
+const loseRedis = (env: TestEnv) => unlinkMatching(env.redis, `${env.accounting.keys.prefix}*`);
+const restore = (env: TestEnv, held: Queue<HeldJobData> | null, now = Date.now()) =>
+  rebuild({ redis: env.redis, accounting: env.accounting, budgets: env.budgets, pool: env.pool, heldQueue: held, settledRetainSeconds: env.config.settledRetainSeconds, now });
+const ledgerWritten = () => eventually(() => t.redis.xlen(t.accounting.keys.ledger), (n) => n === 0);
 
 beforeAll(async () => {
   t = await createTestEnv({ RECONCILE_INTERVAL_MS: '20' }, { liveClock: true });
   pipeline = await startPipeline(t);
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   heldQueue = new Queue(t.config.queues.held, { connection: t.redis, prefix: t.config.queuePrefix });
+  execQueue = new Queue(t.config.queues.exec, { connection: t.redis, prefix: t.config.queuePrefix });
   audit = new DriftAudit(t.redis, t.accounting, t.pool);
 });
 afterAll(async () => {
   await pipeline?.close();
-  await Promise.all([intake?.close(), heldQueue?.close()]);
+  await Promise.all([intake?.close(), heldQueue?.close(), execQueue?.close()]);
   await t?.close();
 });
 
@@ -57,11 +68,10 @@ describe('rebuild', () => {
     await eventually(() => t.redis.xlen(t.accounting.keys.ledger), (n) => n === 0); // the ledger has everything
     expect(await t.accounting.heldIds('re')).toHaveLength(4);
 
-    // Redis loses every gatekeeper key (counters, reservations, lines, limits, ledger stream).
-    await unlinkMatching(t.redis, `gk:{${t.config.queuePrefix}}:*`);
+    await loseRedis(t);
     expect((await audit.run()).drift.length).toBeGreaterThan(0);
 
-    const report = await rebuild({ redis: t.redis, accounting: t.accounting, budgets: t.budgets, pool: t.pool, heldQueue, settledRetainSeconds: t.config.settledRetainSeconds, now: Date.now() });
+    const report = await restore(t, heldQueue);
     expect(report).toMatchObject({ openReservations: 4, settledReservations: 4, heldJobs: 4 });
     expect((await audit.run()).drift).toEqual([]);
     expect(await t.budgets.get('re')).toMatchObject({ limitGpuMs: 10 * H, usedGpuMs: 2 * H, reservedGpuMs: 6 * H });
@@ -80,10 +90,37 @@ describe('rebuild', () => {
     expect((await extra.getState())).toBe('completed');
     expect(await t.accounting.heldIds('re')).toEqual([...jobs.slice(8).map((j) => j.id), extra.id]);
     const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
-    const r = await held.release({ project: 're' }, { name: 'ops', role: 'admin' });
+    const r = await held.release({ project: 're' }, ops);
     await held.close();
     expect(r.admitted).toEqual(jobs.slice(8, 10).map((j) => j.id)); // 6 used + 2 × 2 = 10: two fit
     await eventually(() => t.accounting.openCount(), (n) => n === 0, 20_000);
+    expect((await audit.run()).drift).toEqual([]);
+  });
+
+  it('restores each reservation field for field as reserve wrote it: a 4-GPU job is charged wall time × 4', async () => {
+    await t.budgets.set('quad', 10 * H);
+    // No gpuHours in the result: the reconciler charges (finishedOn − processedOn) × gpus.
+    const job = await intake.add('g', {
+      project: 'quad', user: 'gia', jobType: 'train', gpuType: 'a100', run: 'r1', gpus: 4, estimatedGpuHours: 1,
+      payload: { simulate: { durationMs: 3_000 } },
+    });
+    const key = t.accounting.keys.reservation(job.id!);
+    const reserved = await eventually(() => t.redis.hgetall(key), (h) => h.state === 'reserved');
+    await ledgerWritten();
+    await loseRedis(t);
+    await restore(t, heldQueue);
+    expect(await t.redis.hgetall(key)).toEqual(reserved);
+
+    const settled = await eventually(() => t.redis.hgetall(key), (h) => h.state === 'settled', 20_000);
+    const exec = (await execQueue.getJob(execJobId(job.id!)))!;
+    const wallMs = exec.finishedOn! - exec.processedOn!;
+    expect(settled.actual).toBe(String(wallMs * 4));
+    expect((await t.budgets.get('quad'))!.usedGpuMs).toBe(wallMs * 4);
+    // A settled reservation comes back the same way.
+    await ledgerWritten();
+    await loseRedis(t);
+    await restore(t, heldQueue);
+    expect(await t.redis.hgetall(key)).toEqual(settled);
     expect((await audit.run()).drift).toEqual([]);
   });
 

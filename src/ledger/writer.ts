@@ -64,14 +64,14 @@ export class LedgerWriter {
     await this.pool.query(
       `WITH ins AS (
          INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                             estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq)
+                             estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta)
          SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
-                estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq
+                estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta
          FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                      $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[], $15::text[],
-                     $17::bigint[], $18::bigint[])
+                     $17::bigint[], $18::bigint[], $19::text[])
               AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                   estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq)
+                   estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta)
          ON CONFLICT DO NOTHING
          RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at),
        ended AS (SELECT (at AT TIME ZONE $16::text)::date AS day, * FROM ins WHERE kind <> 'reserve'),
@@ -93,7 +93,7 @@ export class LedgerWriter {
         rows.map((r) => r.scopes.join(',')),
         col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'), col('exempt'), col('run'),
         this.timeZone,
-        rows.map((r) => r.streamMs), rows.map((r) => r.streamSeq),
+        rows.map((r) => r.streamMs), rows.map((r) => r.streamSeq), col('meta'),
       ],
     );
   }
@@ -116,6 +116,8 @@ export interface LedgerRow {
   /** An exempt job type: tracked, never counted against a limit. */
   exempt: boolean;
   run: string | null;
+  /** Reserve rows: the job's meta JSON exactly as the script stored it (rebuild restores it byte for byte). */
+  meta: string | null;
 }
 
 /**
@@ -150,6 +152,7 @@ export function parseEntry(flat: string[]): LedgerRow[] {
       override: header.override === '1',
       exempt: g.exempt === '1',
       run: meta.run ?? null,
+      meta: header.kind === 'reserve' ? (g.meta ?? null) : null,
     };
   });
 }
