@@ -11,6 +11,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
 import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
+import { LedgerWriter } from '../src/ledger/writer.ts';
+import { SYSTEM } from '../src/accounting/budgets.ts';
+import { createScheduler } from '../workers/scheduler.ts';
 import { execJobId } from '../queues/names.ts';
 import type { ExecJobData } from '../queues/contract.ts';
 import { startPipeline } from './support/pipeline.ts';
@@ -122,6 +125,46 @@ describe('rebuild', () => {
     await restore(t, heldQueue);
     expect(await t.redis.hgetall(key)).toEqual(settled);
     expect((await audit.run()).drift).toEqual([]);
+  });
+
+  it('restores the rollover carry a period started with and the adjustments admins made, not a recomputation', async () => {
+    // Its own environment on a test clock (the pipeline's runs on the system clock).
+    const p = await createTestEnv();
+    const writer = new LedgerWriter(p.connection(), p.accounting.keys.ledger, p.pool, p.log);
+    try {
+      const at = (iso: string) => (p.clock.t = Date.parse(iso));
+      const meta = { project: 'roll', user: 'ren', gpus: 1 };
+      at('2026-10-05T12:00:00Z');
+      await p.budgets.set('roll', 10 * H, SYSTEM, null, { period: 'month', rollover: true });
+      at('2026-10-20T12:00:00Z');
+      const a = await p.accounting.reserve('a', 3 * H, ['project:roll'], meta, p.clock.t);
+      at('2026-10-21T12:00:00Z');
+      await p.accounting.settle('a', a.kind === 'reserved' ? a.scopes : [], 2 * H, 'settle', p.clock.t);
+      at('2026-10-25T12:00:00Z');
+      await p.budgets.adjust('roll', H, ops, 'October push');
+      at('2026-10-30T12:00:00Z');
+      const b = await p.accounting.reserve('b', 4 * H, ['project:roll'], meta, p.clock.t);
+      // November starts with what October left: 10 + 1 adjusted − 2 used − 4 still running = 5 h.
+      at('2026-11-01T00:00:00Z');
+      await createScheduler({ config: p.config, connection: p.redis, pool: p.pool, log: p.log, clock: p.clock }).runBoundary();
+      // The running job then settles for 1 h (in October's counters); a recomputed carry would be 10 + 1 − 3 = 8 h.
+      at('2026-11-01T01:00:00Z');
+      await p.accounting.settle('b', b.kind === 'reserved' ? b.scopes : [], H, 'settle', p.clock.t);
+      at('2026-11-01T02:00:00Z');
+      await p.budgets.adjust('roll', 2 * H, ops, 'November push');
+      const before = (await p.budgets.get('roll'))!;
+      expect(before).toMatchObject({ periodLabel: '2026-11', carryGpuMs: 5 * H, adjustGpuMs: 2 * H, effectiveLimitGpuMs: 17 * H });
+
+      while ((await writer.drainOnce()) > 0);
+      await loseRedis(p);
+      await restore(p, null, p.clock.t);
+      const after = (await p.budgets.get('roll'))!;
+      expect(after).toMatchObject({ carryGpuMs: 5 * H, adjustGpuMs: 2 * H, effectiveLimitGpuMs: 17 * H, usedGpuMs: 0, reservedGpuMs: 0, remainingGpuMs: 17 * H });
+      expect((await new DriftAudit(p.redis, p.accounting, p.pool).run()).drift).toEqual([]);
+    } finally {
+      await writer.stop();
+      await p.close();
+    }
   });
 
   it('refuses while the ledger stream holds entries Postgres does not have yet', async () => {

@@ -1,7 +1,8 @@
 /**
  * The scheduler: at each period boundary (local midnight in
  * GATEKEEPER_TIMEZONE; Monday for weeks, the 1st for months) it starts the
- * new period of every periodic budget (computing its rollover) and re-admits,
+ * new period of every periodic budget (computing its rollover, and recording
+ * it in Postgres for a rebuild) and re-admits,
  * first in first out, the held jobs that wait only on scopes that renew
  * (user quotas, weekly/monthly budgets). Jobs waiting on a one-off budget or
  * a run cap stay held: those need an admin.
@@ -22,7 +23,7 @@ import type { Logger } from '../src/log.ts';
 import type { Pool } from '../src/db/pool.ts';
 import type { Actor } from '../src/db/audit.ts';
 import { Accounting } from '../src/accounting/counters.ts';
-import { Budgets, periodOf } from '../src/accounting/budgets.ts';
+import { Budgets } from '../src/accounting/budgets.ts';
 import { parseScopeId } from '../src/accounting/scopes.ts';
 import { HeldJobs } from '../src/admin/held.ts';
 import { PERIOD_KINDS, periodAt } from '../src/periods.ts';
@@ -93,10 +94,9 @@ export function createScheduler(deps: SchedulerDeps) {
 
   /** Everything a boundary calls for; safe to run at any time, any number of times. */
   async function runBoundary(): Promise<BoundaryReport> {
-    const periodic = (await budgets.all()).filter((r) => periodOf(r.scope, r) !== 'none').map((r) => r.scope);
-    for (let i = 0; i < periodic.length; i += CHUNK) await accounting.scopes(periodic.slice(i, i + CHUNK), clock.now());
+    const periodsStarted = await budgets.startPeriods();
     const ids = await candidates();
-    const report: BoundaryReport = { periodsStarted: periodic.length, considered: ids.length, admitted: 0 };
+    const report: BoundaryReport = { periodsStarted, considered: ids.length, admitted: 0 };
     if (ids.length > 0) {
       const r = await held.release({ ids }, SCHEDULER);
       report.admitted = r.admitted.length;

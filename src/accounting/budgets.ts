@@ -11,12 +11,16 @@ import { allLimits, deleteLimit, exemptJobTypes, getLimit, getLimits, setExemptJ
 import type { Accounting, ScopeDefinition, ScopePeriod, ScopePolicy } from './counters.ts';
 import { parseScopeId, projectScope, runScope, userQuotaScope } from './scopes.ts';
 import { writeAudit, type Actor } from '../db/audit.ts';
+import { recordAdjustment, recordCarries } from '../db/periods.ts';
 import { gpuMsToHours } from '../units.ts';
 import { periodAt } from '../periods.ts';
 import { systemClock, type Clock } from '../clock.ts';
 
 /** Percents of a limit that raise THRESHOLD_CROSSED unless a limit says otherwise. */
 export const DEFAULT_THRESHOLDS = [75, 90, 100];
+
+/** Scopes per script call when starting every periodic limit's period. */
+const CHUNK = 1_000;
 
 /** Changes made by the system itself (start-up, tests, the scheduler), not by a person. */
 export const SYSTEM: Actor = { name: 'system', role: 'admin' };
@@ -98,12 +102,22 @@ export class Budgets {
     return { ...v, project, limitGpuMs: v.limitGpuMs, remainingGpuMs: v.remainingGpuMs!, updatedAt: v.updatedAt };
   }
 
-  /** Add (or take, when negative) GPU-ms to a project's current period only; audited. */
+  /**
+   * Add (or take, when negative) GPU-ms to a project's current period only;
+   * audited. Recorded in Postgres first (with the period's carry, which is
+   * fixed by now), so a rebuild of Redis restores both exactly.
+   */
   async adjust(project: string, deltaGpuMs: number, actor: Actor, reason: string | null): Promise<BudgetView | null> {
     const scope = projectScope(project).id;
     const before = await this.get(project);
     if (!before) return null;
-    await this.locked(scope, () => this.accounting.adjust(scope, deltaGpuMs, this.clock.now()));
+    await this.locked(scope, async (db) => {
+      const now = this.clock.now();
+      const [s] = await this.accounting.scopes([scope], now);
+      if (before.rollover) await recordCarries(db, [{ counterId: s!.id, carryGpuMs: s!.carryGpuMs }], now);
+      await recordAdjustment(db, s!.id, deltaGpuMs, actor.name, now);
+      await this.accounting.adjust(scope, deltaGpuMs, now);
+    });
     const after = (await this.get(project))!;
     await this.changed(actor, {
       action: 'budget.adjust',
@@ -241,6 +255,26 @@ export class Budgets {
       return prior;
     });
     if (before) await this.changed(actor, { action, target: scope, before: auditable(before), after: null, reason });
+  }
+
+  /**
+   * Start the current period of every periodic limit: a rollover budget's
+   * carry is computed on the period's first touch and fixed from then on
+   * (by whichever comes first: this, or a job). Each fixed carry is recorded
+   * in Postgres, so a rebuild restores the carry the period really started
+   * with, not one recomputed from the previous period's later numbers.
+   * Returns how many periodic limits there are.
+   */
+  async startPeriods(): Promise<number> {
+    const now = this.clock.now();
+    const periodic = (await this.all()).filter((r) => periodOf(r.scope, r) !== 'none');
+    for (let i = 0; i < periodic.length; i += CHUNK) {
+      const part = periodic.slice(i, i + CHUNK);
+      const states = await this.accounting.scopes(part.map((r) => r.scope), now);
+      const carries = states.filter((_, j) => part[j]!.rollover).map((s) => ({ counterId: s.id, carryGpuMs: s.carryGpuMs }));
+      await recordCarries(this.pool, carries, now);
+    }
+    return periodic.length;
   }
 
   /** Copy every limit and exempt type from Postgres to Redis (start-up, rebuild), each under its lock. */

@@ -4,6 +4,7 @@
  *
  *   limits and exempt types   <- Postgres (limits, exempt_job_types)
  *   used / reserved counters  <- Σ of the ledger per counter id (as the drift audit sums them)
+ *   carry / adjust            <- period_carries and period_adjustments (recorded when they happen)
  *   open reservations         <- reserve rows with no settle/release row yet
  *   settled reservations      <- rows that ended within SETTLED_RETAIN_SECONDS
  *                                (so a late retry still cannot admit a job twice)
@@ -21,8 +22,9 @@
  * the sums written over it. It refuses while the ledger stream still holds
  * unwritten entries (let a reconciler drain it first), because those are in
  * Redis but not yet in Postgres. Not restorable: entries lost with the stream
- * before the writer wrote them; a period's manual adjustment (in the audit log
- * only) and its computed rollover (recomputed on first touch); which thresholds already fired (they may fire again); the
+ * before the writer wrote them; a carry computed but not recorded yet (the
+ * scheduler records them at each boundary; such a period recomputes it on
+ * first touch); which thresholds already fired (they may fire again); the
  * GPU count of jobs reserved before migration 009 (rebuilt as 1 GPU).
  */
 import type { Queue } from 'bullmq';
@@ -33,12 +35,15 @@ import type { Budgets } from './budgets.ts';
 import type { HeldJobData } from '../../queues/contract.ts';
 import { unlinkMatching } from '../redis/unlink.ts';
 import { pipelined } from '../redis/pipelined.ts';
+import { periodRecords } from '../db/periods.ts';
 import { ledgerTotals } from './drift.ts';
 import { rebuildHeld } from './rebuild-held.ts';
 
 export interface RebuildReport {
   limits: number;
   counters: number;
+  /** Periods whose carry or adjustments came back from their records. */
+  periods: number;
   openReservations: number;
   settledReservations: number;
   heldJobs: number;
@@ -67,16 +72,22 @@ export async function rebuild(deps: {
   await redis.unlink(k.open, k.allHeld, k.heldCount, k.counters);
   const limits = await deps.budgets.syncLimits();
 
-  // Counters: exactly the ledger's sums (other fields such as carry are kept).
+  // Counters: exactly the ledger's sums.
   const totals = await ledgerTotals(pool);
   await pipelined(redis, [...totals], (p, [counter, t]) => {
     p.hset(k.scope(counter), { used: String(t.usedGpuMs), reserved: String(t.reservedGpuMs), exemptUsed: String(t.exemptUsedGpuMs), exemptReserved: String(t.exemptReservedGpuMs) });
     p.sadd(k.counters, counter);
   });
+  // A period's carry and adjust as they were: a carry is fixed once computed
+  // (init marks it so), however the previous period's numbers moved since.
+  const periods = await periodRecords(pool);
+  await pipelined(redis, periods, (p, r) => {
+    p.hset(k.scope(r.counterId), { adjust: String(r.adjustGpuMs), ...(r.carryGpuMs === null ? {} : { carry: String(r.carryGpuMs), init: '1' }) });
+  });
 
   const { open, settled } = await restoreReservations(deps);
   const held = deps.heldQueue ? await rebuildHeld(redis, accounting, deps.heldQueue) : 0;
-  return { limits, counters: totals.size, openReservations: open, settledReservations: settled, heldJobs: held };
+  return { limits, counters: totals.size, periods: periods.length, openReservations: open, settledReservations: settled, heldJobs: held };
 }
 
 /** Open reservations (reserve rows without an end), and recently ended ones, as the scripts wrote them. */
