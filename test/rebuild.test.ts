@@ -127,6 +127,48 @@ describe('rebuild', () => {
     expect((await audit.run()).drift).toEqual([]);
   });
 
+  it('rebuilds each held job into the lines reserve put it in, so the scheduler still re-admits a quota-held job', async () => {
+    await t.budgets.set('line', 2 * H);
+    await t.budgets.setQuota('quin', { daily: { limitGpuMs: H } }, ops, null);
+    const quick = { simulate: { durationMs: 5, gpuHours: 1 } };
+    const submit = async (user: string, estimatedGpuHours: number) => {
+      const job = await intake.add('j', { project: 'line', user, estimatedGpuHours, payload: quick });
+      await eventually(() => job.isCompleted(), Boolean);
+      return job.id!;
+    };
+    await submit('quin', 1); // admitted: project 1 of 2 h, quin's day 1 of 1 h
+    const held = {
+      quota: await submit('quin', 1), // misses quin's daily quota only        -> line user-day:quin
+      budget: await submit('ola', 1.5), // misses the project budget           -> line project:line
+      behind: await submit('ola', 0.5), // fits, but the project's line is not empty -> line project:line
+      both: await submit('quin', 0.5), // misses the quota, behind the project's line -> both lines
+    };
+    const ids = Object.values(held);
+    expect(await t.accounting.heldIds('line')).toEqual(ids);
+    const records = () => Promise.all(ids.map((id) => t.redis.hgetall(t.accounting.keys.reservation(id))));
+    const before = await records();
+    expect(before.map((r) => r.lines)).toEqual(['user-day:quin', 'project:line', 'project:line', 'user-day:quin,project:line']);
+
+    await ledgerWritten();
+    await loseRedis(t);
+    await restore(t, heldQueue);
+    expect(await records()).toEqual(before);
+    // An admin raises quin's quota and releases nothing yet: the jobs it held fit it now, and still wait where they waited.
+    await t.budgets.setQuota('quin', { daily: { limitGpuMs: 2 * H } }, ops, null);
+    await loseRedis(t);
+    await restore(t, heldQueue);
+    const lineSets = (rs: Record<string, string>[]) => rs.map((r) => r.lines!.split(',').sort());
+    expect(lineSets(await records())).toEqual(lineSets(before));
+
+    // Tomorrow quin's quota renews: the scheduler re-admits the job that waited only on it.
+    const tomorrow = { now: () => Date.now() + 24 * H };
+    const scheduler = createScheduler({ config: t.config, connection: t.redis, pool: t.pool, log: t.log, clock: tomorrow });
+    await scheduler.runBoundary();
+    await scheduler.close();
+    expect(await t.accounting.heldIds('line')).toEqual([held.budget, held.behind, held.both]);
+    await eventually(() => t.accounting.reservation(held.quota), (r) => r?.state === 'settled', 20_000);
+  });
+
   it('restores the rollover carry a period started with and the adjustments admins made, not a recomputation', async () => {
     // Its own environment on a test clock (the pipeline's runs on the system clock).
     const p = await createTestEnv();

@@ -64,3 +64,15 @@ export function describeHold(h: { shortfalls: Shortfall[]; ahead: number; line?:
   if (h.ahead > 0) return `behind ${behind} (first in, first out)`;
   return 'fits now; waiting to be released';
 }
+
+/**
+ * The scopes among `bases` that a hold reason (a sentence of describeHold)
+ * names: its misfits and the line it waited behind. For rebuild, which has
+ * the reason of a held job but lost its lines. A label counts only as a whole
+ * name ("project a" is not named by "project ab: ...").
+ */
+export function scopesNamedIn(reason: string, bases: string[]): string[] {
+  return bases.filter((b) => new RegExp(`(^|[^A-Za-z0-9._-])${escapeRegExp(scopeLabel(b))}(?![A-Za-z0-9._-])`).test(reason));
+}
+
+const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, '\\$&');

@@ -1,8 +1,26 @@
 /**
  * Rebuild, held jobs: the jobs waiting on gpu-held (if that queue survived)
  * back in Redis, each with the reservation record reserve.lua writes for a
- * held job. Each waits in the line of every scope it touches; the next
- * release puts it in the right ones.
+ * held job and in the lines it would wait in.
+ *
+ * Which lines. reserve.lua puts a held job in the line of every scope it did
+ * not fit, plus every scope whose line already held an older job; release.lua
+ * moves a job that still does not fit to the lines of what it misses then.
+ * Redis kept those lines only; gpu-held keeps the job and the sentence of its
+ * last decision (its reason). So the lines are derived again, in submission
+ * order, by the same rule, from two sources:
+ *  - the decision as it would be now: its misfits, read by the reserve
+ *    script itself in a dry run (a job already recorded as held is judged on
+ *    its misfits only, nothing is reserved or lined up), plus the scopes
+ *    whose rebuilt line is not empty ahead of it;
+ *  - the scopes its reason names (its last decision's misfits and the line
+ *    it waited behind): numbers may have moved since (a quota renewed, a
+ *    budget raised but nothing released yet) and the job still waits where
+ *    it waited, so a newer job cannot overtake it there.
+ * If neither names a scope, every scope it touches, as before: never fewer
+ * lines than FIFO needs. A job that waits only on renewing scopes (a user's
+ * quota) is thus again in those lines only, and the scheduler re-admits it
+ * at the next boundary.
  */
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -10,16 +28,21 @@ import type { HeldJobData } from '../../queues/contract.ts';
 import type { Accounting, ReserveRequest } from './counters.ts';
 import { submissionOrder } from './counters.ts';
 import { jobMeta } from './admission.ts';
+import { scopesNamedIn } from './reasons.ts';
 import { scopesForJob } from './scopes.ts';
 import { hoursToGpuMs } from '../units.ts';
 import { pipelined } from '../redis/pipelined.ts';
 
+/** Jobs per dry-run call: bounds how long one script call runs. */
+const CHUNK = 1_000;
+
 interface HeldRequest extends ReserveRequest {
   order: number;
+  reason: string;
   heldAt: number;
 }
 
-export async function rebuildHeld(redis: Redis, accounting: Accounting, heldQueue: Queue<HeldJobData>): Promise<number> {
+export async function rebuildHeld(redis: Redis, accounting: Accounting, heldQueue: Queue<HeldJobData>, now: number): Promise<number> {
   const k = accounting.keys;
   const all = await heldQueue.getJobs(['waiting', 'prioritized'], 0, -1);
   // A held job with a reservation from the ledger was released before the
@@ -32,17 +55,37 @@ export async function rebuildHeld(redis: Redis, accounting: Accounting, heldQueu
       const id = d.held.intakeJobId;
       return {
         jobId: id, order: submissionOrder(id, job.timestamp), amountGpuMs: hoursToGpuMs(d.estimatedGpuHours),
-        scopes: scopesForJob(d).map((s) => s.id), meta: jobMeta(d), heldAt: d.held.heldAt,
+        scopes: scopesForJob(d).map((s) => s.id), meta: jobMeta(d), reason: d.held.reason, heldAt: d.held.heldAt,
       };
     })
     .sort((a, b) => a.order - b.order || (a.jobId < b.jobId ? -1 : 1));
 
+  // The records first, without lines, so the dry run judges each as held.
   await pipelined(redis, reqs, (p, r) => {
-    p.hset(k.reservation(r.jobId), { amount: String(r.amountGpuMs), bases: r.scopes.join(','), state: 'held', heldAt: String(r.heldAt), meta: JSON.stringify(r.meta), lines: r.scopes.join(',') });
+    p.hset(k.reservation(r.jobId), { amount: String(r.amountGpuMs), bases: r.scopes.join(','), state: 'held', heldAt: String(r.heldAt), meta: JSON.stringify(r.meta) });
     p.zadd(k.held(r.meta.project), r.order, r.jobId);
     p.zadd(k.allHeld, r.order, r.jobId);
     p.hincrby(k.heldCount, r.meta.project, 1);
-    for (const b of r.scopes) p.zadd(k.line(b), r.order, r.jobId);
   });
+
+  const lined = new Set<string>(); // scopes whose rebuilt line is not empty
+  for (let i = 0; i < reqs.length; i += CHUNK) {
+    const part = reqs.slice(i, i + CHUNK);
+    const { outcomes } = await accounting.dryRun(part, now);
+    const lines = part.map((r, j) => {
+      const out = outcomes[j]!;
+      const missed = out.kind === 'held' ? out.shortfalls.map((s) => s.scope) : [];
+      const ahead = r.scopes.filter((b) => !missed.includes(b) && lined.has(b));
+      const named = scopesNamedIn(r.reason, r.scopes).filter((b) => !missed.includes(b) && !ahead.includes(b));
+      const mine = [...missed, ...ahead, ...named];
+      const chosen = mine.length > 0 ? mine : r.scopes;
+      for (const b of chosen) lined.add(b);
+      return chosen;
+    });
+    await pipelined(redis, part, (p, r, j) => {
+      p.hset(k.reservation(r.jobId), 'lines', lines[j]!.join(','));
+      for (const b of lines[j]!) p.zadd(k.line(b), r.order, r.jobId);
+    });
+  }
   return reqs.length;
 }

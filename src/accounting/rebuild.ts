@@ -86,7 +86,7 @@ export async function rebuild(deps: {
   });
 
   const { open, settled } = await restoreReservations(deps);
-  const held = deps.heldQueue ? await rebuildHeld(redis, accounting, deps.heldQueue) : 0;
+  const held = deps.heldQueue ? await rebuildHeld(redis, accounting, deps.heldQueue, now) : 0;
   return { limits, counters: totals.size, periods: periods.length, openReservations: open, settledReservations: settled, heldJobs: held };
 }
 
