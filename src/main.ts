@@ -75,7 +75,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     await writer.start();
     // Its own connection: both consumers block on XREADGROUP.
     const eventConn = connect();
-    const events = new EventStore(eventConn, accounting.keys.events, pool!, config, log.child({ role: 'events' }));
+    const events = new EventStore(eventConn, accounting.keys.events, pool!, config, log.child({ role: 'events' }), { metrics });
     await events.start();
     // The drift audit, on a timer; its result is a metric and, if not zero, a warning.
     const audit = new DriftAudit(redis, accounting, pool!);

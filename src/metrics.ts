@@ -47,6 +47,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly eventsLost = new Counter({
+    name: 'gatekeeper_events_lost_total',
+    help: 'Events trimmed from the events stream (its cap) before the event store read them: not stored, not delivered.',
+    registers: [this.registry],
+  });
+
   readonly driftCounters = new Gauge({
     name: 'gatekeeper_drift_counters',
     help: 'Counters whose Redis values differ from the Postgres ledger at the last audit (should be 0).',

@@ -14,6 +14,7 @@ import type { Redis } from 'ioredis';
 import type { Pool } from '../db/pool.ts';
 import type { Accounting } from './counters.ts';
 import { callScript } from '../redis/scripts.ts';
+import { compareIds, fields } from '../streams/replies.ts';
 
 export interface CounterTotals {
   usedGpuMs: number;
@@ -109,19 +110,4 @@ export class DriftAudit {
       await new Promise((r) => setTimeout(r, 50));
     }
   }
-}
-
-/** A reply as an object, whether it came as a flat array (RESP2) or a map (RESP3). */
-function fields(reply: unknown): Record<string, unknown> {
-  if (!Array.isArray(reply)) return (reply instanceof Map ? Object.fromEntries(reply) : reply) as Record<string, unknown>;
-  const flat = reply as unknown[];
-  const o: Record<string, unknown> = {};
-  for (let i = 0; i + 1 < flat.length; i += 2) o[String(flat[i])] = flat[i + 1];
-  return o;
-}
-
-function compareIds(a: string, b: string): number {
-  const [am, as] = a.split('-').map(BigInt) as [bigint, bigint];
-  const [bm, bs] = b.split('-').map(BigInt) as [bigint, bigint];
-  return am === bm ? (as === bs ? 0 : as < bs ? -1 : 1) : am < bm ? -1 : 1;
 }

@@ -5,14 +5,18 @@
  * (the delivery job id is derived from both, so a re-read queues nothing
  * twice). Events leave the stream only by its cap, so other consumer groups
  * can read it too. Runs with the reconciler; a slow webhook never reaches it
- * (deliveries are their own queue and worker).
+ * (deliveries are their own queue and worker). Events trimmed by the
+ * stream's cap before it read them are logged and counted
+ * (gatekeeper_events_lost_total).
  */
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
+import type { Metrics } from '../metrics.ts';
 import { StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../streams/consumer.ts';
+import type { StreamGap } from '../streams/gap.ts';
 import { describeHold, misfitShortfall } from '../accounting/reasons.ts';
 import { gpuMsToHours } from '../units.ts';
 import { EVENT_TYPES, EVENT_VERSION, type EventData, type EventType, type GatekeeperEvent, type ScopeNumbers } from './types.ts';
@@ -37,9 +41,16 @@ export class EventStore {
     private readonly pool: Pool,
     private readonly config: Config,
     private readonly log: Logger,
-    opts: Omit<StreamConsumerOptions, 'deleteAfterAck'> = {},
+    opts: Omit<StreamConsumerOptions, 'deleteAfterAck' | 'onGap'> & { metrics?: Metrics } = {},
   ) {
-    this.consumer = new StreamConsumer(redis, streamKey, 'event-store', log, (e) => this.store(e), { blockMs: 200, ...opts });
+    const { metrics, ...consumerOpts } = opts;
+    // The stream is capped (about 100,000 entries): a store that lags that far
+    // loses the oldest unread events. Say so loudly; they cannot be fetched again.
+    const onGap = (gap: StreamGap) => {
+      metrics?.eventsLost.inc(gap.lost);
+      log.error(gap, 'event store: events were trimmed from the stream before it read them (it lagged past the cap); they are not stored nor delivered');
+    };
+    this.consumer = new StreamConsumer(redis, streamKey, 'event-store', log, (e) => this.store(e), { blockMs: 200, ...consumerOpts, onGap });
     this.deliveries = new Queue(config.queues.webhooks, { connection: redis, prefix: config.queuePrefix });
   }
 
