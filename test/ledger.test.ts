@@ -99,7 +99,7 @@ describe('migrations', () => {
     try {
       const applied = await Promise.all(pools.map((p) => migrate(p)));
       const all = migrationFiles().map((m) => m.id);
-      expect(applied.flat().sort()).toEqual(all); // each applied by exactly one of them
+      expect(applied.flat().sort((a, b) => a - b)).toEqual(all); // each applied by exactly one of them (numeric order: 10 after 9)
       const rows = (await pools[0]!.query('SELECT id FROM gatekeeper_migrations ORDER BY id')).rows.map((r) => r.id);
       expect(rows).toEqual(all);
     } finally {
