@@ -245,7 +245,8 @@ export async function freePorts(n: number): Promise<number[]> {
   return ports;
 }
 
-function tcpOpen(port: number): Promise<boolean> {
+/** True when something listens on the loopback port (binding it fails). */
+export function tcpOpen(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = createServer();
     s.once('error', () => resolve(true)); // in use: someone listens there
