@@ -6,7 +6,7 @@
  *
  * Batching: the worker runs up to GATEKEEPER_CONCURRENCY intake jobs at once.
  * Valid jobs meet in a group commit (src/group-commit.ts): one reserve call
- * decides all that arrived meanwhile, in arrival order; one addBulk promotes
+ * decides all that arrived meanwhile (up to GATEKEEPER_MAX_BATCH), in arrival order; one addBulk promotes
  * the admitted; one addBulk parks the held. An idle gatekeeper sends each job
  * at once; a busy one pays Redis' per-call cost once per batch, not per job.
  *
@@ -138,7 +138,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     return batch.map(({ job }, i) => result(job.id!, decisions[i]!));
   }
 
-  const admissions = new GroupCommit<Pending, IntakeResult>(admitBatch, config.gatekeeperConcurrency);
+  const admissions = new GroupCommit<Pending, IntakeResult>(admitBatch, config.gatekeeperMaxBatch);
 
   async function process(job: Job, token: string | undefined): Promise<IntakeResult> {
     try {
