@@ -137,7 +137,8 @@ for j = 1, #batch do
   local resKey, need = base .. 'res:' .. jobId, tonumber(amount)
   local bases, scopes = sig.bases, sig.scopes
 
-  local prior = redis.call('HMGET', resKey, 'amount', 'state', 'scopes', 'exempt')
+  -- Most jobs are new: read only the state, and the rest for a retry.
+  local state = redis.call('HGET', resKey, 'state')
   local r
   local again = seenHere[resKey]
   if again then
@@ -147,22 +148,23 @@ for j = 1, #batch do
     else
       r = again
     end
-  elseif prior[2] == 'reserved' or prior[2] == 'settled' then
-    r = { 2, tonumber(prior[1]), prior[2], prior[3], prior[4] == '1' and 1 or 0 }
-  elseif prior[2] == 'cancelled' then
+  elseif state == 'reserved' or state == 'settled' then
+    local prior = redis.call('HMGET', resKey, 'amount', 'scopes', 'exempt')
+    r = { 2, tonumber(prior[1]), state, prior[2], prior[3] == '1' and 1 or 0 }
+  elseif state == 'cancelled' then
     r = { 5 }
   else
-    local exempt = prior[2] ~= 'held' and isExempt(jobType)
+    local exempt = state ~= 'held' and isExempt(jobType)
     local short = (exempt or fits(scopes, need)) and NONE or misfits(scopes, need)
     local unknown = nil
     for i = 2, #short, 5 do
       if short[i] == 1 then unknown = short[i - 1]; break end
     end
     local ahead, line = 0, nil
-    if not exempt and prior[2] ~= 'held' then ahead, line = longestLine(sig) end
-    if noLimit == 'reject' and unknown and prior[2] ~= 'held' then
+    if not exempt and state ~= 'held' then ahead, line = longestLine(sig) end
+    if noLimit == 'reject' and unknown and state ~= 'held' then
       r = { 7, unknown }
-    elseif prior[2] == 'held' then
+    elseif state == 'held' then
       r = { 3, #short / 5 }
       for _, v in ipairs(short) do r[#r + 1] = v end
     elseif ahead > 0 or #short > 0 then
@@ -271,12 +273,28 @@ for first = 1, #admitted, CHUNK do
   redis.call(unpack(zadd))
   redis.call(unpack(xadd))
 end
+-- Held jobs: their records one by one, their places in the held lists and
+-- lines gathered per key (a burst past a limit holds most of a batch).
+local places, placeKeys, heldBy = {}, {}, {}
+local function place(key, score, member)
+  local list = places[key]
+  if not list then list = {}; places[key] = list; placeKeys[#placeKeys + 1] = key end
+  list[#list + 1] = score; list[#list + 1] = member
+end
 for _, h in ipairs(held) do
   redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','))
-  redis.call('ZADD', base .. 'held:' .. h[2], h[7], h[3])
-  redis.call('ZADD', allHeldKey, h[7], h[3])
-  redis.call('HINCRBY', base .. 'held-count', h[2], 1)
-  for _, b in ipairs(h[8]) do redis.call('ZADD', base .. 'line:' .. b, h[7], h[3]) end
+  place(base .. 'held:' .. h[2], h[7], h[3])
+  place(allHeldKey, h[7], h[3])
+  for _, b in ipairs(h[8]) do place(base .. 'line:' .. b, h[7], h[3]) end
+  if not heldBy[h[2]] then heldBy[h[2]] = 0; heldBy[#heldBy + 1] = h[2] end
+  heldBy[h[2]] = heldBy[h[2]] + 1
 end
+for _, key in ipairs(placeKeys) do
+  local list = places[key]
+  for first = 1, #list, 2 * CHUNK do
+    redis.call('ZADD', key, unpack(list, first, math.min(first + 2 * CHUNK - 1, #list)))
+  end
+end
+for _, project in ipairs(heldBy) do redis.call('HINCRBY', base .. 'held-count', project, heldBy[project]) end
 emit(base, events, now)
 return { idList, results }
