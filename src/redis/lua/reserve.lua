@@ -213,10 +213,9 @@ for j = 1, #batch do
       else
         r = 1
       end
-      seenHere[resKey] = #admitted
     end
     if r == 1 or r[1] == 1 then
-      -- (set above)
+      seenHere[resKey] = #admitted
     elseif r[1] == 7 then
       seenHere[resKey] = r
     else
@@ -275,7 +274,8 @@ for first = 1, #admitted, CHUNK do
 end
 -- Held jobs: their records one by one, their places in the held lists and
 -- lines gathered per key (a burst past a limit holds most of a batch).
-local places, placeKeys, heldBy = {}, {}, {}
+local places, placeKeys = {}, {}
+local heldProjects, heldIn = {}, {}  -- projects in first-hold order; project -> jobs held now
 local function place(key, score, member)
   local list = places[key]
   if not list then list = {}; places[key] = list; placeKeys[#placeKeys + 1] = key end
@@ -286,8 +286,8 @@ for _, h in ipairs(held) do
   place(base .. 'held:' .. h[2], h[7], h[3])
   place(allHeldKey, h[7], h[3])
   for _, b in ipairs(h[8]) do place(base .. 'line:' .. b, h[7], h[3]) end
-  if not heldBy[h[2]] then heldBy[h[2]] = 0; heldBy[#heldBy + 1] = h[2] end
-  heldBy[h[2]] = heldBy[h[2]] + 1
+  if not heldIn[h[2]] then heldIn[h[2]] = 0; heldProjects[#heldProjects + 1] = h[2] end
+  heldIn[h[2]] = heldIn[h[2]] + 1
 end
 for _, key in ipairs(placeKeys) do
   local list = places[key]
@@ -295,6 +295,6 @@ for _, key in ipairs(placeKeys) do
     redis.call('ZADD', key, unpack(list, first, math.min(first + 2 * CHUNK - 1, #list)))
   end
 end
-for _, project in ipairs(heldBy) do redis.call('HINCRBY', base .. 'held-count', project, heldBy[project]) end
+for _, project in ipairs(heldProjects) do redis.call('HINCRBY', base .. 'held-count', project, heldIn[project]) end
 emit(base, events, now)
 return { idList, results }
