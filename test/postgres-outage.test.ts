@@ -1,5 +1,5 @@
 /**
- * Postgres goes away while admissions go on (its own Postgres, real Redis):
+ * Postgres goes away for 30 s while admissions go on (its own Postgres, real Redis):
  * the gatekeeper and reconciler need only Redis, so jobs keep being admitted
  * and settled; the ledger entries wait in the Redis stream; when Postgres is
  * back the writer catches up and every job is in the ledger exactly once —
@@ -29,6 +29,8 @@ import { createReconciler } from '../workers/reconciler.ts';
 import { createGpuSim } from '../workers/gpu-sim.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 
+const OUTAGE_MS = 30_000;
+const WAVE_MS = 5_000;
 const dir = mkdtempSync(join(os.tmpdir(), 'gk-outage-'));
 let pgServer: Awaited<ReturnType<typeof startLocalPostgres>>;
 let pool: Pool;
@@ -84,13 +86,19 @@ describe('Postgres outage', () => {
     await submit(100);
     await eventually(() => accounting.openCount(), (n) => n === 0);
 
+    // Down for OUTAGE_MS (issue 7: 30 s) while admissions go on: a wave of
+    // jobs every WAVE_MS, each admitted, run and settled with Postgres away.
     await pgServer.stop();
-    await submit(300); // admitted and settled with Postgres down
-    await eventually(() => intake.getCompletedCount(), (n) => n === 400);
-    await eventually(() => accounting.openCount(), (n) => n === 0);
-    const waiting = await conns[0]!.xlen(accounting.keys.ledger);
-    expect(waiting).toBeGreaterThan(0); // the entries wait in Redis
-    await new Promise((r) => setTimeout(r, 1_000)); // the writer keeps failing meanwhile
+    const downAt = Date.now();
+    for (let wave = 1; wave <= OUTAGE_MS / WAVE_MS; wave++) {
+      await submit(300 / (OUTAGE_MS / WAVE_MS));
+      await eventually(() => intake.getCompletedCount(), (n) => n === 100 + (wave * 300) / (OUTAGE_MS / WAVE_MS));
+      await eventually(() => accounting.openCount(), (n) => n === 0);
+      expect(await conns[0]!.xlen(accounting.keys.ledger)).toBeGreaterThan(0); // the entries wait in Redis
+      // A timer may fire a millisecond early by Date.now(): wait until it is really time.
+      while (Date.now() < downAt + wave * WAVE_MS) await new Promise((r) => setTimeout(r, downAt + wave * WAVE_MS - Date.now() + 1));
+    }
+    expect(Date.now() - downAt).toBeGreaterThanOrEqual(OUTAGE_MS);
 
     await pgServer.start();
     await eventually(() => conns[0]!.xlen(accounting.keys.ledger), (n) => n === 0, 30_000);
@@ -98,5 +106,5 @@ describe('Postgres outage', () => {
     expect(rows.rows).toEqual([{ kind: 'reserve', n: 400, jobs: 400 }, { kind: 'settle', n: 400, jobs: 400 }]);
     expect((await new DriftAudit(conns[0]!, accounting, pool).run()).drift).toEqual([]);
     expect((await accounting.readScope('project:out')).usedGpuMs).toBe(hoursToGpuMs(100));
-  }, 60_000);
+  }, OUTAGE_MS + 60_000);
 });
