@@ -39,7 +39,7 @@ const ops = { name: 'ops', role: 'admin' } as const;
 /** Redis loses every gatekeeper key (counters, reservations, lines, limits, ledger stream); the queues survive. */
 const loseRedis = (env: TestEnv) => unlinkMatching(env.redis, `${env.accounting.keys.prefix}*`);
 const restore = (env: TestEnv, held: Queue<HeldJobData> | null, now = Date.now()) =>
-  rebuild({ redis: env.redis, accounting: env.accounting, budgets: env.budgets, pool: env.pool, heldQueue: held, settledRetainSeconds: env.config.settledRetainSeconds, now });
+  rebuild({ redis: env.redis, accounting: env.accounting, budgets: env.budgets, pool: env.pool, heldQueue: held, intakeQueue: null, settledRetainSeconds: env.config.settledRetainSeconds, now });
 const ledgerWritten = () => eventually(() => t.redis.xlen(t.accounting.keys.ledger), (n) => n === 0);
 
 beforeAll(async () => {
@@ -213,7 +213,7 @@ describe('rebuild', () => {
     await pipeline.close();
     await t.budgets.set('late', H);
     expect((await t.accounting.reserve('late-1', H, ['project:late'], { project: 'late', user: 'rob', gpus: 1 }, Date.now())).kind).toBe('reserved'); // nobody writes it now
-    await expect(rebuild({ redis: t.redis, accounting: t.accounting, budgets: t.budgets, pool: t.pool, heldQueue, settledRetainSeconds: 3600, now: Date.now() })).rejects.toThrow(RebuildRefused);
+    await expect(rebuild({ redis: t.redis, accounting: t.accounting, budgets: t.budgets, pool: t.pool, heldQueue, intakeQueue: null, settledRetainSeconds: 3600, now: Date.now() })).rejects.toThrow(RebuildRefused);
     // The same through the CLI: refused (409), nothing changed.
     const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
     const admin = 'test-admin-token-0123456789';

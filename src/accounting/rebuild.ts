@@ -37,6 +37,7 @@ import { unlinkMatching } from '../redis/unlink.ts';
 import { pipelined } from '../redis/pipelined.ts';
 import { periodRecords } from '../db/periods.ts';
 import { ledgerTotals } from './drift.ts';
+import { callScript } from '../redis/scripts.ts';
 import { rebuildHeld } from './rebuild-held.ts';
 
 export interface RebuildReport {
@@ -57,6 +58,8 @@ export async function rebuild(deps: {
   budgets: Budgets;
   pool: Pool;
   heldQueue: Queue<HeldJobData> | null;
+  /** gpu-intake: its job-id counter is raised past every id the ledger knows (see raise.lua). */
+  intakeQueue: Queue | null;
   settledRetainSeconds: number;
   now: number;
 }): Promise<RebuildReport> {
@@ -86,6 +89,7 @@ export async function rebuild(deps: {
   });
 
   const { open, settled } = await restoreReservations(deps);
+  if (deps.intakeQueue) await raiseJobIds(pool, redis, deps.intakeQueue);
   const held = deps.heldQueue ? await rebuildHeld(redis, accounting, deps.heldQueue, now) : 0;
   return { limits, counters: totals.size, periods: periods.length, openReservations: open, settledReservations: settled, heldJobs: held };
 }
@@ -127,4 +131,15 @@ async function restoreReservations(deps: { redis: Redis; accounting: Accounting;
 /** A row from before migration 009 kept no meta: the ledger's columns in jobMeta's order, and 1 GPU (the count was not kept). */
 function legacyMeta(j: Record<string, any>): string {
   return JSON.stringify({ project: j.project, user: j.user_name, jobType: j.job_type ?? undefined, gpuType: j.gpu_type ?? undefined, gpus: 1, run: j.run ?? undefined });
+}
+
+/**
+ * BullMQ numbers intake jobs from a counter that went with Redis: without
+ * this, the next job would be "1" again, reserve would answer that job 1 was
+ * settled before, and the new job would be completed without ever running.
+ * Custom (non-numeric) ids are the submitter's to keep unique.
+ */
+async function raiseJobIds(pool: Pool, redis: Redis, intake: Queue): Promise<void> {
+  const { rows } = await pool.query<{ max: string | null }>(`SELECT max(job_id::bigint)::text AS max FROM ledger WHERE job_id ~ '^[0-9]{1,15}$'`);
+  if (rows[0]?.max) await callScript(redis, 'raise', [intake.toKey('id')], [rows[0].max]);
 }

@@ -24,6 +24,7 @@ export function maintenanceRoutes(deps: {
   budgets: Budgets;
   pool: Pool;
   heldQueue: Queue | null;
+  intakeQueue: Queue | null;
   settledRetainSeconds: number;
   clock: Clock;
 }): Router {

@@ -13,7 +13,7 @@ import type { Redis } from 'ioredis';
 
 const SCRIPTS_VERSION = 1;
 
-export const SCRIPT_FILES = ['reserve', 'settle', 'release', 'cancel', 'scope', 'snapshot'] as const;
+export const SCRIPT_FILES = ['reserve', 'settle', 'release', 'cancel', 'scope', 'snapshot', 'raise'] as const;
 export type ScriptName = (typeof SCRIPT_FILES)[number];
 
 const lua = (path: string) => readFileSync(new URL(`./lua/${path}.lua`, import.meta.url), 'utf8');
