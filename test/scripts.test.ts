@@ -144,7 +144,7 @@ describe('scripts', () => {
       { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led', 'user-day:u'], meta },
       { jobId: 'l2', amountGpuMs: 95, scopes: ['s:led'], meta }, // does not fit after l1
       { jobId: 'l3', amountGpuMs: 20, scopes: ['s:led2'], meta: { ...meta, project: 'elsewhere' } }, // not behind l2
-      { jobId: 'l1', amountGpuMs: 10, scopes: ['s:led', 'user-day:u'], meta }, // retry within the batch
+      { jobId: 'l1', amountGpuMs: 12, scopes: ['s:led', 'user-day:u'], meta }, // retry within the batch (it answers what was reserved)
       { jobId: 'l2', amountGpuMs: 95, scopes: ['s:led'], meta }, // and a held one
     ], now);
     // Each job's outcome names the counters (periods included) it was reserved in.

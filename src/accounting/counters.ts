@@ -217,6 +217,7 @@ export class Accounting {
     const counterOf = new Map<string, string>();
     for (let i = 0; i < idList.length; i += 2) counterOf.set(idList[i]!, idList[i + 1]!);
     // The counter ids of each scope list, shared by its plainly admitted jobs.
+    // (A list only retries used is not named: no plainly admitted job has it.)
     const sigIds = sigs.map((bases) => Object.freeze(bases.map((b) => counterOf.get(b)!)) as string[]);
     const outcomes = results.map((r, i): ReserveOutcome => {
       const need = reqs[i]!.amountGpuMs;

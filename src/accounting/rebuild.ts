@@ -137,9 +137,17 @@ function legacyMeta(j: Record<string, any>): string {
  * BullMQ numbers intake jobs from a counter that went with Redis: without
  * this, the next job would be "1" again, reserve would answer that job 1 was
  * settled before, and the new job would be completed without ever running.
+ * Jobs added between the loss and this call may already carry reused ids.
  * Custom (non-numeric) ids are the submitter's to keep unique.
  */
 async function raiseJobIds(pool: Pool, redis: Redis, intake: Queue): Promise<void> {
-  const { rows } = await pool.query<{ max: string | null }>(`SELECT max(job_id::bigint)::text AS max FROM ledger WHERE job_id ~ '^[0-9]{1,15}$'`);
+  // Admitted jobs are in the ledger; rejected ones only in the events (a
+  // reused id would also have its JOB_REJECTED dropped as a duplicate).
+  const { rows } = await pool.query<{ max: string | null }>(
+    `SELECT max(id::bigint)::text AS max FROM (
+       SELECT job_id AS id FROM ledger
+       UNION ALL SELECT data->>'jobId' FROM events WHERE data->>'jobId' IS NOT NULL
+     ) ids WHERE id ~ '^[0-9]{1,15}$'`,
+  );
   if (rows[0]?.max) await callScript(redis, 'raise', [intake.toKey('id')], [rows[0].max]);
 }

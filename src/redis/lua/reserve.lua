@@ -49,8 +49,8 @@
                out: results say it).
 
   Output: { ids, results } (a dry run: { ids, results, warnings }).
-  ids: { scope base, counter id, ... } for every scope base of the batch
-  (the counter id names the period it counts in). results: one entry per job,
+  ids: { scope base, counter id, ... } for every scope base a decided job of
+  the batch touches (the counter id names the period it counts in). results: one entry per job,
   in order:
     1                           reserved now in the counters `ids` names, no
                                 soft limit passed, not exempt (the common case,
@@ -85,15 +85,21 @@ local input = cjson.decode(ARGV[5])
 local batch = input.jobs
 
 local touched = {}      -- scope states to write, in first-touch order
--- Scope lists, resolved once per call: { bases, basesCsv, scopes, ids }.
+-- Scope lists: { bases, basesCsv, scopes, ids }, the scopes read once per
+-- call and only when a job of the list is decided (a batch of retries reads
+-- and writes no scope, as before).
 local sigs = {}
-for i, bases in ipairs(input.sigs) do
-  local scopes = {}
-  for k, b in ipairs(bases) do
-    scopes[k] = scopeOf(b)
-    if not touched[b] then touched[b] = true; touched[#touched + 1] = scopes[k] end
+for i, bases in ipairs(input.sigs) do sigs[i] = { bases = bases, basesCsv = table.concat(bases, ',') } end
+local function resolve(sig)
+  if not sig.scopes then
+    local scopes = {}
+    for k, b in ipairs(sig.bases) do
+      scopes[k] = scopeOf(b)
+      if not touched[b] then touched[b] = true; touched[#touched + 1] = scopes[k] end
+    end
+    sig.scopes, sig.ids = scopes, ids(scopes)
   end
-  sigs[i] = { bases = bases, basesCsv = table.concat(bases, ','), scopes = scopes, ids = ids(scopes) }
+  return sig.scopes
 end
 
 local exemptTypes = {}  -- job type -> bool, read once per batch
@@ -135,7 +141,7 @@ for j = 1, #batch do
   local job = batch[j]
   local jobId, order, amount, project, meta, sig, jobType = job[1], job[2], job[3], job[4], job[5], sigs[job[6]], job[7]
   local resKey, need = base .. 'res:' .. jobId, tonumber(amount)
-  local bases, scopes = sig.bases, sig.scopes
+  local bases = sig.bases
 
   -- Most jobs are new: read only the state, and the rest for a retry.
   local state = redis.call('HGET', resKey, 'state')
@@ -144,7 +150,7 @@ for j = 1, #batch do
   if again then
     if type(again) == 'number' then
       local a = admitted[again]
-      r = { 2, need, 'reserved', a[4], a[7] and 1 or 0 }
+      r = { 2, tonumber(a[3]), 'reserved', a[4], a[7] and 1 or 0 }  -- what the first listing reserved
     else
       r = again
     end
@@ -154,6 +160,7 @@ for j = 1, #batch do
   elseif state == 'cancelled' then
     r = { 5 }
   else
+    local scopes = resolve(sig)
     local exempt = state ~= 'held' and isExempt(jobType)
     local short = (exempt or fits(scopes, need)) and NONE or misfits(scopes, need)
     local unknown = nil
