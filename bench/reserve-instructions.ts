@@ -19,7 +19,8 @@ import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { Accounting } from '../src/accounting/counters.ts';
+import { Accounting, reserveBatch, type ReserveRequest } from '../src/accounting/counters.ts';
+import { scriptSource, withIncludes } from '../src/redis/scripts.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { createRedis } from '../queues/connection.ts';
 import { freePort, tcpOpen, waitFor } from '../test/support/infra.ts';
@@ -33,27 +34,22 @@ const CASES = [
   { name: '32-job batches, last tenth held', batch: 32, fill: FILL },
 ];
 
-const includes = (src: string, read: (name: string) => string) => src.replace(/^-- @include (\w+)$/gm, (_, n: string) => read(`includes/${n}.lua`));
-const fromTree = (p: string) => readFileSync(new URL(`../src/redis/lua/${p}`, import.meta.url), 'utf8');
-const fromRev = (p: string) => execFileSync('git', ['show', `${REV}:src/redis/lua/${p}`], { encoding: 'utf8' });
-const scripts = { [REV]: includes(fromRev('reserve.lua'), fromRev), tree: includes(fromTree('reserve.lua'), fromTree) };
+const fromRev = (p: string) => execFileSync('git', ['show', `${REV}:src/redis/lua/${p}.lua`], { encoding: 'utf8' });
+const scripts = { [REV]: withIncludes(fromRev('reserve'), fromRev), tree: scriptSource('reserve') };
 
-/** The batch argument in the form a script version reads (scope lists once, or per job before a03b91a). */
-function batchArg(script: string, first: number, n: number): string {
-  const jobs = Array.from({ length: n }, (_, j) => {
+/**
+ * The batch argument in the form a script version reads: the tree's encoding
+ * (reserveBatch), or one array per job with its scope list, as scripts
+ * before a03b91a read it.
+ */
+function batchArg(script: string, first: number, n: number, now: number): string {
+  const reqs: ReserveRequest[] = Array.from({ length: n }, (_, j) => {
     const i = first + j;
     const user = `u${i % 16}`;
-    return { id: String(i + 1), meta: JSON.stringify({ project: 'bench', user, gpus: 1 }), bases: ['project:bench', `user-day:${user}`, `user-week:${user}`] };
+    return { jobId: String(i + 1), order: i + 1, amountGpuMs: hoursToGpuMs(1), meta: { project: 'bench', user, gpus: 1 }, scopes: ['project:bench', `user-day:${user}`, `user-week:${user}`] };
   });
-  if (!script.includes('input.sigs')) return JSON.stringify(jobs.map((j) => [j.id, j.id, String(hoursToGpuMs(1)), 'bench', j.meta, j.bases, '']));
-  const sigs: string[][] = [];
-  const index = new Map<string, number>();
-  const rows = jobs.map((j) => {
-    const key = j.bases.join(',');
-    if (!index.has(key)) index.set(key, sigs.push(j.bases));
-    return [j.id, j.id, String(hoursToGpuMs(1)), 'bench', j.meta, index.get(key)!, ''];
-  });
-  return JSON.stringify({ sigs, jobs: rows });
+  if (script.includes('input.sigs')) return reserveBatch(reqs, now).batch;
+  return JSON.stringify(reqs.map((r) => [r.jobId, String(r.order), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), r.scopes, '']));
 }
 
 /** Instructions a fresh redis-server executes while `script` (or nothing) runs the case. */
@@ -73,7 +69,7 @@ async function instructions(script: string | null, c: (typeof CASES)[number]): P
     const now = Date.UTC(2026, 11, 1, 12);
     const sha = script ? ((await redis.script('LOAD', script)) as string) : '';
     for (let i = 0; i < JOBS; i += c.batch) {
-      const arg = batchArg(script ?? '', i, c.batch);
+      const arg = batchArg(script ?? '', i, c.batch, now);
       if (script) await redis.evalsha(sha, 4, k.open, k.ledger, k.allHeld, k.exemptTypes, String(now), 'hold', k.prefix, acc.periodsArg(now), arg, '0');
     }
     redis.on('error', () => {}); // the shutdown below drops the connection

@@ -193,25 +193,9 @@ export class Accounting {
       }
     }
     const k = this.keys;
-    // Jobs of a batch share a few scope lists (a project and its users): each
-    // distinct list travels once and jobs name it by index (1-based, for Lua).
-    const sigIndex = new Map<string, number>();
-    const sigs: string[][] = [];
-    const jobSig = reqs.map((r) => {
-      const key = r.scopes.join(',');
-      let i = sigIndex.get(key);
-      if (i === undefined) {
-        sigs.push(r.scopes);
-        sigIndex.set(key, (i = sigs.length));
-      }
-      return i;
-    });
-    // Numbers travel as strings: Lua would format a number with 14 digits only.
-    const jobs = reqs.map((r, i) => [
-      r.jobId, String(r.order ?? now), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), jobSig[i], r.meta.jobType ?? '',
-    ]);
+    const { batch, sigs, jobSig } = reserveBatch(reqs, now);
     const out = (await callScript(this.redis, 'reserve', [k.open, k.ledger, k.allHeld, k.exemptTypes], [
-      String(now), noLimit, k.prefix, this.periodsArg(now), JSON.stringify({ sigs, jobs }), dry ? '1' : '0',
+      String(now), noLimit, k.prefix, this.periodsArg(now), batch, dry ? '1' : '0',
     ])) as [string[], (number | (number | string)[])[], string[][]?];
     const [idList, results, warnings = []] = out;
     const counterOf = new Map<string, string>();
@@ -437,6 +421,30 @@ function parseShortfalls(r: (number | string)[], neededGpuMs: number): Shortfall
  * queue, so they are the exact submission order; a custom (non-numeric) id
  * falls back to its submission time in ms, which sorts after every numeric id.
  */
+/**
+ * reserve.lua's batch argument (ARGV[5]). Jobs of a batch share a few scope
+ * lists (a project and its users): each distinct list travels once and jobs
+ * name it by index (1-based, for Lua). Numbers travel as strings: Lua would
+ * format a number with 14 digits only. `jobSig[i]` is job i's list index.
+ */
+export function reserveBatch(reqs: ReserveRequest[], now: number): { batch: string; sigs: string[][]; jobSig: number[] } {
+  const sigIndex = new Map<string, number>();
+  const sigs: string[][] = [];
+  const jobSig = reqs.map((r) => {
+    const key = r.scopes.join(',');
+    let i = sigIndex.get(key);
+    if (i === undefined) {
+      sigs.push(r.scopes);
+      sigIndex.set(key, (i = sigs.length));
+    }
+    return i;
+  });
+  const jobs = reqs.map((r, i) => [
+    r.jobId, String(r.order ?? now), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), jobSig[i], r.meta.jobType ?? '',
+  ]);
+  return { batch: JSON.stringify({ sigs, jobs }), sigs, jobSig };
+}
+
 export function submissionOrder(jobId: string, timestampMs: number): number {
   return /^\d{1,15}$/.test(jobId) ? Number(jobId) : timestampMs;
 }

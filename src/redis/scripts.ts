@@ -17,7 +17,10 @@ export const SCRIPT_FILES = ['reserve', 'settle', 'release', 'cancel', 'scope', 
 export type ScriptName = (typeof SCRIPT_FILES)[number];
 
 const lua = (path: string) => readFileSync(new URL(`./lua/${path}.lua`, import.meta.url), 'utf8');
-const withIncludes = (src: string) => src.replace(/^-- @include (\w+)$/gm, (_, name: string) => lua(`includes/${name}`));
+
+/** A script with each `-- @include NAME` replaced by `read('includes/NAME')` (the tree's files, or another revision's). */
+export const withIncludes = (src: string, read: (path: string) => string = lua) =>
+  src.replace(/^-- @include (\w+)$/gm, (_, name: string) => read(`includes/${name}`));
 
 const sources = new Map<ScriptName, string>(SCRIPT_FILES.map((n) => [n, withIncludes(lua(n))]));
 

@@ -250,6 +250,12 @@ end
 -- of CHUNK: Lua's unpack (and redis.call's argument list) stop at about
 -- 8,000 values, and a failure there would come after the counter writes.
 local CHUNK = 200
+--[[ callChunked(cmd, key, list, step): cmd key list..., `step` values per call. ]]
+local function callChunked(cmd, key, list, step)
+  for first = 1, #list, step do
+    redis.call(cmd, key, unpack(list, first, math.min(first + step - 1, #list)))
+  end
+end
 local counted = {}
 for _, s in ipairs(touched) do
   writeInit(s)
@@ -258,9 +264,7 @@ for _, s in ipairs(touched) do
   if s.exemptDelta > 0 then redis.call('HINCRBY', s.key, 'exemptReserved', string.format('%.0f', s.exemptDelta)) end
   if s.delta > 0 or s.exemptDelta > 0 then counted[#counted + 1] = s.id end
 end
-for first = 1, #counted, CHUNK do
-  redis.call('SADD', base .. 'counters', unpack(counted, first, math.min(first + CHUNK - 1, #counted)))
-end
+callChunked('SADD', base .. 'counters', counted, CHUNK)
 for first = 1, #admitted, CHUNK do
   local zadd, xadd = { 'ZADD', openKey }, { 'XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now }
   for j = first, math.min(first + CHUNK - 1, #admitted) do
@@ -296,12 +300,7 @@ for _, h in ipairs(held) do
   if not heldIn[h[2]] then heldIn[h[2]] = 0; heldProjects[#heldProjects + 1] = h[2] end
   heldIn[h[2]] = heldIn[h[2]] + 1
 end
-for _, key in ipairs(placeKeys) do
-  local list = places[key]
-  for first = 1, #list, 2 * CHUNK do
-    redis.call('ZADD', key, unpack(list, first, math.min(first + 2 * CHUNK - 1, #list)))
-  end
-end
+for _, key in ipairs(placeKeys) do callChunked('ZADD', key, places[key], 2 * CHUNK) end
 for _, project in ipairs(heldProjects) do redis.call('HINCRBY', base .. 'held-count', project, heldIn[project]) end
 emit(base, events, now)
 return { idList, results }
