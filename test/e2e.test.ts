@@ -85,4 +85,14 @@ describe('budget 10 GPU-h, 15 one-hour jobs', () => {
       { kind: 'settle', n: 10, actual: hoursToGpuMs(5) },
     ]);
   });
+
+  it("completes an admitted job's intake record with where it went, kept compact", async () => {
+    await t.budgets.set('beta', hoursToGpuMs(1));
+    const job = await intake.add('small', { project: 'beta', user: 'bo', estimatedGpuHours: 1 });
+    await eventually(() => job.getState(), (s) => s === 'completed');
+    expect((await intake.getJob(job.id!))!.returnvalue).toEqual({ outcome: 'admitted', execJobId: `intake-${job.id}` });
+    // A small job's hash stays a listpack (every value <= 64 bytes): a longer
+    // result made Redis convert every completed intake job (see IntakeResult).
+    expect(await t.redis.object('ENCODING', intake.toKey(job.id!))).toBe('listpack');
+  });
 });

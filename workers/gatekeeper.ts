@@ -25,11 +25,19 @@ import { decideAdmissions, type Decision } from '../src/accounting/admission.ts'
 import { GroupCommit } from '../src/group-commit.ts';
 import { intakeJobSchema, parseIntakeJob, type ExecJobData, type HeldJobData, type IntakeJobData, type RejectedJobData } from '../queues/contract.ts';
 import { execJobId, heldJobId, queueNames, rejectedJobId } from '../queues/names.ts';
-import { gpuMsToHours } from '../src/units.ts';
 import type { Metrics } from '../src/metrics.ts';
 
+/**
+ * What an intake job completes with (BullMQ stores it in the job's hash).
+ * Kept short: Redis stores a hash whose values are all at most 64 bytes
+ * (hash-max-listpack-value) as one compact listpack, and one longer value
+ * turns it into a hashtable. An admitted result naming its reserved hours as
+ * well came to 66 bytes and did that to every small intake job at completion:
+ * 14 us more Redis CPU per job (bench/admission.ts) and more memory for every
+ * completed job kept. The hours are in the exec job's `admission`.
+ */
 export type IntakeResult =
-  | { outcome: 'admitted'; execJobId: string; reservedGpuHours: number; alreadySettled?: boolean }
+  | { outcome: 'admitted'; execJobId: string; alreadySettled?: boolean }
   | { outcome: 'held'; heldJobId: string; reason: string }
   | { outcome: 'cancelled' }
   | { outcome: 'rejected'; reason: string };
@@ -215,7 +223,6 @@ function result(intakeJobId: string, d: Decision): IntakeResult {
   return {
     outcome: 'admitted',
     execJobId: execJobId(intakeJobId),
-    reservedGpuHours: gpuMsToHours(d.admission.reservedGpuMs),
     ...(d.kind === 'already' && d.state === 'settled' ? { alreadySettled: true } : {}),
   };
 }
