@@ -12,16 +12,11 @@
  * dearer, so one it is; it also keeps decisions in arrival order.
  */
 export class GroupCommit<Req, Res> {
-  private queue: { req: Req; resolve: (r: Res | PromiseLike<Res>) => void; reject: (e: unknown) => void }[] = [];
+  private queue: { req: Req; resolve: (r: Res) => void; reject: (e: unknown) => void }[] = [];
   private inFlight = false;
 
   constructor(
-    /**
-     * One call for a batch. A result may itself be a promise: the next call
-     * goes out as soon as `send` resolves, while a batch's later steps (the
-     * gatekeeper's promotion) finish alongside it.
-     */
-    private readonly send: (batch: Req[]) => Promise<(Res | PromiseLike<Res>)[]>,
+    private readonly send: (batch: Req[]) => Promise<Res[]>,
     private readonly maxBatch = 128,
   ) {}
 

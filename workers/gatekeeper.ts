@@ -6,11 +6,9 @@
  *
  * Batching: the worker runs up to GATEKEEPER_CONCURRENCY intake jobs at once.
  * Valid jobs meet in a group commit (src/group-commit.ts): one reserve call
- * decides all that arrived meanwhile (up to GATEKEEPER_MAX_BATCH), in
- * arrival order; one addBulk promotes the admitted; one addBulk parks the
- * held. The next reserve call goes out while those two run. An idle
- * gatekeeper sends each job at once; a busy one pays Redis' per-call cost
- * once per batch, not per job.
+ * decides all that arrived meanwhile (up to GATEKEEPER_MAX_BATCH), in arrival order; one addBulk promotes
+ * the admitted; one addBulk parks the held. An idle gatekeeper sends each job
+ * at once; a busy one pays Redis' per-call cost once per batch, not per job.
  *
  * Crash safety: the reservation is keyed by the intake job id and the gpu-exec
  * and gpu-held job ids are derived from it, so a gatekeeper killed at any
@@ -98,15 +96,8 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     throw new UnrecoverableError(reason);
   }
 
-  /**
-   * Decide a batch of valid jobs in one reserve call, then carry the
-   * decisions out; one result per job, in order. The group commit sends the
-   * next reserve call as soon as this one's decisions are in, while this
-   * batch is still being promoted and parked: Redis then has the next call
-   * to run instead of waiting on Node. Each job's result is its batch's
-   * promise, so an intake job completes only once its own step is done.
-   */
-  async function admitBatch(batch: Pending[]): Promise<Promise<IntakeResult>[]> {
+  /** Decide and carry out a batch of valid jobs; one result per job, in order. */
+  async function admitBatch(batch: Pending[]): Promise<IntakeResult[]> {
     const now = clock.now();
     // Concurrent processing lets jobs arrive a little out of order: decide
     // each batch in submission order, so the earlier job gets the last hours.
@@ -144,16 +135,6 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       // before a budget change let this attempt admit it. One state only.
       if (d.kind === 'already') unheld.push(heldJobId(id));
     });
-    const carriedOut = carryOut(toExec, toHold, unheld);
-    return batch.map(({ job }, i) => carriedOut.then(() => result(job.id!, decisions[i]!)));
-  }
-
-  /** Promote the admitted, park the held, and take retried ones off gpu-held. */
-  async function carryOut(
-    toExec: Parameters<Queue<ExecJobData>['addBulk']>[0],
-    toHold: Parameters<Queue<HeldJobData>['addBulk']>[0],
-    unheld: string[],
-  ): Promise<void> {
     const [, held] = await Promise.all([
       toExec.length > 0 ? execQueue.addBulk(toExec) : [],
       toHold.length > 0 ? heldQueue.addBulk(toHold) : [],
@@ -162,6 +143,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     // The reason is in the held job's data and the intake job's return value
     // (a job log line as well would cost one more Redis call per held job).
     for (const h of held) log.info({ jobId: h.data.held.intakeJobId, project: h.data.project, reason: h.data.held.reason }, 'held');
+    return batch.map(({ job }, i) => result(job.id!, decisions[i]!));
   }
 
   const admissions = new GroupCommit<Pending, IntakeResult>(admitBatch, config.gatekeeperMaxBatch);
