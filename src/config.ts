@@ -7,15 +7,16 @@ import { z } from 'zod';
 import { checkTimeZone } from './periods.ts';
 import { hashTag } from './redis/keys.ts';
 
-const intFrom = (def: number, min = 0) =>
+const intFrom = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z
     .string()
     .optional()
     .transform((v, ctx) => {
       if (v === undefined || v === '') return def;
       const n = Number(v);
-      if (!Number.isSafeInteger(n) || n < min) {
-        ctx.addIssue({ code: 'custom', message: `must be an integer >= ${min}, got "${v}"` });
+      if (!Number.isSafeInteger(n) || n < min || n > max) {
+        const range = max === Number.MAX_SAFE_INTEGER ? `>= ${min}` : `from ${min} to ${max}`;
+        ctx.addIssue({ code: 'custom', message: `must be an integer ${range}, got "${v}"` });
         return z.NEVER;
       }
       return n;
@@ -91,9 +92,11 @@ const Env = z.object({
   /**
    * Most intake jobs one reserve call decides. One call holds Redis while it
    * runs (about 2 ms for 256 jobs over three scopes, measured); a larger
-   * batch gained nothing measurable at concurrency 512. @default 256
+   * batch gained nothing measurable at concurrency 512. At most 4096: a
+   * call that large holds every other Redis client for tens of ms.
+   * @default 256
    */
-  GATEKEEPER_MAX_BATCH: intFrom(256, 1),
+  GATEKEEPER_MAX_BATCH: intFrom(256, 1, 4096),
   /**
    * How long a gatekeeper's lock on an intake job lasts, in ms; a gatekeeper
    * killed mid-job has its jobs picked up again after about this long.

@@ -29,6 +29,7 @@ describe('config', () => {
 
   it.each([
     [{ PORT: 'eighty' }, 'PORT: must be an integer >= 0, got "eighty"'],
+    [{ GATEKEEPER_MAX_BATCH: '100000' }, 'GATEKEEPER_MAX_BATCH: must be an integer from 1 to 4096, got "100000"'],
     [{ MAX_GPU_HOURS_PER_JOB: '-5' }, 'MAX_GPU_HOURS_PER_JOB: must be a number > 0 and <= 1000000, got "-5"'],
     [{ MAX_GPU_HOURS_PER_JOB: '1e9' }, 'MAX_GPU_HOURS_PER_JOB: must be a number > 0 and <= 1000000, got "1e9"'],
     [{ SETTLED_RETAIN_SECONDS: '3600' }, 'SETTLED_RETAIN_SECONDS: must cover EXEC_RETAIN_FINISHED_MS + GATEKEEPER_LOCK_MS (at least 86430 s)'],

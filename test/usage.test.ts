@@ -15,7 +15,7 @@ import { LedgerWriter } from '../src/ledger/writer.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import type { JobMeta } from '../src/accounting/counters.ts';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { EXIT, runCli } from '../src/cli/main.ts';
@@ -163,9 +163,14 @@ describe('CLI', () => {
   });
 
   it('exports a month to a file, byte for byte what the API streams', async () => {
-    const file = join(mkdtempSync(join(os.tmpdir(), 'gk-export-')), 'nov.csv');
-    expect((await cli(['export', '--month', '2026-11', '--out', file])).code).toBe(EXIT.ok);
-    expect(readFileSync(file, 'utf8')).toBe((await get('/usage/export?month=2026-11&format=csv')).text);
-    expect((await cli(['export', '--month', 'november'])).code).toBe(EXIT.refused);
+    const dir = mkdtempSync(join(os.tmpdir(), 'gk-export-'));
+    try {
+      const file = join(dir, 'nov.csv');
+      expect((await cli(['export', '--month', '2026-11', '--out', file])).code).toBe(EXIT.ok);
+      expect(readFileSync(file, 'utf8')).toBe((await get('/usage/export?month=2026-11&format=csv')).text);
+      expect((await cli(['export', '--month', 'november'])).code).toBe(EXIT.refused);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
