@@ -2,7 +2,8 @@
  * `npm run bench`: admission throughput and latency of the gatekeeper against
  * a plain relay (intake -> exec with no budget check), same process, same
  * Redis, same concurrency and connection pattern, so the ratio isolates what
- * admission itself costs. Runs alternate relay/gatekeeper to spread drift.
+ * admission itself costs. Runs alternate relay/gatekeeper in ABBA order, so
+ * drift favours neither.
  *
  * Throughput: BENCH_JOBS (20000) one-hour jobs preloaded, then timed until
  * every one is on gpu-exec or gpu-held. The gatekeeper's budget is 90% of the
@@ -216,7 +217,7 @@ function report(m: Awaited<ReturnType<typeof machine>>, tp: ThroughputRun[], lat
   const bad = tp.filter((r) => !r.ok);
   const md = [
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.os}; Node ${m.node}; Redis ${m.redis}; load average at start ${m.load}`,
-    `Workload: ${JOBS} preloaded jobs per throughput run, ${ROUNDS} rounds alternating relay/gatekeeper, ` +
+    `Workload: ${JOBS} preloaded jobs per throughput run, ${ROUNDS} rounds alternating relay/gatekeeper (ABBA), ` +
       `latency at ${RATE}/s for ${LATENCY_SECONDS} s, concurrency ${loadConfig(process.env).gatekeeperConcurrency}; ` +
       'medians over rounds; ratio = gatekeeper / relay.',
     '',
@@ -224,6 +225,8 @@ function report(m: Awaited<ReturnType<typeof machine>>, tp: ThroughputRun[], lat
     '| --- | --- | --- | --- |',
     row('throughput (jobs/s)', s.throughputJobsPerSec, 0),
     text('throughput per run (jobs/s)', (k) => by(tp, k).map((r) => r.jobsPerSec.toFixed(0)).join(', ')),
+    // Each round's own ratio: how far the machine's other load moved the runs.
+    `| ratio per round | | | ${by(tp, 'gatekeeper').map((g, i) => (g.jobsPerSec / by(tp, 'relay')[i]!.jobsPerSec).toFixed(2)).join(', ')} |`,
     row('CPU per 1000 jobs, node (ms)', s.nodeCpuMsPer1k, 0),
     row('CPU per 1000 jobs, redis (ms)', s.redisCpuMsPer1k, 0),
     row(`latency mean (ms, ${RATE}/s)`, s.latencyMeanMs, 2),
@@ -248,8 +251,11 @@ async function main(): Promise<void> {
     const tp: ThroughputRun[] = [];
     const lat: LatencyRun[] = [];
     for (let round = 1; round <= ROUNDS; round++) {
-      for (const kind of KINDS) tp.push(await throughputRun(redis.url, kind));
-      for (const kind of KINDS) lat.push(await latencyRun(redis.url, kind));
+      // Relay first in odd rounds, gatekeeper first in even ones (ABBA), so a
+      // machine getting busier or quieter during a round favours neither.
+      const order = round % 2 === 1 ? KINDS : [...KINDS].reverse();
+      for (const kind of order) tp.push(await throughputRun(redis.url, kind));
+      for (const kind of order) lat.push(await latencyRun(redis.url, kind));
       process.stderr.write(`round ${round}/${ROUNDS}: ${tp.slice(-2).map((r) => `${r.kind} ${r.jobsPerSec.toFixed(0)}/s`).join(', ')}\n`);
     }
     const { md, json } = report(m, tp, lat);
