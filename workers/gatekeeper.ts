@@ -33,8 +33,9 @@ import type { Metrics } from '../src/metrics.ts';
  * (hash-max-listpack-value) as one compact listpack, and one longer value
  * turns it into a hashtable. An admitted result naming its reserved hours as
  * well came to 66 bytes and did that to every small intake job at completion:
- * 14 us more Redis CPU per job (bench/admission.ts) and more memory for every
- * completed job kept. The hours are in the exec job's `admission`.
+ * about 14 us more Redis CPU per job (an A/B on the admission benchmark's
+ * jobs) and more memory for every completed job kept. The hours are in the
+ * exec job's `admission`.
  */
 export type IntakeResult =
   | { outcome: 'admitted'; execJobId: string; alreadySettled?: boolean }
