@@ -2,8 +2,8 @@
  * `npm run bench`: admission throughput and latency of the gatekeeper against
  * a plain relay (intake -> exec with no budget check), same process, same
  * Redis, same concurrency and connection pattern, so the ratio isolates what
- * admission itself costs. Runs alternate relay/gatekeeper in ABBA order, so
- * drift favours neither.
+ * admission itself costs. After one uncounted warm-up run of each, runs
+ * alternate relay/gatekeeper in ABBA order, so drift favours neither.
  *
  * Throughput: BENCH_JOBS (20000) one-hour jobs preloaded, then timed until
  * every one is on gpu-exec or gpu-held. The gatekeeper's budget is 90% of the
@@ -39,6 +39,7 @@ function env(name: string, def: number): number {
   return n;
 }
 const JOBS = env('BENCH_JOBS', 20_000);
+const WARMUP_JOBS = Math.min(JOBS, 5_000);
 const ROUNDS = env('BENCH_ROUNDS', 5); // odd, so the median is a real run; 5: one shared machine's runs spread by half
 const RATE = env('BENCH_RATE', 500);
 const LATENCY_SECONDS = env('BENCH_LATENCY_SECONDS', 4);
@@ -107,24 +108,24 @@ async function cpuSeconds(admin: Redis): Promise<{ node: number; redis: number }
 interface ThroughputRun { kind: Kind; jobs: number; seconds: number; jobsPerSec: number; exec: number; held: number;
   nodeCpuMsPer1k: number; redisCpuMsPer1k: number; limitGpuMs?: number; usedPlusReservedGpuMs?: number; ok: boolean; problems: string[] }
 
-async function throughputRun(redisUrl: string, kind: Kind): Promise<ThroughputRun> {
+async function throughputRun(redisUrl: string, kind: Kind, jobs = JOBS): Promise<ThroughputRun> {
   return withRun(redisUrl, kind, async (run) => {
-    const limit = hoursToGpuMs(JOBS * 0.9);
+    const limit = hoursToGpuMs(jobs * 0.9);
     if (kind === 'gatekeeper') await run.accounting.setLimit(SCOPE, limit);
     // Preload first so the timed part is pure draining, not the producer.
-    for (let i = 0; i < JOBS; i += 1000) {
-      const n = Math.min(1000, JOBS - i);
+    for (let i = 0; i < jobs; i += 1000) {
+      const n = Math.min(1000, jobs - i);
       await run.intake.addBulk(Array.from({ length: n }, (_, k) => ({ name: 'bench', data: jobData(i + k) })));
     }
     const [t0, cpu0] = [performance.now(), await cpuSeconds(run.admin)];
     run.start();
-    const { exec, held } = await waitForProcessed(run, JOBS);
+    const { exec, held } = await waitForProcessed(run, jobs);
     const [seconds, cpu1] = [(performance.now() - t0) / 1000, await cpuSeconds(run.admin)];
-    const per1k = (s: number) => (s * 1e6) / JOBS;
-    const res: ThroughputRun = { kind, jobs: JOBS, seconds, jobsPerSec: JOBS / seconds, exec, held, ok: true, problems: [],
+    const per1k = (s: number) => (s * 1e6) / jobs;
+    const res: ThroughputRun = { kind, jobs, seconds, jobsPerSec: jobs / seconds, exec, held, ok: true, problems: [],
       nodeCpuMsPer1k: per1k(cpu1.node - cpu0.node), redisCpuMsPer1k: per1k(cpu1.redis - cpu0.redis) };
-    const expectedExec = kind === 'relay' ? JOBS : Math.floor(limit / HOUR);
-    if (exec + held !== JOBS) res.problems.push(`exec ${exec} + held ${held} != ${JOBS} jobs`);
+    const expectedExec = kind === 'relay' ? jobs : Math.floor(limit / HOUR);
+    if (exec + held !== jobs) res.problems.push(`exec ${exec} + held ${held} != ${jobs} jobs`);
     if (exec !== expectedExec) res.problems.push(`exec ${exec} != expected ${expectedExec}`);
     if (kind === 'gatekeeper') {
       const s = await run.accounting.readScope(SCOPE);
@@ -217,7 +218,7 @@ function report(m: Awaited<ReturnType<typeof machine>>, tp: ThroughputRun[], lat
   const bad = tp.filter((r) => !r.ok);
   const md = [
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.os}; Node ${m.node}; Redis ${m.redis}; load average at start ${m.load}`,
-    `Workload: ${JOBS} preloaded jobs per throughput run, ${ROUNDS} rounds alternating relay/gatekeeper (ABBA), ` +
+    `Workload: ${JOBS} preloaded jobs per throughput run, ${ROUNDS} rounds alternating relay/gatekeeper (ABBA) after a warm-up run of each, ` +
       `latency at ${RATE}/s for ${LATENCY_SECONDS} s, concurrency ${loadConfig(process.env).gatekeeperConcurrency}; ` +
       'medians over rounds; ratio = gatekeeper / relay.',
     '',
@@ -225,7 +226,7 @@ function report(m: Awaited<ReturnType<typeof machine>>, tp: ThroughputRun[], lat
     '| --- | --- | --- | --- |',
     row('throughput (jobs/s)', s.throughputJobsPerSec, 0),
     text('throughput per run (jobs/s)', (k) => by(tp, k).map((r) => r.jobsPerSec.toFixed(0)).join(', ')),
-    // Each round's own ratio: how far the machine's other load moved the runs.
+    // Each round's own ratio, to show how far apart single runs land.
     `| ratio per round | | | ${by(tp, 'gatekeeper').map((g, i) => (g.jobsPerSec / by(tp, 'relay')[i]!.jobsPerSec).toFixed(2)).join(', ')} |`,
     row('CPU per 1000 jobs, node (ms)', s.nodeCpuMsPer1k, 0),
     row('CPU per 1000 jobs, redis (ms)', s.redisCpuMsPer1k, 0),
@@ -250,9 +251,16 @@ async function main(): Promise<void> {
     const m = await machine(redis.url);
     const tp: ThroughputRun[] = [];
     const lat: LatencyRun[] = [];
+    // A warm-up run of each, not counted: the first run of a kind in this
+    // process also pays for compiling its code (the gatekeeper has more).
+    for (const kind of KINDS) {
+      const w = await throughputRun(redis.url, kind, WARMUP_JOBS);
+      if (!w.ok) throw new Error(`warm-up ${kind} run: ${w.problems.join('; ')}`);
+    }
     for (let round = 1; round <= ROUNDS; round++) {
       // Relay first in odd rounds, gatekeeper first in even ones (ABBA), so a
-      // machine getting busier or quieter during a round favours neither.
+      // machine getting busier or quieter favours neither (with an odd number
+      // of rounds the relay goes first once more).
       const order = round % 2 === 1 ? KINDS : [...KINDS].reverse();
       for (const kind of order) tp.push(await throughputRun(redis.url, kind));
       for (const kind of order) lat.push(await latencyRun(redis.url, kind));

@@ -55,6 +55,8 @@ const md = [
   '| measure | gatekeeper | baseline | ratio | target |',
   '| --- | --- | --- | --- | --- |',
   ...rows,
+  // From bench/all.ts: a part that failed may have left its previous run's figures.
+  ...(process.env.BENCH_FAILED ? ['', `Failed this run: ${process.env.BENCH_FAILED}. Their rows may be from an earlier run.`] : []),
 ].join('\n');
 console.log(md);
 save('summary.md', md + '\n');

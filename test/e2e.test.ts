@@ -91,8 +91,11 @@ describe('budget 10 GPU-h, 15 one-hour jobs', () => {
     const job = await intake.add('small', { project: 'beta', user: 'bo', estimatedGpuHours: 1 });
     await eventually(() => job.getState(), (s) => s === 'completed');
     expect((await intake.getJob(job.id!))!.returnvalue).toEqual({ outcome: 'admitted', execJobId: `intake-${job.id}` });
-    // A small job's hash stays a listpack (every value <= 64 bytes): a longer
-    // result made Redis convert every completed intake job (see IntakeResult).
+    // What was reserved is on the exec job it names.
+    expect((await exec.getJob(`intake-${job.id}`))!.data.admission).toMatchObject({ intakeJobId: job.id, reservedGpuHours: 1 });
+    // A small job's hash stays a listpack (every value <= 64 bytes; the name
+    // is Redis 7's): a longer result made Redis convert every completed
+    // intake job (see IntakeResult).
     expect(await t.redis.object('ENCODING', intake.toKey(job.id!))).toBe('listpack');
   });
 });

@@ -28,17 +28,21 @@ describe('GroupCommit', () => {
     expect(calls).toEqual([[1], [2, 3, 4], [5, 6]]);
   });
 
-  it('fails only the callers of a batch whose call failed, and goes on', async () => {
-    let n = 0;
+  it('fails every caller of a failed call and only those, and goes on', async () => {
+    const calls: number[][] = [];
+    const first = deferred<void>();
     const gc = new GroupCommit<number, number>(async (batch) => {
-      n += 1;
-      if (n === 1) throw new Error('connection lost');
+      calls.push(batch);
+      if (calls.length === 1) await first.promise;
+      if (calls.length === 2) throw new Error('connection lost');
       return batch;
     });
-    const first = gc.submit(1);
-    const second = gc.submit(2);
-    await expect(first).rejects.toThrow('connection lost');
-    await expect(second).resolves.toBe(2);
-    await expect(gc.submit(3)).resolves.toBe(3);
+    const [one, two, three] = [1, 2, 3].map((n) => gc.submit(n));
+    first.resolve();
+    await expect(one).resolves.toBe(1);
+    await expect(two).rejects.toThrow('connection lost');
+    await expect(three).rejects.toThrow('connection lost');
+    await expect(gc.submit(4)).resolves.toBe(4);
+    expect(calls).toEqual([[1], [2, 3], [4]]);
   });
 });
