@@ -39,8 +39,9 @@ const scripts = { [REV]: withIncludes(fromRev('reserve'), fromRev), tree: script
 
 /**
  * The batch argument in the form a script version reads: the tree's encoding
- * (reserveBatch), or one array per job with its scope list, as scripts
- * before a03b91a read it.
+ * (reserveBatch, with groups), the scope lists alone (a03b91a until the
+ * groups), or one array per job with its scope list, as scripts before
+ * a03b91a read it.
  */
 function batchArg(script: string, first: number, n: number, now: number): string {
   const reqs: ReserveRequest[] = Array.from({ length: n }, (_, j) => {
@@ -48,8 +49,21 @@ function batchArg(script: string, first: number, n: number, now: number): string
     const user = `u${i % 16}`;
     return { jobId: String(i + 1), order: i + 1, amountGpuMs: hoursToGpuMs(1), meta: { project: 'bench', user, gpus: 1 }, scopes: ['project:bench', `user-day:${user}`, `user-week:${user}`] };
   });
-  if (script.includes('input.sigs')) return reserveBatch(reqs, now).batch;
+  if (script.includes('input.groups')) return reserveBatch(reqs, now).batch;
+  if (script.includes('input.sigs')) return sigsBatch(reqs, now);
   return JSON.stringify(reqs.map((r) => [r.jobId, String(r.order), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), r.scopes, '']));
+}
+
+/** The batch as scripts from a03b91a to before the groups read it: each job carries its project, metadata and type. */
+function sigsBatch(reqs: ReserveRequest[], now: number): string {
+  const sigs: string[][] = [];
+  const sigIndex = new Map<string, number>();
+  const jobs = reqs.map((r) => {
+    const key = r.scopes.join(',');
+    if (!sigIndex.has(key)) sigIndex.set(key, sigs.push(r.scopes));
+    return [r.jobId, String(r.order ?? now), String(r.amountGpuMs), r.meta.project, JSON.stringify(r.meta), sigIndex.get(key), r.meta.jobType ?? ''];
+  });
+  return JSON.stringify({ sigs, jobs });
 }
 
 /** Instructions a fresh redis-server executes while `script` (or nothing) runs the case. */

@@ -165,6 +165,28 @@ describe('scripts', () => {
     ]);
   });
 
+  it('keeps each job\'s own metadata and job type when one batch mixes them over the same scopes', async () => {
+    const a = t.accounting;
+    await a.setLimit('s:mix', 100);
+    await a.setExempt('eval-mix', true);
+    const own = (jobType?: string, gpuType?: string) => ({ ...meta, ...(jobType ? { jobType } : {}), ...(gpuType ? { gpuType } : {}) });
+    const jobs = [
+      { jobId: 'm1', amountGpuMs: 10, scopes: ['s:mix'], meta: own('train', 'a100') },
+      { jobId: 'm2', amountGpuMs: 10, scopes: ['s:mix'], meta: own('eval-mix') }, // exempt: tracked, not counted
+      { jobId: 'm3', amountGpuMs: 10, scopes: ['s:mix'], meta: own('train', 'h100') },
+      { jobId: 'm4', amountGpuMs: 10, scopes: ['s:mix'], meta: own('train', 'a100') }, // same as m1's
+      { jobId: 'm5', amountGpuMs: 10, scopes: ['s:mix'], meta: own() },
+    ];
+    const out = await a.reserveMany(jobs, now);
+    expect(out.map((o) => o.kind === 'reserved' && o.exempt)).toEqual([false, true, false, false, false]);
+    expect((await a.readScope('s:mix')).reservedGpuMs).toBe(40);
+    const ledger = (await t.redis.xrange(a.keys.ledger, '-', '+')).flatMap(([, flat]) => parseEntry(flat)).filter((r) => r.jobId.startsWith('m'));
+    expect(ledger.map((r) => [r.jobId, r.jobType, r.gpuType, r.exempt])).toEqual([
+      ['m1', 'train', 'a100', false], ['m2', 'eval-mix', null, true], ['m3', 'train', 'h100', false], ['m4', 'train', 'a100', false], ['m5', null, null, false],
+    ]);
+    for (const j of jobs) expect(JSON.parse((await t.redis.hget(a.keys.reservation(j.jobId), 'meta'))!)).toEqual(j.meta);
+  });
+
   it('decides a batch in order, each job seeing the ones before it, counters exact', async () => {
     const a = t.accounting;
     await a.setLimit('s:b1', 100);

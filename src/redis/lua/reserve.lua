@@ -33,16 +33,21 @@
                they live in the same cluster slot.
     ARGV[4]    periods now, JSON: { day|week|month: { label, prev, prevStart } }
     ARGV[5]    the batch, JSON: { sigs = [ [ scope base, ... ], ... ],
-                              jobs = [ job, ... ] }
+                              groups = [ group, ... ], jobs = [ job, ... ] }
                sigs: each distinct list of scope bases in the batch, once
-               (a batch's jobs share a few: a project and its users); jobs,
-               in order, each
-                 [ job id, submission order (the held lines are sorted by it),
-                   amount (integer GPU-ms > 0, as a string), project,
+               (a batch's jobs share a few: a project and its users);
+               groups: each distinct (scope list, metadata) pair, once, as
+                 [ index of its scope list in sigs (1-based), project,
                    job metadata (a JSON string, copied to the ledger),
-                   index of its scope list in sigs (1-based), job type ('' if none) ]
+                   job type ('' if none) ]
+               jobs, in order, each
+                 [ job id, submission order (the held lines are sorted by it),
+                   amount (integer GPU-ms > 0, as a string),
+                   index of its group in groups (1-based) ]
                One argument rather than several per job: Node encodes one JSON
-               string much faster than the client encodes many small arguments.
+               string much faster than the client encodes many small arguments;
+               and a job's metadata, the same for most of a user's jobs, is
+               decoded once per group rather than per job.
     ARGV[6]    '1': a dry run (preflight): decide every job exactly as above,
                write nothing, and also answer warnings: the events the batch
                would raise as { type, scope, threshold or '' } (JOB_HELD left
@@ -90,6 +95,7 @@ local touched = {}      -- scope states to write, in first-touch order
 -- and writes no scope, as before).
 local sigs = {}
 for i, bases in ipairs(input.sigs) do sigs[i] = { bases = bases, basesCsv = table.concat(bases, ',') } end
+local groups = input.groups
 local function resolve(sig)
   if not sig.scopes then
     local scopes = {}
@@ -139,7 +145,9 @@ local admitted, held = {}, {}
 local seenHere = {}     -- reservation key -> its result here (admitted: its index in `admitted`), for a job listed twice in one batch
 for j = 1, #batch do
   local job = batch[j]
-  local jobId, order, amount, project, meta, sig, jobType = job[1], job[2], job[3], job[4], job[5], sigs[job[6]], job[7]
+  local group = groups[job[4]]
+  local jobId, order, amount = job[1], job[2], job[3]
+  local sig, project, meta, jobType = sigs[group[1]], group[2], group[3], group[4]
   local resKey, need = base .. 'res:' .. jobId, tonumber(amount)
   local bases = sig.bases
 
