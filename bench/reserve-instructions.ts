@@ -1,9 +1,9 @@
 /**
  * `npm run bench:instructions`: how many instructions Redis executes per job
  * of reserve.lua, this tree against a git revision (default HEAD), counted by
- * valgrind's callgrind. Instruction counts repeat exactly whatever else the
- * machine does, so a change to the script can be judged to the percent on a
- * shared machine where timings wander by half (measured here: the same
+ * valgrind's callgrind. Instruction counts repeat to within 0.3 % whatever
+ * else the machine does, so a change to the script can be judged to the
+ * percent on a shared machine where timings wander by half (measured here: the same
  * throughput run gave 4,400 and 10,300 jobs/s an hour apart).
  *
  * Each case runs a fresh redis-server under callgrind: once with no script
