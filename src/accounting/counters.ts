@@ -435,10 +435,11 @@ function parseShortfalls(r: (number | string)[], neededGpuMs: number): Shortfall
  * lists (a project and its users) and a few metadata records (a user's
  * jobs look alike): each distinct list travels once, each distinct
  * (list, metadata) pair travels once as a group, and a job names its group
- * by index (1-based, for Lua). A job is then four short values, which the
- * script decodes in a fraction of the time the metadata's escaped JSON took
- * per job. Numbers travel as strings: Lua would format a number with 14
- * digits only. `jobSig[i]` is job i's list index.
+ * by index (1-based, for Lua). A job is then four short values instead of
+ * also carrying its project, type and metadata as escaped JSON: 82,125 ->
+ * 78,813 Redis instructions per job at 256 per call (bench:instructions).
+ * Numbers travel as strings: Lua would format a number with 14 digits only.
+ * `jobSig[i]` is job i's list index.
  */
 export function reserveBatch(reqs: ReserveRequest[], now: number): { batch: string; sigs: string[][]; jobSig: number[] } {
   const sigIndex = new Map<string, number>();
