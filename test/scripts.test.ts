@@ -185,6 +185,7 @@ describe('scripts', () => {
       ['m1', 'train', 'a100', false], ['m2', 'eval-mix', null, true], ['m3', 'train', 'h100', false], ['m4', 'train', 'a100', false], ['m5', null, null, false],
     ]);
     for (const j of jobs) expect(JSON.parse((await t.redis.hget(a.keys.reservation(j.jobId), 'meta'))!)).toEqual(j.meta);
+    expect(Object.keys(await t.redis.hgetall(a.keys.reservation('m2'))).sort()).toEqual(['admittedAt', 'amount', 'exempt', 'meta', 'scopes', 'state']);
   });
 
   it('decides a batch in order, each job seeing the ones before it, counters exact', async () => {
@@ -236,6 +237,11 @@ describe('scripts', () => {
     expect(await a.heldIds(meta.project)).toEqual(['r4']);
     expect((await a.readScope('s:rel')).reservedGpuMs).toBe(5);
     expect(await a.release(['r2'], 'fifo', 'test', now)).toEqual([{ kind: 'not-held', state: 'reserved' }]);
+    // Released, a record holds what an admitted one does (no held-only fields, so a rebuild restores it as it was); one still held keeps its scope list and lines.
+    const fields = async (id: string) => Object.keys(await t.redis.hgetall(a.keys.reservation(id))).sort();
+    expect(await fields('r1')).toEqual(['admittedAt', 'amount', 'meta', 'scopes', 'state']);
+    expect(await fields('r2')).toEqual(['admittedAt', 'amount', 'meta', 'scopes', 'state']);
+    expect(await fields('r4')).toEqual(['amount', 'bases', 'heldAt', 'lines', 'meta', 'state']);
   });
 
   it('never lets a newer held job overtake an older one, even when released alone', async () => {

@@ -108,9 +108,9 @@ async function restoreReservations(deps: { redis: Redis; accounting: Accounting;
   let open = 0;
   let settled = 0;
   await pipelined(redis, jobs.rows, (p, j: Record<string, any>) => {
-    // As reserve.lua (and release.lua) wrote it: amount, bases, scopes, state, admittedAt, meta, exempt.
+    // As reserve.lua (and release.lua) wrote it: amount, scopes, state, admittedAt, meta, exempt.
     const record: Record<string, string> = {
-      amount: String(j.estimated_gpu_ms), scopes: (j.scopes as string[]).join(','), bases: (j.scopes as string[]).map((s) => s.split('@')[0]).join(','),
+      amount: String(j.estimated_gpu_ms), scopes: (j.scopes as string[]).join(','),
       admittedAt: String(Math.round(Number(j.admitted_ms))), meta: j.meta ?? legacyMeta(j), ...(j.exempt ? { exempt: '1' } : {}),
     };
     const key = k.reservation(j.job_id);

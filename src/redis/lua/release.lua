@@ -102,7 +102,7 @@ for a = 6, #ARGV do
       end
       local scopeIds = ids(scopes)
       redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now, 'scopes', scopeIds)
-      redis.call('HDEL', resKey, 'lines')
+      redis.call('HDEL', resKey, 'lines', 'bases', 'heldAt')  -- now an admitted record, as reserve.lua writes one
       redis.call('ZREM', base .. 'held:' .. project, jobId)
       redis.call('ZREM', allHeldKey, jobId)
       redis.call('HINCRBY', base .. 'held-count', project, -1)

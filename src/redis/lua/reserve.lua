@@ -158,7 +158,7 @@ for j = 1, #batch do
   if again then
     if type(again) == 'number' then
       local a = admitted[again]
-      r = { 2, tonumber(a[3]), 'reserved', a[4], a[7] and 1 or 0 }  -- what the first listing reserved
+      r = { 2, tonumber(a[3]), 'reserved', a[4], a[6] and 1 or 0 }  -- what the first listing reserved
     else
       r = again
     end
@@ -222,7 +222,7 @@ for j = 1, #batch do
           end
         end
       end
-      admitted[#admitted + 1] = { resKey, jobId, amount, sig.ids, meta, sig.basesCsv, exempt }
+      admitted[#admitted + 1] = { resKey, jobId, amount, sig.ids, meta, exempt }
       if exempt or #soft > 0 then
         r = { 1, need, sig.ids, table.concat(soft, ','), exempt and 1 or 0 }
       else
@@ -277,16 +277,19 @@ for first = 1, #admitted, CHUNK do
   local zadd, xadd = { 'ZADD', openKey }, { 'XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now }
   for j = first, math.min(first + CHUNK - 1, #admitted) do
     local a = admitted[j]
-    if a[7] then
-      redis.call('HSET', a[1], 'amount', a[3], 'bases', a[6], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'exempt', '1')
+    -- No 'bases' (a held record's scope list): only release reads it, of held
+    -- jobs, and the counter ids in 'scopes' name the same scopes. One field
+    -- fewer per job, on every record kept for SETTLED_RETAIN_SECONDS.
+    if a[6] then
+      redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'exempt', '1')
     else
-      redis.call('HSET', a[1], 'amount', a[3], 'bases', a[6], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5])
+      redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5])
     end
     zadd[#zadd + 1] = now; zadd[#zadd + 1] = a[2]
     local x = #xadd
     xadd[x + 1] = 'jobId'; xadd[x + 2] = a[2]; xadd[x + 3] = 'estimated'; xadd[x + 4] = a[3]
     xadd[x + 5] = 'scopes'; xadd[x + 6] = a[4]; xadd[x + 7] = 'meta'; xadd[x + 8] = a[5]
-    xadd[x + 9] = 'exempt'; xadd[x + 10] = a[7] and '1' or '0'
+    xadd[x + 9] = 'exempt'; xadd[x + 10] = a[6] and '1' or '0'
   end
   redis.call(unpack(zadd))
   redis.call(unpack(xadd))
