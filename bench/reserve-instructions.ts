@@ -3,8 +3,8 @@
  * of reserve.lua, this tree against a git revision (default HEAD), counted by
  * valgrind's callgrind. Instruction counts repeat to within 0.3 % whatever
  * else the machine does, so a change to the script can be judged to the
- * percent on a shared machine where timings wander by half (measured here: the same
- * throughput run gave 4,400 and 10,300 jobs/s an hour apart).
+ * percent on a shared machine where timings wander by half (measured here:
+ * the same throughput run gave 4,400 and 10,300 jobs/s an hour apart).
  *
  * Each case runs a fresh redis-server under callgrind: once with no script
  * calls (start-up and the driver's set-up, subtracted), once per script. The
