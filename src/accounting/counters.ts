@@ -426,11 +426,6 @@ function parseShortfalls(r: (number | string)[], neededGpuMs: number): Shortfall
 }
 
 /**
- * A job's place in its project's held line. BullMQ's own job ids count up per
- * queue, so they are the exact submission order; a custom (non-numeric) id
- * falls back to its submission time in ms, which sorts after every numeric id.
- */
-/**
  * reserve.lua's batch argument (ARGV[5]). Jobs of a batch share a few scope
  * lists (a project and its users) and a few metadata records (a user's
  * jobs look alike): each distinct list travels once, each distinct
@@ -467,6 +462,11 @@ export function reserveBatch(reqs: ReserveRequest[], now: number): { batch: stri
   return { batch: JSON.stringify({ sigs, groups, jobs }), sigs, jobSig };
 }
 
+/**
+ * A job's place in its project's held line. BullMQ's own job ids count up per
+ * queue, so they are the exact submission order; a custom (non-numeric) id
+ * falls back to its submission time in ms, which sorts after every numeric id.
+ */
 export function submissionOrder(jobId: string, timestampMs: number): number {
   return /^\d{1,15}$/.test(jobId) ? Number(jobId) : timestampMs;
 }
