@@ -69,6 +69,32 @@ describe('ledger writer', () => {
     const a = (await ledgerRows()).filter((r) => r.job_id === 'a');
     expect(a.map((r) => [r.kind, r.actual_gpu_ms])).toEqual([['reserve', null], ['settle', 400]]);
   });
+
+  it('writes a reserve entry of the form before groups (left in the stream by an upgrade) as the current form', async () => {
+    const key = t.accounting.keys.ledger;
+    const at = Date.now();
+    const scopes = 'project:led,user-day:ana@2026-12-02';
+    // Current form (reserve.lua): header, groups, then one field per job.
+    await t.redis.xadd(key, '*', 'kind', 'reserve', 'at', String(at), 'groups', '2',
+      'g', `${scopes}\t${JSON.stringify(meta)}`, 'g', `${scopes}\t${JSON.stringify({ ...meta, jobType: 'eval' })}\t1`,
+      'up-new-1', '1000,1', 'up-new-2', '2000,2');
+    // The earlier form: a group of fields per job.
+    await t.redis.xadd(key, '*', 'kind', 'reserve', 'at', String(at),
+      'jobId', 'up-old-1', 'estimated', '1000', 'scopes', scopes, 'meta', JSON.stringify(meta), 'exempt', '0',
+      'jobId', 'up-old-2', 'estimated', '2000', 'scopes', scopes, 'meta', JSON.stringify({ ...meta, jobType: 'eval' }), 'exempt', '1');
+    const w = new LedgerWriter(t.connection(), key, t.pool, t.log, { blockMs: 20 });
+    await w.start();
+    await eventually(() => t.redis.xlen(key), (n) => n === 0);
+    await w.stop();
+    const { rows } = await t.pool.query(
+      `SELECT job_id, project, user_name, job_type, scopes, estimated_gpu_ms, exempt, admitted_at, meta FROM ledger WHERE job_id LIKE 'up-%' ORDER BY job_id`);
+    const strip = ({ job_id, ...r }: Record<string, unknown>) => [String(job_id).replace(/-(new|old)-/, '-'), r];
+    expect(rows.map(strip).slice(0, 2)).toEqual(rows.map(strip).slice(2));
+    expect(rows.slice(2).map((r) => [r.job_id, r.job_type, r.scopes, r.estimated_gpu_ms, r.exempt, r.admitted_at.getTime()])).toEqual([
+      ['up-old-1', 'render', ['project:led', 'user-day:ana@2026-12-02'], 1000, false, at],
+      ['up-old-2', 'eval', ['project:led', 'user-day:ana@2026-12-02'], 2000, true, at],
+    ]);
+  });
 });
 
 describe('ledger writer under a backlog', () => {

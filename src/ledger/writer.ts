@@ -121,11 +121,17 @@ export interface LedgerRow {
 }
 
 /**
- * A stream entry is a header (kind, at, note?) followed by one group of
- * fields per job, each group starting with `jobId` (reserve.lua writes one
- * entry per batch, settle.lua one per job).
+ * A stream entry, in one of two forms:
+ * - settle.lua, release.lua (and reserve.lua before the groups form): a
+ *   header (kind, at, note?) followed by one group of fields per job, each
+ *   group starting with `jobId`;
+ * - reserve.lua: `kind reserve at <ms> groups <n>`, then n fields
+ *   `g <counter ids>\t<meta JSON>[\t1 if exempt]`, then one field per job,
+ *   `<job id> <estimated>,<group number>`. Entries of the first form written
+ *   before an upgrade still drain.
  */
 export function parseEntry(flat: string[]): LedgerRow[] {
+  if (flat[0] === 'kind' && flat[1] === 'reserve' && flat[4] === 'groups') return parseReserveEntry(flat);
   const header: Record<string, string> = {};
   const groups: Record<string, string>[] = [];
   for (let i = 0; i + 1 < flat.length; i += 2) {
@@ -133,26 +139,55 @@ export function parseEntry(flat: string[]): LedgerRow[] {
     if (k === 'jobId') groups.push({});
     (groups.length > 0 ? groups[groups.length - 1]! : header)[k] = v;
   }
-  const ts = (ms: string | undefined) => (ms ? new Date(Number(ms)).toISOString() : null);
-  return groups.map((g) => {
-    const meta = JSON.parse(g.meta ?? '{}') as { project?: string; user?: string; jobType?: string; gpuType?: string; run?: string };
-    return {
-      kind: header.kind!,
-      jobId: g.jobId!,
-      project: meta.project ?? '',
-      user: meta.user ?? '',
-      jobType: meta.jobType ?? null,
-      gpuType: meta.gpuType ?? null,
-      scopes: (g.scopes ?? '').split(',').filter(Boolean),
-      estimated: g.estimated!,
-      actual: g.actual ?? null,
-      admittedAt: ts(g.admittedAt ?? (header.kind === 'reserve' ? header.at : undefined)),
-      at: ts(header.at),
-      note: header.note || null,
-      override: header.override === '1',
-      exempt: g.exempt === '1',
-      run: meta.run ?? null,
-      meta: header.kind === 'reserve' ? (g.meta ?? null) : null,
-    };
+  return groups.map((g) => row(
+    { kind: header.kind!, at: header.at, note: header.note, override: header.override === '1' },
+    { jobId: g.jobId!, estimated: g.estimated!, actual: g.actual, admittedAt: g.admittedAt, scopes: g.scopes ?? '', meta: g.meta, exempt: g.exempt === '1' },
+  ));
+}
+
+/** The reserve script's entry: a header, its groups, then one field per job (see parseEntry). */
+function parseReserveEntry(flat: string[]): LedgerRow[] {
+  const at = flat[3];
+  const n = Number(flat[5]);
+  const groups = Array.from({ length: n }, (_, i) => {
+    const v = flat[7 + 2 * i]!;
+    const tab = v.indexOf('\t');
+    const rest = v.slice(tab + 1);
+    const exempt = rest.endsWith('\t1');
+    return { scopes: v.slice(0, tab), meta: exempt ? rest.slice(0, -2) : rest, exempt };
   });
+  const rows: LedgerRow[] = [];
+  for (let i = 6 + 2 * n; i + 1 < flat.length; i += 2) {
+    const v = flat[i + 1]!;
+    const comma = v.indexOf(',');
+    const g = groups[Number(v.slice(comma + 1)) - 1]!;
+    rows.push(row({ kind: 'reserve', at, override: false }, { jobId: flat[i]!, estimated: v.slice(0, comma), scopes: g.scopes, meta: g.meta, exempt: g.exempt }));
+  }
+  return rows;
+}
+
+function row(
+  header: { kind: string; at?: string; note?: string; override: boolean },
+  job: { jobId: string; estimated: string; actual?: string; admittedAt?: string; scopes: string; meta?: string; exempt: boolean },
+): LedgerRow {
+  const ts = (ms: string | undefined) => (ms ? new Date(Number(ms)).toISOString() : null);
+  const meta = JSON.parse(job.meta ?? '{}') as { project?: string; user?: string; jobType?: string; gpuType?: string; run?: string };
+  return {
+    kind: header.kind,
+    jobId: job.jobId,
+    project: meta.project ?? '',
+    user: meta.user ?? '',
+    jobType: meta.jobType ?? null,
+    gpuType: meta.gpuType ?? null,
+    scopes: job.scopes.split(',').filter(Boolean),
+    estimated: job.estimated,
+    actual: job.actual ?? null,
+    admittedAt: ts(job.admittedAt ?? (header.kind === 'reserve' ? header.at : undefined)),
+    at: ts(header.at),
+    note: header.note || null,
+    override: header.override,
+    exempt: job.exempt,
+    run: meta.run ?? null,
+    meta: header.kind === 'reserve' ? (job.meta ?? null) : null,
+  };
 }
