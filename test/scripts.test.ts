@@ -188,6 +188,25 @@ describe('scripts', () => {
     expect(Object.keys(await t.redis.hgetall(a.keys.reservation('m2'))).sort()).toEqual(['admittedAt', 'amount', 'exempt', 'meta', 'scopes', 'state']);
   });
 
+  it('counts admitted jobs in the quotas of a user who has none, across projects in one batch', async () => {
+    const a = t.accounting;
+    const user = `nq${n}`;
+    await a.setLimit(`project:${meta.project}`, 100);
+    await a.setLimit(`project:${meta.project}b`, 15);
+    const job = (jobId: string, project: string, amountGpuMs: number) =>
+      ({ jobId, amountGpuMs, scopes: [`project:${project}`, `user-day:${user}`, `user-week:${user}`], meta: { ...meta, project, user } });
+    const out = await a.reserveMany([
+      job(`${user}-1`, meta.project, 10),
+      job(`${user}-2`, `${meta.project}b`, 7),
+      job(`${user}-3`, meta.project, 5),
+      job(`${user}-4`, `${meta.project}b`, 8),
+      job(`${user}-5`, `${meta.project}b`, 9), // 24 > 15: held, not counted
+    ], now);
+    expect(out.map((o) => o.kind)).toEqual(['reserved', 'reserved', 'reserved', 'reserved', 'held']);
+    for (const q of ['user-day', 'user-week']) expect((await a.readScope(`${q}:${user}`, now)).reservedGpuMs).toBe(30);
+    expect((await a.readScope(`project:${meta.project}b`, now)).reservedGpuMs).toBe(15);
+  });
+
   it('decides a batch in order, each job seeing the ones before it, counters exact', async () => {
     const a = t.accounting;
     await a.setLimit('s:b1', 100);
