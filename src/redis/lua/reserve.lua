@@ -337,7 +337,8 @@ for first = 1, #admitted, CHUNK do
       redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5])
     end
     zadd[#zadd + 1] = now; zadd[#zadd + 1] = a[2]
-    -- Exempt is decided per job type, so per group; keyed apart all the same.
+    -- Exempt follows the job type, so the group; the key keeps an exempt job
+    -- apart from a counted one of its group all the same.
     local key = a[6] and -a[7] or a[7]
     local g = number[key]
     if not g then
