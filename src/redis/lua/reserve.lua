@@ -124,7 +124,7 @@ local function resolve(sig)
   end
   return sig.scopes
 end
---[[ fitsList(sig, need): fits(sig.scopes, need), asking only the limited scopes. ]]
+--[[ fitsList(sig, need): true when misfits(sig.scopes, need) would be empty, asking only the limited scopes (no table built). ]]
 local function fitsList(sig, need)
   if sig.blocked then return false end
   local limited = sig.limited

@@ -234,19 +234,6 @@ local function misfits(scopes, need)
   return out
 end
 
---[[ fits(scopes, need): true when misfits(scopes, need) would be empty (no table built). ]]
-local function fits(scopes, need)
-  for i = 1, #scopes do
-    local s = scopes[i]
-    if not s.limit then
-      if not s.optional then return false end
-    elseif s.ceiling and s.used + s.reserved + need > s.ceiling then
-      return false
-    end
-  end
-  return true
-end
-
 --[[ softOver(scopes, need): bases of soft scopes this job takes past their limit (warn). ]]
 local function softOver(scopes, need)
   local out = nil
