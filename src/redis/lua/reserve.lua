@@ -337,14 +337,13 @@ for first = 1, #admitted, CHUNK do
       redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5])
     end
     zadd[#zadd + 1] = now; zadd[#zadd + 1] = a[2]
-    -- Exempt follows the job type, so the group; the key keeps an exempt job
-    -- apart from a counted one of its group all the same.
-    local key = a[6] and -a[7] or a[7]
-    local g = number[key]
+    -- An admitted job is exempt exactly when its group's job type is (the
+    -- set is read once per call), so exempt goes with the group.
+    local g = number[a[7]]
     if not g then
       groupCount = groupCount + 1
       g = tostring(groupCount)
-      number[key] = g
+      number[a[7]] = g
       xadd[#xadd + 1] = 'g'
       xadd[#xadd + 1] = a[6] and (a[4] .. '\t' .. a[5] .. '\t1') or (a[4] .. '\t' .. a[5])
     end
