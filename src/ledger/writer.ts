@@ -154,24 +154,29 @@ function parseReserveEntry(flat: string[]): LedgerRow[] {
     const tab = v.indexOf('\t');
     const rest = v.slice(tab + 1);
     const exempt = rest.endsWith('\t1');
-    return { scopes: v.slice(0, tab), meta: exempt ? rest.slice(0, -2) : rest, exempt };
+    const meta = exempt ? rest.slice(0, -2) : rest;
+    return { scopes: v.slice(0, tab), meta, parsed: parseMeta(meta), exempt };
   });
   const rows: LedgerRow[] = [];
   for (let i = 6 + 2 * n; i + 1 < flat.length; i += 2) {
     const v = flat[i + 1]!;
     const comma = v.indexOf(',');
     const g = groups[Number(v.slice(comma + 1)) - 1]!;
-    rows.push(row({ kind: 'reserve', at, override: false }, { jobId: flat[i]!, estimated: v.slice(0, comma), scopes: g.scopes, meta: g.meta, exempt: g.exempt }));
+    rows.push(row({ kind: 'reserve', at, override: false }, { jobId: flat[i]!, estimated: v.slice(0, comma), scopes: g.scopes, meta: g.meta, exempt: g.exempt }, g.parsed));
   }
   return rows;
 }
 
+type ParsedMeta = { project?: string; user?: string; jobType?: string; gpuType?: string; run?: string };
+const parseMeta = (json: string | undefined) => JSON.parse(json ?? '{}') as ParsedMeta;
+
+/** One ledger row; `meta` is the job's metadata parsed (a reserve entry parses each group's once). */
 function row(
   header: { kind: string; at?: string; note?: string; override: boolean },
   job: { jobId: string; estimated: string; actual?: string; admittedAt?: string; scopes: string; meta?: string; exempt: boolean },
+  meta: ParsedMeta = parseMeta(job.meta),
 ): LedgerRow {
   const ts = (ms: string | undefined) => (ms ? new Date(Number(ms)).toISOString() : null);
-  const meta = JSON.parse(job.meta ?? '{}') as { project?: string; user?: string; jobType?: string; gpuType?: string; run?: string };
   return {
     kind: header.kind,
     jobId: job.jobId,
