@@ -83,6 +83,31 @@ describe('scripts', () => {
     expect((await t.accounting.readScope('s:idem')).reservedGpuMs).toBe(10);
   });
 
+  it('knows a retried job among new ones in a later batch, whatever state it is in', async () => {
+    const a = t.accounting;
+    await a.setLimit('s:known', 100);
+    await a.setLimit('s:known-small', 100);
+    await a.reserveMany([
+      { jobId: 'k-open', amountGpuMs: 10, scopes: ['s:known'], meta },
+      { jobId: 'k-done', amountGpuMs: 20, scopes: ['s:known'], meta },
+      { jobId: 'k-held', amountGpuMs: 500, scopes: ['s:known-small'], meta },
+    ], now);
+    await a.settle('k-done', ['s:known'], 5, 'settle', now);
+    // Each earlier job in the middle of new ones: the new ones are reserved,
+    // the earlier ones answered from their records and counted once.
+    const out = await a.reserveMany([
+      { jobId: 'k-new1', amountGpuMs: 1, scopes: ['s:known'], meta },
+      { jobId: 'k-open', amountGpuMs: 10, scopes: ['s:known'], meta },
+      { jobId: 'k-done', amountGpuMs: 20, scopes: ['s:known'], meta },
+      { jobId: 'k-held', amountGpuMs: 500, scopes: ['s:known-small'], meta },
+      { jobId: 'k-new2', amountGpuMs: 2, scopes: ['s:known'], meta },
+    ], now);
+    expect(out.map((o) => (o.kind === 'already' ? `already ${o.state}` : o.kind === 'held' ? `held ${o.retried ? 'again' : 'now'}` : o.kind))).toEqual(
+      ['reserved', 'already reserved', 'already settled', 'held again', 'reserved'],
+    );
+    expect(await a.readScope('s:known')).toEqual({ scope: 's:known', limitGpuMs: 100, usedGpuMs: 5, reservedGpuMs: 10 + 1 + 2 });
+  });
+
   it('settles once: actual replaces the reservation, later calls change nothing', async () => {
     const a = t.accounting;
     await a.setLimit('s:set', 100);

@@ -89,6 +89,23 @@ local scopeOf = scopeReader(base, cjson.decode(ARGV[4]), tonumber(now), true)
 local input = cjson.decode(ARGV[5])
 local batch = input.jobs
 
+-- Keys and the registry, the open zset and the ledger entries go to Redis in
+-- chunks of CHUNK: Lua's unpack (and redis.call's argument list) stop at
+-- about 8,000 values, and a failure there would come after the counter writes.
+local CHUNK = 200
+
+-- Most batches are only new jobs. One EXISTS over the batch's reservation
+-- keys says so, instead of one HGET per job; only a batch with a known job
+-- in it (a retry) reads each job's state.
+local resKeys, anyKnown = {}, false
+for j = 1, #batch do resKeys[j] = base .. 'res:' .. batch[j][1] end
+for first = 1, #resKeys, CHUNK do
+  if redis.call('EXISTS', unpack(resKeys, first, math.min(first + CHUNK - 1, #resKeys))) > 0 then
+    anyKnown = true
+    break
+  end
+end
+
 local touched = {}      -- scope states to write, in first-touch order
 -- Scope lists: { bases, basesCsv, scopes, ids, limited, free, blocked, soft,
 -- freeDelta }, the scopes read once per call and only when a job of the list
@@ -175,11 +192,11 @@ for j = 1, #batch do
   local group = groups[job[4]]
   local jobId, order, amount = job[1], job[2], job[3]
   local sig, project, meta, jobType = sigs[group[1]], group[2], group[3], group[4]
-  local resKey, need = base .. 'res:' .. jobId, tonumber(amount)
+  local resKey, need = resKeys[j], tonumber(amount)
   local bases = sig.bases
 
-  -- Most jobs are new: read only the state, and the rest for a retry.
-  local state = redis.call('HGET', resKey, 'state')
+  -- A known job's state, and the rest for a retry (false: no record).
+  local state = anyKnown and redis.call('HGET', resKey, 'state')
   local r
   local again = seenHere[resKey]
   if again then
@@ -294,10 +311,6 @@ if dry then
   end
   return { idList, results, warnings }
 end
--- The registry, the open zset and the ledger entries are written in chunks
--- of CHUNK: Lua's unpack (and redis.call's argument list) stop at about
--- 8,000 values, and a failure there would come after the counter writes.
-local CHUNK = 200
 --[[ callChunked(cmd, key, list, step): cmd key list..., `step` values per call. ]]
 local function callChunked(cmd, key, list, step)
   for first = 1, #list, step do
