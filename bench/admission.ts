@@ -191,7 +191,10 @@ async function machine(redisUrl: string) {
   return { cpu: os.cpus()[0]?.model ?? 'unknown', cores: os.cpus().length, node: process.version,
     redis: /redis_version:(\S+)/.exec(info)?.[1] ?? 'unknown', os: `${os.type()} ${os.release()} ${os.arch()}`,
     // The machine may be shared: a busy one explains noisy rounds.
-    load: os.loadavg().map((l) => l.toFixed(2)).join(' ') };
+    load: os.loadavg().map((l) => l.toFixed(2)).join(' '),
+    // Both paths run in this process, so they share its Node flags; `npm run
+    // bench` gives it the service's young generation (README, "Node flags").
+    nodeFlags: [...process.execArgv.filter((a) => a.startsWith('--max-semi-space-size')), ...(process.env.NODE_OPTIONS ? [process.env.NODE_OPTIONS] : [])].join(' ') || 'none' };
 }
 
 type Pair = Record<Kind, number>;
@@ -217,7 +220,7 @@ function report(m: Awaited<ReturnType<typeof machine>>, tp: ThroughputRun[], lat
   const text = (name: string, f: (k: Kind) => string) => `| ${name} | ${f('relay')} | ${f('gatekeeper')} | |`;
   const bad = tp.filter((r) => !r.ok);
   const md = [
-    `Machine: ${m.cpu}, ${m.cores} cores, ${m.os}; Node ${m.node}; Redis ${m.redis}; load average at start ${m.load}`,
+    `Machine: ${m.cpu}, ${m.cores} cores, ${m.os}; Node ${m.node} (flags: ${m.nodeFlags}); Redis ${m.redis}; load average at start ${m.load}`,
     `Workload: ${JOBS} preloaded jobs per throughput run, ${ROUNDS} rounds alternating relay/gatekeeper (ABBA) after a warm-up run of each, ` +
       `latency at ${RATE}/s for ${LATENCY_SECONDS} s, concurrency ${loadConfig(process.env).gatekeeperConcurrency}; ` +
       'medians over rounds; ratio = gatekeeper / relay.',
