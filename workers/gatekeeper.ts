@@ -149,7 +149,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
 
   const admissions = new GroupCommit<Pending, IntakeResult>(admitBatch, config.gatekeeperMaxBatch);
 
-  async function process(job: Job, token: string | undefined): Promise<IntakeResult> {
+  async function processIntakeJob(job: Job, token: string | undefined): Promise<IntakeResult> {
     try {
       const parsed = parseIntakeJob(schema, job.data);
       if (!parsed.ok) return await reject(job, parsed.reason);
@@ -173,7 +173,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     }
   }
 
-  const worker = new Worker(names.intake, process, {
+  const worker = new Worker(names.intake, processIntakeJob, {
     connection: deps.workerConnection,
     prefix: names.prefix,
     concurrency: config.gatekeeperConcurrency,
