@@ -169,6 +169,7 @@ function parseReserveEntry(flat: string[]): LedgerRow[] {
 
 type ParsedMeta = { project?: string; user?: string; jobType?: string; gpuType?: string; run?: string };
 const parseMeta = (json: string | undefined) => JSON.parse(json ?? '{}') as ParsedMeta;
+const ts = (ms: string | undefined) => (ms ? new Date(Number(ms)).toISOString() : null);
 
 /** One ledger row; `meta` is the job's metadata parsed (a reserve entry parses each group's once). */
 function row(
@@ -176,7 +177,6 @@ function row(
   job: { jobId: string; estimated: string; actual?: string; admittedAt?: string; scopes: string; meta?: string; exempt: boolean },
   meta: ParsedMeta = parseMeta(job.meta),
 ): LedgerRow {
-  const ts = (ms: string | undefined) => (ms ? new Date(Number(ms)).toISOString() : null);
   return {
     kind: header.kind,
     jobId: job.jobId,
