@@ -4,6 +4,7 @@
  * inferred from them.
  */
 import { z } from 'zod';
+import { printable, quoted, safeText } from '../src/text.ts';
 
 /** Project and user names: 1-128 chars of [A-Za-z0-9._-]. */
 export const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
@@ -12,8 +13,13 @@ const name = (what: string) =>
     .string({ error: (i) => (i.input === undefined ? `${what} is required` : `${what} must be a string`) })
     .regex(NAME_RE, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`);
 
+/** Free text (a job or GPU type): 1-128 characters, none that a terminal, a log or Postgres cannot hold (src/text.ts). */
 const label = (what: string) =>
-  z.string({ error: `${what} must be a string` }).min(1, `${what} may not be empty`).max(128, `${what} is longer than 128 characters`);
+  z
+    .string({ error: `${what} must be a string` })
+    .min(1, `${what} may not be empty`)
+    .max(128, `${what} is longer than 128 characters`)
+    .superRefine(safeText(what));
 
 export interface ContractLimits {
   /** Largest estimate a single job may carry, in GPU hours. */
@@ -54,7 +60,7 @@ export function intakeJobSchema(limits: ContractLimits) {
         .refine((h) => !(h > 0) || h * 3_600_000 >= 1, 'estimatedGpuHours is below one GPU-millisecond'),
       payload: z.unknown().optional(),
     },
-    { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'job data must be an object') },
+    { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${fieldNames(i.keys)}` : 'job data must be an object') },
   ).superRefine((job, ctx) => {
     if (job.payload === undefined) return;
     const bytes = Buffer.byteLength(JSON.stringify(job.payload) ?? '', 'utf8');
@@ -119,6 +125,12 @@ export function parseIntakeJob(schema: ReturnType<typeof intakeJobSchema>, data:
 function describe(v: unknown): string {
   // JSON (and so BullMQ) turns NaN and Infinity into null on the way in.
   if (v === null) return 'null (NaN and Infinity arrive as null in JSON)';
-  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? v.slice(0, 40) + '…' : v)}`;
+  if (typeof v === 'string') return `the string ${quoted(v)}`;
   return typeof v;
+}
+
+/** Unknown field names as the submitter wrote them, made printable and cut short: they end up in reasons, logs and Postgres. */
+export function fieldNames(keys: string[]): string {
+  const shown = keys.slice(0, 5).map((k) => printable(k.length > 40 ? `${k.slice(0, 40)}…` : k));
+  return shown.join(', ') + (keys.length > 5 ? ` and ${keys.length - 5} more` : '');
 }

@@ -31,6 +31,7 @@ afterAll(async () => {
 });
 
 const ok = { project: 'good', user: 'ana', estimatedGpuHours: 1 };
+const REFUSED = 'control characters, bidirectional overrides and unpaired surrogates are not accepted';
 
 const cases: [string, unknown, string][] = [
   ['missing project', { user: 'ana', estimatedGpuHours: 1 }, 'invalid job: project is required'],
@@ -48,6 +49,12 @@ const cases: [string, unknown, string][] = [
   ['data not an object', 'render please', 'invalid job: job data must be an object'],
   ['oversized payload', { ...ok, payload: { blob: 'x'.repeat(2000) } }, 'invalid job: payload is 2011 bytes; at most 1024 are allowed'],
   ['several problems at once', { project: '', estimatedGpuHours: -1 }, 'invalid job: project must be 1-128 characters of A-Z a-z 0-9 . _ -; user is required; estimatedGpuHours must be greater than 0'],
+  // Text Postgres cannot store (it stopped the ledger for good) or a terminal would obey.
+  ['job type with a NUL', { ...ok, jobType: 'ren\u0000der' }, `invalid job: jobType contains a control character (U+0000) at character 4; ${REFUSED}`],
+  ['GPU type that retitles a terminal', { ...ok, gpuType: '\u001b]0;pwned\u0007' }, `invalid job: gpuType contains a control character (U+001B) at character 1; ${REFUSED}`],
+  ['job type with an unpaired surrogate', { ...ok, jobType: 'a\ud800' }, `invalid job: jobType contains an unpaired surrogate (U+D800) at character 2; ${REFUSED}`],
+  ['job type with a right-to-left override', { ...ok, jobType: 'txt.\u202eexe' }, `invalid job: jobType contains a bidirectional control character (U+202E) at character 5; ${REFUSED}`],
+  ['unknown field named with a NUL', { ...ok, ['x\u0000']: 1 }, 'invalid job: unknown field(s): x\\u0000'],
 ];
 
 describe('bad input', () => {
@@ -77,6 +84,18 @@ describe('bad input', () => {
     expect(await exec.count()).toBe(cases.length);
     expect((await t.budgets.get('good'))!.reservedGpuMs).toBe(hoursToGpuMs(cases.length));
     expect(gk.worker.isRunning()).toBe(true);
+  });
+});
+
+describe('job ids and text the contract accepts', () => {
+  it('rejects a custom job id holding a control character, and admits 4-byte characters in free text', async () => {
+    const bad = await intake.add('bad-id', ok, { jobId: 'job\u0000one' });
+    const emoji = await intake.add('emoji', { ...ok, jobType: '🚀 render', gpuType: 'H100 ✓' });
+    await eventually(() => Promise.all([bad.isFailed(), emoji.isCompleted()]), (xs) => xs.every(Boolean));
+    expect((await intake.getJob(bad.id!))!.failedReason).toBe(`invalid job: job id contains a control character (U+0000) at character 4; ${REFUSED}`);
+    expect(await t.accounting.reservation('job\u0000one')).toBeNull();
+    expect((await intake.getJob(emoji.id!))!.returnvalue).toMatchObject({ outcome: 'admitted' });
+    expect((await t.accounting.reservation(emoji.id!))!.meta).toMatchObject({ jobType: '🚀 render', gpuType: 'H100 ✓' });
   });
 });
 

@@ -23,9 +23,10 @@ import type { Logger } from '../src/log.ts';
 import { Accounting, submissionOrder } from '../src/accounting/counters.ts';
 import { decideAdmissions, type Decision } from '../src/accounting/admission.ts';
 import { GroupCommit } from '../src/group-commit.ts';
-import { intakeJobSchema, parseIntakeJob, type ExecJobData, type HeldJobData, type IntakeJobData, type RejectedJobData } from '../queues/contract.ts';
+import { NAME_RE, intakeJobSchema, parseIntakeJob, type ExecJobData, type HeldJobData, type IntakeJobData, type RejectedJobData } from '../queues/contract.ts';
 import { execJobId, heldJobId, queueNames, rejectedJobId } from '../queues/names.ts';
 import type { Metrics } from '../src/metrics.ts';
+import { printable, unsafeText } from '../src/text.ts';
 
 /**
  * What an intake job completes with (BullMQ stores it in the job's hash).
@@ -81,13 +82,15 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     log.warn({ jobId: job.id, reason }, 'rejected');
     deps.metrics?.admissions.inc({ outcome: 'rejected' });
     const data = (typeof job.data === 'object' && job.data !== null ? job.data : {}) as { project?: unknown; user?: unknown };
+    // Only names the contract accepts: an invalid job's fields may hold anything (the event is stored in Postgres).
+    const named = (v: unknown) => typeof v === 'string' && NAME_RE.test(v);
     await accounting.emitEvent('JOB_REJECTED', {
-      jobId: job.id!,
-      ...(typeof data.project === 'string' ? { project: data.project } : {}),
-      ...(typeof data.user === 'string' ? { user: data.user } : {}),
+      jobId: printable(job.id!),
+      ...(named(data.project) ? { project: data.project as string } : {}),
+      ...(named(data.user) ? { user: data.user as string } : {}),
       reason,
       by: 'gatekeeper',
-    }, `rejected:${job.id}`, clock.now());
+    }, `rejected:${printable(job.id!)}`, clock.now());
     const r = await rejectedQueue.add(
       job.name,
       { intake: job.data as unknown, rejected: { intakeJobId: job.id!, reason, rejectedAt: clock.now(), by: 'gatekeeper' } },
@@ -151,6 +154,9 @@ export function createGatekeeper(deps: GatekeeperDeps) {
 
   async function processIntakeJob(job: Job, token: string | undefined): Promise<IntakeResult> {
     try {
+      // A custom job id is the submitter's text too: it keys the reservation and every ledger row.
+      const badId = unsafeText('job id', job.id!) ?? (job.id!.length > 256 ? 'job id is longer than 256 characters' : null);
+      if (badId) return await reject(job, `invalid job: ${badId}`);
       const parsed = parseIntakeJob(schema, job.data);
       if (!parsed.ok) return await reject(job, parsed.reason);
       const r = await admissions.submit({ job, data: parsed.data });

@@ -10,12 +10,14 @@ import type { Budgets, ScopeView } from '../accounting/budgets.ts';
 import { gpuMsToHours, hoursToGpuMs } from '../units.ts';
 import { HttpError } from './errors.ts';
 import { actorOf } from './auth.ts';
-import { body, parseBody } from './validate.ts';
+import { body, freeText, parseBody } from './validate.ts';
+import { fieldNames } from '../../queues/contract.ts';
+import { unsafeText } from '../text.ts';
 
 /** Largest limit one scope may have: far below 2^53 GPU-ms even with grace and rollover. */
 export const MAX_BUDGET_GPU_HOURS = 1_000_000_000;
 
-const reason = z.string({ error: 'reason must be a string' }).max(500, 'reason is at most 500 characters').optional();
+const reason = freeText('reason').optional();
 const gpuHours = (what: string, min = 0) =>
   z
     .number({ error: (i) => (i.input === undefined ? `${what} is required` : `${what} must be a number`) })
@@ -61,7 +63,7 @@ const AdjustBody = body({
 
 const LimitBody = z.strictObject(
   { gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds },
-  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'a quota must be an object { gpuHours, policy?, gracePercent? } or null') },
+  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${fieldNames(i.keys)}` : 'a quota must be an object { gpuHours, policy?, gracePercent? } or null') },
 );
 const QuotaBody = body({ reason, daily: LimitBody.nullable().optional(), weekly: LimitBody.nullable().optional() }).refine(
   (b) => b.daily !== undefined || b.weekly !== undefined,
@@ -191,5 +193,7 @@ function limitOptions(b: { policy?: 'hard' | 'soft' | undefined; gracePercent?: 
 /** Job types are free text on the intake contract (1-128 characters). */
 function jobTypeParam(raw: string): string {
   if (raw.length < 1 || raw.length > 128) throw new HttpError(400, 'jobType must be 1-128 characters');
+  const why = unsafeText('jobType', raw);
+  if (why) throw new HttpError(400, why);
   return raw;
 }

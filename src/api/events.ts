@@ -13,7 +13,8 @@ import { EVENT_TYPES } from '../events/types.ts';
 import { createWebhook, deleteWebhook, listWebhooks } from '../events/webhooks.ts';
 import { actorOf, requireAdmin } from './auth.ts';
 import { HttpError } from './errors.ts';
-import { body, parseBody, query } from './validate.ts';
+import { body, freeText, parseBody, query } from './validate.ts';
+import { safeText } from '../text.ts';
 
 const typeList = z
   .string()
@@ -26,9 +27,9 @@ const AlertsQuery = query({
   limit: z.coerce.number({ error: 'limit must be a number' }).int('limit must be a whole number').min(1, 'limit must be at least 1').max(1000, 'limit must be at most 1000').default(100),
   offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0),
 });
-const AckBody = body({ note: z.string({ error: 'note must be a string' }).max(500, 'note is at most 500 characters').optional() }).optional();
+const AckBody = body({ note: freeText('note').optional() }).optional();
 const WebhookBody = body({
-  url: z.string({ error: (i) => (i.input === undefined ? 'url is required' : 'url must be a string') }).max(2000, 'url is at most 2000 characters'),
+  url: z.string({ error: (i) => (i.input === undefined ? 'url is required' : 'url must be a string') }).max(2000, 'url is at most 2000 characters').superRefine(safeText('url')),
   types: z.array(z.enum(EVENT_TYPES, { error: `types must be event types: ${EVENT_TYPES.join(', ')}` }), { error: 'types must be an array' }).optional(),
 });
 
@@ -89,6 +90,8 @@ export function eventRoutes(pool: Pool): Router {
     res.status(201).json(created);
   });
   r.delete('/webhooks/:id', async (req, res) => {
+    // Ids are ours (wh_ + base64url); anything else cannot name one, and may hold text Postgres refuses.
+    if (!/^wh_[A-Za-z0-9_-]{1,64}$/.test(req.params.id)) throw new HttpError(404, 'no such webhook (ids look like wh_…)');
     if (!(await deleteWebhook(pool, req.params.id))) throw new HttpError(404, `no webhook ${req.params.id}`);
     await writeAudit(pool, actorOf(res), { action: 'webhook.delete', target: `webhook:${req.params.id}`, before: null, after: null });
     res.json({ id: req.params.id, deleted: true });

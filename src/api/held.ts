@@ -8,15 +8,12 @@ import { NAME_RE } from '../../queues/contract.ts';
 import { NotHeldError, type HeldJobs } from '../admin/held.ts';
 import { actorOf } from './auth.ts';
 import { HttpError } from './errors.ts';
-import { body, parseBody, query } from './validate.ts';
+import { body, freeText, parseBody, query } from './validate.ts';
+import { safeText } from '../text.ts';
 
 const name = (what: string) => z.string({ error: `${what} must be a string` }).regex(NAME_RE, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`);
-const jobId = z.string({ error: 'ids must be strings' }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters');
-const reason = z
-  .string({ error: (i) => (i.input === undefined ? 'reason is required' : 'reason must be a string') })
-  .trim()
-  .min(1, 'reason may not be empty')
-  .max(500, 'reason is at most 500 characters');
+const jobId = z.string({ error: 'ids must be strings' }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters').superRefine(safeText('job id'));
+const reason = freeText('reason').trim().min(1, 'reason may not be empty');
 
 const ListQuery = query({
     project: name('project').optional(),

@@ -12,6 +12,7 @@ import { NAME_RE } from '../../queues/contract.ts';
 import { gpuMsToHours } from '../units.ts';
 import { csvLine, EXPORT_COLUMNS, exportJobs, GROUPS, monthRange, usageReport, type Group } from '../usage/reports.ts';
 import { HttpError } from './errors.ts';
+import { jsonSafe } from '../text.ts';
 import { parseBody, query } from './validate.ts';
 
 const date = (what: string) =>
@@ -59,7 +60,7 @@ export function usageRoutes(pool: Pool, timeZone: string): Router {
     await exportJobs(pool, range, timeZone, async (rows) => {
       const text = rows
         .map((row) => {
-          const line = q.format === 'csv' ? csvLine(EXPORT_COLUMNS.map((c) => row[c])) + '\n' : `${first ? '\n' : ',\n'}${JSON.stringify(row)}`;
+          const line = q.format === 'csv' ? csvLine(EXPORT_COLUMNS.map((c) => row[c])) + '\n' : `${first ? '\n' : ',\n'}${jsonSafe(JSON.stringify(row))}`;
           first = false;
           return line;
         })

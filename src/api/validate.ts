@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import { HttpError } from './errors.ts';
+import { fieldNames } from '../../queues/contract.ts';
+import { safeText } from '../text.ts';
 
 /** Parse a body, query or parameter, or answer 400 listing every problem. */
 export function parseBody<S extends z.ZodType>(schema: S, input: unknown): z.infer<S> {
@@ -10,8 +12,18 @@ export function parseBody<S extends z.ZodType>(schema: S, input: unknown): z.inf
 
 /** A JSON body object that refuses unknown fields, naming them. */
 export const body = <T extends z.ZodRawShape>(shape: T) =>
-  z.strictObject(shape, { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${i.keys.join(', ')}` : 'body must be a JSON object') });
+  z.strictObject(shape, { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${fieldNames(i.keys)}` : 'body must be a JSON object') });
 
 /** A query string that refuses unknown parameters, naming them. */
 export const query = <T extends z.ZodRawShape>(shape: T) =>
-  z.strictObject(shape, { error: (i) => (i.code === 'unrecognized_keys' ? `unknown query parameter(s): ${i.keys.join(', ')}` : 'bad query') });
+  z.strictObject(shape, { error: (i) => (i.code === 'unrecognized_keys' ? `unknown query parameter(s): ${fieldNames(i.keys)}` : 'bad query') });
+
+/**
+ * Free text a person writes (a reason, a note): at most `max` characters and
+ * none that Postgres, a log, a terminal or a spreadsheet cannot hold.
+ */
+export const freeText = (field: string, max = 500) =>
+  z
+    .string({ error: (i) => (i.input === undefined ? `${field} is required` : `${field} must be a string`) })
+    .max(max, `${field} is at most ${max} characters`)
+    .superRefine(safeText(field));

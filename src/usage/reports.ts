@@ -7,6 +7,7 @@
  */
 import type { Queryable } from '../db/pool.ts';
 import { periodAt } from '../periods.ts';
+import { printable } from '../text.ts';
 
 export const GROUPS = ['project', 'user', 'jobType', 'gpuType', 'day'] as const;
 export type Group = (typeof GROUPS)[number];
@@ -142,12 +143,13 @@ export async function exportJobs(db: Queryable, range: { start: number; end: num
   }
 }
 
-/** One CSV line; quotes what needs it and defuses spreadsheet formulas in free text. */
+/** One CSV line; quotes what needs it, defuses spreadsheet formulas and escapes control characters in free text. */
 export function csvLine(values: (string | number | boolean | null)[]): string {
   return values
     .map((v) => {
       if (v === null) return '';
-      let s = String(v);
+      // Escape sequences shown, not obeyed, when the file is printed (data stored before they were refused may hold them).
+      let s = typeof v === 'string' ? printable(v) : String(v);
       if (typeof v === 'string' && /^[=+\-@\t\r]/.test(s)) s = `'${s}`;
       return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
     })
