@@ -29,6 +29,8 @@ import { EventStore } from './events/store.ts';
 import { DriftAudit } from './accounting/drift.ts';
 import { Metrics } from './metrics.ts';
 import { createMetricsApp } from './api/app.ts';
+import type { Quarantined } from './streams/dead-letter.ts';
+import { QuarantineAdmin } from './admin/quarantine.ts';
 
 type Closer = () => Promise<unknown>;
 
@@ -71,11 +73,22 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     rec.start();
     const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
     const streamConn = connect();
-    const writer = new LedgerWriter(streamConn, accounting.keys.ledger, pool!, log.child({ role: 'ledger' }), { timeZone: config.timeZone });
+    // An entry set aside is counted and raised as an alert (ENTRY_QUARANTINED), once per entry however often it is re-read.
+    const quarantined = (counter: typeof metrics.ledgerQuarantined) => async (q: Quarantined) => {
+      counter.inc();
+      await accounting.emitEvent('ENTRY_QUARANTINED', { quarantineId: q.id, stream: q.stream, streamId: q.streamId, error: q.error }, `quarantine:${q.stream}:${q.streamId}`);
+    };
+    const writer = new LedgerWriter(streamConn, accounting.keys.ledger, pool!, log.child({ role: 'ledger' }), {
+      timeZone: config.timeZone,
+      onQuarantined: quarantined(metrics.ledgerQuarantined),
+    });
     await writer.start();
     // Its own connection: both consumers block on XREADGROUP.
     const eventConn = connect();
-    const events = new EventStore(eventConn, accounting.keys.events, pool!, config, log.child({ role: 'events' }), { metrics });
+    const events = new EventStore(eventConn, accounting.keys.events, pool!, config, log.child({ role: 'events' }), {
+      metrics,
+      onQuarantined: quarantined(metrics.eventsQuarantined),
+    });
     await events.start();
     // The drift audit, on a timer; its result is a metric and, if not zero, a warning.
     const audit = new DriftAudit(redis, accounting, pool!);
@@ -141,12 +154,14 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       rejected: q(config.queues.rejected),
     };
     const held = new HeldJobs(config, redis, pool!, systemClock, log.child({ role: 'admin' }));
-    closers.push(() => Promise.all([...Object.values(boardQueues).map((b) => b.close()), held.close()]));
+    const deliveries = q(config.queues.webhooks);
+    const quarantine = new QuarantineAdmin(pool!, config, deliveries);
+    closers.push(() => Promise.all([...Object.values(boardQueues).map((b) => b.close()), held.close(), deliveries.close()]));
     const tokens = { admin: adminToken, viewer: config.viewerToken };
-    metrics.watchState(accounting, budgets);
+    metrics.watchState(accounting, budgets, pool!);
     const app = createApp({
       metrics, config, accounting, intake: boardQueues.intake, clock: systemClock,
-      budgets, held, redis, pool: pool!, log: log.child({ role: 'api' }), tokens, boardQueues,
+      budgets, held, redis, pool: pool!, log: log.child({ role: 'api' }), tokens, boardQueues, quarantine,
     });
     const server = await listen(app, config.port);
     log.info({ port: config.port }, 'api listening');

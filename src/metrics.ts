@@ -15,6 +15,8 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { Budgets } from './accounting/budgets.ts';
 import type { Accounting } from './accounting/counters.ts';
 import { gpuMsToHours } from './units.ts';
+import type { Queryable } from './db/pool.ts';
+import { waitingCounts } from './db/quarantine.ts';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -53,6 +55,18 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly ledgerQuarantined = new Counter({
+    name: 'gatekeeper_ledger_quarantined_total',
+    help: 'Ledger stream entries Postgres refused on their own merits, set aside (GET /api/v1/quarantine) so later entries flow.',
+    registers: [this.registry],
+  });
+
+  readonly eventsQuarantined = new Counter({
+    name: 'gatekeeper_events_quarantined_total',
+    help: 'Events stream entries that could not be stored (refused, or not an event this version knows), set aside so later entries flow.',
+    registers: [this.registry],
+  });
+
   readonly driftCounters = new Gauge({
     name: 'gatekeeper_drift_counters',
     help: 'Counters whose Redis values differ from the Postgres ledger at the last audit (should be 0).',
@@ -70,7 +84,18 @@ export class Metrics {
   }
 
   /** Deployment-wide gauges read at scrape time (the API process registers these). */
-  watchState(accounting: Accounting, budgets: Budgets): void {
+  watchState(accounting: Accounting, budgets: Budgets, db?: Queryable): void {
+    if (db) {
+      new Gauge({
+        name: 'gatekeeper_quarantined_entries',
+        help: 'Stream entries set aside and not yet replayed, by stream (Postgres at scrape time; should be 0).',
+        labelNames: ['stream'] as const,
+        registers: [this.registry],
+        async collect() {
+          for (const [stream, n] of Object.entries(await waitingCounts(db))) this.set({ stream }, n);
+        },
+      });
+    }
     new Gauge({
       name: 'gatekeeper_held_jobs',
       help: 'Jobs waiting on gpu-held, by project.',

@@ -9,9 +9,14 @@
  *   reserved = Σ estimated of reserve rows − Σ estimated of settle/release rows
  * per counter id, counted and exempt apart. Any difference is drift: a bug,
  * a hand edit, or a Redis that lost data (then `gatekeeper rebuild`).
+ * Ledger entries set aside in the quarantine (Postgres refused them) are
+ * counted on the ledger's side from their raw fields, and named in the
+ * report, so the audit stays exact while they wait for a replay.
  */
 import type { Redis } from 'ioredis';
-import type { Pool } from '../db/pool.ts';
+import type { Pool, Queryable } from '../db/pool.ts';
+import { waitingLedgerEntries } from '../db/quarantine.ts';
+import { parseEntry } from '../ledger/writer.ts';
 import type { Accounting } from './counters.ts';
 import { callScript } from '../redis/scripts.ts';
 import { compareIds, fields } from '../streams/replies.ts';
@@ -35,6 +40,12 @@ export interface DriftReport {
   streamId: string;
   counters: number;
   drift: Drift[];
+  /**
+   * Ledger entries up to streamId waiting in the quarantine: counted on the
+   * ledger's side from their fields (`counted`), or not when they cannot be
+   * read (then they show as drift).
+   */
+  quarantined: { id: number; streamId: string; error: string; counted: boolean }[];
 }
 
 const ZERO: CounterTotals = { usedGpuMs: 0, reservedGpuMs: 0, exemptUsedGpuMs: 0, exemptReservedGpuMs: 0 };
@@ -46,7 +57,7 @@ const GROUP = 'ledger-writers';
  * were kept count as older than any). The audit compares Redis with it; the
  * rebuild writes it into Redis.
  */
-export async function ledgerTotals(pool: Pool, upTo?: string): Promise<Map<string, CounterTotals>> {
+export async function ledgerTotals(pool: Queryable, upTo?: string): Promise<Map<string, CounterTotals>> {
   const [ms, seq] = upTo ? upTo.split('-') : [null, null];
   const rows = await pool.query(
     `SELECT counter,
@@ -67,6 +78,35 @@ export async function ledgerTotals(pool: Pool, upTo?: string): Promise<Map<strin
   );
 }
 
+/** Add a raw ledger entry's rows to `totals`, as the SQL sums them; false if the entry cannot be read. */
+function addEntry(totals: Map<string, CounterTotals>, fields: string[]): boolean {
+  let rows;
+  try {
+    rows = parseEntry(fields);
+  } catch {
+    return false;
+  }
+  if (rows.some((r) => !Number.isSafeInteger(Number(r.estimated)) || !Number.isSafeInteger(Number(r.actual ?? 0)))) return false;
+  for (const r of rows) {
+    const estimated = Number(r.estimated);
+    const actual = Number(r.actual ?? 0);
+    for (const counter of r.scopes) {
+      const t = { ...(totals.get(counter) ?? ZERO) };
+      const reserved = r.kind === 'reserve' ? estimated : -estimated;
+      const used = r.kind === 'reserve' ? 0 : actual;
+      if (r.exempt) {
+        t.exemptReservedGpuMs += reserved;
+        t.exemptUsedGpuMs += used;
+      } else {
+        t.reservedGpuMs += reserved;
+        t.usedGpuMs += used;
+      }
+      totals.set(counter, t);
+    }
+  }
+  return true;
+}
+
 export class DriftAudit {
   constructor(
     private readonly redis: Redis,
@@ -84,7 +124,7 @@ export class DriftAudit {
     }
     // No stream: nothing is waiting to be written (or it was lost with Redis).
     if (streamExists === 1) await this.waitForLedger(streamId, opts.waitForLedgerMs ?? 30_000);
-    const ledgerSide = await ledgerTotals(this.pool, streamId);
+    const { ledgerSide, quarantined } = await this.ledgerSide(streamId);
     const drift: Drift[] = [];
     for (const counter of new Set([...redisSide.keys(), ...ledgerSide.keys()])) {
       const a = redisSide.get(counter) ?? ZERO;
@@ -92,7 +132,29 @@ export class DriftAudit {
       if ((Object.keys(ZERO) as (keyof CounterTotals)[]).some((f) => a[f] !== b[f])) drift.push({ counter, redis: a, ledger: b });
     }
     drift.sort((x, y) => x.counter.localeCompare(y.counter));
-    return { streamId, counters: new Set([...redisSide.keys(), ...ledgerSide.keys()]).size, drift };
+    return { streamId, counters: new Set([...redisSide.keys(), ...ledgerSide.keys()]).size, drift, quarantined };
+  }
+
+  /**
+   * The ledger rows and the quarantined ledger entries up to `upTo`, read in
+   * one snapshot (a replay moves an entry from one to the other in one
+   * transaction, so it is counted exactly once whenever the audit runs).
+   */
+  private async ledgerSide(upTo: string): Promise<{ ledgerSide: Map<string, CounterTotals>; quarantined: DriftReport['quarantined'] }> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
+      const ledgerSide = await ledgerTotals(client, upTo);
+      const waiting = (await waitingLedgerEntries(client)).filter((q) => compareIds(q.streamId, upTo) <= 0);
+      await client.query('COMMIT');
+      const quarantined = waiting.map((q) => ({ id: q.id, streamId: q.streamId, error: q.error, counted: addEntry(ledgerSide, q.fields) }));
+      return { ledgerSide, quarantined };
+    } catch (err) {
+      await client.query('ROLLBACK').catch(() => {});
+      throw err;
+    } finally {
+      client.release();
+    }
   }
 
   /** Until the ledger writers have written (and acknowledged) every entry up to `id`. */

@@ -37,6 +37,7 @@ import { unlinkMatching } from '../redis/unlink.ts';
 import { pipelined } from '../redis/pipelined.ts';
 import { periodRecords } from '../db/periods.ts';
 import { ledgerTotals } from './drift.ts';
+import { waitingLedgerEntries } from '../db/quarantine.ts';
 import { callScript } from '../redis/scripts.ts';
 import { rebuildHeld } from './rebuild-held.ts';
 
@@ -67,6 +68,14 @@ export async function rebuild(deps: {
   const k = accounting.keys;
   const waiting = await redis.xlen(k.ledger);
   if (waiting > 0) throw new RebuildRefused(`the ledger stream still holds ${waiting} entries not yet in Postgres; let a reconciler write them first`);
+  // Quarantined ledger entries are in Redis' counters but not in the ledger the rebuild sums.
+  const aside = await waitingLedgerEntries(pool);
+  if (aside.length > 0) {
+    throw new RebuildRefused(
+      `${aside.length} ledger entr${aside.length === 1 ? 'y waits' : 'ies wait'} in the quarantine (ids ${aside.slice(0, 10).map((q) => q.id).join(', ')}${aside.length > 10 ? ', …' : ''}); ` +
+        'replay them first (gatekeeper quarantine replay <id>, --repair for text Postgres cannot hold)',
+    );
+  }
 
   // Start from nothing: whatever Redis still holds (an old snapshot, half a
   // loss) would otherwise mix with the rebuilt state — a reservation settled

@@ -14,6 +14,8 @@ import { eventRoutes } from './events.ts';
 import { maintenanceRoutes } from './maintenance.ts';
 import { jobRoutes } from './jobs.ts';
 import { usageRoutes } from './usage.ts';
+import { quarantineRoutes } from './quarantine.ts';
+import type { QuarantineAdmin } from '../admin/quarantine.ts';
 import { Preflight } from '../admin/preflight.ts';
 import type { Accounting } from '../accounting/counters.ts';
 import type { Config } from '../config.ts';
@@ -41,6 +43,8 @@ export interface AppDeps {
   tokens: Tokens;
   /** Queues to show in Bull Board at /admin/queues; omitted: no board. */
   boardQueues?: BoardQueues;
+  /** Stream entries set aside (GET /quarantine, replay); omitted: no such routes. */
+  quarantine?: QuarantineAdmin;
 }
 
 export function createApp(deps: AppDeps): express.Express {
@@ -75,6 +79,7 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(eventRoutes(deps.pool));
   if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, intakeQueue: deps.intake ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock }));
   api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));
+  if (deps.quarantine) api.use(quarantineRoutes(deps.quarantine));
   if (deps.config && deps.accounting) {
     api.use(jobRoutes(new Preflight(deps.config, deps.accounting, deps.budgets), deps.clock ?? systemClock, deps.intake));
   }

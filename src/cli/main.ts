@@ -20,6 +20,8 @@
  *   gatekeeper held release --project alpha
  *   gatekeeper held override 1234 --reason "demo"
  *   gatekeeper held cancel 1234 --reason "duplicate"
+ *   gatekeeper quarantine list
+ *   gatekeeper quarantine replay 3 --repair
  *
  * Tables for people by default; --json for scripts. Exit codes: 0 done,
  * 1 failed (server or network), 2 bad usage, 3 not allowed (401/403),
@@ -32,6 +34,7 @@ import { pipeline } from 'node:stream/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { ApiClient, ApiError } from './client.ts';
 import { table } from './table.ts';
+import { jsonSafe, printable } from '../text.ts';
 
 export const EXIT = { ok: 0, failed: 1, usage: 2, forbidden: 3, notFound: 4, refused: 5 } as const;
 
@@ -56,7 +59,9 @@ export function buildCli(out: (s: string) => void): Command {
     const g = program.opts<Globals>();
     return { api: new ApiClient(g.url, g.token, g.actor), json: Boolean(g.json) };
   };
-  const print = (json: boolean, value: unknown, human: () => string) => out(json ? JSON.stringify(value, null, 2) + '\n' : human() + '\n');
+    // Whatever the server sends may hold text stored before it refused escapes: printed, never obeyed.
+  const print = (json: boolean, value: unknown, human: () => string) =>
+    out(json ? jsonSafe(JSON.stringify(value, null, 2)) + '\n' : printable(human(), { keepNewlines: true }) + '\n');
 
   const budget = program.command('budget').description('project budgets (GPU hours)');
   budget
@@ -211,15 +216,19 @@ export function buildCli(out: (s: string) => void): Command {
     .action(async () => {
       const { api, json } = client();
       const r = await api.call('GET', '/drift');
+      const aside = (r.quarantined ?? []) as { id: number; counted: boolean }[];
+      const note = aside.length
+        ? `\n${aside.length} quarantined ledger entr${aside.length === 1 ? 'y' : 'ies'} (${aside.map((q) => q.id).join(', ')}) counted from ${aside.length === 1 ? 'its' : 'their'} raw fields; replay with: gatekeeper quarantine replay <id>`
+        : '';
       print(json, r, () =>
-        r.drift.length === 0
+        (r.drift.length === 0
           ? `no drift: ${r.counters} counters equal the ledger at stream entry ${r.streamId}`
           : table(
               ['COUNTER', 'FIELD', 'REDIS (GPU-ms)', 'LEDGER (GPU-ms)'],
               (r.drift as { counter: string; redis: Record<string, number>; ledger: Record<string, number> }[]).flatMap((d) =>
                 Object.keys(d.redis).filter((f) => d.redis[f] !== d.ledger[f]).map((f) => [d.counter, f, d.redis[f], d.ledger[f]]),
               ),
-            ) + `\n${r.drift.length} of ${r.counters} counters drift (stream entry ${r.streamId})`,
+            ) + `\n${r.drift.length} of ${r.counters} counters drift (stream entry ${r.streamId})`) + note,
       );
       if (r.drift.length > 0) throw new CommanderError(EXIT.failed, 'drift', 'drift found');
     });
@@ -233,6 +242,46 @@ export function buildCli(out: (s: string) => void): Command {
       print(json, r, () =>
         `rebuilt ${r.counters} counters, ${r.openReservations} open and ${r.settledReservations} settled reservations, ${r.heldJobs} held jobs, ${r.limits} limits; drift now: ${r.drift}`,
       );
+    });
+
+  const quarantine = program.command('quarantine').description('stream entries no store would take, set aside so the entries after them flow');
+  quarantine
+    .command('list')
+    .description('entries waiting for a replay, oldest first (--all: replayed ones too)')
+    .addOption(new Option('--stream <stream>').choices(['ledger', 'events']))
+    .option('--all', 'include entries already replayed')
+    .option('--limit <n>', 'at most this many', '100')
+    .action(async (o: { stream?: string; all?: boolean; limit: string }) => {
+      const { api, json } = client();
+      const q = new URLSearchParams({ limit: o.limit, ...(o.stream ? { stream: o.stream } : {}), ...(o.all ? {} : { waiting: 'true' }) });
+      const r = await api.call('GET', `/quarantine?${q}`);
+      print(json, r, () => {
+        const rows = (r.entries as Record<string, any>[]).map((e) => [e.id, e.stream, e.streamId, e.quarantinedAt, e.replayedAt ? `by ${e.replayedBy}` : 'waiting', e.error]);
+        return `${table(['ID', 'STREAM', 'STREAM ENTRY', 'QUARANTINED', 'REPLAYED', 'ERROR'], rows)}\n${r.total} ${o.all ? 'quarantined' : 'waiting'}`;
+      });
+    });
+  quarantine
+    .command('show <id>')
+    .description('one entry: its raw fields and why it was refused')
+    .action(async (id: string) => {
+      const { api, json } = client();
+      const e = await api.call('GET', `/quarantine/${encodeURIComponent(id)}`);
+      print(json, e, () => {
+        const pairs: string[][] = [];
+        for (let i = 0; i + 1 < e.fields.length; i += 2) pairs.push([e.fields[i], e.fields[i + 1]]);
+        return `entry ${e.id}: ${e.stream} stream entry ${e.streamId}, quarantined ${e.quarantinedAt}${e.replayedAt ? `, replayed by ${e.replayedBy} at ${e.replayedAt}` : ''}\n` +
+          `error: ${e.error}\n\n${table(['FIELD', 'VALUE'], pairs)}`;
+      });
+    });
+  quarantine
+    .command('replay <id>')
+    .description('store the entry now, after a fix (audited); --repair writes text Postgres cannot hold as escapes')
+    .option('--repair', 'store control characters in its text as visible escapes (amounts unchanged)')
+    .option('--reason <text>', 'why, for the audit log')
+    .action(async (id: string, o: { repair?: boolean; reason?: string }) => {
+      const { api, json } = client();
+      const e = await api.call('POST', `/quarantine/${encodeURIComponent(id)}/replay`, { ...(o.repair ? { repair: true } : {}), ...(o.reason ? { reason: o.reason } : {}) });
+      print(json, e, () => `replayed entry ${e.id} (${e.stream} stream entry ${e.streamId})`);
     });
 
   const exempt = program.command('exempt').description('job types admitted without counting (tracked separately)');
@@ -431,17 +480,17 @@ export async function runCli(argv: string[], out: (s: string) => void = (s) => p
     if (err instanceof CommanderError) {
       if (err.code === 'commander.helpDisplayed' || err.code === 'commander.version' || err.exitCode === 0) return EXIT.ok;
       if (err.code === 'drift') return EXIT.failed;
-      if (err.code === 'usage') process.stderr.write(`error: ${err.message}\n`);
+      if (err.code === 'usage') process.stderr.write(`error: ${printable(err.message)}\n`);
       return EXIT.usage;
     }
     if (err instanceof ApiError) {
-      process.stderr.write(`error: ${err.message}\n`);
+      process.stderr.write(`error: ${printable(err.message)}\n`);
       if (err.status === 401 || err.status === 403) return EXIT.forbidden;
       if (err.status === 404) return EXIT.notFound;
       if (err.status >= 400 && err.status < 500) return EXIT.refused;
       return EXIT.failed;
     }
-    process.stderr.write(`error: ${(err as Error).message}\n`);
+    process.stderr.write(`error: ${printable((err as Error).message)}\n`);
     return EXIT.failed;
   }
 }

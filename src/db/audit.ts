@@ -1,5 +1,5 @@
 /** The audit log: one row per admin action, never updated. */
-import type { Pool } from './pool.ts';
+import type { Pool, Queryable } from './pool.ts';
 
 export interface Actor {
   /** Who, as the caller named themselves (X-Gatekeeper-Actor, or the CLI's --actor). */
@@ -23,7 +23,7 @@ export interface AuditRow extends Required<AuditEntry> {
   role: string;
 }
 
-export async function writeAudit(pool: Pool, actor: Actor, e: AuditEntry): Promise<void> {
+export async function writeAudit(pool: Queryable, actor: Actor, e: AuditEntry): Promise<void> {
   await pool.query(
     `INSERT INTO audit (actor, role, action, target, before, after, reason)
      VALUES ($1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::jsonb, $7::text)`,

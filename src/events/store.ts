@@ -7,16 +7,21 @@
  * can read it too. Runs with the reconciler; a slow webhook never reaches it
  * (deliveries are their own queue and worker). Events trimmed by the
  * stream's cap before it read them are logged and counted
- * (gatekeeper_events_lost_total).
+ * (gatekeeper_events_lost_total). An entry Postgres refuses on its own
+ * merits, or one that is not an event this version knows, is quarantined
+ * (src/streams/dead-letter.ts) and the rest flow on.
  */
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
-import type { Pool } from '../db/pool.ts';
+import type { Pool, Queryable } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../streams/consumer.ts';
 import type { StreamGap } from '../streams/gap.ts';
+import { deadLetter, type Quarantined } from '../streams/dead-letter.ts';
+import { EntryError } from '../streams/poison.ts';
+import { printable } from '../text.ts';
 import { describeHold, misfitShortfall } from '../accounting/reasons.ts';
 import { gpuMsToHours } from '../units.ts';
 import { EVENT_TYPES, EVENT_VERSION, type EventData, type EventType, type GatekeeperEvent, type ScopeNumbers } from './types.ts';
@@ -41,16 +46,21 @@ export class EventStore {
     private readonly pool: Pool,
     private readonly config: Config,
     private readonly log: Logger,
-    opts: Omit<StreamConsumerOptions, 'deleteAfterAck' | 'onGap'> & { metrics?: Metrics } = {},
+    opts: Omit<StreamConsumerOptions, 'deleteAfterAck' | 'onGap' | 'onPoison'> & { metrics?: Metrics; onQuarantined?: (q: Quarantined) => Promise<void> | void } = {},
   ) {
-    const { metrics, ...consumerOpts } = opts;
+    const { metrics, onQuarantined, ...consumerOpts } = opts;
     // The stream is capped (about 100,000 entries): a store that lags that far
     // loses the oldest unread events. Say so loudly; they cannot be fetched again.
     const onGap = (gap: StreamGap) => {
       metrics?.eventsLost.inc(gap.lost);
       log.error(gap, 'event store: events were trimmed from the stream before it read them (it lagged past the cap); they are not stored nor delivered');
     };
-    this.consumer = new StreamConsumer(redis, streamKey, 'event-store', log, (e) => this.store(e), { blockMs: 200, ...consumerOpts, onGap });
+    this.consumer = new StreamConsumer(redis, streamKey, 'event-store', log, (e) => this.store(e), {
+      blockMs: 200,
+      ...consumerOpts,
+      onGap,
+      onPoison: deadLetter(pool, 'events', log, onQuarantined),
+    });
     this.deliveries = new Queue(config.queues.webhooks, { connection: redis, prefix: config.queuePrefix });
   }
 
@@ -68,38 +78,80 @@ export class EventStore {
   }
 
   private async store(entries: StreamEntry[]): Promise<void> {
-    const events = entries.flatMap((e) => {
-      const p = parse(e);
-      if (!p) this.log.warn({ streamId: e.id }, 'event store: skipped an entry it cannot read');
-      return p ? [p] : [];
-    });
-    if (events.length === 0) return;
-    await this.pool.query(
-      `INSERT INTO events (stream_id, dedupe_key, type, version, at, data)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::timestamptz[], $6::jsonb[])
-       ON CONFLICT DO NOTHING`,
-      [
-        events.map((e) => e.streamId), events.map((e) => e.dedupe), events.map((e) => e.type), events.map((e) => e.version),
-        events.map((e) => new Date(e.at).toISOString()), events.map((e) => JSON.stringify(e.data)),
-      ],
-    );
-    // New and already stored alike (a re-read after a crash): the delivery job ids dedupe.
-    const rows = await this.pool.query<{ id: number; type: EventType; version: number; at: Date; data: EventData[EventType] }>(
-      'SELECT id, type, version, at, data FROM events WHERE stream_id = ANY($1::text[]) ORDER BY id',
-      [events.map((e) => e.streamId)],
-    );
-    const hooks = await listWebhooks(this.pool);
-    if (hooks.length === 0) return;
-    const items: DeliveryJobData[] = [];
-    for (const r of rows.rows) {
-      const event: GatekeeperEvent = { id: Number(r.id), type: r.type, version: r.version, at: r.at.toISOString(), data: r.data };
-      const body = JSON.stringify(event);
-      for (const h of hooks) {
-        if (h.types.length === 0 || h.types.includes(r.type)) items.push({ eventId: event.id, webhookId: h.id, url: h.url, type: r.type, body });
-      }
-    }
-    if (items.length > 0) await enqueueDeliveries(this.deliveries, this.config, items);
+    await insertEvents(this.pool, entries);
+    await deliverStored(this.pool, this.deliveries, this.config, entries.map((e) => e.id));
   }
+}
+
+/**
+ * Store events from stream entries once each (the stream id is unique). An
+ * entry that is not an event this version knows throws EntryError (it is
+ * quarantined, not dropped). `repair` (an admin's replay) writes text
+ * Postgres cannot hold as visible escapes.
+ */
+export async function insertEvents(db: Queryable, entries: StreamEntry[], opts: { repair?: boolean } = {}): Promise<void> {
+  const events = entries.map((e) => {
+    let p: Parsed | null;
+    try {
+      p = parse(e);
+    } catch (err) {
+      throw new EntryError(`event entry ${e.id} cannot be read: ${(err as Error).message}`, { cause: err });
+    }
+    if (!p) throw new EntryError(`event entry ${e.id} is not an event this version knows (type ${JSON.stringify(printable(String(fieldOf(e, 'type'))))})`);
+    return opts.repair ? { ...p, data: repairedData(p.data), dedupe: p.dedupe === null ? null : printable(p.dedupe) } : p;
+  });
+  if (events.length === 0) return;
+  await db.query(
+    `INSERT INTO events (stream_id, dedupe_key, type, version, at, data)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::timestamptz[], $6::jsonb[])
+     ON CONFLICT DO NOTHING`,
+    [
+      events.map((e) => e.streamId), events.map((e) => e.dedupe), events.map((e) => e.type), events.map((e) => e.version),
+      events.map((e) => isoAt(e)), events.map((e) => JSON.stringify(e.data)),
+    ],
+  );
+}
+
+/**
+ * Queue one webhook delivery per stored event (by stream id) and subscribed
+ * webhook; new and already stored alike (a re-read after a crash): the
+ * delivery job ids dedupe.
+ */
+export async function deliverStored(db: Queryable, deliveries: Queue<DeliveryJobData>, config: Pick<Config, 'webhookAttempts'>, streamIds: string[]): Promise<void> {
+  if (streamIds.length === 0) return;
+  const hooks = await listWebhooks(db);
+  if (hooks.length === 0) return;
+  const rows = await db.query<{ id: number; type: EventType; version: number; at: Date; data: EventData[EventType] }>(
+    'SELECT id, type, version, at, data FROM events WHERE stream_id = ANY($1::text[]) ORDER BY id',
+    [streamIds],
+  );
+  const items: DeliveryJobData[] = [];
+  for (const r of rows.rows) {
+    const event: GatekeeperEvent = { id: Number(r.id), type: r.type, version: r.version, at: r.at.toISOString(), data: r.data };
+    const body = JSON.stringify(event);
+    for (const h of hooks) {
+      if (h.types.length === 0 || h.types.includes(r.type)) items.push({ eventId: event.id, webhookId: h.id, url: h.url, type: r.type, body });
+    }
+  }
+  if (items.length > 0) await enqueueDeliveries(deliveries, config, items);
+}
+
+const fieldOf = (e: StreamEntry, name: string) => {
+  for (let i = 0; i + 1 < e.fields.length; i += 2) if (e.fields[i] === name) return e.fields[i + 1];
+  return undefined;
+};
+
+/** The event's time as ISO text; a time that is not one is the entry's fault. */
+function isoAt(e: Parsed): string {
+  if (!Number.isFinite(e.at)) throw new EntryError(`event entry ${e.streamId} has no valid time`);
+  return new Date(e.at).toISOString();
+}
+
+/** Every string in an event's data made printable (a repairing replay). */
+function repairedData(v: unknown): EventData[EventType] {
+  const walk = (x: unknown): unknown =>
+    typeof x === 'string' ? printable(x) : Array.isArray(x) ? x.map(walk) : x && typeof x === 'object' ? Object.fromEntries(Object.entries(x).map(([k, y]) => [printable(k), walk(y)])) : x;
+  return walk(v) as EventData[EventType];
 }
 
 /** A stream entry as an event, in the documented shape; null if it is not one. */

@@ -18,6 +18,7 @@ export const EVENT_TYPES = [
   'JOB_OVERRIDDEN',
   'BUDGET_CHANGED',
   'QUOTA_RESET',
+  'ENTRY_QUARANTINED',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
@@ -47,6 +48,8 @@ export interface EventData {
   JOB_OVERRIDDEN: { jobId: string; project: string; user: string; reservedGpuHours: number; by: string };
   BUDGET_CHANGED: { scope: string; action: string; before: unknown; after: unknown; by: string; reason: string | null };
   QUOTA_RESET: { periods: string[]; labels: Record<string, string>; releasedJobs: number };
+  /** A stream entry no store would take was set aside (GET /api/v1/quarantine/:id); the entries after it flowed on. */
+  ENTRY_QUARANTINED: { quarantineId: number; stream: 'ledger' | 'events'; streamId: string; error: string };
 }
 
 export interface GatekeeperEvent<T extends EventType = EventType> {

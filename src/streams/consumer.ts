@@ -6,12 +6,18 @@
  * its entries re-read (its own pending list on restart) or claimed by another
  * consumer after `claimIdleMs`. A failing `handle` (Postgres down) acknowledges
  * nothing; the loop backs off and retries.
+ *
+ * One bad entry never blocks the rest: when a batch fails because of an
+ * entry (poison.ts tells that from a store that is down), the batch is split
+ * in halves until the entries that fail alone are found; each goes to
+ * `onPoison` (the dead-letter table), and everything else is handled as usual.
  */
 import { hostname } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from '../log.ts';
 import { GapWatch, type StreamGap } from './gap.ts';
+import { isEntryFault } from './poison.ts';
 
 export interface StreamEntry {
   id: string;
@@ -31,6 +37,13 @@ export interface StreamConsumerOptions {
    * whose entries leave by its cap alone, so not with deleteAfterAck.
    */
   onGap?: (gap: StreamGap) => void;
+  /**
+   * Set aside an entry that fails on its own merits (see poison.ts): it is
+   * acknowledged once this resolves. A rejection (the dead-letter store is
+   * down too) fails the batch, which is retried. Without it, such a batch is
+   * retried like any other failure.
+   */
+  onPoison?: (entry: StreamEntry, err: unknown) => Promise<void>;
 }
 
 export class StreamConsumer {
@@ -43,6 +56,7 @@ export class StreamConsumer {
   private readonly claimIdleMs: number;
   private readonly deleteAfterAck: boolean;
   private readonly onGap: ((gap: StreamGap) => void) | undefined;
+  private readonly onPoison: StreamConsumerOptions['onPoison'];
   private readonly gaps: GapWatch;
 
   constructor(
@@ -59,6 +73,7 @@ export class StreamConsumer {
     this.deleteAfterAck = opts.deleteAfterAck ?? false;
     if (opts.onGap && this.deleteAfterAck) throw new RangeError('onGap needs a stream whose entries leave by its cap alone (not deleteAfterAck)');
     this.onGap = opts.onGap;
+    this.onPoison = opts.onPoison;
     this.gaps = new GapWatch(redis, streamKey, group);
   }
 
@@ -122,12 +137,30 @@ export class StreamConsumer {
     if (entries.length === 0) return 0;
     // An entry trimmed or deleted while pending comes back without fields:
     // nothing to handle, but it must be acknowledged or it stays pending forever.
-    await this.handle(entries.filter((e) => e.fields !== null) as StreamEntry[]);
+    await this.isolating(entries.filter((e) => e.fields !== null) as StreamEntry[]);
     const ids = entries.map((e) => e.id);
     const m = this.redis.multi().xack(this.streamKey, this.group, ...ids);
     if (this.deleteAfterAck) m.xdel(this.streamKey, ...ids);
     await m.exec();
     return entries.length;
+  }
+
+  /**
+   * Handle entries; if they fail because of an entry, split them until each
+   * entry that fails alone is found and set aside. A poison entry in a batch
+   * of 500 costs about 2 log2(500) ≈ 18 more calls; the rest go in halves.
+   */
+  private async isolating(entries: StreamEntry[]): Promise<void> {
+    if (entries.length === 0) return;
+    try {
+      await this.handle(entries);
+    } catch (err) {
+      if (!this.onPoison || !isEntryFault(err)) throw err;
+      if (entries.length === 1) return this.onPoison(entries[0]!, err);
+      const mid = Math.ceil(entries.length / 2);
+      await this.isolating(entries.slice(0, mid));
+      await this.isolating(entries.slice(mid));
+    }
   }
 
   private async read(from: '0' | '>'): Promise<{ id: string; fields: string[] | null }[]> {
