@@ -13,7 +13,7 @@ import { systemClock } from './clock.ts';
 import { createRedis } from '../queues/connection.ts';
 import { createPool, type Pool } from './db/pool.ts';
 import { migrate } from './db/migrate.ts';
-import { startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.ts';
+import { EMBEDDED_POOL_SIZE, startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.ts';
 import { Accounting } from './accounting/counters.ts';
 import { Budgets } from './accounting/budgets.ts';
 import { LedgerWriter } from './ledger/writer.ts';
@@ -52,7 +52,9 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       url = embedded.url;
       log.info({ dataDir: config.dataDir }, 'DATABASE_URL unset: using embedded Postgres (PGlite); one process only');
     }
-    pool = createPool(url, embedded ? 4 : 10);
+    // The embedded Postgres takes one connection, so its pool queues every query; a busy
+    // moment then waits longer for it than for a server (30 s before a query gives up).
+    pool = embedded ? createPool(url, EMBEDDED_POOL_SIZE, 30_000) : createPool(url, 10);
     const applied = await migrate(pool);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
     // Redis may have lost them (a flush, a new instance): Postgres is the source.

@@ -9,9 +9,13 @@ export type PoolClient = pg.PoolClient;
 /** Anything that runs a query: the pool, or one client inside a transaction. */
 export type Queryable = Pick<pg.Pool, 'query'>;
 
-export function createPool(connectionString: string, max = 10): pg.Pool {
-  // A Postgres that does not answer makes calls fail after 5 s instead of hanging.
-  const pool = new pg.Pool({ connectionString, max, connectionTimeoutMillis: 5_000 });
+/**
+ * `waitForClientMs`: how long a query waits for a connection (a new one, or a
+ * free one when all `max` are busy) before it fails: a Postgres that does not
+ * answer makes calls fail instead of hanging. @default 5000
+ */
+export function createPool(connectionString: string, max = 10, waitForClientMs = 5_000): pg.Pool {
+  const pool = new pg.Pool({ connectionString, max, connectionTimeoutMillis: waitForClientMs });
   // An idle client losing its connection must not crash the process.
   pool.on('error', () => {});
   return pool;

@@ -1,0 +1,107 @@
+/**
+ * The default a newcomer runs — `npm start` with every default role and no
+ * DATABASE_URL, so an embedded Postgres (PGlite behind pglite-socket) — under
+ * concurrency. PGlite answers one protocol exchange at a time; its socket
+ * server's multiplexer interleaves messages of different connections, so one
+ * request's statement could be bound with another's parameters (seen: 16 of
+ * 100 concurrent budget PUTs answered 500). Here 64 writes and reads of
+ * different shapes race while jobs are admitted and settled (the ledger
+ * writer, the event store and the scheduler use the same database): every
+ * answer is 2xx and every stored value is the one its own request sent.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Queue } from 'bullmq';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ChildProcess } from 'node:child_process';
+import { createTestEnv, eventually, spawnRoles, waitExit, type TestEnv } from './support/env.ts';
+import { freePort } from './support/infra.ts';
+
+const token = 'test-admin-token-0123456789';
+let t: TestEnv;
+let app: ChildProcess;
+let port: number;
+let dataDir: string;
+let intake: Queue;
+
+beforeAll(async () => {
+  t = await createTestEnv({}, { liveClock: true });
+  port = await freePort();
+  dataDir = mkdtempSync(join(tmpdir(), 'gk-embedded-'));
+  intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
+  // The default roles, as `npm start` runs them, plus a GPU worker so jobs settle.
+  app = spawnRoles({ ...t.env, DATABASE_URL: '', DATA_DIR: dataDir }, 'gatekeeper,reconciler,scheduler,webhooks,api,gpu-sim', {
+    PORT: String(port),
+    RECONCILE_INTERVAL_MS: '20',
+    SIM_JOB_MS: '5',
+    SIM_CONCURRENCY: '16',
+  });
+  await eventually(() => fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.status === 200, () => false), Boolean, 60_000);
+}, 90_000);
+afterAll(async () => {
+  app?.kill('SIGTERM');
+  if (app) await waitExit(app);
+  await intake?.close();
+  await t?.close();
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+});
+
+async function call(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(`http://127.0.0.1:${port}/api/v1${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-gatekeeper-actor': 'racer' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+describe('npm start with the embedded Postgres', () => {
+  it('answers 64 concurrent writes and reads of different shapes, each with its own values, while jobs flow', async () => {
+    expect((await call('PUT', '/projects/flow/budget', { gpuHours: 1000 })).status).toBe(200);
+    // Jobs admitted and settled meanwhile: the ledger writer and the event store write too.
+    await intake.addBulk(Array.from({ length: 200 }, (_, i) => ({ name: 'j', data: { project: 'flow', user: `u${i % 5}`, estimatedGpuHours: 1, payload: { simulate: { gpuHours: 0.5 } } } })));
+
+    // Each write names values no other request uses, so a crossed request shows as a wrong value.
+    const budgets = Array.from({ length: 24 }, (_, i) => ({
+      project: `p${i}`,
+      body: { gpuHours: 10 + i + 0.25, policy: i % 2 ? 'soft' : 'hard', ...(i % 2 ? { gracePercent: i } : {}), period: (['none', 'week', 'month'] as const)[i % 3], thresholds: [50 + i], reason: `budget ${i}` },
+    }));
+    const quotas = Array.from({ length: 8 }, (_, i) => ({ user: `q${i}`, body: { daily: { gpuHours: 2 + i }, weekly: { gpuHours: 20 + i }, reason: `quota ${i}` } }));
+    const caps = Array.from({ length: 8 }, (_, i) => ({ run: `r${i}`, body: { gpuHours: 100 + i, reason: `cap ${i}` } }));
+    const reads: [string, (b: any) => void][] = [
+      ...Array.from({ length: 8 }, (): [string, (b: any) => void] => ['/projects/flow/budget', (b) => expect(b).toMatchObject({ project: 'flow', limitGpuHours: 1000 })]),
+      ...Array.from({ length: 4 }, (): [string, (b: any) => void] => ['/audit?limit=5', (b) => expect(Array.isArray(b.entries)).toBe(true)]),
+      ...Array.from({ length: 4 }, (): [string, (b: any) => void] => ['/usage?from=2026-01-01&to=2026-12-31', (b) => expect(Array.isArray(b.rows)).toBe(true)]),
+      ...Array.from({ length: 4 }, (): [string, (b: any) => void] => ['/alerts?limit=3', (b) => expect(typeof b.total).toBe('number')]),
+      ...Array.from({ length: 4 }, (): [string, (b: any) => void] => ['/held?limit=3', (b) => expect(typeof b.total).toBe('number')]),
+    ];
+    const answers = await Promise.all([
+      ...budgets.map((b) => call('PUT', `/projects/${b.project}/budget`, b.body)),
+      ...quotas.map((q) => call('PUT', `/users/${q.user}/quota`, q.body)),
+      ...caps.map((c) => call('PUT', `/projects/flow/runs/${c.run}/cap`, c.body)),
+      ...reads.map(([path]) => call('GET', path)),
+    ]);
+    expect(answers).toHaveLength(64);
+    expect(answers.filter((a) => a.status !== 200).map((a) => `${a.status} ${JSON.stringify(a.body)}`)).toEqual([]);
+    reads.forEach(([, check], i) => check(answers[budgets.length + quotas.length + caps.length + i]!.body));
+
+    // What is stored is what each request sent, read back one by one.
+    for (const b of budgets) {
+      const got = (await call('GET', `/projects/${b.project}/budget`)).body;
+      expect(got).toMatchObject({ limitGpuHours: b.body.gpuHours, policy: b.body.policy, period: b.body.period, thresholds: b.body.thresholds, gracePercent: b.body.gracePercent ?? null });
+    }
+    for (const q of quotas) {
+      const got = (await call('GET', `/users/${q.user}/quota`)).body;
+      expect([got.daily.limitGpuHours, got.weekly.limitGpuHours]).toEqual([q.body.daily.gpuHours, q.body.weekly.gpuHours]);
+    }
+    for (const c of caps) expect((await call('GET', `/projects/flow/runs/${c.run}/cap`)).body.limitGpuHours).toBe(c.body.gpuHours);
+    // One audit row per change, each with its own reason and value.
+    const audit = (await call('GET', '/audit?limit=1000')).body.entries as { target: string; reason: string; after: any }[];
+    for (const [i, b] of budgets.entries()) expect(audit.find((e) => e.target === `project:${b.project}`)).toMatchObject({ reason: `budget ${i}`, after: { limitGpuHours: b.body.gpuHours } });
+
+    // And the jobs all settled, each hour in the ledger once.
+    await eventually(() => call('GET', '/projects/flow/budget'), (r) => r.body.usedGpuHours === 100 && r.body.reservedGpuHours === 0, 60_000);
+    expect((await call('GET', '/drift')).body.drift).toEqual([]);
+  });
+});
