@@ -109,11 +109,26 @@ describe('budget API', () => {
     ['/projects/alpha/budget', 'PUT', { gpuHours: 1, period: 'fortnight' }, 'period must be "none", "week" or "month"'],
     ['/projects/alpha/budget/adjust', 'POST', { gpuHours: 0 }, 'gpuHours may not be 0'],
     ['/projects/alpha/runs/bad%20run/cap', 'PUT', { gpuHours: 1 }, 'run must be 1-128 characters of A-Z a-z 0-9 . _ -'],
+    // Amounts that are not 0 but round to 0 GPU-ms would be audited changes that change nothing.
+    ['/projects/alpha/budget/adjust', 'POST', { gpuHours: 1e-10 }, 'gpuHours rounds to 0 GPU-ms; the smallest amount other than 0 is 0.000000278 GPU-h (1 GPU-ms)'],
+    ['/projects/alpha/budget/adjust', 'POST', { gpuHours: -1e-10 }, 'gpuHours rounds to 0 GPU-ms; the smallest amount other than 0 is 0.000000278 GPU-h (1 GPU-ms)'],
+    ['/projects/alpha/runs/r1/cap', 'PUT', { gpuHours: 1e-10 }, 'gpuHours rounds to 0 GPU-ms; the smallest amount other than 0 is 0.000000278 GPU-h (1 GPU-ms)'],
+    ['/projects/alpha/budget', 'PUT', { gpuHours: 1, rolloverCapGpuHours: 1e-9 }, 'rolloverCapGpuHours rounds to 0 GPU-ms; the smallest amount other than 0 is 0.000000278 GPU-h (1 GPU-ms)'],
+    ['/users/bob/quota', 'PUT', { daily: { gpuHours: 1e-8 } }, 'gpuHours rounds to 0 GPU-ms; the smallest amount other than 0 is 0.000000278 GPU-h (1 GPU-ms)'],
+    ['/projects/alpha/budget', 'PUT', { gpuHours: 1, reason: 'oops\u0000' }, 'reason contains a control character (U+0000) at character 5; control characters, bidirectional overrides and unpaired surrogates are not accepted'],
   ])('%s %s with %j: 400 saying why, nothing changed', async (path, method, body, message) => {
     const before = await t.budgets.quota('bob');
     expect(await call(method, `/api/v1${path}`, body)).toEqual({ status: 400, body: { error: { status: 400, message } } });
     expect(await t.budgets.quota('bob')).toEqual(before);
     expect((await t.budgets.get('alpha'))!.limitGpuMs).toBe(hoursToGpuMs(1));
+  });
+
+  it('accepts the smallest amount other than 0 as exactly 1 GPU-ms', async () => {
+    const r = await call('POST', '/api/v1/projects/alpha/budget/adjust', { gpuHours: 0.000000278 });
+    expect(r.status).toBe(200);
+    expect((await t.budgets.get('alpha'))!.adjustGpuMs).toBe(1);
+    expect((await call('POST', '/api/v1/projects/alpha/budget/adjust', { gpuHours: -0.000000278 })).status).toBe(200);
+    expect((await t.budgets.get('alpha'))!.adjustGpuMs).toBe(0);
   });
 
   it('lets viewers read but not change exempt job types', async () => {

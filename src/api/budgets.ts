@@ -18,11 +18,19 @@ import { unsafeText } from '../text.ts';
 export const MAX_BUDGET_GPU_HOURS = 1_000_000_000;
 
 const reason = freeText('reason').optional();
+/** The smallest amount other than 0 that an amount in GPU hours can be: 1 GPU-ms, written so it rounds to 1. */
+export const SMALLEST_GPU_HOURS = '0.000000278';
+/** Amounts are whole GPU-ms inside: one that is not 0 but rounds to 0 would be an audited change that changes nothing. */
+const notRoundedAway = (what: string) => [
+  (h: number) => h === 0 || hoursToGpuMs(h) !== 0,
+  `${what} rounds to 0 GPU-ms; the smallest amount other than 0 is ${SMALLEST_GPU_HOURS} GPU-h (1 GPU-ms)`,
+] as const;
 const gpuHours = (what: string, min = 0) =>
   z
     .number({ error: (i) => (i.input === undefined ? `${what} is required` : `${what} must be a number`) })
     .min(min, `${what} may not be negative`)
-    .max(MAX_BUDGET_GPU_HOURS, `${what} must be at most ${MAX_BUDGET_GPU_HOURS}`);
+    .max(MAX_BUDGET_GPU_HOURS, `${what} must be at most ${MAX_BUDGET_GPU_HOURS}`)
+    .refine(...notRoundedAway(what));
 const policy = z.enum(['hard', 'soft'], { error: 'policy must be "hard" or "soft"' }).optional();
 const gracePercent = z
   .number({ error: 'gracePercent must be a number' })
@@ -58,7 +66,8 @@ const AdjustBody = body({
   gpuHours: z
     .number({ error: (i) => (i.input === undefined ? 'gpuHours is required' : 'gpuHours must be a number') })
     .refine((h) => h !== 0, 'gpuHours may not be 0')
-    .refine((h) => Math.abs(h) <= MAX_BUDGET_GPU_HOURS, `gpuHours must be between -${MAX_BUDGET_GPU_HOURS} and ${MAX_BUDGET_GPU_HOURS}`),
+    .refine((h) => Math.abs(h) <= MAX_BUDGET_GPU_HOURS, `gpuHours must be between -${MAX_BUDGET_GPU_HOURS} and ${MAX_BUDGET_GPU_HOURS}`)
+    .refine(...notRoundedAway('gpuHours')),
 });
 
 const LimitBody = z.strictObject(
