@@ -11,8 +11,23 @@
  *    run it again with no reservation, and releasing held jobs must go through
  *    the API, CLI or dashboard so it keeps first-in-first-out order and is
  *    audited.
+ *
+ * Every write goes through the same checks as the API: no other site can send
+ * it with an admin's browser (src/api/csrf.ts), and it is audited before it is
+ * carried out. On gpu-intake only what re-runs admission is allowed — retry,
+ * promote, add, and cleaning finished jobs. Obliterate, empty, pause, resume,
+ * removing a job, editing its data, delay or priority, concurrency, rate
+ * limits and job schedulers are refused: obliterating restarts BullMQ's job
+ * id counter (a new job would reuse an old job's id), emptying drops
+ * submitters' jobs unaudited, and editing a waiting job's data changes what
+ * it asks for after the fact.
  */
-import type { Express, RequestHandler } from 'express';
+import type { Express, Request, RequestHandler } from 'express';
+import type { Pool } from '../src/db/pool.ts';
+import { writeAudit } from '../src/db/audit.ts';
+import { noFraming, refuseCrossSite } from '../src/api/csrf.ts';
+import { sendError } from '../src/api/errors.ts';
+import { printable } from '../src/text.ts';
 import type { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
@@ -48,10 +63,55 @@ function board(queues: BoardQueues, writable: Set<keyof BoardQueues>): RequestHa
   return server.getRouter() as RequestHandler;
 }
 
-export function mountBullBoard(app: Express, queues: BoardQueues, tokens: Tokens): void {
+/** What an admin may do to gpu-intake through the board: what re-runs admission (paths below BOARD_PATH; $2 a job id for the `-job` ones). */
+const INTAKE_WRITES: [string, RegExp, string][] = [
+  ['PUT', /^\/api\/queues\/([^/]+)\/retry\/(failed|completed)$/, 'retry'],
+  ['PUT', /^\/api\/queues\/([^/]+)\/([^/]+)\/retry$/, 'retry-job'],
+  ['PUT', /^\/api\/queues\/([^/]+)\/promote$/, 'promote'],
+  ['PUT', /^\/api\/queues\/([^/]+)\/([^/]+)\/promote$/, 'promote-job'],
+  ['POST', /^\/api\/queues\/([^/]+)\/add$/, 'add'],
+  ['PUT', /^\/api\/queues\/([^/]+)\/clean\/(completed|failed)$/, 'clean'],
+];
+
+/** The board action a write is, if it is one an admin may do to `intake`; null otherwise. */
+function allowedWrite(req: Request, intake: string): { action: string; target: string } | null {
+  for (const [method, re, action] of INTAKE_WRITES) {
+    const m = re.exec(req.path);
+    if (req.method !== method || !m || decoded(m[1]!) !== intake) continue;
+    return { action, target: `queue:${intake}${action.endsWith('-job') ? `/${printable(decoded(m[2]!) ?? m[2]!)}` : ''}` };
+  }
+  return null;
+}
+
+const decoded = (s: string): string | null => {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return null;
+  }
+};
+
+export function mountBullBoard(app: Express, queues: BoardQueues, tokens: Tokens, opts: { pool: Pool; trustedOrigins?: readonly string[] }): void {
   const forAdmin = board(queues, new Set(['intake']));
   const forViewer = board(queues, new Set());
-  app.use(BOARD_PATH, authenticate(tokens, { browser: true }), (req, res, next) =>
+  const guard: RequestHandler = async (req, res, next) => {
+    if (req.method === 'GET' || req.method === 'HEAD') return next();
+    const actor = actorOf(res);
+    const write = actor.role === 'admin' ? allowedWrite(req, queues.intake.name) : null;
+    if (!write) {
+      return sendError(res, 403, actor.role === 'admin'
+        ? `Bull Board may only retry, promote, add and clean finished jobs on ${queues.intake.name} (${req.method} ${req.path.slice(0, 200)} is refused; see the docs)`
+        : 'this needs the admin token; the viewer token may only read');
+    }
+    try {
+      // Audited before it is carried out: no board write happens without its row.
+      await writeAudit(opts.pool, actor, { action: `board.${write.action}`, target: write.target, before: null, after: { method: req.method, path: req.path } });
+    } catch (err) {
+      return next(err);
+    }
+    next();
+  };
+  app.use(BOARD_PATH, noFraming, refuseCrossSite(opts.trustedOrigins), authenticate(tokens, { browser: true }), guard, (req, res, next) =>
     (actorOf(res).role === 'admin' ? forAdmin : forViewer)(req, res, next),
   );
 }

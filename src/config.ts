@@ -135,6 +135,27 @@ const Env = z.object({
   GATEKEEPER_ADMIN_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /** Bearer token for read-only calls and a read-only Bull Board. Unset: only the admin token works. */
   GATEKEEPER_VIEWER_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
+  /**
+   * Origins (scheme://host[:port]) besides this server's own whose pages may
+   * write with a browser's credentials: set it when a proxy in front rewrites
+   * the Host header. Comma-separated. @default none
+   */
+  GATEKEEPER_TRUSTED_ORIGINS: z
+    .string()
+    .default('')
+    .transform((v, ctx) => {
+      const origins = v.split(',').map((o) => o.trim()).filter(Boolean);
+      for (const o of origins) {
+        let u: URL | null = null;
+        try {
+          u = new URL(o);
+        } catch {
+          /* reported below */
+        }
+        if (!u || u.origin !== o) ctx.addIssue({ code: 'custom', message: `"${o.slice(0, 100)}" is not an origin such as https://gatekeeper.example.com (scheme, host, port; no path)` });
+      }
+      return origins;
+    }),
   /** How long one simulated GPU job runs, in ms. @default 1000 */
   SIM_JOB_MS: intFrom(1000, 0),
   /** A simulated GPU worker's lock on a job, in ms: a killed worker's jobs run again after about this long. @default 30000 */
@@ -177,6 +198,8 @@ export interface Config {
   readonly roles: readonly Role[];
   readonly adminToken: string | undefined;
   readonly viewerToken: string | undefined;
+  /** Origins besides the server's own whose pages may write with a browser's credentials. */
+  readonly trustedOrigins: readonly string[];
   readonly simJobMs: number;
   readonly simConcurrency: number;
   readonly simLockMs: number;
@@ -240,6 +263,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     roles: Object.freeze(roles as Role[]),
     adminToken: e.GATEKEEPER_ADMIN_TOKEN,
     viewerToken: e.GATEKEEPER_VIEWER_TOKEN,
+    trustedOrigins: Object.freeze(e.GATEKEEPER_TRUSTED_ORIGINS),
     simJobMs: e.SIM_JOB_MS,
     simConcurrency: e.SIM_CONCURRENCY,
     simLockMs: e.SIM_LOCK_MS,

@@ -45,8 +45,13 @@ describe('config', () => {
     [{ REDIS_CLUSTER: '1', QUEUE_PREFIX: '{}gk{x}' }, 'QUEUE_PREFIX: on Redis Cluster it must carry a hash tag'],
     [{ REDIS_CLUSTER: '1', QUEUE_PREFIX: '{bull}', REDIS_URL: 'redis://10.0.0.5:7000/2' }, 'REDIS_URL: Redis Cluster has database 0 only, got "2"'],
     [{ REDIS_CLUSTER: '1', QUEUE_PREFIX: '{bull}', REDIS_URL: '10.0.0.5:7000' }, 'REDIS_URL: must be a redis:// or rediss:// URL of one cluster node'],
+    [{ GATEKEEPER_TRUSTED_ORIGINS: 'https://gk.example.com/dashboard' }, 'GATEKEEPER_TRUSTED_ORIGINS: "https://gk.example.com/dashboard" is not an origin'],
   ])('refuses %j, naming the setting', (env, message) => {
     expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it('takes trusted origins for a proxy that rewrites Host', () => {
+    expect(loadConfig({ GATEKEEPER_TRUSTED_ORIGINS: 'https://gk.example.com, http://10.0.0.7:8080' }).trustedOrigins).toEqual(['https://gk.example.com', 'http://10.0.0.7:8080']);
   });
 
   it('takes a Redis Cluster node and a tagged prefix', () => {

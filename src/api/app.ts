@@ -24,6 +24,7 @@ import type { Queue } from 'bullmq';
 import type { Metrics } from '../metrics.ts';
 import type { HeldJobs } from '../admin/held.ts';
 import { errorHandler, sendError } from './errors.ts';
+import { noFraming, refuseCrossSite, requireJsonBody } from './csrf.ts';
 import { mountBullBoard, type BoardQueues } from '../../dashboard/bull-board.ts';
 
 export interface AppDeps {
@@ -60,7 +61,9 @@ export function createApp(deps: AppDeps): express.Express {
 
   if (deps.metrics) app.use(metricsRoute(deps.metrics, deps.tokens));
 
+  const trusted = deps.config?.trustedOrigins ?? [];
   const api = express.Router();
+  api.use(refuseCrossSite(trusted), requireJsonBody);
   api.use(authenticate(deps.tokens));
   // Reading is for both tokens, and so is what a job's creator does: ask
   // (preflight) and submit (the gatekeeper still decides). Changing limits
@@ -84,9 +87,9 @@ export function createApp(deps: AppDeps): express.Express {
     api.use(jobRoutes(new Preflight(deps.config, deps.accounting, deps.budgets), deps.clock ?? systemClock, deps.intake));
   }
   app.use('/api/v1', api);
-  if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.tokens);
+  if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.tokens, { pool: deps.pool, trustedOrigins: trusted });
   app.get('/', (_req, res) => res.redirect('/dashboard'));
-  app.get('/dashboard', authenticate(deps.tokens, { browser: true }), async (_req, res) => {
+  app.get('/dashboard', noFraming, authenticate(deps.tokens, { browser: true }), async (_req, res) => {
     const clock = deps.clock ?? systemClock;
     const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now() });
     const board = deps.boardQueues ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
