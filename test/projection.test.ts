@@ -161,6 +161,11 @@ describe('project', () => {
     expect(p).toEqual({ kind: 'runs-out', days: 100, at: NOW + 100 * DAY, ratePerDayGpuMs: 10_000 * H });
   });
 
+  it('is used up when an adjustment took more than the limit (an effective limit below zero)', () => {
+    // Budget 1 GPU-ms, adjusted by -2: effective limit -1, nothing used.
+    expect(project(input({ daily: hours(1, 0), limitGpuMs: -1, usedGpuMs: 0, reservedGpuMs: 0 }))).toEqual({ kind: 'exhausted' });
+  });
+
   it('rejects bad input', () => {
     expect(() => project(input({ usedGpuMs: 0.5 }))).toThrow(RangeError);
     expect(() => project(input({ timeZone: 'Mars/Olympus' }))).toThrow(RangeError);

@@ -8,6 +8,7 @@
  */
 import { execResultSchema } from '../../queues/contract.ts';
 import { hoursToGpuMs } from '../units.ts';
+import { printable } from '../text.ts';
 
 export interface FinishedFields {
   finishedOn: string | null;
@@ -24,7 +25,8 @@ export interface Actual {
 
 export function actualUsage(f: FinishedFields, gpus: number): Actual {
   const failed = f.failedReason !== null && f.failedReason !== '' && (f.returnvalue === null || f.returnvalue === 'null');
-  const prefix = failed ? `failed (${truncate(f.failedReason!)}); ` : '';
+  // The failure text is the GPU worker's (users' code): it goes to the ledger, so made printable.
+  const prefix = failed ? `failed (${printable(truncate(f.failedReason!))}); ` : '';
   const reported = failed ? null : reportedHours(f.returnvalue);
   if (reported !== null) {
     return { actualGpuMs: hoursToGpuMs(reported), kind: 'settle', note: 'reported by the GPU worker' };

@@ -25,8 +25,9 @@
  *      budget resets before it runs out).
  *   6. quotient > 365 → outlasts, resetsAt null.
  *   7. otherwise runs-out, days = ceil(quotient) (>= 1 here, since remaining > 0).
- * - Inputs must be safe integers (amounts >= 0); anything else is a RangeError,
- *   as is an unknown time zone.
+ * - Inputs must be safe integers (used, reserved and daily amounts >= 0; the
+ *   limit may be below zero, when an adjustment took more than it); anything
+ *   else is a RangeError, as is an unknown time zone.
  * - Text (`describeProjection`): dates are the local date in the time zone,
  *   written "Tue 1 Dec" (en-GB order). The names come from en-US, because en-GB
  *   in recent ICU abbreviates September as "Sept".
@@ -101,7 +102,8 @@ export function project(input: ProjectionInput): Projection {
   const ratePerDayGpuMs = burnRate(daily);
 
   if (limitGpuMs === null) return { kind: 'no-limit' };
-  checkInteger('limitGpuMs', limitGpuMs, 0);
+  // May be below zero: an adjustment can take more than the limit (then it is exhausted).
+  checkInteger('limitGpuMs', limitGpuMs);
 
   const remaining = limitGpuMs - usedGpuMs - reservedGpuMs;
   if (remaining <= 0) return { kind: 'exhausted' };
