@@ -31,6 +31,7 @@ import { Metrics } from './metrics.ts';
 import { createMetricsApp } from './api/app.ts';
 import type { Quarantined } from './streams/dead-letter.ts';
 import { QuarantineAdmin } from './admin/quarantine.ts';
+import { createAuditWriter } from './ledger/audit-writer.ts';
 
 type Closer = () => Promise<unknown>;
 
@@ -92,6 +93,11 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       onQuarantined: quarantined(metrics.eventsQuarantined),
     });
     await events.start();
+    const auditConn = connect();
+    const auditWriter = createAuditWriter(auditConn, accounting.keys.auditOutbox, pool!, log.child({ role: 'audit' }), {
+      onQuarantined: quarantined(metrics.auditQuarantined),
+    });
+    await auditWriter.start();
     // The drift audit, on a timer; its result is a metric and, if not zero, a warning.
     const audit = new DriftAudit(redis, accounting, pool!);
     const driftTimer =
@@ -112,7 +118,8 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
       await rec.close();
       await writer.stop();
       await events.stop();
-      await Promise.all([streamConn.quit(), eventConn.quit()]);
+      await auditWriter.stop();
+      await Promise.all([streamConn.quit(), eventConn.quit(), auditConn.quit()]);
     });
   }
   if (roles.has('webhooks')) {
@@ -138,7 +145,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   }
   if (roles.has('api')) {
     const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
-    const budgets = new Budgets(pool!, accounting, systemClock);
+    const budgets = new Budgets(pool!, accounting, systemClock, log.child({ role: 'admin' }));
     let adminToken = config.adminToken;
     if (!adminToken) {
       adminToken = randomBytes(24).toString('base64url');

@@ -67,6 +67,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly auditQuarantined = new Counter({
+    name: 'gatekeeper_audit_quarantined_total',
+    help: 'Audit outbox entries that could not be stored, set aside so later entries flow.',
+    registers: [this.registry],
+  });
+
   readonly driftCounters = new Gauge({
     name: 'gatekeeper_drift_counters',
     help: 'Counters whose Redis values differ from the Postgres ledger at the last audit (should be 0).',

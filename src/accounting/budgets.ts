@@ -1,20 +1,25 @@
 /**
  * Limits: project budgets, user quotas and run caps, and exempt job types.
  * Postgres holds them (source of truth); Redis holds a copy next to the
- * counters for the scripts. Writes go to Postgres first, then Redis, under one
- * per-scope lock, so two concurrent changes land in the same order in both;
- * start-up copies everything over again, so a lost Redis write heals at the
- * next start. Every change is audited with before and after.
+ * counters for the scripts. Each change is one admin change
+ * (src/admin/change.ts): the Postgres writes and the audit row (before and
+ * after) in one transaction under a per-scope lock, the Redis copy written
+ * before COMMIT and undone if anything fails, so both stores hold the change
+ * with its audit row or neither does; start-up copies everything over again.
+ * BUDGET_CHANGED is emitted after the commit.
  */
 import type { Pool, PoolClient } from '../db/pool.ts';
 import { allLimits, deleteLimit, exemptJobTypes, getLimit, getLimits, setExemptJobType, upsertLimit, type LimitRow } from '../db/limits.ts';
 import type { Accounting, ScopeDefinition, ScopePeriod, ScopePolicy } from './counters.ts';
 import { parseScopeId, projectScope, runScope, userQuotaScope } from './scopes.ts';
-import { writeAudit, type Actor } from '../db/audit.ts';
+import type { Actor } from '../db/audit.ts';
 import { recordAdjustment, recordCarries } from '../db/periods.ts';
 import { gpuMsToHours } from '../units.ts';
 import { periodAt } from '../periods.ts';
 import { systemClock, type Clock } from '../clock.ts';
+import { adminChange, type ChangeTx } from '../admin/change.ts';
+import { inTransaction } from '../db/transaction.ts';
+import type { Logger } from '../log.ts';
 
 /** Percents of a limit that raise THRESHOLD_CROSSED unless a limit says otherwise. */
 export const DEFAULT_THRESHOLDS = [75, 90, 100];
@@ -88,6 +93,8 @@ export class Budgets {
     private readonly pool: Pool,
     private readonly accounting: Accounting,
     private readonly clock: Clock = systemClock,
+    /** Where a failed undo or a lost BUDGET_CHANGED event is reported. */
+    private readonly log?: Logger,
   ) {}
 
   /** Set (raise or lower) a project's budget; see setLimit. */
@@ -104,22 +111,30 @@ export class Budgets {
 
   /**
    * Add (or take, when negative) GPU-ms to a project's current period only;
-   * audited. Recorded in Postgres first (with the period's carry, which is
-   * fixed by now), so a rebuild of Redis restores both exactly.
+   * audited. Recorded in Postgres (with the period's carry, which is fixed
+   * by now) in the same transaction as the audit row, so a rebuild of Redis
+   * restores both exactly.
    */
   async adjust(project: string, deltaGpuMs: number, actor: Actor, reason: string | null): Promise<BudgetView | null> {
     const scope = projectScope(project).id;
     const before = await this.get(project);
     if (!before) return null;
-    await this.locked(scope, async (db) => {
+    await adminChange(this.pool, [scope], async (tx) => {
       const now = this.clock.now();
       const [s] = await this.accounting.scopes([scope], now);
-      if (before.rollover) await recordCarries(db, [{ counterId: s!.id, carryGpuMs: s!.carryGpuMs }], now);
-      await recordAdjustment(db, s!.id, deltaGpuMs, actor.name, now);
-      await this.accounting.adjust(scope, deltaGpuMs, now);
-    });
+      if (before.rollover) await recordCarries(tx.db, [{ counterId: s!.id, carryGpuMs: s!.carryGpuMs }], now);
+      await recordAdjustment(tx.db, s!.id, deltaGpuMs, actor.name, now);
+      await tx.audit(actor, {
+        action: 'budget.adjust',
+        target: scope,
+        before: { period: before.periodLabel, adjustGpuHours: gpuMsToHours(s!.adjustGpuMs) },
+        after: { period: before.periodLabel, adjustGpuHours: gpuMsToHours(s!.adjustGpuMs + deltaGpuMs), deltaGpuHours: gpuMsToHours(deltaGpuMs) },
+        reason,
+      });
+      tx.redis({ apply: () => this.accounting.adjustCounter(s!.id, deltaGpuMs), undo: () => this.accounting.adjustCounter(s!.id, -deltaGpuMs) });
+    }, this.log);
     const after = (await this.get(project))!;
-    await this.changed(actor, {
+    await this.announce(actor, {
       action: 'budget.adjust',
       target: scope,
       before: { period: before.periodLabel, adjustGpuHours: gpuMsToHours(before.adjustGpuMs) },
@@ -141,12 +156,20 @@ export class Budgets {
     actor: Actor,
     reason: string | null,
   ): Promise<QuotaView> {
-    for (const [which, input] of [['day', q.daily], ['week', q.weekly]] as const) {
-      if (input === undefined) continue;
-      const scope = userQuotaScope(user, which).id;
-      if (input === null) await this.removeLimit(scope, actor, reason, 'quota.remove');
-      else await this.setLimit(scope, { ...input, period: which, rollover: false, rolloverCapGpuMs: null }, actor, reason, 'quota.set');
-    }
+    // Daily and weekly in one change: both land, or neither.
+    const parts = ([['day', q.daily], ['week', q.weekly]] as const).filter(([, input]) => input !== undefined);
+    const changes = await adminChange(this.pool, parts.map(([which]) => userQuotaScope(user, which).id), async (tx) => {
+      const out: Change[] = [];
+      for (const [which, input] of parts) {
+        const scope = userQuotaScope(user, which).id;
+        const c = input === null
+          ? await this.removeIn(tx, scope, actor, reason, 'quota.remove')
+          : await this.setIn(tx, scope, { ...input!, period: which, rollover: false, rolloverCapGpuMs: null }, actor, reason, 'quota.set');
+        if (c) out.push(c);
+      }
+      return out;
+    }, this.log);
+    for (const c of changes) await this.announce(actor, c);
     return this.quota(user);
   }
 
@@ -167,14 +190,14 @@ export class Budgets {
 
   /** Make a job type exempt (or count it again); audited when it changes anything. */
   async setExempt(jobType: string, exempt: boolean, actor: Actor, reason: string | null): Promise<string[]> {
-    const changed = await this.locked(`exempt:${jobType}`, async (db) => {
-      const c = await setExemptJobType(db, jobType, exempt);
-      await this.accounting.setExempt(jobType, exempt);
-      return c;
-    });
-    if (changed) {
-      await writeAudit(this.pool, actor, { action: exempt ? 'exempt.add' : 'exempt.remove', target: `job-type:${jobType}`, before: { exempt: !exempt }, after: { exempt }, reason });
-    }
+    await adminChange(this.pool, [`exempt:${jobType}`], async (tx) => {
+      if (await setExemptJobType(tx.db, jobType, exempt)) {
+        await tx.audit(actor, { action: exempt ? 'exempt.add' : 'exempt.remove', target: `job-type:${jobType}`, before: { exempt: !exempt }, after: { exempt }, reason });
+      }
+      // Redis is made to agree whatever Postgres said (it may have drifted); undone to what it held.
+      const was = (await this.accounting.exemptTypes()).includes(jobType);
+      tx.redis({ apply: () => this.accounting.setExempt(jobType, exempt), undo: () => this.accounting.setExempt(jobType, was) });
+    }, this.log);
     return this.exemptTypes();
   }
 
@@ -227,34 +250,48 @@ export class Budgets {
    * keep their current value, so raising a monthly budget keeps it monthly.
    */
   async setLimit(scope: string, input: LimitInput, actor: Actor, reason: string | null, action = 'limit.set'): Promise<void> {
-    const before = await this.locked(scope, async (db) => {
-      const prior = await getLimit(db, scope);
-      const def: ScopeDefinition = {
-        limitGpuMs: input.limitGpuMs,
-        policy: input.policy ?? prior?.policy ?? 'hard',
-        gracePercent: input.gracePercent !== undefined ? input.gracePercent : (prior?.gracePercent ?? null),
-        period: input.period ?? prior?.period ?? 'none',
-        rollover: input.rollover ?? prior?.rollover ?? false,
-        rolloverCapGpuMs: input.rolloverCapGpuMs !== undefined ? input.rolloverCapGpuMs : (prior?.rolloverCapGpuMs ?? null),
-        thresholds: input.thresholds !== undefined ? input.thresholds : (prior?.thresholds ?? null),
-        setAt: prior?.setAt ?? this.clock.now(),
-      };
-      const row = await upsertLimit(db, scope, def);
-      await this.accounting.define(scope, { ...def, setAt: row.setAt });
-      return prior;
-    });
-    const after = await getLimit(this.pool, scope);
-    await this.changed(actor, { action, target: scope, before: before && auditable(before), after: after && auditable(after), reason });
+    const c = await adminChange(this.pool, [scope], (tx) => this.setIn(tx, scope, input, actor, reason, action), this.log);
+    await this.announce(actor, c);
   }
 
   private async removeLimit(scope: string, actor: Actor, reason: string | null, action: string): Promise<void> {
-    const before = await this.locked(scope, async (db) => {
-      const prior = await getLimit(db, scope);
-      await deleteLimit(db, scope);
-      await this.accounting.define(scope, null);
-      return prior;
-    });
-    if (before) await this.changed(actor, { action, target: scope, before: auditable(before), after: null, reason });
+    const c = await adminChange(this.pool, [scope], (tx) => this.removeIn(tx, scope, actor, reason, action), this.log);
+    if (c) await this.announce(actor, c);
+  }
+
+  /** Within a change: upsert the limit, audit it, and stage its Redis copy (undone to what Redis held). */
+  private async setIn(tx: ChangeTx, scope: string, input: LimitInput, actor: Actor, reason: string | null, action: string): Promise<Change> {
+    const prior = await getLimit(tx.db, scope);
+    const def: ScopeDefinition = {
+      limitGpuMs: input.limitGpuMs,
+      policy: input.policy ?? prior?.policy ?? 'hard',
+      gracePercent: input.gracePercent !== undefined ? input.gracePercent : (prior?.gracePercent ?? null),
+      period: input.period ?? prior?.period ?? 'none',
+      rollover: input.rollover ?? prior?.rollover ?? false,
+      rolloverCapGpuMs: input.rolloverCapGpuMs !== undefined ? input.rolloverCapGpuMs : (prior?.rolloverCapGpuMs ?? null),
+      thresholds: input.thresholds !== undefined ? input.thresholds : (prior?.thresholds ?? null),
+      setAt: prior?.setAt ?? this.clock.now(),
+    };
+    const row = await upsertLimit(tx.db, scope, def);
+    const change: Change = { action, target: scope, before: prior && auditable(prior), after: auditable(row), reason };
+    await tx.audit(actor, change);
+    await this.stageDefinition(tx, scope, { ...def, setAt: row.setAt });
+    return change;
+  }
+
+  /** Within a change: delete the limit (audited if there was one) and stage its removal from Redis. */
+  private async removeIn(tx: ChangeTx, scope: string, actor: Actor, reason: string | null, action: string): Promise<Change | null> {
+    const prior = await getLimit(tx.db, scope);
+    await deleteLimit(tx.db, scope);
+    const change: Change | null = prior ? { action, target: scope, before: auditable(prior), after: null, reason } : null;
+    if (change) await tx.audit(actor, change);
+    await this.stageDefinition(tx, scope, null);
+    return change;
+  }
+
+  private async stageDefinition(tx: ChangeTx, scope: string, def: ScopeDefinition | null): Promise<void> {
+    const was = await this.accounting.definition(scope);
+    tx.redis({ apply: () => this.accounting.define(scope, def), undo: () => this.accounting.define(scope, was) });
   }
 
   /**
@@ -293,28 +330,36 @@ export class Budgets {
     return rows.length;
   }
 
-  /** Audit a change to a limit and tell the event bus (BUDGET_CHANGED). */
-  private async changed(actor: Actor, e: { action: string; target: string; before: unknown; after: unknown; reason: string | null }): Promise<void> {
-    await writeAudit(this.pool, actor, e);
-    await this.accounting.emitEvent('BUDGET_CHANGED', { scope: e.target, action: e.action, before: e.before, after: e.after, by: actor.name, reason: e.reason }, undefined, this.clock.now());
-  }
-
-  /** Run `fn` in a transaction holding the advisory lock of `key`. */
-  private async locked<T>(key: string, fn: (db: PoolClient) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
+  /**
+   * Tell the event bus of a committed change (BUDGET_CHANGED). After the
+   * commit, so an event never announces a change that was rolled back; if
+   * Redis fails in this instant the event is lost (logged), never the change
+   * or its audit row.
+   */
+  private async announce(actor: Actor, e: Change): Promise<void> {
     try {
-      await client.query('BEGIN');
-      await client.query(`SELECT pg_advisory_xact_lock(hashtext('limit:' || $1::text))`, [key]);
-      const out = await fn(client);
-      await client.query('COMMIT');
-      return out;
+      await this.accounting.emitEvent('BUDGET_CHANGED', { scope: e.target, action: e.action, before: e.before, after: e.after, by: actor.name, reason: e.reason }, undefined, this.clock.now());
     } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
+      this.log?.error({ err, scope: e.target, action: e.action }, 'BUDGET_CHANGED could not be emitted; the change and its audit row are stored');
     }
   }
+
+  /** Run `fn` in a transaction holding the advisory lock of `key` (the lock adminChange takes). */
+  private locked<T>(key: string, fn: (db: PoolClient) => Promise<T>): Promise<T> {
+    return inTransaction(this.pool, async (db) => {
+      await db.query(`SELECT pg_advisory_xact_lock(hashtext('limit:' || $1::text))`, [key]);
+      return fn(db);
+    });
+  }
+}
+
+/** One audited change to a limit. */
+interface Change {
+  action: string;
+  target: string;
+  before: unknown;
+  after: unknown;
+  reason: string | null;
 }
 
 /** A scope's period: fixed for user quotas, as set for the rest. */

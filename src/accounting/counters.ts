@@ -379,11 +379,10 @@ export class Accounting {
     };
   }
 
-  /** Add (or with a negative delta, take) GPU-ms to the limit of a scope's current period. */
-  async adjust(scope: string, deltaGpuMs: number, now: number): Promise<void> {
+  /** Add (or with a negative delta, take) GPU-ms to the limit of one period's counters ('<scope>@<period label>', or a one-off scope). */
+  async adjustCounter(counterId: string, deltaGpuMs: number): Promise<void> {
     if (!Number.isSafeInteger(deltaGpuMs)) throw new RangeError(`adjustment must be a whole number of GPU-ms, got ${deltaGpuMs}`);
-    const [s] = await this.scopes([scope], now);
-    await this.redis.hincrby(this.keys.scope(s!.id), 'adjust', deltaGpuMs);
+    await this.redis.hincrby(this.keys.scope(counterId), 'adjust', deltaGpuMs);
   }
 
   /**

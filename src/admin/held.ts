@@ -1,7 +1,9 @@
 /**
  * The admin side of held jobs: list, release (re-run admission first in,
  * first out), override (admit regardless of budget), cancel (to gpu-rejected).
- * Every action writes one audit row. The Lua scripts make each decision; this
+ * Every action writes one audit row, after the Lua script made the change
+ * (through the audit outbox if Postgres refuses it then: src/admin/change.ts).
+ * The Lua scripts make each decision; this
  * module moves the BullMQ jobs to match and works in batches, so releasing
  * 10,000 held jobs never blocks Redis or the event loop for long.
  *
@@ -16,7 +18,8 @@ import type { Config } from '../config.ts';
 import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import type { Pool } from '../db/pool.ts';
-import { writeAudit, type Actor } from '../db/audit.ts';
+import type { Actor } from '../db/audit.ts';
+import { recordAudit, type DurableAudit } from './change.ts';
 import { Accounting, type OpenReservation, type ReleaseOutcome } from '../accounting/counters.ts';
 import { describeHold } from '../accounting/reasons.ts';
 import type { ExecJobData, HeldJobData, RejectedJobData } from '../../queues/contract.ts';
@@ -67,6 +70,7 @@ export class HeldJobs {
   private readonly exec: Queue<ExecJobData>;
   private readonly held: Queue<HeldJobData>;
   private readonly rejected: Queue<RejectedJobData>;
+  private readonly audit: DurableAudit;
 
   constructor(
     config: Config,
@@ -81,6 +85,7 @@ export class HeldJobs {
     this.exec = new Queue(names.exec, opts);
     this.held = new Queue(names.held, opts);
     this.rejected = new Queue(names.rejected, opts);
+    this.audit = { pool, redis, outboxKey: this.accounting.keys.auditOutbox, log };
   }
 
   async close(): Promise<void> {
@@ -125,7 +130,7 @@ export class HeldJobs {
       await this.apply(chunk, outcomes, report, now);
       await new Promise((r) => setImmediate(r)); // let other requests in between batches
     }
-    await writeAudit(this.pool, actor, {
+    await recordAudit(this.audit, actor, {
       action: 'held.release',
       target: selectorText(sel),
       before: { held: ids.length },
@@ -142,7 +147,7 @@ export class HeldJobs {
     if (out!.kind !== 'admitted') throw new NotHeldError(jobId, out!.kind === 'not-held' ? out!.state : 'held');
     await promoteReleased(this.accounting, this.exec, this.held, [jobId]);
     const reservedGpuHours = gpuMsToHours(out!.amountGpuMs);
-    await writeAudit(this.pool, actor, {
+    await recordAudit(this.audit, actor, {
       action: 'held.override',
       target: `job:${jobId}`,
       before: { state: 'held' },
@@ -168,7 +173,7 @@ export class HeldJobs {
       await r.log(`rejected: ${why} (was held: ${held.reason})`);
       await this.held.remove(heldJobId(jobId));
     }
-    await writeAudit(this.pool, actor, { action: 'held.cancel', target: `job:${jobId}`, before: { state: 'held' }, after: { state: 'rejected' }, reason });
+    await recordAudit(this.audit, actor, { action: 'held.cancel', target: `job:${jobId}`, before: { state: 'held' }, after: { state: 'rejected' }, reason });
     await this.accounting.emitEvent('JOB_REJECTED', {
       jobId, ...(job ? { project: job.data.project, user: job.data.user } : {}), reason: why, by: actor.name,
     }, `rejected:${jobId}`, this.clock.now());

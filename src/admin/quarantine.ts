@@ -14,6 +14,7 @@ import { writeAudit, type Actor } from '../db/audit.ts';
 import { getQuarantined, listQuarantine, lockQuarantined, markReplayed, type QuarantinedEntry, type QuarantineStream } from '../db/quarantine.ts';
 import { writeLedgerEntries } from '../ledger/writer.ts';
 import { deliverStored, insertEvents } from '../events/store.ts';
+import { writeAuditEntries } from '../ledger/audit-writer.ts';
 import type { DeliveryJobData } from '../events/webhooks.ts';
 import { describeRefusal } from '../streams/dead-letter.ts';
 import { isEntryFault } from '../streams/poison.ts';
@@ -55,7 +56,8 @@ export class QuarantineAdmin {
       const streamEntry = { id: q.streamId, fields: q.fields };
       try {
         if (q.stream === 'ledger') await writeLedgerEntries(client, [streamEntry], this.config.timeZone, { repair: opts.repair });
-        else await insertEvents(client, [streamEntry], { repair: opts.repair });
+        else if (q.stream === 'events') await insertEvents(client, [streamEntry], { repair: opts.repair });
+        else await writeAuditEntries(client, [streamEntry]);
       } catch (err) {
         if (!isEntryFault(err)) throw err;
         throw new ReplayRefused(409, `entry ${id} still cannot be stored: ${describeRefusal(err)}${opts.repair ? '' : ' (a repairing replay writes text Postgres cannot hold as escapes)'}`);

@@ -80,7 +80,7 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(heldRoutes(deps.held));
   api.use(auditRoutes(deps.pool));
   api.use(eventRoutes(deps.pool));
-  if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, intakeQueue: deps.intake ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock }));
+  if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, intakeQueue: deps.intake ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock, log: deps.log }));
   api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));
   if (deps.quarantine) api.use(quarantineRoutes(deps.quarantine));
   if (deps.config && deps.accounting) {

@@ -1,6 +1,7 @@
 /** JSON errors for the HTTP API: `{ error: { status, message, details? } }`. */
 import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from '../log.ts';
+import { ChangeFailed } from '../admin/change.ts';
 
 export class HttpError extends Error {
   constructor(
@@ -20,6 +21,12 @@ export function sendError(res: Response, status: number, message: string, detail
 export function errorHandler(log: Logger): ErrorRequestHandler {
   return (err, req, res, _next) => {
     if (err instanceof HttpError) return sendError(res, err.status, err.message, err.details);
+    if (err instanceof ChangeFailed) {
+      // A refusal found inside the change keeps its own answer; a store that failed is the service's.
+      if (err.cause instanceof HttpError) return sendError(res, err.cause.status, err.cause.message, err.cause.details);
+      log.error({ err, method: req.method, path: req.path }, 'admin change not made');
+      return sendError(res, 503, 'the change was not made and nothing was changed (a store failed); try again');
+    }
     const e = err as { type?: string; status?: number; message?: string };
     if (e.type === 'entity.parse.failed') return sendError(res, 400, 'request body is not valid JSON');
     if (e.type === 'entity.too.large') return sendError(res, 413, 'request body is too large');

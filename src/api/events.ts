@@ -9,6 +9,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import type { Pool } from '../db/pool.ts';
 import { writeAudit } from '../db/audit.ts';
+import { inTransaction } from '../db/transaction.ts';
 import { EVENT_TYPES } from '../events/types.ts';
 import { createWebhook, deleteWebhook, listWebhooks } from '../events/webhooks.ts';
 import { actorOf, requireAdmin } from './auth.ts';
@@ -60,17 +61,21 @@ export function eventRoutes(pool: Pool): Router {
     if (!Number.isSafeInteger(id) || id < 1) throw new HttpError(400, 'alert id must be a positive whole number');
     const b = parseBody(AckBody, req.body);
     const actor = actorOf(res);
-    const r1 = await pool.query(
-      `UPDATE events SET acked_at = now(), acked_by = $2::text WHERE id = $1::bigint AND acked_at IS NULL RETURNING id, acked_at`,
-      [id, actor.name],
-    );
-    if (r1.rowCount === 0) {
-      const exists = await pool.query('SELECT acked_at, acked_by FROM events WHERE id = $1::bigint', [id]);
-      if (exists.rowCount === 0) throw new HttpError(404, `no alert ${id}`);
-      throw new HttpError(409, `alert ${id} was acknowledged by ${exists.rows[0].acked_by}`);
-    }
-    await writeAudit(pool, actor, { action: 'alert.ack', target: `alert:${id}`, before: { acked: false }, after: { acked: true }, reason: b?.note ?? null });
-    res.json({ id, ackedAt: r1.rows[0].acked_at.toISOString(), ackedBy: actor.name });
+    // The acknowledgement and its audit row: one transaction.
+    const ackedAt = await inTransaction(pool, async (db) => {
+      const r1 = await db.query(
+        `UPDATE events SET acked_at = now(), acked_by = $2::text WHERE id = $1::bigint AND acked_at IS NULL RETURNING id, acked_at`,
+        [id, actor.name],
+      );
+      if (r1.rowCount === 0) {
+        const exists = await db.query('SELECT acked_at, acked_by FROM events WHERE id = $1::bigint', [id]);
+        if (exists.rowCount === 0) throw new HttpError(404, `no alert ${id}`);
+        throw new HttpError(409, `alert ${id} was acknowledged by ${exists.rows[0].acked_by}`);
+      }
+      await writeAudit(db, actor, { action: 'alert.ack', target: `alert:${id}`, before: { acked: false }, after: { acked: true }, reason: b?.note ?? null });
+      return r1.rows[0].acked_at as Date;
+    });
+    res.json({ id, ackedAt: ackedAt.toISOString(), ackedBy: actor.name });
   });
 
   // Webhook URLs may carry tokens of their own: admins only, reading included.
@@ -79,21 +84,26 @@ export function eventRoutes(pool: Pool): Router {
   });
   r.post('/webhooks', async (req, res) => {
     const b = parseBody(WebhookBody, req.body);
-    let created;
-    try {
-      created = await createWebhook(pool, { url: b.url, types: b.types ?? [] });
-    } catch (err) {
-      if (err instanceof RangeError) throw new HttpError(400, err.message);
-      throw err;
-    }
-    await writeAudit(pool, actorOf(res), { action: 'webhook.create', target: `webhook:${created.id}`, before: null, after: { types: created.types } });
+    const created = await inTransaction(pool, async (db) => {
+      let w;
+      try {
+        w = await createWebhook(db, { url: b.url, types: b.types ?? [] });
+      } catch (err) {
+        if (err instanceof RangeError) throw new HttpError(400, err.message);
+        throw err;
+      }
+      await writeAudit(db, actorOf(res), { action: 'webhook.create', target: `webhook:${w.id}`, before: null, after: { types: w.types } });
+      return w;
+    });
     res.status(201).json(created);
   });
   r.delete('/webhooks/:id', async (req, res) => {
     // Ids are ours (wh_ + base64url); anything else cannot name one, and may hold text Postgres refuses.
     if (!/^wh_[A-Za-z0-9_-]{1,64}$/.test(req.params.id)) throw new HttpError(404, 'no such webhook (ids look like wh_…)');
-    if (!(await deleteWebhook(pool, req.params.id))) throw new HttpError(404, `no webhook ${req.params.id}`);
-    await writeAudit(pool, actorOf(res), { action: 'webhook.delete', target: `webhook:${req.params.id}`, before: null, after: null });
+    await inTransaction(pool, async (db) => {
+      if (!(await deleteWebhook(db, req.params.id))) throw new HttpError(404, `no webhook ${req.params.id}`);
+      await writeAudit(db, actorOf(res), { action: 'webhook.delete', target: `webhook:${req.params.id}`, before: null, after: null });
+    });
     res.json({ id: req.params.id, deleted: true });
   });
   return r;

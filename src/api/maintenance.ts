@@ -14,7 +14,8 @@ import type { Budgets } from '../accounting/budgets.ts';
 import type { HeldJobData } from '../../queues/contract.ts';
 import { DriftAudit } from '../accounting/drift.ts';
 import { rebuild, RebuildRefused } from '../accounting/rebuild.ts';
-import { writeAudit } from '../db/audit.ts';
+import { recordAudit } from '../admin/change.ts';
+import type { Logger } from '../log.ts';
 import { actorOf } from './auth.ts';
 import { HttpError } from './errors.ts';
 
@@ -27,6 +28,7 @@ export function maintenanceRoutes(deps: {
   intakeQueue: Queue | null;
   settledRetainSeconds: number;
   clock: Clock;
+  log: Logger;
 }): Router {
   const r = Router();
   const audit = new DriftAudit(deps.redis, deps.accounting, deps.pool);
@@ -36,7 +38,7 @@ export function maintenanceRoutes(deps: {
   r.post('/rebuild', async (_req, res) => {
     try {
       const report = await rebuild({ ...deps, heldQueue: deps.heldQueue as Queue<HeldJobData> | null, now: deps.clock.now() });
-      await writeAudit(deps.pool, actorOf(res), { action: 'redis.rebuild', target: 'redis', before: null, after: report });
+      await recordAudit({ pool: deps.pool, redis: deps.redis, outboxKey: deps.accounting.keys.auditOutbox, log: deps.log }, actorOf(res), { action: 'redis.rebuild', target: 'redis', before: null, after: report });
       res.json({ ...report, drift: (await audit.run()).drift.length });
     } catch (err) {
       if (err instanceof RebuildRefused) throw new HttpError(409, err.message);

@@ -1,6 +1,6 @@
 /**
  * The quarantine over HTTP (src/admin/quarantine.ts):
- *   GET  /quarantine?stream=ledger|events&waiting=true|false&limit=&offset=   oldest first
+ *   GET  /quarantine?stream=ledger|events|audit&waiting=true|false&limit=&offset=   oldest first
  *   GET  /quarantine/:id                 one entry, with its raw fields and error
  *   POST /quarantine/:id/replay { repair?, reason? }   admin, audited
  */
@@ -13,7 +13,7 @@ import { HttpError } from './errors.ts';
 import { body, freeText, parseBody, query } from './validate.ts';
 
 const ListQuery = query({
-  stream: z.enum(['ledger', 'events'], { error: 'stream must be ledger or events' }).optional(),
+  stream: z.enum(['ledger', 'events', 'audit'], { error: 'stream must be ledger, events or audit' }).optional(),
   waiting: z.enum(['true', 'false'], { error: 'waiting must be true or false' }).optional(),
   limit: z.coerce.number({ error: 'limit must be a number' }).int('limit must be a whole number').min(1, 'limit must be at least 1').max(1000, 'limit must be at most 1000').default(100),
   offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0),

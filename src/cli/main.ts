@@ -248,7 +248,7 @@ export function buildCli(out: (s: string) => void): Command {
   quarantine
     .command('list')
     .description('entries waiting for a replay, oldest first (--all: replayed ones too)')
-    .addOption(new Option('--stream <stream>').choices(['ledger', 'events']))
+    .addOption(new Option('--stream <stream>').choices(['ledger', 'events', 'audit']))
     .option('--all', 'include entries already replayed')
     .option('--limit <n>', 'at most this many', '100')
     .action(async (o: { stream?: string; all?: boolean; limit: string }) => {

@@ -23,12 +23,25 @@ export interface AuditRow extends Required<AuditEntry> {
   role: string;
 }
 
-export async function writeAudit(pool: Queryable, actor: Actor, e: AuditEntry): Promise<void> {
-  await pool.query(
-    `INSERT INTO audit (actor, role, action, target, before, after, reason)
-     VALUES ($1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::jsonb, $7::text)`,
-    [actor.name, actor.role, e.action, e.target, json(e.before), json(e.after), e.reason ?? null],
+/**
+ * Insert one audit row. `requestId` (see src/admin/change.ts) makes a second
+ * insert of the same change a no-op; `at` is when the change was made (an
+ * outboxed row arrives later). Returns false if the row was there already.
+ */
+export async function writeAudit(db: Queryable, actor: Actor, e: AuditEntry, opts: { requestId?: string; at?: number } = {}): Promise<boolean> {
+  const r = await db.query(
+    `INSERT INTO audit (actor, role, action, target, before, after, reason, request_id, at)
+     VALUES ($1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::jsonb, $7::text, $8::text, coalesce(to_timestamp($9::double precision / 1000), now()))
+     ON CONFLICT (request_id) DO NOTHING`,
+    [actor.name, actor.role, e.action, e.target, json(e.before), json(e.after), e.reason ?? null, opts.requestId ?? null, opts.at ?? null],
   );
+  return (r.rowCount ?? 0) > 0;
+}
+
+/** Whether the audit row of a change is in Postgres (a commit whose answer was lost may still have landed). */
+export async function auditExists(db: Queryable, requestId: string): Promise<boolean> {
+  const r = await db.query('SELECT 1 FROM audit WHERE request_id = $1::text', [requestId]);
+  return (r.rowCount ?? 0) > 0;
 }
 
 export async function recentAudit(pool: Pool, opts: { target?: string; limit: number }): Promise<AuditRow[]> {

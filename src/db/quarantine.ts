@@ -5,7 +5,7 @@
  */
 import type { Queryable } from './pool.ts';
 
-export type QuarantineStream = 'ledger' | 'events';
+export type QuarantineStream = 'ledger' | 'events' | 'audit';
 
 export interface QuarantinedEntry {
   id: number;
@@ -68,7 +68,7 @@ export async function waitingLedgerEntries(db: Queryable): Promise<QuarantinedEn
 /** Entries not yet replayed, per stream (for the metrics gauge). */
 export async function waitingCounts(db: Queryable): Promise<Record<QuarantineStream, number>> {
   const r = await db.query(`SELECT stream, count(*)::int AS n FROM quarantine WHERE replayed_at IS NULL GROUP BY stream`);
-  const out: Record<QuarantineStream, number> = { ledger: 0, events: 0 };
+  const out: Record<QuarantineStream, number> = { ledger: 0, events: 0, audit: 0 };
   for (const x of r.rows as { stream: QuarantineStream; n: number }[]) out[x.stream] = x.n;
   return out;
 }

@@ -49,7 +49,7 @@ export interface EventData {
   BUDGET_CHANGED: { scope: string; action: string; before: unknown; after: unknown; by: string; reason: string | null };
   QUOTA_RESET: { periods: string[]; labels: Record<string, string>; releasedJobs: number };
   /** A stream entry no store would take was set aside (GET /api/v1/quarantine/:id); the entries after it flowed on. */
-  ENTRY_QUARANTINED: { quarantineId: number; stream: 'ledger' | 'events'; streamId: string; error: string };
+  ENTRY_QUARANTINED: { quarantineId: number; stream: 'ledger' | 'events' | 'audit'; streamId: string; error: string };
 }
 
 export interface GatekeeperEvent<T extends EventType = EventType> {

@@ -55,6 +55,11 @@ export class Keys {
     return `${this.base}:events`;
   }
 
+  /** Stream of audit rows waiting for Postgres: a change made in Redis whose row Postgres refused at that moment. */
+  get auditOutbox(): string {
+    return `${this.base}:audit-outbox`;
+  }
+
   /** Set of exempt job types: admitted, tracked, never counted. */
   get exemptTypes(): string {
     return `${this.base}:exempt-types`;
