@@ -47,7 +47,8 @@ function batchArg(script: string, first: number, n: number, now: number): string
   const reqs: ReserveRequest[] = Array.from({ length: n }, (_, j) => {
     const i = first + j;
     const user = `u${i % 16}`;
-    return { jobId: String(i + 1), order: i + 1, amountGpuMs: hoursToGpuMs(1), meta: { project: 'bench', user, gpus: 1 }, scopes: ['project:bench', `user-day:${user}`, `user-week:${user}`] };
+    // submittedAt as the gatekeeper sends it (BullMQ's timestamp): the job's identity with its id.
+    return { jobId: String(i + 1), order: i + 1, submittedAt: now - JOBS + i, amountGpuMs: hoursToGpuMs(1), meta: { project: 'bench', user, gpus: 1 }, scopes: ['project:bench', `user-day:${user}`, `user-week:${user}`] };
   });
   if (script.includes('input.groups')) return reserveBatch(reqs, now).batch;
   if (script.includes('input.sigs')) return sigsBatch(reqs, now);

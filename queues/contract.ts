@@ -100,13 +100,15 @@ export interface ExecJobData extends IntakeJobData {
 
 /** What a job parked on gpu-held carries. */
 export interface HeldJobData extends IntakeJobData {
-  held: { intakeJobId: string; reason: string; heldAt: number };
+  /** submittedAt: the intake job's BullMQ timestamp (with the id, the job's identity; a rebuild restores it). */
+  held: { intakeJobId: string; reason: string; heldAt: number; submittedAt?: number };
 }
 
 /** What a job parked on gpu-rejected carries: the intake data as it came, and why. */
 export interface RejectedJobData {
   intake: unknown;
-  rejected: { intakeJobId: string; reason: string; rejectedAt: number; by: string };
+  /** submittedAt: the intake job's BullMQ timestamp (tells it from an earlier job that had its id). */
+  rejected: { intakeJobId: string; reason: string; rejectedAt: number; by: string; submittedAt?: number };
 }
 
 /** What GPU workers may return; `gpuHours` replaces the reservation when present. */

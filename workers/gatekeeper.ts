@@ -10,10 +10,12 @@
  * the admitted; one addBulk parks the held. An idle gatekeeper sends each job
  * at once; a busy one pays Redis' per-call cost once per batch, not per job.
  *
- * Crash safety: the reservation is keyed by the intake job id and the gpu-exec
- * and gpu-held job ids are derived from it, so a gatekeeper killed at any
- * instant and restarted (the intake job comes back as stalled) re-runs the
- * same steps and each one is a no-op the second time.
+ * Crash safety: the reservation is keyed by the intake job id (and its
+ * submission time, so an id the queue hands out again after its counter
+ * restarted is a new job: reserve.lua) and the gpu-exec and gpu-held job ids
+ * are derived from it, so a gatekeeper killed at any instant and restarted
+ * (the intake job comes back as stalled) re-runs the same steps and each one
+ * is a no-op the second time.
  */
 import { Worker, Queue, UnrecoverableError, DelayedError, type Job } from 'bullmq';
 import type { Redis } from 'ioredis';
@@ -90,12 +92,16 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       ...(named(data.user) ? { user: data.user as string } : {}),
       reason,
       by: 'gatekeeper',
-    }, `rejected:${printable(job.id!)}`, clock.now());
-    const r = await rejectedQueue.add(
+    }, `rejected:${printable(job.id!)}@${job.timestamp}`, clock.now());
+    const park = (id: string) => rejectedQueue.add(
       job.name,
-      { intake: job.data as unknown, rejected: { intakeJobId: job.id!, reason, rejectedAt: clock.now(), by: 'gatekeeper' } },
-      { jobId: rejectedJobId(job.id!), ...KEEP },
+      { intake: job.data as unknown, rejected: { intakeJobId: id, reason, rejectedAt: clock.now(), by: 'gatekeeper', submittedAt: job.timestamp } },
+      { jobId: rejectedJobId(id), ...KEEP },
     );
+    let r = await park(job.id!);
+    // An earlier job had this id (the intake queue's counter restarted): park this one under its own.
+    const earlier = r.data.rejected.submittedAt;
+    if (earlier !== undefined && earlier !== job.timestamp) r = await park(`${job.id!}@${job.timestamp}`);
     await r.log(`rejected: ${reason}`);
     throw new UnrecoverableError(reason);
   }
@@ -105,7 +111,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     const now = clock.now();
     // Concurrent processing lets jobs arrive a little out of order: decide
     // each batch in submission order, so the earlier job gets the last hours.
-    const reqs = batch.map((p) => ({ intakeJobId: p.job.id!, data: p.data, order: submissionOrder(p.job.id!, p.job.timestamp) }));
+    const reqs = batch.map((p) => ({ intakeJobId: p.job.id!, data: p.data, order: submissionOrder(p.job.id!, p.job.timestamp), submittedAt: p.job.timestamp }));
     const sorted = reqs.map((_, i) => i).sort((x, y) => reqs[x]!.order - reqs[y]!.order);
     const decidedSorted = await decideAdmissions(accounting, sorted.map((i) => reqs[i]!), now, config.unknownProjectPolicy);
     const decisions: Decision[] = new Array(batch.length);
@@ -115,12 +121,13 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     const unheld: string[] = [];
     batch.forEach(({ job, data }, i) => {
       const d = decisions[i]!;
-      const id = job.id!;
+      // The job's own id, unless that id had been another job's (see reserve.lua).
+      const id = d.reservationId ?? job.id!;
       if (d.kind === 'cancelled' || d.kind === 'rejected') return;
       if (d.kind === 'held') {
         toHold.push({
           name: job.name,
-          data: { ...data, held: { intakeJobId: id, reason: d.reason, heldAt: now } },
+          data: { ...data, held: { intakeJobId: id, reason: d.reason, heldAt: now, submittedAt: job.timestamp } },
           // Prioritized, not waiting: BullMQ keeps those in a sorted set, so taking
           // one out on release is O(log n); from the waiting list it is O(n), and
           // a release storm over 50,000 held jobs went quadratic (measured).
@@ -147,7 +154,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     // The reason is in the held job's data and the intake job's return value
     // (a job log line as well would cost one more Redis call per held job).
     for (const h of held) log.info({ jobId: h.data.held.intakeJobId, project: h.data.project, reason: h.data.held.reason }, 'held');
-    return batch.map(({ job }, i) => result(job.id!, decisions[i]!));
+    return batch.map(({ job }, i) => result(decisions[i]!.reservationId ?? job.id!, decisions[i]!));
   }
 
   const admissions = new GroupCommit<Pending, IntakeResult>(admitBatch, config.gatekeeperMaxBatch);

@@ -10,13 +10,19 @@ import type { Accounting, JobMeta, NoLimitPolicy } from './counters.ts';
 import { describeHold, type Shortfall } from './reasons.ts';
 import { scopeLabel, scopesForJob } from './scopes.ts';
 
-export type Decision =
+/**
+ * `reservationId`, when set: the job's id had been another job's (the intake
+ * queue's id counter restarted), so it was decided, and is named from now on,
+ * under this one (see reserve.lua).
+ */
+export type Decision = (
   | { kind: 'admitted'; admission: AdmissionRecord }
   | { kind: 'already'; state: 'reserved' | 'settled'; admission: AdmissionRecord }
   /** `retried`: it was held before (a re-run after a crash); make sure it is on gpu-held. */
   | { kind: 'held'; reason: string; shortfalls: Shortfall[]; retried: boolean }
   | { kind: 'cancelled' }
-  | { kind: 'rejected'; reason: string };
+  | { kind: 'rejected'; reason: string }
+) & { reservationId?: string };
 
 export function jobMeta(data: IntakeJobData): JobMeta {
   return { project: data.project, user: data.user, jobType: data.jobType, gpuType: data.gpuType, gpus: data.gpus, ...(data.run ? { run: data.run } : {}) };
@@ -27,6 +33,8 @@ export interface AdmissionRequest {
   data: IntakeJobData;
   /** Submission order (see submissionOrder in counters.ts). */
   order: number;
+  /** BullMQ's timestamp of the intake job: with its id, the job's identity. */
+  submittedAt?: number;
 }
 
 /**
@@ -39,25 +47,27 @@ export async function decideAdmissions(
   now: number,
   noLimit: NoLimitPolicy = 'hold',
 ): Promise<Decision[]> {
-  const prepared = reqs.map(({ intakeJobId, data, order }) => ({
+  const prepared = reqs.map(({ intakeJobId, data, order, submittedAt }) => ({
     jobId: intakeJobId,
     order,
+    ...(submittedAt === undefined ? {} : { submittedAt }),
     amountGpuMs: hoursToGpuMs(data.estimatedGpuHours),
     scopes: scopesForJob(data).map((s) => s.id),
     meta: jobMeta(data),
   }));
   const outcomes = await accounting.reserveMany(prepared, now, noLimit);
   return outcomes.map((out, i): Decision => {
+    const renamed = out.reservationId === undefined ? {} : { reservationId: out.reservationId };
     if (out.kind === 'held') {
       const reason = describeHold(out);
-      return { kind: 'held', reason, shortfalls: out.shortfalls, retried: out.retried };
+      return { kind: 'held', reason, shortfalls: out.shortfalls, retried: out.retried, ...renamed };
     }
-    if (out.kind === 'cancelled') return out;
+    if (out.kind === 'cancelled') return { kind: 'cancelled', ...renamed };
     if (out.kind === 'rejected') {
-      return { kind: 'rejected', reason: `no budget for ${scopeLabel(out.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)` };
+      return { kind: 'rejected', reason: `no budget for ${scopeLabel(out.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)`, ...renamed };
     }
     const admission: AdmissionRecord = {
-      intakeJobId: prepared[i]!.jobId,
+      intakeJobId: out.reservationId ?? prepared[i]!.jobId,
       reservedGpuMs: out.amountGpuMs,
       reservedGpuHours: gpuMsToHours(out.amountGpuMs),
       scopes: out.scopes,
@@ -65,6 +75,6 @@ export async function decideAdmissions(
       ...(out.exempt ? { exempt: true } : {}),
       ...(out.kind === 'reserved' && out.softOver.length > 0 ? { softOver: out.softOver } : {}),
     };
-    return out.kind === 'reserved' ? { kind: 'admitted', admission } : { kind: 'already', state: out.state, admission };
+    return out.kind === 'reserved' ? { kind: 'admitted', admission, ...renamed } : { kind: 'already', state: out.state, admission, ...renamed };
   });
 }

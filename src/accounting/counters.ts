@@ -21,7 +21,16 @@ export interface JobMeta {
   run?: string | undefined;
 }
 
-export type ReserveOutcome =
+export type ReserveOutcome = DecidedOutcome & {
+  /**
+   * Set when the job's id had been used by another job (the intake queue's
+   * id counter restarted): the id it was decided under, '<id>@<submitted at>',
+   * which names it from then on (gpu-exec, gpu-held, the ledger).
+   */
+  reservationId?: string;
+};
+
+type DecidedOutcome =
   /**
    * `scopes`: the counter ids it was reserved in (scope base @ period label);
    * `softOver`: soft-limited scope bases it took past their limit (warn);
@@ -55,6 +64,12 @@ export interface ReserveRequest {
   /** Scope bases (see scopes.ts); the script picks each one's current period. */
   scopes: string[];
   meta: JobMeta;
+  /**
+   * When it was submitted (BullMQ's job timestamp, epoch ms): with the id,
+   * what tells this job from an earlier one that had the same id. Omitted:
+   * a record under the id is taken to be this job's.
+   */
+  submittedAt?: number;
 }
 
 /** An event a preflighted batch would raise. */
@@ -196,8 +211,8 @@ export class Accounting {
     const { batch, sigs, jobSig } = reserveBatch(reqs, now);
     const out = (await callScript(this.redis, 'reserve', [k.open, k.ledger, k.allHeld, k.exemptTypes], [
       String(now), noLimit, k.prefix, this.periodsArg(now), batch, dry ? '1' : '0',
-    ])) as [string[], (number | (number | string)[])[], string[][]?];
-    const [idList, results, warnings = []] = out;
+    ])) as [string[], (number | (number | string)[])[], (number | string)[], string[][]?];
+    const [idList, results, renamed, warnings = []] = out;
     const counterOf = new Map<string, string>();
     for (let i = 0; i < idList.length; i += 2) counterOf.set(idList[i]!, idList[i + 1]!);
     // The counter ids of each scope list, shared by its plainly admitted jobs.
@@ -216,6 +231,10 @@ export class Accounting {
         default: return { kind: 'held', shortfalls: parseShortfalls(r, need), ahead: 0, retried: r[0] === 3 };
       }
     });
+    for (let i = 0; i < renamed.length; i += 2) {
+      const j = Number(renamed[i]) - 1;
+      outcomes[j] = { ...outcomes[j]!, reservationId: String(renamed[i + 1]) };
+    }
     return {
       outcomes,
       warnings: warnings.map(([type, scope, threshold]) => ({ type: type as DryRunWarning['type'], scope: scope!, ...(threshold ? { thresholdPercent: Number(threshold) } : {}) })),
@@ -429,7 +448,8 @@ function parseShortfalls(r: (number | string)[], neededGpuMs: number): Shortfall
  * lists (a project and its users) and a few metadata records (a user's
  * jobs look alike): each distinct list travels once, each distinct
  * (list, metadata) pair travels once as a group, and a job names its group
- * by index (1-based, for Lua). A job is then four short values instead of
+ * by index (1-based, for Lua). A job is then four short values (five with
+ * its submission time) instead of
  * also carrying its project, type and metadata as escaped JSON: 82,125 ->
  * 78,813 Redis instructions per job at 256 per call (bench:instructions).
  * Numbers travel as strings: Lua would format a number with 14 digits only.
@@ -456,7 +476,9 @@ export function reserveBatch(reqs: ReserveRequest[], now: number): { batch: stri
       groups.push([sig, r.meta.project, meta, r.meta.jobType ?? '']);
       groupIndex.set(groupKey, (group = groups.length));
     }
-    return [r.jobId, String(r.order ?? now), String(r.amountGpuMs), group];
+    const job: (string | number)[] = [r.jobId, String(r.order ?? now), String(r.amountGpuMs), group];
+    if (r.submittedAt !== undefined) job.push(String(r.submittedAt));
+    return job;
   });
   return { batch: JSON.stringify({ sigs, groups, jobs }), sigs, jobSig };
 }

@@ -54,7 +54,9 @@ export async function rebuildHeld(redis: Redis, accounting: Accounting, heldQueu
       const d = job.data;
       const id = d.held.intakeJobId;
       return {
-        jobId: id, order: submissionOrder(id, job.timestamp), amountGpuMs: hoursToGpuMs(d.estimatedGpuHours),
+        // Placed as reserve placed it: by the intake job's submission (older held jobs carry only the park time).
+        jobId: id, order: submissionOrder(id, d.held.submittedAt ?? job.timestamp), amountGpuMs: hoursToGpuMs(d.estimatedGpuHours),
+        submittedAt: d.held.submittedAt,
         scopes: scopesForJob(d).map((s) => s.id), meta: jobMeta(d), reason: d.held.reason, heldAt: d.held.heldAt,
       };
     })
@@ -62,7 +64,10 @@ export async function rebuildHeld(redis: Redis, accounting: Accounting, heldQueu
 
   // The records first, without lines, so the dry run judges each as held.
   await pipelined(redis, reqs, (p, r) => {
-    p.hset(k.reservation(r.jobId), { amount: String(r.amountGpuMs), bases: r.scopes.join(','), state: 'held', heldAt: String(r.heldAt), meta: JSON.stringify(r.meta) });
+    p.hset(k.reservation(r.jobId), {
+      amount: String(r.amountGpuMs), bases: r.scopes.join(','), state: 'held', heldAt: String(r.heldAt), meta: JSON.stringify(r.meta),
+      ...(r.submittedAt === undefined ? {} : { ts: String(r.submittedAt) }),
+    });
     p.zadd(k.held(r.meta.project), r.order, r.jobId);
     p.zadd(k.allHeld, r.order, r.jobId);
     p.hincrby(k.heldCount, r.meta.project, 1);

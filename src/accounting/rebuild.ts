@@ -108,7 +108,7 @@ async function restoreReservations(deps: { redis: Redis; accounting: Accounting;
   const { redis, now } = deps;
   const k = deps.accounting.keys;
   const jobs = await deps.pool.query(
-    `SELECT r.job_id, r.project, r.user_name, r.job_type, r.gpu_type, r.run, r.meta, r.scopes, r.estimated_gpu_ms, r.exempt,
+    `SELECT r.job_id, r.project, r.user_name, r.job_type, r.gpu_type, r.run, r.meta, r.scopes, r.estimated_gpu_ms, r.exempt, r.submitted_ms,
             extract(epoch FROM r.at) * 1000 AS admitted_ms, e.actual_gpu_ms, extract(epoch FROM e.at) * 1000 AS ended_ms
      FROM ledger r LEFT JOIN ledger e ON e.job_id = r.job_id AND e.admitted_at = r.admitted_at AND e.kind <> 'reserve'
      WHERE r.kind = 'reserve' AND (e.id IS NULL OR e.at >= to_timestamp($1::double precision / 1000))`,
@@ -117,10 +117,11 @@ async function restoreReservations(deps: { redis: Redis; accounting: Accounting;
   let open = 0;
   let settled = 0;
   await pipelined(redis, jobs.rows, (p, j: Record<string, any>) => {
-    // As reserve.lua (and release.lua) wrote it: amount, scopes, state, admittedAt, meta, exempt.
+    // As reserve.lua (and release.lua) wrote it: amount, scopes, state, admittedAt, meta, ts, exempt.
     const record: Record<string, string> = {
       amount: String(j.estimated_gpu_ms), scopes: (j.scopes as string[]).join(','),
-      admittedAt: String(Math.round(Number(j.admitted_ms))), meta: j.meta ?? legacyMeta(j), ...(j.exempt ? { exempt: '1' } : {}),
+      admittedAt: String(Math.round(Number(j.admitted_ms))), meta: j.meta ?? legacyMeta(j),
+      ...(j.submitted_ms === null ? {} : { ts: String(j.submitted_ms) }), ...(j.exempt ? { exempt: '1' } : {}),
     };
     const key = k.reservation(j.job_id);
     if (j.ended_ms === null) {

@@ -86,14 +86,14 @@ export async function writeLedgerEntries(db: Queryable, entries: StreamEntry[], 
   await db.query(
     `WITH ins AS (
        INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta)
+                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms)
        SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
-              estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta
+              estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                    $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[], $15::text[],
-                   $17::bigint[], $18::bigint[], $19::text[])
+                   $17::bigint[], $18::bigint[], $19::text[], $20::bigint[])
             AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                 estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta)
+                 estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms)
        ON CONFLICT DO NOTHING
        RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at),
      ended AS (SELECT (at AT TIME ZONE $16::text)::date AS day, * FROM ins WHERE kind <> 'reserve'),
@@ -115,7 +115,7 @@ export async function writeLedgerEntries(db: Queryable, entries: StreamEntry[], 
       rows.map((r) => r.scopes.join(',')),
       col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'), col('exempt'), col('run'),
       timeZone,
-      rows.map((r) => r.streamMs), rows.map((r) => r.streamSeq), col('meta'),
+      rows.map((r) => r.streamMs), rows.map((r) => r.streamSeq), col('meta'), col('submittedMs'),
     ],
   );
 }
@@ -139,6 +139,8 @@ export interface LedgerRow {
   run: string | null;
   /** Reserve rows: the job's meta JSON exactly as the script stored it (rebuild restores it byte for byte). */
   meta: string | null;
+  /** Reserve rows: the intake job's submission time, epoch ms (with the id, the job's identity); null if not known. */
+  submittedMs: string | null;
 }
 
 /**
@@ -148,7 +150,7 @@ export interface LedgerRow {
  *   group starting with `jobId`;
  * - reserve.lua: `kind reserve at <ms> groups <n>`, then n fields
  *   `g <counter ids>\t<meta JSON>[\t1 if exempt]`, then one field per job,
- *   `<job id> <estimated>,<group number>`. Entries of the first form written
+ *   `<job id> <estimated>,<group number>[,<submitted at ms>]`. Entries of the first form written
  *   before an upgrade still drain.
  */
 export function parseEntry(flat: string[]): LedgerRow[] {
@@ -162,7 +164,7 @@ export function parseEntry(flat: string[]): LedgerRow[] {
   }
   return groups.map((g) => row(
     { kind: header.kind!, at: header.at, note: header.note, override: header.override === '1' },
-    { jobId: g.jobId!, estimated: g.estimated!, actual: g.actual, admittedAt: g.admittedAt, scopes: g.scopes ?? '', meta: g.meta, exempt: g.exempt === '1' },
+    { jobId: g.jobId!, estimated: g.estimated!, actual: g.actual, admittedAt: g.admittedAt, scopes: g.scopes ?? '', meta: g.meta, exempt: g.exempt === '1', submittedMs: g.ts },
   ));
 }
 
@@ -180,10 +182,9 @@ function parseReserveEntry(flat: string[]): LedgerRow[] {
   });
   const rows: LedgerRow[] = [];
   for (let i = 6 + 2 * n; i + 1 < flat.length; i += 2) {
-    const v = flat[i + 1]!;
-    const comma = v.indexOf(',');
-    const g = groups[Number(v.slice(comma + 1)) - 1]!;
-    rows.push(row({ kind: 'reserve', at, override: false }, { jobId: flat[i]!, estimated: v.slice(0, comma), scopes: g.scopes, meta: g.meta, exempt: g.exempt }, g.parsed));
+    const [estimated, group, submittedMs] = flat[i + 1]!.split(',');
+    const g = groups[Number(group) - 1]!;
+    rows.push(row({ kind: 'reserve', at, override: false }, { jobId: flat[i]!, estimated: estimated!, scopes: g.scopes, meta: g.meta, exempt: g.exempt, submittedMs }, g.parsed));
   }
   return rows;
 }
@@ -201,7 +202,7 @@ function repaired(r: LedgerRow): LedgerRow {
 
 function row(
   header: { kind: string; at?: string; note?: string; override: boolean },
-  job: { jobId: string; estimated: string; actual?: string; admittedAt?: string; scopes: string; meta?: string; exempt: boolean },
+  job: { jobId: string; estimated: string; actual?: string; admittedAt?: string; scopes: string; meta?: string; exempt: boolean; submittedMs?: string | undefined },
   meta: ParsedMeta = parseMeta(job.meta),
 ): LedgerRow {
   return {
@@ -221,5 +222,6 @@ function row(
     exempt: job.exempt,
     run: meta.run ?? null,
     meta: header.kind === 'reserve' ? (job.meta ?? null) : null,
+    submittedMs: header.kind === 'reserve' ? (job.submittedMs ?? null) : null,
   };
 }

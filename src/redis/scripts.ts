@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 
-const SCRIPTS_VERSION = 1;
+const SCRIPTS_VERSION = 2;
 
 export const SCRIPT_FILES = ['reserve', 'settle', 'release', 'cancel', 'scope', 'snapshot', 'raise'] as const;
 export type ScriptName = (typeof SCRIPT_FILES)[number];

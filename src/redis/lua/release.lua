@@ -47,7 +47,7 @@ local events = {}
 for a = 6, #ARGV do
   local jobId = ARGV[a]
   local resKey = base .. 'res:' .. jobId
-  local r = redis.call('HMGET', resKey, 'amount', 'state', 'bases', 'meta', 'lines')
+  local r = redis.call('HMGET', resKey, 'amount', 'state', 'bases', 'meta', 'lines', 'ts')
   local out
   if r[2] ~= 'held' then
     out = { -1, r[2] or 'missing' }
@@ -108,9 +108,12 @@ for a = 6, #ARGV do
       redis.call('HINCRBY', base .. 'held-count', project, -1)
       for _, l in ipairs(lines) do redis.call('ZREM', base .. 'line:' .. l, jobId) end
       redis.call('ZADD', openKey, now, jobId)
-      redis.call('XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now, 'note', note,
+      local entry = { 'XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now, 'note', note,
         'override', mode == 'override' and '1' or '0',
-        'jobId', jobId, 'estimated', r[1], 'scopes', scopeIds, 'meta', r[4], 'exempt', '0')
+        'jobId', jobId, 'estimated', r[1], 'scopes', scopeIds, 'meta', r[4], 'exempt', '0' }
+      -- Its submission time (with its id, the job's identity: reserve.lua), for a rebuild.
+      if r[6] then entry[#entry + 1] = 'ts'; entry[#entry + 1] = r[6] end
+      redis.call(unpack(entry))
       events[#events + 1] = { mode == 'override' and 'JOB_OVERRIDDEN' or 'JOB_RELEASED', 'jobId', jobId,
         'meta', r[4], 'amount', r[1], 'note', note }
       out = { 1, need, scopeIds }

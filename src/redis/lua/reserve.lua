@@ -4,8 +4,15 @@
   see includes/scopes.lua), all or nothing per job. A job that does not fit
   is recorded as held, in line for each scope it waits on. Each job's decision
   sees the jobs before it, exactly as if each had its own call; a batch only
-  shares the cost of the call and of the writes. Idempotent per job id: a
+  shares the cost of the call and of the writes. Idempotent per job: a
   retried job changes nothing and says where it is.
+
+  A job is its intake id and its submission time (BullMQ's timestamp, kept
+  as the record's 'ts'): a queue whose id counter restarted (obliterated)
+  hands out ids that have records already. A job whose id has a record with
+  another 'ts' is a new job, reserved as '<id>@<ts>' (its id everywhere
+  after: gpu-exec, gpu-held, the ledger) and placed in held lines by its
+  submission time. (A record without 'ts' is taken as the job's own.)
 
   First in, first out per scope: a held job waits in the line of every scope
   it did not fit. While a scope's line is not empty, a new job that touches
@@ -43,7 +50,9 @@
                jobs, in order, each
                  [ job id, submission order (the held lines are sorted by it),
                    amount (integer GPU-ms > 0, as a string),
-                   index of its group in groups (1-based) ]
+                   index of its group in groups (1-based),
+                   submitted at (epoch ms, as a string; '' if unknown: then
+                   a record under the id is always the job's own) ]
                One argument rather than several per job: Node encodes one JSON
                string much faster than the client encodes many small arguments;
                and a job's metadata, the same for most of a user's jobs, is
@@ -53,7 +62,9 @@
                would raise as { type, scope, threshold or '' } (JOB_HELD left
                out: results say it).
 
-  Output: { ids, results } (a dry run: { ids, results, warnings }).
+  Output: { ids, results, renamed } (a dry run: { ids, results, renamed, warnings }).
+  renamed: { index in the batch (1-based), id it was decided under, ... } for
+  each job whose id was used before by another job (see above); usually empty.
   ids: { scope base, counter id, ... } for every scope base a decided job of
   the batch touches (the counter id names the period it counts in). results: one entry per job,
   in order:
@@ -97,7 +108,7 @@ local CHUNK = 200
 -- Most batches are only new jobs. One EXISTS over the batch's reservation
 -- keys says so, instead of one HGET per job; only a batch with a known job
 -- in it (a retry) reads each job's state.
-local resKeys, anyKnown = {}, false
+local resKeys, anyKnown, renamed = {}, false, {}
 for j = 1, #batch do resKeys[j] = base .. 'res:' .. batch[j][1] end
 for first = 1, #resKeys, CHUNK do
   if redis.call('EXISTS', unpack(resKeys, first, math.min(first + CHUNK - 1, #resKeys))) > 0 then
@@ -190,13 +201,26 @@ local seenHere = {}     -- reservation key -> its result here (admitted: its ind
 for j = 1, #batch do
   local job = batch[j]
   local group = groups[job[4]]
-  local jobId, order, amount = job[1], job[2], job[3]
+  local jobId, order, amount, ts = job[1], job[2], job[3], job[5] or ''
   local sig, project, meta, jobType = sigs[group[1]], group[2], group[3], group[4]
   local resKey, need = resKeys[j], tonumber(amount)
   local bases = sig.bases
 
   -- A known job's state, and the rest for a retry (false: no record).
-  local state = anyKnown and redis.call('HGET', resKey, 'state')
+  local state = false
+  if anyKnown then
+    local known = redis.call('HMGET', resKey, 'state', 'ts')
+    state = known[1]
+    if state and ts ~= '' and known[2] and known[2] ~= '' and known[2] ~= ts then
+      -- The id is another job's: this one is new, under its own id.
+      jobId = jobId .. '@' .. ts
+      resKey = base .. 'res:' .. jobId
+      order = ts
+      renamed[#renamed + 1] = j
+      renamed[#renamed + 1] = jobId
+      state = redis.call('HGET', resKey, 'state')
+    end
+  end
   local r
   local again = seenHere[resKey]
   if again then
@@ -245,7 +269,7 @@ for j = 1, #batch do
       end
       events[#events + 1] = { 'JOB_HELD', 'jobId', jobId, 'meta', meta, 'amount', amount,
         'ahead', tostring(ahead), 'line', line or '', 'misfits', table.concat(flat, ';') }
-      held[#held + 1] = { resKey, project, jobId, amount, sig.basesCsv, meta, order, lines }
+      held[#held + 1] = { resKey, project, jobId, amount, sig.basesCsv, meta, order, lines, ts }
       r = ahead > 0 and { 4, ahead, line, #short / 5 } or { 0, #short / 5 }
       for _, v in ipairs(short) do r[#r + 1] = v end
     else
@@ -269,7 +293,7 @@ for j = 1, #batch do
         end
         sig.freeDelta = sig.freeDelta + need
       end
-      admitted[#admitted + 1] = { resKey, jobId, amount, sig.ids, meta, exempt, job[4] }
+      admitted[#admitted + 1] = { resKey, jobId, amount, sig.ids, meta, exempt, job[4], ts }
       if exempt or #soft > 0 then
         r = { 1, need, sig.ids, table.concat(soft, ','), exempt and 1 or 0 }
       else
@@ -309,7 +333,7 @@ if dry then
       warnings[#warnings + 1] = { e[1], f.scope, f.threshold or '' }
     end
   end
-  return { idList, results, warnings }
+  return { idList, results, renamed, warnings }
 end
 --[[ callChunked(cmd, key, list, step): cmd key list..., `step` values per call. ]]
 local function callChunked(cmd, key, list, step)
@@ -330,7 +354,7 @@ callChunked('SADD', base .. 'counters', counted, CHUNK)
 -- one field per job (src/ledger/writer.ts parseEntry reads it):
 --   kind reserve  at <now>  groups <n>
 --   g  <counter ids> TAB <meta> [TAB 1 if exempt]     (n times)
---   <job id>  <amount>,<group number>                  (per job)
+--   <job id>  <amount>,<group number>[,<submitted at>] (per job)
 -- A group's scope ids and metadata, the same for most of a batch, are copied
 -- once per entry instead of once per job: 69.3k instead of 75.6k Redis
 -- instructions per job of this script at 256 per call (bench:instructions'
@@ -344,10 +368,16 @@ for first = 1, #admitted, CHUNK do
     -- No 'bases' (a held record's scope list): only release reads it, of held
     -- jobs, and the counter ids in 'scopes' name the same scopes. One field
     -- fewer per job, on every record kept for SETTLED_RETAIN_SECONDS.
-    if a[6] then
-      redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'exempt', '1')
+    if a[8] == '' then
+      if a[6] then
+        redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'exempt', '1')
+      else
+        redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5])
+      end
+    elseif a[6] then
+      redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'ts', a[8], 'exempt', '1')
     else
-      redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5])
+      redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'ts', a[8])
     end
     zadd[#zadd + 1] = now; zadd[#zadd + 1] = a[2]
     -- An admitted job is exempt exactly when its group's job type is (the
@@ -361,7 +391,7 @@ for first = 1, #admitted, CHUNK do
       xadd[#xadd + 1] = a[6] and (a[4] .. '\t' .. a[5] .. '\t1') or (a[4] .. '\t' .. a[5])
     end
     local n = #jobs
-    jobs[n + 1] = a[2]; jobs[n + 2] = a[3] .. ',' .. g
+    jobs[n + 1] = a[2]; jobs[n + 2] = a[8] == '' and (a[3] .. ',' .. g) or (a[3] .. ',' .. g .. ',' .. a[8])
   end
   xadd[9] = tostring(groupCount)
   local n = #xadd
@@ -379,7 +409,11 @@ local function place(key, score, member)
   list[#list + 1] = score; list[#list + 1] = member
 end
 for _, h in ipairs(held) do
-  redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','))
+  if h[9] == '' then
+    redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','))
+  else
+    redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','), 'ts', h[9])
+  end
   place(base .. 'held:' .. h[2], h[7], h[3])
   place(allHeldKey, h[7], h[3])
   for _, b in ipairs(h[8]) do place(base .. 'line:' .. b, h[7], h[3]) end
@@ -389,4 +423,4 @@ end
 for _, key in ipairs(placeKeys) do callChunked('ZADD', key, places[key], 2 * CHUNK) end
 for _, project in ipairs(heldProjects) do redis.call('HINCRBY', base .. 'held-count', project, heldIn[project]) end
 emit(base, events, now)
-return { idList, results }
+return { idList, results, renamed }
