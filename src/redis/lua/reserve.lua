@@ -15,10 +15,13 @@
   submission time. (A record without 'ts' is taken as the job's own.)
 
   First in, first out per scope: a held job waits in the line of every scope
-  it did not fit. While a scope's line is not empty, a new job that touches
-  that scope is held behind it even if it would fit; jobs leave lines by
-  release (an admin, or the scheduler when a quota period renews). So one
-  user's exhausted quota holds that user's jobs, not the whole project's.
+  it did not fit. While an older job (a lower submission order) waits in a
+  scope's line, a new job that touches that scope is held behind it even if
+  it would fit, and waits in that line too; a newer one that reached Redis
+  first holds nobody back. Jobs leave lines by release (an admin, or the
+  scheduler when a quota period renews). So one user's exhausted quota holds
+  that user's jobs, not the whole project's. (test/fifo-model.test.ts holds
+  these rules against a model.)
 
   Exempt job types (a set admins configure) are admitted without counting
   against any limit; their hours are tracked in exemptReserved/exemptUsed.
@@ -169,29 +172,62 @@ local function isExempt(jobType)
   if exemptTypes[jobType] == nil then exemptTypes[jobType] = redis.call('SISMEMBER', exemptKey, jobType) == 1 end
   return exemptTypes[jobType]
 end
-local lineLength = {}   -- scope base -> jobs in its line (read once, then counted here)
-local function waiting(scopeBase)
-  local n = lineLength[scopeBase]
-  if not n then
-    n = redis.call('ZCARD', base .. 'line:' .. scopeBase)
-    lineLength[scopeBase] = n
-  end
-  return n
-end
--- The longest line among a scope list's scopes: what a new job of that list
--- waits behind. Kept per list until a hold in this call lengthens a line
--- (linesChanged), so a batch that holds nothing asks once per list, not per job.
-local linesChanged = 0
-local function longestLine(sig)
-  if sig.linesSeen ~= linesChanged then
-    local ahead, line, bases = 0, nil, sig.bases
-    for k = 1, #bases do
-      local n = waiting(bases[k])
-      if n > ahead then ahead, line = n, bases[k] end
+-- Held lines, each read once per call and kept up to date here as the call
+-- holds jobs: what Redis has (how many, the lowest and highest submission
+-- order) and what this call added (orders and ids, and the highest order).
+-- A job waits behind the older members only: jobs reach Redis out of
+-- submission order (concurrent processing, several gatekeepers), and a newer
+-- job held first must not hold back an older one that fits.
+local lineCache = {}
+local function lineOf(b)
+  local L = lineCache[b]
+  if not L then
+    local key = base .. 'line:' .. b
+    L = { key = key, n = redis.call('ZCARD', key), added = {}, addedMax = -math.huge }
+    if L.n > 0 then
+      L.lo = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+      L.hi = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
     end
-    sig.ahead, sig.line, sig.linesSeen = ahead, line, linesChanged
+    lineCache[b] = L
   end
-  return sig.ahead, sig.line
+  return L
+end
+--[[ olderIn(L, o, order, jobId): members of line L before this job (a lower
+  order; the same order and a lower id, as Redis sorts them). A new job is
+  usually the newest, answered without a Redis call. ]]
+local function olderIn(L, o, order, jobId)
+  local older = 0
+  if L.n > 0 and o >= L.lo then
+    if o > L.hi then
+      older = L.n
+    else
+      older = redis.call('ZCOUNT', L.key, '-inf', '(' .. order)
+      for _, m in ipairs(redis.call('ZRANGEBYSCORE', L.key, order, order)) do
+        if m < jobId then older = older + 1 end
+      end
+    end
+  end
+  local added = L.added
+  if o > L.addedMax then return older + #added / 2 end
+  for i = 1, #added, 2 do
+    if added[i] < o or (added[i] == o and added[i + 1] < jobId) then older = older + 1 end
+  end
+  return older
+end
+-- Whether any line of a scope list's scopes has anyone in it: kept per list
+-- until a hold in this call lengthens a line (linesChanged), so a batch that
+-- holds nothing asks once per list, not per job.
+local linesChanged = 0
+local function anyLine(sig)
+  if sig.linesSeen ~= linesChanged then
+    local any, bases = false, sig.bases
+    for k = 1, #bases do
+      local L = lineOf(bases[k])
+      if L.n > 0 or #L.added > 0 then any = true; break end
+    end
+    sig.anyLine, sig.linesSeen = any, linesChanged
+  end
+  return sig.anyLine
 end
 
 local results = {}
@@ -243,8 +279,19 @@ for j = 1, #batch do
     for i = 2, #short, 5 do
       if short[i] == 1 then unknown = short[i - 1]; break end
     end
-    local ahead, line = 0, nil
-    if not exempt and state ~= 'held' then ahead, line = longestLine(sig) end
+    -- The scopes whose lines hold an older job; ahead: the most in one of them (line).
+    local ahead, line, behind, o = 0, nil, nil, nil
+    if not exempt and state ~= 'held' and anyLine(sig) then
+      o = tonumber(order)
+      for k = 1, #bases do
+        local n = olderIn(lineOf(bases[k]), o, order, jobId)
+        if n > 0 then
+          behind = behind or {}
+          behind[#behind + 1] = bases[k]
+          if n > ahead then ahead, line = n, bases[k] end
+        end
+      end
+    end
     if noLimit == 'reject' and unknown and state ~= 'held' then
       r = { 7, unknown }
     elseif state == 'held' then
@@ -254,10 +301,18 @@ for j = 1, #batch do
       -- In line for every scope it did not fit and every scope it waits behind.
       local lines, inLine = {}, {}
       for i = 1, #short, 5 do lines[#lines + 1] = short[i]; inLine[short[i]] = true end
-      for _, b in ipairs(bases) do
-        if not inLine[b] and waiting(b) > 0 then lines[#lines + 1] = b end
+      if behind then
+        for _, b in ipairs(behind) do
+          if not inLine[b] then lines[#lines + 1] = b end
+        end
       end
-      for _, b in ipairs(lines) do lineLength[b] = waiting(b) + 1 end
+      o = o or tonumber(order)
+      for _, b in ipairs(lines) do
+        local L = lineOf(b)
+        L.added[#L.added + 1] = o
+        L.added[#L.added + 1] = jobId
+        if o > L.addedMax then L.addedMax = o end
+      end
       linesChanged = linesChanged + 1
       local byBase = {}
       for _, sc in ipairs(scopes) do byBase[sc.base] = sc end
