@@ -247,7 +247,7 @@ async function compare(acc: Accounting, model: Model, fail: (what: string) => ne
     if (c.usedGpuMs !== model.used.get(s) || c.reservedGpuMs !== model.reserved.get(s)) {
       fail(`${s}: Redis used ${c.usedGpuMs} reserved ${c.reservedGpuMs}, model used ${model.used.get(s)} reserved ${model.reserved.get(s)}`);
     }
-    const line = await t.redis.zrange(acc.keys.line(s), 0, -1);
+    const line = await t.redis.zrange(acc.keys.line(s), '0', '-1');
     const want = model.line(s).map((j) => j.id);
     if (JSON.stringify(line) !== JSON.stringify(want)) fail(`line of ${s}: Redis [${line}], model [${want}]`);
   }
