@@ -131,6 +131,14 @@ describe('budget API', () => {
     expect((await t.budgets.get('alpha'))!.adjustGpuMs).toBe(0);
   });
 
+  it('shows an effective limit of exactly -1 GPU-ms as that, not as no limit', async () => {
+    // Budget 1 GPU-ms, adjusted by -2 GPU-ms: the scope script once answered -1 for "no limit".
+    expect((await call('PUT', '/api/v1/projects/minus/budget', { gpuHours: 0.000000278 })).status).toBe(200);
+    expect((await call('POST', '/api/v1/projects/minus/budget/adjust', { gpuHours: -0.000000556 })).status).toBe(200);
+    const v = (await t.budgets.get('minus'))!;
+    expect([v.limitGpuMs, v.adjustGpuMs, v.effectiveLimitGpuMs, v.ceilingGpuMs, v.remainingGpuMs]).toEqual([1, -2, -1, -1, -1]);
+  });
+
   it('lets viewers read but not change exempt job types', async () => {
     expect((await call('PUT', '/api/v1/exempt-job-types/draft', undefined, viewerAuth)).status).toBe(403);
     expect((await call('PUT', '/api/v1/exempt-job-types/draft', { reason: 'drafts are free' })).body).toEqual({ jobTypes: ['draft'] });

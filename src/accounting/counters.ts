@@ -341,8 +341,8 @@ export class Accounting {
     return out.map(([id, limit, ceiling, used, reserved, carry, adjust, exemptUsed, exemptReserved], i) => ({
       base: bases[i]!,
       id: id!,
-      limitGpuMs: limit === '-1' ? null : Number(limit),
-      ceilingGpuMs: ceiling === '-1' ? null : Number(ceiling),
+      limitGpuMs: limit === '' ? null : Number(limit),
+      ceilingGpuMs: ceiling === '' ? null : Number(ceiling),
       usedGpuMs: Number(used),
       reservedGpuMs: Number(reserved),
       carryGpuMs: Number(carry),

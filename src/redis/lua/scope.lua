@@ -14,7 +14,8 @@
 
   Output: one entry per base:
     { scope id, limit, ceiling, used, reserved, carry, adjust, exemptUsed, exemptReserved }
-    limit -1: none set; ceiling -1: none (soft without grace, or no limit)
+    limit '': none set; ceiling '': none (soft without grace, or no limit).
+    (Not -1: an adjustment can take an effective limit to -1 GPU-ms.)
     Numbers are returned as strings (%.0f), exact beyond 2^31.
 ]]
 -- @include scopes
@@ -28,7 +29,7 @@ for a = 4, #ARGV do
   writeCrossed(s)
   local c = redis.call('HMGET', s.key, 'carry', 'adjust', 'exemptUsed', 'exemptReserved')
   local f = function(n) return string.format('%.0f', n) end
-  out[#out + 1] = { s.id, s.limit and f(s.limit) or '-1', s.ceiling and f(s.ceiling) or '-1', f(s.used), f(s.reserved),
+  out[#out + 1] = { s.id, s.limit and f(s.limit) or '', s.ceiling and f(s.ceiling) or '', f(s.used), f(s.reserved),
     c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0' }
 end
 return out
