@@ -46,7 +46,8 @@ async function main(): Promise<void> {
   const redisUrl = process.env.REDIS_URL ?? redisServer!.url;
   const pg = process.env.DATABASE_URL ? null : await startEmbeddedPostgres(join(dir, 'pg'));
   const prefix = `bench-wh-${randomBytes(4).toString('hex')}`;
-  const config = loadConfig({ ...process.env, REDIS_URL: redisUrl, QUEUE_PREFIX: prefix, DATABASE_URL: process.env.DATABASE_URL ?? pg!.url });
+  // The receiver is on loopback, which webhooks reach only when allowed.
+  const config = loadConfig({ ...process.env, REDIS_URL: redisUrl, QUEUE_PREFIX: prefix, DATABASE_URL: process.env.DATABASE_URL ?? pg!.url, WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32' });
   const pool = createPool(config.databaseUrl!, pg ? 1 : 4);
   await migrate(pool);
   const redis = createRedis(redisUrl);
@@ -70,7 +71,7 @@ async function main(): Promise<void> {
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  await createWebhook(pool, { url: `${url}/hook`, types: ['THRESHOLD_CROSSED'] });
+  await createWebhook(pool, { url: `${url}/hook`, types: ['THRESHOLD_CROSSED'] }, config);
 
   const conns = [createRedis(redisUrl), createRedis(redisUrl), createRedis(redisUrl)];
   const gk = createGatekeeper({ config, workerConnection: conns[0]!, connection: redis, log, clock: systemClock });

@@ -6,6 +6,8 @@
 import { z } from 'zod';
 import { checkTimeZone } from './periods.ts';
 import { hashTag } from './redis/keys.ts';
+import { parseAllowedTargets } from './net/allowed.ts';
+import type { AllowedTargets } from './net/egress.ts';
 
 const intFrom = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z
@@ -74,6 +76,23 @@ const Env = z.object({
   WEBHOOK_TIMEOUT_MS: intFrom(5_000, 100),
   /** Tries per webhook delivery (exponential backoff from 1 s). @default 10 */
   WEBHOOK_ATTEMPTS: intFrom(10, 1),
+  /**
+   * Private and loopback webhook targets to allow, comma-separated: CIDR
+   * ranges or single addresses (10.0.0.0/8, 127.0.0.1, fd00::/8) and host
+   * names (exact, case-insensitive, a trailing dot ignored; the name may then
+   * resolve to private and loopback addresses). Link-local, cloud metadata,
+   * unspecified, multicast, broadcast and reserved targets are always refused
+   * and cannot be listed (src/net/egress.ts, src/net/allowed.ts).
+   * @default none: webhooks reach public addresses only
+   */
+  WEBHOOK_ALLOWED_TARGETS: z
+    .string()
+    .default('')
+    .transform((v, ctx) => {
+      const { targets, problems } = parseAllowedTargets(v);
+      for (const message of problems) ctx.addIssue({ code: 'custom', message });
+      return targets;
+    }),
   /** A job of a project with no budget: `hold` it (reason "no budget for project X") or `reject` it. @default hold */
   UNKNOWN_PROJECT_POLICY: z.enum(['hold', 'reject']).default('hold'),
   /** Largest estimate one job may carry, in GPU hours (at most 1,000,000). @default 10000 */
@@ -182,6 +201,8 @@ export interface Config {
   readonly queues: { readonly intake: string; readonly exec: string; readonly held: string; readonly rejected: string; readonly webhooks: string };
   readonly webhookTimeoutMs: number;
   readonly webhookAttempts: number;
+  /** Private and loopback webhook targets allowed besides public addresses. */
+  readonly webhookAllowedTargets: AllowedTargets;
   readonly unknownProjectPolicy: 'hold' | 'reject';
   readonly maxGpuHoursPerJob: number;
   readonly maxPayloadBytes: number;
@@ -247,6 +268,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     queues: Object.freeze({ intake: e.INTAKE_QUEUE, exec: e.EXEC_QUEUE, held: e.HELD_QUEUE, rejected: e.REJECTED_QUEUE, webhooks: e.WEBHOOK_QUEUE }),
     webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,
     webhookAttempts: e.WEBHOOK_ATTEMPTS,
+    webhookAllowedTargets: e.WEBHOOK_ALLOWED_TARGETS,
     unknownProjectPolicy: e.UNKNOWN_PROJECT_POLICY,
     maxGpuHoursPerJob: e.MAX_GPU_HOURS_PER_JOB,
     maxPayloadBytes: e.MAX_PAYLOAD_BYTES,

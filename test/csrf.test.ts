@@ -38,7 +38,8 @@ const closers: (() => Promise<unknown>)[] = [];
 
 beforeAll(async () => {
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium (.ci/run does)`);
-  t = await createTestEnv({}, { liveClock: true });
+  // Loopback allowed, so the forged webhook below would be created if the CSRF guard let it through.
+  t = await createTestEnv({ WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32' }, { liveClock: true });
   const q = (name: string) => new Queue(name, { connection: t.redis, prefix: t.config.queuePrefix });
   queues = { intake: q(t.config.queues.intake), exec: q(t.config.queues.exec), held: q(t.config.queues.held), rejected: q(t.config.queues.rejected) };
   const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);

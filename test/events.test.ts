@@ -42,7 +42,8 @@ async function submit(n: number, data: Record<string, unknown>): Promise<void> {
 }
 
 beforeAll(async () => {
-  t = await createTestEnv();
+  // The webhook receivers below listen on loopback.
+  t = await createTestEnv({ WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32' });
   intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
   // Four gatekeepers race on the same intake queue.
   gatekeepers = [0, 1, 2, 3].map(() => createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.connection(), log: t.log, clock: t.clock }));
@@ -165,8 +166,8 @@ describe('webhooks', () => {
     const hanging = http.createServer(() => {}); // accepts, never answers
     await Promise.all([good, hanging].map((s) => new Promise<void>((r) => s.listen(0, '127.0.0.1', r))));
     const url = (s: http.Server) => `${urlOf(s)}/hook`;
-    const hook = await createWebhook(t.pool, { url: url(good), types: ['THRESHOLD_CROSSED'] });
-    const stuck = await createWebhook(t.pool, { url: url(hanging), types: [] });
+    const hook = await createWebhook(t.pool, { url: url(good), types: ['THRESHOLD_CROSSED'] }, t.config);
+    const stuck = await createWebhook(t.pool, { url: url(hanging), types: [] }, t.config);
     const delivery = createWebhookDelivery({ config: t.config, workerConnection: t.connection(), pool: t.pool, log: t.log });
     await store.start();
     try {

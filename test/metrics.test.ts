@@ -28,7 +28,7 @@ const closers: (() => Promise<unknown>)[] = [];
 let base: string;
 
 beforeAll(async () => {
-  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '50' }, { liveClock: true });
+  t = await createTestEnv({ RECONCILE_INTERVAL_MS: '50', WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32' }, { liveClock: true });
 });
 afterAll(async () => {
   for (const c of closers.reverse()) await c();
@@ -47,7 +47,7 @@ describe('/metrics', () => {
     const hookServer = http.createServer((req, res) => req.resume().on('end', () => res.end('ok')));
     await new Promise<void>((r) => hookServer.listen(0, '127.0.0.1', r));
     closers.push(() => new Promise((r) => hookServer.close(r)));
-    await createWebhook(t.pool, { url: `${urlOf(hookServer)}/`, types: ['THRESHOLD_CROSSED'] });
+    await createWebhook(t.pool, { url: `${urlOf(hookServer)}/`, types: ['THRESHOLD_CROSSED'] }, t.config);
 
     const gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock, metrics });
     const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log });

@@ -104,7 +104,8 @@ const receivers: Receiver[] = [];
 const queues: Queue[] = [];
 
 beforeAll(async () => {
-  t = await createTestEnv({ WEBHOOK_TIMEOUT_MS: '300', WEBHOOK_ATTEMPTS: '2' });
+  // The receivers listen on loopback, which webhooks may reach only when allowed.
+  t = await createTestEnv({ WEBHOOK_TIMEOUT_MS: '300', WEBHOOK_ATTEMPTS: '2', WEBHOOK_ALLOWED_TARGETS: '127.0.0.1/32' });
   queue = new Queue<DeliveryJobData>(t.config.queues.webhooks, { connection: t.redis, prefix: t.config.queuePrefix });
   delivery = createWebhookDelivery({
     config: t.config,
@@ -138,7 +139,7 @@ describe('webhook delivery', () => {
   it('retries a 500 until the fourth try succeeds, sending identical signed bytes each time', async () => {
     outcomes.length = 0;
     const flaky = await start((n) => (n <= 3 ? 500 : 200));
-    const hook = await createWebhook(t.pool, { url: flaky.url, types: [] });
+    const hook = await createWebhook(t.pool, { url: flaky.url, types: [] }, t.config);
     const body = JSON.stringify(heldEvent(1));
     const item: DeliveryJobData = { eventId: 1, webhookId: hook.id, url: flaky.url, type: 'JOB_HELD', body };
     // Four tries needed; this env's WEBHOOK_ATTEMPTS is 2 (for the timeout test).
@@ -199,8 +200,8 @@ describe('webhook delivery', () => {
       hangingWhenGoodArrived = hang.open;
       return 204;
     });
-    const hangHook = await createWebhook(t.pool, { url: hang.url, types: ['JOB_HELD'] });
-    const goodHook = await createWebhook(t.pool, { url: good.url, types: ['JOB_HELD'] });
+    const hangHook = await createWebhook(t.pool, { url: hang.url, types: ['JOB_HELD'] }, t.config);
+    const goodHook = await createWebhook(t.pool, { url: good.url, types: ['JOB_HELD'] }, t.config);
     const body = JSON.stringify(heldEvent(2));
 
     await enqueueDeliveries(queue, t.config, [{ eventId: 2, webhookId: hangHook.id, url: hang.url, type: 'JOB_HELD', body }], FAST);
@@ -226,7 +227,7 @@ describe('webhook delivery', () => {
 
   it('completes a delivery for a deleted webhook without sending it', async () => {
     const r = await start(() => 200);
-    const hook = await createWebhook(t.pool, { url: r.url, types: [] });
+    const hook = await createWebhook(t.pool, { url: r.url, types: [] }, t.config);
     expect(await deleteWebhook(t.pool, hook.id)).toBe(true);
     expect(await deleteWebhook(t.pool, hook.id)).toBe(false);
     expect(await webhookSecret(t.pool, hook.id)).toBeNull();
@@ -240,13 +241,13 @@ describe('webhook delivery', () => {
 
 describe('webhook registry', () => {
   it('accepts only http(s) URLs and never lists the secret', async () => {
-    await expect(createWebhook(t.pool, { url: 'ftp://x', types: [] })).rejects.toThrow(RangeError);
-    await expect(createWebhook(t.pool, { url: 'ftp://x', types: [] })).rejects.toThrow(/http or https/);
-    await expect(createWebhook(t.pool, { url: 'not a url', types: [] })).rejects.toThrow(RangeError);
-    await expect(createWebhook(t.pool, { url: 'https://user:pw@example.com/', types: [] })).rejects.toThrow(RangeError);
+    await expect(createWebhook(t.pool, { url: 'ftp://x', types: [] }, t.config)).rejects.toThrow(RangeError);
+    await expect(createWebhook(t.pool, { url: 'ftp://x', types: [] }, t.config)).rejects.toThrow(/http or https/);
+    await expect(createWebhook(t.pool, { url: 'not a url', types: [] }, t.config)).rejects.toThrow(RangeError);
+    await expect(createWebhook(t.pool, { url: 'https://user:pw@example.com/', types: [] }, t.config)).rejects.toThrow(RangeError);
 
-    const all = await createWebhook(t.pool, { url: 'https://example.com/all', types: [] });
-    const some = await createWebhook(t.pool, { url: 'http://example.com/some', types: ['BUDGET_EXHAUSTED'] });
+    const all = await createWebhook(t.pool, { url: 'https://93.184.216.34/all', types: [] }, t.config);
+    const some = await createWebhook(t.pool, { url: 'http://93.184.216.34/some', types: ['BUDGET_EXHAUSTED'] }, t.config);
     expect(all.id).toMatch(/^wh_[A-Za-z0-9_-]{12}$/);
     expect(Buffer.from(all.secret, 'base64url')).toHaveLength(32);
     expect(await webhookSecret(t.pool, all.id)).toBe(all.secret);

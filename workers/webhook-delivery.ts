@@ -9,6 +9,13 @@
  * stays failed (for Bull Board) with the reason. Deliveries are at least
  * once: receivers deduplicate on x-gatekeeper-delivery.
  *
+ * The target is checked again here, not only at creation (src/net/egress.ts):
+ * an IP-literal host before the request, a host name by the lookup that opens
+ * the connection, so the address judged is the address connected to, whatever
+ * DNS answered at creation. A refused target fails the delivery at once,
+ * without retries: the refusal is policy, and retrying would only give a
+ * rebinding DNS server more tries.
+ *
  * Requests run concurrently, so a receiver that hangs holds one slot for at
  * most the timeout and does not delay the others.
  */
@@ -19,6 +26,9 @@ import type { Logger } from '../src/log.ts';
 import type { Queryable } from '../src/db/pool.ts';
 import { webhookSecret, type DeliveryJobData } from '../src/events/webhooks.ts';
 import { DELIVERY_HEADER, EVENT_HEADER, SIGNATURE_HEADER, signatureHeader } from '../src/events/signing.ts';
+import { createAgents, NoAnswer, post } from '../src/events/post.ts';
+import { TargetRefused } from '../src/net/egress.ts';
+import { checkedLookup, checkLiteral, type Resolve } from '../src/net/lookup.ts';
 
 const CONCURRENCY = 32;
 /** Secrets are read from Postgres at most once a minute per webhook, not once per request. */
@@ -33,12 +43,17 @@ export interface WebhookDeliveryDeps {
   log: Logger;
   /** Called after each attempt, for metrics; `failed` means the last attempt failed. */
   onResult?: (outcome: DeliveryOutcome, ms: number) => void;
+  /** How host names are resolved (default: the system resolver); tests give a DNS that changes its answer. */
+  resolve?: Resolve;
 }
 
 export function createWebhookDelivery(deps: WebhookDeliveryDeps) {
   const { config } = deps;
   const log = deps.log.child({ role: 'webhook-delivery' });
   const secrets = new Map<string, { secret: string; until: number }>();
+  const allowed = config.webhookAllowedTargets;
+  const lookup = checkedLookup(allowed, deps.resolve);
+  const agents = createAgents();
 
   // Only found secrets are cached: a webhook deleted meanwhile may still get
   // deliveries for up to a minute, but a Postgres error is never mistaken
@@ -57,17 +72,20 @@ export function createWebhookDelivery(deps: WebhookDeliveryDeps) {
     const started = Date.now();
     // Only the host is ever logged or kept as the failure reason: some
     // receivers (chat webhooks) carry a token in the path.
-    const host = hostOf(url);
+    const target = parse(url);
+    const host = target?.host ?? null;
     // attemptsMade counts the failed attempts before this one.
     const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     try {
       // Inside the try: Postgres being down is a failed attempt like any other.
       const secret = await secretFor(webhookId);
       if (secret === null) return { skipped: 'webhook deleted' };
-      // Retrying cannot fix a URL fetch cannot send to; fail at once.
-      if (host === null) throw new UnrecoverableError('webhook url is not an http(s) URL');
-      const res = await fetch(url, {
-        method: 'POST',
+      // Retrying cannot fix a URL that is not http(s); fail at once.
+      if (target === null) throw new UnrecoverableError('webhook url is not an http(s) URL');
+      // Node connects to an IP literal without calling `lookup`: judge it here.
+      checkLiteral(target.hostname, allowed);
+      const status = await post({
+        url: target,
         headers: {
           'content-type': 'application/json',
           'user-agent': 'gpu-gatekeeper-webhooks',
@@ -77,26 +95,29 @@ export function createWebhookDelivery(deps: WebhookDeliveryDeps) {
           [DELIVERY_HEADER]: job.id!,
         },
         body,
-        // A redirect is not a delivery: following a 301/302 would turn the POST into a GET.
-        redirect: 'manual',
-        signal: AbortSignal.timeout(config.webhookTimeoutMs),
+        timeoutMs: config.webhookTimeoutMs,
+        lookup,
+        agents,
       });
-      // The answer's body is not used; release the connection.
-      await res.body?.cancel().catch(() => {});
-      if (res.status < 200 || res.status > 299) throw new Error(`${host}: HTTP ${res.status}`);
+      // A redirect is not a delivery, and is not followed: following it would
+      // turn the POST into a GET, and could lead to a target never checked.
+      if (status >= 300 && status <= 399) throw new Error(`${host}: HTTP ${status} (redirects are not followed)`);
+      if (status < 200 || status > 299) throw new Error(`${host}: HTTP ${status}`);
       deps.onResult?.('delivered', Date.now() - started);
-      return { status: res.status, ms: Date.now() - started };
+      return { status, ms: Date.now() - started };
     } catch (err) {
       const ms = Date.now() - started;
       const reason = describe(err, host, config.webhookTimeoutMs);
-      const final = last || err instanceof UnrecoverableError;
+      const refused = err instanceof TargetRefused;
+      const final = last || refused || err instanceof UnrecoverableError;
       const fields = { jobId: job.id, webhookId, type, host, attempt: job.attemptsMade + 1, reason, ms };
       if (final) log.error(fields, 'webhook delivery failed for good');
       else log.warn(fields, 'webhook delivery failed; will retry');
       deps.onResult?.(final ? 'failed' : 'retry', ms);
-      // A fresh error with the short reason, so fetch internals (and nothing
+      // A fresh error with the short reason, so socket internals (and nothing
       // but the host) end up as the job's failedReason in Redis.
-      throw err instanceof UnrecoverableError ? err : new Error(reason);
+      if (err instanceof UnrecoverableError) throw err;
+      throw refused ? new UnrecoverableError(reason) : new Error(reason);
     }
   }
 
@@ -110,15 +131,18 @@ export function createWebhookDelivery(deps: WebhookDeliveryDeps) {
     worker,
     close: async () => {
       await worker.close();
+      agents.http.destroy();
+      agents.https.destroy();
       secrets.clear();
     },
   };
 }
 
-function hostOf(url: string): string | null {
+/** The URL if it is http(s); its `host` (no path) is all that is ever logged. */
+function parse(url: string): URL | null {
   try {
     const u = new URL(url);
-    return u.protocol === 'http:' || u.protocol === 'https:' ? u.host : null;
+    return u.protocol === 'http:' || u.protocol === 'https:' ? u : null;
   } catch {
     return null;
   }
@@ -127,9 +151,11 @@ function hostOf(url: string): string | null {
 /** A one-line reason naming the host only (never the URL path, body or secret). */
 function describe(err: unknown, host: string | null, timeoutMs: number): string {
   if (err instanceof UnrecoverableError) return err.message;
-  const e = err as { name?: string; message?: string; cause?: { code?: string; message?: string } };
-  if (e?.name === 'TimeoutError') return `${host}: no answer within ${timeoutMs} ms`;
-  // fetch rejects with "fetch failed" and the real reason (ECONNREFUSED, ...) as its cause.
-  if (e?.cause) return `${host}: ${e.cause.code ?? e.cause.message ?? 'network error'}`;
+  // Names the URL's host and the address it was refused for; never the path.
+  if (err instanceof TargetRefused) return err.message;
+  if (err instanceof NoAnswer) return `${host}: no answer within ${timeoutMs} ms`;
+  // Socket errors carry a code (ECONNREFUSED, ECONNRESET, ...); their message may name more.
+  const e = err as { code?: string; message?: string };
+  if (e?.code) return `${host}: ${e.code}`;
   return e?.message?.startsWith(`${host}:`) ? e.message : `${host}: ${e?.message ?? String(err)}`;
 }

@@ -11,6 +11,7 @@ import { budgetRoutes } from './budgets.ts';
 import { heldRoutes } from './held.ts';
 import { auditRoutes } from './audit.ts';
 import { eventRoutes } from './events.ts';
+import { NO_TARGETS } from '../net/egress.ts';
 import { maintenanceRoutes } from './maintenance.ts';
 import { jobRoutes } from './jobs.ts';
 import { usageRoutes } from './usage.ts';
@@ -79,7 +80,8 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(budgetRoutes(deps.budgets));
   api.use(heldRoutes(deps.held));
   api.use(auditRoutes(deps.pool));
-  api.use(eventRoutes(deps.pool));
+  // Without a config (some tests), no private webhook target is allowed.
+  api.use(eventRoutes(deps.pool, deps.config ?? { webhookAllowedTargets: NO_TARGETS }));
   if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, intakeQueue: deps.intake ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock, log: deps.log }));
   api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));
   if (deps.quarantine) api.use(quarantineRoutes(deps.quarantine));

@@ -11,7 +11,9 @@ import type { Pool } from '../db/pool.ts';
 import { writeAudit } from '../db/audit.ts';
 import { inTransaction } from '../db/transaction.ts';
 import { EVENT_TYPES } from '../events/types.ts';
-import { createWebhook, deleteWebhook, listWebhooks } from '../events/webhooks.ts';
+import { checkWebhookUrl, deleteWebhook, insertWebhook, listWebhooks } from '../events/webhooks.ts';
+import { TargetRefused } from '../net/egress.ts';
+import type { Config } from '../config.ts';
 import { actorOf, requireAdmin } from './auth.ts';
 import { HttpError } from './errors.ts';
 import { body, freeText, parseBody, query } from './validate.ts';
@@ -34,7 +36,8 @@ const WebhookBody = body({
   types: z.array(z.enum(EVENT_TYPES, { error: `types must be event types: ${EVENT_TYPES.join(', ')}` }), { error: 'types must be an array' }).optional(),
 });
 
-export function eventRoutes(pool: Pool): Router {
+/** `config`: which private webhook targets are allowed (src/net/egress.ts). */
+export function eventRoutes(pool: Pool, config: Pick<Config, 'webhookAllowedTargets'>): Router {
   const r = Router();
   r.get('/alerts', async (req, res) => {
     const q = parseBody(AlertsQuery, req.query);
@@ -84,14 +87,20 @@ export function eventRoutes(pool: Pool): Router {
   });
   r.post('/webhooks', async (req, res) => {
     const b = parseBody(WebhookBody, req.body);
-    const created = await inTransaction(pool, async (db) => {
-      let w;
-      try {
-        w = await createWebhook(db, { url: b.url, types: b.types ?? [] });
-      } catch (err) {
-        if (err instanceof RangeError) throw new HttpError(400, err.message);
-        throw err;
+    // Checked (the host resolved) before the transaction: a slow resolver holds no connection.
+    try {
+      await checkWebhookUrl(b.url, config);
+    } catch (err) {
+      // The refusal as data too: what was refused (host, address, kind) and whether any setting could allow it.
+      if (err instanceof TargetRefused) {
+        const { host, address, kind, always } = err.refusal;
+        throw new HttpError(400, err.message, { refused: { host, ...(address ? { address } : {}), kind, always } });
       }
+      if (err instanceof RangeError) throw new HttpError(400, err.message);
+      throw err;
+    }
+    const created = await inTransaction(pool, async (db) => {
+      const w = await insertWebhook(db, { url: b.url, types: b.types ?? [] });
       await writeAudit(db, actorOf(res), { action: 'webhook.create', target: `webhook:${w.id}`, before: null, after: { types: w.types } });
       return w;
     });

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { BackoffOptions, Queue } from 'bullmq';
 import type { Queryable } from '../db/pool.ts';
 import type { Config } from '../config.ts';
+import { checkTarget, type Resolve } from '../net/lookup.ts';
 
 /** A registered webhook; never carries its secret. */
 export interface Webhook {
@@ -24,10 +25,34 @@ const COLUMNS = 'id, url, types, created_at';
 
 /**
  * Register a webhook. The secret is returned here only (show it once); it is
- * never listed or logged afterwards.
+ * never listed or logged afterwards. A URL whose host is refused
+ * (src/net/egress.ts, WEBHOOK_ALLOWED_TARGETS) throws TargetRefused, a
+ * RangeError like every other bad URL; a host name is resolved and every
+ * address judged (one that does not resolve is accepted: delivery judges it
+ * again when it connects). `opts.resolve` is for tests.
  */
-export async function createWebhook(db: Queryable, w: { url: string; types: string[] }): Promise<Webhook & { secret: string }> {
-  checkUrl(w.url);
+export async function createWebhook(
+  db: Queryable,
+  w: { url: string; types: string[] },
+  config: Pick<Config, 'webhookAllowedTargets'>,
+  opts: { resolve?: Resolve } = {},
+): Promise<Webhook & { secret: string }> {
+  await checkWebhookUrl(w.url, config, opts);
+  return insertWebhook(db, w);
+}
+
+/**
+ * Whether a webhook may be registered at `url` (throws RangeError or
+ * TargetRefused saying why). Resolves the host: call it before opening a
+ * transaction, so a slow resolver never holds a database connection.
+ */
+export async function checkWebhookUrl(url: string, config: Pick<Config, 'webhookAllowedTargets'>, opts: { resolve?: Resolve } = {}): Promise<void> {
+  const u = checkUrl(url);
+  await checkTarget(u.hostname, config.webhookAllowedTargets, opts.resolve);
+}
+
+/** Store a webhook whose URL checkWebhookUrl passed; its secret is returned here only. */
+export async function insertWebhook(db: Queryable, w: { url: string; types: string[] }): Promise<Webhook & { secret: string }> {
   // 9 bytes = exactly 12 base64url chars; 32 bytes of secret = 256 bits, the HMAC-SHA256 key size.
   const id = `wh_${randomBytes(9).toString('base64url')}`;
   const secret = randomBytes(32).toString('base64url');
@@ -112,8 +137,8 @@ export async function enqueueDeliveries(
   );
 }
 
-/** Only http(s) URLs a fetch can send to (fetch refuses URLs with credentials). */
-function checkUrl(url: string): void {
+/** Only http(s) URLs, without credentials (the signature authenticates; a password in a URL ends up in lists and logs). */
+function checkUrl(url: string): URL {
   let u: URL;
   try {
     u = new URL(url);
@@ -126,6 +151,7 @@ function checkUrl(url: string): void {
   if (u.username || u.password) {
     throw new RangeError('webhook url may not contain credentials; authenticate with the signature instead');
   }
+  return u;
 }
 
 interface Raw {
