@@ -27,16 +27,17 @@
  * 1 failed (server or network), 2 bad usage, 3 not allowed (401/403),
  * 4 not found (404), 5 refused (400/409/413: the message says why).
  */
-import { readFile } from 'node:fs/promises';
 import { createWriteStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Command, CommanderError, Option } from 'commander';
 import { ApiClient, ApiError } from './client.ts';
 import { table } from './table.ts';
+import { EXIT, jobsBody, limitFields, num, runPath, type JobOpts, type LimitOpts } from './args.ts';
+import { age, budgetTable, preflightText, quotaTable, scopeTable, submitText } from './format.ts';
 import { jsonSafe, printable } from '../text.ts';
 
-export const EXIT = { ok: 0, failed: 1, usage: 2, forbidden: 3, notFound: 4, refused: 5 } as const;
+export { EXIT };
 
 interface Globals {
   url: string;
@@ -348,126 +349,6 @@ export function buildCli(out: (s: string) => void): Command {
       print(json, r, () => `cancelled ${id}: ${o.reason}`);
     });
   return program;
-}
-
-interface JobOpts {
-  file?: string;
-  project?: string;
-  user?: string;
-  hours?: string;
-  gpus?: string;
-  jobType?: string;
-  run?: string;
-  count: string;
-}
-
-/** The request body: the file as given, or `count` jobs built from the flags. */
-async function jobsBody(o: JobOpts): Promise<unknown> {
-  if (o.file !== undefined) {
-    const text = o.file === '-' ? await readStdin() : await readFile(o.file, 'utf8').catch(() => {
-      throw new CommanderError(EXIT.usage, 'usage', `cannot read ${o.file}`);
-    });
-    try {
-      return JSON.parse(text) as unknown;
-    } catch {
-      throw new CommanderError(EXIT.usage, 'usage', `${o.file} is not JSON`);
-    }
-  }
-  if (!o.project || !o.user || o.hours === undefined) throw new CommanderError(EXIT.usage, 'usage', 'give --file, or --project, --user and --hours');
-  const count = num('--count', o.count);
-  if (!Number.isInteger(count) || count < 1) throw new CommanderError(EXIT.usage, 'usage', '--count must be a whole number >= 1');
-  const job = {
-    project: o.project,
-    user: o.user,
-    estimatedGpuHours: num('--hours', o.hours),
-    ...(o.gpus !== undefined ? { gpus: num('--gpus', o.gpus) } : {}),
-    ...(o.jobType ? { jobType: o.jobType } : {}),
-    ...(o.run ? { run: o.run } : {}),
-  };
-  return count === 1 ? job : { jobs: Array.from({ length: count }, () => job) };
-}
-
-async function readStdin(): Promise<string> {
-  let s = '';
-  for await (const chunk of process.stdin) s += String(chunk);
-  return s;
-}
-
-function preflightText(r: Record<string, any>): string {
-  const lines = [`${r.jobs} job${r.jobs === 1 ? '' : 's'}: ${r.admitted} would be admitted now, ${r.held} held, ${r.rejected} rejected`];
-  // Reasons grouped, each with how many jobs and the first one's index.
-  const reasons = new Map<string, { n: number; first: number }>();
-  for (const o of r.outcomes as { index: number; outcome: string; reason?: string }[]) {
-    if (o.outcome === 'admitted') continue;
-    const key = `${o.outcome}: ${o.reason}`;
-    const g = reasons.get(key) ?? { n: 0, first: o.index };
-    g.n += 1;
-    reasons.set(key, g);
-  }
-  for (const [reason, g] of reasons) lines.push(`  ${g.n} × ${reason} (first: job ${g.first})`);
-  lines.push('', scopeTable((r.scopes as Record<string, any>[]).map((s) => [s.scope, s])));
-  if (r.warnings.length) lines.push('', 'warnings:', ...r.warnings.map((w: string) => `  ${w}`));
-  return lines.join('\n');
-}
-
-function submitText(r: Record<string, any>): string {
-  const ids = r.jobIds as string[];
-  const lines = [`submitted ${ids.length} job${ids.length === 1 ? '' : 's'} (${ids.length > 3 ? `${ids[0]} … ${ids.at(-1)}` : ids.join(', ')}); preflight: ${r.preflight.admitted} admitted, ${r.preflight.held} held`];
-  if (r.warnings.length) lines.push('warnings:', ...r.warnings.map((w: string) => `  ${w}`));
-  return lines.join('\n');
-}
-
-interface LimitOpts {
-  policy?: string;
-  grace?: string;
-  reason?: string | undefined;
-}
-
-/** A number argument, or a usage error naming it. */
-function num(what: string, raw: string): number {
-  const n = Number(raw);
-  if (raw.trim() === '' || !Number.isFinite(n)) throw new CommanderError(EXIT.usage, 'usage', `${what} must be a number, got "${raw}"`);
-  return n;
-}
-
-function limitFields(o: LimitOpts) {
-  return {
-    ...(o.policy ? { policy: o.policy } : {}),
-    ...(o.grace !== undefined ? { gracePercent: num('--grace', o.grace) } : {}),
-    ...(o.reason ? { reason: o.reason } : {}),
-  };
-}
-
-const runPath = (project: string, run: string) => `/projects/${encodeURIComponent(project)}/runs/${encodeURIComponent(run)}/cap`;
-
-/** One row per scope: limit (with what carried over or was adjusted), usage, remaining, next reset. */
-function scopeTable(rows: [string, Record<string, any>][]): string {
-  const limit = (s: Record<string, any>) =>
-    s.limitGpuHours === null ? 'none' : s.effectiveLimitGpuHours !== s.limitGpuHours ? `${s.effectiveLimitGpuHours} (${s.limitGpuHours} set)` : String(s.limitGpuHours);
-  return (
-    table(
-      ['SCOPE', 'PERIOD', 'LIMIT', 'USED', 'RESERVED', 'REMAINING', 'EXEMPT', 'POLICY', 'NEXT RESET'],
-      rows.map(([name, s]) => [
-        name, s.periodLabel ?? s.period, limit(s), s.usedGpuHours, s.reservedGpuHours, s.remainingGpuHours ?? '-',
-        s.exemptUsedGpuHours + s.exemptReservedGpuHours, s.policy + (s.gracePercent !== null ? ` +${s.gracePercent}%` : ''), s.nextResetAt ?? '-',
-      ]),
-    ) + '\n(GPU hours)'
-  );
-}
-
-function budgetTable(b: Record<string, any>): string {
-  return scopeTable([[`project ${b.project}`, b]]);
-}
-
-function quotaTable(q: Record<string, any>): string {
-  return scopeTable([[`${q.user} daily`, q.daily], [`${q.user} weekly`, q.weekly]]);
-}
-
-function age(s: number): string {
-  if (s < 120) return `${s}s`;
-  if (s < 7200) return `${Math.round(s / 60)}m`;
-  if (s < 172_800) return `${Math.round(s / 3600)}h`;
-  return `${Math.round(s / 86_400)}d`;
 }
 
 /** Run the CLI; returns the exit code (never throws). */

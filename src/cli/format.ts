@@ -1,0 +1,60 @@
+/**
+ * What the CLI prints for people (tables and summaries); --json prints the
+ * server's answer instead. Cells are made printable by table().
+ */
+import { table } from './table.ts';
+
+export function preflightText(r: Record<string, any>): string {
+  const lines = [`${r.jobs} job${r.jobs === 1 ? '' : 's'}: ${r.admitted} would be admitted now, ${r.held} held, ${r.rejected} rejected`];
+  // Reasons grouped, each with how many jobs and the first one's index.
+  const reasons = new Map<string, { n: number; first: number }>();
+  for (const o of r.outcomes as { index: number; outcome: string; reason?: string }[]) {
+    if (o.outcome === 'admitted') continue;
+    const key = `${o.outcome}: ${o.reason}`;
+    const g = reasons.get(key) ?? { n: 0, first: o.index };
+    g.n += 1;
+    reasons.set(key, g);
+  }
+  for (const [reason, g] of reasons) lines.push(`  ${g.n} × ${reason} (first: job ${g.first})`);
+  lines.push('', scopeTable((r.scopes as Record<string, any>[]).map((s) => [s.scope, s])));
+  if (r.warnings.length) lines.push('', 'warnings:', ...r.warnings.map((w: string) => `  ${w}`));
+  return lines.join('\n');
+}
+
+export function submitText(r: Record<string, any>): string {
+  const ids = r.jobIds as string[];
+  const lines = [`submitted ${ids.length} job${ids.length === 1 ? '' : 's'} (${ids.length > 3 ? `${ids[0]} … ${ids.at(-1)}` : ids.join(', ')}); preflight: ${r.preflight.admitted} admitted, ${r.preflight.held} held`];
+  if (r.warnings.length) lines.push('warnings:', ...r.warnings.map((w: string) => `  ${w}`));
+  return lines.join('\n');
+}
+
+/** One row per scope: limit (with what carried over or was adjusted), usage, remaining, next reset. */
+export function scopeTable(rows: [string, Record<string, any>][]): string {
+  const limit = (s: Record<string, any>) =>
+    s.limitGpuHours === null ? 'none' : s.effectiveLimitGpuHours !== s.limitGpuHours ? `${s.effectiveLimitGpuHours} (${s.limitGpuHours} set)` : String(s.limitGpuHours);
+  return (
+    table(
+      ['SCOPE', 'PERIOD', 'LIMIT', 'USED', 'RESERVED', 'REMAINING', 'EXEMPT', 'POLICY', 'NEXT RESET'],
+      rows.map(([name, s]) => [
+        name, s.periodLabel ?? s.period, limit(s), s.usedGpuHours, s.reservedGpuHours, s.remainingGpuHours ?? '-',
+        s.exemptUsedGpuHours + s.exemptReservedGpuHours, s.policy + (s.gracePercent !== null ? ` +${s.gracePercent}%` : ''), s.nextResetAt ?? '-',
+      ]),
+    ) + '\n(GPU hours)'
+  );
+}
+
+export function budgetTable(b: Record<string, any>): string {
+  return scopeTable([[`project ${b.project}`, b]]);
+}
+
+export function quotaTable(q: Record<string, any>): string {
+  return scopeTable([[`${q.user} daily`, q.daily], [`${q.user} weekly`, q.weekly]]);
+}
+
+export function age(s: number): string {
+  if (s < 120) return `${s}s`;
+  if (s < 7200) return `${Math.round(s / 60)}m`;
+  if (s < 172_800) return `${Math.round(s / 3600)}h`;
+  return `${Math.round(s / 86_400)}d`;
+}
+
