@@ -26,7 +26,7 @@ import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { HeldJobData } from '../../queues/contract.ts';
 import type { Accounting, ReserveRequest } from './counters.ts';
-import { submissionOrder } from './counters.ts';
+import { submissionOrder } from './reserve-wire.ts';
 import { jobMeta } from './admission.ts';
 import { scopesNamedIn } from './reasons.ts';
 import { scopesForJob } from './scopes.ts';
