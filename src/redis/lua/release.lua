@@ -37,6 +37,7 @@
     { -1, state }               not held (state: 'reserved', 'settled', 'cancelled' or 'missing')
 ]]
 -- @include scopes
+-- @include lines
 
 local openKey, ledgerKey, allHeldKey = KEYS[1], KEYS[2], KEYS[3]
 local now, mode, note, base = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -61,12 +62,7 @@ for a = 6, #ARGV do
       -- or not this job is in that line yet (it joins lines as its misfits change).
       local order = redis.call('ZSCORE', allHeldKey, jobId) or '+inf'
       for _, b in ipairs(split(r[3])) do
-        local key = base .. 'line:' .. b
-        local older = redis.call('ZCOUNT', key, '-inf', '(' .. order)
-        -- Same submission order (custom ids in the same ms): ties go by id, as Redis sorts them.
-        for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, order, order)) do
-          if m < jobId then older = older + 1 end
-        end
+        local older = olderInLine(base .. 'line:' .. b, order, jobId)
         if older > 0 then out = { 4, older, b }; break end
       end
     end

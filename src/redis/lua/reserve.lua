@@ -96,6 +96,8 @@
   (which keeps only 14 digits).
 ]]
 -- @include scopes
+-- @include lines
+-- @include admitted
 
 local openKey, ledgerKey, allHeldKey, exemptKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, noLimit, base, dry = ARGV[1], ARGV[2], ARGV[3], ARGV[6] == '1'
@@ -172,48 +174,7 @@ local function isExempt(jobType)
   if exemptTypes[jobType] == nil then exemptTypes[jobType] = redis.call('SISMEMBER', exemptKey, jobType) == 1 end
   return exemptTypes[jobType]
 end
--- Held lines, each read once per call and kept up to date here as the call
--- holds jobs: what Redis has (how many, the lowest and highest submission
--- order) and what this call added (orders and ids, and the highest order).
--- A job waits behind the older members only: jobs reach Redis out of
--- submission order (concurrent processing, several gatekeepers), and a newer
--- job held first must not hold back an older one that fits.
-local lineCache = {}
-local function lineOf(b)
-  local L = lineCache[b]
-  if not L then
-    local key = base .. 'line:' .. b
-    L = { key = key, n = redis.call('ZCARD', key), added = {}, addedMax = -math.huge }
-    if L.n > 0 then
-      L.lo = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
-      L.hi = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
-    end
-    lineCache[b] = L
-  end
-  return L
-end
---[[ olderIn(L, o, order, jobId): members of line L before this job (a lower
-  order; the same order and a lower id, as Redis sorts them). A new job is
-  usually the newest, answered without a Redis call. ]]
-local function olderIn(L, o, order, jobId)
-  local older = 0
-  if L.n > 0 and o >= L.lo then
-    if o > L.hi then
-      older = L.n
-    else
-      older = redis.call('ZCOUNT', L.key, '-inf', '(' .. order)
-      for _, m in ipairs(redis.call('ZRANGEBYSCORE', L.key, order, order)) do
-        if m < jobId then older = older + 1 end
-      end
-    end
-  end
-  local added = L.added
-  if o > L.addedMax then return older + #added / 2 end
-  for i = 1, #added, 2 do
-    if added[i] < o or (added[i] == o and added[i + 1] < jobId) then older = older + 1 end
-  end
-  return older
-end
+local lines = lineCache(base)  -- includes/lines.lua
 -- Whether any line of a scope list's scopes has anyone in it: kept per list
 -- until a hold in this call lengthens a line (linesChanged), so a batch that
 -- holds nothing asks once per list, not per job.
@@ -222,7 +183,7 @@ local function anyLine(sig)
   if sig.linesSeen ~= linesChanged then
     local any, bases = false, sig.bases
     for k = 1, #bases do
-      local L = lineOf(bases[k])
+      local L = lines.of(bases[k])
       if L.n > 0 or #L.added > 0 then any = true; break end
     end
     sig.anyLine, sig.linesSeen = any, linesChanged
@@ -284,7 +245,7 @@ for j = 1, #batch do
     if not exempt and state ~= 'held' and anyLine(sig) then
       o = tonumber(order)
       for k = 1, #bases do
-        local n = olderIn(lineOf(bases[k]), o, order, jobId)
+        local n = lines.older(lines.of(bases[k]), o, order, jobId)
         if n > 0 then
           behind = behind or {}
           behind[#behind + 1] = bases[k]
@@ -299,20 +260,15 @@ for j = 1, #batch do
       for _, v in ipairs(short) do r[#r + 1] = v end
     elseif ahead > 0 or #short > 0 then
       -- In line for every scope it did not fit and every scope it waits behind.
-      local lines, inLine = {}, {}
-      for i = 1, #short, 5 do lines[#lines + 1] = short[i]; inLine[short[i]] = true end
+      local joined, inLine = {}, {}
+      for i = 1, #short, 5 do joined[#joined + 1] = short[i]; inLine[short[i]] = true end
       if behind then
         for _, b in ipairs(behind) do
-          if not inLine[b] then lines[#lines + 1] = b end
+          if not inLine[b] then joined[#joined + 1] = b end
         end
       end
       o = o or tonumber(order)
-      for _, b in ipairs(lines) do
-        local L = lineOf(b)
-        L.added[#L.added + 1] = o
-        L.added[#L.added + 1] = jobId
-        if o > L.addedMax then L.addedMax = o end
-      end
+      for _, b in ipairs(joined) do lines.add(b, o, jobId) end
       linesChanged = linesChanged + 1
       local byBase = {}
       for _, sc in ipairs(scopes) do byBase[sc.base] = sc end
@@ -324,7 +280,7 @@ for j = 1, #batch do
       end
       events[#events + 1] = { 'JOB_HELD', 'jobId', jobId, 'meta', meta, 'amount', amount,
         'ahead', tostring(ahead), 'line', line or '', 'misfits', table.concat(flat, ';') }
-      held[#held + 1] = { resKey, project, jobId, amount, sig.basesCsv, meta, order, lines, ts }
+      held[#held + 1] = { resKey, project, jobId, amount, sig.basesCsv, meta, order, joined, ts }
       r = ahead > 0 and { 4, ahead, line, #short / 5 } or { 0, #short / 5 }
       for _, v in ipairs(short) do r[#r + 1] = v end
     else
@@ -405,55 +361,7 @@ for _, s in ipairs(touched) do
   if s.delta > 0 or s.exemptDelta > 0 then counted[#counted + 1] = s.id end
 end
 callChunked('SADD', base .. 'counters', counted, CHUNK)
--- Ledger entries, one per chunk: a header, each distinct group once, then
--- one field per job (src/ledger/writer.ts parseEntry reads it):
---   kind reserve  at <now>  groups <n>
---   g  <counter ids> TAB <meta> [TAB 1 if exempt]     (n times)
---   <job id>  <amount>,<group number>[,<submitted at>] (per job)
--- A group's scope ids and metadata, the same for most of a batch, are copied
--- once per entry instead of once per job: 69.3k instead of 75.6k Redis
--- instructions per job of this script at 256 per call (bench:instructions'
--- jobs). Neither half can hold a tab: counter ids are built from validated
--- names, and the metadata is JSON, which escapes tabs.
-for first = 1, #admitted, CHUNK do
-  local zadd, xadd = { 'ZADD', openKey }, { 'XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now, 'groups', '' }
-  local jobs, number, groupCount = {}, {}, 0
-  for j = first, math.min(first + CHUNK - 1, #admitted) do
-    local a = admitted[j]
-    -- No 'bases' (a held record's scope list): only release reads it, of held
-    -- jobs, and the counter ids in 'scopes' name the same scopes. One field
-    -- fewer per job, on every record kept for SETTLED_RETAIN_SECONDS.
-    if a[8] == '' then
-      if a[6] then
-        redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'exempt', '1')
-      else
-        redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5])
-      end
-    elseif a[6] then
-      redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'ts', a[8], 'exempt', '1')
-    else
-      redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'ts', a[8])
-    end
-    zadd[#zadd + 1] = now; zadd[#zadd + 1] = a[2]
-    -- An admitted job is exempt exactly when its group's job type is (the
-    -- set is read once per call), so exempt goes with the group.
-    local g = number[a[7]]
-    if not g then
-      groupCount = groupCount + 1
-      g = tostring(groupCount)
-      number[a[7]] = g
-      xadd[#xadd + 1] = 'g'
-      xadd[#xadd + 1] = a[6] and (a[4] .. '\t' .. a[5] .. '\t1') or (a[4] .. '\t' .. a[5])
-    end
-    local n = #jobs
-    jobs[n + 1] = a[2]; jobs[n + 2] = a[8] == '' and (a[3] .. ',' .. g) or (a[3] .. ',' .. g .. ',' .. a[8])
-  end
-  xadd[9] = tostring(groupCount)
-  local n = #xadd
-  for i = 1, #jobs do xadd[n + i] = jobs[i] end
-  redis.call(unpack(zadd))
-  redis.call(unpack(xadd))
-end
+writeAdmitted(admitted, openKey, ledgerKey, now, CHUNK)  -- includes/admitted.lua
 -- Held jobs: their records one by one, their places in the held lists and
 -- lines gathered per key (a burst past a limit holds most of a batch).
 local places, placeKeys = {}, {}

@@ -1,0 +1,63 @@
+--[[
+  Held lines, shared by reserve and release: one zset per scope base,
+  'line:<base>', member job id, score submission order. A job waits behind
+  the older members only: a lower order, or the same order and a lower id
+  (custom ids in the same ms; as Redis sorts the members of one score).
+  Jobs reach Redis out of submission order (concurrent processing, several
+  gatekeepers), so a newer job held first must not hold back an older one.
+]]
+
+--[[ olderInLine(key, order, jobId): members of the line at `key` before this job (order as a string; '+inf' for none). ]]
+local function olderInLine(key, order, jobId)
+  local older = redis.call('ZCOUNT', key, '-inf', '(' .. order)
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', key, order, order)) do
+    if m < jobId then older = older + 1 end
+  end
+  return older
+end
+
+--[[
+  lineCache(base): the lines one reserve call reads, each read once and kept
+  up to date as the call holds jobs (it writes them only at the end):
+    of(b)                    { key, n, lo, hi (what Redis has: how many, the
+                             lowest and highest order), added (orders and ids
+                             this call added), addedMax }
+    older(L, o, order, id)   members of line L before this job; a new job is
+                             usually the newest, answered without a Redis call
+    add(b, o, id)            this call holds the job in b's line
+]]
+local function lineCache(base)
+  local cache = {}
+  local function of(b)
+    local L = cache[b]
+    if not L then
+      local key = base .. 'line:' .. b
+      L = { key = key, n = redis.call('ZCARD', key), added = {}, addedMax = -math.huge }
+      if L.n > 0 then
+        L.lo = tonumber(redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2])
+        L.hi = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+      end
+      cache[b] = L
+    end
+    return L
+  end
+  local function older(L, o, order, jobId)
+    local n = 0
+    if L.n > 0 and o >= L.lo then
+      n = o > L.hi and L.n or olderInLine(L.key, order, jobId)
+    end
+    local added = L.added
+    if o > L.addedMax then return n + #added / 2 end
+    for i = 1, #added, 2 do
+      if added[i] < o or (added[i] == o and added[i + 1] < jobId) then n = n + 1 end
+    end
+    return n
+  end
+  local function add(b, o, jobId)
+    local L = of(b)
+    L.added[#L.added + 1] = o
+    L.added[#L.added + 1] = jobId
+    if o > L.addedMax then L.addedMax = o end
+  end
+  return { of = of, older = older, add = add }
+end
