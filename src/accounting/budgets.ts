@@ -119,29 +119,25 @@ export class Budgets {
     const scope = projectScope(project).id;
     const before = await this.get(project);
     if (!before) return null;
-    await adminChange(this.pool, [scope], async (tx) => {
+    const change = await adminChange(this.pool, [scope], async (tx) => {
       const now = this.clock.now();
       const [s] = await this.accounting.scopes([scope], now);
       if (before.rollover) await recordCarries(tx.db, [{ counterId: s!.id, carryGpuMs: s!.carryGpuMs }], now);
       await recordAdjustment(tx.db, s!.id, deltaGpuMs, actor.name, now);
-      await tx.audit(actor, {
+      const c: Change = {
         action: 'budget.adjust',
         target: scope,
         before: { period: before.periodLabel, adjustGpuHours: gpuMsToHours(s!.adjustGpuMs) },
         after: { period: before.periodLabel, adjustGpuHours: gpuMsToHours(s!.adjustGpuMs + deltaGpuMs), deltaGpuHours: gpuMsToHours(deltaGpuMs) },
         reason,
-      });
+      };
+      await tx.audit(actor, c);
       tx.redis({ apply: () => this.accounting.adjustCounter(s!.id, deltaGpuMs), undo: () => this.accounting.adjustCounter(s!.id, -deltaGpuMs) });
+      return c;
     }, this.log);
-    const after = (await this.get(project))!;
-    await this.announce(actor, {
-      action: 'budget.adjust',
-      target: scope,
-      before: { period: before.periodLabel, adjustGpuHours: gpuMsToHours(before.adjustGpuMs) },
-      after: { period: after.periodLabel, adjustGpuHours: gpuMsToHours(after.adjustGpuMs), deltaGpuHours: gpuMsToHours(deltaGpuMs) },
-      reason,
-    });
-    return after;
+    // The event says what the audit row says.
+    await this.announce(actor, change);
+    return (await this.get(project))!;
   }
 
   async quota(user: string): Promise<QuotaView> {
