@@ -10,5 +10,5 @@ COPY dashboard ./dashboard
 ENV NODE_ENV=production
 USER node
 EXPOSE 3000
-# --max-semi-space-size=64: the young generation the admission path needs (README, "Node flags").
+# --max-semi-space-size=64: the young generation the admission path needs (docs/operations.md, "Node flags").
 CMD ["node", "--max-semi-space-size=64", "--import", "tsx", "src/main.ts"]

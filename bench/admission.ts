@@ -193,7 +193,7 @@ async function machine(redisUrl: string) {
     // The machine may be shared: a busy one explains noisy rounds.
     load: os.loadavg().map((l) => l.toFixed(2)).join(' '),
     // Both paths run in this process, so they share its Node flags; `npm run
-    // bench` gives it the service's young generation (README, "Node flags").
+    // bench` gives it the service's young generation (docs/operations.md, "Node flags").
     nodeFlags: [...process.execArgv.filter((a) => a.startsWith('--max-semi-space-size')), ...(process.env.NODE_OPTIONS ? [process.env.NODE_OPTIONS] : [])].join(' ') || 'none' };
 }
 
@@ -242,7 +242,7 @@ function report(m: Awaited<ReturnType<typeof machine>>, tp: ThroughputRun[], lat
     row(`latency p99 (ms, ${RATE}/s)`, s.latencyP99Ms, 1),
     text('exec / held (each run)', (k) => [...new Set(by(tp, k).map((r) => `${r.exec} / ${r.held}`))].join(', ')),
     '',
-    `Gatekeeper/relay throughput: ${ratio.toFixed(2)} (target >= 0.90: ${ratio >= 0.9 ? 'met' : 'NOT met'}); ` +
+    `Gatekeeper/relay throughput: ${ratio.toFixed(2)} (guard: the median of runs >= 0.80, docs/benchmarks.md; this run ${ratio >= 0.8 ? 'above' : 'BELOW'} it); ` +
       `by CPU per job (node + redis, less sensitive to other load on the machine): ${cpuRatio.toFixed(2)}; ` +
       `median of the rounds' own ratios: ${pairedRatio.toFixed(2)}.`,
     bad.length === 0

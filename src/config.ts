@@ -105,7 +105,7 @@ const Env = z.object({
    * More in flight keeps the reserve call, the promotion and BullMQ's own
    * completions overlapping: against the relay at the same concurrency, 512
    * gave 0.80 where 128 gave 0.72 (5 alternating rounds, 20,000 jobs, this
-   * 2-core machine; see the README's benchmark notes). @default 512
+   * 2-core machine; see docs/benchmarks.md). @default 512
    */
   GATEKEEPER_CONCURRENCY: intFrom(512, 1),
   /**

@@ -4,8 +4,8 @@
  * (a request is sent at once); a busy one sends fewer, larger calls, each
  * request still decided on its own inside the script.
  *
- * Why (measured with INFO cpu and --cpu-prof over 20,000 jobs, see the
- * README's benchmark section): a Redis call costs about 8 us of Redis CPU
+ * Why (measured with INFO cpu and --cpu-prof over 20,000 jobs, see
+ * docs/benchmarks.md): a Redis call costs about 8 us of Redis CPU
  * before a script does anything, and a call per job per step cost the
  * gatekeeper about 20 us of Redis and 25 us of Node CPU per job over a plain
  * relay. Allowing 2 or 4 calls in flight made batches smaller and every job

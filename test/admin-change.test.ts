@@ -1,5 +1,5 @@
 /**
- * Every admin change commits with its audit row, or not at all (DESIGN.md
+ * Every admin change commits with its audit row, or not at all (docs/design.md
  * invariant 8; src/admin/change.ts). Failures are injected at each step of a
  * change: Postgres refuses the limit row (a trigger), refuses the audit row
  * (a trigger), Redis refuses the copy (an Accounting whose write throws once,

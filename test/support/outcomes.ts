@@ -1,4 +1,4 @@
-/** Where every intake job ended up: the invariant checks of DESIGN.md, in one read. */
+/** Where every intake job ended up: the invariant checks of docs/design.md, in one read. */
 import { Queue, type JobType } from 'bullmq';
 import type { TestEnv } from './env.ts';
 import { execJobId } from '../../queues/names.ts';

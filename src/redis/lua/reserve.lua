@@ -287,7 +287,7 @@ for j = 1, #batch do
       local soft = (exempt or not sig.soft) and NONE or softOver(scopes, need)
       -- Numeric loops and a guard before each call: this runs for every job
       -- and scope, and Lua 5.1 pays for ipairs and calls (measured with
-      -- callgrind, see the README's benchmark notes).
+      -- callgrind, see docs/benchmarks.md).
       if exempt then
         for k = 1, #scopes do
           local s = scopes[k]
