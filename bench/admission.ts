@@ -111,7 +111,7 @@ interface ThroughputRun { kind: Kind; jobs: number; seconds: number; jobsPerSec:
 async function throughputRun(redisUrl: string, kind: Kind, jobs = JOBS): Promise<ThroughputRun> {
   return withRun(redisUrl, kind, async (run) => {
     const limit = hoursToGpuMs(jobs * 0.9);
-    if (kind === 'gatekeeper') await run.accounting.setLimit(SCOPE, limit);
+    if (kind === 'gatekeeper') await run.accounting.definitions.setLimit(SCOPE, limit);
     // Preload first so the timed part is pure draining, not the producer.
     for (let i = 0; i < jobs; i += 1000) {
       const n = Math.min(1000, jobs - i);
@@ -146,7 +146,7 @@ async function latencyRun(redisUrl: string, kind: Kind): Promise<LatencyRun> {
   return withRun(redisUrl, kind, async (run) => {
     const count = Math.round(RATE * LATENCY_SECONDS);
     // Room for every job: this phase measures the admit path, not the hold path.
-    if (kind === 'gatekeeper') await run.accounting.setLimit(SCOPE, count * HOUR);
+    if (kind === 'gatekeeper') await run.accounting.definitions.setLimit(SCOPE, count * HOUR);
     await run.start().worker.waitUntilReady();
     await sleep(200); // let the worker reach its fetch loop, so job 1 does not pay for startup
     const addedAt = new Map<string, number>(); // exec job id -> intake job timestamp

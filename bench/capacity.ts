@@ -69,7 +69,7 @@ async function callsPerSecond(call: () => Promise<unknown>, seconds = 2): Promis
 async function scriptVsTrivial(ctx: Ctx) {
   return withPrefix(ctx, async ({ prefix, admin }) => {
     const acc = new Accounting(admin, prefix, 3600);
-    await acc.setLimit('project:cap', Number.MAX_SAFE_INTEGER - 1);
+    await acc.definitions.setLimit('project:cap', Number.MAX_SAFE_INTEGER - 1);
     const trivial = await callsPerSecond(() => admin.eval('return 1', 0));
     let id = 0;
     const job = () => ({ jobId: String(++id), order: id, amountGpuMs: 1, scopes: ['project:cap', `user-day:u${id % 16}`, `user-week:u${id % 16}`], meta: { project: 'cap', user: `u${id % 16}`, gpus: 1 } });

@@ -20,7 +20,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { Accounting } from '../src/accounting/counters.ts';
-import { reserveBatch, type ReserveRequest } from '../src/accounting/reserve-wire.ts';
+import { reserveBatch } from '../src/accounting/reserve-wire.ts';
+import type { ReserveRequest } from '../src/accounting/types.ts';
 import { scriptSource, withIncludes } from '../src/redis/scripts.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { createRedis } from '../queues/connection.ts';
@@ -80,7 +81,7 @@ async function instructions(script: string | null, c: (typeof CASES)[number]): P
     await waitFor(() => tcpOpen(port), 30_000, `redis-server under valgrind on port ${port}`);
     redis = createRedis(`redis://127.0.0.1:${port}`);
     const acc = new Accounting(redis, 'instr', 604_800, 'UTC');
-    await acc.setLimit('project:bench', hoursToGpuMs(JOBS * c.fill));
+    await acc.definitions.setLimit('project:bench', hoursToGpuMs(JOBS * c.fill));
     const k = acc.keys;
     const now = Date.UTC(2026, 11, 1, 12);
     const sha = script ? ((await redis.script('LOAD', script)) as string) : '';

@@ -29,7 +29,7 @@ async function run(redisUrl: string, processes: number): Promise<number> {
   const [intake, exec, held] = [q(config.queues.intake), q(config.queues.exec), q(config.queues.held)];
   const children: ChildProcess[] = [];
   try {
-    await new Accounting(redis, prefix, config.settledRetainSeconds).setLimit('project:scale', hoursToGpuMs(JOBS * 0.9));
+    await new Accounting(redis, prefix, config.settledRetainSeconds).definitions.setLimit('project:scale', hoursToGpuMs(JOBS * 0.9));
     for (let i = 0; i < JOBS; i += 1000) {
       await intake.addBulk(Array.from({ length: Math.min(1000, JOBS - i) }, (_, k) => ({
         name: 's', data: { project: 'scale', user: `u${(i + k) % 16}`, estimatedGpuHours: 1 }, opts: { delay: 3_600_000 },

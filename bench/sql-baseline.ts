@@ -104,7 +104,7 @@ async function gatekeeperRound(redisUrl: string): Promise<{ seconds: number; adm
   const [intake, exec, held] = [q(config.queues.intake), q(config.queues.exec), q(config.queues.held)];
   const gk = createGatekeeper({ config, workerConnection: workerConnection!, connection: connection!, log, clock: systemClock });
   try {
-    await accounting.setLimit('project:bench', LIMIT);
+    await accounting.definitions.setLimit('project:bench', LIMIT);
     await gk.worker.waitUntilReady();
     const t0 = performance.now();
     await drive(async (i) => {

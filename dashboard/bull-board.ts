@@ -46,7 +46,7 @@ export interface BoardQueues {
 const DESCRIPTIONS: Record<keyof BoardQueues, string> = {
   intake: 'Submitted jobs. Completed: admitted or held (see the return value). Failed: rejected, with the reason.',
   exec: 'Admitted jobs: their GPU hours are reserved; GPU workers run them. Settled by the reconciler when they end.',
-  held: 'Jobs that did not fit a budget or quota, first in first out per scope (listed under Prioritized); the reason is in data.held.reason. Release them with the API, CLI or dashboard.',
+  held: 'Jobs that did not fit a budget or quota, first in first out per scope (listed under Prioritized); the reason is in data.held.reason, as data in data.held.hold. Release them with the API, CLI or dashboard.',
   rejected: 'Invalid jobs and jobs an admin cancelled, with the reason in data.rejected.reason and the log.',
 };
 

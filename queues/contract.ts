@@ -98,10 +98,44 @@ export interface ExecJobData extends IntakeJobData {
   admission: AdmissionRecord;
 }
 
+/** Why a job does not fit one scope, with the numbers of the decision. */
+export interface Shortfall {
+  /** Scope base. */
+  scope: string;
+  /**
+   * no-limit: no budget configured (an unknown project); over-limit: the job
+   * would pass a hard limit; over-grace: it would pass a soft limit's grace
+   * (limitGpuMs is then the limit plus grace).
+   */
+  code: 'no-limit' | 'over-limit' | 'over-grace';
+  limitGpuMs: number | null;
+  usedGpuMs: number;
+  reservedGpuMs: number;
+  neededGpuMs: number;
+}
+
+/**
+ * Why a job waits, as data (rendered into a sentence only at the edges:
+ * reasons.ts). `ahead` > 0: it waits behind that many older held jobs in
+ * the line of scope `line` (first in, first out), fit or not. `lines`: the
+ * scope bases of every line it waits in (rebuild puts it back there).
+ */
+export interface Hold {
+  shortfalls: Shortfall[];
+  ahead: number;
+  line?: string;
+  lines?: string[];
+}
+
 /** What a job parked on gpu-held carries. */
 export interface HeldJobData extends IntakeJobData {
-  /** submittedAt: the intake job's BullMQ timestamp (with the id, the job's identity; a rebuild restores it). */
-  held: { intakeJobId: string; reason: string; heldAt: number; submittedAt?: number };
+  /**
+   * hold: why it waits, as data (jobs held before it existed have only the
+   * reason). reason: the same rendered as a sentence when it was decided, for
+   * Bull Board. submittedAt: the intake job's BullMQ timestamp (with the id,
+   * the job's identity; a rebuild restores it).
+   */
+  held: { intakeJobId: string; reason: string; hold?: Hold; heldAt: number; submittedAt?: number };
 }
 
 /** What a job parked on gpu-rejected carries: the intake data as it came, and why. */

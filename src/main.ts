@@ -79,7 +79,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     // An entry set aside is counted and raised as an alert (ENTRY_QUARANTINED), once per entry however often it is re-read.
     const quarantined = (counter: typeof metrics.ledgerQuarantined) => async (q: Quarantined) => {
       counter.inc();
-      await accounting.emitEvent('ENTRY_QUARANTINED', { quarantineId: q.id, stream: q.stream, streamId: q.streamId, error: q.error }, `quarantine:${q.stream}:${q.streamId}`);
+      await accounting.events.emit('ENTRY_QUARANTINED', { quarantineId: q.id, stream: q.stream, streamId: q.streamId, error: q.error }, `quarantine:${q.stream}:${q.streamId}`);
     };
     const writer = new LedgerWriter(streamConn, accounting.keys.ledger, pool!, log.child({ role: 'ledger' }), {
       timeZone: config.timeZone,

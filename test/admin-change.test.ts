@@ -13,8 +13,10 @@ import type { Server } from 'node:http';
 import { Queue } from 'bullmq';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { listen, urlOf } from './support/http.ts';
-import { Accounting, type ScopeDefinition } from '../src/accounting/counters.ts';
+import { Accounting } from '../src/accounting/counters.ts';
+import type { ScopeDefinition } from '../src/accounting/types.ts';
 import { Budgets } from '../src/accounting/budgets.ts';
+import { ScopeDefinitions } from '../src/accounting/definitions.ts';
 import { ChangeFailed } from '../src/admin/change.ts';
 import type { Actor } from '../src/db/audit.ts';
 import { HeldJobs } from '../src/admin/held.ts';
@@ -26,8 +28,8 @@ import { createGatekeeper, type Gatekeeper } from '../workers/gatekeeper.ts';
 const H = 3_600_000; // GPU-ms per GPU-hour
 const actor: Actor = { name: 'ops-alice', role: 'admin' };
 
-/** The real Accounting, except that the next write of `op` on a matching target throws (once). */
-class FaultyAccounting extends Accounting {
+/** The real definitions, except that the next write of `op` on a matching target throws (once). */
+class FaultyDefinitions extends ScopeDefinitions {
   private fault: { op: string; target: string } | null = null;
   failNext(op: 'define' | 'adjustCounter' | 'setExempt', target: string): void {
     this.fault = { op, target };
@@ -49,6 +51,14 @@ class FaultyAccounting extends Accounting {
   override async setExempt(jobType: string, exempt: boolean): Promise<void> {
     this.trip('setExempt', jobType);
     return super.setExempt(jobType, exempt);
+  }
+}
+
+/** The real Accounting over the real Redis, with FaultyDefinitions. */
+class FaultyAccounting extends Accounting {
+  override readonly definitions = new FaultyDefinitions(this.redis, this.keys);
+  failNext(op: 'define' | 'adjustCounter' | 'setExempt', target: string): void {
+    this.definitions.failNext(op, target);
   }
 }
 
@@ -83,7 +93,7 @@ const failAtCommit = () =>
 
 const auditRows = async (target: string) => (await t.pool.query('SELECT action, after FROM audit WHERE target = $1 ORDER BY id', [target])).rows;
 const pgLimit = async (scope: string) => (await t.pool.query('SELECT limit_gpu_ms FROM limits WHERE scope = $1', [scope])).rows[0]?.limit_gpu_ms ?? null;
-const redisLimit = async (scope: string) => (await acc.definition(scope))?.limitGpuMs ?? null;
+const redisLimit = async (scope: string) => (await acc.definitions.definition(scope))?.limitGpuMs ?? null;
 
 /** The ways a change can fail part way, each set up on a fresh table state. */
 const steps: [string, (table: string) => Promise<unknown>][] = [
@@ -158,7 +168,7 @@ describe('a limit change fails at any step: both stores as they were, no audit r
   ])('exempting a job type when %s: it stays counted', async (_name, inject) => {
     await inject();
     await expect(budgets.setExempt('smoke', true, actor, null)).rejects.toBeInstanceOf(ChangeFailed);
-    expect(await acc.exemptTypes()).not.toContain('smoke');
+    expect(await acc.definitions.exemptTypes()).not.toContain('smoke');
     expect((await t.pool.query(`SELECT 1 FROM exempt_job_types WHERE job_type = 'smoke'`)).rowCount).toBe(0);
     expect(await auditRows('job-type:smoke')).toHaveLength(0);
   });
@@ -170,7 +180,7 @@ describe('a limit change fails at any step: both stores as they were, no audit r
     expect(await redisLimit('project:clean')).toBe(10 * H);
     expect((await budgets.get('clean'))!.effectiveLimitGpuMs).toBe(12 * H);
     expect((await auditRows('project:clean')).map((r) => r.action)).toEqual(['budget.set', 'budget.adjust']);
-    expect(await acc.exemptTypes()).toContain('smoke-ok');
+    expect(await acc.definitions.exemptTypes()).toContain('smoke-ok');
   });
 });
 

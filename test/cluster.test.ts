@@ -15,7 +15,8 @@ import { freePort, startLocalRedisCluster } from './support/infra.ts';
 import { startPipeline } from './support/pipeline.ts';
 import { assertExactlyOnce, readOutcomes } from './support/outcomes.ts';
 import { masters } from '../queues/connection.ts';
-import { Accounting, type JobMeta } from '../src/accounting/counters.ts';
+import { Accounting } from '../src/accounting/counters.ts';
+import type { JobMeta } from '../src/accounting/types.ts';
 import { DriftAudit } from '../src/accounting/drift.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
 import { HeldJobs } from '../src/admin/held.ts';
@@ -119,7 +120,7 @@ describe('on a 3-master Redis Cluster', () => {
     for (const node of await masters(t.redis)) await node.script('FLUSH'); // every call below starts with NOSCRIPT
     const meta: JobMeta = { project: 'beta', user: 'cy', gpus: 1 };
     const now = Date.now();
-    await b.setLimit('project:beta', 3 * H);
+    await b.definitions.setLimit('project:beta', 3 * H);
     const scopes = ['project:beta', 'user-day:cy'];
     expect(await b.reserve('b1', 2 * H, scopes, meta, now)).toMatchObject({ kind: 'reserved', amountGpuMs: 2 * H });
     expect(await b.reserve('b2', 2 * H, scopes, meta, now)).toMatchObject({ kind: 'held', ahead: 0 });

@@ -25,7 +25,7 @@ describe('event store', () => {
     const log = pino({ level: 'info' }, { write: (line: string) => void logged.push(JSON.parse(line)) });
     const store = new EventStore(t.connection(), t.accounting.keys.events, t.pool, t.config, log, { metrics });
     const emit = async (n: number) => {
-      for (let i = 0; i < n; i++) await t.accounting.emitEvent('QUOTA_RESET', { periods: ['day'], labels: {}, releasedJobs: i });
+      for (let i = 0; i < n; i++) await t.accounting.events.emit('QUOTA_RESET', { periods: ['day'], labels: {}, releasedJobs: i });
     };
     const stored = async () => Number((await t.pool.query('SELECT count(*) AS n FROM events')).rows[0].n);
     const counter = async (name: string) => Number((await metrics.registry.getSingleMetric(name)!.get()).values[0]?.value ?? 0);

@@ -23,7 +23,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { createTestEnv, type TestEnv } from './support/env.ts';
 import { unlinkMatching } from './support/infra.ts';
-import { Accounting, type JobMeta, type ReserveOutcome } from '../src/accounting/counters.ts';
+import { Accounting } from '../src/accounting/counters.ts';
+import type { JobMeta, ReserveOutcome } from '../src/accounting/types.ts';
 
 const SCOPES = ['s:a', 's:b', 's:c'] as const;
 type Scope = (typeof SCOPES)[number];
@@ -152,7 +153,7 @@ async function check(limits: [number, number, number], ops: Op[]): Promise<void>
   };
   const define = async (s: Scope, limit: number) => {
     model.limit.set(s, limit);
-    await acc.define(s, { limitGpuMs: limit, policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, thresholds: [], setAt: 0 });
+    await acc.definitions.define(s, { limitGpuMs: limit, policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, thresholds: [], setAt: 0 });
   };
   try {
     for (const [i, s] of SCOPES.entries()) await define(s, limits[i]!);

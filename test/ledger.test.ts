@@ -9,7 +9,7 @@ import { createPool } from '../src/db/pool.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { LedgerWriter } from '../src/ledger/writer.ts';
 import { migrate, migrationFiles } from '../src/db/migrate.ts';
-import type { JobMeta } from '../src/accounting/counters.ts';
+import type { JobMeta } from '../src/accounting/types.ts';
 
 let t: TestEnv;
 const meta: JobMeta = { project: 'led', user: 'ana', jobType: 'render', gpuType: 'a100', gpus: 2 };
@@ -24,7 +24,7 @@ const ledgerRows = async () =>
 
 describe('ledger writer', () => {
   it('writes entries a dead writer left unacknowledged, once, and empties the stream', async () => {
-    await t.accounting.setLimit('project:led', 1_000_000);
+    await t.accounting.definitions.setLimit('project:led', 1_000_000);
     for (const id of ['a', 'b', 'c']) await t.accounting.reserve(id, 1000, ['project:led'], meta, Date.now());
     await t.accounting.settle('a', ['project:led'], 400, 'settle', Date.now(), 'reported by the GPU worker');
     await t.accounting.settle('b', ['project:led'], 0, 'release', Date.now(), 'never started');
@@ -99,7 +99,7 @@ describe('ledger writer', () => {
 
 describe('ledger writer under a backlog', () => {
   it('writes 6,400 batched reservations that piled up while it was away, in few inserts', async () => {
-    await t.accounting.setLimit('project:pile', 1e12);
+    await t.accounting.definitions.setLimit('project:pile', 1e12);
     for (let b = 0; b < 50; b++) {
       const batch = Array.from({ length: 128 }, (_, i) => ({ jobId: `pile-${b}-${i}`, amountGpuMs: 1000, scopes: ['project:pile'], meta: { ...meta, project: 'pile' } }));
       await t.accounting.reserveMany(batch, Date.now());

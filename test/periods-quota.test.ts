@@ -14,7 +14,7 @@ import { createGatekeeper, type Gatekeeper } from '../workers/gatekeeper.ts';
 import { createScheduler } from '../workers/scheduler.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
 import { hoursToGpuMs } from '../src/units.ts';
-import type { JobMeta } from '../src/accounting/counters.ts';
+import type { JobMeta } from '../src/accounting/types.ts';
 
 const H = hoursToGpuMs(1);
 const at = (iso: string) => Date.parse(iso);

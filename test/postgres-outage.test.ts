@@ -69,7 +69,7 @@ describe('Postgres outage', () => {
     pool = createPool(pgServer.url, 4);
     await migrate(pool);
     accounting = new Accounting(redis, prefix, config.settledRetainSeconds);
-    await accounting.setLimit('project:out', hoursToGpuMs(10_000));
+    await accounting.definitions.setLimit('project:out', hoursToGpuMs(10_000));
     const gk = createGatekeeper({ config, workerConnection: conn(), connection: redis, log, clock: systemClock });
     const sim = createGpuSim({ config, workerConnection: conn(), log });
     const rec = createReconciler({ config, connection: redis, log, clock: systemClock });

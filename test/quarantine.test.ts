@@ -22,7 +22,7 @@ import { HeldJobs } from '../src/admin/held.ts';
 import { QuarantineAdmin } from '../src/admin/quarantine.ts';
 import { Metrics } from '../src/metrics.ts';
 import type { Quarantined } from '../src/streams/dead-letter.ts';
-import type { JobMeta } from '../src/accounting/counters.ts';
+import type { JobMeta } from '../src/accounting/types.ts';
 import { systemClock } from '../src/clock.ts';
 import { EXIT, runCli } from '../src/cli/main.ts';
 
@@ -84,7 +84,7 @@ const api = (method: string, path: string, body?: unknown) =>
 
 describe('a poison entry in the ledger stream', () => {
   it('is quarantined with its error while the entries before and after it are written', async () => {
-    await t.accounting.setLimit('project:qa', 100 * 3_600_000);
+    await t.accounting.definitions.setLimit('project:qa', 100 * 3_600_000);
     const now = Date.now();
     // Three reserve calls, so three stream entries: good, poison, good.
     await t.accounting.reserve('q1', 1_000, ['project:qa'], good, now);
@@ -114,7 +114,7 @@ describe('a poison entry in the ledger stream', () => {
   });
 
   it('keeps the drift audit exact and named, and a repairing replay stores it whole with its audit row', async () => {
-    await t.accounting.setLimit('project:qb', 100 * 3_600_000);
+    await t.accounting.definitions.setLimit('project:qb', 100 * 3_600_000);
     const meta = { ...poison, project: 'qb' };
     await t.accounting.reserve('b1', 7_000, ['project:qb'], meta, Date.now());
     await t.accounting.settle('b1', ['project:qb'], 6_000, 'settle', Date.now());
@@ -154,7 +154,7 @@ describe('a poison entry in the ledger stream', () => {
   });
 
   it('is replayed as it is after the store is fixed (a constraint that refused it is dropped)', async () => {
-    await t.accounting.setLimit('project:qc', 100 * 3_600_000);
+    await t.accounting.definitions.setLimit('project:qc', 100 * 3_600_000);
     // A bad schema change refuses one project's rows: the entry is fine, the store was wrong.
     await t.pool.query(`ALTER TABLE ledger ADD CONSTRAINT no_qc CHECK (project <> 'qc-bad') NOT VALID`);
     try {
@@ -182,7 +182,7 @@ describe('a poison entry in the ledger stream', () => {
   });
 
   it('waits, quarantining nothing, while Postgres cannot be reached', async () => {
-    await t.accounting.setLimit('project:qd', 100 * 3_600_000);
+    await t.accounting.definitions.setLimit('project:qd', 100 * 3_600_000);
     await t.accounting.reserve('d1', 1_000, ['project:qd'], good, Date.now());
     // Nothing listens on port 1: every query fails to connect.
     const down = createPool('postgres://postgres@127.0.0.1:1/none');
@@ -206,14 +206,14 @@ describe('a poison entry in the events stream', () => {
     const k = t.accounting.keys.events;
     const at = String(Date.now());
     // A JOB_HELD event as reserve.lua wrote it for a held job with a NUL in its type, between two good events.
-    await t.accounting.emitEvent('QUOTA_RESET', { periods: ['day'], labels: { day: '2026-12-04' }, releasedJobs: 0 });
+    await t.accounting.events.emit('QUOTA_RESET', { periods: ['day'], labels: { day: '2026-12-04' }, releasedJobs: 0 });
     await t.redis.xadd(k, '*', 'type', 'JOB_HELD', 'v', '1', 'at', at, 'jobId', 'h1', 'meta', JSON.stringify(poison), 'amount', '3600000', 'ahead', '0', 'line', '',
       'misfits', 'project:qa|2|0|0|0');
     await t.redis.xadd(k, '*', 'type', 'NOT_A_TYPE', 'v', '1', 'at', at);
-    await t.accounting.emitEvent('QUOTA_RESET', { periods: ['day'], labels: { day: '2026-12-05' }, releasedJobs: 0 });
+    await t.accounting.events.emit('QUOTA_RESET', { periods: ['day'], labels: { day: '2026-12-05' }, releasedJobs: 0 });
     const seen: Quarantined[] = [];
     const store = new EventStore(t.connection(), k, t.pool, t.config, t.log, {
-      onQuarantined: (q) => t.accounting.emitEvent('ENTRY_QUARANTINED', { quarantineId: q.id, stream: q.stream, streamId: q.streamId, error: q.error }).then(() => void seen.push(q)),
+      onQuarantined: (q) => t.accounting.events.emit('ENTRY_QUARANTINED', { quarantineId: q.id, stream: q.stream, streamId: q.streamId, error: q.error }).then(() => void seen.push(q)),
     });
     while ((await store.drainOnce()) > 0);
     await store.stop();

@@ -12,7 +12,8 @@ import fc from 'fast-check';
 import type { Redis } from 'ioredis';
 import { createTestEnv, type TestEnv } from './support/env.ts';
 import { unlinkMatching } from './support/infra.ts';
-import { Accounting, type ReserveOutcome, type ReserveRequest, type ScopeDefinition } from '../src/accounting/counters.ts';
+import { Accounting } from '../src/accounting/counters.ts';
+import type { ReserveOutcome, ReserveRequest, ScopeDefinition } from '../src/accounting/types.ts';
 import { scopesForJob } from '../src/accounting/scopes.ts';
 
 const H = 3_600_000;
@@ -59,14 +60,14 @@ describe('quotas, budgets, run caps and exemptions under racing gatekeepers', ()
         const prefix = `${t.config.queuePrefix}r${++runNo}`;
         const admin = new Accounting(t.redis, prefix, 3600);
         const define = (scope: string, l: (typeof w.projects)[number]) =>
-          admin.define(scope, { ...l, period: 'none', rollover: false, rolloverCapGpuMs: null, setAt: 0 } satisfies ScopeDefinition);
+          admin.definitions.define(scope, { ...l, period: 'none', rollover: false, rolloverCapGpuMs: null, setAt: 0 } satisfies ScopeDefinition);
         try {
           const limits = new Map<string, (typeof w.projects)[number]>();
           for (const [i, l] of w.projects.entries()) limits.set(`project:p${i}`, l);
           for (const [i, l] of w.users.entries()) if (l) limits.set(`user-day:u${i}`, l);
           for (const [i, l] of w.runs.entries()) if (l) limits.set(`run:p0/r${i}`, l);
           for (const [scope, l] of limits) await define(scope, l);
-          for (const type of w.exempt) await admin.setExempt(type, true);
+          for (const type of w.exempt) await admin.definitions.setExempt(type, true);
 
           const reqs: (ReserveRequest & { gatekeeper: number })[] = w.jobs.map((j, i) => {
             const meta = {

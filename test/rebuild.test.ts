@@ -155,6 +155,10 @@ describe('rebuild', () => {
     expect(await records()).toEqual(before);
     // An admin raises quin's quota and releases nothing yet: the jobs it held fit it now, and still wait where they waited.
     await t.budgets.setQuota('quin', { daily: { limitGpuMs: 2 * H } }, ops, null);
+    // Reasons are sentences for people: rebuild reads the hold's data, never them.
+    for (const job of await heldQueue.getJobs(['prioritized', 'waiting'])) {
+      await job.updateData({ ...job.data, held: { ...job.data.held, reason: 'see the dashboard' } });
+    }
     await loseRedis(t);
     await restore(t, heldQueue);
     const lineSets = (rs: Record<string, string>[]) => rs.map((r) => r.lines!.split(',').sort());

@@ -12,7 +12,7 @@ import { startPipeline } from './support/pipeline.ts';
 import { DriftAudit } from '../src/accounting/drift.ts';
 import { HeldJobs } from '../src/admin/held.ts';
 import { systemClock } from '../src/clock.ts';
-import type { JobMeta } from '../src/accounting/counters.ts';
+import type { JobMeta } from '../src/accounting/types.ts';
 
 const H = 3_600_000; // GPU-ms per GPU-hour
 let t: TestEnv;
@@ -30,7 +30,7 @@ describe('the reserve script', () => {
     t.accounting.reserveMany([{ jobId, amountGpuMs, scopes: ['s:reuse'], meta, ...(submittedAt === undefined ? {} : { submittedAt }) }], 1_000);
 
   it('tells a job from an earlier one with its id by submission time, and each retry from a new job', async () => {
-    await t.accounting.define('s:reuse', { limitGpuMs: 100, policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, thresholds: [], setAt: 0 });
+    await t.accounting.definitions.define('s:reuse', { limitGpuMs: 100, policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, thresholds: [], setAt: 0 });
     expect(await reserve('7', 500)).toEqual([{ kind: 'reserved', amountGpuMs: 10, scopes: ['s:reuse'], softOver: [], exempt: false }]);
     // The same job again (a retry): nothing changes.
     expect(await reserve('7', 500)).toEqual([{ kind: 'already', amountGpuMs: 10, state: 'reserved', scopes: ['s:reuse'], exempt: false }]);

@@ -1,12 +1,11 @@
 /**
- * The Lua scripts on a real Redis: each loads and hashes as committed, and the
- * reserve/settle contract holds (all-or-nothing over N scopes, idempotent per
- * job, exact integers, NOSCRIPT after SCRIPT FLUSH handled).
+ * The Lua scripts on a real Redis: the reserve/settle contract holds
+ * (all-or-nothing over N scopes, idempotent per job, exact integers,
+ * NOSCRIPT after SCRIPT FLUSH handled). Their wire: test/wire.test.ts.
  */
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createTestEnv, type TestEnv } from './support/env.ts';
-import { SCRIPT_FILES, scriptSha, scriptSource } from '../src/redis/scripts.ts';
-import type { JobMeta } from '../src/accounting/counters.ts';
+import type { JobMeta } from '../src/accounting/types.ts';
 import { parseEntry } from '../src/ledger/writer.ts';
 import { Accounting } from '../src/accounting/counters.ts';
 import { createRedis } from '../queues/connection.ts';
@@ -30,20 +29,17 @@ beforeAll(async () => {
 afterAll(async () => t?.close());
 
 describe('scripts', () => {
-  it.each(SCRIPT_FILES)('%s loads, and Redis computes the hash we compute', async (name) => {
-    expect(await t.redis.script('LOAD', scriptSource(name))).toBe(scriptSha(name));
-  });
-
   it('reserves against every scope or none', async () => {
     const a = t.accounting;
-    await a.setLimit('s:a', 100);
-    await a.setLimit('s:b', 100);
-    await a.setLimit('s:c', 30);
+    await a.definitions.setLimit('s:a', 100);
+    await a.definitions.setLimit('s:b', 100);
+    await a.definitions.setLimit('s:c', 30);
     const miss = await a.reserve('j1', 40, ['s:a', 's:b', 's:c'], meta, now);
     expect(miss).toEqual({
       kind: 'held',
       shortfalls: [{ scope: 's:c', code: 'over-limit', limitGpuMs: 30, usedGpuMs: 0, reservedGpuMs: 0, neededGpuMs: 40 }],
       ahead: 0,
+      lines: ['s:c'],
       retried: false,
     });
     for (const s of ['s:a', 's:b', 's:c']) expect((await a.readScope(s)).reservedGpuMs).toBe(0);
@@ -58,15 +54,17 @@ describe('scripts', () => {
   });
 
   it('names every scope that does not fit, including ones with no limit', async () => {
-    const out = await t.accounting.reserve('j3', 60, ['s:a', 's:none', 's:c'], meta, now);
+    await t.accounting.definitions.setLimit('s:roomy', 100);
+    await t.accounting.definitions.setLimit('s:tight', 30);
+    const out = await t.accounting.reserve('j3', 60, ['s:roomy', 's:none', 's:tight'], meta, now);
     expect(out.kind === 'held' && out.shortfalls.map((s) => [s.scope, s.code])).toEqual([
       ['s:none', 'no-limit'],
-      ['s:c', 'over-limit'],
+      ['s:tight', 'over-limit'],
     ]);
   });
 
   it('fits exactly at the limit, not one GPU-ms past it', async () => {
-    await t.accounting.setLimit('s:edge', 1000);
+    await t.accounting.definitions.setLimit('s:edge', 1000);
     expect((await t.accounting.reserve('e1', 999, ['s:edge'], meta, now)).kind).toBe('reserved');
     expect((await t.accounting.reserve('e2', 1, ['s:edge'], meta, now)).kind).toBe('reserved');
     expect(await t.accounting.reserve('e3', 1, ['s:edge'], meta, now)).toMatchObject({
@@ -76,7 +74,7 @@ describe('scripts', () => {
   });
 
   it('is idempotent per job: a retried reserve changes nothing', async () => {
-    await t.accounting.setLimit('s:idem', 100);
+    await t.accounting.definitions.setLimit('s:idem', 100);
     await t.accounting.reserve('i1', 10, ['s:idem'], meta, now);
     const again = await t.accounting.reserve('i1', 10, ['s:idem'], meta, now);
     expect(again).toEqual({ kind: 'already', amountGpuMs: 10, state: 'reserved', scopes: ['s:idem'], exempt: false });
@@ -85,8 +83,8 @@ describe('scripts', () => {
 
   it('knows a retried job among new ones in a later batch, whatever state it is in', async () => {
     const a = t.accounting;
-    await a.setLimit('s:known', 100);
-    await a.setLimit('s:known-small', 100);
+    await a.definitions.setLimit('s:known', 100);
+    await a.definitions.setLimit('s:known-small', 100);
     await a.reserveMany([
       { jobId: 'k-open', amountGpuMs: 10, scopes: ['s:known'], meta },
       { jobId: 'k-done', amountGpuMs: 20, scopes: ['s:known'], meta },
@@ -110,7 +108,7 @@ describe('scripts', () => {
 
   it('settles once: actual replaces the reservation, later calls change nothing', async () => {
     const a = t.accounting;
-    await a.setLimit('s:set', 100);
+    await a.definitions.setLimit('s:set', 100);
     await a.reserve('x1', 50, ['s:set'], meta, now);
     expect(await a.settle('x1', ['s:set'], 20, 'settle', now)).toEqual({ kind: 'settled', reservedGpuMs: 50, actualGpuMs: 20 });
     expect(await a.settle('x1', ['s:set'], 20, 'settle', now)).toEqual({ kind: 'already', reservedGpuMs: 50, actualGpuMs: 20 });
@@ -122,7 +120,7 @@ describe('scripts', () => {
   });
 
   it('refuses to settle against scopes that are not the reservation\'s, and reports unknown jobs', async () => {
-    await t.accounting.setLimit('s:w', 100);
+    await t.accounting.definitions.setLimit('s:w', 100);
     await t.accounting.reserve('w1', 5, ['s:w'], meta, now);
     await expect(t.accounting.settle('w1', ['s:other'], 5, 'settle', now)).rejects.toThrow(/not the reservation's/);
     expect((await t.accounting.readScope('s:w')).reservedGpuMs).toBe(5);
@@ -131,7 +129,7 @@ describe('scripts', () => {
 
   it('keeps amounts exact far beyond what a float would hold at 1 ms resolution', async () => {
     const big = 4_000_000_000_000_000; // 4e15 GPU-ms, ~127,000 GPU-years
-    await t.accounting.setLimit('s:big', big);
+    await t.accounting.definitions.setLimit('s:big', big);
     await t.accounting.reserve('b1', big - 7, ['s:big'], meta, now);
     await t.accounting.settle('b1', ['s:big'], big - 13, 'settle', now);
     expect(await t.accounting.readScope('s:big')).toEqual({ scope: 's:big', limitGpuMs: big, usedGpuMs: big - 13, reservedGpuMs: 0 });
@@ -145,7 +143,7 @@ describe('scripts', () => {
     const redis = createRedis(server.url);
     try {
       const a = new Accounting(redis, 'flush', 3600);
-      await a.setLimit('s:flush', 100);
+      await a.definitions.setLimit('s:flush', 100);
       await redis.script('FLUSH');
       expect((await a.reserve('f1', 10, ['s:flush'], meta, now)).kind).toBe('reserved');
       await redis.script('FLUSH');
@@ -158,8 +156,8 @@ describe('scripts', () => {
   });
 
   it('writes one ledger row per reserve and per settle, none for retries or misfits', async () => {
-    await t.accounting.setLimit('s:led', 100);
-    await t.accounting.setLimit('s:led2', 100);
+    await t.accounting.definitions.setLimit('s:led', 100);
+    await t.accounting.definitions.setLimit('s:led2', 100);
     const rows = async () =>
       (await t.redis.xrange(t.accounting.keys.ledger, '-', '+'))
         .flatMap(([, flat]) => parseEntry(flat))
@@ -192,8 +190,8 @@ describe('scripts', () => {
 
   it('keeps each job\'s own metadata and job type when one batch mixes them over the same scopes', async () => {
     const a = t.accounting;
-    await a.setLimit('s:mix', 100);
-    await a.setExempt('eval-mix', true);
+    await a.definitions.setLimit('s:mix', 100);
+    await a.definitions.setExempt('eval-mix', true);
     const own = (jobType?: string, gpuType?: string) => ({ ...meta, ...(jobType ? { jobType } : {}), ...(gpuType ? { gpuType } : {}) });
     const jobs = [
       { jobId: 'm1', amountGpuMs: 10, scopes: ['s:mix'], meta: own('train', 'a100') },
@@ -216,8 +214,8 @@ describe('scripts', () => {
   it('counts admitted jobs in the quotas of a user who has none, across projects in one batch', async () => {
     const a = t.accounting;
     const user = `nq${n}`;
-    await a.setLimit(`project:${meta.project}`, 100);
-    await a.setLimit(`project:${meta.project}b`, 15);
+    await a.definitions.setLimit(`project:${meta.project}`, 100);
+    await a.definitions.setLimit(`project:${meta.project}b`, 15);
     const job = (jobId: string, project: string, amountGpuMs: number) =>
       ({ jobId, amountGpuMs, scopes: [`project:${project}`, `user-day:${user}`, `user-week:${user}`], meta: { ...meta, project, user } });
     const out = await a.reserveMany([
@@ -234,8 +232,8 @@ describe('scripts', () => {
 
   it('decides a batch in order, each job seeing the ones before it, counters exact', async () => {
     const a = t.accounting;
-    await a.setLimit('s:b1', 100);
-    await a.setLimit('s:b2', 50);
+    await a.definitions.setLimit('s:b1', 100);
+    await a.definitions.setLimit('s:b2', 50);
     const out = await a.reserveMany([
       { jobId: 'q1', amountGpuMs: 40, scopes: ['s:b1', 's:b2'], meta },
       { jobId: 'q2', amountGpuMs: 40, scopes: ['s:b1'], meta },
@@ -255,10 +253,10 @@ describe('scripts', () => {
 
   it('holds a new job behind the held jobs of a scope it touches even when it fits (first in, first out)', async () => {
     const a = t.accounting;
-    await a.setLimit('s:fifo', 10);
-    await a.setLimit('s:free', 10);
+    await a.definitions.setLimit('s:fifo', 10);
+    await a.definitions.setLimit('s:free', 10);
     expect((await a.reserve('f-big', 20, ['s:fifo'], meta, now)).kind).toBe('held');
-    expect(await a.reserve('f-small', 1, ['s:free', 's:fifo'], meta, now)).toEqual({ kind: 'held', shortfalls: [], ahead: 1, line: 's:fifo', retried: false });
+    expect(await a.reserve('f-small', 1, ['s:free', 's:fifo'], meta, now)).toEqual({ kind: 'held', shortfalls: [], ahead: 1, line: 's:fifo', lines: ['s:fifo'], retried: false });
     // Same project, but none of the scopes f-big waits for: not held.
     expect((await a.reserve('f-other', 1, ['s:free'], meta, now)).kind).toBe('reserved');
     expect(await a.reserve('f-small', 1, ['s:fifo'], meta, now)).toMatchObject({ kind: 'held', retried: true });
@@ -268,32 +266,57 @@ describe('scripts', () => {
 
   it('releases held jobs first in, first out, and stops a project at the first that does not fit', async () => {
     const a = t.accounting;
-    await a.setLimit('s:rel', 3);
+    await a.definitions.setLimit('s:rel', 3);
     for (const [id, amount] of [['r1', 2], ['r2', 2], ['r3', 1], ['r4', 1]] as const) await a.reserve(id, amount, ['s:rel'], meta, now);
     expect(await a.heldIds(meta.project)).toEqual(['r2', 'r3', 'r4']);
-    await a.setLimit('s:rel', 5);
+    await a.definitions.setLimit('s:rel', 5);
     const out = await a.release(['r2', 'r3', 'r4'], 'fifo', 'test', now);
     expect(out).toEqual([
       { kind: 'admitted', amountGpuMs: 2, scopes: ['s:rel'] },
       { kind: 'admitted', amountGpuMs: 1, scopes: ['s:rel'] },
-      { kind: 'held', shortfalls: [{ scope: 's:rel', code: 'over-limit', limitGpuMs: 5, usedGpuMs: 0, reservedGpuMs: 5, neededGpuMs: 1 }], ahead: 0 },
+      { kind: 'held', shortfalls: [{ scope: 's:rel', code: 'over-limit', limitGpuMs: 5, usedGpuMs: 0, reservedGpuMs: 5, neededGpuMs: 1 }], ahead: 0, lines: ['s:rel'] },
     ]);
     expect(await a.heldIds(meta.project)).toEqual(['r4']);
     expect((await a.readScope('s:rel')).reservedGpuMs).toBe(5);
     expect(await a.release(['r2'], 'fifo', 'test', now)).toEqual([{ kind: 'not-held', state: 'reserved' }]);
-    // Released, a record holds what an admitted one does (no held-only fields, so a rebuild restores it as it was); one still held keeps its scope list and lines.
+    // Released, a record holds what an admitted one does (no held-only fields, so a rebuild restores it as it was); one still held keeps its scope list, lines and misfits.
     const fields = async (id: string) => Object.keys(await t.redis.hgetall(a.keys.reservation(id))).sort();
     expect(await fields('r1')).toEqual(['admittedAt', 'amount', 'meta', 'scopes', 'state']);
     expect(await fields('r2')).toEqual(['admittedAt', 'amount', 'meta', 'scopes', 'state']);
-    expect(await fields('r4')).toEqual(['amount', 'bases', 'heldAt', 'lines', 'meta', 'state']);
+    expect(await fields('r4')).toEqual(['amount', 'bases', 'heldAt', 'lines', 'meta', 'misfits', 'state']);
+    // Its misfits as of the release that kept it: scope, code, limit, used, reserved.
+    expect(await t.redis.hget(a.keys.reservation('r4'), 'misfits')).toBe('s:rel|2|5|0|5');
+  });
+
+  it('decides a job listed twice in one release once', async () => {
+    const a = t.accounting;
+    await a.definitions.setLimit('s:twice', 0);
+    await a.reserve('tw1', 2, ['s:twice'], meta, now);
+    await a.definitions.setLimit('s:twice', 10);
+    const out = await a.release(['tw1', 'tw1'], 'fifo', 'test', now);
+    expect(out).toEqual([{ kind: 'admitted', amountGpuMs: 2, scopes: ['s:twice'] }, { kind: 'not-held', state: 'reserved' }]);
+    expect((await a.readScope('s:twice')).reservedGpuMs).toBe(2);
+  });
+
+  it('changes nothing when one record of a release batch is corrupt, wherever it is in the batch', async () => {
+    const a = t.accounting;
+    await a.definitions.setLimit('s:corrupt', 0);
+    for (const id of ['c1', 'c2', 'c3']) await a.reserve(id, 1, ['s:corrupt'], meta, now);
+    await a.definitions.setLimit('s:corrupt', 10);
+    await t.redis.hset(a.keys.reservation('c3'), 'meta', '{not json');
+    const snapshot = async () => ({ held: await a.heldIds(meta.project), scope: await a.readScope('s:corrupt'), open: await a.openCount() });
+    const before = await snapshot();
+    await expect(a.release(['c1', 'c2', 'c3'], 'fifo', 'test', now)).rejects.toThrow();
+    expect(await snapshot()).toEqual(before);
+    expect(before.held).toEqual(['c1', 'c2', 'c3']);
   });
 
   it('never lets a newer held job overtake an older one, even when released alone', async () => {
     const a = t.accounting;
-    await a.setLimit('s:ovt', 0);
+    await a.definitions.setLimit('s:ovt', 0);
     await a.reserve('o1', 5, ['s:ovt'], meta, now);
     await a.reserve('o2', 1, ['s:ovt'], meta, now);
-    await a.setLimit('s:ovt', 100);
+    await a.definitions.setLimit('s:ovt', 100);
     expect(await a.release(['o2'], 'fifo', 'test', now)).toEqual([{ kind: 'held', shortfalls: [], ahead: 1, line: 's:ovt' }]);
     expect(await a.release(['o1', 'o2'], 'fifo', 'test', now)).toEqual([
       { kind: 'admitted', amountGpuMs: 5, scopes: ['s:ovt'] },
@@ -303,21 +326,21 @@ describe('scripts', () => {
 
   it('never lets a newer job overtake an older one waiting for a scope both touch, whichever lines each was held in', async () => {
     const a = t.accounting;
-    for (const [scope, limit] of [['s:A', 0], ['s:B', 0], ['s:Y', 10]] as const) await a.setLimit(scope, limit);
+    for (const [scope, limit] of [['s:A', 0], ['s:B', 0], ['s:Y', 10]] as const) await a.definitions.setLimit(scope, limit);
     expect((await a.reserve('K', 5, ['s:A', 's:Y'], meta, now)).kind).toBe('held'); // waits for A only
-    await a.setLimit('s:A', 100);
+    await a.definitions.setLimit('s:A', 100);
     expect((await a.reserveMany([{ jobId: 'J', order: now + 1, amountGpuMs: 5, scopes: ['s:B', 's:Y'], meta }], now))[0]!.kind).toBe('held'); // waits for B only
-    await a.setLimit('s:Y', 4); // now K does not fit Y: a release moves it into Y's line
+    await a.definitions.setLimit('s:Y', 4); // now K does not fit Y: a release moves it into Y's line
     expect(await a.release(['K'], 'fifo', 'test', now)).toMatchObject([{ kind: 'held', shortfalls: [{ scope: 's:Y' }] }]);
-    await a.setLimit('s:B', 100);
-    await a.setLimit('s:Y', 5); // room for one of them: K's, as it is older
+    await a.definitions.setLimit('s:B', 100);
+    await a.definitions.setLimit('s:Y', 5); // room for one of them: K's, as it is older
     expect(await a.release(['J'], 'fifo', 'test', now)).toEqual([{ kind: 'held', shortfalls: [], ahead: 1, line: 's:Y' }]);
     expect(await a.release(['K', 'J'], 'fifo', 'test', now)).toMatchObject([{ kind: 'admitted' }, { kind: 'held' }]);
   });
 
   it('overrides a held job past the limit, and cancels one without touching counters', async () => {
     const a = t.accounting;
-    await a.setLimit('s:ov', 1);
+    await a.definitions.setLimit('s:ov', 1);
     await a.reserve('v1', 5, ['s:ov'], meta, now);
     await a.reserve('v2', 5, ['s:ov'], meta, now);
     expect(await a.release(['v2'], 'override', 'override by test', now)).toEqual([{ kind: 'admitted', amountGpuMs: 5, scopes: ['s:ov'] }]);

@@ -14,7 +14,7 @@ import { HeldJobs } from '../src/admin/held.ts';
 import { LedgerWriter } from '../src/ledger/writer.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
 import { hoursToGpuMs } from '../src/units.ts';
-import type { JobMeta } from '../src/accounting/counters.ts';
+import type { JobMeta } from '../src/accounting/types.ts';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';

@@ -87,7 +87,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     const data = (typeof job.data === 'object' && job.data !== null ? job.data : {}) as { project?: unknown; user?: unknown };
     // Only names the contract accepts: an invalid job's fields may hold anything (the event is stored in Postgres).
     const named = (v: unknown) => typeof v === 'string' && NAME_RE.test(v);
-    await accounting.emitEvent('JOB_REJECTED', {
+    await accounting.events.emit('JOB_REJECTED', {
       jobId: printable(job.id!),
       ...(named(data.project) ? { project: data.project as string } : {}),
       ...(named(data.user) ? { user: data.user as string } : {}),
@@ -128,7 +128,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       if (d.kind === 'held') {
         toHold.push({
           name: job.name,
-          data: { ...data, held: { intakeJobId: id, reason: d.reason, heldAt: now, submittedAt: job.timestamp } },
+          data: { ...data, held: { intakeJobId: id, reason: d.reason, hold: d.hold, heldAt: now, submittedAt: job.timestamp } },
           // Prioritized, not waiting: BullMQ keeps those in a sorted set, so taking
           // one out on release is O(log n); from the waiting list it is O(n), and
           // a release storm over 50,000 held jobs went quadratic (measured).

@@ -116,7 +116,7 @@ export function createScheduler(deps: SchedulerDeps) {
     const report = await runBoundary();
     lastDay = today.label;
     const periods = PERIOD_KINDS.map((k) => periodAt(k, now, config.timeZone));
-    await accounting.emitEvent(
+    await accounting.events.emit(
       'QUOTA_RESET',
       {
         // The kinds whose period began today (day always; week on Mondays; month on the 1st).

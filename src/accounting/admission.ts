@@ -6,8 +6,9 @@
  */
 import type { AdmissionRecord, IntakeJobData } from '../../queues/contract.ts';
 import { hoursToGpuMs, gpuMsToHours } from '../units.ts';
-import type { Accounting, JobMeta, NoLimitPolicy } from './counters.ts';
-import { describeHold, type Shortfall } from './reasons.ts';
+import type { Accounting } from './counters.ts';
+import type { Hold, JobMeta, NoLimitPolicy } from './types.ts';
+import { describeHold } from './reasons.ts';
 import { scopeLabel, scopesForJob } from './scopes.ts';
 
 /**
@@ -19,7 +20,7 @@ export type Decision = (
   | { kind: 'admitted'; admission: AdmissionRecord }
   | { kind: 'already'; state: 'reserved' | 'settled'; admission: AdmissionRecord }
   /** `retried`: it was held before (a re-run after a crash); make sure it is on gpu-held. */
-  | { kind: 'held'; reason: string; shortfalls: Shortfall[]; retried: boolean }
+  | { kind: 'held'; hold: Hold; reason: string; retried: boolean }
   | { kind: 'cancelled' }
   | { kind: 'rejected'; reason: string }
 ) & { reservationId?: string };
@@ -59,8 +60,8 @@ export async function decideAdmissions(
   return outcomes.map((out, i): Decision => {
     const renamed = out.reservationId === undefined ? {} : { reservationId: out.reservationId };
     if (out.kind === 'held') {
-      const reason = describeHold(out);
-      return { kind: 'held', reason, shortfalls: out.shortfalls, retried: out.retried, ...renamed };
+      const { kind: _, retried, reservationId: __, ...hold } = out;
+      return { kind: 'held', hold, reason: describeHold(hold), retried, ...renamed };
     }
     if (out.kind === 'cancelled') return { kind: 'cancelled', ...renamed };
     if (out.kind === 'rejected') {

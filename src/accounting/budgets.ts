@@ -10,7 +10,8 @@
  */
 import type { Pool, PoolClient } from '../db/pool.ts';
 import { allLimits, deleteLimit, exemptJobTypes, getLimit, getLimits, setExemptJobType, upsertLimit, type LimitRow } from '../db/limits.ts';
-import type { Accounting, ScopeDefinition, ScopePeriod, ScopePolicy } from './counters.ts';
+import type { Accounting } from './counters.ts';
+import type { ScopeDefinition, ScopePeriod, ScopePolicy } from './types.ts';
 import { parseScopeId, projectScope, runScope, userQuotaScope } from './scopes.ts';
 import type { Actor } from '../db/audit.ts';
 import { recordAdjustment, recordCarries } from '../db/periods.ts';
@@ -21,8 +22,7 @@ import { adminChange, type ChangeTx } from '../admin/change.ts';
 import { inTransaction } from '../db/transaction.ts';
 import type { Logger } from '../log.ts';
 
-/** Percents of a limit that raise THRESHOLD_CROSSED unless a limit says otherwise. */
-export const DEFAULT_THRESHOLDS = [75, 90, 100];
+import { DEFAULT_THRESHOLDS } from '../redis/wire.ts';
 
 /** Scopes per script call when starting every periodic limit's period. */
 const CHUNK = 1_000;
@@ -132,7 +132,7 @@ export class Budgets {
         reason,
       };
       await tx.audit(actor, c);
-      tx.redis({ apply: () => this.accounting.adjustCounter(s!.id, deltaGpuMs), undo: () => this.accounting.adjustCounter(s!.id, -deltaGpuMs) });
+      tx.redis({ apply: () => this.accounting.definitions.adjustCounter(s!.id, deltaGpuMs), undo: () => this.accounting.definitions.adjustCounter(s!.id, -deltaGpuMs) });
       return c;
     }, this.log);
     // The event says what the audit row says.
@@ -191,8 +191,8 @@ export class Budgets {
         await tx.audit(actor, { action: exempt ? 'exempt.add' : 'exempt.remove', target: `job-type:${jobType}`, before: { exempt: !exempt }, after: { exempt }, reason });
       }
       // Redis is made to agree whatever Postgres said (it may have drifted); undone to what it held.
-      const was = (await this.accounting.exemptTypes()).includes(jobType);
-      tx.redis({ apply: () => this.accounting.setExempt(jobType, exempt), undo: () => this.accounting.setExempt(jobType, was) });
+      const was = (await this.accounting.definitions.exemptTypes()).includes(jobType);
+      tx.redis({ apply: () => this.accounting.definitions.setExempt(jobType, exempt), undo: () => this.accounting.definitions.setExempt(jobType, was) });
     }, this.log);
     return this.exemptTypes();
   }
@@ -216,7 +216,7 @@ export class Budgets {
         gracePercent: row?.gracePercent ?? null,
         rollover: row?.rollover ?? false,
         rolloverCapGpuMs: row?.rolloverCapGpuMs ?? null,
-        thresholds: row ? (row.thresholds ?? DEFAULT_THRESHOLDS) : [],
+        thresholds: row ? (row.thresholds ?? [...DEFAULT_THRESHOLDS]) : [],
         limitGpuMs: row?.limitGpuMs ?? null,
         effectiveLimitGpuMs: s.limitGpuMs,
         ceilingGpuMs: s.ceilingGpuMs,
@@ -286,8 +286,8 @@ export class Budgets {
   }
 
   private async stageDefinition(tx: ChangeTx, scope: string, def: ScopeDefinition | null): Promise<void> {
-    const was = await this.accounting.definition(scope);
-    tx.redis({ apply: () => this.accounting.define(scope, def), undo: () => this.accounting.define(scope, was) });
+    const was = await this.accounting.definitions.definition(scope);
+    tx.redis({ apply: () => this.accounting.definitions.define(scope, def), undo: () => this.accounting.definitions.define(scope, was) });
   }
 
   /**
@@ -316,13 +316,13 @@ export class Budgets {
     for (const r of rows) {
       await this.locked(r.scope, async (db) => {
         const now = await getLimit(db, r.scope);
-        await this.accounting.define(r.scope, now);
+        await this.accounting.definitions.define(r.scope, now);
       });
     }
     const types = await exemptJobTypes(this.pool);
-    const inRedis = await this.accounting.exemptTypes();
-    for (const t of inRedis) if (!types.includes(t)) await this.accounting.setExempt(t, false);
-    for (const t of types) await this.accounting.setExempt(t, true);
+    const inRedis = await this.accounting.definitions.exemptTypes();
+    for (const t of inRedis) if (!types.includes(t)) await this.accounting.definitions.setExempt(t, false);
+    for (const t of types) await this.accounting.definitions.setExempt(t, true);
     return rows.length;
   }
 
@@ -334,7 +334,7 @@ export class Budgets {
    */
   private async announce(actor: Actor, e: Change): Promise<void> {
     try {
-      await this.accounting.emitEvent('BUDGET_CHANGED', { scope: e.target, action: e.action, before: e.before, after: e.after, by: actor.name, reason: e.reason }, undefined, this.clock.now());
+      await this.accounting.events.emit('BUDGET_CHANGED', { scope: e.target, action: e.action, before: e.before, after: e.after, by: actor.name, reason: e.reason }, undefined, this.clock.now());
     } catch (err) {
       this.log?.error({ err, scope: e.target, action: e.action }, 'BUDGET_CHANGED could not be emitted; the change and its audit row are stored');
     }

@@ -1,90 +1,33 @@
 /**
- * Accounting: the hot counters in Redis and the two atomic operations on them.
- * It decides nothing about queues; it answers "reserved", "already" or "does
- * not fit, because ..." as values. The typed wrappers here are the only code
- * that knows each script's key and argument order.
+ * Accounting: the hot counters in Redis and the atomic operations on them
+ * (reserve, release, cancel, settle), and reads of them. It decides nothing
+ * about queues; it answers "reserved", "already" or "does not fit, because
+ * ..." as values (types.ts). The methods here are the only code that knows
+ * each script's key and argument order; reserve-wire.ts and replies.ts the
+ * only code that knows their encodings.
  */
 import type { Redis } from 'ioredis';
 import { Keys } from '../redis/keys.ts';
 import { callScript } from '../redis/scripts.ts';
-import { PERIOD_KINDS, periodAt, previousPeriod, type PeriodKind } from '../periods.ts';
-import type { Shortfall } from './reasons.ts';
-import { csv, decodeReserve, hasDuplicate, parseShortfalls, reserveBatch, type DryRunWarning, type JobMeta, type NoLimitPolicy, type ReserveOutcome, type ReserveReply, type ReserveRequest } from './reserve-wire.ts';
-// The reserve script's types are part of Accounting's interface: importers keep finding them here.
-export type { DryRunWarning, JobMeta, NoLimitPolicy, ReserveOutcome, ReserveRequest } from './reserve-wire.ts';
-import { EVENT_VERSION, type EventData, type EventType } from '../events/types.ts';
-
-export type ReleaseOutcome =
-  | { kind: 'admitted'; amountGpuMs: number; scopes: string[] }
-  | { kind: 'held'; shortfalls: Shortfall[]; ahead: number; line?: string }
-  | { kind: 'not-held'; state: string };
-
-/** How a budget or quota behaves at its limit: hold there, or admit past it with a warning. */
-export type ScopePolicy = 'hard' | 'soft';
-/** A scope's period; 'none' never resets. */
-export type ScopePeriod = 'none' | PeriodKind;
-
-/** What an admin set on a scope base (Redis copy of the Postgres row). */
-export interface ScopeDefinition {
-  limitGpuMs: number;
-  policy: ScopePolicy;
-  /** Soft only: percent past the limit still admitted; null = a soft limit never holds. */
-  gracePercent: number | null;
-  period: ScopePeriod;
-  rollover: boolean;
-  /** Most that rolls over into a new period; null = all of it. */
-  rolloverCapGpuMs: number | null;
-  /** When the budget was first set (a period before that has nothing to roll over). */
-  setAt: number;
-  /** Percents of the limit that raise THRESHOLD_CROSSED; null = 75, 90, 100. */
-  thresholds?: number[] | null;
-}
-
-/** A scope as admission sees it now (see scope.lua). */
-export interface ScopeState {
-  base: string;
-  /** Counter id: the base, or '<base>@<period label>'. */
-  id: string;
-  /** limit + carry + adjust; null when none is set. */
-  limitGpuMs: number | null;
-  /** Where admission stops: the limit (hard), limit + grace (soft), null (soft without grace, or no limit). */
-  ceilingGpuMs: number | null;
-  usedGpuMs: number;
-  reservedGpuMs: number;
-  carryGpuMs: number;
-  adjustGpuMs: number;
-  exemptUsedGpuMs: number;
-  exemptReservedGpuMs: number;
-}
-
-export type SettleKind = 'settle' | 'release';
-
-export type SettleOutcome =
-  | { kind: 'settled'; reservedGpuMs: number; actualGpuMs: number }
-  | { kind: 'already'; reservedGpuMs: number; actualGpuMs: number }
-  | { kind: 'no-reservation' };
-
-export interface ScopeCounters {
-  scope: string;
-  limitGpuMs: number | null;
-  usedGpuMs: number;
-  reservedGpuMs: number;
-}
-
-export interface OpenReservation {
-  jobId: string;
-  state: 'held' | 'reserved' | 'settled' | 'cancelled';
-  amountGpuMs: number;
-  scopes: string[];
-  admittedAt: number;
-  meta: JobMeta;
-}
+import { PERIOD_KINDS, periodAt, previousPeriod } from '../periods.ts';
+import { EventLog } from '../events/emit.ts';
+import { assertAmount } from './amounts.ts';
+import { ScopeDefinitions } from './definitions.ts';
+import { decodeCancel, decodeRelease, decodeScopes, decodeSettle } from './replies.ts';
+import { decodeReserve, hasDuplicate, reserveBatch, type ReserveReply } from './reserve-wire.ts';
+import type {
+  DryRunWarning, JobMeta, NoLimitPolicy, OpenReservation, ReleaseOutcome, ReserveOutcome, ReserveRequest, ScopeCounters, ScopeState, SettleKind, SettleOutcome,
+} from './types.ts';
 
 export class Accounting {
   readonly keys: Keys;
+  /** What admins set, as the scripts read it. */
+  readonly definitions: ScopeDefinitions;
+  /** Events raised by processes (the scripts raise theirs themselves). */
+  readonly events: EventLog;
 
   constructor(
-    private readonly redis: Redis,
+    protected readonly redis: Redis,
     queuePrefix: string,
     private readonly settledRetainSeconds: number,
     /** IANA zone of the calendar periods (days, weeks, months). */
@@ -92,6 +35,8 @@ export class Accounting {
   ) {
     // The key layout follows the connection: it cannot disagree with where the keys are.
     this.keys = new Keys(queuePrefix, redis.isCluster);
+    this.definitions = new ScopeDefinitions(redis, this.keys);
+    this.events = new EventLog(redis, this.keys);
   }
 
   /**
@@ -165,19 +110,13 @@ export class Accounting {
     const out = (await callScript(this.redis, 'release', [k.open, k.ledger, k.allHeld], [
       String(now), mode, note, k.prefix, this.periodsArg(now), ...jobIds,
     ])) as (number | string)[][];
-    return out.map((r): ReleaseOutcome => {
-      if (r[0] === 1) return { kind: 'admitted', amountGpuMs: Number(r[1]), scopes: csv(r[2]) };
-      if (r[0] === 4) return { kind: 'held', shortfalls: [], ahead: Number(r[1]), line: String(r[2]) };
-      if (r[0] === -1) return { kind: 'not-held', state: String(r[1]) };
-      return { kind: 'held', shortfalls: parseShortfalls([r[0]!, ...r.slice(2)], Number(r[1])), ahead: 0 };
-    });
+    return out.map(decodeRelease);
   }
 
   /** Cancel a held job; it is remembered as cancelled for SETTLED_RETAIN_SECONDS. */
   async cancel(jobId: string): Promise<{ kind: 'cancelled' } | { kind: 'not-held'; state: string }> {
     const k = this.keys;
-    const r = (await callScript(this.redis, 'cancel', [k.allHeld], [k.prefix, jobId, String(this.settledRetainSeconds)])) as (number | string)[];
-    return r[0] === 1 ? { kind: 'cancelled' } : { kind: 'not-held', state: String(r[1]) };
+    return decodeCancel((await callScript(this.redis, 'cancel', [k.allHeld], [k.prefix, jobId, String(this.settledRetainSeconds)])) as (number | string)[]);
   }
 
   /** How many jobs each project has held now. */
@@ -205,12 +144,9 @@ export class Accounting {
       this.redis,
       'settle',
       [k.reservation(jobId), k.open, k.ledger, ...scopes.map((s) => k.scope(s))],
-      [jobId, String(actualGpuMs), String(now), kind, String(this.settledRetainSeconds), note, ...scopes],
+      [k.prefix, jobId, String(actualGpuMs), String(now), kind, String(this.settledRetainSeconds), note, ...scopes],
     )) as (number | string)[];
-    if (r[0] === 1) return { kind: 'settled', reservedGpuMs: Number(r[1]), actualGpuMs: Number(r[2]) };
-    if (r[0] === 2) return { kind: 'already', reservedGpuMs: Number(r[1]), actualGpuMs: Number(r[2]) };
-    if (r[0] === -1) return { kind: 'no-reservation' };
-    throw new Error(`settle(${jobId}): scopes ${scopes.join(',')} are not the reservation's (${String(r[1])})`);
+    return decodeSettle(jobId, scopes, r);
   }
 
   /** Read the reservation record of one job, whatever its state. */
@@ -252,93 +188,7 @@ export class Accounting {
     if (bases.length === 0) return [];
     const k = this.keys;
     const out = (await callScript(this.redis, 'scope', [k.open], [String(now), k.prefix, this.periodsArg(now), ...bases])) as string[][];
-    return out.map(([id, limit, ceiling, used, reserved, carry, adjust, exemptUsed, exemptReserved], i) => ({
-      base: bases[i]!,
-      id: id!,
-      limitGpuMs: limit === '' ? null : Number(limit),
-      ceilingGpuMs: ceiling === '' ? null : Number(ceiling),
-      usedGpuMs: Number(used),
-      reservedGpuMs: Number(reserved),
-      carryGpuMs: Number(carry),
-      adjustGpuMs: Number(adjust),
-      exemptUsedGpuMs: Number(exemptUsed),
-      exemptReservedGpuMs: Number(exemptReserved),
-    }));
+    return decodeScopes(bases, out);
   }
 
-  /** Set (or with null, remove) a one-off hard limit on a scope: the short form of define(). */
-  async setLimit(scope: string, limitGpuMs: number | null, now = Date.now()): Promise<void> {
-    if (limitGpuMs === null) return this.define(scope, null);
-    return this.define(scope, { limitGpuMs, policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, setAt: now });
-  }
-
-  /**
-   * Replace a scope's definition (null removes it: no limit). One MULTI, so
-   * the reserve script never sees half a definition.
-   */
-  async define(scope: string, d: ScopeDefinition | null): Promise<void> {
-    const key = this.keys.def(scope);
-    if (d === null) {
-      await this.redis.unlink(key);
-      return;
-    }
-    assertAmount(d.limitGpuMs, 0);
-    if (d.rolloverCapGpuMs !== null) assertAmount(d.rolloverCapGpuMs, 0);
-    const fields: Record<string, string> = {
-      limit: String(d.limitGpuMs),
-      policy: d.policy,
-      period: d.period,
-      rollover: d.rollover ? '1' : '0',
-      setAt: String(d.setAt),
-    };
-    if (d.gracePercent !== null) fields.grace = String(d.gracePercent);
-    if (d.thresholds != null) fields.thresholds = d.thresholds.join(',');
-    if (d.rolloverCapGpuMs !== null) fields.rolloverCap = String(d.rolloverCapGpuMs);
-    await this.redis.multi().unlink(key).hset(key, fields).exec();
-  }
-
-  async definition(scope: string): Promise<ScopeDefinition | null> {
-    const h = await this.redis.hgetall(this.keys.def(scope));
-    if (h.limit === undefined) return null;
-    return {
-      limitGpuMs: Number(h.limit),
-      policy: h.policy === 'soft' ? 'soft' : 'hard',
-      gracePercent: h.grace === undefined ? null : Number(h.grace),
-      period: (h.period ?? 'none') as ScopePeriod,
-      rollover: h.rollover === '1',
-      rolloverCapGpuMs: h.rolloverCap === undefined ? null : Number(h.rolloverCap),
-      setAt: Number(h.setAt ?? 0),
-      thresholds: h.thresholds === undefined ? null : h.thresholds.split(',').filter(Boolean).map(Number),
-    };
-  }
-
-  /** Add (or with a negative delta, take) GPU-ms to the limit of one period's counters ('<scope>@<period label>', or a one-off scope). */
-  async adjustCounter(counterId: string, deltaGpuMs: number): Promise<void> {
-    if (!Number.isSafeInteger(deltaGpuMs)) throw new RangeError(`adjustment must be a whole number of GPU-ms, got ${deltaGpuMs}`);
-    await this.redis.hincrby(this.keys.scope(counterId), 'adjust', deltaGpuMs);
-  }
-
-  /**
-   * Append an event that a process (not a script) emits to the events stream.
-   * `dedupeKey` makes a repeated emit (a retried job, two schedulers) store
-   * and deliver once.
-   */
-  async emitEvent<T extends EventType>(type: T, data: EventData[T], dedupeKey?: string, at = Date.now()): Promise<void> {
-    await this.redis.xadd(this.keys.events, 'MAXLEN', '~', '100000', '*', 'type', type, 'v', String(EVENT_VERSION), 'at', String(at),
-      'data', JSON.stringify(data), ...(dedupeKey ? ['dedupe', dedupeKey] : []));
-  }
-
-  /** Exempt job types: admitted without counting, tracked in exemptUsed/exemptReserved. */
-  async exemptTypes(): Promise<string[]> {
-    return (await this.redis.smembers(this.keys.exemptTypes)).sort();
-  }
-
-  async setExempt(jobType: string, exempt: boolean): Promise<void> {
-    if (exempt) await this.redis.sadd(this.keys.exemptTypes, jobType);
-    else await this.redis.srem(this.keys.exemptTypes, jobType);
-  }
-}
-
-function assertAmount(n: number, min: number): void {
-  if (!Number.isSafeInteger(n) || n < min) throw new RangeError(`amount must be an integer >= ${min} GPU-ms, got ${n}`);
 }

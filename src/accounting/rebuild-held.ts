@@ -6,29 +6,21 @@
  * Which lines. reserve.lua puts a held job in the line of every scope it did
  * not fit, plus every scope whose line already held an older job; release.lua
  * moves a job that still does not fit to the lines of what it misses then.
- * Redis kept those lines only; gpu-held keeps the job and the sentence of its
- * last decision (its reason). So the lines are derived again, in submission
- * order, by the same rule, from two sources:
- *  - the decision as it would be now: its misfits, read by the reserve
- *    script itself in a dry run (a job already recorded as held is judged on
- *    its misfits only, nothing is reserved or lined up), plus the scopes
- *    whose rebuilt line is not empty ahead of it;
- *  - the scopes its reason names (its last decision's misfits and the line
- *    it waited behind): numbers may have moved since (a quota renewed, a
- *    budget raised but nothing released yet) and the job still waits where
- *    it waited, so a newer job cannot overtake it there.
- * If neither names a scope, every scope it touches, as before: never fewer
- * lines than FIFO needs. A job that waits only on renewing scopes (a user's
- * quota) is thus again in those lines only, and the scheduler re-admits it
- * at the next boundary.
+ * Each held job carries those lines as data (held.hold.lines). They are
+ * restored, in submission order, together with what the reserve script
+ * itself would decide now (a dry run: a job recorded as held is judged on its
+ * misfits only, nothing is reserved or lined up), plus the scopes whose
+ * rebuilt line is not empty ahead of it, so FIFO holds whatever moved since.
+ * A job held by a version that kept no lines waits in every scope it
+ * touches: never fewer lines than FIFO needs.
  */
 import type { Job, Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { HeldJobData } from '../../queues/contract.ts';
-import type { Accounting, ReserveRequest } from './counters.ts';
-import { submissionOrder } from './reserve-wire.ts';
+import type { Accounting } from './counters.ts';
+import type { Hold, ReserveRequest } from './types.ts';
+import { misfitsText, submissionOrder } from './reserve-wire.ts';
 import { jobMeta } from './admission.ts';
-import { scopesNamedIn } from './reasons.ts';
 import { scopesForJob } from './scopes.ts';
 import { hoursToGpuMs } from '../units.ts';
 import { pipelined } from '../redis/pipelined.ts';
@@ -38,7 +30,7 @@ const CHUNK = 1_000;
 
 interface HeldRequest extends ReserveRequest {
   order: number;
-  reason: string;
+  hold: Hold | undefined;
   heldAt: number;
 }
 
@@ -57,7 +49,7 @@ export async function rebuildHeld(redis: Redis, accounting: Accounting, heldQueu
         // Placed as reserve placed it: by the intake job's submission (older held jobs carry only the park time).
         jobId: id, order: submissionOrder(id, d.held.submittedAt ?? job.timestamp), amountGpuMs: hoursToGpuMs(d.estimatedGpuHours),
         submittedAt: d.held.submittedAt,
-        scopes: scopesForJob(d).map((s) => s.id), meta: jobMeta(d), reason: d.held.reason, heldAt: d.held.heldAt,
+        scopes: scopesForJob(d).map((s) => s.id), meta: jobMeta(d), hold: d.held.hold, heldAt: d.held.heldAt,
       };
     })
     .sort((a, b) => a.order - b.order || (a.jobId < b.jobId ? -1 : 1));
@@ -67,6 +59,7 @@ export async function rebuildHeld(redis: Redis, accounting: Accounting, heldQueu
     p.hset(k.reservation(r.jobId), {
       amount: String(r.amountGpuMs), bases: r.scopes.join(','), state: 'held', heldAt: String(r.heldAt), meta: JSON.stringify(r.meta),
       ...(r.submittedAt === undefined ? {} : { ts: String(r.submittedAt) }),
+      ...(r.hold ? { misfits: misfitsText(r.hold.shortfalls) } : {}),
     });
     p.zadd(k.held(r.meta.project), r.order, r.jobId);
     p.zadd(k.allHeld, r.order, r.jobId);
@@ -81,9 +74,8 @@ export async function rebuildHeld(redis: Redis, accounting: Accounting, heldQueu
       const out = outcomes[j]!;
       const missed = out.kind === 'held' ? out.shortfalls.map((s) => s.scope) : [];
       const ahead = r.scopes.filter((b) => !missed.includes(b) && lined.has(b));
-      const named = scopesNamedIn(r.reason, r.scopes).filter((b) => !missed.includes(b) && !ahead.includes(b));
-      const mine = [...missed, ...ahead, ...named];
-      const chosen = mine.length > 0 ? mine : r.scopes;
+      const kept = r.hold?.lines ?? r.scopes;
+      const chosen = [...missed, ...ahead, ...kept.filter((b) => r.scopes.includes(b) && !missed.includes(b) && !ahead.includes(b))];
       for (const b of chosen) lined.add(b);
       return chosen;
     });

@@ -4,70 +4,9 @@
  * (counters.ts) are the only callers of the script; this is the only code
  * that knows its encoding.
  */
-import { misfitShortfall, type Shortfall } from './reasons.ts';
-
-export interface JobMeta {
-  project: string;
-  user: string;
-  jobType?: string | undefined;
-  gpuType?: string | undefined;
-  /** GPUs the job runs on: the fallback actual is wall time x gpus. */
-  gpus: number;
-  run?: string | undefined;
-}
-
-export type ReserveOutcome = DecidedOutcome & {
-  /**
-   * Set when the job's id had been used by another job (the intake queue's
-   * id counter restarted): the id it was decided under, '<id>@<submitted at>',
-   * which names it from then on (gpu-exec, gpu-held, the ledger).
-   */
-  reservationId?: string;
-};
-
-type DecidedOutcome =
-  /**
-   * `scopes`: the counter ids it was reserved in (scope base @ period label);
-   * `softOver`: soft-limited scope bases it took past their limit (warn);
-   * `exempt`: its job type is exempt, so nothing was counted against a limit.
-   */
-  | { kind: 'reserved'; amountGpuMs: number; scopes: string[]; softOver: string[]; exempt: boolean }
-  | { kind: 'already'; amountGpuMs: number; state: 'reserved' | 'settled'; scopes: string[]; exempt: boolean }
-  /**
-   * Held (now, or before when `retried`): `shortfalls` says which scopes it
-   * does not fit; `ahead` > 0 means it waits behind that many older held
-   * jobs in the line of scope `line` (first in, first out), fit or not.
-   */
-  | { kind: 'held'; shortfalls: Shortfall[]; ahead: number; line?: string; retried: boolean }
-  | { kind: 'cancelled' }
-  /** A scope has no limit and the policy for that is to reject. */
-  | { kind: 'rejected'; scope: string };
-
-/** What to do with a job when one of its scopes has no limit configured. */
-export type NoLimitPolicy = 'hold' | 'reject';
-
-export interface ReserveRequest {
-  jobId: string;
-  /** Submission order: a held job's place in its lines (see submissionOrder). */
-  order?: number;
-  amountGpuMs: number;
-  /** Scope bases (see scopes.ts); the script picks each one's current period. */
-  scopes: string[];
-  meta: JobMeta;
-  /**
-   * When it was submitted (BullMQ's job timestamp, epoch ms): with the id,
-   * what tells this job from an earlier one that had the same id. Omitted:
-   * a record under the id is taken to be this job's.
-   */
-  submittedAt?: number;
-}
-
-/** An event a preflighted batch would raise. */
-export interface DryRunWarning {
-  type: 'THRESHOLD_CROSSED' | 'BUDGET_EXHAUSTED';
-  scope: string;
-  thresholdPercent?: number;
-}
+import { misfitShortfall } from './reasons.ts';
+import { MISFIT_CODES, replyOf, UnknownReplyError } from '../redis/wire.ts';
+import type { DryRunWarning, ReserveOutcome, ReserveRequest, Shortfall } from './types.ts';
 
 /** The script's reply: { ids, results, renamed[, warnings] } (see reserve.lua's header). */
 export type ReserveReply = [string[], (number | (number | string)[])[], (number | string)[], string[][]?];
@@ -83,14 +22,21 @@ export function decodeReserve(out: ReserveReply, reqs: ReserveRequest[], sigs: s
   const outcomes = results.map((r, i): ReserveOutcome => {
     const need = reqs[i]!.amountGpuMs;
     if (r === 1) return { kind: 'reserved', amountGpuMs: need, scopes: sigIds[jobSig[i]! - 1]!, softOver: NO_SCOPES, exempt: false };
-    if (typeof r === 'number') throw new Error(`reserve: unexpected result ${r}`);
-    switch (r[0]) {
-      case 1: return { kind: 'reserved', amountGpuMs: Number(r[1]), scopes: csv(r[2]), softOver: csv(r[3]), exempt: r[4] === 1 };
-      case 2: return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled', scopes: csv(r[3]), exempt: r[4] === 1 };
-      case 4: return { kind: 'held', shortfalls: parseShortfalls([r[0]!, ...r.slice(3)], need), ahead: Number(r[1]), line: String(r[2]), retried: false };
-      case 5: return { kind: 'cancelled' };
-      case 7: return { kind: 'rejected', scope: String(r[1]) };
-      default: return { kind: 'held', shortfalls: parseShortfalls(r, need), ahead: 0, retried: r[0] === 3 };
+    if (typeof r === 'number') throw new UnknownReplyError('reserve', r);
+    switch (replyOf('reserve', r[0])) {
+      case 'reserved': return { kind: 'reserved', amountGpuMs: Number(r[1]), scopes: csv(r[2]), softOver: csv(r[3]), exempt: r[4] === 1 };
+      case 'already': return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled', scopes: csv(r[3]), exempt: r[4] === 1 };
+      case 'heldBehind': {
+        const n = Number(r[3]);
+        return { kind: 'held', shortfalls: parseShortfalls(r, 3, need), ahead: Number(r[1]), line: String(r[2]), lines: csv(r[4 + 5 * n]), retried: false };
+      }
+      case 'held': {
+        const shortfalls = parseShortfalls(r, 1, need);
+        return { kind: 'held', shortfalls, ahead: 0, lines: shortfalls.map((s) => s.scope), retried: false };
+      }
+      case 'stillHeld': return { kind: 'held', shortfalls: parseShortfalls(r, 1, need), ahead: 0, retried: true };
+      case 'cancelled': return { kind: 'cancelled' };
+      case 'rejected': return { kind: 'rejected', scope: String(r[1]) };
     }
   });
   for (let i = 0; i < renamed.length; i += 2) {
@@ -163,9 +109,14 @@ export function hasDuplicate(list: string[]): boolean {
   return false;
 }
 
-/** Shortfalls from a script reply { code, n, (scope, code, limit, used, reserved) * n }. */
-export function parseShortfalls(r: (number | string)[], neededGpuMs: number): Shortfall[] {
+/** Shortfalls as a held record stores them (includes/scopes.lua misfitsText). */
+export function misfitsText(shortfalls: Shortfall[]): string {
+  return shortfalls.map((s) => [s.scope, MISFIT_CODES[s.code], s.limitGpuMs ?? -1, s.usedGpuMs, s.reservedGpuMs].join('|')).join(';');
+}
+
+/** Shortfalls from a script reply whose field `at` is a count n, followed by n misfits of five fields (scope, code, limit, used, reserved). */
+export function parseShortfalls(r: (number | string)[], at: number, neededGpuMs: number): Shortfall[] {
   const out: Shortfall[] = [];
-  for (let i = 0; i < Number(r[1]); i++) out.push(misfitShortfall(r.slice(2 + i * 5, 7 + i * 5), neededGpuMs));
+  for (let i = 0; i < Number(r[at]); i++) out.push(misfitShortfall(r.slice(at + 1 + i * 5, at + 6 + i * 5), neededGpuMs));
   return out;
 }

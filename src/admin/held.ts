@@ -20,7 +20,8 @@ import type { Logger } from '../log.ts';
 import type { Pool } from '../db/pool.ts';
 import type { Actor } from '../db/audit.ts';
 import { recordAudit, type DurableAudit } from './change.ts';
-import { Accounting, type OpenReservation, type ReleaseOutcome } from '../accounting/counters.ts';
+import { Accounting } from '../accounting/counters.ts';
+import type { Hold, OpenReservation, ReleaseOutcome, Shortfall } from '../accounting/types.ts';
 import { describeHold } from '../accounting/reasons.ts';
 import type { ExecJobData, HeldJobData, RejectedJobData } from '../../queues/contract.ts';
 import { heldJobId, queueNames, rejectedJobId } from '../../queues/names.ts';
@@ -38,8 +39,31 @@ export interface HeldView {
   jobType?: string | undefined;
   estimatedGpuHours: number;
   reason: string;
+  /** The hold as data, in GPU-hours (absent for jobs held by an older version). */
+  hold?: HoldView;
   heldAt: number;
   ageSeconds: number;
+}
+
+export interface HoldView {
+  shortfalls: { scope: string; code: Shortfall['code']; limitGpuHours: number | null; usedGpuHours: number; reservedGpuHours: number; neededGpuHours: number }[];
+  /** Older held jobs ahead of it in the line of `line` (first in, first out). */
+  ahead: number;
+  line?: string;
+  /** Scopes whose lines it waits in. */
+  lines: string[];
+}
+
+function holdView(h: Hold): HoldView {
+  return {
+    shortfalls: h.shortfalls.map((s) => ({
+      scope: s.scope, code: s.code, limitGpuHours: s.limitGpuMs === null ? null : gpuMsToHours(s.limitGpuMs),
+      usedGpuHours: gpuMsToHours(s.usedGpuMs), reservedGpuHours: gpuMsToHours(s.reservedGpuMs), neededGpuHours: gpuMsToHours(s.neededGpuMs),
+    })),
+    ahead: h.ahead,
+    ...(h.line ? { line: h.line } : {}),
+    lines: h.lines ?? [],
+  };
 }
 
 export interface ReleaseSelector {
@@ -110,7 +134,9 @@ export class HeldJobs {
           user: d.user,
           ...(d.jobType ? { jobType: d.jobType } : {}),
           estimatedGpuHours: d.estimatedGpuHours,
-          reason: d.held.reason,
+          // Rendered here from the hold's data (jobs held before holds were data: their sentence).
+          reason: d.held.hold ? describeHold(d.held.hold) : d.held.reason,
+          ...(d.held.hold ? { hold: holdView(d.held.hold) } : {}),
           heldAt: d.held.heldAt,
           ageSeconds: Math.max(0, Math.round((now - d.held.heldAt) / 1000)),
         }];
@@ -174,7 +200,7 @@ export class HeldJobs {
       await this.held.remove(heldJobId(jobId));
     }
     await recordAudit(this.audit, actor, { action: 'held.cancel', target: `job:${jobId}`, before: { state: 'held' }, after: { state: 'rejected' }, reason });
-    await this.accounting.emitEvent('JOB_REJECTED', {
+    await this.accounting.events.emit('JOB_REJECTED', {
       jobId, ...(job ? { project: job.data.project, user: job.data.user } : {}), reason: why, by: actor.name,
     }, `rejected:${jobId}`, this.clock.now());
   }
@@ -200,10 +226,14 @@ export class HeldJobs {
         }
         if (out.kind === 'not-held') return void report.notHeld.push({ jobId: id, state: out.state });
         const job = jobs[i];
-        const reason = describeHold(out);
+        const { kind: _, ...decided } = out;
+        // A job held behind a line stays in the lines it was in.
+        const lines = decided.lines ?? job?.data.held.hold?.lines;
+        const hold: Hold = { ...decided, ...(lines ? { lines } : {}) };
+        const reason = describeHold(hold);
         report.stillHeld.push({ jobId: id, reason });
-        if (job && job.data.held.reason !== reason) {
-          await job.updateData({ ...job.data, held: { ...job.data.held, reason } });
+        if (job && (job.data.held.reason !== reason || JSON.stringify(job.data.held.hold) !== JSON.stringify(hold))) {
+          await job.updateData({ ...job.data, held: { ...job.data.held, reason, hold } });
           await job.log(`still held after release: ${reason}`);
         }
       }),

@@ -1,6 +1,6 @@
 /** Limit rows in Postgres: the source of truth the Redis definitions are copied from. */
 import type { Queryable } from './pool.ts';
-import type { ScopeDefinition } from '../accounting/counters.ts';
+import type { ScopeDefinition } from '../accounting/types.ts';
 
 export interface LimitRow extends ScopeDefinition {
   scope: string;

@@ -7,7 +7,7 @@
  * Version 1. A new field is added without a version change; a field removed or
  * changing meaning bumps `version` for that event type.
  */
-export const EVENT_VERSION = 1;
+export { EVENT_VERSION } from '../redis/wire.ts';
 
 export const EVENT_TYPES = [
   'THRESHOLD_CROSSED',

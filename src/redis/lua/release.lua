@@ -35,6 +35,9 @@
     { 4, ahead, line }          still held: `ahead` older held jobs go first in the
                                 line of scope `line`
     { -1, state }               not held (state: 'reserved', 'settled', 'cancelled' or 'missing')
+
+  Every job's record is read and checked before the first write, so a bad
+  record fails the call with nothing changed.
 ]]
 -- @include scopes
 -- @include lines
@@ -43,32 +46,47 @@ local openKey, ledgerKey, allHeldKey = KEYS[1], KEYS[2], KEYS[3]
 local now, mode, note, base = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local scopeOf = scopeReader(base, cjson.decode(ARGV[5]), tonumber(now), true)
 
-local results = {}
-local events = {}
+-- Every record read and decoded first: a bad one fails the call before any write.
+local records = {}
 for a = 6, #ARGV do
   local jobId = ARGV[a]
   local resKey = base .. 'res:' .. jobId
   local r = redis.call('HMGET', resKey, 'amount', 'state', 'bases', 'meta', 'lines', 'ts')
+  local rec = { jobId = jobId, resKey = resKey, r = r }
+  if r[2] == 'held' then
+    rec.need = tonumber(r[1])
+    if not rec.need then return redis.error_reply('release: job ' .. jobId .. ' has no amount') end
+    rec.project = cjson.decode(r[4]).project
+    rec.bases, rec.lines = split(r[3]), split(r[5])
+  end
+  records[#records + 1] = rec
+end
+
+local results = {}
+local events = {}
+local decided = {}  -- job id -> its result in this call (a job listed twice is decided once)
+for _, rec in ipairs(records) do
+  local jobId, resKey, r = rec.jobId, rec.resKey, rec.r
   local out
-  if r[2] ~= 'held' then
+  local before = decided[jobId]
+  if before then
+    out = before[1] == 1 and { -1, 'reserved' } or before
+  elseif r[2] ~= 'held' then
     out = { -1, r[2] or 'missing' }
   else
-    local need = tonumber(r[1])
-    local lines = split(r[5])
-    -- Decoded with the reads, before any write: a bad record fails before it changes anything.
-    local project = cjson.decode(r[4]).project
+    local need, lines, project = rec.need, rec.lines, rec.project
     if mode == 'fifo' then
       -- Older held jobs waiting for any scope this job touches go first, whether
       -- or not this job is in that line yet (it joins lines as its misfits change).
       local order = redis.call('ZSCORE', allHeldKey, jobId) or '+inf'
-      for _, b in ipairs(split(r[3])) do
+      for _, b in ipairs(rec.bases) do
         local older = olderInLine(base .. 'line:' .. b, order, jobId)
         if older > 0 then out = { 4, older, b }; break end
       end
     end
     local scopes = {}
     if not out then
-      for i, b in ipairs(split(r[3])) do scopes[i] = scopeOf(b) end
+      for i, b in ipairs(rec.bases) do scopes[i] = scopeOf(b) end
     end
     if not out and mode ~= 'override' then
       local short = misfits(scopes, need)
@@ -83,7 +101,7 @@ for a = 6, #ARGV do
           if not keep[l] then redis.call('ZREM', base .. 'line:' .. l, jobId) end
         end
         for _, l in ipairs(missing) do redis.call('ZADD', base .. 'line:' .. l, order, jobId) end
-        redis.call('HSET', resKey, 'lines', table.concat(missing, ','))
+        redis.call('HSET', resKey, 'lines', table.concat(missing, ','), 'misfits', misfitsText(short))
       end
     end
     if not out then
@@ -98,7 +116,7 @@ for a = 6, #ARGV do
       end
       local scopeIds = ids(scopes)
       redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now, 'scopes', scopeIds)
-      redis.call('HDEL', resKey, 'lines', 'bases', 'heldAt')  -- now an admitted record, as reserve.lua writes one
+      redis.call('HDEL', resKey, 'lines', 'bases', 'heldAt', 'misfits')  -- now an admitted record, as reserve.lua writes one
       redis.call('ZREM', base .. 'held:' .. project, jobId)
       redis.call('ZREM', allHeldKey, jobId)
       redis.call('HINCRBY', base .. 'held-count', project, -1)
@@ -115,6 +133,7 @@ for a = 6, #ARGV do
       out = { 1, need, scopeIds }
     end
   end
+  decided[jobId] = decided[jobId] or out
   results[#results + 1] = out
 end
 emit(base, events, now)

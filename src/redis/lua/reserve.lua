@@ -85,9 +85,13 @@
                                 (base, code, limit, used, reserved), codes as in
                                 includes/scopes.lua misfits()
     { 3, n, <misfit> * n }      held before (a retry): still held; misfits as of now
-    { 4, ahead, line, n, <misfit> * n }
+    { 4, ahead, line, n, <misfit> * n, lines }
                                 held now behind `ahead` older held jobs in the
-                                line of scope `line` (with its own misfits, if any)
+                                line of scope `line` (with its own misfits, if
+                                any); lines: the bases of every line it waits in
+                                (its misfits' and those with older jobs), comma
+                                separated. (Held with code 0, it waits in its
+                                misfits' lines only.)
     { 5 }                       cancelled by an admin before
     { 7, scope }                rejected: `scope` has no limit and ARGV[2] is 'reject'
 
@@ -272,17 +276,16 @@ for j = 1, #batch do
       linesChanged = linesChanged + 1
       local byBase = {}
       for _, sc in ipairs(scopes) do byBase[sc.base] = sc end
-      local flat = {}
       for i = 1, #short, 5 do
         if short[i + 1] == 2 then exhausted(byBase[short[i]], jobId, events) end
-        flat[#flat + 1] = table.concat({ short[i], short[i + 1], string.format('%.0f', short[i + 2]),
-          string.format('%.0f', short[i + 3]), string.format('%.0f', short[i + 4]) }, '|')
       end
+      local flat = misfitsText(short)
       events[#events + 1] = { 'JOB_HELD', 'jobId', jobId, 'meta', meta, 'amount', amount,
-        'ahead', tostring(ahead), 'line', line or '', 'misfits', table.concat(flat, ';') }
-      held[#held + 1] = { resKey, project, jobId, amount, sig.basesCsv, meta, order, joined, ts }
+        'ahead', tostring(ahead), 'line', line or '', 'misfits', flat }
+      held[#held + 1] = { resKey, project, jobId, amount, sig.basesCsv, meta, order, joined, ts, flat }
       r = ahead > 0 and { 4, ahead, line, #short / 5 } or { 0, #short / 5 }
       for _, v in ipairs(short) do r[#r + 1] = v end
+      if ahead > 0 then r[#r + 1] = table.concat(joined, ',') end
     else
       local soft = (exempt or not sig.soft) and NONE or softOver(scopes, need)
       -- Numeric loops and a guard before each call: this runs for every job
@@ -373,9 +376,9 @@ local function place(key, score, member)
 end
 for _, h in ipairs(held) do
   if h[9] == '' then
-    redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','))
+    redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','), 'misfits', h[10])
   else
-    redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','), 'ts', h[9])
+    redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','), 'misfits', h[10], 'ts', h[9])
   end
   place(base .. 'held:' .. h[2], h[7], h[3])
   place(allHeldKey, h[7], h[3])

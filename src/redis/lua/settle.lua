@@ -15,32 +15,27 @@
     KEYS[3]    ledger stream
     KEYS[4..]  counter hash of each scope the job was reserved against
 
-    ARGV[1]    job id
-    ARGV[2]    actual, integer GPU-ms >= 0 (0 releases the reservation)
-    ARGV[3]    now, epoch ms
-    ARGV[4]    ledger kind: 'settle' (ran) or 'release' (never ran)
-    ARGV[5]    seconds to remember the settled reservation (blocks re-admission of a late retry)
-    ARGV[6]    note for the ledger (why it was settled this way), may be ''
-    ARGV[7..]  scope ids, same order as KEYS[4..]; must equal the reservation's own
+    ARGV[1]    key base, '<prefix>:' of every gatekeeper key (see reserve.lua)
+    ARGV[2]    job id
+    ARGV[3]    actual, integer GPU-ms >= 0 (0 releases the reservation)
+    ARGV[4]    now, epoch ms
+    ARGV[5]    ledger kind: 'settle' (ran) or 'release' (never ran)
+    ARGV[6]    seconds to remember the settled reservation (blocks re-admission of a late retry)
+    ARGV[7]    note for the ledger (why it was settled this way), may be ''
+    ARGV[8..]  scope ids, same order as KEYS[4..]; must equal the reservation's own
 
   Output:
     { 1, reserved, actual }     settled now
     { 2, reserved, actual }     settled before; nothing changed
     { -1 }                      no reservation for this job (none, or held or cancelled)
     { -2, scopes }              the given scopes are not the reservation's (caller bug)
+
+  Every read comes before the first write.
 ]]
 -- @include scopes
 
-local resKey    = KEYS[1]
-local openKey   = KEYS[2]
-local ledgerKey = KEYS[3]
-
-local jobId   = ARGV[1]
-local actual  = ARGV[2]
-local now     = ARGV[3]
-local kind    = ARGV[4]
-local retain  = ARGV[5]
-local note    = ARGV[6]
+local resKey, openKey, ledgerKey = KEYS[1], KEYS[2], KEYS[3]
+local base, jobId, actual, now, kind, retain, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
 local nScopes = #KEYS - 3
 
 if not string.match(actual, '^%d+$') then
@@ -54,38 +49,40 @@ if r[3] ~= 'reserved' then
   return { -1 }
 end
 local given = {}
-for i = 1, nScopes do given[i] = ARGV[6 + i] end
+for i = 1, nScopes do given[i] = ARGV[7 + i] end
 if table.concat(given, ',') ~= r[2] then
   return { -2, r[2] }
 end
 
 local amount = r[1]
 local exempt = r[7] == '1'
+-- Usage grew past the estimate: judge thresholds as reserve does, on the
+-- scopes as they will be after this settle (read now, written below).
+local grown = {}
+if not exempt and tonumber(actual) > tonumber(amount) then
+  for i = 1, nScopes do
+    local s = scopeAt(base, given[i])
+    if s.limit then
+      s.reserved = s.reserved - tonumber(amount)
+      s.used = s.used + tonumber(actual)
+      grown[#grown + 1] = s
+    end
+  end
+end
+
 local reservedField, usedField = 'reserved', 'used'
 if exempt then reservedField, usedField = 'exemptReserved', 'exemptUsed' end
 for i = 1, nScopes do
   redis.call('HINCRBY', KEYS[3 + i], reservedField, '-' .. amount)
   redis.call('HINCRBY', KEYS[3 + i], usedField, actual)
 end
--- Registered for the drift audit (same key base as 'open').
-if #given > 0 then redis.call('SADD', string.sub(openKey, 1, -5) .. 'counters', unpack(given)) end
-if not exempt and tonumber(actual) > tonumber(amount) then
-  -- Usage grew: judge thresholds as reserve does (same key base as 'open').
-  local base = string.sub(openKey, 1, -5)
+-- Registered for the drift audit.
+if #given > 0 then redis.call('SADD', base .. 'counters', unpack(given)) end
+if #grown > 0 then
   local events = {}
-  for i = 1, nScopes do
-    local id = ARGV[6 + i]
-    local scopeBase = string.match(id, '^([^@]+)')
-    local d = redis.call('HMGET', base .. 'def:' .. scopeBase, 'limit', 'thresholds')
-    if d[1] then
-      local c = redis.call('HMGET', KEYS[3 + i], 'used', 'reserved', 'carry', 'adjust', 'crossed', 'crossedLimit')
-      local st = { base = scopeBase, id = id, key = KEYS[3 + i], used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
-        limit = tonumber(d[1]) + tonumber(c[3] or '0') + tonumber(c[4] or '0'), thresholds = {} }
-      for t in string.gmatch(d[2] or '75,90,100', '%d+') do st.thresholds[#st.thresholds + 1] = tonumber(t) end
-      loadCrossed(st, c[5], c[6])
-      crossings(st, jobId, events)
-      writeCrossed(st)
-    end
+  for _, s in ipairs(grown) do
+    crossings(s, jobId, events)
+    writeCrossed(s)
   end
   emit(base, events, now)
 end

@@ -1,5 +1,5 @@
 --[[
-  Scopes, shared by reserve and release.
+  Scopes, shared by reserve, release, settle and scope.
 
   A scope *base* names one budget or quota: 'project:acme', 'user-day:alice',
   'user-week:alice', 'run:acme/r1' (tests use other kinds too). Its definition
@@ -35,9 +35,13 @@
   everything and still count it; any other kind without a limit is unknown
   (code 1: the caller's policy holds or rejects the job).
 
+  Defaults (thresholds, the events stream's cap, the event version) come
+  from src/redis/wire.ts through the generated include `defaults`.
+
   Exactness: all values are integers below 2^53 (limits are capped by the
   API), summed as Lua numbers and written with %.0f.
 ]]
+-- @include defaults
 local FIXED_PERIOD = { ['user-day'] = 'day', ['user-week'] = 'week' }
 -- An empty list shared by the common case (no misfits, no soft limits
 -- passed) instead of a new table per job. Never written to.
@@ -136,21 +140,88 @@ end
 ]]
 local function emit(keyBase, events, now)
   for _, e in ipairs(events) do
-    local args = { 'XADD', keyBase .. 'events', 'MAXLEN', '~', '100000', '*', 'type', e[1], 'v', '1', 'at', now }
+    local args = { 'XADD', keyBase .. 'events', 'MAXLEN', '~', EVENTS_MAXLEN, '*', 'type', e[1], 'v', EVENT_VERSION, 'at', now }
     for i = 2, #e do args[#args + 1] = e[i] end
     redis.call(unpack(args))
   end
 end
 
 --[[
-  scopeReader(keyBase, periods, now): a function base -> scope state, read
-  once per call and cached, so every job of a batch sees the ones before it
-  through the deltas. `periods` is { day|week|month = { label, prev,
-  prevStart } } for now in the configured time zone. State:
+  scopeState(keyBase, scopeBase, id, d, c, p, now): one scope's state from its
+  definition `d` (HMGET of the def hash: limit, policy, grace, period,
+  rollover, rolloverCap, setAt, thresholds) and its counters `c` (HMGET of
+  the counter hash: used, reserved, carry, adjust, init, crossed,
+  crossedLimit). `p`, the period's { label, prev, prevStart }: a period not
+  yet initialised computes its carry (nil: the period was initialised when a
+  job was admitted in it, as settle knows). State:
     { base, id, key, used, reserved, limit|nil, ceiling|nil, soft, optional,
-      delta, exemptDelta, initCarry|nil }
+      delta, exemptDelta, initCarry|nil, thresholds, crossed }
   `ceiling` is where admission stops: the limit (hard), the limit plus grace
   (soft with grace), or nil (soft without grace).
+]]
+local function scopeState(keyBase, scopeBase, id, d, c, p, now)
+  local kind = string.match(scopeBase, '^([^:]+):') or scopeBase
+  local s = { base = scopeBase, id = id, key = keyBase .. 'scope:' .. id, optional = OPTIONAL[kind] or false,
+        used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
+        delta = 0, exemptDelta = 0, soft = d[2] == 'soft' }
+  local carry = tonumber(c[3] or '0')
+  if p and d[1] and d[5] == '1' and not c[5] then
+    -- First touch of this period: carry what the previous one left unused
+    -- (its open reservations count as spent). A previous period nobody
+    -- touched left its whole limit unused, if the budget existed then.
+    local q = redis.call('HMGET', keyBase .. 'scope:' .. scopeBase .. '@' .. p.prev, 'used', 'reserved', 'carry', 'adjust')
+    local unused = 0
+    if q[1] or q[2] or q[3] or q[4] then
+      unused = tonumber(d[1]) + tonumber(q[3] or '0') + tonumber(q[4] or '0')
+        - tonumber(q[1] or '0') - tonumber(q[2] or '0')
+    elseif tonumber(d[7] or now) < p.prevStart then
+      unused = tonumber(d[1])
+    end
+    if unused < 0 then unused = 0 end
+    if d[6] and unused > tonumber(d[6]) then unused = tonumber(d[6]) end
+    carry = unused
+    s.initCarry = carry
+  end
+  if d[1] then
+    s.limit = tonumber(d[1]) + carry + tonumber(c[4] or '0')
+    if not s.soft then
+      s.ceiling = s.limit
+    elseif d[3] then
+      -- limit * (100 + grace) / 100 without passing 2^53 on the way
+      local g = 100 + tonumber(d[3])
+      local whole = math.floor(s.limit / 100)
+      s.ceiling = whole * g + math.floor((s.limit - whole * 100) * g / 100)
+    end
+    s.thresholds = {}
+    for t in string.gmatch(d[8] or DEFAULT_THRESHOLDS, '%d+') do s.thresholds[#s.thresholds + 1] = tonumber(t) end
+    loadCrossed(s, c[6], c[7])
+  end
+  return s
+end
+
+--[[ readDef(keyBase, scopeBase): a scope's definition, the fields scopeState reads. ]]
+local function readDef(keyBase, scopeBase)
+  return redis.call('HMGET', keyBase .. 'def:' .. scopeBase,
+    'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt', 'thresholds')
+end
+
+--[[ readCounters(key): a period's counters, the fields scopeState reads. ]]
+local function readCounters(key)
+  return redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'init', 'crossed', 'crossedLimit')
+end
+
+--[[ scopeAt(keyBase, id): the state of counter id '<base>' or '<base>@<period label>' (settle: a period already initialised). ]]
+local function scopeAt(keyBase, id)
+  local scopeBase = string.match(id, '^([^@]+)')
+  return scopeState(keyBase, scopeBase, id, readDef(keyBase, scopeBase), readCounters(keyBase .. 'scope:' .. id), nil, nil)
+end
+
+--[[
+  scopeReader(keyBase, periods, now, deciding): a function base -> scope
+  state in the period of now, read once per call and cached, so every job
+  of a batch sees the ones before it through the deltas. `periods` is
+  { day|week|month = { label, prev, prevStart } } for now in the configured
+  time zone.
   `deciding`: the caller only decides and adds deltas (reserve, release), so
   an optional scope with no limit (a user without a quota) needs no counter
   read: used and reserved only matter against a limit. Most users have no
@@ -163,48 +234,12 @@ local function scopeReader(keyBase, periods, now, deciding)
   return function(scopeBase)
     local s = cache[scopeBase]
     if s then return s end
-    local d = redis.call('HMGET', keyBase .. 'def:' .. scopeBase,
-      'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt', 'thresholds')
+    local d = readDef(keyBase, scopeBase)
     local kind = string.match(scopeBase, '^([^:]+):') or scopeBase
     local p = periods[FIXED_PERIOD[kind] or d[4] or 'none']
     local id = p and (scopeBase .. '@' .. p.label) or scopeBase
-    local key = keyBase .. 'scope:' .. id
-    local c = (d[1] or not deciding or not OPTIONAL[kind]) and redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'init', 'crossed', 'crossedLimit') or NONE
-    s = { base = scopeBase, id = id, key = key, optional = OPTIONAL[kind] or false,
-          used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
-          delta = 0, exemptDelta = 0, soft = d[2] == 'soft' }
-    local carry = tonumber(c[3] or '0')
-    if p and d[1] and d[5] == '1' and not c[5] then
-      -- First touch of this period: carry what the previous one left unused
-      -- (its open reservations count as spent). A previous period nobody
-      -- touched left its whole limit unused, if the budget existed then.
-      local q = redis.call('HMGET', keyBase .. 'scope:' .. scopeBase .. '@' .. p.prev, 'used', 'reserved', 'carry', 'adjust')
-      local unused = 0
-      if q[1] or q[2] or q[3] or q[4] then
-        unused = tonumber(d[1]) + tonumber(q[3] or '0') + tonumber(q[4] or '0')
-          - tonumber(q[1] or '0') - tonumber(q[2] or '0')
-      elseif tonumber(d[7] or now) < p.prevStart then
-        unused = tonumber(d[1])
-      end
-      if unused < 0 then unused = 0 end
-      if d[6] and unused > tonumber(d[6]) then unused = tonumber(d[6]) end
-      carry = unused
-      s.initCarry = carry
-    end
-    if d[1] then
-      s.limit = tonumber(d[1]) + carry + tonumber(c[4] or '0')
-      if not s.soft then
-        s.ceiling = s.limit
-      elseif d[3] then
-        -- limit * (100 + grace) / 100 without passing 2^53 on the way
-        local g = 100 + tonumber(d[3])
-        local whole = math.floor(s.limit / 100)
-        s.ceiling = whole * g + math.floor((s.limit - whole * 100) * g / 100)
-      end
-      s.thresholds = {}
-      for t in string.gmatch(d[8] or '75,90,100', '%d+') do s.thresholds[#s.thresholds + 1] = tonumber(t) end
-      loadCrossed(s, c[6], c[7])
-    end
+    local c = (d[1] or not deciding or not OPTIONAL[kind]) and readCounters(keyBase .. 'scope:' .. id) or NONE
+    s = scopeState(keyBase, scopeBase, id, d, c, p, now)
     cache[scopeBase] = s
     return s
   end
@@ -232,6 +267,19 @@ local function misfits(scopes, need)
     end
   end
   return out
+end
+
+--[[
+  misfitsText(short): misfits as stored on a held record and in JOB_HELD:
+  'base|code|limit|used|reserved' joined by ';' (numbers exact, %.0f).
+]]
+local function misfitsText(short)
+  local flat = {}
+  for i = 1, #short, 5 do
+    flat[#flat + 1] = table.concat({ short[i], short[i + 1], string.format('%.0f', short[i + 2]),
+      string.format('%.0f', short[i + 3]), string.format('%.0f', short[i + 4]) }, '|')
+  end
+  return table.concat(flat, ';')
 end
 
 --[[ softOver(scopes, need): bases of soft scopes this job takes past their limit (warn). ]]

@@ -1,0 +1,79 @@
+/**
+ * The Redis copy of what admins set: each scope's definition (limit, policy,
+ * period, rollover, thresholds), per-period adjustments, and the exempt job
+ * types. Postgres holds the rows (src/accounting/budgets.ts writes both, in
+ * one change with its audit row); the scripts read this copy.
+ */
+import type { Redis } from 'ioredis';
+import type { Keys } from '../redis/keys.ts';
+import { assertAmount } from './amounts.ts';
+import type { ScopeDefinition, ScopePeriod } from './types.ts';
+
+export class ScopeDefinitions {
+  constructor(
+    private readonly redis: Redis,
+    private readonly keys: Keys,
+  ) {}
+
+  /** Set (or with null, remove) a one-off hard limit on a scope: the short form of define(). */
+  async setLimit(scope: string, limitGpuMs: number | null, now = Date.now()): Promise<void> {
+    if (limitGpuMs === null) return this.define(scope, null);
+    return this.define(scope, { limitGpuMs, policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, setAt: now });
+  }
+
+  /**
+   * Replace a scope's definition (null removes it: no limit). One MULTI, so
+   * the reserve script never sees half a definition.
+   */
+  async define(scope: string, d: ScopeDefinition | null): Promise<void> {
+    const key = this.keys.def(scope);
+    if (d === null) {
+      await this.redis.unlink(key);
+      return;
+    }
+    assertAmount(d.limitGpuMs, 0);
+    if (d.rolloverCapGpuMs !== null) assertAmount(d.rolloverCapGpuMs, 0);
+    const fields: Record<string, string> = {
+      limit: String(d.limitGpuMs),
+      policy: d.policy,
+      period: d.period,
+      rollover: d.rollover ? '1' : '0',
+      setAt: String(d.setAt),
+    };
+    if (d.gracePercent !== null) fields.grace = String(d.gracePercent);
+    if (d.thresholds != null) fields.thresholds = d.thresholds.join(',');
+    if (d.rolloverCapGpuMs !== null) fields.rolloverCap = String(d.rolloverCapGpuMs);
+    await this.redis.multi().unlink(key).hset(key, fields).exec();
+  }
+
+  async definition(scope: string): Promise<ScopeDefinition | null> {
+    const h = await this.redis.hgetall(this.keys.def(scope));
+    if (h.limit === undefined) return null;
+    return {
+      limitGpuMs: Number(h.limit),
+      policy: h.policy === 'soft' ? 'soft' : 'hard',
+      gracePercent: h.grace === undefined ? null : Number(h.grace),
+      period: (h.period ?? 'none') as ScopePeriod,
+      rollover: h.rollover === '1',
+      rolloverCapGpuMs: h.rolloverCap === undefined ? null : Number(h.rolloverCap),
+      setAt: Number(h.setAt ?? 0),
+      thresholds: h.thresholds === undefined ? null : h.thresholds.split(',').filter(Boolean).map(Number),
+    };
+  }
+
+  /** Add (or with a negative delta, take) GPU-ms to the limit of one period's counters ('<scope>@<period label>', or a one-off scope). */
+  async adjustCounter(counterId: string, deltaGpuMs: number): Promise<void> {
+    if (!Number.isSafeInteger(deltaGpuMs)) throw new RangeError(`adjustment must be a whole number of GPU-ms, got ${deltaGpuMs}`);
+    await this.redis.hincrby(this.keys.scope(counterId), 'adjust', deltaGpuMs);
+  }
+
+  /** Exempt job types: admitted without counting, tracked in exemptUsed/exemptReserved. */
+  async exemptTypes(): Promise<string[]> {
+    return (await this.redis.smembers(this.keys.exemptTypes)).sort();
+  }
+
+  async setExempt(jobType: string, exempt: boolean): Promise<void> {
+    if (exempt) await this.redis.sadd(this.keys.exemptTypes, jobType);
+    else await this.redis.srem(this.keys.exemptTypes, jobType);
+  }
+}

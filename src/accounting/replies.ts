@@ -1,0 +1,50 @@
+/**
+ * The replies of release, settle, cancel and scope (see each script's header
+ * and src/redis/wire.ts), as outcomes. reserve's is in reserve-wire.ts. A
+ * reply code no script answers throws: it is a bug, never a decision.
+ */
+import { replyOf } from '../redis/wire.ts';
+import { csv, parseShortfalls } from './reserve-wire.ts';
+import type { ReleaseOutcome, ScopeState, SettleOutcome } from './types.ts';
+
+export function decodeRelease(r: (number | string)[]): ReleaseOutcome {
+  switch (replyOf('release', r[0])) {
+    case 'admitted': return { kind: 'admitted', amountGpuMs: Number(r[1]), scopes: csv(r[2]) };
+    case 'heldBehind': return { kind: 'held', shortfalls: [], ahead: Number(r[1]), line: String(r[2]) };
+    case 'notHeld': return { kind: 'not-held', state: String(r[1]) };
+    case 'held': {
+      // It now waits in the lines of what it misses.
+      const shortfalls = parseShortfalls(r, 2, Number(r[1]));
+      return { kind: 'held', shortfalls, ahead: 0, lines: shortfalls.map((s) => s.scope) };
+    }
+  }
+}
+
+export function decodeSettle(jobId: string, scopes: string[], r: (number | string)[]): SettleOutcome {
+  switch (replyOf('settle', r[0])) {
+    case 'settled': return { kind: 'settled', reservedGpuMs: Number(r[1]), actualGpuMs: Number(r[2]) };
+    case 'already': return { kind: 'already', reservedGpuMs: Number(r[1]), actualGpuMs: Number(r[2]) };
+    case 'noReservation': return { kind: 'no-reservation' };
+    case 'wrongScopes': throw new Error(`settle(${jobId}): scopes ${scopes.join(',')} are not the reservation's (${String(r[1])})`);
+  }
+}
+
+export function decodeCancel(r: (number | string)[]): { kind: 'cancelled' } | { kind: 'not-held'; state: string } {
+  return replyOf('cancel', r[0]) === 'cancelled' ? { kind: 'cancelled' } : { kind: 'not-held', state: String(r[1]) };
+}
+
+/** scope.lua's reply for `bases`: numbers as strings, '' for none. */
+export function decodeScopes(bases: string[], out: string[][]): ScopeState[] {
+  return out.map(([id, limit, ceiling, used, reserved, carry, adjust, exemptUsed, exemptReserved], i) => ({
+    base: bases[i]!,
+    id: id!,
+    limitGpuMs: limit === '' ? null : Number(limit),
+    ceilingGpuMs: ceiling === '' ? null : Number(ceiling),
+    usedGpuMs: Number(used),
+    reservedGpuMs: Number(reserved),
+    carryGpuMs: Number(carry),
+    adjustGpuMs: Number(adjust),
+    exemptUsedGpuMs: Number(exemptUsed),
+    exemptReservedGpuMs: Number(exemptReserved),
+  }));
+}
