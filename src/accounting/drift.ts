@@ -16,6 +16,7 @@
 import type { Redis } from 'ioredis';
 import type { Pool, Queryable } from '../db/pool.ts';
 import { waitingLedgerEntries } from '../db/quarantine.ts';
+import { inSnapshot } from '../db/transaction.ts';
 import { parseEntry } from '../ledger/writer.ts';
 import type { Accounting } from './counters.ts';
 import { callScript } from '../redis/scripts.ts';
@@ -141,20 +142,12 @@ export class DriftAudit {
    * transaction, so it is counted exactly once whenever the audit runs).
    */
   private async ledgerSide(upTo: string): Promise<{ ledgerSide: Map<string, CounterTotals>; quarantined: DriftReport['quarantined'] }> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      const ledgerSide = await ledgerTotals(client, upTo);
-      const waiting = (await waitingLedgerEntries(client)).filter((q) => compareIds(q.streamId, upTo) <= 0);
-      await client.query('COMMIT');
-      const quarantined = waiting.map((q) => ({ id: q.id, streamId: q.streamId, error: q.error, counted: addEntry(ledgerSide, q.fields) }));
-      return { ledgerSide, quarantined };
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+    const { ledgerSide, waiting } = await inSnapshot(this.pool, async (client) => ({
+      ledgerSide: await ledgerTotals(client, upTo),
+      waiting: (await waitingLedgerEntries(client)).filter((q) => compareIds(q.streamId, upTo) <= 0),
+    }));
+    const quarantined = waiting.map((q) => ({ id: q.id, streamId: q.streamId, error: q.error, counted: addEntry(ledgerSide, q.fields) }));
+    return { ledgerSide, quarantined };
   }
 
   /** Until the ledger writers have written (and acknowledged) every entry up to `id`. */

@@ -65,6 +65,15 @@ export async function allLimits(db: Queryable): Promise<LimitRow[]> {
   return r.rows.map(toRow);
 }
 
+/**
+ * Take the transaction-scoped advisory lock of one key (a scope, or
+ * 'exempt:<job type>'), held until COMMIT or ROLLBACK: changes to the same
+ * limit, and start-up's copy of it to Redis, serialize on it.
+ */
+export async function lockLimit(db: Queryable, key: string): Promise<void> {
+  await db.query(`SELECT pg_advisory_xact_lock(hashtext('limit:' || $1::text))`, [key]);
+}
+
 export async function exemptJobTypes(db: Queryable): Promise<string[]> {
   const r = await db.query('SELECT job_type FROM exempt_job_types ORDER BY job_type');
   return r.rows.map((x: { job_type: string }) => x.job_type);
