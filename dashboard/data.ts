@@ -11,6 +11,8 @@ import type { HeldJobs, HeldView } from '../src/admin/held.ts';
 import { parseScopeId } from '../src/accounting/scopes.ts';
 import { periodAt, previousPeriod, type PeriodKind } from '../src/periods.ts';
 import { dailySeriesMany } from '../src/usage/reports.ts';
+import { recentEvents } from '../src/db/events.ts';
+import { projectUsageInRanges } from '../src/db/usage.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
 
 export interface ScopeCard {
@@ -85,18 +87,10 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
   }
 
   const periods = usagePeriods(now, timeZone);
-  const hist = await pool.query(
-    `SELECT name AS project, ${periods.map((_, i) => `coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt AND day BETWEEN $${2 * i + 1}::date AND $${2 * i + 2}::date), 0) AS p${i}`).join(', ')}
-     FROM usage_by_day WHERE kind = 'project' AND day >= $${2 * periods.length + 1}::date GROUP BY name ORDER BY name`,
-    [...periods.flatMap((p) => [p.from, p.to]), periods.map((p) => p.from).sort()[0]],
-  );
-  const history = { periods, rows: hist.rows.map((r: Record<string, unknown>) => ({ project: String(r.project), gpuMs: periods.map((_, i) => Number(r[`p${i}`])) })) };
+  const history = { periods, rows: await projectUsageInRanges(pool, periods) };
 
   const held = await deps.held.list({ limit: 50, offset: 0 });
-  const alerts = await pool.query(
-    `SELECT id, type, at, data, acked_at FROM events WHERE type IN ('THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET')
-     ORDER BY id DESC LIMIT 15`,
-  );
+  const alerts = await recentEvents(pool, ['THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET'], 15);
   return {
     now,
     timeZone,
@@ -105,7 +99,7 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     runs,
     history,
     held,
-    alerts: alerts.rows.map((a: Record<string, any>) => ({ id: Number(a.id), type: a.type, at: (a.at as Date).toISOString(), data: a.data, acked: a.acked_at !== null })),
+    alerts: alerts.map((a) => ({ id: a.id, type: a.type, at: a.at.toISOString(), data: a.data as Record<string, unknown>, acked: a.ackedAt !== null })),
   };
 }
 

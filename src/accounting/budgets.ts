@@ -9,7 +9,7 @@
  * BUDGET_CHANGED is emitted after the commit.
  */
 import type { Pool, PoolClient } from '../db/pool.ts';
-import { allLimits, deleteLimit, exemptJobTypes, getLimit, getLimits, setExemptJobType, upsertLimit, type LimitRow } from '../db/limits.ts';
+import { allLimits, deleteLimit, exemptJobTypes, getLimit, getLimits, lockLimit, setExemptJobType, upsertLimit, type LimitRow } from '../db/limits.ts';
 import type { Accounting } from './counters.ts';
 import type { ScopeDefinition, ScopePeriod, ScopePolicy } from './types.ts';
 import { parseScopeId, projectScope, runScope, userQuotaScope } from './scopes.ts';
@@ -343,7 +343,7 @@ export class Budgets {
   /** Run `fn` in a transaction holding the advisory lock of `key` (the lock adminChange takes). */
   private locked<T>(key: string, fn: (db: PoolClient) => Promise<T>): Promise<T> {
     return inTransaction(this.pool, async (db) => {
-      await db.query(`SELECT pg_advisory_xact_lock(hashtext('limit:' || $1::text))`, [key]);
+      await lockLimit(db, key);
       return fn(db);
     });
   }

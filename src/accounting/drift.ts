@@ -14,19 +14,14 @@
  * report, so the audit stays exact while they wait for a replay.
  */
 import type { Redis } from 'ioredis';
-import type { Pool, Queryable } from '../db/pool.ts';
+import type { Pool } from '../db/pool.ts';
+import { ledgerTotals, type CounterTotals } from '../db/ledger.ts';
 import { waitingLedgerEntries } from '../db/quarantine.ts';
+import { inSnapshot } from '../db/transaction.ts';
 import { parseEntry } from '../ledger/writer.ts';
 import type { Accounting } from './counters.ts';
 import { callScript } from '../redis/scripts.ts';
 import { compareIds, fields } from '../streams/replies.ts';
-
-export interface CounterTotals {
-  usedGpuMs: number;
-  reservedGpuMs: number;
-  exemptUsedGpuMs: number;
-  exemptReservedGpuMs: number;
-}
 
 export interface Drift {
   /** Counter id ('<scope>@<period>' or the scope). */
@@ -50,33 +45,6 @@ export interface DriftReport {
 
 const ZERO: CounterTotals = { usedGpuMs: 0, reservedGpuMs: 0, exemptUsedGpuMs: 0, exemptReservedGpuMs: 0 };
 const GROUP = 'ledger-writers';
-
-/**
- * What the ledger says each counter should hold, per counter id: the rows up
- * to stream entry `upTo` (all rows if omitted; rows from before stream ids
- * were kept count as older than any). The audit compares Redis with it; the
- * rebuild writes it into Redis.
- */
-export async function ledgerTotals(pool: Queryable, upTo?: string): Promise<Map<string, CounterTotals>> {
-  const [ms, seq] = upTo ? upTo.split('-') : [null, null];
-  const rows = await pool.query(
-    `SELECT counter,
-            sum(CASE WHEN kind <> 'reserve' AND NOT exempt THEN actual_gpu_ms ELSE 0 END) AS used,
-            sum(CASE WHEN NOT exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS reserved,
-            sum(CASE WHEN kind <> 'reserve' AND exempt THEN actual_gpu_ms ELSE 0 END) AS exempt_used,
-            sum(CASE WHEN exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS exempt_reserved
-     FROM ledger, unnest(scopes) AS counter
-     WHERE $1::bigint IS NULL OR (coalesce(stream_ms, 0), coalesce(stream_seq, 0)) <= ($1::bigint, $2::bigint)
-     GROUP BY counter`,
-    [ms, seq],
-  );
-  return new Map(
-    rows.rows.map((r: Record<string, unknown>) => [
-      String(r.counter),
-      { usedGpuMs: Number(r.used), reservedGpuMs: Number(r.reserved), exemptUsedGpuMs: Number(r.exempt_used), exemptReservedGpuMs: Number(r.exempt_reserved) },
-    ]),
-  );
-}
 
 /** Add a raw ledger entry's rows to `totals`, as the SQL sums them; false if the entry cannot be read. */
 function addEntry(totals: Map<string, CounterTotals>, fields: string[]): boolean {
@@ -141,20 +109,12 @@ export class DriftAudit {
    * transaction, so it is counted exactly once whenever the audit runs).
    */
   private async ledgerSide(upTo: string): Promise<{ ledgerSide: Map<string, CounterTotals>; quarantined: DriftReport['quarantined'] }> {
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
-      const ledgerSide = await ledgerTotals(client, upTo);
-      const waiting = (await waitingLedgerEntries(client)).filter((q) => compareIds(q.streamId, upTo) <= 0);
-      await client.query('COMMIT');
-      const quarantined = waiting.map((q) => ({ id: q.id, streamId: q.streamId, error: q.error, counted: addEntry(ledgerSide, q.fields) }));
-      return { ledgerSide, quarantined };
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+    const { ledgerSide, waiting } = await inSnapshot(this.pool, async (client) => ({
+      ledgerSide: await ledgerTotals(client, upTo),
+      waiting: (await waitingLedgerEntries(client)).filter((q) => compareIds(q.streamId, upTo) <= 0),
+    }));
+    const quarantined = waiting.map((q) => ({ id: q.id, streamId: q.streamId, error: q.error, counted: addEntry(ledgerSide, q.fields) }));
+    return { ledgerSide, quarantined };
   }
 
   /** Until the ledger writers have written (and acknowledged) every entry up to `id`. */

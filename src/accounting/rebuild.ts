@@ -36,7 +36,7 @@ import type { HeldJobData } from '../../queues/contract.ts';
 import { unlinkMatching } from '../redis/unlink.ts';
 import { pipelined } from '../redis/pipelined.ts';
 import { periodRecords } from '../db/periods.ts';
-import { ledgerTotals } from './drift.ts';
+import { ledgerTotals, maxNumericJobId, recordedReservations, type RecordedReservation } from '../db/ledger.ts';
 import { waitingLedgerEntries } from '../db/quarantine.ts';
 import { callScript } from '../redis/scripts.ts';
 import { rebuildHeld } from './rebuild-held.ts';
@@ -107,40 +107,34 @@ export async function rebuild(deps: {
 async function restoreReservations(deps: { redis: Redis; accounting: Accounting; pool: Pool; settledRetainSeconds: number; now: number }): Promise<{ open: number; settled: number }> {
   const { redis, now } = deps;
   const k = deps.accounting.keys;
-  const jobs = await deps.pool.query(
-    `SELECT r.job_id, r.project, r.user_name, r.job_type, r.gpu_type, r.run, r.meta, r.scopes, r.estimated_gpu_ms, r.exempt, r.submitted_ms,
-            extract(epoch FROM r.at) * 1000 AS admitted_ms, e.actual_gpu_ms, extract(epoch FROM e.at) * 1000 AS ended_ms
-     FROM ledger r LEFT JOIN ledger e ON e.job_id = r.job_id AND e.admitted_at = r.admitted_at AND e.kind <> 'reserve'
-     WHERE r.kind = 'reserve' AND (e.id IS NULL OR e.at >= to_timestamp($1::double precision / 1000))`,
-    [now - deps.settledRetainSeconds * 1000],
-  );
+  const jobs = await recordedReservations(deps.pool, now - deps.settledRetainSeconds * 1000);
   let open = 0;
   let settled = 0;
-  await pipelined(redis, jobs.rows, (p, j: Record<string, any>) => {
+  await pipelined(redis, jobs, (p, j) => {
     // As reserve.lua (and release.lua) wrote it: amount, scopes, state, admittedAt, meta, ts, exempt.
     const record: Record<string, string> = {
-      amount: String(j.estimated_gpu_ms), scopes: (j.scopes as string[]).join(','),
-      admittedAt: String(Math.round(Number(j.admitted_ms))), meta: j.meta ?? legacyMeta(j),
-      ...(j.submitted_ms === null ? {} : { ts: String(j.submitted_ms) }), ...(j.exempt ? { exempt: '1' } : {}),
+      amount: String(j.estimatedGpuMs), scopes: j.scopes.join(','),
+      admittedAt: String(Math.round(j.admittedMs)), meta: j.meta ?? legacyMeta(j),
+      ...(j.submittedMs === null ? {} : { ts: String(j.submittedMs) }), ...(j.exempt ? { exempt: '1' } : {}),
     };
-    const key = k.reservation(j.job_id);
-    if (j.ended_ms === null) {
+    const key = k.reservation(j.jobId);
+    if (j.endedMs === null) {
       open++;
       p.hset(key, { ...record, state: 'reserved' });
-      p.zadd(k.open, record.admittedAt!, j.job_id);
+      p.zadd(k.open, record.admittedAt!, j.jobId);
     } else {
       // ... and settle.lua on top: state, actual, settledAt, and the expiry.
       settled++;
-      p.hset(key, { ...record, state: 'settled', actual: String(j.actual_gpu_ms ?? 0), settledAt: String(Math.round(Number(j.ended_ms))) });
-      p.expire(key, Math.max(1, Math.ceil((Number(j.ended_ms) + deps.settledRetainSeconds * 1000 - now) / 1000)));
+      p.hset(key, { ...record, state: 'settled', actual: String(j.actualGpuMs ?? 0), settledAt: String(Math.round(j.endedMs)) });
+      p.expire(key, Math.max(1, Math.ceil((j.endedMs + deps.settledRetainSeconds * 1000 - now) / 1000)));
     }
   });
   return { open, settled };
 }
 
 /** A row from before migration 009 kept no meta: the ledger's columns in jobMeta's order, and 1 GPU (the count was not kept). */
-function legacyMeta(j: Record<string, any>): string {
-  return JSON.stringify({ project: j.project, user: j.user_name, jobType: j.job_type ?? undefined, gpuType: j.gpu_type ?? undefined, gpus: 1, run: j.run ?? undefined });
+function legacyMeta(j: RecordedReservation): string {
+  return JSON.stringify({ project: j.project, user: j.user, jobType: j.jobType ?? undefined, gpuType: j.gpuType ?? undefined, gpus: 1, run: j.run ?? undefined });
 }
 
 /**
@@ -153,11 +147,6 @@ function legacyMeta(j: Record<string, any>): string {
 async function raiseJobIds(pool: Pool, redis: Redis, intake: Queue): Promise<void> {
   // Admitted jobs are in the ledger; rejected ones only in the events (a
   // reused id would also have its JOB_REJECTED dropped as a duplicate).
-  const { rows } = await pool.query<{ max: string | null }>(
-    `SELECT max(id::bigint)::text AS max FROM (
-       SELECT job_id AS id FROM ledger
-       UNION ALL SELECT data->>'jobId' FROM events WHERE data->>'jobId' IS NOT NULL
-     ) ids WHERE id ~ '^[0-9]{1,15}$'`,
-  );
-  if (rows[0]?.max) await callScript(redis, 'raise', [intake.toKey('id')], [rows[0].max]);
+  const max = await maxNumericJobId(pool);
+  if (max) await callScript(redis, 'raise', [intake.toKey('id')], [max]);
 }

@@ -25,6 +25,8 @@ import type { Redis } from 'ioredis';
 import type { Pool, PoolClient } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import { auditExists, writeAudit, type Actor, type AuditEntry } from '../db/audit.ts';
+import { lockLimit } from '../db/limits.ts';
+import { begin, commit, rollback } from '../db/transaction.ts';
 
 /** One write to Redis and how to take it back. */
 export interface RedisStep {
@@ -55,9 +57,9 @@ export async function adminChange<T>(pool: Pool, locks: string[], fn: (tx: Chang
     released = true;
   };
   try {
-    await client.query('BEGIN');
+    await begin(client);
     // Sorted, so two changes over the same keys never wait on each other in a circle.
-    for (const key of [...new Set(locks)].sort()) await client.query(`SELECT pg_advisory_xact_lock(hashtext('limit:' || $1::text))`, [key]);
+    for (const key of [...new Set(locks)].sort()) await lockLimit(client, key);
     const out = await fn({
       db: client,
       audit: async (actor, e) => {
@@ -71,7 +73,7 @@ export async function adminChange<T>(pool: Pool, locks: string[], fn: (tx: Chang
       applied.push(step);
     }
     try {
-      await client.query('COMMIT');
+      await commit(client);
     } catch (err) {
       release(err as Error); // the connection may be broken: never reuse it
       if (audits > 0 && (await auditExists(pool, requestId).catch(() => false))) return out; // it landed after all
@@ -79,7 +81,7 @@ export async function adminChange<T>(pool: Pool, locks: string[], fn: (tx: Chang
     }
     return out;
   } catch (err) {
-    if (!released) await client.query('ROLLBACK').catch(() => {});
+    if (!released) await rollback(client).catch(() => {});
     for (const step of applied.reverse()) {
       await step.undo().catch((e: unknown) => log?.error({ err: e, requestId }, 'admin change: could not undo a Redis step after the change failed; start-up (or gatekeeper rebuild) copies Postgres to Redis again'));
     }

@@ -11,6 +11,7 @@ import type { Queue } from 'bullmq';
 import type { Pool } from '../db/pool.ts';
 import type { Config } from '../config.ts';
 import { writeAudit, type Actor } from '../db/audit.ts';
+import { inTransaction } from '../db/transaction.ts';
 import { getQuarantined, listQuarantine, lockQuarantined, markReplayed, type QuarantinedEntry, type QuarantineStream } from '../db/quarantine.ts';
 import { writeLedgerEntries } from '../ledger/writer.ts';
 import { deliverStored, insertEvents } from '../events/store.ts';
@@ -46,10 +47,7 @@ export class QuarantineAdmin {
   }
 
   async replay(id: number, actor: Actor, opts: { repair: boolean; reason: string | null }): Promise<QuarantinedEntry> {
-    const client = await this.pool.connect();
-    let entry: QuarantinedEntry;
-    try {
-      await client.query('BEGIN');
+    const replayed = await inTransaction(this.pool, async (client) => {
       const q = await lockQuarantined(client, id);
       if (!q) throw new ReplayRefused(404, `no quarantined entry ${id}`);
       if (q.replayedAt) throw new ReplayRefused(409, `entry ${id} was replayed by ${q.replayedBy} at ${q.replayedAt.toISOString()}`);
@@ -70,14 +68,9 @@ export class QuarantineAdmin {
         after: { replayed: true, repair: opts.repair },
         reason: opts.reason,
       });
-      await client.query('COMMIT');
-      entry = { ...q, replayedAt: new Date(), replayedBy: actor.name };
-    } catch (err) {
-      await client.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      client.release();
-    }
+      return q;
+    });
+    const entry: QuarantinedEntry = { ...replayed, replayedAt: new Date(), replayedBy: actor.name };
     // Deliveries are queued after the commit (their job ids dedupe): a crash in between leaves
     // the event stored and listed as an alert, but not sent to webhooks.
     if (entry.stream === 'events') await deliverStored(this.pool, this.deliveries, this.config, [entry.streamId]);

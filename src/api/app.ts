@@ -1,7 +1,7 @@
 /** The express app: the admin API under /api/v1, Bull Board at /admin/queues, health at /healthz. */
 import express from 'express';
 import type { Redis } from 'ioredis';
-import type { Pool } from '../db/pool.ts';
+import { ping, type Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Budgets } from '../accounting/budgets.ts';
 import { actorOf, authenticate, requireAdmin, type Tokens } from './auth.ts';
@@ -56,7 +56,7 @@ export function createApp(deps: AppDeps): express.Express {
 
   app.get('/healthz', async (_req, res) => {
     // Within a second: a Redis that is down queues commands rather than failing them.
-    const [redis, postgres] = await Promise.all([within(1_000, deps.redis.ping()), within(1_000, deps.pool.query('SELECT 1'))]);
+    const [redis, postgres] = await Promise.all([within(1_000, deps.redis.ping()), within(1_000, ping(deps.pool))]);
     res.status(redis && postgres ? 200 : 503).json({ redis, postgres });
   });
 

@@ -9,6 +9,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import type { Pool } from '../db/pool.ts';
 import { writeAudit } from '../db/audit.ts';
+import { ackEvent, eventAck, listAlerts } from '../db/events.ts';
 import { inTransaction } from '../db/transaction.ts';
 import { EVENT_TYPES } from '../events/types.ts';
 import { checkWebhookUrl, deleteWebhook, insertWebhook, listWebhooks } from '../events/webhooks.ts';
@@ -41,21 +42,13 @@ export function eventRoutes(pool: Pool, config: Pick<Config, 'webhookAllowedTarg
   const r = Router();
   r.get('/alerts', async (req, res) => {
     const q = parseBody(AlertsQuery, req.query);
-    const where: string[] = [];
-    const params: unknown[] = [];
-    if (q.type) where.push(`type = ANY($${params.push(q.type)}::text[])`);
-    if (q.unacked === 'true') where.push('acked_at IS NULL');
-    if (q.unacked === 'false') where.push('acked_at IS NOT NULL');
-    const w = where.length ? `WHERE ${where.join(' AND ')}` : '';
-    const [rows, count] = await Promise.all([
-      pool.query(`SELECT id, type, version, at, data, acked_at, acked_by FROM events ${w} ORDER BY id DESC LIMIT ${q.limit} OFFSET ${q.offset}`, params),
-      pool.query(`SELECT count(*)::int AS n FROM events ${w}`, params),
-    ]);
+    const unacked = q.unacked === undefined ? null : q.unacked === 'true';
+    const { total, alerts } = await listAlerts(pool, { types: q.type ?? null, unacked, limit: q.limit, offset: q.offset });
     res.json({
-      total: count.rows[0].n,
-      alerts: rows.rows.map((e) => ({
-        id: Number(e.id), type: e.type, version: e.version, at: e.at.toISOString(), data: e.data,
-        ackedAt: e.acked_at?.toISOString() ?? null, ackedBy: e.acked_by,
+      total,
+      alerts: alerts.map((e) => ({
+        id: e.id, type: e.type, version: e.version, at: e.at.toISOString(), data: e.data,
+        ackedAt: e.ackedAt?.toISOString() ?? null, ackedBy: e.ackedBy,
       })),
     });
   });
@@ -66,17 +59,14 @@ export function eventRoutes(pool: Pool, config: Pick<Config, 'webhookAllowedTarg
     const actor = actorOf(res);
     // The acknowledgement and its audit row: one transaction.
     const ackedAt = await inTransaction(pool, async (db) => {
-      const r1 = await db.query(
-        `UPDATE events SET acked_at = now(), acked_by = $2::text WHERE id = $1::bigint AND acked_at IS NULL RETURNING id, acked_at`,
-        [id, actor.name],
-      );
-      if (r1.rowCount === 0) {
-        const exists = await db.query('SELECT acked_at, acked_by FROM events WHERE id = $1::bigint', [id]);
-        if (exists.rowCount === 0) throw new HttpError(404, `no alert ${id}`);
-        throw new HttpError(409, `alert ${id} was acknowledged by ${exists.rows[0].acked_by}`);
+      const at = await ackEvent(db, id, actor.name);
+      if (at === null) {
+        const was = await eventAck(db, id);
+        if (was === null) throw new HttpError(404, `no alert ${id}`);
+        throw new HttpError(409, `alert ${id} was acknowledged by ${was.ackedBy}`);
       }
       await writeAudit(db, actor, { action: 'alert.ack', target: `alert:${id}`, before: { acked: false }, after: { acked: true }, reason: b?.note ?? null });
-      return r1.rows[0].acked_at as Date;
+      return at;
     });
     res.json({ id, ackedAt: ackedAt.toISOString(), ackedBy: actor.name });
   });

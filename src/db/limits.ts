@@ -1,8 +1,29 @@
 /** Limit rows in Postgres: the source of truth the Redis definitions are copied from. */
 import type { Queryable } from './pool.ts';
-import type { ScopeDefinition } from '../accounting/types.ts';
 
-export interface LimitRow extends ScopeDefinition {
+/**
+ * A limit as stored (the columns of `limits`). Defined here, not imported
+ * from src/accounting, so the database layer depends on nothing above it;
+ * Accounting's ScopeDefinition has the same shape and is passed as one.
+ */
+export interface LimitDefinition {
+  limitGpuMs: number;
+  /** hard: hold at the limit; soft: admit past it up to gracePercent more. */
+  policy: 'hard' | 'soft';
+  /** Soft only: percent past the limit still admitted; null = a soft limit never holds. */
+  gracePercent: number | null;
+  /** none: one-off; otherwise counters start at zero each period. */
+  period: 'none' | 'day' | 'week' | 'month';
+  rollover: boolean;
+  /** Most that rolls over into a new period; null = all of it. */
+  rolloverCapGpuMs: number | null;
+  /** When the limit was first set, epoch ms. */
+  setAt: number;
+  /** Percents of the limit that raise THRESHOLD_CROSSED; null = the defaults. */
+  thresholds?: number[] | null;
+}
+
+export interface LimitRow extends LimitDefinition {
   scope: string;
   updatedAt: Date;
 }
@@ -10,7 +31,7 @@ export interface LimitRow extends ScopeDefinition {
 const COLUMNS = 'scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, set_at, updated_at';
 
 /** Insert or replace a limit; set_at stays what it was when the limit was first set. */
-export async function upsertLimit(db: Queryable, scope: string, d: ScopeDefinition): Promise<LimitRow> {
+export async function upsertLimit(db: Queryable, scope: string, d: LimitDefinition): Promise<LimitRow> {
   const r = await db.query(
     `INSERT INTO limits (scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, set_at)
      VALUES ($1::text, $2::bigint, $3::text, $4::integer, $5::text, $6::boolean, $7::bigint, $8::integer[], to_timestamp($9::double precision / 1000))
@@ -44,6 +65,15 @@ export async function allLimits(db: Queryable): Promise<LimitRow[]> {
   return r.rows.map(toRow);
 }
 
+/**
+ * Take the transaction-scoped advisory lock of one key (a scope, or
+ * 'exempt:<job type>'), held until COMMIT or ROLLBACK: changes to the same
+ * limit, and start-up's copy of it to Redis, serialize on it.
+ */
+export async function lockLimit(db: Queryable, key: string): Promise<void> {
+  await db.query(`SELECT pg_advisory_xact_lock(hashtext('limit:' || $1::text))`, [key]);
+}
+
 export async function exemptJobTypes(db: Queryable): Promise<string[]> {
   const r = await db.query('SELECT job_type FROM exempt_job_types ORDER BY job_type');
   return r.rows.map((x: { job_type: string }) => x.job_type);
@@ -62,7 +92,7 @@ interface Raw {
   limit_gpu_ms: number;
   policy: 'hard' | 'soft';
   grace_pct: number | null;
-  period: ScopeDefinition['period'];
+  period: LimitDefinition['period'];
   rollover: boolean;
   rollover_cap_gpu_ms: number | null;
   thresholds: number[] | null;

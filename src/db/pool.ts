@@ -9,6 +9,11 @@ export type PoolClient = pg.PoolClient;
 /** Anything that runs a query: the pool, or one client inside a transaction. */
 export type Queryable = Pick<pg.Pool, 'query'>;
 
+/** The cheapest round trip: resolves if Postgres answers (the health check). */
+export async function ping(db: Queryable): Promise<void> {
+  await db.query('SELECT 1');
+}
+
 /**
  * `waitForClientMs`: how long a query waits for a connection (a new one, or a
  * free one when all `max` are busy) before it fails: a Postgres that does not

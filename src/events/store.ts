@@ -15,6 +15,7 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
 import type { Pool, Queryable } from '../db/pool.ts';
+import { eventsByStreamIds, insertEventRows } from '../db/events.ts';
 import type { Logger } from '../log.ts';
 import type { Metrics } from '../metrics.ts';
 import { StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../streams/consumer.ts';
@@ -101,15 +102,7 @@ export async function insertEvents(db: Queryable, entries: StreamEntry[], opts: 
     return opts.repair ? { ...p, data: repairedData(p.data), dedupe: p.dedupe === null ? null : printable(p.dedupe) } : p;
   });
   if (events.length === 0) return;
-  await db.query(
-    `INSERT INTO events (stream_id, dedupe_key, type, version, at, data)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::integer[], $5::timestamptz[], $6::jsonb[])
-     ON CONFLICT DO NOTHING`,
-    [
-      events.map((e) => e.streamId), events.map((e) => e.dedupe), events.map((e) => e.type), events.map((e) => e.version),
-      events.map((e) => isoAt(e)), events.map((e) => JSON.stringify(e.data)),
-    ],
-  );
+  await insertEventRows(db, events.map((e) => ({ streamId: e.streamId, dedupeKey: e.dedupe, type: e.type, version: e.version, at: isoAt(e), data: e.data })));
 }
 
 /**
@@ -121,13 +114,9 @@ export async function deliverStored(db: Queryable, deliveries: Queue<DeliveryJob
   if (streamIds.length === 0) return;
   const hooks = await listWebhooks(db);
   if (hooks.length === 0) return;
-  const rows = await db.query<{ id: number; type: EventType; version: number; at: Date; data: EventData[EventType] }>(
-    'SELECT id, type, version, at, data FROM events WHERE stream_id = ANY($1::text[]) ORDER BY id',
-    [streamIds],
-  );
   const items: DeliveryJobData[] = [];
-  for (const r of rows.rows) {
-    const event: GatekeeperEvent = { id: Number(r.id), type: r.type, version: r.version, at: r.at.toISOString(), data: r.data };
+  for (const r of await eventsByStreamIds(db, streamIds)) {
+    const event: GatekeeperEvent = { id: r.id, type: r.type as EventType, version: r.version, at: r.at.toISOString(), data: r.data as EventData[EventType] };
     const body = JSON.stringify(event);
     for (const h of hooks) {
       if (h.types.length === 0 || h.types.includes(r.type)) items.push({ eventId: event.id, webhookId: h.id, url: h.url, type: r.type, body });

@@ -1,5 +1,6 @@
 /**
- * The webhook registry (Postgres `webhooks`) and the delivery job contract.
+ * The webhook registry (Postgres `webhooks`, its statements in
+ * src/db/webhooks.ts) and the delivery job contract.
  *
  * One delivery job per event per webhook on the webhooks queue
  * (workers/webhook-delivery.ts POSTs it). The secret stays in Postgres: job
@@ -9,19 +10,12 @@
 import { randomBytes } from 'node:crypto';
 import type { BackoffOptions, Queue } from 'bullmq';
 import type { Queryable } from '../db/pool.ts';
+import { insertWebhookRow, type Webhook } from '../db/webhooks.ts';
 import type { Config } from '../config.ts';
 import { checkTarget, type Resolve } from '../net/lookup.ts';
 
-/** A registered webhook; never carries its secret. */
-export interface Webhook {
-  id: string;
-  url: string;
-  /** Event types delivered; empty means all. */
-  types: string[];
-  createdAt: Date;
-}
-
-const COLUMNS = 'id, url, types, created_at';
+// The registry's reads and deletes, for this module's callers.
+export { deleteWebhook, listWebhooks, webhookSecret, webhooksFor, type Webhook } from '../db/webhooks.ts';
 
 /**
  * Register a webhook. The secret is returned here only (show it once); it is
@@ -56,37 +50,7 @@ export async function insertWebhook(db: Queryable, w: { url: string; types: stri
   // 9 bytes = exactly 12 base64url chars; 32 bytes of secret = 256 bits, the HMAC-SHA256 key size.
   const id = `wh_${randomBytes(9).toString('base64url')}`;
   const secret = randomBytes(32).toString('base64url');
-  const r = await db.query(
-    `INSERT INTO webhooks (id, url, secret, types) VALUES ($1::text, $2::text, $3::text, $4::text[]) RETURNING ${COLUMNS}`,
-    [id, w.url, secret, w.types],
-  );
-  return { ...toWebhook(r.rows[0]), secret };
-}
-
-export async function listWebhooks(db: Queryable): Promise<Webhook[]> {
-  const r = await db.query(`SELECT ${COLUMNS} FROM webhooks ORDER BY created_at, id`);
-  return r.rows.map(toWebhook);
-}
-
-/** True if it existed. Deliveries already queued for it are skipped by the worker. */
-export async function deleteWebhook(db: Queryable, id: string): Promise<boolean> {
-  const r = await db.query('DELETE FROM webhooks WHERE id = $1::text', [id]);
-  return (r.rowCount ?? 0) > 0;
-}
-
-/** The signing secret, or null if the webhook no longer exists. */
-export async function webhookSecret(db: Queryable, id: string): Promise<string | null> {
-  const r = await db.query('SELECT secret FROM webhooks WHERE id = $1::text', [id]);
-  return (r.rows[0] as { secret: string } | undefined)?.secret ?? null;
-}
-
-/** The webhooks an event of `type` goes to (those with no types take every event). */
-export async function webhooksFor(db: Queryable, type: string): Promise<Webhook[]> {
-  const r = await db.query(
-    `SELECT ${COLUMNS} FROM webhooks WHERE cardinality(types) = 0 OR $1::text = ANY(types) ORDER BY created_at, id`,
-    [type],
-  );
-  return r.rows.map(toWebhook);
+  return { ...(await insertWebhookRow(db, { id, url: w.url, secret, types: w.types })), secret };
 }
 
 /** Data of one delivery job. */
@@ -152,15 +116,4 @@ function checkUrl(url: string): URL {
     throw new RangeError('webhook url may not contain credentials; authenticate with the signature instead');
   }
   return u;
-}
-
-interface Raw {
-  id: string;
-  url: string;
-  types: string[];
-  created_at: Date;
-}
-
-function toWebhook(r: Raw): Webhook {
-  return { id: r.id, url: r.url, types: r.types, createdAt: r.created_at };
 }

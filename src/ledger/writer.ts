@@ -13,6 +13,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Pool, Queryable } from '../db/pool.ts';
+import { insertLedgerRows, type LedgerRow } from '../db/ledger.ts';
 import type { Logger } from '../log.ts';
 import { StreamConsumer, type StreamConsumerOptions, type StreamEntry } from '../streams/consumer.ts';
 import { deadLetter, type Quarantined } from '../streams/dead-letter.ts';
@@ -62,14 +63,11 @@ export class LedgerWriter {
 }
 
 /**
- * Write ledger entries in one statement, whatever their number: the rows go
- * as array parameters through unnest, so a backlog of many batched reserve
- * entries never meets Postgres' 65,535-parameter limit. The same statement
- * adds the rows it really inserted (not those a re-read brings again) to the
- * daily usage rollups (usage_daily, usage_by_day), so they count each job
- * once. An entry that cannot be parsed throws EntryError. `repair` (an
- * admin's replay) writes text Postgres cannot hold in the label columns as
- * visible escapes; the amounts and the meta JSON stay exact.
+ * Write ledger entries in one statement, whatever their number, adding the
+ * rows really inserted to the daily usage rollups (insertLedgerRows in
+ * src/db/ledger.ts). An entry that cannot be parsed throws EntryError.
+ * `repair` (an admin's replay) writes text Postgres cannot hold in the label
+ * columns as visible escapes; the amounts and the meta JSON stay exact.
  */
 export async function writeLedgerEntries(db: Queryable, entries: StreamEntry[], timeZone: string, opts: { repair?: boolean } = {}): Promise<void> {
   const rows = entries.flatMap((e) => {
@@ -82,65 +80,7 @@ export async function writeLedgerEntries(db: Queryable, entries: StreamEntry[], 
     }
     return parsed.map((r) => ({ ...(opts.repair ? repaired(r) : r), streamMs: ms!, streamSeq: seq! }));
   });
-  const col = <K extends keyof LedgerRow>(k: K) => rows.map((r) => r[k]);
-  await db.query(
-    `WITH ins AS (
-       INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms)
-       SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
-              estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-                   $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[], $15::text[],
-                   $17::bigint[], $18::bigint[], $19::text[], $20::bigint[])
-            AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                 estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms)
-       ON CONFLICT DO NOTHING
-       RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at),
-     ended AS (SELECT (at AT TIME ZONE $16::text)::date AS day, * FROM ins WHERE kind <> 'reserve'),
-     by_day AS (
-       INSERT INTO usage_by_day AS b (kind, name, day, exempt, jobs, actual_gpu_ms)
-       SELECT 'project', project, day, exempt, count(*), sum(coalesce(actual_gpu_ms, 0)) FROM ended GROUP BY 2, 3, 4
-       UNION ALL
-       SELECT 'user', user_name, day, exempt, count(*), sum(coalesce(actual_gpu_ms, 0)) FROM ended GROUP BY 2, 3, 4
-       ON CONFLICT (kind, name, day, exempt) DO UPDATE SET jobs = b.jobs + EXCLUDED.jobs, actual_gpu_ms = b.actual_gpu_ms + EXCLUDED.actual_gpu_ms)
-     INSERT INTO usage_daily AS u (day, project, user_name, job_type, gpu_type, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
-     SELECT day, project, user_name, coalesce(job_type, ''), coalesce(gpu_type, ''), exempt,
-            count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))
-     FROM ended GROUP BY 1, 2, 3, 4, 5, 6
-     ON CONFLICT (day, project, user_name, job_type, gpu_type, exempt) DO UPDATE
-       SET jobs = u.jobs + EXCLUDED.jobs, estimated_gpu_ms = u.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms,
-           actual_gpu_ms = u.actual_gpu_ms + EXCLUDED.actual_gpu_ms`,
-    [
-      col('kind'), col('jobId'), col('project'), col('user'), col('jobType'), col('gpuType'),
-      rows.map((r) => r.scopes.join(',')),
-      col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'), col('exempt'), col('run'),
-      timeZone,
-      rows.map((r) => r.streamMs), rows.map((r) => r.streamSeq), col('meta'), col('submittedMs'),
-    ],
-  );
-}
-
-export interface LedgerRow {
-  kind: string;
-  jobId: string;
-  project: string;
-  user: string;
-  jobType: string | null;
-  gpuType: string | null;
-  scopes: string[];
-  estimated: string;
-  actual: string | null;
-  admittedAt: string | null;
-  at: string | null;
-  note: string | null;
-  override: boolean;
-  /** An exempt job type: tracked, never counted against a limit. */
-  exempt: boolean;
-  run: string | null;
-  /** Reserve rows: the job's meta JSON exactly as the script stored it (rebuild restores it byte for byte). */
-  meta: string | null;
-  /** Reserve rows: the intake job's submission time, epoch ms (with the id, the job's identity); null if not known. */
-  submittedMs: string | null;
+  await insertLedgerRows(db, rows, timeZone);
 }
 
 /**

@@ -1,0 +1,183 @@
+/**
+ * The ledger (append-only: corrections are new rows, never edits) and the
+ * daily usage rollups its writer keeps in the same statement. Amounts are
+ * integer GPU-ms.
+ */
+import type { Queryable } from './pool.ts';
+
+/** One ledger row as the writer parses it from a stream entry (src/ledger/writer.ts). */
+export interface LedgerRow {
+  kind: string;
+  jobId: string;
+  project: string;
+  user: string;
+  jobType: string | null;
+  gpuType: string | null;
+  scopes: string[];
+  estimated: string;
+  actual: string | null;
+  admittedAt: string | null;
+  at: string | null;
+  note: string | null;
+  override: boolean;
+  /** An exempt job type: tracked, never counted against a limit. */
+  exempt: boolean;
+  run: string | null;
+  /** Reserve rows: the job's meta JSON exactly as the script stored it (rebuild restores it byte for byte). */
+  meta: string | null;
+  /** Reserve rows: the intake job's submission time, epoch ms (with the id, the job's identity); null if not known. */
+  submittedMs: string | null;
+}
+
+/** Where a row came from in the ledger stream: the two halves of its entry id. */
+export interface StreamPosition {
+  streamMs: string;
+  streamSeq: string;
+}
+
+/**
+ * Insert ledger rows in one statement, whatever their number: the rows go
+ * as array parameters through unnest, so a backlog of many batched reserve
+ * entries never meets Postgres' 65,535-parameter limit. Rows already there
+ * (a re-read entry) are skipped by the per-job unique indexes, and the same
+ * statement adds only the rows it really inserted to the daily rollups
+ * (usage_daily, usage_by_day, by local day in `timeZone`), so they count
+ * each job once.
+ */
+export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamPosition)[], timeZone: string): Promise<void> {
+  const col = <K extends keyof (LedgerRow & StreamPosition)>(k: K) => rows.map((r) => r[k]);
+  await db.query(
+    `WITH ins AS (
+       INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
+                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms)
+       SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
+              estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                   $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[], $15::text[],
+                   $17::bigint[], $18::bigint[], $19::text[], $20::bigint[])
+            AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
+                 estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms)
+       ON CONFLICT DO NOTHING
+       RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at),
+     ended AS (SELECT (at AT TIME ZONE $16::text)::date AS day, * FROM ins WHERE kind <> 'reserve'),
+     by_day AS (
+       INSERT INTO usage_by_day AS b (kind, name, day, exempt, jobs, actual_gpu_ms)
+       SELECT 'project', project, day, exempt, count(*), sum(coalesce(actual_gpu_ms, 0)) FROM ended GROUP BY 2, 3, 4
+       UNION ALL
+       SELECT 'user', user_name, day, exempt, count(*), sum(coalesce(actual_gpu_ms, 0)) FROM ended GROUP BY 2, 3, 4
+       ON CONFLICT (kind, name, day, exempt) DO UPDATE SET jobs = b.jobs + EXCLUDED.jobs, actual_gpu_ms = b.actual_gpu_ms + EXCLUDED.actual_gpu_ms)
+     INSERT INTO usage_daily AS u (day, project, user_name, job_type, gpu_type, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
+     SELECT day, project, user_name, coalesce(job_type, ''), coalesce(gpu_type, ''), exempt,
+            count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))
+     FROM ended GROUP BY 1, 2, 3, 4, 5, 6
+     ON CONFLICT (day, project, user_name, job_type, gpu_type, exempt) DO UPDATE
+       SET jobs = u.jobs + EXCLUDED.jobs, estimated_gpu_ms = u.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms,
+           actual_gpu_ms = u.actual_gpu_ms + EXCLUDED.actual_gpu_ms`,
+    [
+      col('kind'), col('jobId'), col('project'), col('user'), col('jobType'), col('gpuType'),
+      rows.map((r) => r.scopes.join(',')),
+      col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'), col('exempt'), col('run'),
+      timeZone,
+      col('streamMs'), col('streamSeq'), col('meta'), col('submittedMs'),
+    ],
+  );
+}
+
+/** What the ledger says one counter holds, counted and exempt apart (GPU-ms). */
+export interface CounterTotals {
+  usedGpuMs: number;
+  reservedGpuMs: number;
+  exemptUsedGpuMs: number;
+  exemptReservedGpuMs: number;
+}
+
+/**
+ * Per counter id: used = Σ actual of settle/release rows, reserved = Σ
+ * estimated of reserve rows − Σ estimated of settle/release rows, over the
+ * rows up to stream entry `upTo` (all rows if omitted; rows from before
+ * stream ids were kept count as older than any).
+ */
+export async function ledgerTotals(db: Queryable, upTo?: string): Promise<Map<string, CounterTotals>> {
+  const [ms, seq] = upTo ? upTo.split('-') : [null, null];
+  const rows = await db.query(
+    `SELECT counter,
+            sum(CASE WHEN kind <> 'reserve' AND NOT exempt THEN actual_gpu_ms ELSE 0 END) AS used,
+            sum(CASE WHEN NOT exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS reserved,
+            sum(CASE WHEN kind <> 'reserve' AND exempt THEN actual_gpu_ms ELSE 0 END) AS exempt_used,
+            sum(CASE WHEN exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS exempt_reserved
+     FROM ledger, unnest(scopes) AS counter
+     WHERE $1::bigint IS NULL OR (coalesce(stream_ms, 0), coalesce(stream_seq, 0)) <= ($1::bigint, $2::bigint)
+     GROUP BY counter`,
+    [ms, seq],
+  );
+  return new Map(
+    rows.rows.map((r: Record<string, unknown>) => [
+      String(r.counter),
+      { usedGpuMs: Number(r.used), reservedGpuMs: Number(r.reserved), exemptUsedGpuMs: Number(r.exempt_used), exemptReservedGpuMs: Number(r.exempt_reserved) },
+    ]),
+  );
+}
+
+/** A reservation as its reserve row (and its end row, if any) recorded it. */
+export interface RecordedReservation {
+  jobId: string;
+  project: string;
+  user: string;
+  jobType: string | null;
+  gpuType: string | null;
+  run: string | null;
+  /** The meta JSON as the script wrote it; null for rows from before migration 009. */
+  meta: string | null;
+  scopes: string[];
+  estimatedGpuMs: number;
+  exempt: boolean;
+  submittedMs: number | null;
+  /** Epoch ms, with the fraction Postgres keeps (microseconds). */
+  admittedMs: number;
+  /** The end row's; null while the reservation is open. */
+  actualGpuMs: number | null;
+  endedMs: number | null;
+}
+
+/** Reservations still open, and those that ended at or after `endedSinceMs` (epoch ms). */
+export async function recordedReservations(db: Queryable, endedSinceMs: number): Promise<RecordedReservation[]> {
+  const r = await db.query(
+    `SELECT r.job_id, r.project, r.user_name, r.job_type, r.gpu_type, r.run, r.meta, r.scopes, r.estimated_gpu_ms, r.exempt, r.submitted_ms,
+            extract(epoch FROM r.at) * 1000 AS admitted_ms, e.actual_gpu_ms, extract(epoch FROM e.at) * 1000 AS ended_ms
+     FROM ledger r LEFT JOIN ledger e ON e.job_id = r.job_id AND e.admitted_at = r.admitted_at AND e.kind <> 'reserve'
+     WHERE r.kind = 'reserve' AND (e.id IS NULL OR e.at >= to_timestamp($1::double precision / 1000))`,
+    [endedSinceMs],
+  );
+  return r.rows.map((j: Record<string, any>) => ({
+    jobId: j.job_id,
+    project: j.project,
+    user: j.user_name,
+    jobType: j.job_type,
+    gpuType: j.gpu_type,
+    run: j.run,
+    meta: j.meta,
+    scopes: j.scopes,
+    estimatedGpuMs: j.estimated_gpu_ms,
+    exempt: j.exempt,
+    submittedMs: j.submitted_ms,
+    // extract() is numeric: exact, returned as a string.
+    admittedMs: Number(j.admitted_ms),
+    actualGpuMs: j.actual_gpu_ms,
+    endedMs: j.ended_ms === null ? null : Number(j.ended_ms),
+  }));
+}
+
+/**
+ * The largest plain-number job id (up to 15 digits) in the ledger or the
+ * events, as decimal text; null if there is none. Admitted jobs are in the
+ * ledger, rejected ones only in the events.
+ */
+export async function maxNumericJobId(db: Queryable): Promise<string | null> {
+  const { rows } = await db.query<{ max: string | null }>(
+    `SELECT max(id::bigint)::text AS max FROM (
+       SELECT job_id AS id FROM ledger
+       UNION ALL SELECT data->>'jobId' FROM events WHERE data->>'jobId' IS NOT NULL
+     ) ids WHERE id ~ '^[0-9]{1,15}$'`,
+  );
+  return rows[0]?.max ?? null;
+}

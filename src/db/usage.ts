@@ -1,0 +1,139 @@
+/**
+ * Usage reads for reports, the dashboard and the monthly export: totals
+ * from the daily rollups (usage_daily, usage_by_day; a year of a busy fleet
+ * is thousands of rows), and ended jobs from the ledger a page at a time.
+ * Days are local dates ('YYYY-MM-DD') in the time zone the writer used.
+ */
+import type { Queryable } from './pool.ts';
+
+/** The columns of usage_daily a report may group by. */
+export const USAGE_COLUMNS = ['project', 'user_name', 'job_type', 'gpu_type', 'day'] as const;
+export type UsageColumn = (typeof USAGE_COLUMNS)[number];
+
+export interface UsageTotals {
+  /** The grouping columns' values (day as 'YYYY-MM-DD'). */
+  keys: Partial<Record<UsageColumn, string>>;
+  jobs: number;
+  /** Counted GPU-ms (exempt jobs excluded). */
+  actualGpuMs: number;
+  estimatedGpuMs: number;
+  /** GPU-ms of exempt job types (tracked, not counted). */
+  exemptGpuMs: number;
+}
+
+/**
+ * Totals over the days from..to (inclusive), grouped by `groupBy` (ordered by
+ * the same columns), for one project and/or user if given. Column names
+ * cannot be parameters: they come from USAGE_COLUMNS only.
+ */
+export async function usageTotals(db: Queryable, f: { from: string; to: string; groupBy: UsageColumn[]; project: string | null; user: string | null }): Promise<UsageTotals[]> {
+  const cols = f.groupBy.map((c) => {
+    if (!USAGE_COLUMNS.includes(c)) throw new RangeError(`not a usage column: ${c}`);
+    return c;
+  });
+  const select = cols.map((c) => (c === 'day' ? `to_char(day, 'YYYY-MM-DD') AS day` : c));
+  const positions = cols.map((_, i) => i + 1).join(', ');
+  const r = await db.query(
+    `SELECT ${[...select, 'sum(jobs)::bigint AS jobs',
+      'sum(actual_gpu_ms) FILTER (WHERE NOT exempt) AS actual', 'sum(estimated_gpu_ms) FILTER (WHERE NOT exempt) AS estimated',
+      'sum(actual_gpu_ms) FILTER (WHERE exempt) AS exempt'].join(', ')}
+     FROM usage_daily
+     WHERE day BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR project = $3::text) AND ($4::text IS NULL OR user_name = $4::text)
+     ${cols.length ? `GROUP BY ${positions} ORDER BY ${positions}` : ''}`,
+    [f.from, f.to, f.project, f.user],
+  );
+  // sum(bigint) is numeric: exact, returned as a string (null over no rows).
+  return r.rows.map((x: Record<string, unknown>) => ({
+    keys: Object.fromEntries(cols.map((c) => [c, x[c]])),
+    jobs: Number(x.jobs),
+    actualGpuMs: Number(x.actual ?? 0),
+    estimatedGpuMs: Number(x.estimated ?? 0),
+    exemptGpuMs: Number(x.exempt ?? 0),
+  }));
+}
+
+/**
+ * GPU-ms per project (or user) and local day over the `days` days up to
+ * `today` (inclusive), counted and exempt apart. Days without usage have
+ * no row.
+ */
+export async function dailyUsage(db: Queryable, f: { kind: 'project' | 'user'; names: string[]; today: string; days: number }): Promise<{ name: string; day: string; actualGpuMs: number; exemptGpuMs: number }[]> {
+  const r = await db.query(
+    `SELECT name, to_char(day, 'YYYY-MM-DD') AS day,
+            coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt), 0) AS actual,
+            coalesce(sum(actual_gpu_ms) FILTER (WHERE exempt), 0) AS exempt
+     FROM usage_by_day WHERE kind = $4::text AND name = ANY($3::text[]) AND day BETWEEN $1::date - $2::int AND $1::date
+     GROUP BY 1, 2`,
+    [f.today, f.days - 1, f.names, f.kind],
+  );
+  return r.rows.map((x: { name: string; day: string; actual: string; exempt: string }) => ({ name: x.name, day: x.day, actualGpuMs: Number(x.actual), exemptGpuMs: Number(x.exempt) }));
+}
+
+/**
+ * Counted GPU-ms per project in each of `ranges` (local dates, inclusive),
+ * one number per range in their order, for every project with usage since
+ * the earliest range began; by project name.
+ */
+export async function projectUsageInRanges(db: Queryable, ranges: { from: string; to: string }[]): Promise<{ project: string; gpuMs: number[] }[]> {
+  const sums = ranges.map((_, i) => `coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt AND day BETWEEN $${2 * i + 1}::date AND $${2 * i + 2}::date), 0) AS p${i}`);
+  const r = await db.query(
+    `SELECT name AS project, ${sums.join(', ')}
+     FROM usage_by_day WHERE kind = 'project' AND day >= $${2 * ranges.length + 1}::date GROUP BY name ORDER BY name`,
+    [...ranges.flatMap((p) => [p.from, p.to]), ranges.map((p) => p.from).sort()[0]],
+  );
+  return r.rows.map((x: Record<string, unknown>) => ({ project: String(x.project), gpuMs: ranges.map((_, i) => Number(x[`p${i}`])) }));
+}
+
+/** A job that ended (its settle or release row), with its reserve row's override flag. */
+export interface EndedJob {
+  id: number;
+  at: Date;
+  /** The local date it ended, 'YYYY-MM-DD'. */
+  date: string;
+  project: string;
+  user: string;
+  jobType: string | null;
+  gpuType: string | null;
+  run: string | null;
+  jobId: string;
+  kind: string;
+  estimatedGpuMs: number;
+  actualGpuMs: number | null;
+  exempt: boolean;
+  override: boolean;
+}
+
+/**
+ * One page of the jobs that ended in [start, end), by (at, id): the first
+ * `limit` after `after` (from the start if null). Dates are local in `timeZone`.
+ */
+export async function endedJobsPage(
+  db: Queryable,
+  p: { start: Date; end: Date; timeZone: string; after: { at: Date; id: number } | null; limit: number },
+): Promise<EndedJob[]> {
+  const r = await db.query(
+    `SELECT e.id, e.at, to_char(e.at AT TIME ZONE $3::text, 'YYYY-MM-DD') AS date, e.project, e.user_name, e.job_type, e.gpu_type, e.run,
+            e.job_id, e.kind, e.estimated_gpu_ms, e.actual_gpu_ms, e.exempt, coalesce(r.override, false) AS override
+     FROM ledger e LEFT JOIN ledger r ON r.job_id = e.job_id AND r.admitted_at = e.admitted_at AND r.kind = 'reserve'
+     WHERE e.kind <> 'reserve' AND e.at >= $1::timestamptz AND e.at < $2::timestamptz
+       AND ($4::timestamptz IS NULL OR (e.at, e.id) > ($4::timestamptz, $5::bigint))
+     ORDER BY e.at, e.id LIMIT $6::int`,
+    [p.start, p.end, p.timeZone, p.after?.at ?? null, p.after?.id ?? null, p.limit],
+  );
+  return r.rows.map((x: Record<string, any>) => ({
+    id: Number(x.id),
+    at: x.at,
+    date: x.date,
+    project: x.project,
+    user: x.user_name,
+    jobType: x.job_type,
+    gpuType: x.gpu_type,
+    run: x.run,
+    jobId: x.job_id,
+    kind: x.kind,
+    estimatedGpuMs: Number(x.estimated_gpu_ms),
+    actualGpuMs: x.actual_gpu_ms === null ? null : Number(x.actual_gpu_ms),
+    exempt: x.exempt,
+    override: x.override,
+  }));
+}
