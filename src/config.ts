@@ -38,7 +38,8 @@ const numberFrom = (def: number, max = Number.MAX_SAFE_INTEGER) =>
       return n;
     });
 
-const Env = z.object({
+/** Every environment variable the gatekeeper reads (docs/operations.md lists each: test/config-docs.test.ts). */
+export const Env = z.object({
   /** @default redis://127.0.0.1:6379 */
   REDIS_URL: z.string().default('redis://127.0.0.1:6379'),
   /**
