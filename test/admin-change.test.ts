@@ -1,6 +1,6 @@
 /**
  * Every admin change commits with its audit row, or not at all (docs/design.md
- * invariant 8; src/admin/change.ts). Failures are injected at each step of a
+ * invariant 8; src/audit/change.ts). Failures are injected at each step of a
  * change: Postgres refuses the limit row (a trigger), refuses the audit row
  * (a trigger), Redis refuses the copy (an Accounting whose write throws once,
  * over the real Redis), and COMMIT fails after Redis was written (a deferred
@@ -17,7 +17,7 @@ import { Accounting } from '../src/accounting/counters.ts';
 import type { ScopeDefinition } from '../src/accounting/types.ts';
 import { Budgets } from '../src/accounting/budgets.ts';
 import { ScopeDefinitions } from '../src/accounting/definitions.ts';
-import { ChangeFailed } from '../src/admin/change.ts';
+import { ChangeFailed } from '../src/audit/change.ts';
 import type { Actor } from '../src/db/audit.ts';
 import { HeldJobs } from '../src/admin/held.ts';
 import { createAuditWriter } from '../src/ledger/audit-writer.ts';

@@ -2,7 +2,7 @@
  * Limits: project budgets, user quotas and run caps, and exempt job types.
  * Postgres holds them (source of truth); Redis holds a copy next to the
  * counters for the scripts. Each change is one admin change
- * (src/admin/change.ts): the Postgres writes and the audit row (before and
+ * (src/audit/change.ts): the Postgres writes and the audit row (before and
  * after) in one transaction under a per-scope lock, the Redis copy written
  * before COMMIT and undone if anything fails, so both stores hold the change
  * with its audit row or neither does; start-up copies everything over again.
@@ -18,7 +18,7 @@ import { recordAdjustment, recordCarries } from '../db/periods.ts';
 import { gpuMsToHours } from '../units.ts';
 import { periodAt } from '../periods.ts';
 import { systemClock, type Clock } from '../clock.ts';
-import { adminChange, type ChangeTx } from '../admin/change.ts';
+import { adminChange, type ChangeTx } from '../audit/change.ts';
 import { inTransaction } from '../db/transaction.ts';
 import type { Logger } from '../log.ts';
 

@@ -2,7 +2,7 @@
  * The admin side of held jobs: list, release (re-run admission first in,
  * first out), override (admit regardless of budget), cancel (to gpu-rejected).
  * Every action writes one audit row, after the Lua script made the change
- * (through the audit outbox if Postgres refuses it then: src/admin/change.ts).
+ * (through the audit outbox if Postgres refuses it then: src/audit/change.ts).
  * The Lua scripts make each decision; this
  * module moves the BullMQ jobs to match and works in batches, so releasing
  * 10,000 held jobs never blocks Redis or the event loop for long.
@@ -19,7 +19,7 @@ import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import type { Pool } from '../db/pool.ts';
 import type { Actor } from '../db/audit.ts';
-import { recordAudit, type DurableAudit } from './change.ts';
+import { recordAudit, type DurableAudit } from '../audit/change.ts';
 import { Accounting } from '../accounting/counters.ts';
 import type { Hold, OpenReservation, ReleaseOutcome, Shortfall } from '../accounting/types.ts';
 import { describeHold } from '../accounting/reasons.ts';

@@ -1,7 +1,7 @@
 /** JSON errors for the HTTP API: `{ error: { status, message, details? } }`. */
 import type { ErrorRequestHandler, Response } from 'express';
 import type { Logger } from '../log.ts';
-import { ChangeFailed } from '../admin/change.ts';
+import { ChangeFailed } from '../audit/change.ts';
 
 export class HttpError extends Error {
   constructor(

@@ -14,7 +14,7 @@ import type { Budgets } from '../accounting/budgets.ts';
 import type { HeldJobData } from '../../queues/contract.ts';
 import { DriftAudit } from '../accounting/drift.ts';
 import { rebuild, RebuildRefused } from '../accounting/rebuild.ts';
-import { recordAudit } from '../admin/change.ts';
+import { recordAudit } from '../audit/change.ts';
 import type { Logger } from '../log.ts';
 import { actorOf } from './auth.ts';
 import { HttpError } from './errors.ts';

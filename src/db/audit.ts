@@ -24,7 +24,7 @@ export interface AuditRow extends Required<AuditEntry> {
 }
 
 /**
- * Insert one audit row. `requestId` (see src/admin/change.ts) makes a second
+ * Insert one audit row. `requestId` (see src/audit/change.ts) makes a second
  * insert of the same change a no-op; `at` is when the change was made (an
  * outboxed row arrives later). Returns false if the row was there already.
  */

@@ -1,7 +1,7 @@
 /**
  * Transactions: the statements that open and close one, and the two ways
  * callers run work inside one. A caller that must decide what happens
- * between COMMIT and releasing the client (src/admin/change.ts) uses
+ * between COMMIT and releasing the client (src/audit/change.ts) uses
  * begin/commit/rollback itself.
  */
 import type { Pool, PoolClient, Queryable } from './pool.ts';

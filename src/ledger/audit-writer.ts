@@ -1,5 +1,5 @@
 /**
- * Drains the audit outbox (src/admin/change.ts recordAudit) into the Postgres
+ * Drains the audit outbox (src/audit/change.ts recordAudit) into the Postgres
  * audit table: the rows of changes made in Redis at a moment Postgres refused
  * them. At least once through a consumer group, once in the table (request
  * ids are unique); an entry that cannot be stored is quarantined. Runs in the
