@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Budgets } from '../accounting/budgets.ts';
-import { actorOf, authenticate, requireAdmin, type Tokens } from './auth.ts';
+import { actorOf, authenticate, requireAdmin, type Tokens } from '../http/auth.ts';
 import { dashboardData } from '../../dashboard/data.ts';
 import { renderDashboard } from '../../dashboard/page.ts';
 import { budgetRoutes } from './budgets.ts';
@@ -24,8 +24,8 @@ import { systemClock, type Clock } from '../clock.ts';
 import type { Queue } from 'bullmq';
 import type { Metrics } from '../metrics.ts';
 import type { HeldJobs } from '../admin/held.ts';
-import { errorHandler, sendError } from './errors.ts';
-import { noFraming, refuseCrossSite, requireJsonBody } from './csrf.ts';
+import { errorHandler, sendError } from '../http/errors.ts';
+import { noFraming, refuseCrossSite, requireJsonBody } from '../http/csrf.ts';
 import { mountBullBoard, type BoardQueues } from '../../dashboard/bull-board.ts';
 
 export interface AppDeps {

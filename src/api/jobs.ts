@@ -11,7 +11,7 @@ import type { Queue } from 'bullmq';
 import type { Preflight, PreflightReport } from '../admin/preflight.ts';
 import type { Clock } from '../clock.ts';
 import { scopeJson } from './budgets.ts';
-import { HttpError } from './errors.ts';
+import { HttpError } from '../http/errors.ts';
 
 const MAX_BATCH = 1_000;
 

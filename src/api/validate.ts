@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { HttpError } from './errors.ts';
+import { HttpError } from '../http/errors.ts';
 import { fieldNames } from '../../queues/contract.ts';
 import { safeText } from '../text.ts';
 
