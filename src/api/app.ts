@@ -8,6 +8,7 @@ import { actorOf, authenticate, requireAdmin, type Tokens } from '../http/auth.t
 import { dashboardData } from '../../dashboard/data.ts';
 import { renderDashboard } from '../../dashboard/page.ts';
 import { budgetRoutes } from './budgets.ts';
+import { projectRoutes } from './projects.ts';
 import { heldRoutes } from './held.ts';
 import { auditRoutes } from './audit.ts';
 import { eventRoutes } from './events.ts';
@@ -78,6 +79,7 @@ export function createApp(deps: AppDeps): express.Express {
   const smallJson = express.json({ limit: '16kb', strict: false });
   api.use((req, res, next) => (forCreators.has(`${req.method} ${req.path}`) ? batchJson : smallJson)(req, res, next));
   api.use(budgetRoutes(deps.budgets));
+  api.use(projectRoutes({ pool: deps.pool, budgets: deps.budgets, held: deps.held }));
   api.use(heldRoutes(deps.held));
   api.use(auditRoutes(deps.pool));
   // Without a config (some tests), no private webhook target is allowed.

@@ -1,11 +1,21 @@
-/** `gatekeeper budget get|set|adjust`: project budgets in GPU hours. */
+/** `gatekeeper budget list|get|set|adjust`: project budgets in GPU hours. */
 import { Option, type Command } from 'commander';
 import { limitFields, num, type LimitOpts } from '../args.ts';
-import { budgetTable } from '../format.ts';
+import { budgetTable, projectsTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
 export function addBudgetCommands(program: Command, { client, print }: CliContext): void {
   const budget = program.command('budget').description('project budgets (GPU hours)');
+  budget
+    .command('list')
+    .description('every project with a budget or with held jobs, by name, with its budget and held jobs')
+    .option('--limit <n>', 'at most this many', '100')
+    .option('--cursor <project>', 'start after this project (what the previous page said)')
+    .action(async (o: { limit: string; cursor?: string }) => {
+      const { api, json } = client();
+      const r = await api.call('GET', `/projects?${new URLSearchParams({ limit: o.limit, ...(o.cursor ? { cursor: o.cursor } : {}) })}`);
+      print(json, r, () => projectsTable(r));
+    });
   budget
     .command('get <project>')
     .description('limit, used, reserved and remaining')
