@@ -13,7 +13,7 @@
  *    audited.
  *
  * Every write goes through the same checks as the API: no other site can send
- * it with an admin's browser (src/api/csrf.ts), and it is audited before it is
+ * it with an admin's browser (src/http/csrf.ts), and it is audited before it is
  * carried out. On gpu-intake only what re-runs admission is allowed — retry,
  * promote, add, and cleaning finished jobs. Obliterate, empty, pause, resume,
  * removing a job, editing its data, delay or priority, concurrency, rate
@@ -25,14 +25,14 @@
 import type { Express, Request, RequestHandler } from 'express';
 import type { Pool } from '../src/db/pool.ts';
 import { writeAudit } from '../src/db/audit.ts';
-import { noFraming, refuseCrossSite } from '../src/api/csrf.ts';
-import { sendError } from '../src/api/errors.ts';
+import { noFraming, refuseCrossSite } from '../src/http/csrf.ts';
+import { sendError } from '../src/http/errors.ts';
 import { printable } from '../src/text.ts';
 import type { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { actorOf, authenticate, type Tokens } from '../src/api/auth.ts';
+import { actorOf, authenticate, type Tokens } from '../src/http/auth.ts';
 
 export const BOARD_PATH = '/admin/queues';
 

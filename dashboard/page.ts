@@ -6,7 +6,7 @@
  * the API reports.
  */
 import type { DashboardData, ScopeCard } from './data.ts';
-import type { Role } from '../src/api/auth.ts';
+import type { Role } from '../src/http/auth.ts';
 import { formatHours, gpuMsToHours } from '../src/units.ts';
 
 export interface PageOptions {

@@ -109,6 +109,27 @@ describe('gatekeeper CLI', () => {
     expect(await cli(['submit', '--project', 'gamma'])).toMatchObject({ code: EXIT.usage });
   });
 
+  it('lists every project with its budget and held jobs, a page at a time', async () => {
+    // 'delta' has no budget: its job is held, and that is how it shows up.
+    await intake.add('d', { project: 'delta', user: 'dan', estimatedGpuHours: 1 });
+    await eventually(async () => JSON.parse((await cli(['--json', 'budget', 'list'], viewer)).out), (r) => r.projects.some((p: { project: string }) => p.project === 'delta'));
+    const list = await cli(['budget', 'list'], viewer);
+    expect(list.code).toBe(EXIT.ok);
+    const lines = list.out.split('\n');
+    // Widths follow the widest cell: beta's monthly period label and next reset.
+    expect(lines[0]).toBe('PROJECT  PERIOD   LIMIT        USED  RESERVED  REMAINING  EXEMPT  POLICY  NEXT RESET                HELD');
+    expect(lines[1]).toBe('alpha    none     3            0     4         -1         0       hard    -                         0');
+    expect(lines.slice(1, 5).map((l) => l.split(/ +/)[0])).toEqual(['alpha', 'beta', 'delta', 'gamma']);
+    expect(lines[3]).toBe('delta    none     none         0     0         -          0       hard    -                         1');
+    expect(lines.slice(5)).toEqual(['4 projects', '(GPU hours; LIMIT none: no budget yet)', '']);
+
+    const page = await cli(['budget', 'list', '--limit', '2', '--cursor', 'alpha']);
+    expect(page.out).toMatch(/^beta +\d{4}-\d\d +1\.5 \(2 set\) /m);
+    expect(page.out).toContain('\n2 projects; more: gatekeeper budget list --cursor delta\n');
+    expect(JSON.parse((await cli(['--json', 'budget', 'list', '--limit', '1'])).out)).toMatchObject({ projects: [{ project: 'alpha', limitGpuHours: 3, heldJobs: 0 }], nextCursor: 'alpha' });
+    expect(await cli(['budget', 'list', '--limit', '0'])).toMatchObject({ code: EXIT.refused });
+  });
+
   it.each([
     [['budget', 'set', 'alpha', '5'], viewer, EXIT.forbidden],
     [['budget', 'get', 'alpha'], 'not-a-valid-token-at-all', EXIT.forbidden],

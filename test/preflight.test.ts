@@ -14,6 +14,8 @@ import { HeldJobs } from '../src/admin/held.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
 import { createGatekeeper, type Gatekeeper } from '../workers/gatekeeper.ts';
 import { hoursToGpuMs } from '../src/units.ts';
+import { Preflight } from '../src/admin/preflight.ts';
+import { loadConfig } from '../src/config.ts';
 
 const H = hoursToGpuMs(1);
 const admin = 'test-admin-token-0123456789';
@@ -83,6 +85,38 @@ describe('preflight', () => {
     const results = await Promise.all(ids.map(async (id) => (await intake.getJob(id))!.returnvalue as { outcome: string; reason?: string }));
     expect(results.map((r) => r.outcome)).toEqual(pre.body.outcomes.map((o: { outcome: string }) => o.outcome));
     expect(results.map((r) => r.reason ?? null)).toEqual(pre.body.outcomes.map((o: { reason?: string }) => o.reason ?? null));
+  });
+
+  it('warns by name about a project with no budget, as data and as a sentence, per UNKNOWN_PROJECT_POLICY', async () => {
+    await t.budgets.setExempt('ci', true, SYSTEM, null);
+    // orphan: no budget, two counted jobs; drift: no budget, but its only job is exempt (admitted without one).
+    const batch = [
+      { project: 'orphan', user: 'olga', estimatedGpuHours: 1 },
+      { project: 'scenes', user: 'olga', estimatedGpuHours: 1 },
+      { project: 'orphan', user: 'olga', estimatedGpuHours: 2 },
+      { project: 'drift', user: 'olga', estimatedGpuHours: 1, jobType: 'ci' },
+    ];
+    const message = 'project orphan has no budget: its jobs will be held until an admin sets one (2 of these jobs; UNKNOWN_PROJECT_POLICY=hold)';
+    const pre = await call('POST', '/preflight', { jobs: batch });
+    expect(pre.body).toMatchObject({ admitted: 2, held: 2, rejected: 0 });
+    expect(pre.body.warningDetails).toEqual([{ code: 'no-budget', scope: 'project:orphan', project: 'orphan', policy: 'hold', jobs: 2, message }]);
+    expect(pre.body.warnings).toEqual([message]);
+
+    const sub = await call('POST', '/jobs', { jobs: batch });
+    expect(sub.body).toMatchObject({ warnings: [message], warningDetails: pre.body.warningDetails, preflight: { admitted: 2, held: 2 } });
+    const ids: string[] = sub.body.jobIds;
+    const done = await eventually(() => Promise.all(ids.map(async (id) => (await intake.getJob(id))!.returnvalue as { outcome: string; reason?: string } | null)), (r) => r.every(Boolean));
+    expect(done[0]).toMatchObject({ outcome: 'held', reason: 'no budget for project orphan' });
+
+    // With UNKNOWN_PROJECT_POLICY=reject the same jobs would be rejected, and the warning says so.
+    const strict = new Preflight(loadConfig({ ...t.env, UNKNOWN_PROJECT_POLICY: 'reject' }), t.accounting, t.budgets);
+    const rejecting = await strict.run([batch[0], batch[2]], t.clock.now());
+    expect(rejecting).toMatchObject({ rejected: 2, warnings: ['project orphan has no budget: its jobs will be rejected until an admin sets one (2 of these jobs; UNKNOWN_PROJECT_POLICY=reject)'] });
+    expect(rejecting.warningDetails).toEqual([expect.objectContaining({ code: 'no-budget', project: 'orphan', policy: 'reject', jobs: 2 })]);
+
+    // Once it has a budget, no such warning.
+    await t.budgets.set('orphan', 10 * H);
+    expect((await call('POST', '/preflight', batch[0])).body.warningDetails).toEqual([]);
   });
 
   it('counts invalid jobs as rejected with their reason; /jobs refuses the batch whole', async () => {

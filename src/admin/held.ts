@@ -116,6 +116,11 @@ export class HeldJobs {
     await Promise.all([this.exec.close(), this.held.close(), this.rejected.close()]);
   }
 
+  /** How many jobs each project has held now; projects with none are left out. */
+  async countsByProject(): Promise<Map<string, number>> {
+    return new Map(Object.entries(await this.accounting.heldCounts()).filter(([, n]) => n > 0));
+  }
+
   /** Held jobs, oldest first, optionally of one project and/or user. */
   async list(filter: { project?: string; user?: string; limit: number; offset: number }): Promise<{ total: number; jobs: HeldView[] }> {
     const ids = await this.select({ project: filter.project, user: filter.user, all: true });

@@ -3,22 +3,39 @@
  * reserving anything. The reserve script runs in dry-run mode, so each job is
  * decided exactly as the gatekeeper would decide it (in order, each seeing
  * the ones before it, first in first out), then nothing is written. The
- * answer adds the scopes' remaining budget and quota, and warnings: limits
- * already past a threshold, thresholds the batch would cross, limits it would
- * exhaust, soft limits it would pass.
+ * answer adds the scopes' remaining budget and quota, and warnings: projects
+ * with no budget (their jobs are held, or rejected, until an admin sets one),
+ * limits already past a threshold, thresholds the batch would cross, limits
+ * it would exhaust, soft limits it would pass. Each warning is data first
+ * (`warningDetails`: a code, the scope, the numbers) and a sentence
+ * (`warnings`, the same ones in the same order).
  */
 import type { Config } from '../config.ts';
 import type { Accounting } from '../accounting/counters.ts';
+import type { DryRunWarning, ReserveOutcome } from '../accounting/types.ts';
 import type { Budgets, ScopeView } from '../accounting/budgets.ts';
 import { jobMeta } from '../accounting/admission.ts';
 import { describeHold } from '../accounting/reasons.ts';
-import { scopeLabel, scopesForJob } from '../accounting/scopes.ts';
+import { parseScopeId, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
 import { intakeJobSchema, parseIntakeJob, type IntakeJobData } from '../../queues/contract.ts';
 import { formatHours, hoursToGpuMs } from '../units.ts';
 
 export type PreflightOutcome =
   | { index: number; outcome: 'admitted'; exempt?: true; softOver?: string[] }
   | { index: number; outcome: 'held' | 'rejected'; reason: string };
+
+/** One warning as data; `message` is the sentence `warnings` carries. */
+export type PreflightWarning =
+  /** Jobs of these held (policy hold) or rejected (policy reject) because their project has no budget. */
+  | { code: 'no-budget'; scope: string; project: string; policy: 'hold' | 'reject'; jobs: number; message: string }
+  /** The scope is already past one of its warning thresholds. */
+  | { code: 'past-threshold'; scope: string; thresholdPercent: number; message: string }
+  /** Admitting these jobs would reach a threshold. */
+  | { code: 'would-cross-threshold'; scope: string; thresholdPercent: number; message: string }
+  /** These jobs would use the scope up; the ones past it are held. */
+  | { code: 'would-exhaust'; scope: string; message: string }
+  /** Jobs of these admitted past the scope's soft limit. */
+  | { code: 'soft-over'; scope: string; jobs: number; message: string };
 
 export interface PreflightReport {
   jobs: number;
@@ -28,7 +45,9 @@ export interface PreflightReport {
   outcomes: PreflightOutcome[];
   /** Every scope the valid jobs touch, now (before the batch). */
   scopes: ScopeView[];
+  /** The sentences of warningDetails, in its order. */
   warnings: string[];
+  warningDetails: PreflightWarning[];
 }
 
 export class Preflight {
@@ -77,25 +96,56 @@ export class Preflight {
       }
     });
 
-    const warnings: string[] = [];
-    for (const s of scopes) {
-      if (s.effectiveLimitGpuMs === null || s.effectiveLimitGpuMs <= 0) continue;
-      const total = s.usedGpuMs + s.reservedGpuMs;
-      const past = s.thresholds.filter((t) => total * 100 >= t * s.effectiveLimitGpuMs!).pop();
-      if (past !== undefined) {
-        warnings.push(`${scopeLabel(s.scope)}: ${formatHours(total)} of ${formatHours(s.effectiveLimitGpuMs)} GPU-h used or reserved, past its ${past}% warning`);
-      }
-    }
-    for (const w of dry.warnings) {
-      warnings.push(
-        w.type === 'THRESHOLD_CROSSED'
-          ? `${scopeLabel(w.scope)}: this submission would reach ${w.thresholdPercent}% of its limit`
-          : `${scopeLabel(w.scope)}: this submission would hit its limit; the jobs past it are held`,
-      );
-    }
-    for (const [scope, n] of softPassed) warnings.push(`${scopeLabel(scope)}: ${n} job${n === 1 ? '' : 's'} would be admitted past its soft limit`);
-
+    const warningDetails = [
+      ...noBudgetWarnings(dry.outcomes, this.config.unknownProjectPolicy),
+      ...limitWarnings(scopes, dry.warnings, softPassed),
+    ];
     const count = (k: PreflightOutcome['outcome']) => outcomes.filter((o) => o.outcome === k).length;
-    return { jobs: inputs.length, admitted: count('admitted'), held: count('held'), rejected: count('rejected'), outcomes, scopes, warnings };
+    return {
+      jobs: inputs.length, admitted: count('admitted'), held: count('held'), rejected: count('rejected'), outcomes, scopes,
+      warnings: warningDetails.map((w) => w.message), warningDetails,
+    };
   }
+}
+
+/**
+ * One warning per project whose jobs here the decision held or rejected for
+ * want of a budget (exempt jobs are admitted without one, and do not count).
+ */
+function noBudgetWarnings(outcomes: ReserveOutcome[], policy: 'hold' | 'reject'): PreflightWarning[] {
+  const jobs = new Map<string, number>();
+  for (const o of outcomes) {
+    const scope = o.kind === 'rejected' ? o.scope : o.kind === 'held' ? o.shortfalls.find((f) => f.code === 'no-limit')?.scope : undefined;
+    if (scope !== undefined && parseScopeId(scope).kind === 'project') jobs.set(scope, (jobs.get(scope) ?? 0) + 1);
+  }
+  return [...jobs].map(([scope, n]) => {
+    const project = parseScopeId(scope).name;
+    const fate = policy === 'hold' ? 'held' : 'rejected';
+    return {
+      code: 'no-budget', scope, project, policy, jobs: n,
+      message: `project ${project} has no budget: its jobs will be ${fate} until an admin sets one (${n} of these job${n === 1 ? '' : 's'}; UNKNOWN_PROJECT_POLICY=${policy})`,
+    };
+  });
+}
+
+/** Limits already past a threshold, thresholds and limits these jobs would reach, soft limits they would pass. */
+function limitWarnings(scopes: ScopeView[], dry: DryRunWarning[], softPassed: Map<string, number>): PreflightWarning[] {
+  const out: PreflightWarning[] = [];
+  for (const s of scopes) {
+    if (s.effectiveLimitGpuMs === null || s.effectiveLimitGpuMs <= 0) continue;
+    const total = s.usedGpuMs + s.reservedGpuMs;
+    const past = s.thresholds.filter((t) => total * 100 >= t * s.effectiveLimitGpuMs!).pop();
+    if (past !== undefined) {
+      out.push({ code: 'past-threshold', scope: s.scope, thresholdPercent: past, message: `${scopeLabel(s.scope)}: ${formatHours(total)} of ${formatHours(s.effectiveLimitGpuMs)} GPU-h used or reserved, past its ${past}% warning` });
+    }
+  }
+  for (const w of dry) {
+    out.push(
+      w.type === 'THRESHOLD_CROSSED'
+        ? { code: 'would-cross-threshold', scope: w.scope, thresholdPercent: w.thresholdPercent!, message: `${scopeLabel(w.scope)}: this submission would reach ${w.thresholdPercent}% of its limit` }
+        : { code: 'would-exhaust', scope: w.scope, message: `${scopeLabel(w.scope)}: this submission would hit its limit; the jobs past it are held` },
+    );
+  }
+  for (const [scope, n] of softPassed) out.push({ code: 'soft-over', scope, jobs: n, message: `${scopeLabel(scope)}: ${n} job${n === 1 ? '' : 's'} would be admitted past its soft limit` });
+  return out;
 }

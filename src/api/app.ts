@@ -4,10 +4,11 @@ import type { Redis } from 'ioredis';
 import { ping, type Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Budgets } from '../accounting/budgets.ts';
-import { actorOf, authenticate, requireAdmin, type Tokens } from './auth.ts';
+import { actorOf, authenticate, requireAdmin, type Tokens } from '../http/auth.ts';
 import { dashboardData } from '../../dashboard/data.ts';
 import { renderDashboard } from '../../dashboard/page.ts';
 import { budgetRoutes } from './budgets.ts';
+import { projectRoutes } from './projects.ts';
 import { heldRoutes } from './held.ts';
 import { auditRoutes } from './audit.ts';
 import { eventRoutes } from './events.ts';
@@ -24,8 +25,8 @@ import { systemClock, type Clock } from '../clock.ts';
 import type { Queue } from 'bullmq';
 import type { Metrics } from '../metrics.ts';
 import type { HeldJobs } from '../admin/held.ts';
-import { errorHandler, sendError } from './errors.ts';
-import { noFraming, refuseCrossSite, requireJsonBody } from './csrf.ts';
+import { errorHandler, sendError } from '../http/errors.ts';
+import { noFraming, refuseCrossSite, requireJsonBody } from '../http/csrf.ts';
 import { mountBullBoard, type BoardQueues } from '../../dashboard/bull-board.ts';
 
 export interface AppDeps {
@@ -78,6 +79,7 @@ export function createApp(deps: AppDeps): express.Express {
   const smallJson = express.json({ limit: '16kb', strict: false });
   api.use((req, res, next) => (forCreators.has(`${req.method} ${req.path}`) ? batchJson : smallJson)(req, res, next));
   api.use(budgetRoutes(deps.budgets));
+  api.use(projectRoutes({ pool: deps.pool, budgets: deps.budgets, held: deps.held }));
   api.use(heldRoutes(deps.held));
   api.use(auditRoutes(deps.pool));
   // Without a config (some tests), no private webhook target is allowed.

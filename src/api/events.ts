@@ -15,8 +15,8 @@ import { EVENT_TYPES } from '../events/types.ts';
 import { checkWebhookUrl, deleteWebhook, insertWebhook, listWebhooks } from '../events/webhooks.ts';
 import { TargetRefused } from '../net/egress.ts';
 import type { Config } from '../config.ts';
-import { actorOf, requireAdmin } from './auth.ts';
-import { HttpError } from './errors.ts';
+import { actorOf, requireAdmin } from '../http/auth.ts';
+import { HttpError } from '../http/errors.ts';
 import { body, freeText, parseBody, query } from './validate.ts';
 import { safeText } from '../text.ts';
 

@@ -6,8 +6,8 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { NAME_RE } from '../../queues/contract.ts';
 import { NotHeldError, type HeldJobs } from '../admin/held.ts';
-import { actorOf } from './auth.ts';
-import { HttpError } from './errors.ts';
+import { actorOf } from '../http/auth.ts';
+import { HttpError } from '../http/errors.ts';
 import { body, freeText, parseBody, query } from './validate.ts';
 import { safeText } from '../text.ts';
 

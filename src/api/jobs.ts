@@ -3,6 +3,7 @@
  *   POST /preflight  { ...job } or { jobs: [...] }  what would happen now; reserves nothing
  *   POST /jobs       { ...job } or { jobs: [...] }  validated like the intake queue, then
  *                    added to it; answers the job ids and the preflight warnings
+ *                    (sentences, and the same as data: warningDetails)
  * A batch is at most 1,000 jobs. /jobs adds all or none: one invalid job
  * answers 400 naming it, and nothing is added.
  */
@@ -11,7 +12,7 @@ import type { Queue } from 'bullmq';
 import type { Preflight, PreflightReport } from '../admin/preflight.ts';
 import type { Clock } from '../clock.ts';
 import { scopeJson } from './budgets.ts';
-import { HttpError } from './errors.ts';
+import { HttpError } from '../http/errors.ts';
 
 const MAX_BATCH = 1_000;
 
@@ -43,7 +44,7 @@ export function jobRoutes(preflight: Preflight, clock: Clock, intake: Queue | un
     const report = await preflight.run(jobs, clock.now());
     // As submitted (not as parsed): the gatekeeper validates again, the same way.
     const added = await intake.addBulk(jobs.map((data) => ({ name: jobName(data), data })));
-    res.status(202).json({ jobIds: added.map((j) => j.id), warnings: report.warnings, preflight: { admitted: report.admitted, held: report.held } });
+    res.status(202).json({ jobIds: added.map((j) => j.id), warnings: report.warnings, warningDetails: report.warningDetails, preflight: { admitted: report.admitted, held: report.held } });
   });
   return r;
 }

@@ -16,8 +16,8 @@ import { DriftAudit } from '../accounting/drift.ts';
 import { rebuild, RebuildRefused } from '../accounting/rebuild.ts';
 import { recordAudit } from '../audit/change.ts';
 import type { Logger } from '../log.ts';
-import { actorOf } from './auth.ts';
-import { HttpError } from './errors.ts';
+import { actorOf } from '../http/auth.ts';
+import { HttpError } from '../http/errors.ts';
 
 export function maintenanceRoutes(deps: {
   redis: Redis;

@@ -8,8 +8,8 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { ReplayRefused, type QuarantineAdmin } from '../admin/quarantine.ts';
 import type { QuarantinedEntry } from '../db/quarantine.ts';
-import { actorOf } from './auth.ts';
-import { HttpError } from './errors.ts';
+import { actorOf } from '../http/auth.ts';
+import { HttpError } from '../http/errors.ts';
 import { body, freeText, parseBody, query } from './validate.ts';
 
 const ListQuery = query({

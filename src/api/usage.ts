@@ -11,7 +11,7 @@ import type { Pool } from '../db/pool.ts';
 import { NAME_RE } from '../../queues/contract.ts';
 import { gpuMsToHours } from '../units.ts';
 import { csvLine, EXPORT_COLUMNS, exportJobs, GROUPS, monthRange, usageReport, type Group } from '../usage/reports.ts';
-import { HttpError } from './errors.ts';
+import { HttpError } from '../http/errors.ts';
 import { jsonSafe } from '../text.ts';
 import { parseBody, query } from './validate.ts';
 

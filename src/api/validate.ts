@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { HttpError } from './errors.ts';
+import { HttpError } from '../http/errors.ts';
 import { fieldNames } from '../../queues/contract.ts';
 import { safeText } from '../text.ts';
 
@@ -17,6 +17,14 @@ export const body = <T extends z.ZodRawShape>(shape: T) =>
 /** A query string that refuses unknown parameters, naming them. */
 export const query = <T extends z.ZodRawShape>(shape: T) =>
   z.strictObject(shape, { error: (i) => (i.code === 'unrecognized_keys' ? `unknown query parameter(s): ${fieldNames(i.keys)}` : 'bad query') });
+
+/** `limit` of a listing's query: how many per page, 1 to 1000, 100 when not given. */
+export const pageLimit = z.coerce
+  .number({ error: 'limit must be a number' })
+  .int('limit must be a whole number')
+  .min(1, 'limit must be at least 1')
+  .max(1000, 'limit must be at most 1000')
+  .default(100);
 
 /**
  * Free text a person writes (a reason, a note): at most `max` characters and

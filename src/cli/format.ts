@@ -28,19 +28,28 @@ export function submitText(r: Record<string, any>): string {
   return lines.join('\n');
 }
 
-/** One row per scope: limit (with what carried over or was adjusted), usage, remaining, next reset. */
+const SCOPE_COLUMNS = ['PERIOD', 'LIMIT', 'USED', 'RESERVED', 'REMAINING', 'EXEMPT', 'POLICY', 'NEXT RESET'];
+
+/** A scope's cells under SCOPE_COLUMNS: limit (with what carried over or was adjusted), usage, remaining, next reset. */
+function scopeCells(s: Record<string, any>): unknown[] {
+  const limit = s.limitGpuHours === null ? 'none' : s.effectiveLimitGpuHours !== s.limitGpuHours ? `${s.effectiveLimitGpuHours} (${s.limitGpuHours} set)` : String(s.limitGpuHours);
+  return [
+    s.periodLabel ?? s.period, limit, s.usedGpuHours, s.reservedGpuHours, s.remainingGpuHours ?? '-',
+    s.exemptUsedGpuHours + s.exemptReservedGpuHours, s.policy + (s.gracePercent !== null ? ` +${s.gracePercent}%` : ''), s.nextResetAt ?? '-',
+  ];
+}
+
+/** One row per scope. */
 export function scopeTable(rows: [string, Record<string, any>][]): string {
-  const limit = (s: Record<string, any>) =>
-    s.limitGpuHours === null ? 'none' : s.effectiveLimitGpuHours !== s.limitGpuHours ? `${s.effectiveLimitGpuHours} (${s.limitGpuHours} set)` : String(s.limitGpuHours);
-  return (
-    table(
-      ['SCOPE', 'PERIOD', 'LIMIT', 'USED', 'RESERVED', 'REMAINING', 'EXEMPT', 'POLICY', 'NEXT RESET'],
-      rows.map(([name, s]) => [
-        name, s.periodLabel ?? s.period, limit(s), s.usedGpuHours, s.reservedGpuHours, s.remainingGpuHours ?? '-',
-        s.exemptUsedGpuHours + s.exemptReservedGpuHours, s.policy + (s.gracePercent !== null ? ` +${s.gracePercent}%` : ''), s.nextResetAt ?? '-',
-      ]),
-    ) + '\n(GPU hours)'
-  );
+  return table(['SCOPE', ...SCOPE_COLUMNS], rows.map(([name, s]) => [name, ...scopeCells(s)])) + '\n(GPU hours)';
+}
+
+/** GET /projects: one row per project, with its held jobs; how to ask for the next page. */
+export function projectsTable(r: Record<string, any>): string {
+  const projects = r.projects as Record<string, any>[];
+  const rows = projects.map((p) => [p.project, ...scopeCells(p), p.heldJobs]);
+  const more = r.nextCursor === null ? '' : `; more: gatekeeper budget list --cursor ${r.nextCursor}`;
+  return `${table(['PROJECT', ...SCOPE_COLUMNS, 'HELD'], rows)}\n${projects.length} project${projects.length === 1 ? '' : 's'}${more}\n(GPU hours; LIMIT none: no budget yet)`;
 }
 
 export function budgetTable(b: Record<string, any>): string {

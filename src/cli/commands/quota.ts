@@ -1,0 +1,32 @@
+/** `gatekeeper quota get|set`: users' daily and weekly quotas in GPU hours. */
+import { CommanderError, Option, type Command } from 'commander';
+import { EXIT, limitFields, num, type LimitOpts } from '../args.ts';
+import { quotaTable } from '../format.ts';
+import type { CliContext } from '../context.ts';
+
+export function addQuotaCommands(program: Command, { client, print }: CliContext): void {
+  const quota = program.command('quota').description("users' daily and weekly quotas (GPU hours)");
+  quota
+    .command('get <user>')
+    .description('used, reserved, remaining and next reset, per period')
+    .action(async (user: string) => {
+      const { api, json } = client();
+      const q = await api.call('GET', `/users/${encodeURIComponent(user)}/quota`);
+      print(json, q, () => quotaTable(q));
+    });
+  quota
+    .command('set <user>')
+    .description('set or remove a daily and/or weekly quota (audited)')
+    .option('--daily <gpuHours>', "the daily quota ('none' removes it)")
+    .option('--weekly <gpuHours>', "the weekly quota ('none' removes it)")
+    .addOption(new Option('--policy <policy>').choices(['hard', 'soft']))
+    .option('--grace <percent>', 'soft only: how far past the quota, in percent')
+    .option('--reason <text>', 'why, for the audit log')
+    .action(async (user: string, o: LimitOpts & { daily?: string; weekly?: string }) => {
+      if (o.daily === undefined && o.weekly === undefined) throw new CommanderError(EXIT.usage, 'usage', 'give --daily and/or --weekly');
+      const one = (v: string | undefined, what: string) => (v === undefined ? {} : { [what]: v === 'none' ? null : { gpuHours: num(`--${what}`, v), ...limitFields({ ...o, reason: undefined }) } });
+      const { api, json } = client();
+      const q = await api.call('PUT', `/users/${encodeURIComponent(user)}/quota`, { ...one(o.daily, 'daily'), ...one(o.weekly, 'weekly'), ...(o.reason ? { reason: o.reason } : {}) });
+      print(json, q, () => quotaTable(q));
+    });
+}
