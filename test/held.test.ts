@@ -4,10 +4,12 @@
  * release -> 5 admitted in submission order, 5 still held; override one ->
  * admitted, flagged in the ledger and the audit; cancel one -> rejected with
  * the admin's reason. Viewers read but cannot act; bad requests change nothing.
+ * Each test plays the story up to its step in a project of its own (tenHeld,
+ * fiveStillHeld), so any one runs alone (`-t`).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Server } from 'node:http';
-import { Queue } from 'bullmq';
+import { Queue, type Job } from 'bullmq';
 import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createApp } from '../src/api/app.ts';
@@ -25,9 +27,6 @@ let writer: LedgerWriter;
 const q: Record<string, Queue> = {};
 const admin = 'test-admin-token-0123456789';
 const viewer = 'test-viewer-token-0123456789';
-let ids: string[] = [];
-/** The held jobs, oldest first, as the first test finds them. */
-let heldLine: string[] = [];
 
 beforeAll(async () => {
   t = await createTestEnv({}, { liveClock: true });
@@ -60,61 +59,99 @@ async function call(method: string, path: string, body?: unknown, token = admin,
   return { status: res.status, body: (await res.json()) as Record<string, any> };
 }
 
-const heldIds = async () => (await call('GET', '/held?project=alpha&limit=1000')).body.jobs.map((j: { jobId: string }) => j.jobId);
+const heldIds = async (project: string) => (await call('GET', `/held?project=${project}&limit=1000`)).body.jobs.map((j: { jobId: string }) => j.jobId);
 const execIds = async () => (await q.exec!.getRanges(['waiting', 'active', 'completed', 'failed', 'delayed'], 0, -1)).map((id) => id.replace('intake-', ''));
+
+/** One project's jobs as tenHeld left them. Each test builds its own project: no test depends on another. */
+interface Story {
+  project: string;
+  /** Its 20 jobs, in submission order. */
+  ids: string[];
+  /** The ten on gpu-exec. */
+  admitted: string[];
+  /** The ten held, oldest first. */
+  heldLine: string[];
+  /** Its two users, ana-<project> and bob-<project>, taking turns. */
+  userOf: (id: string) => string;
+}
+
+/**
+ * Budget 10 h for `project`, then 20 one-hour jobs from its two users in
+ * turn, each placed by the gatekeeper. Which ten get in depends on the order
+ * concurrent admissions reach Redis; the held line is in submission order.
+ */
+async function tenHeld(project: string): Promise<Story> {
+  expect((await call('PUT', `/projects/${project}/budget`, { gpuHours: 10 })).status).toBe(200);
+  const users = [`ana-${project}`, `bob-${project}`] as const;
+  const jobs: Job[] = [];
+  for (let i = 0; i < 20; i++) jobs.push(await q.intake!.add(`render-${i}`, { project, user: users[i % 2], estimatedGpuHours: 1 }));
+  await eventually(() => Promise.all(jobs.map((j) => j.isCompleted())), (done) => done.every(Boolean));
+  const ids = jobs.map((j) => j.id!);
+  const onExec = new Set(await execIds());
+  return {
+    project,
+    ids,
+    admitted: ids.filter((id) => onExec.has(id)),
+    heldLine: ids.filter((id) => !onExec.has(id)),
+    userOf: (id) => users[ids.indexOf(id) % 2]!,
+  };
+}
+
+/** tenHeld, then the budget raised to 15 h and the project released: the first five held admitted, heldLine[5..9] still held. */
+async function fiveStillHeld(project: string): Promise<Story> {
+  const s = await tenHeld(project);
+  await call('PUT', `/projects/${project}/budget`, { gpuHours: 15, reason: 'quarter-end push' });
+  expect((await call('POST', '/held/release', { project })).body).toMatchObject({ admitted: 5, stillHeld: 5 });
+  return s;
+}
+
+/** Project alpha as tenHeld leaves it, built by whichever test needs it first; the tests that use it only try to change it. */
+let alpha: Promise<Story> | undefined;
+const guarded = () => (alpha ??= tenHeld('alpha'));
 
 describe('the ops story', () => {
   it('budget 10 h, 20 one-hour jobs: 10 admitted, 10 held with reasons, listed in submission order', async () => {
-    expect((await call('PUT', '/projects/alpha/budget', { gpuHours: 10 })).status).toBe(200);
-    for (let i = 0; i < 20; i++) {
-      const j = await q.intake!.add(`render-${i}`, { project: 'alpha', user: i % 2 ? 'bob' : 'ana', estimatedGpuHours: 1 });
-      ids.push(j.id!);
-    }
-    await eventually(() => q.intake!.getCompletedCount(), (n) => n === 20);
-    // Which ten get in depends on the order concurrent admissions reach Redis;
-    // the held line is in submission order.
-    const admitted = await execIds();
-    expect(admitted).toHaveLength(10);
-    heldLine = ids.filter((id) => !admitted.includes(id));
-    const list = await call('GET', '/held?project=alpha', undefined, viewer);
+    const s = await tenHeld('submit');
+    expect(s.admitted).toHaveLength(10);
+    const list = await call('GET', '/held?project=submit', undefined, viewer);
     expect(list.status).toBe(200);
     expect(list.body.total).toBe(10);
-    expect(list.body.jobs.map((j: { jobId: string }) => j.jobId)).toEqual(heldLine);
-    expect(list.body.jobs[0]).toMatchObject({ project: 'alpha', estimatedGpuHours: 1 });
-    expect(list.body.jobs[0].reason).toMatch(/^project alpha: 10\.0 of 10\.0 GPU-h used or reserved; job needs 1\.0/);
+    expect(list.body.jobs.map((j: { jobId: string }) => j.jobId)).toEqual(s.heldLine);
+    expect(list.body.jobs[0]).toMatchObject({ project: 'submit', estimatedGpuHours: 1 });
+    expect(list.body.jobs[0].reason).toMatch(/^project submit: 10\.0 of 10\.0 GPU-h used or reserved; job needs 1\.0/);
     expect(list.body.jobs[0].ageSeconds).toBeGreaterThanOrEqual(0);
-    const userOf = (id: string) => (ids.indexOf(id) % 2 ? 'bob' : 'ana');
-    const bobs = await call('GET', '/held?user=bob', undefined, viewer);
-    expect(bobs.body.jobs.map((j: { jobId: string }) => j.jobId)).toEqual(heldLine.filter((id) => userOf(id) === 'bob'));
+    const bobs = await call('GET', '/held?user=bob-submit', undefined, viewer);
+    expect(bobs.body.jobs.map((j: { jobId: string }) => j.jobId)).toEqual(s.heldLine.filter((id) => s.userOf(id) === 'bob-submit'));
   });
 
   it('raise to 15 and release: 5 admitted in submission order, 5 still held with a fresh reason', async () => {
-    await call('PUT', '/projects/alpha/budget', { gpuHours: 15, reason: 'quarter-end push' });
-    const r = await call('POST', '/held/release', { project: 'alpha' });
+    const { heldLine, ids } = await tenHeld('release');
+    await call('PUT', '/projects/release/budget', { gpuHours: 15, reason: 'quarter-end push' });
+    const r = await call('POST', '/held/release', { project: 'release' });
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ considered: 10, admitted: 5, stillHeld: 5, admittedIds: heldLine.slice(0, 5) });
-    expect(await execIds()).toHaveLength(15);
-    expect(await heldIds()).toEqual(heldLine.slice(5));
-    expect((await call('GET', '/held?project=alpha')).body.jobs[0].reason).toBe('project alpha: 15.0 of 15.0 GPU-h used or reserved; job needs 1.0');
-    expect((await call('GET', '/projects/alpha/budget')).body).toMatchObject({ limitGpuHours: 15, reservedGpuHours: 15, remainingGpuHours: 0 });
+    const onExec = new Set(await execIds());
+    expect(ids.filter((id) => onExec.has(id))).toHaveLength(15);
+    expect(await heldIds('release')).toEqual(heldLine.slice(5));
+    expect((await call('GET', '/held?project=release')).body.jobs[0].reason).toBe('project release: 15.0 of 15.0 GPU-h used or reserved; job needs 1.0');
+    expect((await call('GET', '/projects/release/budget')).body).toMatchObject({ limitGpuHours: 15, reservedGpuHours: 15, remainingGpuHours: 0 });
   });
 
   it('a new job waits behind the held ones even when room opens up', async () => {
-    await call('PUT', '/projects/alpha/budget', { gpuHours: 16 });
-    const late = await q.intake!.add('late', { project: 'alpha', user: 'ana', estimatedGpuHours: 1 });
+    const { heldLine } = await fiveStillHeld('line');
+    await call('PUT', '/projects/line/budget', { gpuHours: 16 });
+    const late = await q.intake!.add('late', { project: 'line', user: 'ana-line', estimatedGpuHours: 1 });
     await eventually(() => late.isCompleted(), Boolean);
-    expect(await heldIds()).toEqual([...heldLine.slice(5), late.id]);
-    await call('PUT', '/projects/alpha/budget', { gpuHours: 15 });
-    heldLine.push(late.id!);
+    expect(await heldIds('line')).toEqual([...heldLine.slice(5), late.id]);
   });
 
   it('override admits one held job past the budget, flagged in the ledger and the audit', async () => {
-    const id = heldLine[7]!;
+    const id = (await fiveStillHeld('override')).heldLine[7]!;
     const r = await call('POST', `/held/${id}/override`, { reason: 'demo for the board' });
     expect(r).toEqual({ status: 200, body: { jobId: id, reservedGpuHours: 1 } });
     expect(await execIds()).toContain(id);
-    expect(await heldIds()).not.toContain(id);
-    expect((await call('GET', '/projects/alpha/budget')).body).toMatchObject({ reservedGpuHours: 16, remainingGpuHours: -1 });
+    expect(await heldIds('override')).not.toContain(id);
+    expect((await call('GET', '/projects/override/budget')).body).toMatchObject({ reservedGpuHours: 16, remainingGpuHours: -1 });
     const row = await eventually(
       async () => (await t.pool.query(`SELECT override, note FROM ledger WHERE job_id = $1 AND kind = 'reserve'`, [id])).rows,
       (rows) => rows.length === 1,
@@ -125,19 +162,27 @@ describe('the ops story', () => {
   });
 
   it('cancel moves a held job to gpu-rejected with the admin\'s reason', async () => {
-    const id = heldLine[6]!;
+    const id = (await fiveStillHeld('cancel')).heldLine[6]!;
     const r = await call('POST', `/held/${id}/cancel`, { reason: 'duplicate submission' });
     expect(r).toEqual({ status: 200, body: { jobId: id, state: 'rejected' } });
-    expect(await heldIds()).not.toContain(id);
+    expect(await heldIds('cancel')).not.toContain(id);
     const rej = (await q.rejected!.getJob(`intake-${id}`))!;
     expect(rej.data.rejected).toMatchObject({ intakeJobId: id, reason: 'cancelled by ops-alice: duplicate submission', by: 'ops-alice' });
-    expect(rej.data.intake).toMatchObject({ project: 'alpha', estimatedGpuHours: 1 });
+    expect(rej.data.intake).toMatchObject({ project: 'cancel', estimatedGpuHours: 1 });
     expect((await q.rejected!.getJobLogs(rej.id!)).logs[0]).toMatch(/^rejected: cancelled by ops-alice: duplicate submission \(was held: /);
     expect((await call('POST', `/held/${id}/cancel`, { reason: 'again' })).status).toBe(409);
   });
 
   it('audits every change with who, what, before and after', async () => {
-    const entries = (await call('GET', '/audit?limit=50')).body.entries as { action: string; target: string; before: unknown; after: unknown; actor: string }[];
+    // The story's changes: budget 10, 15 and release, 16 and back to 15, an override and a cancel.
+    const { heldLine } = await fiveStillHeld('audit');
+    await call('PUT', '/projects/audit/budget', { gpuHours: 16 });
+    await call('PUT', '/projects/audit/budget', { gpuHours: 15 });
+    await call('POST', `/held/${heldLine[7]}/override`, { reason: 'demo for the board' });
+    await call('POST', `/held/${heldLine[6]}/cancel`, { reason: 'duplicate submission' });
+    const targets = ['project:audit', `job:${heldLine[7]}`, `job:${heldLine[6]}`];
+    const entries = ((await call('GET', '/audit?limit=50')).body.entries as { action: string; target: string; before: unknown; after: unknown; actor: string }[])
+      .filter((e) => targets.includes(e.target));
     const budget = entries.filter((e) => e.action === 'budget.set').reverse();
     expect(budget.map((e) => [e.before, e.after])).toEqual([
       [null, { limitGpuHours: 10, policy: 'hard', period: 'none' }],
@@ -145,7 +190,8 @@ describe('the ops story', () => {
       [{ limitGpuHours: 15, policy: 'hard', period: 'none' }, { limitGpuHours: 16, policy: 'hard', period: 'none' }],
       [{ limitGpuHours: 16, policy: 'hard', period: 'none' }, { limitGpuHours: 15, policy: 'hard', period: 'none' }],
     ]);
-    expect(entries.find((e) => e.action === 'held.release')).toMatchObject({ target: 'project:alpha', before: { held: 10 }, after: { admitted: 5, stillHeld: 5 } });
+    expect(entries.find((e) => e.action === 'held.release')).toMatchObject({ target: 'project:audit', before: { held: 10 }, after: { admitted: 5, stillHeld: 5 } });
+    expect(entries.map((e) => e.action).sort()).toEqual(['budget.set', 'budget.set', 'budget.set', 'budget.set', 'held.cancel', 'held.override', 'held.release']);
     expect(entries.every((e) => e.actor === 'ops-alice')).toBe(true);
   });
 });
@@ -157,11 +203,12 @@ describe('who may do what', () => {
     ['POST', `/held/x/override`, {}],
     ['POST', `/held/x/cancel`, { reason: 'no' }],
   ])('a viewer may not %s %s: 403 and nothing changes', async (method, path, body) => {
-    const before = [await heldIds(), (await call('GET', '/projects/alpha/budget')).body];
+    await guarded();
+    const before = [await heldIds('alpha'), (await call('GET', '/projects/alpha/budget')).body];
     const r = await call(method, path, body, viewer);
     expect(r.status).toBe(403);
     expect(r.body.error.message).toBe('this needs the admin token; the viewer token may only read');
-    expect([await heldIds(), (await call('GET', '/projects/alpha/budget')).body]).toEqual(before);
+    expect([await heldIds('alpha'), (await call('GET', '/projects/alpha/budget')).body]).toEqual(before);
   });
 
   it('no token or a wrong one: 401', async () => {
@@ -187,15 +234,18 @@ describe('bad requests change nothing', () => {
     ['GET', '/held?limit=abc', undefined, 400, 'limit must be a number'],
     ['GET', '/held?color=red', undefined, 400, 'unknown query parameter(s): color'],
   ])('%s %s %j -> %i', async (method, path, body, status, message) => {
-    const before = await heldIds();
+    await guarded();
+    const before = await heldIds('alpha');
     const r = await call(method, path, body);
     expect(r).toEqual({ status, body: { error: { status, message } } });
-    expect(await heldIds()).toEqual(before);
+    expect(await heldIds('alpha')).toEqual(before);
   });
 
   it('releasing jobs that are not held reports them and changes nothing', async () => {
-    const admittedId = ids.find((id) => !heldLine.includes(id))!;
+    const admittedId = (await guarded()).admitted[0]!;
+    const before = [await heldIds('alpha'), (await call('GET', '/projects/alpha/budget')).body];
     const r = await call('POST', '/held/release', { ids: [admittedId, 'ghost'] });
     expect(r.body).toMatchObject({ admitted: 0, notHeld: [{ jobId: admittedId, state: 'reserved' }, { jobId: 'ghost', state: 'missing' }] });
+    expect([await heldIds('alpha'), (await call('GET', '/projects/alpha/budget')).body]).toEqual(before);
   });
 });

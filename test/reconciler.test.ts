@@ -81,11 +81,25 @@ describe('reconciler', () => {
   });
 
   it('counts once however many times and in whatever order it looks', async () => {
-    const before = await t.accounting.readScope('project:mix');
-    expect(await rec.tick()).toBe(0);
-    expect(await rec.sweep()).toMatchObject({ settled: 0, vanished: 0 });
-    expect(await rec.tick()).toBe(0);
-    expect(await t.accounting.readScope('project:mix')).toEqual(before);
+    await t.budgets.set('once', hoursToGpuMs(10));
+    const ids = await submit('once', [{ hours: 2 }, { hours: 2 }, { hours: 2 }]);
+    await runExec(ids, async () => ({ gpuHours: 0.5 }));
+    const other = createReconciler({ config: t.config, connection: t.redis, log: t.log, clock });
+    try {
+      // Two reconcilers looking at once, each by its fast path and its sweep: each job settled by one look only.
+      const [a, b, c, d] = await Promise.all([rec.tick(), other.sweep(), other.tick(), rec.sweep()]);
+      expect(a + b.settled + c + d.settled).toBe(3);
+      const before = await t.accounting.readScope('project:once');
+      expect(before).toMatchObject({ usedGpuMs: hoursToGpuMs(1.5), reservedGpuMs: 0 });
+      // And again, one after another: nothing left to count.
+      expect(await rec.tick()).toBe(0);
+      expect(await rec.sweep()).toMatchObject({ settled: 0, vanished: 0 });
+      expect(await rec.tick()).toBe(0);
+      expect(await other.tick()).toBe(0);
+      expect(await t.accounting.readScope('project:once')).toEqual(before);
+    } finally {
+      await other.close();
+    }
   });
 
   it('settles jobs that finished while it was down, on its first pass', async () => {
@@ -135,19 +149,28 @@ describe('reconciler', () => {
   });
 
   it('removes settled GPU jobs only after their retention', async () => {
-    const retainNone = createReconciler({
-      config: { ...t.config, execRetainFinishedMs: 0, sweepIntervalMs: 100, reconcileIntervalMs: 20 },
-      connection: t.redis,
-      log: t.log,
-      clock,
-    });
-    expect(await exec.getJobCountByTypes('completed', 'failed')).toBeGreaterThan(0);
-    retainNone.start();
-    try {
-      await eventually(() => exec.getJobCountByTypes('completed', 'failed'), (n) => n === 0);
-    } finally {
-      await retainNone.close();
-    }
+    await t.budgets.set('kept', hoursToGpuMs(10));
+    const ids = await submit('kept', [{ hours: 1 }, { hours: 1 }]);
+    await runExec(ids, async () => ({ gpuHours: 0.5 }));
+    /** One whole pass (fast path, sweep, clean) of a reconciler started with this retention: close() lets the pass under way finish. */
+    const onePass = async (execRetainFinishedMs: number) => {
+      const r = createReconciler({ config: { ...t.config, execRetainFinishedMs }, connection: t.redis, log: t.log, clock });
+      r.start();
+      await r.close();
+    };
+    const states = () => Promise.all(ids.map((id) => exec.getJobState(execJobId(id))));
+    expect(await states()).toEqual(['completed', 'completed']);
+
+    // Settled by the pass, but finished well within an hour: still on gpu-exec.
+    await onePass(3_600_000);
+    expect(await t.accounting.whichOpen(ids)).toEqual(new Set());
+    expect(await states()).toEqual(['completed', 'completed']);
+    // Past a retention of 0: removed, and not charged again as vanished.
+    await onePass(0);
+    expect(await states()).toEqual(['unknown', 'unknown']);
+    clock.advance(120_000); // past VANISHED_GRACE_MS
+    expect(await rec.sweep()).toMatchObject({ vanished: 0 });
+    expect(await t.accounting.readScope('project:kept')).toMatchObject({ usedGpuMs: hoursToGpuMs(1), reservedGpuMs: 0 });
     expect(await t.accounting.openCount()).toBe(0);
   });
 });

@@ -21,12 +21,20 @@ export interface Infra {
   databaseUrl: string;
   how: string;
   stop(): Promise<void>;
+  /**
+   * Instead of stop(), for a run whose failed tests kept their databases
+   * and keys (test/support/env.ts): leave the servers this run started
+   * running, detached from it, and say how to reach and stop them. Absent
+   * when it started none (Docker's containers are removed with the run).
+   */
+  leaveRunning?: () => string;
 }
 
 export async function startInfra(): Promise<Infra> {
   const docker = await tryDocker();
   if (docker) return docker;
   const stops: (() => Promise<void>)[] = [];
+  const local: { what: string; proc: () => ChildProcess }[] = [];
   const how: string[] = [];
   let redisUrl = process.env.REDIS_URL;
   let databaseUrl = process.env.DATABASE_URL;
@@ -36,6 +44,7 @@ export async function startInfra(): Promise<Infra> {
     const r = await startLocalRedis(dir);
     redisUrl = r.url;
     stops.push(r.stop);
+    local.push({ what: `redis-server at ${r.url}`, proc: () => r.proc });
     how.push('local redis-server');
   }
   if (databaseUrl) how.push('DATABASE_URL');
@@ -43,6 +52,7 @@ export async function startInfra(): Promise<Infra> {
     const p = await startLocalPostgres(dir);
     databaseUrl = p.url;
     stops.push(p.stop);
+    local.push({ what: `postgres at ${p.url}`, proc: p.proc });
     how.push('local postgres');
   }
   return {
@@ -53,7 +63,24 @@ export async function startInfra(): Promise<Infra> {
       for (const s of stops) await s().catch(() => {});
       rmSync(dir, { recursive: true, force: true });
     },
+    leaveRunning: local.length === 0 ? undefined : () => {
+      for (const l of local) l.proc().unref();
+      const pids = local.map((l) => l.proc().pid).join(' ');
+      return `${local.map((l) => `${l.what} (pid ${l.proc().pid})`).join(' and ')} left running, data in ${dir}; stop them with: kill ${pids}; rm -rf ${dir}`;
+    },
   };
+}
+
+/** Databases test/support/env.ts created (gk_t + 10 hex) that are still on the server: kept by failed tests. */
+export async function keptDatabases(adminUrl: string): Promise<string[]> {
+  const c = new pg.Client({ connectionString: adminUrl });
+  await c.connect();
+  try {
+    const r = await c.query<{ datname: string }>(`SELECT datname FROM pg_database WHERE datname ~ '^gk_t[0-9a-f]{10}$' ORDER BY datname`);
+    return r.rows.map((row) => row.datname);
+  } finally {
+    await c.end();
+  }
 }
 
 async function tryDocker(): Promise<Infra | null> {
@@ -164,7 +191,7 @@ export async function startLocalRedisCluster(opts: { masters?: number; timeoutMs
  * `stop` shuts it down; `start` brings it back on the same data and port
  * (the outage test uses both).
  */
-export async function startLocalPostgres(dir: string): Promise<{ url: string; stop: () => Promise<void>; start: () => Promise<void> }> {
+export async function startLocalPostgres(dir: string): Promise<{ url: string; stop: () => Promise<void>; start: () => Promise<void>; proc: () => ChildProcess }> {
   const binDir = ['/usr/lib/postgresql/15/bin', ...(process.env.PATH ?? '').split(':')].find((d) =>
     existsSync(join(d, 'initdb')),
   );
@@ -204,7 +231,7 @@ export async function startLocalPostgres(dir: string): Promise<{ url: string; st
     );
   };
   await start();
-  return { url, stop: () => killAndWait(proc!, 'SIGINT'), start };
+  return { url, stop: () => killAndWait(proc!, 'SIGINT'), start, proc: () => proc };
 }
 
 function postgresUser(): { uid: number; gid: number } {
