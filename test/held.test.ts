@@ -120,6 +120,10 @@ describe('the ops story', () => {
     expect(list.body.jobs[0]).toMatchObject({ project: 'submit', estimatedGpuHours: 1 });
     expect(list.body.jobs[0].reason).toMatch(/^project submit: 10\.0 of 10\.0 GPU-h used or reserved; job needs 1\.0/);
     expect(list.body.jobs[0].ageSeconds).toBeGreaterThanOrEqual(0);
+    // The reason as data: what it misses, by how much, and the lines it waits in.
+    const overBudget = { scope: 'project:submit', code: 'over-limit', limitGpuHours: 10, usedGpuHours: 0, reservedGpuHours: 10, neededGpuHours: 1 };
+    expect(list.body.jobs[0].hold).toEqual({ shortfalls: [overBudget], ahead: 0, lines: ['project:submit'] });
+    expect(list.body.jobs[1].hold).toEqual({ shortfalls: [overBudget], ahead: 1, line: 'project:submit', lines: ['project:submit'] });
     const bobs = await call('GET', '/held?user=bob-submit', undefined, viewer);
     expect(bobs.body.jobs.map((j: { jobId: string }) => j.jobId)).toEqual(s.heldLine.filter((id) => s.userOf(id) === 'bob-submit'));
   });
@@ -133,7 +137,13 @@ describe('the ops story', () => {
     const onExec = new Set(await execIds());
     expect(ids.filter((id) => onExec.has(id))).toHaveLength(15);
     expect(await heldIds('release')).toEqual(heldLine.slice(5));
-    expect((await call('GET', '/held?project=release')).body.jobs[0].reason).toBe('project release: 15.0 of 15.0 GPU-h used or reserved; job needs 1.0');
+    const first = (await call('GET', '/held?project=release')).body.jobs[0];
+    expect(first.reason).toBe('project release: 15.0 of 15.0 GPU-h used or reserved; job needs 1.0');
+    expect(first.hold).toEqual({
+      shortfalls: [{ scope: 'project:release', code: 'over-limit', limitGpuHours: 15, usedGpuHours: 0, reservedGpuHours: 15, neededGpuHours: 1 }],
+      ahead: 0,
+      lines: ['project:release'],
+    });
     expect((await call('GET', '/projects/release/budget')).body).toMatchObject({ limitGpuHours: 15, reservedGpuHours: 15, remainingGpuHours: 0 });
   });
 
