@@ -7,6 +7,9 @@ COPY queues ./queues
 COPY src ./src
 COPY workers ./workers
 COPY dashboard ./dashboard
+COPY bin ./bin
+# The CLI on PATH: `docker compose exec app gatekeeper held list` (it talks to this container's API).
+RUN chmod 755 bin/gatekeeper.mjs && ln -s /app/bin/gatekeeper.mjs /usr/local/bin/gatekeeper
 ENV NODE_ENV=production
 USER node
 EXPOSE 3000

@@ -9,7 +9,6 @@
  */
 import { Queue } from 'bullmq';
 import { createRedis } from '../queues/connection.ts';
-import { unlinkMatching } from '../test/support/infra.ts';
 
 const base = `http://127.0.0.1:${process.env.PORT ?? 3000}`;
 const admin = process.env.GATEKEEPER_ADMIN_TOKEN!;
@@ -50,16 +49,7 @@ const job = (j: Job) => ({
   },
 });
 
-/** Before the server starts: forget the previous demo's queues and counters. */
-async function reset(): Promise<void> {
-  const redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
-  await unlinkMatching(redis, `${prefix}:*`);
-  await unlinkMatching(redis, `gk:{${prefix}}:*`);
-  await redis.quit();
-}
-
 async function main(): Promise<void> {
-  if (process.argv[2] === 'reset') return reset();
   await waitForApi();
   say('setting budgets, quotas, a run cap and an exempt type');
   await api('PUT', '/projects/render-farm/budget', { gpuHours: 400, period: 'month', rollover: true, rolloverCapGpuHours: 100, reason: 'demo' });
