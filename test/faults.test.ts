@@ -155,9 +155,15 @@ describe('Redis SIGKILLed mid-burst and restarted from its AOF', () => {
       await t.budgets.set('aof', 400 * H);
       await intake.addBulk(Array.from({ length: 500 }, () => ({ name: 'a', data: { project: 'aof', user: 'al', estimatedGpuHours: 1, payload: { simulate: { durationMs: 5, gpuHours: 0.5 } } } })));
       await eventually(() => intake.getCompletedCount(), (n) => n >= 100, 30_000);
+      // Restart once a client has tried to reconnect and been refused: an outage the clients live
+      // through, not one a restart hides between two of their attempts.
+      let refused = false;
+      const onError = (e: NodeJS.ErrnoException) => void (refused ||= e.code === 'ECONNREFUSED');
+      t.redis.on('error', onError);
       redisServer.proc.kill('SIGKILL');
       await waitExit(redisServer.proc);
-      await new Promise((r) => setTimeout(r, 300));
+      await eventually(async () => refused, Boolean, 10_000);
+      t.redis.off('error', onError);
       redisServer = await startLocalRedis(dir, args, redisServer.port); // same data, same port: clients reconnect
       await expectSettledExactly(t, intake, { jobs: 500, budgetJobs: 400, project: 'aof' });
     } finally {
