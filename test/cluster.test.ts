@@ -1,11 +1,12 @@
 /**
  * Redis Cluster (REDIS_CLUSTER=1) on a local cluster of 3 masters started from
- * redis-server, the tests in order: the admission pipeline end to end with a
- * budget and quotas, an admin's release, a zero drift audit; every Lua script
- * after SCRIPT FLUSH; where the keys land; the eviction check on every master;
- * `npm start` serving the result. By design one deployment's keys, its queues'
- * and its gatekeeper's, all share the slot of its prefix's hash tag (one
- * master holds them); separate deployments spread over the masters.
+ * redis-server, one for the file (each test also runs alone, -t): the
+ * admission pipeline end to end with a budget and quotas, an admin's release,
+ * a zero drift audit; every Lua script after SCRIPT FLUSH; where the keys
+ * land; the eviction check on every master; `npm start` serving a budget. By
+ * design one deployment's keys, its queues' and its gatekeeper's, all share
+ * the slot of its prefix's hash tag (one master holds them); separate
+ * deployments spread over the masters.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
@@ -173,10 +174,15 @@ describe('on a 3-master Redis Cluster', () => {
   });
 
   it('serves the budget from `npm start` on the cluster, in GPU hours', async () => {
+    // A project of its own: 15 h, and a 10 h reservation settled at 7.5 h, written through the cluster from here.
+    await t.budgets.set('served', 15 * H);
+    const r = await t.accounting.reserve('served-1', 10 * H, ['project:served'], { project: 'served', user: 'sy', gpus: 1 }, Date.now());
+    expect(r).toMatchObject({ kind: 'reserved' });
+    await t.accounting.settle('served-1', r.kind === 'reserved' ? r.scopes : [], 7.5 * H, 'settle', Date.now());
     const port = await freePort();
     const app = t.spawn('api', { PORT: String(port) });
     const budget = () =>
-      fetch(`http://127.0.0.1:${port}/api/v1/projects/alpha/budget`, { headers: { authorization: `Bearer ${t.env.GATEKEEPER_ADMIN_TOKEN}` } })
+      fetch(`http://127.0.0.1:${port}/api/v1/projects/served/budget`, { headers: { authorization: `Bearer ${t.env.GATEKEEPER_ADMIN_TOKEN}` } })
         .then(async (r) => (r.ok ? ((await r.json()) as Record<string, unknown>) : null), () => null);
     expect(await eventually(budget, Boolean, 30_000)).toMatchObject({ limitGpuHours: 15, usedGpuHours: 7.5, reservedGpuHours: 0 });
     app.kill('SIGTERM');
