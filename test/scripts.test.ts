@@ -288,6 +288,15 @@ describe('scripts', () => {
     expect(await t.redis.hget(a.keys.reservation('r4'), 'misfits')).toBe('s:rel|2|5|0|5');
   });
 
+  it('writes no threshold state for a scope whose usage crossed no threshold', async () => {
+    const a = t.accounting;
+    await a.definitions.setLimit('s:calm', 100);
+    await a.reserve('calm1', 10, ['s:calm'], meta, now);
+    expect(await t.redis.hmget(a.keys.scope('s:calm'), 'crossed', 'crossedLimit')).toEqual([null, null]);
+    await a.reserve('calm2', 70, ['s:calm'], meta, now); // 80 of 100: 75 % crossed
+    expect(await t.redis.hmget(a.keys.scope('s:calm'), 'crossed', 'crossedLimit')).toEqual(['75', '100']);
+  });
+
   it('decides a job listed twice in one release once', async () => {
     const a = t.accounting;
     await a.definitions.setLimit('s:twice', 0);

@@ -61,7 +61,8 @@ end
 ]]
 local function loadCrossed(s, csv, crossedLimit)
   s.crossed, s.crossedDirty, s.nextAt = {}, false, nil
-  local changed = crossedLimit ~= nil and tonumber(crossedLimit) ~= s.limit
+  -- HMGET answers false for a field never written: nothing judged yet, nothing to re-arm.
+  local changed = crossedLimit and tonumber(crossedLimit) ~= s.limit or false
   for t in string.gmatch(csv or '', '[^,]+') do
     local pct = tonumber(t)
     if changed and pct and s.used + s.reserved < at(s.limit, pct) then
