@@ -148,7 +148,7 @@ local function emit(keyBase, events, now)
 end
 
 --[[
-  scopeState(keyBase, scopeBase, id, d, c, p, now): one scope's state from its
+  scopeState(keyBase, scopeBase, kind, id, d, c, p, now): one scope's state from its
   definition `d` (HMGET of the def hash: limit, policy, grace, period,
   rollover, rolloverCap, setAt, thresholds) and its counters `c` (HMGET of
   the counter hash: used, reserved, carry, adjust, init, crossed,
@@ -160,8 +160,7 @@ end
   `ceiling` is where admission stops: the limit (hard), the limit plus grace
   (soft with grace), or nil (soft without grace).
 ]]
-local function scopeState(keyBase, scopeBase, id, d, c, p, now)
-  local kind = string.match(scopeBase, '^([^:]+):') or scopeBase
+local function scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
   local s = { base = scopeBase, id = id, key = keyBase .. 'scope:' .. id, optional = OPTIONAL[kind] or false,
         used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
         delta = 0, exemptDelta = 0, soft = d[2] == 'soft' }
@@ -214,7 +213,7 @@ end
 --[[ scopeAt(keyBase, id): the state of counter id '<base>' or '<base>@<period label>' (settle: a period already initialised). ]]
 local function scopeAt(keyBase, id)
   local scopeBase = string.match(id, '^([^@]+)')
-  return scopeState(keyBase, scopeBase, id, readDef(keyBase, scopeBase), readCounters(keyBase .. 'scope:' .. id), nil, nil)
+  return scopeState(keyBase, scopeBase, string.match(scopeBase, '^([^:]+):') or scopeBase, id, readDef(keyBase, scopeBase), readCounters(keyBase .. 'scope:' .. id), nil, nil)
 end
 
 --[[
@@ -240,7 +239,7 @@ local function scopeReader(keyBase, periods, now, deciding)
     local p = periods[FIXED_PERIOD[kind] or d[4] or 'none']
     local id = p and (scopeBase .. '@' .. p.label) or scopeBase
     local c = (d[1] or not deciding or not OPTIONAL[kind]) and readCounters(keyBase .. 'scope:' .. id) or NONE
-    s = scopeState(keyBase, scopeBase, id, d, c, p, now)
+    s = scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
     cache[scopeBase] = s
     return s
   end
