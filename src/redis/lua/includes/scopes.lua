@@ -63,12 +63,14 @@ local function loadCrossed(s, csv, crossedLimit)
   s.crossed, s.crossedDirty, s.nextAt = {}, false, nil
   -- HMGET answers false for a field never written: nothing judged yet, nothing to re-arm.
   local changed = crossedLimit and tonumber(crossedLimit) ~= s.limit or false
-  for t in string.gmatch(csv or '', '[^,]+') do
-    local pct = tonumber(t)
-    if changed and pct and s.used + s.reserved < at(s.limit, pct) then
-      s.crossedDirty = true
-    else
-      s.crossed[t] = true
+  if csv then
+    for t in string.gmatch(csv, '[^,]+') do
+      local pct = tonumber(t)
+      if changed and pct and s.used + s.reserved < at(s.limit, pct) then
+        s.crossedDirty = true
+      else
+        s.crossed[t] = true
+      end
     end
   end
   if changed then s.crossedDirty = true end
@@ -147,6 +149,19 @@ local function emit(keyBase, events, now)
   end
 end
 
+-- Threshold lists parsed once per call per distinct text (most scopes share
+-- the default): shared tables, never written.
+local parsedThresholds = {}
+local function thresholdsOf(csv)
+  local list = parsedThresholds[csv]
+  if not list then
+    list = {}
+    for t in string.gmatch(csv, '%d+') do list[#list + 1] = tonumber(t) end
+    parsedThresholds[csv] = list
+  end
+  return list
+end
+
 --[[
   scopeState(keyBase, scopeBase, kind, id, d, c, p, now): one scope's state from its
   definition `d` (HMGET of the def hash: limit, policy, grace, period,
@@ -156,14 +171,16 @@ end
   yet initialised computes its carry (nil: the period was initialised when a
   job was admitted in it, as settle knows). State:
     { base, id, key, used, reserved, limit|nil, ceiling|nil, soft, optional,
-      delta, exemptDelta, initCarry|nil, thresholds, crossed }
+      delta, exemptDelta, initCarry|nil, thresholds, crossed, counted }
+  `counted`: the counters hold 'reserved', so their id is in the counters
+  set already (every writer of 'reserved' adds it there).
   `ceiling` is where admission stops: the limit (hard), the limit plus grace
   (soft with grace), or nil (soft without grace).
 ]]
 local function scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
   local s = { base = scopeBase, id = id, key = keyBase .. 'scope:' .. id, optional = OPTIONAL[kind] or false,
         used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
-        delta = 0, exemptDelta = 0, soft = d[2] == 'soft' }
+        delta = 0, exemptDelta = 0, soft = d[2] == 'soft', counted = c[2] and true or false }
   local carry = tonumber(c[3] or '0')
   if p and d[1] and d[5] == '1' and not c[5] then
     -- First touch of this period: carry what the previous one left unused
@@ -192,8 +209,7 @@ local function scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
       local whole = math.floor(s.limit / 100)
       s.ceiling = whole * g + math.floor((s.limit - whole * 100) * g / 100)
     end
-    s.thresholds = {}
-    for t in string.gmatch(d[8] or DEFAULT_THRESHOLDS, '%d+') do s.thresholds[#s.thresholds + 1] = tonumber(t) end
+    s.thresholds = thresholdsOf(d[8] or DEFAULT_THRESHOLDS)
     loadCrossed(s, c[6], c[7])
   end
   return s
