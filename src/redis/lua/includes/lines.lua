@@ -32,19 +32,22 @@ end
 ]]
 local function lineCache(base)
   local cache = {}
+  -- A line known empty and not added to: one shared entry, never written
+  -- (add() gives the base its own entry first).
+  local EMPTY = { n = 0, added = {}, addedMax = -math.huge }
   local function probe(bases)
-    local keys = {}
+    local keys, unread = {}, {}
     for i = 1, #bases do
-      if not cache[bases[i]] then keys[#keys + 1] = base .. 'line:' .. bases[i] end
+      if not cache[bases[i]] then
+        unread[#unread + 1] = bases[i]
+        keys[#keys + 1] = base .. 'line:' .. bases[i]
+      end
     end
     -- Chunks of 200: Lua's unpack stops at about 8,000 values.
     for first = 1, #keys, 200 do
       if redis.call('EXISTS', unpack(keys, first, math.min(first + 199, #keys))) > 0 then return end
     end
-    local off = #base + 6
-    for i = 1, #keys do
-      cache[string.sub(keys[i], off)] = { key = keys[i], n = 0, added = {}, addedMax = -math.huge }
-    end
+    for i = 1, #unread do cache[unread[i]] = EMPTY end
   end
   local function of(b)
     local L = cache[b]
@@ -73,6 +76,10 @@ local function lineCache(base)
   end
   local function add(b, o, jobId)
     local L = of(b)
+    if L == EMPTY then
+      L = { key = base .. 'line:' .. b, n = 0, added = {}, addedMax = -math.huge }
+      cache[b] = L
+    end
     L.added[#L.added + 1] = o
     L.added[#L.added + 1] = jobId
     if o > L.addedMax then L.addedMax = o end

@@ -15,6 +15,11 @@
     setAt        epoch ms the budget was first set
     thresholds   percents of the effective limit that raise a warning event
                  when used + reserved reaches them (absent: 75,90,100; '' none)
+    c            the fields above in one, as readDef reads them:
+                 limit|policy|grace|period|rollover|rolloverCap|setAt|thresholds,
+                 an absent grace or rolloverCap empty, absent thresholds '*'
+                 (src/accounting/definitions.ts writes it; a definition
+                 without it is read field by field)
   Its counters live per period, '<base key>scope:<scope id>', where the scope
   id is the base for one-off scopes and '<base>@<period label>' otherwise, so a
   new period starts at zero by itself, whatever ran (or did not) at midnight:
@@ -215,10 +220,29 @@ local function scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
   return s
 end
 
---[[ readDef(keyBase, scopeBase): a scope's definition, the fields scopeState reads. ]]
+-- A scope without a definition (most users): no limit. Never written.
+local NO_DEF = {}
+
+--[[
+  readDef(keyBase, scopeBase): a scope's definition, the fields scopeState
+  reads, from its compact copy 'c' when there is one: a hash field costs
+  Redis and Lua more than a pattern match does (docs/benchmarks.md). A
+  definition written without 'c' (or with one that does not parse) is
+  read field by field.
+]]
 local function readDef(keyBase, scopeBase)
-  return redis.call('HMGET', keyBase .. 'def:' .. scopeBase,
-    'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt', 'thresholds')
+  local key = keyBase .. 'def:' .. scopeBase
+  local r = redis.call('HMGET', key, 'c', 'limit')
+  if r[1] then
+    local limit, policy, grace, period, rollover, cap, setAt, th =
+      string.match(r[1], '^(%d+)|(%a+)|(%d*)|(%a+)|([01])|(%d*)|(%d+)|(.*)$')
+    if limit then
+      return { limit, policy, grace ~= '' and grace, period, rollover, cap ~= '' and cap, setAt, th ~= '*' and th }
+    end
+  elseif not r[2] then
+    return NO_DEF
+  end
+  return redis.call('HMGET', key, 'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt', 'thresholds')
 end
 
 --[[ readCounters(key): a period's counters, the fields scopeState reads. ]]
