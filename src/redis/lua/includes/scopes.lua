@@ -104,17 +104,19 @@ local function crossings(s, jobId, events)
   -- 128 jobs over three scopes would otherwise compute ~1,000 threshold points.
   if s.nextAt == nil then
     s.nextAt = false
-    for _, pct in ipairs(s.thresholds) do
-      if not s.crossed[tostring(pct)] then
-        local a = at(s.limit, pct)
+    local list, keys = s.thresholds, s.thresholds.keys
+    for i = 1, #list do
+      if not s.crossed[keys[i]] then
+        local a = at(s.limit, list[i])
         if not s.nextAt or a < s.nextAt then s.nextAt = a end
       end
     end
   end
   if not s.nextAt or total < s.nextAt then return end
-  for _, pct in ipairs(s.thresholds) do
-    local key = tostring(pct)
-    if not s.crossed[key] and total >= at(s.limit, pct) then
+  local list, keys = s.thresholds, s.thresholds.keys
+  for i = 1, #list do
+    local key = keys[i]
+    if not s.crossed[key] and total >= at(s.limit, list[i]) then
       s.crossed[key], s.crossedDirty = true, true
       events[#events + 1] = { 'THRESHOLD_CROSSED', 'jobId', jobId, 'scope', s.base, 'counterId', s.id,
         'threshold', key, 'used', string.format('%.0f', s.used), 'reserved', string.format('%.0f', s.reserved),
@@ -155,13 +157,18 @@ local function emit(keyBase, events, now)
 end
 
 -- Threshold lists parsed once per call per distinct text (most scopes share
--- the default): shared tables, never written.
+-- the default): shared tables, never written. keys: each as the crossed set
+-- names it (tostring costs about as much as a table, docs/benchmarks.md).
 local parsedThresholds = {}
 local function thresholdsOf(csv)
   local list = parsedThresholds[csv]
   if not list then
-    list = {}
-    for t in string.gmatch(csv, '%d+') do list[#list + 1] = tonumber(t) end
+    list = { keys = {} }
+    for t in string.gmatch(csv, '%d+') do
+      local pct = tonumber(t)
+      list[#list + 1] = pct
+      list.keys[#list] = tostring(pct)
+    end
     parsedThresholds[csv] = list
   end
   return list
