@@ -182,25 +182,9 @@ local lines = lineCache(base)  -- includes/lines.lua
 -- Whether any line of a scope list's scopes has anyone in it: kept per list
 -- until a hold in this call lengthens a line (linesChanged), so a batch that
 -- holds nothing asks once per list, not per job.
--- Before the first list's lines are read, one EXISTS asks whether any line
--- of the batch's scopes has anyone in it; if some do, one per list (when
--- there are several) before its ZCARDs.
-local linesChanged, probedAll = 0, false
+local linesChanged = 0
 local function anyLine(sig)
-  if not sig.probed then
-    sig.probed = true
-    if not probedAll then
-      probedAll = true
-      local all, seen = {}, {}
-      for _, s in ipairs(sigs) do
-        for _, b in ipairs(s.bases) do
-          if not seen[b] then seen[b] = true; all[#all + 1] = b end
-        end
-      end
-      lines.probe(all)
-    end
-    if #sigs > 1 then lines.probe(sig.bases) end
-  end
+  if not sig.probed then sig.probed = true; lines.probeList(sigs, sig.bases) end
   if sig.linesSeen ~= linesChanged then
     local any, bases = false, sig.bases
     for k = 1, #bases do

@@ -29,6 +29,10 @@ end
                              yet: when none exists (no one held: the common
                              case) they are all known empty without a ZCARD
                              each (docs/benchmarks.md, reserve instructions)
+    probeList(lists, bases)  before a scope list's lines are first read: the
+                             first time, probe every base of `lists` (each
+                             { bases }); if some line had anyone, probe this
+                             list's `bases` alone (when there are several)
 ]]
 local function lineCache(base)
   local cache = {}
@@ -45,9 +49,24 @@ local function lineCache(base)
     end
     -- Chunks of 200: Lua's unpack stops at about 8,000 values.
     for first = 1, #keys, 200 do
-      if redis.call('EXISTS', unpack(keys, first, math.min(first + 199, #keys))) > 0 then return end
+      if redis.call('EXISTS', unpack(keys, first, math.min(first + 199, #keys))) > 0 then return false end
     end
     for i = 1, #unread do cache[unread[i]] = EMPTY end
+    return true
+  end
+  local probedAll, allKnown = false, false
+  local function probeList(lists, bases)
+    if not probedAll then
+      probedAll = true
+      local all, seen = {}, {}
+      for _, l in ipairs(lists) do
+        for _, b in ipairs(l.bases) do
+          if not seen[b] then seen[b] = true; all[#all + 1] = b end
+        end
+      end
+      allKnown = probe(all)
+    end
+    if not allKnown and #lists > 1 then probe(bases) end
   end
   local function of(b)
     local L = cache[b]
@@ -84,5 +103,5 @@ local function lineCache(base)
     L.added[#L.added + 1] = jobId
     if o > L.addedMax then L.addedMax = o end
   end
-  return { of = of, older = older, add = add, probe = probe }
+  return { of = of, older = older, add = add, probe = probe, probeList = probeList }
 end
