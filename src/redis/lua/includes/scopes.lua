@@ -178,8 +178,8 @@ end
   scopeState(keyBase, scopeBase, kind, id, d, c, p, now): one scope's state from its
   definition `d` (HMGET of the def hash: limit, policy, grace, period,
   rollover, rolloverCap, setAt, thresholds) and its counters `c` (HMGET of
-  the counter hash: used, reserved, carry, adjust, init, crossed,
-  crossedLimit). `p`, the period's { label, prev, prevStart }: a period not
+  the counter hash: used, reserved, carry, adjust, crossed, crossedLimit,
+  and init for a rollover limit). `p`, the period's { label, prev, prevStart }: a period not
   yet initialised computes its carry (nil: the period was initialised when a
   job was admitted in it, as settle knows). State:
     { base, id, key, used, reserved, limit|nil, ceiling|nil, soft, optional,
@@ -194,7 +194,7 @@ local function scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
         used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
         delta = 0, exemptDelta = 0, soft = d[2] == 'soft', counted = c[2] and true or false }
   local carry = tonumber(c[3] or '0')
-  if p and d[1] and d[5] == '1' and not c[5] then
+  if p and d[1] and d[5] == '1' and not c[7] then
     -- First touch of this period: carry what the previous one left unused
     -- (its open reservations count as spent). A previous period nobody
     -- touched left its whole limit unused, if the budget existed then.
@@ -222,7 +222,7 @@ local function scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
       s.ceiling = whole * g + math.floor((s.limit - whole * 100) * g / 100)
     end
     s.thresholds = thresholdsOf(d[8] or DEFAULT_THRESHOLDS)
-    loadCrossed(s, c[6], c[7])
+    loadCrossed(s, c[5], c[6])
   end
   return s
 end
@@ -252,15 +252,22 @@ local function readDef(keyBase, scopeBase)
   return redis.call('HMGET', key, 'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt', 'thresholds')
 end
 
---[[ readCounters(key): a period's counters, the fields scopeState reads. ]]
-local function readCounters(key)
-  return redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'init', 'crossed', 'crossedLimit')
+--[[
+  readCounters(key, withInit): a period's counters, the fields scopeState
+  reads; 'init' only for a rollover limit, the only one that reads it (each
+  field read costs, docs/benchmarks.md).
+]]
+local function readCounters(key, withInit)
+  if withInit then
+    return redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'crossed', 'crossedLimit', 'init')
+  end
+  return redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'crossed', 'crossedLimit')
 end
 
 --[[ scopeAt(keyBase, id): the state of counter id '<base>' or '<base>@<period label>' (settle: a period already initialised). ]]
 local function scopeAt(keyBase, id)
   local scopeBase = string.match(id, '^([^@]+)')
-  return scopeState(keyBase, scopeBase, string.match(scopeBase, '^([^:]+):') or scopeBase, id, readDef(keyBase, scopeBase), readCounters(keyBase .. 'scope:' .. id), nil, nil)
+  return scopeState(keyBase, scopeBase, string.match(scopeBase, '^([^:]+):') or scopeBase, id, readDef(keyBase, scopeBase), readCounters(keyBase .. 'scope:' .. id, false), nil, nil)
 end
 
 --[[
@@ -285,7 +292,7 @@ local function scopeReader(keyBase, periods, now, deciding)
     local kind = string.match(scopeBase, '^([^:]+):') or scopeBase
     local p = periods[FIXED_PERIOD[kind] or d[4] or 'none']
     local id = p and (scopeBase .. '@' .. p.label) or scopeBase
-    local c = (d[1] or not deciding or not OPTIONAL[kind]) and readCounters(keyBase .. 'scope:' .. id) or NONE
+    local c = (d[1] or not deciding or not OPTIONAL[kind]) and readCounters(keyBase .. 'scope:' .. id, d[5] == '1') or NONE
     s = scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
     cache[scopeBase] = s
     return s
