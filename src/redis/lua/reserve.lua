@@ -127,9 +127,10 @@ for first = 1, #resKeys, CHUNK do
 end
 
 local touched = {}      -- scope states to write, in first-touch order
--- Scope lists: { bases, basesCsv, scopes, ids, limited, free, blocked, soft,
--- freeDelta }, the scopes read once per call and only when a job of the list
--- is decided (a batch of retries reads and writes no scope, as before).
+-- Scope lists: { bases, scopes, ids, limited, free, blocked, soft, freeDelta,
+-- basesCsv (once a job is held) }, the scopes read once per call and only
+-- when a job of the list is decided (a batch of retries reads and writes no
+-- scope, as before).
 -- A list's scopes with a limit are the only ones a job's decision reads; the
 -- others (a user with no quota: most of them) are only counted, so an
 -- admitted job adds to the list's freeDelta, and the sum goes to each of
@@ -139,7 +140,7 @@ local touched = {}      -- scope states to write, in first-touch order
 -- call. Per job at 256 per call (bench:instructions' jobs: one limited scope
 -- of three): 69.0k -> 66.0k Redis instructions.
 local sigs = {}
-for i, bases in ipairs(input.sigs) do sigs[i] = { bases = bases, basesCsv = table.concat(bases, ',') } end
+for i, bases in ipairs(input.sigs) do sigs[i] = { bases = bases } end
 local groups = input.groups
 local function resolve(sig)
   if not sig.scopes then
@@ -283,6 +284,7 @@ for j = 1, #batch do
       local flat = misfitsText(short)
       events[#events + 1] = { 'JOB_HELD', 'jobId', jobId, 'meta', meta, 'amount', amount,
         'ahead', tostring(ahead), 'line', line or '', 'misfits', flat }
+      sig.basesCsv = sig.basesCsv or table.concat(bases, ',')
       held[#held + 1] = { resKey, project, jobId, amount, sig.basesCsv, meta, order, joined, ts, flat }
       r = ahead > 0 and { 4, ahead, line, #short / 5 } or { 0, #short / 5 }
       for _, v in ipairs(short) do r[#r + 1] = v end
