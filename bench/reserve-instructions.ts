@@ -8,15 +8,24 @@
  *
  * Each case runs a fresh redis-server under callgrind: once with no script
  * calls (start-up and the driver's set-up, subtracted), once per script. The
- * jobs are the admission benchmark's: one-hour jobs of one project and 16
- * users (three scopes each), the budget at BENCH_FILL (0.9) of them, so the
- * last tenth is held.
+ * first two cases are the admission benchmark's jobs: one-hour jobs of one
+ * project and 16 users (three scopes each), the budget at BENCH_FILL (0.9)
+ * of them, so the last tenth is held. Five more fit the cost of a call as
+ * fixed + per job x jobs + per extra distinct scope list x (lists - 1), for
+ * users with daily and weekly quotas and users without, and report them
+ * against issue 19's targets (≤ 100,000 per extra list, ≤ 300,000 for a
+ * one-job call). bench/results/reserve-instructions.json carries this
+ * tree's terms at the top (oneJobCall, fixed, perJob, perExtraScopeList,
+ * perExtraScopeListNoQuotas), `targets`, `met`, and the revision's under
+ * `before`.
  *
  * Usage: npm run bench:instructions [-- <git revision>]
- * Env: BENCH_INSTR_JOBS (2560 per case). Needs valgrind and redis-server.
+ * Env: BENCH_INSTR_JOBS (2560 per case), BENCH_INSTR_KEEP (a directory: keep
+ * each run's callgrind output for callgrind_annotate). Needs valgrind and
+ * redis-server.
  */
 import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { Accounting } from '../src/accounting/counters.ts';
@@ -30,11 +39,30 @@ import { save } from './results.ts';
 
 const JOBS = Number(process.env.BENCH_INSTR_JOBS ?? 2560);
 const FILL = Number(process.env.BENCH_FILL ?? 0.9);
+const KEEP = process.env.BENCH_INSTR_KEEP; // a directory: keep each run's callgrind output there (for callgrind_annotate)
 const REV = process.argv[2] ?? 'HEAD';
-const CASES = [
-  { name: '128-job batches, none held', batch: 128, fill: 10 },
-  { name: '32-job batches, last tenth held', batch: 32, fill: FILL },
+/** Targets of issue 19: Redis instructions per extra distinct scope list (users with quotas) and per one-job call. */
+const TARGET = { perExtraScopeList: 100_000, oneJobCall: 300_000 };
+
+/**
+ * A case: `calls` calls of `batch` jobs each; job i of a call is user
+ * u<i % users>'s (a scope list per user: the project, user-day, user-week),
+ * with daily and weekly quotas when `quotas`. `fill`: the project budget in
+ * jobs' hours, as a multiple of all the case's jobs (0.9: the last tenth held).
+ */
+type Case = { name: string; batch: number; calls: number; users: number; quotas: boolean; fill: number };
+const CASES: Case[] = [
+  { name: '128-job batches, none held', batch: 128, calls: JOBS / 128, users: 16, quotas: false, fill: 10 },
+  { name: '32-job batches, last tenth held', batch: 32, calls: JOBS / 32, users: 16, quotas: false, fill: FILL },
 ];
+/** The cases the per-call terms are fitted from (nothing held, so every job takes the common path). */
+const FIT = {
+  one: { name: 'one-job calls, a user with quotas', batch: 1, calls: 200, users: 1, quotas: true, fill: 10 },
+  same: { name: '64 jobs of one user with quotas', batch: 64, calls: 40, users: 1, quotas: true, fill: 10 },
+  many: { name: '64 jobs of 64 users with quotas', batch: 64, calls: 40, users: 64, quotas: true, fill: 10 },
+  sameFree: { name: '64 jobs of one user without quotas', batch: 64, calls: 40, users: 1, quotas: false, fill: 10 },
+  manyFree: { name: '64 jobs of 64 users without quotas', batch: 64, calls: 40, users: 64, quotas: false, fill: 10 },
+} satisfies Record<string, Case>;
 
 const fromRev = (p: string) => execFileSync('git', ['show', `${REV}:src/redis/lua/${p}.lua`], { encoding: 'utf8' });
 const scripts = { [REV]: withIncludes(fromRev('reserve'), fromRev), tree: scriptSource('reserve') };
@@ -45,12 +73,13 @@ const scripts = { [REV]: withIncludes(fromRev('reserve'), fromRev), tree: script
  * groups), or one array per job with its scope list, as scripts before
  * a03b91a read it.
  */
-function batchArg(script: string, first: number, n: number, now: number): string {
-  const reqs: ReserveRequest[] = Array.from({ length: n }, (_, j) => {
+function batchArg(script: string, c: Case, first: number, now: number): string {
+  const total = c.batch * c.calls;
+  const reqs: ReserveRequest[] = Array.from({ length: c.batch }, (_, j) => {
     const i = first + j;
-    const user = `u${i % 16}`;
+    const user = `u${j % c.users}`;
     // submittedAt as the gatekeeper sends it (BullMQ's timestamp): the job's identity with its id.
-    return { jobId: String(i + 1), order: i + 1, submittedAt: now - JOBS + i, amountGpuMs: hoursToGpuMs(1), meta: { project: 'bench', user, gpus: 1 }, scopes: ['project:bench', `user-day:${user}`, `user-week:${user}`] };
+    return { jobId: String(i + 1), order: i + 1, submittedAt: now - total + i, amountGpuMs: hoursToGpuMs(1), meta: { project: 'bench', user, gpus: 1 }, scopes: ['project:bench', `user-day:${user}`, `user-week:${user}`] };
   });
   if (script.includes('input.groups')) return reserveBatch(reqs, now).batch;
   if (script.includes('input.sigs')) return sigsBatch(reqs, now);
@@ -70,7 +99,7 @@ function sigsBatch(reqs: ReserveRequest[], now: number): string {
 }
 
 /** Instructions a fresh redis-server executes while `script` (or nothing) runs the case. */
-async function instructions(script: string | null, c: (typeof CASES)[number]): Promise<number> {
+async function instructions(script: string | null, c: Case, label: string): Promise<number> {
   const dir = mkdtempSync(join(os.tmpdir(), 'gk-instr-'));
   const port = await freePort();
   const out = join(dir, 'callgrind.out');
@@ -81,27 +110,62 @@ async function instructions(script: string | null, c: (typeof CASES)[number]): P
     await waitFor(() => tcpOpen(port), 30_000, `redis-server under valgrind on port ${port}`);
     redis = createRedis(`redis://127.0.0.1:${port}`);
     const acc = new Accounting(redis, 'instr', 604_800, 'UTC');
-    await acc.definitions.setLimit('project:bench', hoursToGpuMs(JOBS * c.fill));
-    const k = acc.keys;
     const now = Date.UTC(2026, 11, 1, 12);
+    const total = c.batch * c.calls;
+    await acc.definitions.setLimit('project:bench', hoursToGpuMs(Math.round(total * c.fill)));
+    for (let u = 0; c.quotas && u < c.users; u++) {
+      for (const period of ['day', 'week'] as const) {
+        await acc.definitions.define(`user-${period}:u${u}`, { limitGpuMs: hoursToGpuMs(total), policy: 'hard', gracePercent: null, period, rollover: false, rolloverCapGpuMs: null, setAt: now - 86_400_000 * 30 });
+      }
+    }
+    const k = acc.keys;
     const sha = script ? ((await redis.script('LOAD', script)) as string) : '';
-    for (let i = 0; i < JOBS; i += c.batch) {
-      const arg = batchArg(script ?? '', i, c.batch, now);
-      if (script) await redis.evalsha(sha, 4, k.open, k.ledger, k.allHeld, k.exemptTypes, String(now), 'hold', k.prefix, acc.periodsArg(now), arg, '0');
+    for (let i = 0; script && i < total; i += c.batch) {
+      await redis.evalsha(sha, 4, k.open, k.ledger, k.allHeld, k.exemptTypes, String(now), 'hold', k.prefix, acc.periodsArg(now), batchArg(script, c, i, now), '0');
     }
     redis.on('error', () => {}); // the shutdown below drops the connection
     redis.disconnect();
     process.kill(server.pid!, 'SIGTERM'); // redis-server exits; valgrind then writes its counts
     await exited;
-    const total = /^(?:summary|totals):\s*(\d+)/m.exec(readFileSync(out, 'utf8'));
-    if (!total) throw new Error(`no callgrind totals in ${out}`);
-    return Number(total[1]);
+    const text = readFileSync(out, 'utf8');
+    if (KEEP) writeFileSync(join(KEEP, `${label}.callgrind`), text);
+    const found = /^(?:summary|totals):\s*(\d+)/m.exec(text);
+    if (!found) throw new Error(`no callgrind totals in ${out}`);
+    return Number(found[1]);
   } finally {
     redis?.disconnect();
     server.kill('SIGKILL');
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/** Instructions per call of the case, REV's script and this tree's, start-up and set-up subtracted. */
+async function perCall(c: Case): Promise<{ rev: number; tree: number }> {
+  const slug = c.name.replace(/\W+/g, '-');
+  const base = await instructions(null, c, `${slug}-base`);
+  const rev = ((await instructions(scripts[REV]!, c, `${slug}-rev`)) - base) / c.calls;
+  const tree = ((await instructions(scripts.tree, c, `${slug}-tree`)) - base) / c.calls;
+  process.stderr.write(`${c.name}: ${REV} ${Math.round(rev)}, tree ${Math.round(tree)} instructions per call\n`);
+  return { rev, tree };
+}
+
+/**
+ * The per-call terms, fitted from the FIT cases as instructions per call =
+ * fixed + perJob x jobs + perExtraScopeList x (distinct scope lists - 1).
+ */
+function terms(m: Record<keyof typeof FIT, number>) {
+  const perJob = (m.same - m.one) / (FIT.same.batch - 1);
+  return {
+    oneJobCall: m.one,
+    fixed: m.one - perJob,
+    perJob,
+    perExtraScopeList: (m.many - m.same) / (FIT.many.users - 1),
+    perExtraScopeListNoQuotas: (m.manyFree - m.sameFree) / (FIT.manyFree.users - 1),
+  };
+}
+type Terms = ReturnType<typeof terms>;
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en');
 
 async function main(): Promise<void> {
   try {
@@ -111,22 +175,43 @@ async function main(): Promise<void> {
   }
   const rows: { case: string; [k: string]: number | string }[] = [];
   for (const c of CASES) {
-    const base = await instructions(null, c);
-    const per = async (s: string) => ((await instructions(s, c)) - base) / JOBS;
-    const [rev, tree] = [await per(scripts[REV]!), await per(scripts.tree)];
-    rows.push({ case: c.name, [REV]: Math.round(rev), tree: Math.round(tree), ratio: Number((tree / rev).toFixed(3)) });
-    process.stderr.write(`${c.name}: ${REV} ${Math.round(rev)}, tree ${Math.round(tree)} instructions per job\n`);
+    const { rev, tree } = await perCall(c);
+    rows.push({ case: c.name, [REV]: Math.round(rev / c.batch), tree: Math.round(tree / c.batch), ratio: Number((tree / rev).toFixed(3)) });
   }
+  const measured = { rev: {} as Record<keyof typeof FIT, number>, tree: {} as Record<keyof typeof FIT, number> };
+  for (const [key, c] of Object.entries(FIT) as [keyof typeof FIT, Case][]) {
+    const m = await perCall(c);
+    measured.rev[key] = m.rev;
+    measured.tree[key] = m.tree;
+  }
+  const [rev, tree] = [terms(measured.rev), terms(measured.tree)];
+  const round = (t: Terms) => Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Math.round(v)])) as Terms;
+  const met = { perExtraScopeList: tree.perExtraScopeList <= TARGET.perExtraScopeList, oneJobCall: tree.oneJobCall <= TARGET.oneJobCall };
+  const termRows: [string, keyof Terms, string][] = [
+    ['one-job call (a user with quotas)', 'oneJobCall', `≤ ${fmt(TARGET.oneJobCall)}: ${met.oneJobCall ? 'met' : 'not met'}`],
+    ['fixed, per call', 'fixed', ''],
+    ['per job', 'perJob', ''],
+    ['per extra distinct scope list, users with quotas', 'perExtraScopeList', `≤ ${fmt(TARGET.perExtraScopeList)}: ${met.perExtraScopeList ? 'met' : 'not met'}`],
+    ['per extra distinct scope list, users without quotas', 'perExtraScopeListNoQuotas', ''],
+  ];
   const md = [
     `Redis instructions per job of reserve.lua (callgrind, ${JOBS} jobs per case, 3 scopes per job, 16 users), this tree against ${REV}:`,
     '',
     `| case | ${REV} | this tree | ratio |`,
     '| --- | --- | --- | --- |',
-    ...rows.map((r) => `| ${r.case} | ${Number(r[REV]).toLocaleString('en')} | ${Number(r.tree).toLocaleString('en')} | ${r.ratio} |`),
+    ...rows.map((r) => `| ${r.case} | ${fmt(Number(r[REV]))} | ${fmt(Number(r.tree))} | ${r.ratio} |`),
+    '',
+    `Redis instructions per call, fitted as fixed + per job × jobs + per extra scope list × (distinct scope lists − 1) from calls of 1 and 64 jobs of 1 and 64 users (each user: project, user-day, user-week; quotas: daily and weekly limits), nothing held:`,
+    '',
+    `| term | ${REV} | this tree | target |`,
+    '| --- | --- | --- | --- |',
+    ...termRows.map(([label, k, target]) => `| ${label} | ${fmt(rev[k])} | ${fmt(tree[k])} | ${target} |`),
   ].join('\n');
   console.log(md);
   save('reserve-instructions.md', md + '\n');
-  save('reserve-instructions.json', JSON.stringify({ against: REV, jobs: JOBS, rows }, null, 2) + '\n');
+  // This tree's terms at the top (what the bench summary shows), the revision's under `before`.
+  const json = { ...round(tree), targets: TARGET, met, before: { revision: REV, ...round(rev) }, jobs: JOBS, rows };
+  save('reserve-instructions.json', JSON.stringify(json, null, 2) + '\n');
 }
 
 main().catch((err: unknown) => {

@@ -360,4 +360,14 @@ describe('scripts', () => {
     expect(await a.reserve('v1', 5, ['s:ov'], meta, now)).toEqual({ kind: 'cancelled' });
     expect((await a.readScope('s:ov')).reservedGpuMs).toBe(5);
   });
+
+  it('reads a definition without its compact field, or with one that does not parse, field by field', async () => {
+    const a = t.accounting;
+    // As a version before the compact field 'c' wrote it: soft, 10 % grace (admits up to 55).
+    await t.redis.hset(a.keys.def('s:old'), { limit: '50', policy: 'soft', grace: '10', period: 'none', rollover: '0', setAt: '0' });
+    expect(await a.reserve('compact-1', 40, ['s:old'], meta, now)).toMatchObject({ kind: 'reserved' });
+    expect(await a.reserve('compact-2', 20, ['s:old'], meta, now)).toMatchObject({ kind: 'held', shortfalls: [{ scope: 's:old', code: 'over-grace', limitGpuMs: 55 }] });
+    await t.redis.hset(a.keys.def('s:garbled'), { limit: '20', policy: 'hard', period: 'none', rollover: '0', setAt: '0', c: 'not|a|definition' });
+    expect(await a.reserve('compact-3', 25, ['s:garbled'], meta, now)).toMatchObject({ kind: 'held', shortfalls: [{ scope: 's:garbled', code: 'over-limit', limitGpuMs: 20 }] });
+  });
 });

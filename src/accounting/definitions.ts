@@ -43,6 +43,7 @@ export class ScopeDefinitions {
     if (d.gracePercent !== null) fields.grace = String(d.gracePercent);
     if (d.thresholds != null) fields.thresholds = d.thresholds.join(',');
     if (d.rolloverCapGpuMs !== null) fields.rolloverCap = String(d.rolloverCapGpuMs);
+    fields.c = compactDefinition(fields);
     await this.redis.multi().unlink(key).hset(key, fields).exec();
   }
 
@@ -76,4 +77,12 @@ export class ScopeDefinitions {
     if (exempt) await this.redis.sadd(this.keys.exemptTypes, jobType);
     else await this.redis.srem(this.keys.exemptTypes, jobType);
   }
+}
+
+/**
+ * The definition's fields in one ('c', see lua/includes/scopes.lua): the
+ * reserve script reads one field instead of eight (docs/benchmarks.md).
+ */
+export function compactDefinition(f: Record<string, string>): string {
+  return [f.limit, f.policy, f.grace ?? '', f.period, f.rollover, f.rolloverCap ?? '', f.setAt, f.thresholds ?? '*'].join('|');
 }

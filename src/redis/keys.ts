@@ -40,7 +40,7 @@ export class Keys {
     return `${this.base}:counters`;
   }
 
-  /** Definition hash of one scope base: limit, policy, grace, period, rollover, rolloverCap, setAt. */
+  /** Definition hash of one scope base: limit, policy, grace, period, rollover, rolloverCap, setAt, thresholds, and c (all of them in one field, see lua/includes/scopes.lua). */
   def(scopeBase: string): string {
     return `${this.base}:def:${scopeBase}`;
   }

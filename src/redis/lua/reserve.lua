@@ -96,8 +96,8 @@
     { 7, scope }                rejected: `scope` has no limit and ARGV[2] is 'reject'
 
   Every read comes before the first write. Counter deltas are summed as Lua
-  numbers (exact below 2^53 GPU-ms) and written with %.0f, never tostring
-  (which keeps only 14 digits).
+  numbers (exact below 2^53 GPU-ms) and written with %.0f or %d, never
+  tostring (which keeps only 14 digits).
 ]]
 -- @include scopes
 -- @include lines
@@ -127,9 +127,10 @@ for first = 1, #resKeys, CHUNK do
 end
 
 local touched = {}      -- scope states to write, in first-touch order
--- Scope lists: { bases, basesCsv, scopes, ids, limited, free, blocked, soft,
--- freeDelta }, the scopes read once per call and only when a job of the list
--- is decided (a batch of retries reads and writes no scope, as before).
+-- Scope lists: { bases, scopes, ids, limited, free, blocked, soft, freeDelta,
+-- basesCsv (once a job is held) }, the scopes read once per call and only
+-- when a job of the list is decided (a batch of retries reads and writes no
+-- scope, as before).
 -- A list's scopes with a limit are the only ones a job's decision reads; the
 -- others (a user with no quota: most of them) are only counted, so an
 -- admitted job adds to the list's freeDelta, and the sum goes to each of
@@ -139,7 +140,7 @@ local touched = {}      -- scope states to write, in first-touch order
 -- call. Per job at 256 per call (bench:instructions' jobs: one limited scope
 -- of three): 69.0k -> 66.0k Redis instructions.
 local sigs = {}
-for i, bases in ipairs(input.sigs) do sigs[i] = { bases = bases, basesCsv = table.concat(bases, ',') } end
+for i, bases in ipairs(input.sigs) do sigs[i] = { bases = bases } end
 local groups = input.groups
 local function resolve(sig)
   if not sig.scopes then
@@ -184,6 +185,7 @@ local lines = lineCache(base)  -- includes/lines.lua
 -- holds nothing asks once per list, not per job.
 local linesChanged = 0
 local function anyLine(sig)
+  if not sig.probed then sig.probed = true; lines.probeList(sigs, sig.bases) end
   if sig.linesSeen ~= linesChanged then
     local any, bases = false, sig.bases
     for k = 1, #bases do
@@ -282,6 +284,7 @@ for j = 1, #batch do
       local flat = misfitsText(short)
       events[#events + 1] = { 'JOB_HELD', 'jobId', jobId, 'meta', meta, 'amount', amount,
         'ahead', tostring(ahead), 'line', line or '', 'misfits', flat }
+      sig.basesCsv = sig.basesCsv or table.concat(bases, ',')
       held[#held + 1] = { resKey, project, jobId, amount, sig.basesCsv, meta, order, joined, ts, flat }
       r = ahead > 0 and { 4, ahead, line, #short / 5 } or { 0, #short / 5 }
       for _, v in ipairs(short) do r[#r + 1] = v end
@@ -359,9 +362,11 @@ local counted = {}
 for _, s in ipairs(touched) do
   writeInit(s)
   writeCrossed(s)
-  if s.delta > 0 then redis.call('HINCRBY', s.key, 'reserved', string.format('%.0f', s.delta)) end
-  if s.exemptDelta > 0 then redis.call('HINCRBY', s.key, 'exemptReserved', string.format('%.0f', s.exemptDelta)) end
-  if s.delta > 0 or s.exemptDelta > 0 then counted[#counted + 1] = s.id end
+  -- %d: exact for these integers (Lua 5.1 formats it as a 64-bit long) and
+  -- cheaper than %.0f's floating-point path (docs/benchmarks.md).
+  if s.delta > 0 then redis.call('HINCRBY', s.key, 'reserved', string.format('%d', s.delta)) end
+  if s.exemptDelta > 0 then redis.call('HINCRBY', s.key, 'exemptReserved', string.format('%d', s.exemptDelta)) end
+  if (s.delta > 0 or s.exemptDelta > 0) and not s.counted then counted[#counted + 1] = s.id end
 end
 callChunked('SADD', base .. 'counters', counted, CHUNK)
 writeAdmitted(admitted, openKey, ledgerKey, now, CHUNK)  -- includes/admitted.lua

@@ -15,6 +15,11 @@
     setAt        epoch ms the budget was first set
     thresholds   percents of the effective limit that raise a warning event
                  when used + reserved reaches them (absent: 75,90,100; '' none)
+    c            the fields above in one, as readDef reads them:
+                 limit|policy|grace|period|rollover|rolloverCap|setAt|thresholds,
+                 an absent grace or rolloverCap empty, absent thresholds '*'
+                 (src/accounting/definitions.ts writes it; a definition
+                 without it is read field by field)
   Its counters live per period, '<base key>scope:<scope id>', where the scope
   id is the base for one-off scopes and '<base>@<period label>' otherwise, so a
   new period starts at zero by itself, whatever ran (or did not) at midnight:
@@ -63,12 +68,14 @@ local function loadCrossed(s, csv, crossedLimit)
   s.crossed, s.crossedDirty, s.nextAt = {}, false, nil
   -- HMGET answers false for a field never written: nothing judged yet, nothing to re-arm.
   local changed = crossedLimit and tonumber(crossedLimit) ~= s.limit or false
-  for t in string.gmatch(csv or '', '[^,]+') do
-    local pct = tonumber(t)
-    if changed and pct and s.used + s.reserved < at(s.limit, pct) then
-      s.crossedDirty = true
-    else
-      s.crossed[t] = true
+  if csv then
+    for t in string.gmatch(csv, '[^,]+') do
+      local pct = tonumber(t)
+      if changed and pct and s.used + s.reserved < at(s.limit, pct) then
+        s.crossedDirty = true
+      else
+        s.crossed[t] = true
+      end
     end
   end
   if changed then s.crossedDirty = true end
@@ -97,17 +104,19 @@ local function crossings(s, jobId, events)
   -- 128 jobs over three scopes would otherwise compute ~1,000 threshold points.
   if s.nextAt == nil then
     s.nextAt = false
-    for _, pct in ipairs(s.thresholds) do
-      if not s.crossed[tostring(pct)] then
-        local a = at(s.limit, pct)
+    local list, keys = s.thresholds, s.thresholds.keys
+    for i = 1, #list do
+      if not s.crossed[keys[i]] then
+        local a = at(s.limit, list[i])
         if not s.nextAt or a < s.nextAt then s.nextAt = a end
       end
     end
   end
   if not s.nextAt or total < s.nextAt then return end
-  for _, pct in ipairs(s.thresholds) do
-    local key = tostring(pct)
-    if not s.crossed[key] and total >= at(s.limit, pct) then
+  local list, keys = s.thresholds, s.thresholds.keys
+  for i = 1, #list do
+    local key = keys[i]
+    if not s.crossed[key] and total >= at(s.limit, list[i]) then
       s.crossed[key], s.crossedDirty = true, true
       events[#events + 1] = { 'THRESHOLD_CROSSED', 'jobId', jobId, 'scope', s.base, 'counterId', s.id,
         'threshold', key, 'used', string.format('%.0f', s.used), 'reserved', string.format('%.0f', s.reserved),
@@ -147,25 +156,45 @@ local function emit(keyBase, events, now)
   end
 end
 
+-- Threshold lists parsed once per call per distinct text (most scopes share
+-- the default): shared tables, never written. keys: each as the crossed set
+-- names it (tostring costs about as much as a table, docs/benchmarks.md).
+local parsedThresholds = {}
+local function thresholdsOf(csv)
+  local list = parsedThresholds[csv]
+  if not list then
+    list = { keys = {} }
+    for t in string.gmatch(csv, '%d+') do
+      local pct = tonumber(t)
+      list[#list + 1] = pct
+      list.keys[#list] = tostring(pct)
+    end
+    parsedThresholds[csv] = list
+  end
+  return list
+end
+
 --[[
   scopeState(keyBase, scopeBase, kind, id, d, c, p, now): one scope's state from its
   definition `d` (HMGET of the def hash: limit, policy, grace, period,
   rollover, rolloverCap, setAt, thresholds) and its counters `c` (HMGET of
-  the counter hash: used, reserved, carry, adjust, init, crossed,
-  crossedLimit). `p`, the period's { label, prev, prevStart }: a period not
+  the counter hash: used, reserved, carry, adjust, crossed, crossedLimit,
+  and init for a rollover limit). `p`, the period's { label, prev, prevStart }: a period not
   yet initialised computes its carry (nil: the period was initialised when a
   job was admitted in it, as settle knows). State:
     { base, id, key, used, reserved, limit|nil, ceiling|nil, soft, optional,
-      delta, exemptDelta, initCarry|nil, thresholds, crossed }
+      delta, exemptDelta, initCarry|nil, thresholds, crossed, counted }
+  `counted`: the counters hold 'reserved', so their id is in the counters
+  set already (every writer of 'reserved' adds it there).
   `ceiling` is where admission stops: the limit (hard), the limit plus grace
   (soft with grace), or nil (soft without grace).
 ]]
 local function scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
   local s = { base = scopeBase, id = id, key = keyBase .. 'scope:' .. id, optional = OPTIONAL[kind] or false,
         used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
-        delta = 0, exemptDelta = 0, soft = d[2] == 'soft' }
+        delta = 0, exemptDelta = 0, soft = d[2] == 'soft', counted = c[2] and true or false }
   local carry = tonumber(c[3] or '0')
-  if p and d[1] and d[5] == '1' and not c[5] then
+  if p and d[1] and d[5] == '1' and not c[7] then
     -- First touch of this period: carry what the previous one left unused
     -- (its open reservations count as spent). A previous period nobody
     -- touched left its whole limit unused, if the budget existed then.
@@ -192,28 +221,53 @@ local function scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
       local whole = math.floor(s.limit / 100)
       s.ceiling = whole * g + math.floor((s.limit - whole * 100) * g / 100)
     end
-    s.thresholds = {}
-    for t in string.gmatch(d[8] or DEFAULT_THRESHOLDS, '%d+') do s.thresholds[#s.thresholds + 1] = tonumber(t) end
-    loadCrossed(s, c[6], c[7])
+    s.thresholds = thresholdsOf(d[8] or DEFAULT_THRESHOLDS)
+    loadCrossed(s, c[5], c[6])
   end
   return s
 end
 
---[[ readDef(keyBase, scopeBase): a scope's definition, the fields scopeState reads. ]]
+-- A scope without a definition (most users): no limit. Never written.
+local NO_DEF = {}
+
+--[[
+  readDef(keyBase, scopeBase): a scope's definition, the fields scopeState
+  reads, from its compact copy 'c' when there is one: a hash field costs
+  Redis and Lua more than a pattern match does (docs/benchmarks.md). A
+  definition written without 'c' (or with one that does not parse) is
+  read field by field.
+]]
 local function readDef(keyBase, scopeBase)
-  return redis.call('HMGET', keyBase .. 'def:' .. scopeBase,
-    'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt', 'thresholds')
+  local key = keyBase .. 'def:' .. scopeBase
+  local r = redis.call('HMGET', key, 'c', 'limit')
+  if r[1] then
+    local limit, policy, grace, period, rollover, cap, setAt, th =
+      string.match(r[1], '^(%d+)|(%a+)|(%d*)|(%a+)|([01])|(%d*)|(%d+)|(.*)$')
+    if limit then
+      return { limit, policy, grace ~= '' and grace, period, rollover, cap ~= '' and cap, setAt, th ~= '*' and th }
+    end
+  elseif not r[2] then
+    return NO_DEF
+  end
+  return redis.call('HMGET', key, 'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt', 'thresholds')
 end
 
---[[ readCounters(key): a period's counters, the fields scopeState reads. ]]
-local function readCounters(key)
-  return redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'init', 'crossed', 'crossedLimit')
+--[[
+  readCounters(key, withInit): a period's counters, the fields scopeState
+  reads; 'init' only for a rollover limit, the only one that reads it (each
+  field read costs, docs/benchmarks.md).
+]]
+local function readCounters(key, withInit)
+  if withInit then
+    return redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'crossed', 'crossedLimit', 'init')
+  end
+  return redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'crossed', 'crossedLimit')
 end
 
 --[[ scopeAt(keyBase, id): the state of counter id '<base>' or '<base>@<period label>' (settle: a period already initialised). ]]
 local function scopeAt(keyBase, id)
   local scopeBase = string.match(id, '^([^@]+)')
-  return scopeState(keyBase, scopeBase, string.match(scopeBase, '^([^:]+):') or scopeBase, id, readDef(keyBase, scopeBase), readCounters(keyBase .. 'scope:' .. id), nil, nil)
+  return scopeState(keyBase, scopeBase, string.match(scopeBase, '^([^:]+):') or scopeBase, id, readDef(keyBase, scopeBase), readCounters(keyBase .. 'scope:' .. id, false), nil, nil)
 end
 
 --[[
@@ -238,7 +292,7 @@ local function scopeReader(keyBase, periods, now, deciding)
     local kind = string.match(scopeBase, '^([^:]+):') or scopeBase
     local p = periods[FIXED_PERIOD[kind] or d[4] or 'none']
     local id = p and (scopeBase .. '@' .. p.label) or scopeBase
-    local c = (d[1] or not deciding or not OPTIONAL[kind]) and readCounters(keyBase .. 'scope:' .. id) or NONE
+    local c = (d[1] or not deciding or not OPTIONAL[kind]) and readCounters(keyBase .. 'scope:' .. id, d[5] == '1') or NONE
     s = scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
     cache[scopeBase] = s
     return s
