@@ -180,10 +180,10 @@ async function main(): Promise<void> {
       `| g. Redis bytes per open reservation (+ ledger stream until written) | ${g.openReservationBytes.toFixed(0)} (+${g.openReservationStreamBytes.toFixed(0)}) | | |`,
       `| g. Redis bytes per held job, reserve script's side (+ streams) | ${g.heldJobBytes.toFixed(0)} (+${g.heldJobStreamBytes.toFixed(0)}) | | |`,
       ...(['admit', 'hold', 'release'] as const).map((op) =>
-        `| g. ${op}, Redis µs in the script per job (128 per call) at ${gN.held.toLocaleString('en')} held vs 0 held | ${gN[`${op}RedisUsPerJob`].toFixed(1)} | ${g0[`${op}RedisUsPerJob`].toFixed(1)} | ${g.flat[op].toFixed(2)} |`),
+        `| g. ${op}, Redis µs in the script per job (128 per call, least disturbed call) at ${gN.held.toLocaleString('en')} held vs 0 held | ${gN[`${op}RedisUsPerJob`].toFixed(1)} | ${g0[`${op}RedisUsPerJob`].toFixed(1)} | ${g.flat[op].toFixed(2)} |`),
       '',
       `Held lines flat (each cost at ${gN.held.toLocaleString('en')} held within ${g.flatTarget} x the cost at none): ${flatMet ? 'met' : 'NOT met'}; ` +
-        `g's levels, Redis µs in the script per job (wall µs per job of the median call): ${g.levels.map((l) => `${l.held.toLocaleString('en')} held ` +
+        `g's levels, Redis µs in the script per job, least disturbed call (wall µs per job, median call): ${g.levels.map((l) => `${l.held.toLocaleString('en')} held ` +
           `${(['admit', 'hold', 'release'] as const).map((op) => `${l[`${op}RedisUsPerJob`].toFixed(1)} (${l[`${op}UsPerJob`].toFixed(1)})`).join(' / ')}`).join('; ')} (admit / hold / release); g's ratios are cost at the most held / cost at none.`,
       '',
       'Ratios are throughput ratios (baseline time / gatekeeper time, or gatekeeper rate / baseline rate): above 1 is faster than the baseline.',

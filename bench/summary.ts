@@ -18,21 +18,24 @@ const f = (n: number, d = 0) => n.toLocaleString('en', { maximumFractionDigits: 
 const rows: string[] = [];
 const row = (what: string, value: string, baseline: string, ratio: string, target: string) => rows.push(`| ${what} | ${value} | ${baseline} | ${ratio} | ${target} |`);
 
+const signed = (n: number) => `${n >= 0 ? '+' : '−'}${f(Math.abs(n), 2)}`;
 const met = (ok: boolean) => (ok ? 'met' : 'not met');
 const a = read('latest.json');
 if (a) {
   const s = a.summary;
-  row('a. admission throughput, 16 users (jobs/s) vs plain relay', f(s.throughputJobsPerSec.gatekeeper), f(s.throughputJobsPerSec.relay), f(s.ratio, 2), `≥ 0.80: ${met(s.ratio >= 0.8)}`);
+  // Judged by the median of the rounds' own ratios (bench/admission.ts); the ratio of the medians and by CPU are shown beside it.
+  const guard = (x: any) => `≥ 0.80 (rounds' median; medians' ratio ${f(x.ratio, 2)}, by CPU ${f(x.cpuRatio, 2)})`;
+  row('a. admission throughput, 16 users (jobs/s) vs plain relay', f(s.throughputJobsPerSec.gatekeeper), f(s.throughputJobsPerSec.relay), f(s.pairedRatio, 2), `${guard(s)}: ${met(s.pairedRatio >= 0.8)}`);
   row('a. admission latency p50 / p99 at 500/s (ms)', `${s.latencyP50Ms.gatekeeper} / ${s.latencyP99Ms.gatekeeper}`, `${s.latencyP50Ms.relay} / ${s.latencyP99Ms.relay}`, '', a.ok ? 'zero over-admission' : 'CHECKS FAILED');
   const m = a.mix;
   if (m) {
     row(`a. realistic mix (${f(m.users)} users, Zipf ${m.zipf}, ${f(m.projects)} projects, ${f(100 * m.heldShare, 1)} % held), jobs/s vs plain relay`,
-      f(m.throughputJobsPerSec.gatekeeper), f(m.throughputJobsPerSec.relay), f(m.ratio, 2), `≥ 0.80, zero over-admission: ${met(m.ratio >= 0.8 && m.ok)}`);
+      f(m.throughputJobsPerSec.gatekeeper), f(m.throughputJobsPerSec.relay), f(m.pairedRatio, 2), `${guard(m)}, zero over-admission: ${met(m.pairedRatio >= 0.8 && m.ok)}`);
   }
   const l = a.lowLoad;
   if (l) {
     row(`a. low load, one job at a time: p50 / p99 (ms) vs plain relay; added`, `${f(l.p50Ms.gatekeeper, 2)} / ${f(l.p99Ms.gatekeeper, 2)}`, `${f(l.p50Ms.relay, 2)} / ${f(l.p99Ms.relay, 2)}`,
-      `+${f(l.addedP50Ms, 2)} / +${f(l.addedP99Ms, 2)}`, `added ≤ 0.2 / ≤ 1: ${met(l.addedP50Ms <= 0.2 && l.addedP99Ms <= 1)}`);
+      `${signed(l.addedP50Ms)} / ${signed(l.addedP99Ms)}`, `added ≤ 0.2 / ≤ 1: ${met(l.addedP50Ms <= 0.2 && l.addedP99Ms <= 1)}`);
   }
 }
 const b = read('sql-baseline.json');
