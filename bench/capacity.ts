@@ -9,8 +9,11 @@
  *     BullMQ entry, its reservation record and its place in the lines);
  *  e. a release storm: the budget raised over the BENCH_BURST/2 held jobs,
  *     released by one admin call — time until all are on gpu-exec, against
- *     the relay moving as many jobs from intake to gpu-exec.
- * Env: BENCH_BURST (100000), REDIS_URL (else a local redis-server).
+ *     the relay moving as many jobs from intake to gpu-exec;
+ *  g. Redis bytes per open reservation and per held job, and admit, hold and
+ *     release cost per job with 0 to 1,000,000 held (bench/held-scale.ts).
+ * Env: BENCH_BURST (100000), BENCH_HELD (1000000), BENCH_HELD_CALLS (20),
+ * BENCH_MEM_JOBS (20000).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -31,6 +34,7 @@ import { hoursToGpuMs } from '../src/units.ts';
 import { createGatekeeper } from '../workers/gatekeeper.ts';
 import { createDatabase, startInfra, unlinkMatching } from '../test/support/infra.ts';
 import { createRelay } from './relay.ts';
+import { heldScale, type HeldScale } from './held-scale.ts';
 import { save } from './results.ts';
 
 const BURST = Number(process.env.BENCH_BURST ?? 100_000);
@@ -122,6 +126,11 @@ async function burstAndStorm(ctx: Ctx) {
       // Memory per held job: what holding added, beyond what admitting the other half added per job.
       const heldCount = await held!.count();
       const memAfter = await usedMemory(admin);
+      // A held job's BullMQ side on gpu-held (its job hash), beside what the reserve script keeps (part g).
+      const sample = await held!.getJobs(['prioritized'], 0, 99);
+      let heldHashBytes = 0;
+      for (const j of sample) heldHashBytes += Number(await admin.call('MEMORY', 'USAGE', `${prefix}:${config.queues.held}:${j.id}`, 'SAMPLES', '0'));
+      heldHashBytes /= Math.max(1, sample.length);
 
       await budgets.set('cap', BURST * H);
       const ops = new HeldJobs(config, admin, pool, systemClock, log);
@@ -130,7 +139,7 @@ async function burstAndStorm(ctx: Ctx) {
       await ops.close();
       const stormSeconds = (performance.now() - t1) / 1000;
       if (report.admitted.length !== heldCount || (await exec!.count()) !== BURST) throw new Error(`release storm admitted ${report.admitted.length} of ${heldCount}`);
-      return { drainSeconds, heldCount, memPerPlacedJobBytes: (memAfter - memBefore) / BURST, stormSeconds };
+      return { drainSeconds, heldCount, memPerPlacedJobBytes: (memAfter - memBefore) / BURST, heldJobHashBytes: heldHashBytes, stormSeconds };
     } finally {
       await Promise.all([intake, exec, held].map((q) => q!.close()));
       await pool.end();
@@ -154,6 +163,9 @@ async function main(): Promise<void> {
     const relayBurst = await relayDrain(ctx, BURST);
     const d = await burstAndStorm(ctx);
     const relayHalf = await relayDrain(ctx, d.heldCount);
+    const g: HeldScale = await withPrefix(ctx, ({ prefix, admin }) => heldScale(admin, prefix));
+    const [g0, gN] = [g.levels[0]!, g.levels.at(-1)!];
+    const flatMet = Math.max(g.flat.admit, g.flat.hold, g.flat.release) <= g.flatTarget;
     const md = [
       `Capacity (${infra.how}; ${os.cpus().length} cores; load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}):`,
       '',
@@ -163,13 +175,22 @@ async function main(): Promise<void> {
       `| c. script jobs/s, 128 jobs per call vs \`EVAL return 1\` calls/s | ${c.reserveJobsPerSecBatched.toFixed(0)} | ${c.trivialCallsPerSec.toFixed(0)} | ${(c.reserveJobsPerSecBatched / c.trivialCallsPerSec).toFixed(2)} |`,
       `| d. drain ${BURST.toLocaleString('en')} preloaded jobs (half held), s vs relay | ${d.drainSeconds.toFixed(1)} | ${relayBurst.toFixed(1)} | ${(relayBurst / d.drainSeconds).toFixed(2)} |`,
       `| d. Redis memory per placed job (bytes; admitted or held, intake entries kept 10k) | ${d.memPerPlacedJobBytes.toFixed(0)} | | |`,
+      `| d. a held job's hash on gpu-held (bytes, MEMORY USAGE, mean of 100) | ${d.heldJobHashBytes.toFixed(0)} | | |`,
       `| e. release storm: ${d.heldCount.toLocaleString('en')} held jobs admitted by one release, s vs relay moving as many | ${d.stormSeconds.toFixed(1)} | ${relayHalf.toFixed(1)} | ${(relayHalf / d.stormSeconds).toFixed(2)} |`,
+      `| g. Redis bytes per open reservation (+ ledger stream until written) | ${g.openReservationBytes.toFixed(0)} (+${g.openReservationStreamBytes.toFixed(0)}) | | |`,
+      `| g. Redis bytes per held job, reserve script's side (+ streams) | ${g.heldJobBytes.toFixed(0)} (+${g.heldJobStreamBytes.toFixed(0)}) | | |`,
+      ...(['admit', 'hold', 'release'] as const).map((op) =>
+        `| g. ${op}, Redis µs in the script per job (128 per call, least disturbed call) at ${gN.held.toLocaleString('en')} held vs 0 held | ${gN[`${op}RedisUsPerJob`].toFixed(1)} | ${g0[`${op}RedisUsPerJob`].toFixed(1)} | ${g.flat[op].toFixed(2)} |`),
+      '',
+      `Held lines flat (each cost at ${gN.held.toLocaleString('en')} held within ${g.flatTarget} x the cost at none): ${flatMet ? 'met' : 'NOT met'}; ` +
+        `g's levels, Redis µs in the script per job, least disturbed call (wall µs per job, median call): ${g.levels.map((l) => `${l.held.toLocaleString('en')} held ` +
+          `${(['admit', 'hold', 'release'] as const).map((op) => `${l[`${op}RedisUsPerJob`].toFixed(1)} (${l[`${op}UsPerJob`].toFixed(1)})`).join(' / ')}`).join('; ')} (admit / hold / release); g's ratios are cost at the most held / cost at none.`,
       '',
       'Ratios are throughput ratios (baseline time / gatekeeper time, or gatekeeper rate / baseline rate): above 1 is faster than the baseline.',
     ].join('\n');
     console.log(md);
     save('capacity.md', md + '\n');
-    save('capacity.json', JSON.stringify({ burst: BURST, c, d, relayBurstSeconds: relayBurst, relayHalfSeconds: relayHalf }, null, 2) + '\n');
+    save('capacity.json', JSON.stringify({ burst: BURST, c, d, g: { ...g, flatMet }, relayBurstSeconds: relayBurst, relayHalfSeconds: relayHalf }, null, 2) + '\n');
   } finally {
     await db.drop();
     await infra.stop();
