@@ -15,7 +15,7 @@ import { parseScopeId } from '../src/accounting/scopes.ts';
 import { periodAt, previousPeriod, type PeriodKind } from '../src/periods.ts';
 import { dailySeriesMany } from '../src/usage/reports.ts';
 import { recentEvents } from '../src/db/events.ts';
-import { projectUsageInRanges } from '../src/db/usage.ts';
+import { pageReads, projectUsageInRanges } from '../src/db/usage.ts';
 import { rankScopes, type RankQuery } from '../src/db/scope-usage.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
 import { z } from 'zod';
@@ -90,12 +90,12 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
   const today = day.label;
   const first = (kind: PeriodKind) => periodAt('day', periodAt(kind, now, timeZone).start, timeZone).label;
   const base = { q: query.q, day: today, week: first('week'), month: first('month'), nearPercent: null } satisfies Partial<RankQuery>;
-  const [near, projectRank, userRank, runRows] = await Promise.all([
-    rankScopes(pool, { ...base, kinds: ['project', 'user-day', 'user-week'], nearPercent: NEAR_PERCENT, order: 'ratio', offset: 0, limit: NEAR_LIMIT_CARDS }),
-    rankScopes(pool, { ...base, kinds: ['project'], order: 'usage', offset: (query.page - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
-    rankScopes(pool, { ...base, kinds: ['user-day', 'user-week'], order: 'usage', offset: (query.userPage - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
-    pool.query(`SELECT scope FROM limits WHERE scope LIKE 'run:%' ORDER BY scope COLLATE "C" LIMIT $1::int`, [RUN_CARDS]),
-  ]);
+  const [near, projectRank, userRank, runRows] = await pageReads(pool, async (db) => [
+    await rankScopes(db, { ...base, kinds: ['project', 'user-day', 'user-week'], nearPercent: NEAR_PERCENT, order: 'ratio', offset: 0, limit: NEAR_LIMIT_CARDS }),
+    await rankScopes(db, { ...base, kinds: ['project'], order: 'usage', offset: (query.page - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
+    await rankScopes(db, { ...base, kinds: ['user-day', 'user-week'], order: 'usage', offset: (query.userPage - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
+    await db.query(`SELECT scope FROM limits WHERE scope LIKE 'run:%' ORDER BY scope COLLATE "C" LIMIT $1::int`, [RUN_CARDS]),
+  ] as const);
 
   // One Redis call for every card on the page, one query per kind for their 30 days.
   const shown = [...new Set([...near.scopes, ...projectRank.scopes, ...userRank.scopes].map((s) => s.scope).concat(runRows.rows.map((x: { scope: string }) => x.scope)))];

@@ -144,6 +144,7 @@ CREATE TABLE usage_by_day (
   CONSTRAINT usage_by_day_kind_check CHECK ((kind = ANY (ARRAY['project'::text, 'user'::text]))),
   CONSTRAINT usage_by_day_pkey PRIMARY KEY (kind, name, day, exempt)
 );
+CREATE INDEX usage_by_day_day ON public.usage_by_day USING btree (kind, day);
 
 CREATE TABLE usage_by_period (
   kind text NOT NULL,
@@ -181,7 +182,7 @@ CREATE TABLE usage_monthly (
   jobs bigint NOT NULL,
   estimated_gpu_ms bigint NOT NULL,
   actual_gpu_ms bigint NOT NULL,
-  CONSTRAINT usage_monthly_pkey PRIMARY KEY (month, project, user_name, exempt)
+  CONSTRAINT usage_monthly_pkey PRIMARY KEY (project, user_name, month, exempt)
 );
 
 CREATE TABLE webhooks (

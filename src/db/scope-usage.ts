@@ -38,35 +38,44 @@ export interface RankQuery {
 
 export async function rankScopes(db: Queryable, f: RankQuery): Promise<{ total: number; scopes: RankedScope[] }> {
   const r = await db.query(
-    `WITH l AS (
-       SELECT scope, split_part(scope, ':', 1) AS kind, substr(scope, strpos(scope, ':') + 1) AS name, limit_gpu_ms, period, set_at
-       FROM limits
-       WHERE split_part(scope, ':', 1) = ANY($1::text[])
-         AND ($2::text IS NULL OR strpos(lower(substr(scope, strpos(scope, ':') + 1)), lower($2::text)) > 0)),
+    `WITH cur AS (
+       SELECT 'user-day:' || name AS scope, 'day' AS period, actual_gpu_ms AS used FROM usage_by_day
+       WHERE 'user-day' = ANY($1::text[]) AND kind = 'user' AND day = $3::date AND NOT exempt
+       UNION ALL
+       SELECT 'user-week:' || name, 'week', actual_gpu_ms FROM usage_by_period
+       WHERE 'user-week' = ANY($1::text[]) AND kind = 'user' AND period = 'week' AND start = $4::date AND NOT exempt
+       UNION ALL
+       SELECT 'project:' || name, period, actual_gpu_ms FROM usage_by_period
+       WHERE 'project' = ANY($1::text[]) AND kind = 'project' AND period = 'week' AND start = $4::date AND NOT exempt
+       UNION ALL
+       SELECT 'project:' || name, period, actual_gpu_ms FROM usage_by_period
+       WHERE 'project' = ANY($1::text[]) AND kind = 'project' AND period = 'month' AND start = $5::date AND NOT exempt
+       UNION ALL
+       -- A one-off budget counts from the month it was set (the rollups hold no finer start).
+       SELECT o.scope, 'none', sum(p.actual_gpu_ms)::bigint FROM limits o JOIN usage_by_period p
+         ON p.kind = 'project' AND p.period = 'month' AND p.name = substr(o.scope, 9) AND p.start >= date_trunc('month', o.set_at)::date AND NOT p.exempt
+       WHERE 'project' = ANY($1::text[]) AND o.scope LIKE 'project:%' AND o.period = 'none' GROUP BY o.scope),
      u AS (
-       SELECT l.scope, l.kind, l.name, l.limit_gpu_ms, coalesce(CASE
-         WHEN l.kind = 'user-day' THEN (SELECT sum(actual_gpu_ms) FROM usage_by_day d
-           WHERE d.kind = 'user' AND d.name = l.name AND d.day = $3::date AND NOT d.exempt)
-         WHEN l.kind = 'user-week' THEN (SELECT sum(actual_gpu_ms) FROM usage_by_period p
-           WHERE p.kind = 'user' AND p.period = 'week' AND p.start = $4::date AND p.name = l.name AND NOT p.exempt)
-         WHEN l.period IN ('week', 'month') THEN (SELECT sum(actual_gpu_ms) FROM usage_by_period p
-           WHERE p.kind = 'project' AND p.period = l.period AND p.start = CASE l.period WHEN 'week' THEN $4::date ELSE $5::date END
-             AND p.name = l.name AND NOT p.exempt)
-         ELSE (SELECT sum(actual_gpu_ms) FROM usage_by_period p
-           WHERE p.kind = 'project' AND p.period = 'month' AND p.start >= date_trunc('month', l.set_at)::date AND p.name = l.name AND NOT p.exempt)
-       END, 0) AS used
-       FROM l)
-     SELECT scope, kind, name, limit_gpu_ms, used, count(*) OVER () AS total FROM u
+       -- A quota's row holds its period (day, week); a budget's is none, week or month. No correlated
+       -- subquery: its estimate would cross jit_above_cost and JIT compiling costs ~400 ms a call.
+       SELECT l.scope, l.limit_gpu_ms, coalesce(c.used, 0) AS used
+       FROM limits l LEFT JOIN cur c ON c.scope = l.scope AND c.period = l.period
+       WHERE (('project' = ANY($1::text[]) AND l.scope LIKE 'project:%') OR ('user-day' = ANY($1::text[]) AND l.scope LIKE 'user-day:%')
+              OR ('user-week' = ANY($1::text[]) AND l.scope LIKE 'user-week:%'))
+         AND ($2::text IS NULL OR strpos(lower(substr(l.scope, strpos(l.scope, ':') + 1)), lower($2::text)) > 0))
+     SELECT scope, limit_gpu_ms, used, count(*) OVER () AS total FROM u
      WHERE $6::int IS NULL OR used * 100 >= $6::int * limit_gpu_ms
-     ORDER BY CASE WHEN $7::text = 'ratio' THEN used::numeric / greatest(limit_gpu_ms, 1) END DESC NULLS LAST, used DESC, scope COLLATE "C"
+     ORDER BY CASE WHEN $7::text = 'ratio' THEN used::float8 / greatest(limit_gpu_ms, 1) END DESC NULLS LAST, used DESC, scope COLLATE "C"
      OFFSET $8::int LIMIT $9::int`,
     [f.kinds, f.q, f.day, f.week, f.month, f.nearPercent, f.order, f.offset, f.limit],
   );
   return {
     total: r.rows.length ? Number(r.rows[0].total) : f.offset > 0 ? await countScopes(db, f) : 0,
-    scopes: r.rows.map((x: Record<string, unknown>) => ({
-      scope: String(x.scope), kind: x.kind as RankedKind, name: String(x.name), limitGpuMs: Number(x.limit_gpu_ms), settledGpuMs: Number(x.used),
-    })),
+    scopes: r.rows.map((x: Record<string, unknown>) => {
+      const scope = String(x.scope);
+      const at = scope.indexOf(':');
+      return { scope, kind: scope.slice(0, at) as RankedKind, name: scope.slice(at + 1), limitGpuMs: Number(x.limit_gpu_ms), settledGpuMs: Number(x.used) };
+    }),
   };
 }
 

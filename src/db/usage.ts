@@ -4,7 +4,20 @@
  * is thousands of rows), and ended jobs from the ledger a page at a time.
  * Days are local dates ('YYYY-MM-DD') in the time zone the writer used.
  */
-import type { Queryable } from './pool.ts';
+import type { Pool, PoolClient, Queryable } from './pool.ts';
+import { inSnapshot } from './transaction.ts';
+
+/**
+ * Reads for a page, in one snapshot and without parallel workers: a worker
+ * starts in milliseconds on an idle host but tens of them on a busy one,
+ * more than these index reads take (figures in docs/benchmarks.md).
+ */
+export function pageReads<T>(pool: Pool, fn: (db: PoolClient) => Promise<T>): Promise<T> {
+  return inSnapshot(pool, async (db) => {
+    await db.query('SET LOCAL max_parallel_workers_per_gather = 0');
+    return fn(db);
+  });
+}
 
 /** The columns of usage_daily a report may group by. */
 export const USAGE_COLUMNS = ['project', 'user_name', 'job_type', 'gpu_type', 'day'] as const;
@@ -29,7 +42,10 @@ export interface UsageTotals {
  * before the first and after the last whole month from usage_daily: a year
  * reads a dozen rows per pair (figures in docs/benchmarks.md).
  */
-export async function usageTotals(db: Queryable, f: { from: string; to: string; groupBy: UsageColumn[]; project: string | null; user: string | null }): Promise<UsageTotals[]> {
+export async function usageTotals(
+  db: Queryable,
+  f: { from: string; to: string; groupBy: UsageColumn[]; project: string | null; user: string | null; limit?: number; offset?: number },
+): Promise<UsageTotals[]> {
   const cols = f.groupBy.map((c) => {
     if (!USAGE_COLUMNS.includes(c)) throw new RangeError(`not a usage column: ${c}`);
     return c;
@@ -51,8 +67,9 @@ export async function usageTotals(db: Queryable, f: { from: string; to: string; 
       'sum(actual_gpu_ms) FILTER (WHERE NOT exempt) AS actual', 'sum(estimated_gpu_ms) FILTER (WHERE NOT exempt) AS estimated',
       'sum(actual_gpu_ms) FILTER (WHERE exempt) AS exempt'].join(', ')}
      FROM ${source}
-     ${cols.length ? `GROUP BY ${positions} ORDER BY ${positions}` : ''}`,
-    [f.from, f.to, f.project, f.user, ...(months ? [months.start, months.end] : [])],
+     ${cols.length ? `GROUP BY ${positions} ORDER BY ${positions}` : ''}
+     LIMIT $${months ? 7 : 5}::int OFFSET $${months ? 8 : 6}::int`,
+    [f.from, f.to, f.project, f.user, ...(months ? [months.start, months.end] : []), f.limit ?? null, f.offset ?? 0],
   );
   // sum(bigint) is numeric: exact, returned as a string (null over no rows).
   return r.rows.map((x: Record<string, unknown>) => ({

@@ -24,8 +24,11 @@ CREATE TABLE usage_monthly (
   jobs              bigint NOT NULL,
   estimated_gpu_ms  bigint NOT NULL,
   actual_gpu_ms     bigint NOT NULL,
-  PRIMARY KEY (month, project, user_name, exempt)
+  PRIMARY KEY (project, user_name, month, exempt)
 );
+
+-- Every user's usage of one day, for ranking daily quotas.
+CREATE INDEX usage_by_day_day ON usage_by_day (kind, day);
 
 INSERT INTO usage_by_period
   SELECT kind, 'week', date_trunc('week', day)::date, name, exempt, sum(jobs), sum(actual_gpu_ms) FROM usage_by_day GROUP BY 1, 3, 4, 5
