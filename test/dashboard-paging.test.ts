@@ -15,6 +15,7 @@ import { createApp } from '../src/api/app.ts';
 import { HeldJobs } from '../src/admin/held.ts';
 import { LedgerWriter } from '../src/ledger/writer.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
+import { EXIT, runCli } from '../src/cli/main.ts';
 
 const H = 3_600_000; // GPU-ms per GPU hour
 const viewer = 'test-viewer-token-0123456789';
@@ -149,5 +150,20 @@ describe('list APIs', () => {
     expect([two.quotas[0].daily.limitGpuHours, two.quotas[0].weekly.limitGpuHours]).toEqual([null, 1]);
     expect(two.nextCursor).toBeNull();
     expect((await get('/quotas?q=BO')).quotas.map((x: { user: string }) => x.user)).toEqual(['bo-1', 'bo-2']);
+  });
+
+  it('the CLI lists quotas and searches budgets through them', async () => {
+    const cli = async (args: string[]) => {
+      let out = '';
+      const code = await runCli(['--url', base, '--token', viewer, ...args], (x) => (out += x));
+      return { code, out };
+    };
+    const q = await cli(['quota', 'list', '--search', 'bo']);
+    expect(q.code).toBe(EXIT.ok);
+    expect(q.out.split('\n').filter((l) => /^bo-/.test(l)).map((l) => l.split(/\s+/).slice(0, 4).join(' '))).toEqual([
+      'bo-1 daily 2026-11-25 10', 'bo-1 weekly W2026-11-23 none', 'bo-2 daily 2026-11-25 10', 'bo-2 weekly W2026-11-23 none',
+    ]);
+    const b = await cli(['budget', 'list', '--search', 'p-2', '--limit', '3']);
+    expect(b.out).toContain('more: gatekeeper budget list --cursor p-22');
   });
 });
