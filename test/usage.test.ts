@@ -140,6 +140,11 @@ describe('report from the monthly rollup', () => {
     const two = await rows('/usage?from=2026-10-15&to=2026-12-01&groupBy=project,user&limit=2&offset=2');
     expect(two.rows.map((x: { project: string; user: string }) => `${x.project}/${x.user}`)).toEqual(['beta/bob', 'tiny/cy']);
     expect(two.nextOffset).toBeNull();
+    // December whole (b2), 2-30 November as edge days: a pair's hours from both, summed once.
+    const edge = await rows('/usage?from=2026-11-02&to=2026-12-31&groupBy=project,user&limit=1&offset=2');
+    expect(edge.rows).toEqual([{ project: 'beta', user: 'bob', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0 }]);
+    expect(edge.nextOffset).toBe(3);
+    expect((await rows('/usage?from=2026-11-02&to=2026-12-31&groupBy=project,user&limit=1')).rows.map((x: { user: string }) => x.user)).toEqual(['ann']);
   });
 
   it('holds what the ledger writer added, and a rebuild from usage_daily gives the same rows', async () => {

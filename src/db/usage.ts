@@ -6,6 +6,7 @@
  */
 import type { Pool, PoolClient, Queryable } from './pool.ts';
 import { inSnapshot } from './transaction.ts';
+import { pairTotalsPage } from './usage-pairs.ts';
 
 /**
  * Reads for a page, in one snapshot and without parallel workers: a worker
@@ -40,7 +41,8 @@ export interface UsageTotals {
  * cannot be parameters: they come from USAGE_COLUMNS only. Grouped by project
  * and/or user only, whole months come from usage_monthly and only the days
  * before the first and after the last whole month from usage_daily: a year
- * reads a dozen rows per pair (figures in docs/benchmarks.md).
+ * reads a dozen rows per pair; a page (limit) by project (and user) reads
+ * only its pairs' rows (./usage-pairs.ts; figures in docs/benchmarks.md).
  */
 export async function usageTotals(
   db: Queryable,
@@ -52,6 +54,10 @@ export async function usageTotals(
   });
   const monthly = cols.every((c) => c === 'project' || c === 'user_name');
   const months = monthly ? wholeMonths(f.from, f.to) : null;
+  const byPair = cols.join() === 'project,user_name' || cols.join() === 'project';
+  if (months && byPair && f.limit !== undefined) {
+    return pairTotalsPage(db, { from: f.from, to: f.to, months, byUser: cols.length === 2, project: f.project, user: f.user, offset: f.offset ?? 0, limit: f.limit });
+  }
   const select = cols.map((c) => (c === 'day' ? `to_char(day, 'YYYY-MM-DD') AS day` : c));
   const positions = cols.map((_, i) => i + 1).join(', ');
   const filter = `($3::text IS NULL OR project = $3::text) AND ($4::text IS NULL OR user_name = $4::text)`;

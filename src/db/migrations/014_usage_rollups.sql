@@ -2,7 +2,9 @@
 -- usage_by_period: GPU-ms per project and per user per local week (Monday) and
 -- month, so the dashboard ranks 10,000 scopes by this period's usage from one
 -- row each. usage_monthly: per month, project and user, so a year's report by
--- project and user reads a dozen rows per pair instead of hundreds.
+-- project and user reads a dozen rows per pair instead of hundreds; its names
+-- and usage_daily_pair order byte by byte (COLLATE "C"), so a page of pairs is
+-- read along both indexes and stops at the page's end (src/db/usage-pairs.ts).
 -- Kept by the ledger writer in the same statement as the ledger rows and the
 -- daily rollups, so all of them count each job once.
 CREATE TABLE usage_by_period (
@@ -18,14 +20,16 @@ CREATE TABLE usage_by_period (
 
 CREATE TABLE usage_monthly (
   month             date NOT NULL,
-  project           text NOT NULL,
-  user_name         text NOT NULL,
+  project           text COLLATE "C" NOT NULL,
+  user_name         text COLLATE "C" NOT NULL,
   exempt            boolean NOT NULL,
   jobs              bigint NOT NULL,
   estimated_gpu_ms  bigint NOT NULL,
   actual_gpu_ms     bigint NOT NULL,
   PRIMARY KEY (project, user_name, month, exempt)
 );
+
+CREATE INDEX usage_daily_pair ON usage_daily ((project COLLATE "C"), (user_name COLLATE "C"), day);
 
 -- Every user's usage of one day, for ranking daily quotas.
 CREATE INDEX usage_by_day_day ON usage_by_day (kind, day);
