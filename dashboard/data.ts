@@ -18,8 +18,6 @@ import { recentEvents } from '../src/db/events.ts';
 import { pageReads, projectUsageInRanges } from '../src/db/usage.ts';
 import { rankScopes, type RankQuery } from '../src/db/scope-usage.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
-import { z } from 'zod';
-import { query as querySchema, searchText } from '../src/api/validate.ts';
 
 export interface ScopeCard {
   view: ScopeView;
@@ -51,14 +49,6 @@ export interface DashboardQuery {
   page: number;
   userPage: number;
 }
-
-const pageNumber = (field: string) =>
-  z.coerce.number({ error: `${field} must be a number` }).int(`${field} must be a whole number`).min(1, `${field} must be at least 1`).max(100_000, `${field} must be at most 100000`).default(1);
-
-/** /dashboard?q=&page=&userPage=: anything else, or a bad value, is a 400 naming it. */
-export const DashboardQuerySchema = querySchema({ q: searchText('q'), page: pageNumber('page'), userPage: pageNumber('userPage') }).transform(
-  (x): DashboardQuery => ({ q: x.q ?? null, page: x.page, userPage: x.userPage }),
-);
 
 export interface DashboardData {
   now: number;
