@@ -171,7 +171,6 @@ CREATE TABLE usage_daily (
   actual_gpu_ms bigint NOT NULL,
   CONSTRAINT usage_daily_pkey PRIMARY KEY (day, project, user_name, job_type, gpu_type, exempt)
 );
-CREATE INDEX usage_daily_pair ON public.usage_daily USING btree (project COLLATE "C", user_name COLLATE "C", day);
 CREATE INDEX usage_daily_project ON public.usage_daily USING btree (project, day);
 CREATE INDEX usage_daily_user ON public.usage_daily USING btree (user_name, day);
 

@@ -1,9 +1,9 @@
 /**
  * One page of a report grouped by project and user (or by project), over a
  * range that holds whole months, without aggregating every pair first: whole
- * months from usage_monthly and the edge days from usage_daily, each summed
- * along its (project, user) index in byte order and cut at the page's end,
- * merged here. Hashing every pair of a year (some 470,000 rollup rows at
+ * months from usage_monthly, summed along its (project, user, month) key in
+ * byte order and cut at the page's end, and the edge days from usage_daily,
+ * summed by pair and cut likewise, merged here. Hashing every pair of a year (some 470,000 rollup rows at
  * 5,000,000 ledger rows) took ~600 ms; a page reads a page's worth of pairs
  * (figures in docs/benchmarks.md).
  */
@@ -26,9 +26,6 @@ interface Sums { project: string; user_name?: string; jobs: number; actual: numb
 
 export async function pairTotalsPage(db: Queryable, f: Page): Promise<UsageTotals[]> {
   const want = f.offset + f.limit;
-  // Sorting is what a page must avoid: the (project, user) indexes give the order.
-  await db.query('SET LOCAL enable_hashagg = off');
-  await db.query('SET LOCAL enable_sort = off');
   const keys = f.byUser ? 'project COLLATE "C", user_name COLLATE "C"' : 'project COLLATE "C"';
   const names = f.byUser ? 'project COLLATE "C" AS project, user_name COLLATE "C" AS user_name' : 'project COLLATE "C" AS project';
   const sums = `sum(jobs) AS jobs, coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt), 0) AS actual,
@@ -38,8 +35,12 @@ export async function pairTotalsPage(db: Queryable, f: Page): Promise<UsageTotal
     (await db.query(`SELECT ${names}, ${sums} FROM ${table} WHERE (${where}) AND ${filter} GROUP BY ${keys} ORDER BY ${keys} LIMIT $5::int`, [params[0], params[1], f.project, f.user, want, ...params.slice(2)])).rows.map(
       (x: Record<string, string>): Sums => ({ project: x.project!, ...(f.byUser ? { user_name: x.user_name! } : {}), jobs: Number(x.jobs), actual: Number(x.actual), estimated: Number(x.estimated), exempt: Number(x.exempt) }),
     );
-  const whole = await read('usage_monthly', 'month >= $1::date AND month < $2::date', [f.months.start, f.months.end]);
+  // The edge days are read by day and hashed (at most two partial months); whole months along
+  // usage_monthly's (project, user, month) key, sorting and hashing turned off so the page stops early.
   const edges = await read('usage_daily', '(day >= $1::date AND day < $6::date) OR (day >= $7::date AND day <= $2::date)', [f.from, f.to, f.months.start, f.months.end]);
+  await db.query('SET LOCAL enable_hashagg = off');
+  await db.query('SET LOCAL enable_sort = off');
+  const whole = await read('usage_monthly', 'month >= $1::date AND month < $2::date', [f.months.start, f.months.end]);
 
   // A stream cut at `want` rows says nothing past its last key: the merge stops at the smaller such key.
   const key = (s: Sums) => (f.byUser ? [s.project, s.user_name!] : [s.project]);

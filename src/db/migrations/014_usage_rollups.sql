@@ -3,8 +3,8 @@
 -- month, so the dashboard ranks 10,000 scopes by this period's usage from one
 -- row each. usage_monthly: per month, project and user, so a year's report by
 -- project and user reads a dozen rows per pair instead of hundreds; its names
--- and usage_daily_pair order byte by byte (COLLATE "C"), so a page of pairs is
--- read along both indexes and stops at the page's end (src/db/usage-pairs.ts).
+-- order byte by byte (COLLATE "C"), so a page of pairs is read along its key
+-- and stops at the page's end (src/db/usage-pairs.ts).
 -- Kept by the ledger writer in the same statement as the ledger rows and the
 -- daily rollups, so all of them count each job once.
 CREATE TABLE usage_by_period (
@@ -28,8 +28,6 @@ CREATE TABLE usage_monthly (
   actual_gpu_ms     bigint NOT NULL,
   PRIMARY KEY (project, user_name, month, exempt)
 );
-
-CREATE INDEX usage_daily_pair ON usage_daily ((project COLLATE "C"), (user_name COLLATE "C"), day);
 
 -- Every user's usage of one day, for ranking daily quotas.
 CREATE INDEX usage_by_day_day ON usage_by_day (kind, day);
