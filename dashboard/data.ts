@@ -1,9 +1,12 @@
 /**
  * What the dashboard shows, gathered in one place (and testable without a
- * browser): every budgeted project and every user with a quota, as admission
- * sees them now; their last 30 days; run-out projections; settled usage by
- * period; held jobs; recent alerts. Reads the daily rollup, never the ledger,
- * so it stays fast however long the ledger grows.
+ * browser), bounded however many limits there are: the scopes nearest their
+ * limits, a page of project budgets and a page of user quotas (most used
+ * first, optionally those whose name holds a search string), with counts of
+ * the rest; the last 30 days and run-out projections of the cards shown only;
+ * settled usage by period of the projects shown; held jobs; recent alerts.
+ * Pages are chosen from the rollups (src/db/scope-usage.ts); Redis is asked
+ * for the shown cards only (figures in docs/benchmarks.md).
  */
 import type { Pool } from '../src/db/pool.ts';
 import type { Budgets, ScopeView } from '../src/accounting/budgets.ts';
@@ -12,7 +15,8 @@ import { parseScopeId } from '../src/accounting/scopes.ts';
 import { periodAt, previousPeriod, type PeriodKind } from '../src/periods.ts';
 import { dailySeriesMany } from '../src/usage/reports.ts';
 import { recentEvents } from '../src/db/events.ts';
-import { projectUsageInRanges } from '../src/db/usage.ts';
+import { pageReads, projectUsageInRanges } from '../src/db/usage.ts';
+import { rankScopes, type RankQuery } from '../src/db/scope-usage.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
 
 export interface ScopeCard {
@@ -30,36 +34,80 @@ export interface PeriodUsage {
   to: string;
 }
 
+/** One section of cards: the page shown and how many match in all. */
+export interface CardPage {
+  cards: ScopeCard[];
+  total: number;
+  /** 1-based. */
+  page: number;
+  pageSize: number;
+}
+
+/** What the page was asked for: a search string and a page of each list. */
+export interface DashboardQuery {
+  q: string | null;
+  page: number;
+  userPage: number;
+}
+
 export interface DashboardData {
   now: number;
   timeZone: string;
-  projects: ScopeCard[];
-  users: ScopeCard[];
+  query: DashboardQuery;
+  /** Scopes whose settled usage is at least NEAR_PERCENT of their limit, nearest first. */
+  nearLimit: CardPage;
+  projects: CardPage;
+  users: CardPage;
   runs: ScopeCard[];
-  /** Settled GPU-ms per project in this and the previous day, week and month. */
+  /** Settled GPU-ms per shown project in this and the previous day, week and month. */
   history: { periods: PeriodUsage[]; rows: { project: string; gpuMs: number[] }[] };
   held: { total: number; jobs: HeldView[] };
   alerts: { id: number; type: string; at: string; data: Record<string, unknown>; acked: boolean }[];
 }
 
 const DAYS = 30;
+/** Cards per section: the page stays a few hundred kilobytes (docs/benchmarks.md). */
+export const PAGE_SIZE = 20;
+export const NEAR_LIMIT_CARDS = 12;
+export const NEAR_PERCENT = 75;
+/** Run caps shown; the rollups have no per-run days, so they are listed by name. */
+const RUN_CARDS = 20;
 
-export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; timeZone: string; now: number }): Promise<DashboardData> {
+export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; timeZone: string; now: number; query?: DashboardQuery }): Promise<DashboardData> {
   const { pool, budgets, timeZone, now } = deps;
-  const today = periodAt('day', now, timeZone).label;
-  const limits = await budgets.all();
-  const scopes = limits.map((l) => l.scope);
-  const views = await budgets.views(scopes);
+  const query = deps.query ?? { q: null, page: 1, userPage: 1 };
+  const day = periodAt('day', now, timeZone);
+  const today = day.label;
+  const first = (kind: PeriodKind) => periodAt('day', periodAt(kind, now, timeZone).start, timeZone).label;
+  const base = { q: query.q, day: today, week: first('week'), month: first('month'), nearPercent: null } satisfies Partial<RankQuery>;
+  const [near, projectRank, userRank, runRows] = await pageReads(pool, async (db) => [
+    await rankScopes(db, { ...base, kinds: ['project', 'user-day', 'user-week'], nearPercent: NEAR_PERCENT, order: 'ratio', offset: 0, limit: NEAR_LIMIT_CARDS }),
+    await rankScopes(db, { ...base, kinds: ['project'], order: 'usage', offset: (query.page - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
+    await rankScopes(db, { ...base, kinds: ['user-day', 'user-week'], order: 'usage', offset: (query.userPage - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
+    await db.query(`SELECT scope FROM limits WHERE scope LIKE 'run:%' ORDER BY scope COLLATE "C" LIMIT $1::int`, [RUN_CARDS]),
+  ] as const);
 
-  // One query per kind for every card's 30 days, not one per card.
-  const parsed = views.map((view) => ({ view, s: parseScopeId(view.scope) }));
-  const namesOf = (kinds: string[]) => [...new Set(parsed.filter((p) => kinds.includes(p.s.kind)).map((p) => p.s.name))];
-  const [byProject, byUser] = await Promise.all([
-    dailySeriesMany(pool, { by: 'project', names: namesOf(['project']), today, days: DAYS }),
+  // One Redis call for every card on the page, one query per kind for their 30 days.
+  const shown = [...new Set([...near.scopes, ...projectRank.scopes, ...userRank.scopes].map((s) => s.scope).concat(runRows.rows.map((x: { scope: string }) => x.scope)))];
+  const views = new Map((await budgets.views(shown)).map((v) => [v.scope, v]));
+  const namesOf = (kinds: string[]) => [...new Set(shown.map(parseScopeId).filter((s) => kinds.includes(s.kind)).map((s) => s.name))];
+  const shownProjects = namesOf(['project']);
+  const periods = usagePeriods(now, timeZone);
+  const [byProject, byUser, historyRows] = await Promise.all([
+    dailySeriesMany(pool, { by: 'project', names: shownProjects, today, days: DAYS }),
     dailySeriesMany(pool, { by: 'user', names: namesOf(['user-day', 'user-week']), today, days: DAYS }),
+    projectUsageInRanges(pool, periods, projectRank.scopes.map((s) => s.name)),
   ]);
-  const elapsedToday = now - periodAt('day', now, timeZone).start;
-  const card = (view: ScopeView, title: string, subject: string, trend: ScopeCard['trend']): ScopeCard => {
+  const elapsedToday = now - day.start;
+  const card = (scope: string): ScopeCard => {
+    const view = views.get(scope)!;
+    const s = parseScopeId(scope);
+    if (s.kind === 'run') return { view, title: `run ${s.name}`, projection: '', trend: [] };
+    const which = s.kind === 'user-day' ? 'daily' : 'weekly';
+    const [title, subject, trend] =
+      s.kind === 'project'
+        ? [`project ${s.name}`, `project ${s.name}'s budget`, byProject.get(s.name)!]
+        : [`${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, byUser.get(s.name)!];
     const p = projectRunOut({
       daily: withToday(trend.map((d) => d.actualGpuMs), elapsedToday),
       limitGpuMs: view.effectiveLimitGpuMs,
@@ -71,33 +119,19 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     });
     return { view, title, projection: describeProjection(subject, p, timeZone, now), trend };
   };
-
-  const projects: ScopeCard[] = [];
-  const users: ScopeCard[] = [];
-  const runs: ScopeCard[] = [];
-  for (const { view, s } of parsed) {
-    if (s.kind === 'project') projects.push(card(view, `project ${s.name}`, `project ${s.name}'s budget`, byProject.get(s.name)!));
-    else if (s.kind === 'user-day' || s.kind === 'user-week') {
-      const which = s.kind === 'user-day' ? 'daily' : 'weekly';
-      users.push(card(view, `${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, byUser.get(s.name)!));
-    } else if (s.kind === 'run') {
-      // The rollup has no per-run days, so no trend or projection: the counters say it.
-      runs.push({ view, title: `run ${s.name}`, projection: '', trend: [] });
-    }
-  }
-
-  const periods = usagePeriods(now, timeZone);
-  const history = { periods, rows: await projectUsageInRanges(pool, periods) };
+  const section = (r: { total: number; scopes: { scope: string }[] }, page: number, pageSize: number): CardPage => ({ cards: r.scopes.map((s) => card(s.scope)), total: r.total, page, pageSize });
 
   const held = await deps.held.list({ limit: 50, offset: 0 });
   const alerts = await recentEvents(pool, ['THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET'], 15);
   return {
     now,
     timeZone,
-    projects,
-    users,
-    runs,
-    history,
+    query,
+    nearLimit: section(near, 1, NEAR_LIMIT_CARDS),
+    projects: section(projectRank, query.page, PAGE_SIZE),
+    users: section(userRank, query.userPage, PAGE_SIZE),
+    runs: runRows.rows.map((x: { scope: string }) => card(x.scope)),
+    history: { periods, rows: historyRows },
     held,
     alerts: alerts.map((a) => ({ id: a.id, type: a.type, at: a.at.toISOString(), data: a.data as Record<string, unknown>, acked: a.ackedAt !== null })),
   };

@@ -3,9 +3,10 @@
  * framework, no chart library (bars are CSS, trends are inline SVG), a few
  * kilobytes of script for the admin buttons. Every number carries a data-
  * attribute with its exact value, so tests compare what is drawn with what
- * the API reports.
+ * the API reports. Lists are pages with a count of the rest and links on;
+ * every value from a request or the database is escaped.
  */
-import type { DashboardData, ScopeCard } from './data.ts';
+import type { CardPage, DashboardData, DashboardQuery, ScopeCard } from './data.ts';
 import type { Role } from '../src/http/auth.ts';
 import { formatHours, gpuMsToHours } from '../src/units.ts';
 
@@ -63,6 +64,35 @@ function card(c: ScopeCard): string {
   </article>`;
 }
 
+/** A link to this page with some of its query changed; page numbers 1 are left out. */
+function href(q: DashboardQuery, change: Partial<DashboardQuery>): string {
+  const next = { ...q, ...change };
+  const params = new URLSearchParams();
+  if (next.q) params.set('q', next.q);
+  if (next.page > 1) params.set('page', String(next.page));
+  if (next.userPage > 1) params.set('userPage', String(next.userPage));
+  const s = params.toString();
+  return esc(`/dashboard${s ? `?${s}` : ''}`);
+}
+
+/** "21–40 of 1,000" and the links to the pages either side. */
+function pager(p: CardPage, q: DashboardQuery, key: 'page' | 'userPage', what: string): string {
+  const from = p.cards.length ? (p.page - 1) * p.pageSize + 1 : 0;
+  const to = (p.page - 1) * p.pageSize + p.cards.length;
+  const last = Math.max(1, Math.ceil(p.total / p.pageSize));
+  const prev = p.page > 1 ? ` <a rel="prev" href="${href(q, { [key]: Math.min(p.page - 1, last) })}">previous</a>` : '';
+  const next = p.page < last ? ` <a rel="next" href="${href(q, { [key]: p.page + 1 })}">next ${esc(Math.min(p.pageSize, p.total - to))}</a>` : '';
+  return `<p class="pager muted" data-total="${esc(p.total)}">${esc(what)} ${esc(from)}–${esc(to)} of ${esc(p.total.toLocaleString('en'))}, most used this period first.${prev}${next}</p>`;
+}
+
+function nearRow(c: ScopeCard): string {
+  const v = c.view;
+  const total = v.usedGpuMs + v.reservedGpuMs;
+  const pct = v.effectiveLimitGpuMs && v.effectiveLimitGpuMs > 0 ? `${Math.floor((total * 100) / v.effectiveLimitGpuMs)}%` : 'at limit';
+  return `<tr data-near="${esc(v.scope)}"><td>${esc(c.title)}</td><td class="n">${esc(pct)}</td>
+    <td class="n">${esc(h(total))} of ${esc(v.effectiveLimitGpuMs === null ? '—' : h(v.effectiveLimitGpuMs))} GPU-h</td><td>${esc(c.projection)}</td></tr>`;
+}
+
 function alertText(a: DashboardData['alerts'][number]): string {
   const d = a.data as Record<string, any>;
   switch (a.type) {
@@ -114,7 +144,7 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
   button { font: inherit; padding: 2px 8px; border: 1px solid #3a55c4; background: #fff; color: #3a55c4; border-radius: 4px; cursor: pointer; }
   button:hover { background: #3a55c4; color: #fff; } #msg { min-height: 1.4em; color: #2f7a4d; }
   .legend span { margin-right: 12px; } .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
-  .muted { color: #6b7285; }
+  .muted { color: #6b7285; } .search input { font: inherit; padding: 2px 6px; width: 240px; } .pager a { margin-left: 8px; color: #3a55c4; }
 </style></head>
 <body>
 <div class="top"><h1>gpu-gatekeeper · budgets</h1>
@@ -122,13 +152,20 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
   ${opts.board ? opts.board.queues.map((q) => `<a href="${esc(opts.board!.base)}/queue/${encodeURIComponent(q)}">${esc(q)}</a>`).join('') : ''}</nav></div>
 <p class="legend muted"><span><i style="background:#3a55c4"></i>used</span><span><i style="background:#8fa2ee"></i>reserved (running)</span><span><i style="background:#2f9e6b"></i>exempt (not counted)</span><span><i style="background:#1d2230;opacity:.45"></i>warning thresholds</span></p>
 <div id="msg" role="status"></div>
+<form class="search" method="get" action="/dashboard" role="search"><input type="search" name="q" maxlength="128" pattern="[A-Za-z0-9._\-]{1,128}" placeholder="project or user name" value="${esc(d.query.q ?? '')}" aria-label="search projects and users"> <input type="submit" value="Search">${d.query.q ? ` <a href="/dashboard">clear</a>` : ''}</form>
+<h2>Near their limits (${esc(d.nearLimit.total)})</h2>
+<table id="near-limit"><thead><tr><th>scope</th><th>of limit</th><th>used + reserved</th><th>projection</th></tr></thead>
+<tbody>${d.nearLimit.cards.map(nearRow).join('') || `<tr><td colspan="4" class="muted">No scope has settled ${esc('≥ 75 %')} of its limit this period.</td></tr>`}</tbody></table>
+${d.nearLimit.total > d.nearLimit.cards.length ? `<p class="muted">${esc(d.nearLimit.total - d.nearLimit.cards.length)} more near their limits; search to narrow.</p>` : ''}
 <h2>Projects</h2>
-<div class="grid" id="projects">${d.projects.map(card).join('') || '<p class="muted">No project budgets yet.</p>'}</div>
+${pager(d.projects, d.query, 'page', 'Projects')}
+<div class="grid" id="projects">${d.projects.cards.map(card).join('') || `<p class="muted">${d.query.q ? 'No project budget matches.' : 'No project budgets yet.'}</p>`}</div>
 <h2>User quotas</h2>
-<div class="grid" id="users">${d.users.map(card).join('') || '<p class="muted">No user quotas.</p>'}</div>
+${pager(d.users, d.query, 'userPage', 'Quotas')}
+<div class="grid" id="users">${d.users.cards.map(card).join('') || `<p class="muted">${d.query.q ? 'No user quota matches.' : 'No user quotas.'}</p>`}</div>
 ${d.runs.length ? `<h2>Run caps</h2>
 <div class="grid" id="runs">${d.runs.map(card).join('')}</div>` : ''}
-<h2>Settled usage by period (GPU-h)</h2>
+<h2>Settled usage by period (GPU-h), projects on this page</h2>
 <table id="history"><thead><tr><th>project</th>${d.history.periods.map((p) => `<th title="${esc(p.from)} – ${esc(p.to)}">${esc(p.label)}</th>`).join('')}</tr></thead>
 <tbody>${hist || `<tr><td colspan="${d.history.periods.length + 1}" class="muted">Nothing settled yet.</td></tr>`}</tbody></table>
 <h2>Held jobs (${esc(d.held.total)})</h2>

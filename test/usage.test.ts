@@ -19,6 +19,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { EXIT, runCli } from '../src/cli/main.ts';
+import { rebuildRollups } from '../src/db/usage.ts';
+import { inTransaction } from '../src/db/transaction.ts';
 
 const H = hoursToGpuMs(1);
 const viewer = 'test-viewer-token-0123456789';
@@ -107,6 +109,75 @@ describe('usage report', () => {
   ])('answers 400 to %s', async (q, message) => {
     const r = await get(`/usage${q}`);
     expect({ status: r.status, body: JSON.parse(r.text) }).toEqual({ status: 400, body: { error: { status: 400, message } } });
+  });
+});
+
+describe('report from the monthly rollup', () => {
+  const rows = async (path: string) => JSON.parse((await get(path)).text);
+
+  it('adds whole months from usage_monthly and the edge days from usage_daily, exactly', async () => {
+    // November is whole; 15-31 October (nothing) and 1 December (b2: 9 h of 10) are edge days.
+    const r = await rows('/usage?from=2026-10-15&to=2026-12-01&groupBy=project,user');
+    expect(r.rows).toEqual([
+      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0 }, // a1 1.5 + a2 2.25
+      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75 }, // a3, exempt
+      { project: 'beta', user: 'bob', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0 }, // b1 released (0 of 10) + b2 9 of 10
+      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0 }, // o1
+    ]);
+    expect(r.nextOffset).toBeNull();
+    // Two whole months, by project only.
+    expect((await rows('/usage?from=2026-11-01&to=2026-12-31&groupBy=project')).rows).toEqual([
+      { project: 'alpha', jobs: 3, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0.75 },
+      { project: 'beta', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0 },
+      { project: 'tiny', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0 },
+    ]);
+  });
+
+  it('pages with limit and offset in the grouping\'s order', async () => {
+    const one = await rows('/usage?from=2026-10-15&to=2026-12-01&groupBy=project,user&limit=2');
+    expect(one.rows.map((x: { project: string; user: string }) => `${x.project}/${x.user}`)).toEqual(['alpha/ann', 'alpha/bob']);
+    expect(one.nextOffset).toBe(2);
+    const two = await rows('/usage?from=2026-10-15&to=2026-12-01&groupBy=project,user&limit=2&offset=2');
+    expect(two.rows.map((x: { project: string; user: string }) => `${x.project}/${x.user}`)).toEqual(['beta/bob', 'tiny/cy']);
+    expect(two.nextOffset).toBeNull();
+    // December whole (b2), 2-30 November as edge days: a pair's hours from both, summed once.
+    const edge = await rows('/usage?from=2026-11-02&to=2026-12-31&groupBy=project,user&limit=1&offset=2');
+    expect(edge.rows).toEqual([{ project: 'beta', user: 'bob', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0 }]);
+    expect(edge.nextOffset).toBe(3);
+    expect((await rows('/usage?from=2026-11-02&to=2026-12-31&groupBy=project,user&limit=1')).rows.map((x: { user: string }) => x.user)).toEqual(['ann']);
+  });
+
+  it('holds what the ledger writer added, and a rebuild from usage_daily gives the same rows', async () => {
+    const dump = async () => ({
+      monthly: (await t.pool.query(`SELECT to_char(month, 'YYYY-MM-DD') AS month, project, user_name, exempt, jobs::int, estimated_gpu_ms::bigint AS est, actual_gpu_ms::bigint AS act
+                                    FROM usage_monthly ORDER BY 1, 2, 3, 4`)).rows,
+      period: (await t.pool.query(`SELECT kind, period, to_char(start, 'YYYY-MM-DD') AS start, name, exempt, jobs::int, actual_gpu_ms::bigint AS act
+                                   FROM usage_by_period ORDER BY 1, 2, 3, 4, 5`)).rows,
+      day: (await t.pool.query(`SELECT kind, name, to_char(day, 'YYYY-MM-DD') AS day, exempt, jobs::int, actual_gpu_ms::bigint AS act FROM usage_by_day ORDER BY 1, 2, 3, 4`)).rows,
+    });
+    const kept = await dump();
+    const ms = (h: number) => h * H;
+    expect(kept.monthly).toEqual([
+      { month: '2026-11-01', project: 'alpha', user_name: 'ann', exempt: false, jobs: 2, est: ms(4), act: ms(3.75) },
+      { month: '2026-11-01', project: 'alpha', user_name: 'bob', exempt: true, jobs: 1, est: ms(1), act: ms(0.75) },
+      { month: '2026-11-01', project: 'beta', user_name: 'bob', exempt: false, jobs: 1, est: ms(10), act: ms(0) },
+      { month: '2026-11-01', project: 'tiny', user_name: 'cy', exempt: false, jobs: 1, est: ms(3), act: ms(3) },
+      { month: '2026-12-01', project: 'beta', user_name: 'bob', exempt: false, jobs: 1, est: ms(10), act: ms(9) },
+    ]);
+    // alpha's week of Monday 2 November: a1 and a2 counted, a3 exempt; beta's last job falls in the week of 30 November.
+    const week = (name: string, start: string) => kept.period.filter((x) => x.kind === 'project' && x.period === 'week' && x.name === name && x.start === start);
+    expect(week('alpha', '2026-11-02')).toEqual([
+      { kind: 'project', period: 'week', start: '2026-11-02', name: 'alpha', exempt: false, jobs: 2, act: ms(3.75) },
+      { kind: 'project', period: 'week', start: '2026-11-02', name: 'alpha', exempt: true, jobs: 1, act: ms(0.75) },
+    ]);
+    expect(week('beta', '2026-11-30')).toEqual([{ kind: 'project', period: 'week', start: '2026-11-30', name: 'beta', exempt: false, jobs: 1, act: ms(9) }]);
+    expect(kept.period.filter((x) => x.kind === 'user' && x.period === 'month' && x.name === 'bob')).toEqual([
+      { kind: 'user', period: 'month', start: '2026-11-01', name: 'bob', exempt: false, jobs: 1, act: ms(0) },
+      { kind: 'user', period: 'month', start: '2026-11-01', name: 'bob', exempt: true, jobs: 1, act: ms(0.75) },
+      { kind: 'user', period: 'month', start: '2026-12-01', name: 'bob', exempt: false, jobs: 1, act: ms(9) },
+    ]);
+    await inTransaction(t.pool, (db) => rebuildRollups(db));
+    expect(await dump()).toEqual(kept);
   });
 });
 

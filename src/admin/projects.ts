@@ -1,7 +1,8 @@
 /**
  * The list of projects: every project with a budget (its row in Postgres)
  * and every project with jobs held now (Redis' held count per project, one
- * small hash), in name order, a page at a time. The second kind is the one a
+ * small hash), in name order, a page at a time, optionally only the names
+ * holding a search string. Redis is asked for the views of the page only. The second kind is the one a
  * newcomer looks for: a project with no budget, whose jobs wait (or, with
  * UNKNOWN_PROJECT_POLICY=reject, are turned away) until an admin sets one.
  *
@@ -29,11 +30,13 @@ export interface ProjectsPage {
   nextCursor: string | null;
 }
 
-export async function projectsPage(deps: { pool: Queryable; budgets: Budgets; held: HeldJobs }, page: { after: string | null; limit: number }): Promise<ProjectsPage> {
+export async function projectsPage(deps: { pool: Queryable; budgets: Budgets; held: HeldJobs }, page: { after: string | null; limit: number; q?: string | null }): Promise<ProjectsPage> {
   const { after, limit } = page;
+  const q = page.q ?? null;
+  const matches = (p: string) => q === null || p.toLowerCase().includes(q.toLowerCase());
   // One more than a page from each source tells whether another page follows.
-  const [budgeted, held] = await Promise.all([budgetedProjects(deps.pool, after, limit + 1), deps.held.countsByProject()]);
-  const heldAfter = [...held.keys()].filter((p) => after === null || p > after);
+  const [budgeted, held] = await Promise.all([budgetedProjects(deps.pool, after, limit + 1, q), deps.held.countsByProject()]);
+  const heldAfter = [...held.keys()].filter((p) => (after === null || p > after) && matches(p));
   // Default sort: by UTF-16 code unit, the same order as the query's COLLATE "C" on ASCII names.
   const names = [...new Set([...budgeted, ...heldAfter])].sort();
   const onPage = names.slice(0, limit);

@@ -6,6 +6,8 @@ import type { Logger } from '../log.ts';
 import type { Budgets } from '../accounting/budgets.ts';
 import { actorOf, authenticate, requireAdmin, type Tokens } from '../http/auth.ts';
 import { dashboardData } from '../../dashboard/data.ts';
+import { DashboardQuerySchema } from './dashboard-query.ts';
+import { parseBody } from './validate.ts';
 import { renderDashboard } from '../../dashboard/page.ts';
 import { budgetRoutes } from './budgets.ts';
 import { projectRoutes } from './projects.ts';
@@ -78,7 +80,7 @@ export function createApp(deps: AppDeps): express.Express {
   const batchJson = express.json({ limit: '4mb', strict: false });
   const smallJson = express.json({ limit: '16kb', strict: false });
   api.use((req, res, next) => (forCreators.has(`${req.method} ${req.path}`) ? batchJson : smallJson)(req, res, next));
-  api.use(budgetRoutes(deps.budgets));
+  api.use(budgetRoutes(deps.budgets, deps.pool));
   api.use(projectRoutes({ pool: deps.pool, budgets: deps.budgets, held: deps.held }));
   api.use(heldRoutes(deps.held));
   api.use(auditRoutes(deps.pool));
@@ -93,9 +95,10 @@ export function createApp(deps: AppDeps): express.Express {
   app.use('/api/v1', api);
   if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.tokens, { pool: deps.pool, trustedOrigins: trusted });
   app.get('/', (_req, res) => res.redirect('/dashboard'));
-  app.get('/dashboard', noFraming, authenticate(deps.tokens, { browser: true }), async (_req, res) => {
+  app.get('/dashboard', noFraming, authenticate(deps.tokens, { browser: true }), async (req, res) => {
     const clock = deps.clock ?? systemClock;
-    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now() });
+    const query = parseBody(DashboardQuerySchema, req.query);
+    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query });
     const board = deps.boardQueues ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
     res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: actorOf(res).role, board }));
   });

@@ -10,7 +10,10 @@ import type { Budgets, ScopeView } from '../accounting/budgets.ts';
 import { gpuMsToHours, hoursToGpuMs } from '../units.ts';
 import { HttpError } from '../http/errors.ts';
 import { actorOf } from '../http/auth.ts';
-import { body, freeText, parseBody } from './validate.ts';
+import { body, freeText, pageLimit, parseBody, query, searchText } from './validate.ts';
+import { quotaUsers } from '../db/quotas.ts';
+import type { Pool } from '../db/pool.ts';
+import { userQuotaScope } from '../accounting/scopes.ts';
 import { fieldNames } from '../../queues/contract.ts';
 import { unsafeText } from '../text.ts';
 
@@ -80,6 +83,11 @@ const QuotaBody = body({ reason, daily: LimitBody.nullable().optional(), weekly:
 );
 const RunCapBody = body({ reason, gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds });
 const ReasonBody = body({ reason }).optional();
+const QuotaListQuery = query({
+  limit: pageLimit,
+  cursor: z.string({ error: 'cursor must be a string' }).regex(NAME_RE, 'cursor must be a user name: the nextCursor of the previous page').optional(),
+  q: searchText('q'),
+});
 
 export function nameParam(what: string, raw: string): string {
   if (!NAME_RE.test(raw)) throw new HttpError(400, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`);
@@ -118,8 +126,19 @@ export function budgetJson(project: string, v: ScopeView) {
   return { project, ...scopeJson(v) };
 }
 
-export function budgetRoutes(budgets: Budgets): Router {
+export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
   const r = Router();
+  // Users with a quota by name, a page at a time (cursor as GET /projects); Redis is read for the page only.
+  r.get('/quotas', async (req, res) => {
+    const q = parseBody(QuotaListQuery, req.query);
+    const names = await quotaUsers(pool, { after: q.cursor ?? null, q: q.q ?? null, limit: q.limit + 1 });
+    const onPage = names.slice(0, q.limit);
+    const views = await budgets.views(onPage.flatMap((u) => [userQuotaScope(u, 'day').id, userQuotaScope(u, 'week').id]));
+    res.json({
+      quotas: onPage.map((user, i) => ({ user, daily: scopeJson(views[2 * i]!), weekly: scopeJson(views[2 * i + 1]!) })),
+      nextCursor: names.length > q.limit ? onPage.at(-1)! : null,
+    });
+  });
   r.put('/projects/:project/budget', async (req, res) => {
     const project = projectParam(req.params.project);
     const b = parseBody(BudgetBody, req.body);

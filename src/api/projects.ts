@@ -1,10 +1,10 @@
 /**
- * GET /projects?limit=&cursor=   every project with its budget view and how
+ * GET /projects?limit=&cursor=&q=   every project with its budget view and how
  * many of its jobs are held now, by name (src/admin/projects.ts says which
  * projects). Paged by cursor: `nextCursor` is the last name on the page when
  * more follow; pass it as `cursor` for the next page. A cursor, not an
  * offset: a project added while someone pages through does not shift the
- * pages after it.
+ * pages after it. `q` keeps the names holding it (case-insensitive).
  */
 import { Router } from 'express';
 import { z } from 'zod';
@@ -14,7 +14,7 @@ import type { Budgets } from '../accounting/budgets.ts';
 import type { HeldJobs } from '../admin/held.ts';
 import { projectsPage } from '../admin/projects.ts';
 import { budgetJson } from './budgets.ts';
-import { pageLimit, parseBody, query } from './validate.ts';
+import { pageLimit, parseBody, query, searchText } from './validate.ts';
 
 const ListQuery = query({
   limit: pageLimit,
@@ -22,13 +22,14 @@ const ListQuery = query({
     .string({ error: 'cursor must be a string' })
     .regex(NAME_RE, 'cursor must be a project name: the nextCursor of the previous page')
     .optional(),
+  q: searchText('q'),
 });
 
 export function projectRoutes(deps: { pool: Pool; budgets: Budgets; held: HeldJobs }): Router {
   const r = Router();
   r.get('/projects', async (req, res) => {
     const q = parseBody(ListQuery, req.query);
-    const page = await projectsPage(deps, { after: q.cursor ?? null, limit: q.limit });
+    const page = await projectsPage(deps, { after: q.cursor ?? null, limit: q.limit, q: q.q ?? null });
     res.json({
       projects: page.projects.map((p) => ({ ...budgetJson(p.project, p.view), heldJobs: p.heldJobs })),
       nextCursor: page.nextCursor,

@@ -1,6 +1,8 @@
 /**
  * Usage over HTTP:
- *   GET /usage?from=YYYY-MM-DD&to=YYYY-MM-DD&groupBy=project,user&project=&user=
+ *   GET /usage?from=YYYY-MM-DD&to=YYYY-MM-DD&groupBy=project,user&project=&user=&limit=&offset=
+ *     rows in the grouping's order, at most `limit` (10,000 when not given);
+ *     `nextOffset` is where the next page starts when more follow, else null
  *   GET /usage/export?month=YYYY-MM&format=csv|json   one row per job that ended that month, streamed
  * Days and months are local to GATEKEEPER_TIMEZONE.
  */
@@ -19,6 +21,9 @@ const date = (what: string) =>
   z.string({ error: `${what} is required (YYYY-MM-DD)` }).regex(/^\d{4}-\d{2}-\d{2}$/, `${what} must be a date YYYY-MM-DD`).refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)) && new Date(`${d}T00:00:00Z`).toISOString().startsWith(d), `${what} is not a real date`);
 const name = (what: string) => z.string().regex(NAME_RE, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`).optional();
 
+/** Rows per report page: a year by project and user at 10,000 users is some 20,000 rows (docs/benchmarks.md). */
+const MAX_ROWS = 10_000;
+
 const UsageQuery = query({
   from: date('from'),
   to: date('to'),
@@ -29,6 +34,8 @@ const UsageQuery = query({
     .refine((gs) => gs.every((g) => (GROUPS as readonly string[]).includes(g)), `groupBy must be a comma-separated list of ${GROUPS.join(', ')}`),
   project: name('project'),
   user: name('user'),
+  limit: z.coerce.number({ error: 'limit must be a number' }).int('limit must be a whole number').min(1, 'limit must be at least 1').max(MAX_ROWS, `limit must be at most ${MAX_ROWS}`).default(MAX_ROWS),
+  offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').max(10_000_000, 'offset must be at most 10000000').default(0),
 }).refine((q) => q.from <= q.to, 'from must not be after to').refine((q) => (Date.parse(q.to) - Date.parse(q.from)) / 86_400_000 <= 366, 'at most 366 days per report');
 
 const ExportQuery = query({
@@ -40,9 +47,11 @@ export function usageRoutes(pool: Pool, timeZone: string): Router {
   const r = Router();
   r.get('/usage', async (req, res) => {
     const q = parseBody(UsageQuery, req.query);
-    const rows = await usageReport(pool, { from: q.from, to: q.to, groupBy: q.groupBy as Group[], project: q.project, user: q.user });
+    const all = await usageReport(pool, { from: q.from, to: q.to, groupBy: q.groupBy as Group[], project: q.project, user: q.user, limit: q.limit + 1, offset: q.offset });
+    const rows = all.slice(0, q.limit);
     res.json({
       from: q.from, to: q.to, timeZone, groupBy: q.groupBy,
+      nextOffset: all.length > q.limit ? q.offset + q.limit : null,
       rows: rows.map(({ actualGpuMs, estimatedGpuMs, exemptGpuMs, ...keys }) => ({
         ...keys, actualGpuHours: gpuMsToHours(actualGpuMs), estimatedGpuHours: gpuMsToHours(estimatedGpuMs), exemptGpuHours: gpuMsToHours(exemptGpuMs),
       })),

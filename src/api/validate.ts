@@ -26,6 +26,13 @@ export const pageLimit = z.coerce
   .max(1000, 'limit must be at most 1000')
   .default(100);
 
+/** A search string in a listing's query: part of a name, so 1-128 of the characters names have. */
+export const searchText = (field: string) =>
+  z
+    .string({ error: `${field} must be a single string` })
+    .regex(/^[A-Za-z0-9._-]{1,128}$/, `${field} must be 1-128 characters of A-Z a-z 0-9 . _ - (part of a name)`)
+    .optional();
+
 /**
  * Free text a person writes (a reason, a note): at most `max` characters and
  * none that Postgres, a log, a terminal or a spreadsheet cannot hold.

@@ -40,8 +40,9 @@ export interface StreamPosition {
  * as array parameters through unnest, so a backlog of many batched reserve
  * entries never meets Postgres' 65,535-parameter limit. Rows already there
  * (a re-read entry) are skipped by the per-job unique indexes, and the same
- * statement adds only the rows it really inserted to the daily rollups
- * (usage_daily, usage_by_day, by local day in `timeZone`), so they count
+ * statement adds only the rows it really inserted to the rollups
+ * (usage_daily, usage_by_day, by local day in `timeZone`; usage_by_period
+ * and usage_monthly, by the week and month of that day), so they count
  * each job once.
  */
 export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamPosition)[], timeZone: string): Promise<void> {
@@ -65,7 +66,20 @@ export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamP
        SELECT 'project', project, day, exempt, count(*), sum(coalesce(actual_gpu_ms, 0)) FROM ended GROUP BY 2, 3, 4
        UNION ALL
        SELECT 'user', user_name, day, exempt, count(*), sum(coalesce(actual_gpu_ms, 0)) FROM ended GROUP BY 2, 3, 4
-       ON CONFLICT (kind, name, day, exempt) DO UPDATE SET jobs = b.jobs + EXCLUDED.jobs, actual_gpu_ms = b.actual_gpu_ms + EXCLUDED.actual_gpu_ms)
+       ON CONFLICT (kind, name, day, exempt) DO UPDATE SET jobs = b.jobs + EXCLUDED.jobs, actual_gpu_ms = b.actual_gpu_ms + EXCLUDED.actual_gpu_ms),
+     by_period AS (
+       INSERT INTO usage_by_period AS w (kind, period, start, name, exempt, jobs, actual_gpu_ms)
+       SELECT k.kind, p.period, date_trunc(p.period, e.day)::date, CASE k.kind WHEN 'project' THEN e.project ELSE e.user_name END, e.exempt,
+              count(*), sum(coalesce(e.actual_gpu_ms, 0))
+       FROM ended e, (VALUES ('project'), ('user')) AS k(kind), (VALUES ('week'), ('month')) AS p(period)
+       GROUP BY 1, 2, 3, 4, 5
+       ON CONFLICT (kind, period, start, name, exempt) DO UPDATE SET jobs = w.jobs + EXCLUDED.jobs, actual_gpu_ms = w.actual_gpu_ms + EXCLUDED.actual_gpu_ms),
+     monthly AS (
+       INSERT INTO usage_monthly AS m (month, project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
+       SELECT date_trunc('month', day)::date, project, user_name, exempt, count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))
+       FROM ended GROUP BY 1, 2, 3, 4
+       ON CONFLICT (month, project, user_name, exempt) DO UPDATE SET jobs = m.jobs + EXCLUDED.jobs,
+         estimated_gpu_ms = m.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms, actual_gpu_ms = m.actual_gpu_ms + EXCLUDED.actual_gpu_ms)
      INSERT INTO usage_daily AS u (day, project, user_name, job_type, gpu_type, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
      SELECT day, project, user_name, coalesce(job_type, ''), coalesce(gpu_type, ''), exempt,
             count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))

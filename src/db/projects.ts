@@ -10,13 +10,15 @@
  */
 import type { Queryable } from './pool.ts';
 
-export async function budgetedProjects(db: Queryable, after: string | null, limit: number): Promise<string[]> {
+/** `q`: only names holding it (case-insensitive); null: every name. */
+export async function budgetedProjects(db: Queryable, after: string | null, limit: number, q: string | null = null): Promise<string[]> {
   // substr from 9: after 'project:' (8 characters).
   const r = await db.query(
     `SELECT substr(scope, 9) AS project FROM limits
      WHERE scope LIKE 'project:%' AND ($1::text IS NULL OR substr(scope, 9) COLLATE "C" > $1::text)
+       AND ($3::text IS NULL OR strpos(lower(substr(scope, 9)), lower($3::text)) > 0)
      ORDER BY substr(scope, 9) COLLATE "C" LIMIT $2::integer`,
-    [after, limit],
+    [after, limit, q],
   );
   return r.rows.map((x: { project: string }) => x.project);
 }

@@ -144,6 +144,20 @@ CREATE TABLE usage_by_day (
   CONSTRAINT usage_by_day_kind_check CHECK ((kind = ANY (ARRAY['project'::text, 'user'::text]))),
   CONSTRAINT usage_by_day_pkey PRIMARY KEY (kind, name, day, exempt)
 );
+CREATE INDEX usage_by_day_day ON public.usage_by_day USING btree (kind, day);
+
+CREATE TABLE usage_by_period (
+  kind text NOT NULL,
+  period text NOT NULL,
+  start date NOT NULL,
+  name text NOT NULL,
+  exempt boolean NOT NULL,
+  jobs bigint NOT NULL,
+  actual_gpu_ms bigint NOT NULL,
+  CONSTRAINT usage_by_period_kind_check CHECK ((kind = ANY (ARRAY['project'::text, 'user'::text]))),
+  CONSTRAINT usage_by_period_period_check CHECK ((period = ANY (ARRAY['week'::text, 'month'::text]))),
+  CONSTRAINT usage_by_period_pkey PRIMARY KEY (kind, period, start, name, exempt)
+);
 
 CREATE TABLE usage_daily (
   day date NOT NULL,
@@ -159,6 +173,17 @@ CREATE TABLE usage_daily (
 );
 CREATE INDEX usage_daily_project ON public.usage_daily USING btree (project, day);
 CREATE INDEX usage_daily_user ON public.usage_daily USING btree (user_name, day);
+
+CREATE TABLE usage_monthly (
+  month date NOT NULL,
+  project text NOT NULL,
+  user_name text NOT NULL,
+  exempt boolean NOT NULL,
+  jobs bigint NOT NULL,
+  estimated_gpu_ms bigint NOT NULL,
+  actual_gpu_ms bigint NOT NULL,
+  CONSTRAINT usage_monthly_pkey PRIMARY KEY (project, user_name, month, exempt)
+);
 
 CREATE TABLE webhooks (
   id text NOT NULL,

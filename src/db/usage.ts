@@ -4,7 +4,21 @@
  * is thousands of rows), and ended jobs from the ledger a page at a time.
  * Days are local dates ('YYYY-MM-DD') in the time zone the writer used.
  */
-import type { Queryable } from './pool.ts';
+import type { Pool, PoolClient, Queryable } from './pool.ts';
+import { inSnapshot } from './transaction.ts';
+import { pairTotalsPage } from './usage-pairs.ts';
+
+/**
+ * Reads for a page, in one snapshot and without parallel workers: a worker
+ * starts in milliseconds on an idle host but tens of them on a busy one,
+ * more than these index reads take (figures in docs/benchmarks.md).
+ */
+export function pageReads<T>(pool: Pool, fn: (db: PoolClient) => Promise<T>): Promise<T> {
+  return inSnapshot(pool, async (db) => {
+    await db.query('SET LOCAL max_parallel_workers_per_gather = 0');
+    return fn(db);
+  });
+}
 
 /** The columns of usage_daily a report may group by. */
 export const USAGE_COLUMNS = ['project', 'user_name', 'job_type', 'gpu_type', 'day'] as const;
@@ -24,23 +38,44 @@ export interface UsageTotals {
 /**
  * Totals over the days from..to (inclusive), grouped by `groupBy` (ordered by
  * the same columns), for one project and/or user if given. Column names
- * cannot be parameters: they come from USAGE_COLUMNS only.
+ * cannot be parameters: they come from USAGE_COLUMNS only. Grouped by project
+ * and/or user only, whole months come from usage_monthly and only the days
+ * before the first and after the last whole month from usage_daily: a year
+ * reads a dozen rows per pair; a page (limit) by project (and user) reads
+ * only its pairs' rows (./usage-pairs.ts; figures in docs/benchmarks.md).
  */
-export async function usageTotals(db: Queryable, f: { from: string; to: string; groupBy: UsageColumn[]; project: string | null; user: string | null }): Promise<UsageTotals[]> {
+export async function usageTotals(
+  db: Queryable,
+  f: { from: string; to: string; groupBy: UsageColumn[]; project: string | null; user: string | null; limit?: number; offset?: number },
+): Promise<UsageTotals[]> {
   const cols = f.groupBy.map((c) => {
     if (!USAGE_COLUMNS.includes(c)) throw new RangeError(`not a usage column: ${c}`);
     return c;
   });
+  const monthly = cols.every((c) => c === 'project' || c === 'user_name');
+  const months = monthly ? wholeMonths(f.from, f.to) : null;
+  const byPair = cols.join() === 'project,user_name' || cols.join() === 'project';
+  if (months && byPair && f.limit !== undefined) {
+    return pairTotalsPage(db, { from: f.from, to: f.to, months, byUser: cols.length === 2, project: f.project, user: f.user, offset: f.offset ?? 0, limit: f.limit });
+  }
   const select = cols.map((c) => (c === 'day' ? `to_char(day, 'YYYY-MM-DD') AS day` : c));
   const positions = cols.map((_, i) => i + 1).join(', ');
+  const filter = `($3::text IS NULL OR project = $3::text) AND ($4::text IS NULL OR user_name = $4::text)`;
+  const source = months
+    ? `(SELECT project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms FROM usage_monthly
+          WHERE month >= $5::date AND month < $6::date AND ${filter}
+        UNION ALL
+        SELECT project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms FROM usage_daily
+          WHERE ((day >= $1::date AND day < $5::date) OR (day >= $6::date AND day <= $2::date)) AND ${filter}) AS u`
+    : `usage_daily WHERE day BETWEEN $1::date AND $2::date AND ${filter}`;
   const r = await db.query(
     `SELECT ${[...select, 'sum(jobs)::bigint AS jobs',
       'sum(actual_gpu_ms) FILTER (WHERE NOT exempt) AS actual', 'sum(estimated_gpu_ms) FILTER (WHERE NOT exempt) AS estimated',
       'sum(actual_gpu_ms) FILTER (WHERE exempt) AS exempt'].join(', ')}
-     FROM usage_daily
-     WHERE day BETWEEN $1::date AND $2::date AND ($3::text IS NULL OR project = $3::text) AND ($4::text IS NULL OR user_name = $4::text)
-     ${cols.length ? `GROUP BY ${positions} ORDER BY ${positions}` : ''}`,
-    [f.from, f.to, f.project, f.user],
+     FROM ${source}
+     ${cols.length ? `GROUP BY ${positions} ORDER BY ${positions}` : ''}
+     LIMIT $${months ? 7 : 5}::int OFFSET $${months ? 8 : 6}::int`,
+    [f.from, f.to, f.project, f.user, ...(months ? [months.start, months.end] : []), f.limit ?? null, f.offset ?? 0],
   );
   // sum(bigint) is numeric: exact, returned as a string (null over no rows).
   return r.rows.map((x: Record<string, unknown>) => ({
@@ -50,6 +85,41 @@ export async function usageTotals(db: Queryable, f: { from: string; to: string; 
     estimatedGpuMs: Number(x.estimated ?? 0),
     exemptGpuMs: Number(x.exempt ?? 0),
   }));
+}
+
+/** The whole months inside from..to as [start, end) first days, or null when none fits. */
+export function wholeMonths(from: string, to: string): { start: string; end: string } | null {
+  const first = (d: Date) => new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1));
+  const f = new Date(`${from}T00:00:00Z`);
+  const afterTo = new Date(Date.parse(`${to}T00:00:00Z`) + 86_400_000);
+  const start = f.getUTCDate() === 1 ? f : new Date(Date.UTC(f.getUTCFullYear(), f.getUTCMonth() + 1, 1));
+  const end = first(afterTo);
+  return start < end ? { start: start.toISOString().slice(0, 10), end: end.toISOString().slice(0, 10) } : null;
+}
+
+/**
+ * Rebuild every coarser rollup from usage_daily, the widest one, in one
+ * transaction's worth of statements: usage_by_day, usage_by_period and
+ * usage_monthly then hold exactly what the ledger writer would have added.
+ */
+export async function rebuildRollups(db: Queryable): Promise<void> {
+  await db.query('TRUNCATE usage_by_day, usage_by_period, usage_monthly');
+  await db.query(
+    `INSERT INTO usage_by_day
+       SELECT 'project', project, day, exempt, sum(jobs), sum(actual_gpu_ms) FROM usage_daily GROUP BY project, day, exempt
+       UNION ALL
+       SELECT 'user', user_name, day, exempt, sum(jobs), sum(actual_gpu_ms) FROM usage_daily GROUP BY user_name, day, exempt`,
+  );
+  await db.query(
+    `INSERT INTO usage_by_period
+       SELECT kind, p.period, date_trunc(p.period, day)::date, name, exempt, sum(jobs), sum(actual_gpu_ms)
+       FROM usage_by_day, (VALUES ('week'), ('month')) AS p(period) GROUP BY 1, 2, 3, 4, 5`,
+  );
+  await db.query(
+    `INSERT INTO usage_monthly
+       SELECT date_trunc('month', day)::date, project, user_name, exempt, sum(jobs), sum(estimated_gpu_ms), sum(actual_gpu_ms)
+       FROM usage_daily GROUP BY 1, 2, 3, 4`,
+  );
 }
 
 /**
@@ -71,15 +141,18 @@ export async function dailyUsage(db: Queryable, f: { kind: 'project' | 'user'; n
 
 /**
  * Counted GPU-ms per project in each of `ranges` (local dates, inclusive),
- * one number per range in their order, for every project with usage since
- * the earliest range began; by project name.
+ * one number per range in their order, for the projects named (every project
+ * with usage since the earliest range began, if `names` is omitted); by
+ * project name.
  */
-export async function projectUsageInRanges(db: Queryable, ranges: { from: string; to: string }[]): Promise<{ project: string; gpuMs: number[] }[]> {
+export async function projectUsageInRanges(db: Queryable, ranges: { from: string; to: string }[], names?: string[]): Promise<{ project: string; gpuMs: number[] }[]> {
   const sums = ranges.map((_, i) => `coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt AND day BETWEEN $${2 * i + 1}::date AND $${2 * i + 2}::date), 0) AS p${i}`);
+  const n = 2 * ranges.length;
   const r = await db.query(
     `SELECT name AS project, ${sums.join(', ')}
-     FROM usage_by_day WHERE kind = 'project' AND day >= $${2 * ranges.length + 1}::date GROUP BY name ORDER BY name`,
-    [...ranges.flatMap((p) => [p.from, p.to]), ranges.map((p) => p.from).sort()[0]],
+     FROM usage_by_day WHERE kind = 'project' AND day >= $${n + 1}::date AND ($${n + 2}::text[] IS NULL OR name = ANY($${n + 2}::text[]))
+     GROUP BY name ORDER BY name`,
+    [...ranges.flatMap((p) => [p.from, p.to]), ranges.map((p) => p.from).sort()[0], names ?? null],
   );
   return r.rows.map((x: Record<string, unknown>) => ({ project: String(x.project), gpuMs: ranges.map((_, i) => Number(x[`p${i}`])) }));
 }

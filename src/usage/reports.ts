@@ -5,8 +5,8 @@
  * streamed a page at a time by (at, id), so a month of a million jobs never
  * sits in memory). Days are local days in GATEKEEPER_TIMEZONE.
  */
-import type { Queryable } from '../db/pool.ts';
-import { dailyUsage, endedJobsPage, usageTotals, type UsageColumn } from '../db/usage.ts';
+import type { Pool, Queryable } from '../db/pool.ts';
+import { dailyUsage, endedJobsPage, pageReads, usageTotals, type UsageColumn } from '../db/usage.ts';
 import { periodAt } from '../periods.ts';
 import { printable } from '../text.ts';
 
@@ -35,10 +35,13 @@ export interface UsageFilter {
   groupBy: Group[];
   project?: string | undefined;
   user?: string | undefined;
+  /** At most this many rows (all if omitted), after skipping `offset` in the report's order. */
+  limit?: number | undefined;
+  offset?: number | undefined;
 }
 
-export async function usageReport(db: Queryable, f: UsageFilter): Promise<UsageRow[]> {
-  const totals = await usageTotals(db, { from: f.from, to: f.to, groupBy: f.groupBy.map((g) => COLUMN[g]), project: f.project || null, user: f.user || null });
+export async function usageReport(pool: Pool, f: UsageFilter): Promise<UsageRow[]> {
+  const totals = await pageReads(pool, (db) => usageTotals(db, { from: f.from, to: f.to, groupBy: f.groupBy.map((g) => COLUMN[g]), project: f.project || null, user: f.user || null, ...(f.limit !== undefined ? { limit: f.limit } : {}), offset: f.offset ?? 0 }));
   return totals.map(({ keys, ...sums }) => {
     const row: UsageRow = sums;
     for (const g of f.groupBy) (row as unknown as Record<string, unknown>)[g] = keys[COLUMN[g]];

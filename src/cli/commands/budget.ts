@@ -11,9 +11,10 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
     .description('every project with a budget or with held jobs, by name, with its budget and held jobs')
     .option('--limit <n>', 'at most this many', '100')
     .option('--cursor <project>', 'start after this project (what the previous page said)')
-    .action(async (o: { limit: string; cursor?: string }) => {
+    .option('--search <text>', 'only projects whose name holds this (case-insensitive)')
+    .action(async (o: { limit: string; cursor?: string; search?: string }) => {
       const { api, json } = client();
-      const r = await api.call('GET', `/projects?${new URLSearchParams({ limit: o.limit, ...(o.cursor ? { cursor: o.cursor } : {}) })}`);
+      const r = await api.call('GET', `/projects?${new URLSearchParams({ limit: o.limit, ...(o.cursor ? { cursor: o.cursor } : {}), ...(o.search ? { q: o.search } : {}) })}`);
       print(json, r, () => projectsTable(r));
     });
   budget

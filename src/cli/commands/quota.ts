@@ -1,11 +1,24 @@
-/** `gatekeeper quota get|set`: users' daily and weekly quotas in GPU hours. */
+/** `gatekeeper quota list|get|set`: users' daily and weekly quotas in GPU hours. */
 import { CommanderError, Option, type Command } from 'commander';
 import { EXIT, limitFields, num, type LimitOpts } from '../args.ts';
-import { quotaTable } from '../format.ts';
+import { quotaTable, scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
 export function addQuotaCommands(program: Command, { client, print }: CliContext): void {
   const quota = program.command('quota').description("users' daily and weekly quotas (GPU hours)");
+  quota
+    .command('list')
+    .description('users with a quota, by name, with both quotas')
+    .option('--limit <n>', 'at most this many users', '100')
+    .option('--cursor <user>', 'start after this user (what the previous page said)')
+    .option('--search <text>', 'only users whose name holds this (case-insensitive)')
+    .action(async (o: { limit: string; cursor?: string; search?: string }) => {
+      const { api, json } = client();
+      const r = await api.call('GET', `/quotas?${new URLSearchParams({ limit: o.limit, ...(o.cursor ? { cursor: o.cursor } : {}), ...(o.search ? { q: o.search } : {}) })}`);
+      const quotas = r.quotas as Record<string, any>[];
+      const more = r.nextCursor === null ? '' : `\nmore: gatekeeper quota list --cursor ${r.nextCursor}`;
+      print(json, r, () => scopeTable(quotas.flatMap((q) => [[`${q.user} daily`, q.daily], [`${q.user} weekly`, q.weekly]] as [string, Record<string, any>][])) + more);
+    });
   quota
     .command('get <user>')
     .description('used, reserved, remaining and next reset, per period')
