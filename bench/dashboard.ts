@@ -30,6 +30,7 @@ import { HeldJobs } from '../src/admin/held.ts';
 import { createApp } from '../src/api/app.ts';
 import { allLimits } from '../src/db/limits.ts';
 import { rebuildRollups } from '../src/db/usage.ts';
+import { cover } from '../src/db/usage-pairs.ts';
 import { createDatabase, startInfra } from '../test/support/infra.ts';
 import { save } from './results.ts';
 
@@ -89,7 +90,7 @@ async function main(): Promise<void> {
     await pool.query('ANALYZE');
     const fillSeconds = (performance.now() - t0) / 1000;
     const count = async (table: string) => Number((await pool.query(`SELECT count(*) AS n FROM ${table}`)).rows[0].n);
-    const rollupRows = { usage_daily: await count('usage_daily'), usage_by_day: await count('usage_by_day'), usage_by_period: await count('usage_by_period'), usage_monthly: await count('usage_monthly') };
+    const rollupRows = { usage_daily: await count('usage_daily'), usage_by_day: await count('usage_by_day'), usage_by_period: await count('usage_by_period'), usage_monthly: await count('usage_monthly'), usage_weekly: await count('usage_weekly') };
 
     const app = createApp({ config, accounting, budgets, held, redis, pool, log: createLogger('silent'), tokens: { admin: token, viewer: undefined } });
     server = await new Promise<Server>((r) => {
@@ -99,6 +100,11 @@ async function main(): Promise<void> {
     const today = new Date().toISOString().slice(0, 10);
     const monthAgo = new Date(Date.now() - 30 * 86_400_000).toISOString().slice(0, 10);
     const yearAgo = new Date(Date.now() - 365 * 86_400_000).toISOString().slice(0, 10);
+    // A year's range with the most edge days a report reads from usage_daily (six at each end).
+    const day = (ms: number) => new Date(ms).toISOString().slice(0, 10);
+    let worstTo = Date.now() - 7 * 86_400_000;
+    while (cover(day(worstTo - 361 * 86_400_000), day(worstTo)).days.length < 12) worstTo -= 86_400_000;
+    const worst12 = { from: day(worstTo - 361 * 86_400_000), to: day(worstTo) };
     const calls: [string, string][] = [
       ['healthz (floor)', '/healthz'],
       ['dashboard page 1', '/dashboard'],
@@ -110,6 +116,7 @@ async function main(): Promise<void> {
       ['quota list, search q=12', '/api/v1/quotas?q=12'],
       ['usage, 30 days by project', `/api/v1/usage?from=${monthAgo}&to=${today}&groupBy=project`],
       ['report: 366 days by project and user, first 1,000 rows', `/api/v1/usage?from=${yearAgo}&to=${today}&groupBy=project,user&limit=1000`],
+      [`report (not held to a target): 362 days with 12 edge days (${worst12.from} to ${worst12.to}), first 1,000 rows`, `/api/v1/usage?from=${worst12.from}&to=${worst12.to}&groupBy=project,user&limit=1000`],
       ['report (not held to a target): 366 days by project and user, first 10,000 rows', `/api/v1/usage?from=${yearAgo}&to=${today}&groupBy=project,user`],
       ['report (not held to a target): 30 days by project, user, day', `/api/v1/usage?from=${monthAgo}&to=${today}&groupBy=project,user,day`],
       ['one budget', '/api/v1/projects/p7/budget'],

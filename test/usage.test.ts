@@ -20,6 +20,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { EXIT, runCli } from '../src/cli/main.ts';
 import { rebuildRollups } from '../src/db/usage.ts';
+import { cover } from '../src/db/usage-pairs.ts';
 import { inTransaction } from '../src/db/transaction.ts';
 
 const H = hoursToGpuMs(1);
@@ -147,6 +148,37 @@ describe('report from the monthly rollup', () => {
     expect((await rows('/usage?from=2026-11-02&to=2026-12-31&groupBy=project,user&limit=1')).rows.map((x: { user: string }) => x.user)).toEqual(['ann']);
   });
 
+  it('cuts a range into whole months, whole weeks (cut at the 1st) and at most six days at each end', () => {
+    // Tuesday 20 October to Tuesday 8 December 2026.
+    expect(cover('2026-10-20', '2026-12-08')).toEqual({
+      months: { start: '2026-11-01', end: '2026-12-01' },
+      weeks: ['2026-10-26', '2026-12-01'],
+      days: ['2026-10-20', '2026-10-21', '2026-10-22', '2026-10-23', '2026-10-24', '2026-10-25', '2026-12-07', '2026-12-08'],
+    });
+    expect(cover('2026-11-30', '2026-12-06')).toEqual({ months: null, weeks: ['2026-11-30', '2026-12-01'], days: [] });
+  });
+
+  it('adds the edge weeks from usage_weekly, exactly', async () => {
+    const page = async (from: string, to: string) => (await rows(`/usage?from=${from}&to=${to}&groupBy=project,user&limit=10`)).rows;
+    // The week of 1 December (Tuesday to Sunday) holds b2 only; 30 November, a week cut at the 1st, holds nothing.
+    expect(await page('2026-12-01', '2026-12-06')).toEqual([{ project: 'beta', user: 'bob', jobs: 1, actualGpuHours: 9, estimatedGpuHours: 10, exemptGpuHours: 0 }]);
+    expect(await page('2026-11-30', '2026-11-30')).toEqual([]);
+    // Weeks 2-29 November hold a1, a2, a3, o1 and b1.
+    expect(await page('2026-11-02', '2026-11-29')).toEqual([
+      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0 },
+      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75 },
+      { project: 'beta', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 10, exemptGpuHours: 0 },
+      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0 },
+    ]);
+    // Days, a week, November whole, a week and days: every job once.
+    expect(await page('2026-10-20', '2026-12-08')).toEqual([
+      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0 },
+      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75 },
+      { project: 'beta', user: 'bob', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0 },
+      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0 },
+    ]);
+  });
+
   it('holds what the ledger writer added, and a rebuild from usage_daily gives the same rows', async () => {
     const dump = async () => ({
       monthly: (await t.pool.query(`SELECT to_char(month, 'YYYY-MM-DD') AS month, project, user_name, exempt, jobs::int, estimated_gpu_ms::bigint AS est, actual_gpu_ms::bigint AS act
@@ -154,6 +186,8 @@ describe('report from the monthly rollup', () => {
       period: (await t.pool.query(`SELECT kind, period, to_char(start, 'YYYY-MM-DD') AS start, name, exempt, jobs::int, actual_gpu_ms::bigint AS act
                                    FROM usage_by_period ORDER BY 1, 2, 3, 4, 5`)).rows,
       day: (await t.pool.query(`SELECT kind, name, to_char(day, 'YYYY-MM-DD') AS day, exempt, jobs::int, actual_gpu_ms::bigint AS act FROM usage_by_day ORDER BY 1, 2, 3, 4`)).rows,
+      weekly: (await t.pool.query(`SELECT to_char(week, 'YYYY-MM-DD') AS week, project, user_name, exempt, jobs::int, estimated_gpu_ms::bigint AS est, actual_gpu_ms::bigint AS act
+                                   FROM usage_weekly ORDER BY 1, 2, 3, 4`)).rows,
     });
     const kept = await dump();
     const ms = (h: number) => h * H;
@@ -175,6 +209,14 @@ describe('report from the monthly rollup', () => {
       { kind: 'user', period: 'month', start: '2026-11-01', name: 'bob', exempt: false, jobs: 1, act: ms(0) },
       { kind: 'user', period: 'month', start: '2026-11-01', name: 'bob', exempt: true, jobs: 1, act: ms(0.75) },
       { kind: 'user', period: 'month', start: '2026-12-01', name: 'bob', exempt: false, jobs: 1, act: ms(9) },
+    ]);
+    // Weeks start on Monday or on the 1st: b2 (1 December, a Tuesday) is in the week of 1 December, not of 30 November.
+    expect(kept.weekly).toEqual([
+      { week: '2026-11-02', project: 'alpha', user_name: 'ann', exempt: false, jobs: 2, est: ms(4), act: ms(3.75) },
+      { week: '2026-11-02', project: 'alpha', user_name: 'bob', exempt: true, jobs: 1, est: ms(1), act: ms(0.75) },
+      { week: '2026-11-09', project: 'tiny', user_name: 'cy', exempt: false, jobs: 1, est: ms(3), act: ms(3) },
+      { week: '2026-11-16', project: 'beta', user_name: 'bob', exempt: false, jobs: 1, est: ms(10), act: ms(0) },
+      { week: '2026-12-01', project: 'beta', user_name: 'bob', exempt: false, jobs: 1, est: ms(10), act: ms(9) },
     ]);
     await inTransaction(t.pool, (db) => rebuildRollups(db));
     expect(await dump()).toEqual(kept);

@@ -41,9 +41,9 @@ export interface StreamPosition {
  * entries never meets Postgres' 65,535-parameter limit. Rows already there
  * (a re-read entry) are skipped by the per-job unique indexes, and the same
  * statement adds only the rows it really inserted to the rollups
- * (usage_daily, usage_by_day, by local day in `timeZone`; usage_by_period
- * and usage_monthly, by the week and month of that day), so they count
- * each job once.
+ * (usage_daily, usage_by_day, by local day in `timeZone`; usage_by_period,
+ * usage_monthly and usage_weekly, by the week and month of that day), so
+ * they count each job once.
  */
 export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamPosition)[], timeZone: string): Promise<void> {
   const col = <K extends keyof (LedgerRow & StreamPosition)>(k: K) => rows.map((r) => r[k]);
@@ -79,7 +79,14 @@ export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamP
        SELECT date_trunc('month', day)::date, project, user_name, exempt, count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))
        FROM ended GROUP BY 1, 2, 3, 4
        ON CONFLICT (month, project, user_name, exempt) DO UPDATE SET jobs = m.jobs + EXCLUDED.jobs,
-         estimated_gpu_ms = m.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms, actual_gpu_ms = m.actual_gpu_ms + EXCLUDED.actual_gpu_ms)
+         estimated_gpu_ms = m.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms, actual_gpu_ms = m.actual_gpu_ms + EXCLUDED.actual_gpu_ms),
+     weekly AS (
+       INSERT INTO usage_weekly AS k (week, project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
+       SELECT greatest(date_trunc('week', day), date_trunc('month', day))::date, project, user_name, exempt,
+              count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))
+       FROM ended GROUP BY 1, 2, 3, 4
+       ON CONFLICT (week, project, user_name, exempt) DO UPDATE SET jobs = k.jobs + EXCLUDED.jobs,
+         estimated_gpu_ms = k.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms, actual_gpu_ms = k.actual_gpu_ms + EXCLUDED.actual_gpu_ms)
      INSERT INTO usage_daily AS u (day, project, user_name, job_type, gpu_type, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
      SELECT day, project, user_name, coalesce(job_type, ''), coalesce(gpu_type, ''), exempt,
             count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))

@@ -185,6 +185,17 @@ CREATE TABLE usage_monthly (
   CONSTRAINT usage_monthly_pkey PRIMARY KEY (project, user_name, month, exempt)
 );
 
+CREATE TABLE usage_weekly (
+  week date NOT NULL,
+  project text NOT NULL,
+  user_name text NOT NULL,
+  exempt boolean NOT NULL,
+  jobs bigint NOT NULL,
+  estimated_gpu_ms bigint NOT NULL,
+  actual_gpu_ms bigint NOT NULL,
+  CONSTRAINT usage_weekly_pkey PRIMARY KEY (week, project, user_name, exempt)
+);
+
 CREATE TABLE webhooks (
   id text NOT NULL,
   url text NOT NULL,

@@ -42,7 +42,9 @@ export interface UsageTotals {
  * and/or user only, whole months come from usage_monthly and only the days
  * before the first and after the last whole month from usage_daily: a year
  * reads a dozen rows per pair; a page (limit) by project (and user) reads
- * only its pairs' rows (./usage-pairs.ts; figures in docs/benchmarks.md).
+ * whole months, whole weeks and at most six days at each end, and only its
+ * pairs' rows of months and weeks (./usage-pairs.ts; figures in
+ * docs/benchmarks.md).
  */
 export async function usageTotals(
   db: Queryable,
@@ -55,8 +57,8 @@ export async function usageTotals(
   const monthly = cols.every((c) => c === 'project' || c === 'user_name');
   const months = monthly ? wholeMonths(f.from, f.to) : null;
   const byPair = cols.join() === 'project,user_name' || cols.join() === 'project';
-  if (months && byPair && f.limit !== undefined) {
-    return pairTotalsPage(db, { from: f.from, to: f.to, months, byUser: cols.length === 2, project: f.project, user: f.user, offset: f.offset ?? 0, limit: f.limit });
+  if (byPair && f.limit !== undefined) {
+    return pairTotalsPage(db, { from: f.from, to: f.to, byUser: cols.length === 2, project: f.project, user: f.user, offset: f.offset ?? 0, limit: f.limit });
   }
   const select = cols.map((c) => (c === 'day' ? `to_char(day, 'YYYY-MM-DD') AS day` : c));
   const positions = cols.map((_, i) => i + 1).join(', ');
@@ -99,11 +101,11 @@ export function wholeMonths(from: string, to: string): { start: string; end: str
 
 /**
  * Rebuild every coarser rollup from usage_daily, the widest one, in one
- * transaction's worth of statements: usage_by_day, usage_by_period and
- * usage_monthly then hold exactly what the ledger writer would have added.
+ * transaction's worth of statements: usage_by_day, usage_by_period,
+ * usage_monthly and usage_weekly then hold exactly what the ledger writer would have added.
  */
 export async function rebuildRollups(db: Queryable): Promise<void> {
-  await db.query('TRUNCATE usage_by_day, usage_by_period, usage_monthly');
+  await db.query('TRUNCATE usage_by_day, usage_by_period, usage_monthly, usage_weekly');
   await db.query(
     `INSERT INTO usage_by_day
        SELECT 'project', project, day, exempt, sum(jobs), sum(actual_gpu_ms) FROM usage_daily GROUP BY project, day, exempt
@@ -118,6 +120,12 @@ export async function rebuildRollups(db: Queryable): Promise<void> {
   await db.query(
     `INSERT INTO usage_monthly
        SELECT date_trunc('month', day)::date, project, user_name, exempt, sum(jobs), sum(estimated_gpu_ms), sum(actual_gpu_ms)
+       FROM usage_daily GROUP BY 1, 2, 3, 4`,
+  );
+  await db.query(
+    `INSERT INTO usage_weekly
+       SELECT greatest(date_trunc('week', day), date_trunc('month', day))::date, project, user_name, exempt,
+              sum(jobs), sum(estimated_gpu_ms), sum(actual_gpu_ms)
        FROM usage_daily GROUP BY 1, 2, 3, 4`,
   );
 }
