@@ -10,7 +10,7 @@ import type { Budgets, ScopeView } from '../accounting/budgets.ts';
 import { gpuMsToHours, hoursToGpuMs } from '../units.ts';
 import { HttpError } from '../http/errors.ts';
 import { actorOf } from '../http/auth.ts';
-import { body, freeText, pageLimit, parseBody, query, searchText } from './validate.ts';
+import { body, cursorPageQuery, freeText, parseBody } from './validate.ts';
 import { quotaUsers } from '../db/quotas.ts';
 import type { Pool } from '../db/pool.ts';
 import { userQuotaScope } from '../accounting/scopes.ts';
@@ -83,11 +83,7 @@ const QuotaBody = body({ reason, daily: LimitBody.nullable().optional(), weekly:
 );
 const RunCapBody = body({ reason, gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds });
 const ReasonBody = body({ reason }).optional();
-const QuotaListQuery = query({
-  limit: pageLimit,
-  cursor: z.string({ error: 'cursor must be a string' }).regex(NAME_RE, 'cursor must be a user name: the nextCursor of the previous page').optional(),
-  q: searchText('q'),
-});
+const QuotaListQuery = cursorPageQuery('user');
 
 export function nameParam(what: string, raw: string): string {
   if (!NAME_RE.test(raw)) throw new HttpError(400, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`);

@@ -7,23 +7,14 @@
  * pages after it. `q` keeps the names holding it (case-insensitive).
  */
 import { Router } from 'express';
-import { z } from 'zod';
-import { NAME_RE } from '../../queues/contract.ts';
 import type { Pool } from '../db/pool.ts';
 import type { Budgets } from '../accounting/budgets.ts';
 import type { HeldJobs } from '../admin/held.ts';
 import { projectsPage } from '../admin/projects.ts';
 import { budgetJson } from './budgets.ts';
-import { pageLimit, parseBody, query, searchText } from './validate.ts';
+import { cursorPageQuery, parseBody } from './validate.ts';
 
-const ListQuery = query({
-  limit: pageLimit,
-  cursor: z
-    .string({ error: 'cursor must be a string' })
-    .regex(NAME_RE, 'cursor must be a project name: the nextCursor of the previous page')
-    .optional(),
-  q: searchText('q'),
-});
+const ListQuery = cursorPageQuery('project');
 
 export function projectRoutes(deps: { pool: Pool; budgets: Budgets; held: HeldJobs }): Router {
   const r = Router();

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { HttpError } from '../http/errors.ts';
-import { fieldNames } from '../../queues/contract.ts';
+import { fieldNames, NAME_RE } from '../../queues/contract.ts';
 import { safeText } from '../text.ts';
 
 /** Parse a body, query or parameter, or answer 400 listing every problem. */
@@ -32,6 +32,20 @@ export const searchText = (field: string) =>
     .string({ error: `${field} must be a single string` })
     .regex(/^[A-Za-z0-9._-]{1,128}$/, `${field} must be 1-128 characters of A-Z a-z 0-9 . _ - (part of a name)`)
     .optional();
+
+/**
+ * The query of a listing paged by name (GET /projects, GET /quotas): `limit`,
+ * `cursor` (the previous page's nextCursor, a name of `what`) and `q`.
+ */
+export const cursorPageQuery = (what: string) =>
+  query({
+    limit: pageLimit,
+    cursor: z
+      .string({ error: 'cursor must be a string' })
+      .regex(NAME_RE, `cursor must be a ${what} name: the nextCursor of the previous page`)
+      .optional(),
+    q: searchText('q'),
+  });
 
 /**
  * Free text a person writes (a reason, a note): at most `max` characters and

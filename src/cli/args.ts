@@ -74,3 +74,6 @@ export function limitFields(o: LimitOpts) {
 
 export const runPath = (project: string, run: string) => `/projects/${encodeURIComponent(project)}/runs/${encodeURIComponent(run)}/cap`;
 
+/** The query string of a listing paged by name, from `--limit`, `--cursor` and `--search`. */
+export const pageQuery = (o: { limit: string; cursor?: string; search?: string }) =>
+  new URLSearchParams({ limit: o.limit, ...(o.cursor ? { cursor: o.cursor } : {}), ...(o.search ? { q: o.search } : {}) });

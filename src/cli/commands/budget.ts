@@ -1,6 +1,6 @@
 /** `gatekeeper budget list|get|set|adjust`: project budgets in GPU hours. */
 import { Option, type Command } from 'commander';
-import { limitFields, num, type LimitOpts } from '../args.ts';
+import { limitFields, num, pageQuery, type LimitOpts } from '../args.ts';
 import { budgetTable, projectsTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -14,7 +14,7 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
     .option('--search <text>', 'only projects whose name holds this (case-insensitive)')
     .action(async (o: { limit: string; cursor?: string; search?: string }) => {
       const { api, json } = client();
-      const r = await api.call('GET', `/projects?${new URLSearchParams({ limit: o.limit, ...(o.cursor ? { cursor: o.cursor } : {}), ...(o.search ? { q: o.search } : {}) })}`);
+      const r = await api.call('GET', `/projects?${pageQuery(o)}`);
       print(json, r, () => projectsTable(r));
     });
   budget

@@ -1,6 +1,6 @@
 /** `gatekeeper quota list|get|set`: users' daily and weekly quotas in GPU hours. */
 import { CommanderError, Option, type Command } from 'commander';
-import { EXIT, limitFields, num, type LimitOpts } from '../args.ts';
+import { EXIT, limitFields, num, pageQuery, type LimitOpts } from '../args.ts';
 import { quotaTable, scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -14,7 +14,7 @@ export function addQuotaCommands(program: Command, { client, print }: CliContext
     .option('--search <text>', 'only users whose name holds this (case-insensitive)')
     .action(async (o: { limit: string; cursor?: string; search?: string }) => {
       const { api, json } = client();
-      const r = await api.call('GET', `/quotas?${new URLSearchParams({ limit: o.limit, ...(o.cursor ? { cursor: o.cursor } : {}), ...(o.search ? { q: o.search } : {}) })}`);
+      const r = await api.call('GET', `/quotas?${pageQuery(o)}`);
       const quotas = r.quotas as Record<string, any>[];
       const more = r.nextCursor === null ? '' : `\nmore: gatekeeper quota list --cursor ${r.nextCursor}`;
       print(json, r, () => scopeTable(quotas.flatMap((q) => [[`${q.user} daily`, q.daily], [`${q.user} weekly`, q.weekly]] as [string, Record<string, any>][])) + more);
