@@ -24,6 +24,7 @@ import { createGatekeeper } from '../workers/gatekeeper.ts';
 import { createReconciler } from '../workers/reconciler.ts';
 import { createGpuSim } from '../workers/gpu-sim.ts';
 import { createScheduler } from '../workers/scheduler.ts';
+import { createWaker } from '../workers/waker.ts';
 import { createWebhookDelivery } from '../workers/webhook-delivery.ts';
 import { EventStore } from './events/store.ts';
 import { DriftAudit } from './accounting/drift.ts';
@@ -74,6 +75,9 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
   if (roles.has('reconciler')) {
     const rec = createReconciler({ config, connection: redis, log, clock: systemClock, metrics });
     rec.start();
+    // Held jobs start when room appears; the settles that make it happen here.
+    const waker = createWaker({ config, connection: redis, pool: pool!, log, clock: systemClock, metrics });
+    await waker.start();
     const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
     const streamConn = connect();
     // An entry set aside is counted and raised as an alert (ENTRY_QUARANTINED), once per entry however often it is re-read.
@@ -115,6 +119,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
         : null;
     closers.unshift(async () => {
       if (driftTimer) clearInterval(driftTimer);
+      await waker.close();
       await rec.close();
       await writer.stop();
       await events.stop();

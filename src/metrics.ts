@@ -35,6 +35,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly woken = new Counter({
+    name: 'gatekeeper_woken_jobs_total',
+    help: 'Held jobs started by the waker because room appeared (no admin release).',
+    registers: [this.registry],
+  });
+
   readonly settlementLag = new Histogram({
     name: 'gatekeeper_settlement_lag_seconds',
     help: 'From a GPU job finishing to its actual hours replacing its reservation.',

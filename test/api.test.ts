@@ -103,7 +103,7 @@ describe('budget API', () => {
 
   it.each([
     ['/users/bob/quota', 'PUT', {}, 'give daily and/or weekly (null removes one)'],
-    ['/users/bob/quota', 'PUT', { daily: 8 }, 'a quota must be an object { gpuHours, policy?, gracePercent? } or null'],
+    ['/users/bob/quota', 'PUT', { daily: 8 }, 'a quota must be an object { gpuHours, policy?, gracePercent?, thresholds?, release? } or null'],
     ['/users/bob/quota', 'PUT', { daily: { gpuHours: 8, policy: 'lenient' } }, 'policy must be "hard" or "soft"'],
     ['/users/bob/quota', 'PUT', { weekly: { gpuHours: 8, gracePercent: 150 } }, 'gracePercent must be at most 100'],
     ['/projects/alpha/budget', 'PUT', { gpuHours: 1, period: 'fortnight' }, 'period must be "none", "week" or "month"'],

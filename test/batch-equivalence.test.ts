@@ -102,7 +102,9 @@ async function state(redis: Redis, acc: Accounting): Promise<Record<string, unkn
     const type = await redis.type(key);
     const name = key.slice(prefix.length);
     if (name === 'ledger') continue;
-    if (type === 'hash') out[name] = await redis.hgetall(key);
+    // Signalled when the limits were set up (reserve never writes it): its scores are those moments.
+    if (name === 'wake') out[name] = (await redis.zrange(key, '0', '-1')).sort();
+    else if (type === 'hash') out[name] = await redis.hgetall(key);
     else if (type === 'zset') out[name] = await redis.zrange(key, '0', '-1', 'WITHSCORES');
     else if (type === 'set') out[name] = (await redis.smembers(key)).sort();
     else if (type === 'stream') out[name] = (await redis.xrange(key, '-', '+')).map(([, fields]) => fields);

@@ -10,6 +10,7 @@ import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createGatekeeper, type Gatekeeper } from '../workers/gatekeeper.ts';
 import { createReconciler, type Reconciler } from '../workers/reconciler.ts';
 import { createGpuSim } from '../workers/gpu-sim.ts';
+import { createWaker } from '../workers/waker.ts';
 import { LedgerWriter } from '../src/ledger/writer.ts';
 import { systemClock } from '../src/clock.ts';
 import { hoursToGpuMs } from '../src/units.ts';
@@ -97,5 +98,33 @@ describe('budget 10 GPU-h, 15 one-hour jobs', () => {
     // is Redis 7's): a longer result made Redis convert every completed
     // intake job (see IntakeResult).
     expect(await t.redis.object('ENCODING', intake.toKey(job.id!))).toBe('listpack');
+  });
+
+  it('starts the 5 held jobs by itself when actual hours come in under estimates: no admin release', async () => {
+    await t.budgets.set('gamma', hoursToGpuMs(10));
+    const rec2 = createReconciler({ config: t.config, connection: t.redis, log: t.log, clock: systemClock });
+    const waker = createWaker({ config: t.config, connection: t.redis, pool: t.pool, log: t.log, clock: systemClock });
+    const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log, concurrency: 10 });
+    rec2.start();
+    await waker.start();
+    try {
+      const jobs = await intake.addBulk(
+        Array.from({ length: 15 }, (_, i) => ({
+          name: `render-${i}`,
+          data: { project: 'gamma', user: 'gus', estimatedGpuHours: 1, payload: { simulate: { durationMs: 20, gpuHours: 0.5 } } },
+        })),
+      );
+      // All 15 ran and settled: 15 x 0.5 h used, nothing reserved, nobody held, nobody released by hand.
+      const b = await eventually(() => t.budgets.get('gamma'), (v) => v!.usedGpuMs === hoursToGpuMs(7.5) && v!.reservedGpuMs === 0);
+      expect(b!.remainingGpuMs).toBe(hoursToGpuMs(2.5));
+      expect(await t.accounting.heldIds('gamma')).toEqual([]);
+      for (const j of jobs) expect((await exec.getJob(`intake-${j.id}`))?.data.project).toBe('gamma');
+      const audit = await t.pool.query(`SELECT count(*)::int AS n FROM audit WHERE action = 'held.release'`);
+      expect(audit.rows[0].n).toBe(0);
+    } finally {
+      await sim.close();
+      await waker.close();
+      await rec2.close();
+    }
   });
 });

@@ -11,7 +11,7 @@
 import type { Pool, PoolClient } from '../db/pool.ts';
 import { allLimits, deleteLimit, exemptJobTypes, getLimit, getLimits, lockLimit, setExemptJobType, upsertLimit, type LimitRow } from '../db/limits.ts';
 import type { Accounting } from './counters.ts';
-import type { ScopeDefinition, ScopePeriod, ScopePolicy } from './types.ts';
+import type { ReleaseMode, ScopeDefinition, ScopePeriod, ScopePolicy } from './types.ts';
 import { parseScopeId, projectScope, runScope, userQuotaScope } from './scopes.ts';
 import type { Actor } from '../db/audit.ts';
 import { recordAdjustment, recordCarries } from '../db/periods.ts';
@@ -46,6 +46,8 @@ export interface ScopeView {
   rolloverCapGpuMs: number | null;
   /** Warning thresholds in percent of the effective limit. */
   thresholds: number[];
+  /** auto: held jobs start by themselves when room appears; manual: an admin releases them. */
+  release: ReleaseMode;
   /** As set; null: no limit (usage is still counted). */
   limitGpuMs: number | null;
   /** limit + carried over + adjusted, for this period. */
@@ -80,6 +82,7 @@ export interface LimitInput {
   rolloverCapGpuMs?: number | null;
   /** Percents of the limit that raise THRESHOLD_CROSSED; null = 75, 90, 100; [] = none. */
   thresholds?: number[] | null;
+  release?: ReleaseMode;
 }
 
 export interface QuotaView {
@@ -132,7 +135,7 @@ export class Budgets {
         reason,
       };
       await tx.audit(actor, c);
-      tx.redis({ apply: () => this.accounting.definitions.adjustCounter(s!.id, deltaGpuMs), undo: () => this.accounting.definitions.adjustCounter(s!.id, -deltaGpuMs) });
+      tx.redis({ apply: () => this.accounting.definitions.adjustCounter(s!.id, deltaGpuMs, now), undo: () => this.accounting.definitions.adjustCounter(s!.id, -deltaGpuMs, now) });
       return c;
     }, this.log);
     // The event says what the audit row says.
@@ -217,6 +220,7 @@ export class Budgets {
         rollover: row?.rollover ?? false,
         rolloverCapGpuMs: row?.rolloverCapGpuMs ?? null,
         thresholds: row ? (row.thresholds ?? [...DEFAULT_THRESHOLDS]) : [],
+        release: row?.release ?? 'auto',
         limitGpuMs: row?.limitGpuMs ?? null,
         effectiveLimitGpuMs: s.limitGpuMs,
         ceilingGpuMs: s.ceilingGpuMs,
@@ -266,6 +270,7 @@ export class Budgets {
       rollover: input.rollover ?? prior?.rollover ?? false,
       rolloverCapGpuMs: input.rolloverCapGpuMs !== undefined ? input.rolloverCapGpuMs : (prior?.rolloverCapGpuMs ?? null),
       thresholds: input.thresholds !== undefined ? input.thresholds : (prior?.thresholds ?? null),
+      release: input.release ?? prior?.release ?? 'auto',
       setAt: prior?.setAt ?? this.clock.now(),
     };
     const row = await upsertLimit(tx.db, scope, def);
@@ -287,7 +292,8 @@ export class Budgets {
 
   private async stageDefinition(tx: ChangeTx, scope: string, def: ScopeDefinition | null): Promise<void> {
     const was = await this.accounting.definitions.definition(scope);
-    tx.redis({ apply: () => this.accounting.definitions.define(scope, def), undo: () => this.accounting.definitions.define(scope, was) });
+    const now = this.clock.now();
+    tx.redis({ apply: () => this.accounting.definitions.define(scope, def, now), undo: () => this.accounting.definitions.define(scope, was, now) });
   }
 
   /**
@@ -315,8 +321,8 @@ export class Budgets {
     const rows = await allLimits(this.pool);
     for (const r of rows) {
       await this.locked(r.scope, async (db) => {
-        const now = await getLimit(db, r.scope);
-        await this.accounting.definitions.define(r.scope, now);
+        const row = await getLimit(db, r.scope);
+        await this.accounting.definitions.define(r.scope, row, this.clock.now());
       });
     }
     const types = await exemptJobTypes(this.pool);
@@ -373,6 +379,7 @@ function auditable(r: LimitRow) {
     ...(r.gracePercent !== null ? { gracePercent: r.gracePercent } : {}),
     ...(r.thresholds != null ? { thresholds: r.thresholds } : {}),
     period: r.period,
+    ...(r.release === 'manual' ? { release: 'manual' } : {}),
     ...(r.rollover ? { rollover: true, rolloverCapGpuHours: r.rolloverCapGpuMs === null ? null : gpuMsToHours(r.rolloverCapGpuMs) } : {}),
   };
 }

@@ -113,10 +113,10 @@ export class Accounting {
     return out.map(decodeRelease);
   }
 
-  /** Cancel a held job; it is remembered as cancelled for SETTLED_RETAIN_SECONDS. */
-  async cancel(jobId: string): Promise<{ kind: 'cancelled' } | { kind: 'not-held'; state: string }> {
+  /** Cancel a held job; it is remembered as cancelled for SETTLED_RETAIN_SECONDS. `now`: the time of the wake signal for its lines. */
+  async cancel(jobId: string, now = Date.now()): Promise<{ kind: 'cancelled' } | { kind: 'not-held'; state: string }> {
     const k = this.keys;
-    return decodeCancel((await callScript(this.redis, 'cancel', [k.allHeld], [k.prefix, jobId, String(this.settledRetainSeconds)])) as (number | string)[]);
+    return decodeCancel((await callScript(this.redis, 'cancel', [k.allHeld], [k.prefix, jobId, String(this.settledRetainSeconds), String(now)])) as (number | string)[]);
   }
 
   /** How many jobs each project has held now. */

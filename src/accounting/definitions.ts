@@ -17,18 +17,20 @@ export class ScopeDefinitions {
 
   /** Set (or with null, remove) a one-off hard limit on a scope: the short form of define(). */
   async setLimit(scope: string, limitGpuMs: number | null, now = Date.now()): Promise<void> {
-    if (limitGpuMs === null) return this.define(scope, null);
-    return this.define(scope, { limitGpuMs, policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, setAt: now });
+    if (limitGpuMs === null) return this.define(scope, null, now);
+    return this.define(scope, { limitGpuMs, policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, setAt: now }, now);
   }
 
   /**
    * Replace a scope's definition (null removes it: no limit). One MULTI, so
-   * the reserve script never sees half a definition.
+   * the reserve script never sees half a definition. It signals the scope in
+   * the wake set (`now`, the signal's time, orders the waker's work).
    */
-  async define(scope: string, d: ScopeDefinition | null): Promise<void> {
+  async define(scope: string, d: ScopeDefinition | null, now = Date.now()): Promise<void> {
     const key = this.keys.def(scope);
     if (d === null) {
-      await this.redis.unlink(key);
+      // No limit now: its held jobs may fit (a quota or run cap without one admits everything).
+      await this.redis.multi().unlink(key).zadd(this.keys.wake, 'NX', now, scope).exec();
       return;
     }
     assertAmount(d.limitGpuMs, 0);
@@ -44,7 +46,10 @@ export class ScopeDefinitions {
     if (d.thresholds != null) fields.thresholds = d.thresholds.join(',');
     if (d.rolloverCapGpuMs !== null) fields.rolloverCap = String(d.rolloverCapGpuMs);
     fields.c = compactDefinition(fields);
-    await this.redis.multi().unlink(key).hset(key, fields).exec();
+    // Not in 'c': only the waker reads it, never the reserve script.
+    if (d.release === 'manual') fields.release = 'manual';
+    // A changed limit may make room: the waker decides its line's head again.
+    await this.redis.multi().unlink(key).hset(key, fields).zadd(this.keys.wake, 'NX', now, scope).exec();
   }
 
   async definition(scope: string): Promise<ScopeDefinition | null> {
@@ -59,13 +64,15 @@ export class ScopeDefinitions {
       rolloverCapGpuMs: h.rolloverCap === undefined ? null : Number(h.rolloverCap),
       setAt: Number(h.setAt ?? 0),
       thresholds: h.thresholds === undefined ? null : h.thresholds.split(',').filter(Boolean).map(Number),
+      release: h.release === 'manual' ? 'manual' : 'auto',
     };
   }
 
   /** Add (or with a negative delta, take) GPU-ms to the limit of one period's counters ('<scope>@<period label>', or a one-off scope). */
-  async adjustCounter(counterId: string, deltaGpuMs: number): Promise<void> {
+  async adjustCounter(counterId: string, deltaGpuMs: number, now = Date.now()): Promise<void> {
     if (!Number.isSafeInteger(deltaGpuMs)) throw new RangeError(`adjustment must be a whole number of GPU-ms, got ${deltaGpuMs}`);
-    await this.redis.hincrby(this.keys.scope(counterId), 'adjust', deltaGpuMs);
+    const scope = counterId.split('@')[0]!;
+    await this.redis.multi().hincrby(this.keys.scope(counterId), 'adjust', deltaGpuMs).zadd(this.keys.wake, 'NX', now, scope).exec();
   }
 
   /** Exempt job types: admitted without counting, tracked in exemptUsed/exemptReserved. */

@@ -84,5 +84,8 @@ export async function rebuildHeld(redis: Redis, accounting: Accounting, heldQueu
       for (const b of lines[j]!) p.zadd(k.line(b), r.order, r.jobId);
     });
   }
+  // Room may have appeared while Redis was gone: the waker decides each rebuilt line's head again.
+  const bases = [...lined];
+  for (let i = 0; i < bases.length; i += CHUNK) await redis.zadd(k.wake, 'NX', ...bases.slice(i, i + CHUNK).flatMap((b) => [now, b]));
   return reqs.length;
 }

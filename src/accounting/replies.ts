@@ -10,7 +10,7 @@ import type { ReleaseOutcome, ScopeState, SettleOutcome } from './types.ts';
 export function decodeRelease(r: (number | string)[]): ReleaseOutcome {
   switch (replyOf('release', r[0])) {
     case 'admitted': return { kind: 'admitted', amountGpuMs: Number(r[1]), scopes: csv(r[2]) };
-    case 'heldBehind': return { kind: 'held', shortfalls: [], ahead: Number(r[1]), line: String(r[2]) };
+    case 'heldBehind': return { kind: 'held', shortfalls: parseShortfalls(r, 4, Number(r[3])), ahead: Number(r[1]), line: String(r[2]) };
     case 'notHeld': return { kind: 'not-held', state: String(r[1]) };
     case 'held': {
       // It now waits in the lines of what it misses.

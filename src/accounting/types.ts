@@ -93,7 +93,11 @@ export interface ScopeDefinition {
   setAt: number;
   /** Percents of the limit that raise THRESHOLD_CROSSED; null = 75, 90, 100. */
   thresholds?: number[] | null;
+  /** auto (absent): held jobs are decided again when room appears (workers/waker.ts); manual: only an admin releases them. */
+  release?: ReleaseMode;
 }
+
+export type ReleaseMode = 'auto' | 'manual';
 
 /** A scope as admission sees it now (see scope.lua). */
 export interface ScopeState {

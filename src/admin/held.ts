@@ -152,15 +152,7 @@ export class HeldJobs {
   /** Re-run admission for the selected held jobs, oldest first; the rest stay held with a fresh reason. */
   async release(sel: ReleaseSelector, actor: Actor): Promise<ReleaseReport> {
     const ids = await this.select(sel);
-    const report: ReleaseReport = { considered: ids.length, admitted: [], stillHeld: [], notHeld: [] };
-    const note = `released by ${actor.name}`;
-    for (let i = 0; i < ids.length; i += RELEASE_BATCH) {
-      const chunk = ids.slice(i, i + RELEASE_BATCH);
-      const now = this.clock.now();
-      const outcomes = await this.accounting.release(chunk, 'fifo', note, now);
-      await this.apply(chunk, outcomes, report, now);
-      await new Promise((r) => setImmediate(r)); // let other requests in between batches
-    }
+    const report = await this.decideAgain(ids, `released by ${actor.name}`);
     await recordAudit(this.audit, actor, {
       action: 'held.release',
       target: selectorText(sel),
@@ -168,6 +160,27 @@ export class HeldJobs {
       after: { admitted: report.admitted.length, stillHeld: report.stillHeld.length, notHeld: report.notHeld.length },
     });
     this.log.info({ actor: actor.name, selector: sel, admitted: report.admitted.length, stillHeld: report.stillHeld.length }, 'released held jobs');
+    return report;
+  }
+
+  /**
+   * Decide held jobs again because room appeared (workers/waker.ts): as
+   * release does, first in first out, with `note` in the ledger and the
+   * JOB_RELEASED events. Not an admin change, so no audit row.
+   */
+  async wake(ids: string[], note: string): Promise<ReleaseReport> {
+    return this.decideAgain(ids, note);
+  }
+
+  private async decideAgain(ids: string[], note: string): Promise<ReleaseReport> {
+    const report: ReleaseReport = { considered: ids.length, admitted: [], stillHeld: [], notHeld: [] };
+    for (let i = 0; i < ids.length; i += RELEASE_BATCH) {
+      const chunk = ids.slice(i, i + RELEASE_BATCH);
+      const now = this.clock.now();
+      const outcomes = await this.accounting.release(chunk, 'fifo', note, now);
+      await this.apply(chunk, outcomes, report, now);
+      await new Promise((r) => setImmediate(r)); // let other requests in between batches
+    }
     return report;
   }
 
@@ -190,7 +203,7 @@ export class HeldJobs {
 
   /** Cancel a held job: it moves to gpu-rejected with the admin's reason. */
   async cancel(jobId: string, actor: Actor, reason: string): Promise<void> {
-    const out = await this.accounting.cancel(jobId);
+    const out = await this.accounting.cancel(jobId, this.clock.now());
     if (out.kind !== 'cancelled') throw new NotHeldError(jobId, out.state);
     const [job] = await this.jobs([jobId]);
     const why = `cancelled by ${actor.name}: ${reason}`;

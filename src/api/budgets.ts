@@ -7,6 +7,7 @@ import { Router } from 'express';
 import { z } from 'zod';
 import { NAME_RE } from '../../queues/contract.ts';
 import type { Budgets, ScopeView } from '../accounting/budgets.ts';
+import type { ReleaseMode } from '../accounting/types.ts';
 import { gpuMsToHours, hoursToGpuMs } from '../units.ts';
 import { HttpError } from '../http/errors.ts';
 import { actorOf } from '../http/auth.ts';
@@ -35,6 +36,7 @@ const gpuHours = (what: string, min = 0) =>
     .max(MAX_BUDGET_GPU_HOURS, `${what} must be at most ${MAX_BUDGET_GPU_HOURS}`)
     .refine(...notRoundedAway(what));
 const policy = z.enum(['hard', 'soft'], { error: 'policy must be "hard" or "soft"' }).optional();
+const release = z.enum(['auto', 'manual'], { error: 'release must be "auto" (held jobs start when they fit) or "manual" (an admin releases them)' }).optional();
 const gracePercent = z
   .number({ error: 'gracePercent must be a number' })
   .int('gracePercent must be a whole number')
@@ -62,6 +64,7 @@ const BudgetBody = body({
   policy,
   gracePercent,
   thresholds,
+  release,
 });
 
 const AdjustBody = body({
@@ -74,14 +77,14 @@ const AdjustBody = body({
 });
 
 const LimitBody = z.strictObject(
-  { gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds },
-  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${fieldNames(i.keys)}` : 'a quota must be an object { gpuHours, policy?, gracePercent? } or null') },
+  { gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds, release },
+  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${fieldNames(i.keys)}` : 'a quota must be an object { gpuHours, policy?, gracePercent?, thresholds?, release? } or null') },
 );
 const QuotaBody = body({ reason, daily: LimitBody.nullable().optional(), weekly: LimitBody.nullable().optional() }).refine(
   (b) => b.daily !== undefined || b.weekly !== undefined,
   'give daily and/or weekly (null removes one)',
 );
-const RunCapBody = body({ reason, gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds });
+const RunCapBody = body({ reason, gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds, release });
 const ReasonBody = body({ reason }).optional();
 const QuotaListQuery = cursorPageQuery('user');
 
@@ -105,6 +108,7 @@ export function scopeJson(v: ScopeView) {
     policy: v.policy,
     gracePercent: v.gracePercent,
     thresholds: v.thresholds,
+    release: v.release,
     limitGpuHours: hours(v.limitGpuMs),
     ...(v.rollover ? { rollover: true, rolloverCapGpuHours: hours(v.rolloverCapGpuMs), carriedOverGpuHours: hours(v.carryGpuMs) } : {}),
     ...(v.adjustGpuMs !== 0 ? { adjustedGpuHours: hours(v.adjustGpuMs) } : {}),
@@ -142,9 +146,7 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
       ...(b.period !== undefined ? { period: b.period } : {}),
       ...(b.rollover !== undefined ? { rollover: b.rollover } : {}),
       ...(b.rolloverCapGpuHours !== undefined ? { rolloverCapGpuMs: b.rolloverCapGpuHours === null ? null : hoursToGpuMs(b.rolloverCapGpuHours) } : {}),
-      ...(b.policy !== undefined ? { policy: b.policy } : {}),
-      ...(b.gracePercent !== undefined ? { gracePercent: b.gracePercent } : {}),
-      ...(b.thresholds !== undefined ? { thresholds: b.thresholds } : {}),
+      ...limitOptions(b),
     });
     res.json(budgetJson(project, view));
   });
@@ -206,9 +208,10 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
 }
 
 /** The optional settings every limit shares, as given (omitted = keep). */
-function limitOptions(b: { policy?: 'hard' | 'soft' | undefined; gracePercent?: number | null | undefined; thresholds?: number[] | null | undefined }) {
+function limitOptions(b: { policy?: 'hard' | 'soft' | undefined; gracePercent?: number | null | undefined; thresholds?: number[] | null | undefined; release?: ReleaseMode | undefined }) {
   return {
     ...(b.policy ? { policy: b.policy } : {}),
+    ...(b.release ? { release: b.release } : {}),
     ...(b.gracePercent !== undefined ? { gracePercent: b.gracePercent } : {}),
     ...(b.thresholds !== undefined ? { thresholds: b.thresholds } : {}),
   };

@@ -3,7 +3,7 @@
  * naming the flag, and the job bodies preflight and submit send.
  */
 import { readFile } from 'node:fs/promises';
-import { CommanderError } from 'commander';
+import { CommanderError, Option } from 'commander';
 
 /** Exit codes: see src/cli/main.ts. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, forbidden: 3, notFound: 4, refused: 5 } as const;
@@ -54,6 +54,7 @@ async function readStdin(): Promise<string> {
 export interface LimitOpts {
   policy?: string;
   grace?: string;
+  release?: string;
   reason?: string | undefined;
 }
 
@@ -68,9 +69,14 @@ export function limitFields(o: LimitOpts) {
   return {
     ...(o.policy ? { policy: o.policy } : {}),
     ...(o.grace !== undefined ? { gracePercent: num('--grace', o.grace) } : {}),
+    ...(o.release ? { release: o.release } : {}),
     ...(o.reason ? { reason: o.reason } : {}),
   };
 }
+
+/** --release, on every command that sets a limit. */
+export const releaseOption = () =>
+  new Option('--release <mode>', 'auto: held jobs start by themselves when they fit; manual: an admin releases them').choices(['auto', 'manual']);
 
 export const runPath = (project: string, run: string) => `/projects/${encodeURIComponent(project)}/runs/${encodeURIComponent(run)}/cap`;
 

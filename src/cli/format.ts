@@ -35,7 +35,7 @@ function scopeCells(s: Record<string, any>): unknown[] {
   const limit = s.limitGpuHours === null ? 'none' : s.effectiveLimitGpuHours !== s.limitGpuHours ? `${s.effectiveLimitGpuHours} (${s.limitGpuHours} set)` : String(s.limitGpuHours);
   return [
     s.periodLabel ?? s.period, limit, s.usedGpuHours, s.reservedGpuHours, s.remainingGpuHours ?? '-',
-    s.exemptUsedGpuHours + s.exemptReservedGpuHours, s.policy + (s.gracePercent !== null ? ` +${s.gracePercent}%` : ''), s.nextResetAt ?? '-',
+    s.exemptUsedGpuHours + s.exemptReservedGpuHours, s.policy + (s.gracePercent !== null ? ` +${s.gracePercent}%` : '') + (s.release === 'manual' ? ', manual release' : ''), s.nextResetAt ?? '-',
   ];
 }
 

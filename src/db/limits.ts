@@ -21,6 +21,8 @@ export interface LimitDefinition {
   setAt: number;
   /** Percents of the limit that raise THRESHOLD_CROSSED; null = the defaults. */
   thresholds?: number[] | null;
+  /** auto (absent): held jobs are decided again when room appears; manual: only an admin releases them. */
+  release?: 'auto' | 'manual';
 }
 
 export interface LimitRow extends LimitDefinition {
@@ -28,18 +30,19 @@ export interface LimitRow extends LimitDefinition {
   updatedAt: Date;
 }
 
-const COLUMNS = 'scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, set_at, updated_at';
+const COLUMNS = 'scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, release_mode, set_at, updated_at';
 
 /** Insert or replace a limit; set_at stays what it was when the limit was first set. */
 export async function upsertLimit(db: Queryable, scope: string, d: LimitDefinition): Promise<LimitRow> {
   const r = await db.query(
-    `INSERT INTO limits (scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, set_at)
-     VALUES ($1::text, $2::bigint, $3::text, $4::integer, $5::text, $6::boolean, $7::bigint, $8::integer[], to_timestamp($9::double precision / 1000))
+    `INSERT INTO limits (scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, release_mode, set_at)
+     VALUES ($1::text, $2::bigint, $3::text, $4::integer, $5::text, $6::boolean, $7::bigint, $8::integer[], $9::text, to_timestamp($10::double precision / 1000))
      ON CONFLICT (scope) DO UPDATE SET limit_gpu_ms = EXCLUDED.limit_gpu_ms, policy = EXCLUDED.policy,
        grace_pct = EXCLUDED.grace_pct, period = EXCLUDED.period, rollover = EXCLUDED.rollover,
-       rollover_cap_gpu_ms = EXCLUDED.rollover_cap_gpu_ms, thresholds = EXCLUDED.thresholds, updated_at = now()
+       rollover_cap_gpu_ms = EXCLUDED.rollover_cap_gpu_ms, thresholds = EXCLUDED.thresholds,
+       release_mode = EXCLUDED.release_mode, updated_at = now()
      RETURNING ${COLUMNS}`,
-    [scope, d.limitGpuMs, d.policy, d.gracePercent, d.period, d.rollover, d.rolloverCapGpuMs, d.thresholds ?? null, d.setAt],
+    [scope, d.limitGpuMs, d.policy, d.gracePercent, d.period, d.rollover, d.rolloverCapGpuMs, d.thresholds ?? null, d.release ?? 'auto', d.setAt],
   );
   return toRow(r.rows[0]);
 }
@@ -96,6 +99,7 @@ interface Raw {
   rollover: boolean;
   rollover_cap_gpu_ms: number | null;
   thresholds: number[] | null;
+  release_mode: 'auto' | 'manual';
   set_at: Date;
   updated_at: Date;
 }
@@ -110,6 +114,7 @@ function toRow(r: Raw): LimitRow {
     rollover: r.rollover,
     rolloverCapGpuMs: r.rollover_cap_gpu_ms === null ? null : Number(r.rollover_cap_gpu_ms),
     thresholds: r.thresholds,
+    release: r.release_mode,
     setAt: r.set_at.getTime(),
     updatedAt: r.updated_at,
   };

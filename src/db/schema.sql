@@ -92,11 +92,13 @@ CREATE TABLE limits (
   set_at timestamp with time zone DEFAULT now() NOT NULL,
   updated_at timestamp with time zone DEFAULT now() NOT NULL,
   thresholds integer[],
+  release_mode text DEFAULT 'auto'::text NOT NULL,
   CONSTRAINT limits_grace_pct_check CHECK (((grace_pct >= 0) AND (grace_pct <= 100))),
   CONSTRAINT limits_limit_gpu_ms_check CHECK ((limit_gpu_ms >= 0)),
   CONSTRAINT limits_period_check CHECK ((period = ANY (ARRAY['none'::text, 'day'::text, 'week'::text, 'month'::text]))),
   CONSTRAINT limits_pkey PRIMARY KEY (scope),
   CONSTRAINT limits_policy_check CHECK ((policy = ANY (ARRAY['hard'::text, 'soft'::text]))),
+  CONSTRAINT limits_release_mode_check CHECK ((release_mode = ANY (ARRAY['auto'::text, 'manual'::text]))),
   CONSTRAINT limits_rollover_cap_gpu_ms_check CHECK ((rollover_cap_gpu_ms >= 0))
 );
 

@@ -95,6 +95,11 @@ export class Keys {
     return `${this.base}:held`;
   }
 
+  /** Zset of scope bases whose line may move now (room appeared), scored by the first signal's time: the waker's work (lua/includes/wake.lua). */
+  get wake(): string {
+    return `${this.base}:wake`;
+  }
+
   /** What scripts that build keys themselves prepend (all but settle.lua). */
   get prefix(): string {
     return `${this.base}:`;

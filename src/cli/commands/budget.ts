@@ -1,6 +1,6 @@
 /** `gatekeeper budget list|get|set|adjust`: project budgets in GPU hours. */
 import { Option, type Command } from 'commander';
-import { limitFields, num, pageQuery, type LimitOpts } from '../args.ts';
+import { limitFields, num, pageQuery, type LimitOpts, releaseOption } from '../args.ts';
 import { budgetTable, projectsTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -35,6 +35,7 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
     .option('--rollover-cap <gpuHours>', 'at most this much rolls over')
     .addOption(new Option('--policy <policy>', 'hard: hold at the limit; soft: admit past it with warnings').choices(['hard', 'soft']))
     .option('--grace <percent>', 'soft only: how far past the limit, in percent')
+    .addOption(releaseOption())
     .action(async (project: string, hours: string, o: LimitOpts & { period?: string; rollover?: boolean; rolloverCap?: string }) => {
       const { api, json } = client();
       const b = await api.call('PUT', `/projects/${encodeURIComponent(project)}/budget`, {

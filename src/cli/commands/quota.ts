@@ -1,6 +1,6 @@
 /** `gatekeeper quota list|get|set`: users' daily and weekly quotas in GPU hours. */
 import { CommanderError, Option, type Command } from 'commander';
-import { EXIT, limitFields, num, pageQuery, type LimitOpts } from '../args.ts';
+import { EXIT, limitFields, num, pageQuery, type LimitOpts, releaseOption } from '../args.ts';
 import { quotaTable, scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -34,6 +34,7 @@ export function addQuotaCommands(program: Command, { client, print }: CliContext
     .option('--weekly <gpuHours>', "the weekly quota ('none' removes it)")
     .addOption(new Option('--policy <policy>').choices(['hard', 'soft']))
     .option('--grace <percent>', 'soft only: how far past the quota, in percent')
+    .addOption(releaseOption())
     .option('--reason <text>', 'why, for the audit log')
     .action(async (user: string, o: LimitOpts & { daily?: string; weekly?: string }) => {
       if (o.daily === undefined && o.weekly === undefined) throw new CommanderError(EXIT.usage, 'usage', 'give --daily and/or --weekly');

@@ -1,6 +1,6 @@
 /** `gatekeeper run-cap get|set|remove`: GPU-hour caps on runs. */
 import { Option, type Command } from 'commander';
-import { limitFields, num, runPath, type LimitOpts } from '../args.ts';
+import { limitFields, num, runPath, type LimitOpts, releaseOption } from '../args.ts';
 import { scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -18,6 +18,7 @@ export function addRunCapCommands(program: Command, { client, print }: CliContex
     .description('cap a run (audited)')
     .addOption(new Option('--policy <policy>').choices(['hard', 'soft']))
     .option('--grace <percent>', 'soft only: how far past the cap, in percent')
+    .addOption(releaseOption())
     .option('--reason <text>', 'why, for the audit log')
     .action(async (project: string, run: string, hours: string, o: LimitOpts) => {
       const { api, json } = client();

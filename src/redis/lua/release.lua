@@ -8,6 +8,10 @@
   one job it is given, at once, whatever its lines and limits.) A job that
   still does not fit moves to the lines of the scopes it now misses.
 
+  A job that leaves a line (admitted, or moved to other lines) may let the
+  jobs behind it go: each such line that still has jobs in it is signalled
+  in the wake set (includes/wake.lua).
+
   Events: JOB_RELEASED (fifo) or JOB_OVERRIDDEN (override) per job admitted,
   and THRESHOLD_CROSSED as in reserve.lua.
 
@@ -32,8 +36,9 @@
     { 0, amount, n, <misfit> * n }
                                 does not fit: still held (misfit: scope base, code,
                                 limit, used, reserved; as in reserve.lua)
-    { 4, ahead, line }          still held: `ahead` older held jobs go first in the
-                                line of scope `line`
+    { 4, ahead, line, amount, n, <misfit> * n }
+                                still held: `ahead` older held jobs go first in the
+                                line of scope `line`; its own misfits as of now (if any)
     { -1, state }               not held (state: 'reserved', 'settled', 'cancelled' or 'missing')
 
   Every job's record is read and checked before the first write, so a bad
@@ -41,6 +46,7 @@
 ]]
 -- @include scopes
 -- @include lines
+-- @include wake
 
 local openKey, ledgerKey, allHeldKey = KEYS[1], KEYS[2], KEYS[3]
 local now, mode, note, base = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -65,6 +71,10 @@ end
 local results = {}
 local events = {}
 local decided = {}  -- job id -> its result in this call (a job listed twice is decided once)
+local left, leftSeen = {}, {}  -- lines a job left in this call, each once
+local function leave(l)
+  if not leftSeen[l] then leftSeen[l] = true; left[#left + 1] = l end
+end
 for _, rec in ipairs(records) do
   local jobId, resKey, r = rec.jobId, rec.resKey, rec.r
   local out
@@ -85,8 +95,12 @@ for _, rec in ipairs(records) do
       end
     end
     local scopes = {}
-    if not out then
-      for i, b in ipairs(rec.bases) do scopes[i] = scopeOf(b) end
+    for i, b in ipairs(rec.bases) do scopes[i] = scopeOf(b) end
+    if out then
+      -- Behind an older job: say too what it would miss now, so its reason stays whole.
+      local short = misfits(scopes, need)
+      out[4], out[5] = need, #short / 5
+      for _, v in ipairs(short) do out[#out + 1] = v end
     end
     if not out and mode ~= 'override' then
       local short = misfits(scopes, need)
@@ -98,7 +112,7 @@ for _, rec in ipairs(records) do
         local missing, keep = {}, {}
         for i = 1, #short, 5 do missing[#missing + 1] = short[i]; keep[short[i]] = true end
         for _, l in ipairs(lines) do
-          if not keep[l] then redis.call('ZREM', base .. 'line:' .. l, jobId) end
+          if not keep[l] then redis.call('ZREM', base .. 'line:' .. l, jobId); leave(l) end
         end
         for _, l in ipairs(missing) do redis.call('ZADD', base .. 'line:' .. l, order, jobId) end
         redis.call('HSET', resKey, 'lines', table.concat(missing, ','), 'misfits', misfitsText(short))
@@ -120,7 +134,7 @@ for _, rec in ipairs(records) do
       redis.call('ZREM', base .. 'held:' .. project, jobId)
       redis.call('ZREM', allHeldKey, jobId)
       redis.call('HINCRBY', base .. 'held-count', project, -1)
-      for _, l in ipairs(lines) do redis.call('ZREM', base .. 'line:' .. l, jobId) end
+      for _, l in ipairs(lines) do redis.call('ZREM', base .. 'line:' .. l, jobId); leave(l) end
       redis.call('ZADD', openKey, now, jobId)
       local entry = { 'XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now, 'note', note,
         'override', mode == 'override' and '1' or '0',
@@ -136,5 +150,6 @@ for _, rec in ipairs(records) do
   decided[jobId] = decided[jobId] or out
   results[#results + 1] = out
 end
+wakeNonEmpty(base, left, now)
 emit(base, events, now)
 return results

@@ -24,6 +24,11 @@
     ARGV[7]    note for the ledger (why it was settled this way), may be ''
     ARGV[8..]  scope ids, same order as KEYS[4..]; must equal the reservation's own
 
+  A job that used less than it reserved makes room: each of its scopes with
+  held jobs in line is added to the wake set ('<base>wake', member scope
+  base, score the first signal's time), where the waker (workers/waker.ts)
+  decides their heads again.
+
   Output:
     { 1, reserved, actual }     settled now
     { 2, reserved, actual }     settled before; nothing changed
@@ -33,6 +38,7 @@
   Every read comes before the first write.
 ]]
 -- @include scopes
+-- @include wake
 
 local resKey, openKey, ledgerKey = KEYS[1], KEYS[2], KEYS[3]
 local base, jobId, actual, now, kind, retain, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -85,6 +91,15 @@ if #grown > 0 then
     writeCrossed(s)
   end
   emit(base, events, now)
+end
+if not exempt and tonumber(actual) < tonumber(amount) then
+  local lineKeys, bases = {}, {}
+  for i = 1, nScopes do
+    bases[i] = string.match(given[i], '^([^@]+)')
+    lineKeys[i] = base .. 'line:' .. bases[i]
+  end
+  -- One EXISTS over the lines: most settles find nobody waiting.
+  if redis.call('EXISTS', unpack(lineKeys)) > 0 then wakeLines(base, bases, now) end
 end
 redis.call('HSET', resKey, 'state', 'settled', 'actual', actual, 'settledAt', now)
 redis.call('EXPIRE', resKey, retain)

@@ -1,0 +1,185 @@
+/**
+ * The waker: held jobs start by themselves when they fit. Whatever may make
+ * room signals the scopes concerned in the wake set, in the same atomic step
+ * as the change (src/redis/lua/includes/wake.lua): a settle under the
+ * estimate, a job leaving a line (released, overridden, cancelled), a limit
+ * set, raised, removed or adjusted. The waker takes the signals oldest first
+ * and decides the first jobs of each line again, exactly as an admin's
+ * release does (release.lua: first in, first out, all or nothing per job).
+ * A job admitted this way leaves its lines, which signals them again, so a
+ * line moves until its first job no longer fits; then nothing signals it
+ * until room appears again.
+ *
+ * A limit whose release mode is 'manual' is left to an admin: its line is not
+ * woken, and a job that waits in such a line stops the lines it is first in.
+ *
+ * Correctness never depends on it: release.lua decides, and is idempotent;
+ * several wakers (one per reconciler) may run, each signal is taken by one.
+ * A signal taken by a waker that then died is found again at start-up, when
+ * every line is signalled once.
+ */
+import type { Redis } from 'ioredis';
+import type { Config } from '../src/config.ts';
+import type { Clock } from '../src/clock.ts';
+import type { Logger } from '../src/log.ts';
+import type { Pool } from '../src/db/pool.ts';
+import type { Metrics } from '../src/metrics.ts';
+import { Keys } from '../src/redis/keys.ts';
+import { HeldJobs } from '../src/admin/held.ts';
+import { scopeLabel } from '../src/accounting/scopes.ts';
+import { masters } from '../queues/connection.ts';
+import { queueNames } from '../queues/names.ts';
+
+/** Jobs of one line decided per release call: the first one usually settles it (fits, or stops the line). */
+const HEADS = 50;
+/** Signals taken per round. */
+const SIGNALS = 64;
+/** How long one blocking wait for a signal lasts; close() cuts it short. */
+const BLOCK_SECONDS = 5;
+const RETRY_MS = [100, 500, 2_000, 5_000];
+
+export interface WakerDeps {
+  config: Config;
+  connection: Redis;
+  pool: Pool;
+  log: Logger;
+  clock: Clock;
+  metrics?: Metrics;
+}
+
+export interface WakeReport {
+  /** Scope bases taken from the wake set. */
+  lines: number;
+  admitted: number;
+}
+
+export function createWaker(deps: WakerDeps) {
+  const { config, connection: redis, pool, clock } = deps;
+  const log = deps.log.child({ role: 'waker' });
+  const keys = new Keys(queueNames(config).prefix, config.redisCluster);
+  const held = new HeldJobs(config, redis, pool, clock, log);
+  // BZPOPMIN blocks its connection.
+  const blocking = redis.duplicate();
+  let closed = false;
+  let loop: Promise<void> | null = null;
+
+  /** Is any of these scope bases' limits released by an admin only? One read per base. */
+  async function manual(bases: string[]): Promise<Set<string>> {
+    if (bases.length === 0) return new Set();
+    const p = redis.pipeline();
+    for (const b of bases) p.hget(keys.def(b), 'release');
+    const out = (await p.exec()) ?? [];
+    return new Set(bases.filter((_, i) => out[i]?.[1] === 'manual'));
+  }
+
+  /** Decide the first jobs of one line again; how many were admitted. */
+  async function wakeLine(base: string): Promise<number> {
+    if ((await manual([base])).size > 0) return 0;
+    const ids = await redis.zrange(keys.line(base), '0', String(HEADS - 1));
+    if (ids.length === 0) return 0;
+    // A job that also waits in a manual line waits for an admin, and so do those behind it here.
+    const p = redis.pipeline();
+    for (const id of ids) p.hget(keys.reservation(id), 'lines');
+    const lines = ((await p.exec()) ?? []).map(([, v]) => (typeof v === 'string' && v ? v.split(',') : []));
+    const manualLines = await manual([...new Set(lines.flat())].filter((l) => l !== base));
+    const stop = lines.findIndex((ls) => ls.some((l) => manualLines.has(l)));
+    const take = stop < 0 ? ids : ids.slice(0, stop);
+    if (take.length === 0) return 0;
+    const r = await held.wake(take, `woken: room in ${scopeLabel(base)}`);
+    if (r.admitted.length > 0) log.info({ line: base, admitted: r.admitted.length, stillHeld: r.stillHeld.length }, 'held jobs started: room appeared');
+    return r.admitted.length;
+  }
+
+  /** Take up to SIGNALS signals (waiting up to `blockSeconds` for the first; 0: not at all) and wake their lines. */
+  async function round(blockSeconds: number): Promise<WakeReport> {
+    const bases: string[] = [];
+    if (blockSeconds > 0) {
+      const first = await blocking.bzpopmin(keys.wake, blockSeconds);
+      if (!first) return { lines: 0, admitted: 0 };
+      bases.push(first[1]);
+    }
+    const more = await redis.zpopmin(keys.wake, SIGNALS - bases.length);
+    for (let i = 0; i < more.length; i += 2) bases.push(more[i]!);
+    let admitted = 0;
+    for (let i = 0; i < bases.length; i++) {
+      try {
+        admitted += await wakeLine(bases[i]!);
+      } catch (err) {
+        // Put back what this round took and did not finish, so no signal is lost to a Redis hiccup.
+        const rest = bases.slice(i);
+        await redis.zadd(keys.wake, 'NX', ...rest.flatMap((b) => [clock.now(), b])).catch(() => undefined);
+        throw err;
+      }
+    }
+    if (admitted > 0) deps.metrics?.woken.inc(admitted);
+    return { lines: bases.length, admitted };
+  }
+
+  /** Wake until no signal is left; for tests and the start-up sweep. */
+  async function drain(): Promise<WakeReport> {
+    const total: WakeReport = { lines: 0, admitted: 0 };
+    for (;;) {
+      const r = await round(0);
+      if (r.lines === 0) return total;
+      total.lines += r.lines;
+      total.admitted += r.admitted;
+    }
+  }
+
+  /** Signal every line there is (start-up: a signal taken by a waker that died is not lost). */
+  async function sweep(): Promise<number> {
+    const prefix = keys.line('');
+    let n = 0;
+    for (const node of await masters(redis)) {
+      let cursor = '0';
+      do {
+        const [next, found] = await node.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+        if (found.length > 0) {
+          await redis.zadd(keys.wake, 'NX', ...found.flatMap((k) => [clock.now(), k.slice(prefix.length)]));
+          n += found.length;
+        }
+        cursor = next;
+      } while (cursor !== '0');
+    }
+    return n;
+  }
+
+  async function run(): Promise<void> {
+    let failures = 0;
+    while (!closed) {
+      try {
+        await round(BLOCK_SECONDS);
+        failures = 0;
+      } catch (err) {
+        if (closed) return;
+        const wait = RETRY_MS[Math.min(failures++, RETRY_MS.length - 1)]!;
+        log.error({ err, retryInMs: wait }, 'waking held jobs failed; trying again');
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
+
+  return {
+    round,
+    drain,
+    sweep,
+    /** Signal every line once, then follow the signals. */
+    async start(): Promise<void> {
+      const lines = await sweep().catch((err: unknown) => {
+        log.error({ err }, 'start-up sweep of held lines failed; lines wait for their next signal');
+        return 0;
+      });
+      if (lines > 0) log.info({ lines }, 'held lines signalled at start-up');
+      loop = run();
+    },
+    async close(): Promise<void> {
+      closed = true;
+      // Ends a BZPOPMIN in progress at once.
+      blocking.disconnect();
+      await loop;
+      await held.close();
+    },
+  };
+}
+
+export type Waker = ReturnType<typeof createWaker>;
