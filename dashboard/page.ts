@@ -113,7 +113,7 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
   const heldRows = d.held.jobs
     .map(
       (j) => `<tr data-job="${esc(j.jobId)}"><td>${esc(j.jobId)}</td><td>${esc(j.project)}</td><td>${esc(j.user)}</td><td class="n">${esc(j.estimatedGpuHours)}</td>
-        <td>${esc(age(j.ageSeconds))}</td><td>${esc(j.reason)}</td>
+        <td>${esc(age(j.ageSeconds))}</td><td>${esc(j.reason)}<div class="muted">${esc(j.startsWhen)}</div></td>
         ${admin ? `<td class="actions"><button data-action="release" data-id="${esc(j.jobId)}">Release</button> <button data-action="override" data-id="${esc(j.jobId)}">Override</button></td>` : ''}</tr>`,
     )
     .join('');
@@ -169,7 +169,7 @@ ${d.runs.length ? `<h2>Run caps</h2>
 <table id="history"><thead><tr><th>project</th>${d.history.periods.map((p) => `<th title="${esc(p.from)} – ${esc(p.to)}">${esc(p.label)}</th>`).join('')}</tr></thead>
 <tbody>${hist || `<tr><td colspan="${d.history.periods.length + 1}" class="muted">Nothing settled yet.</td></tr>`}</tbody></table>
 <h2>Held jobs (${esc(d.held.total)})</h2>
-<table id="held"><thead><tr><th>job</th><th>project</th><th>user</th><th>GPU-h</th><th>age</th><th>why</th>${admin ? '<th></th>' : ''}</tr></thead>
+<table id="held"><thead><tr><th>job</th><th>project</th><th>user</th><th>GPU-h</th><th>age</th><th>why, and what starts it</th>${admin ? '<th></th>' : ''}</tr></thead>
 <tbody>${heldRows || `<tr><td colspan="${admin ? 7 : 6}" class="muted">Nothing held.</td></tr>`}</tbody></table>
 <h2>Recent alerts</h2>
 <table id="alerts"><tbody>${d.alerts.map((a) => `<tr><td class="muted">${esc(a.at.slice(0, 16).replace('T', ' '))}</td><td>${esc(a.type)}</td><td>${esc(alertText(a))}</td><td>${a.acked ? 'acknowledged' : ''}</td></tr>`).join('') || '<tr><td class="muted">No alerts.</td></tr>'}</tbody></table>

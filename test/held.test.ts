@@ -122,8 +122,11 @@ describe('the ops story', () => {
     expect(list.body.jobs[0].ageSeconds).toBeGreaterThanOrEqual(0);
     // The reason as data: what it misses, by how much, and the lines it waits in.
     const overBudget = { scope: 'project:submit', code: 'over-limit', limitGpuHours: 10, usedGpuHours: 0, reservedGpuHours: 10, neededGpuHours: 1 };
-    expect(list.body.jobs[0].hold).toEqual({ shortfalls: [overBudget], ahead: 0, lines: ['project:submit'] });
-    expect(list.body.jobs[1].hold).toEqual({ shortfalls: [overBudget], ahead: 1, line: 'project:submit', lines: ['project:submit'] });
+    expect(list.body.jobs[0].hold).toEqual({ shortfalls: [overBudget], ahead: 0, lines: ['project:submit'], positions: [{ scope: 'project:submit', ahead: 0 }] });
+    expect(list.body.jobs[1].hold).toEqual({
+      shortfalls: [overBudget], ahead: 1, line: 'project:submit', lines: ['project:submit'], positions: [{ scope: 'project:submit', ahead: 1 }],
+    });
+    expect(list.body.jobs[1].startsWhen).toBe("starts when 1.0 GPU-h free up in project submit; after the older held job ahead of it in project submit's line");
     const bobs = await call('GET', '/held?user=bob-submit', undefined, viewer);
     expect(bobs.body.jobs.map((j: { jobId: string }) => j.jobId)).toEqual(s.heldLine.filter((id) => s.userOf(id) === 'bob-submit'));
   });
@@ -143,6 +146,7 @@ describe('the ops story', () => {
       shortfalls: [{ scope: 'project:release', code: 'over-limit', limitGpuHours: 15, usedGpuHours: 0, reservedGpuHours: 15, neededGpuHours: 1 }],
       ahead: 0,
       lines: ['project:release'],
+      positions: [{ scope: 'project:release', ahead: 0 }],
     });
     expect((await call('GET', '/projects/release/budget')).body).toMatchObject({ limitGpuHours: 15, reservedGpuHours: 15, remainingGpuHours: 0 });
   });

@@ -26,6 +26,8 @@ import { describeHold } from '../accounting/reasons.ts';
 import type { ExecJobData, HeldJobData, RejectedJobData } from '../../queues/contract.ts';
 import { heldJobId, queueNames, rejectedJobId } from '../../queues/names.ts';
 import { promoteReleased } from './promote.ts';
+import { heldNow } from './held-now.ts';
+import { Budgets } from '../accounting/budgets.ts';
 import { gpuMsToHours } from '../units.ts';
 
 /** Jobs per release script call: bounds how long Redis runs one script. */
@@ -38,9 +40,12 @@ export interface HeldView {
   user: string;
   jobType?: string | undefined;
   estimatedGpuHours: number;
+  /** Why it waits, with today's numbers. */
   reason: string;
-  /** The hold as data, in GPU-hours (absent for jobs held by an older version). */
-  hold?: HoldView;
+  /** What will start it, in words: room freed, a period's reset, the jobs ahead of it, or an admin. */
+  startsWhen: string;
+  /** The hold as data, in GPU-hours, as of now. */
+  hold: HoldView;
   heldAt: number;
   ageSeconds: number;
 }
@@ -52,9 +57,11 @@ export interface HoldView {
   line?: string;
   /** Scopes whose lines it waits in. */
   lines: string[];
+  /** Older held jobs ahead of it in each of those lines. */
+  positions: { scope: string; ahead: number }[];
 }
 
-function holdView(h: Hold): HoldView {
+function holdView(h: Hold, positions: HoldView['positions']): HoldView {
   return {
     shortfalls: h.shortfalls.map((s) => ({
       scope: s.scope, code: s.code, limitGpuHours: s.limitGpuMs === null ? null : gpuMsToHours(s.limitGpuMs),
@@ -63,6 +70,7 @@ function holdView(h: Hold): HoldView {
     ahead: h.ahead,
     ...(h.line ? { line: h.line } : {}),
     lines: h.lines ?? [],
+    positions,
   };
 }
 
@@ -95,6 +103,7 @@ export class HeldJobs {
   private readonly held: Queue<HeldJobData>;
   private readonly rejected: Queue<RejectedJobData>;
   private readonly audit: DurableAudit;
+  private readonly budgets: Budgets;
 
   constructor(
     config: Config,
@@ -110,6 +119,7 @@ export class HeldJobs {
     this.held = new Queue(names.held, opts);
     this.rejected = new Queue(names.rejected, opts);
     this.audit = { pool, redis, outboxKey: this.accounting.keys.auditOutbox, log };
+    this.budgets = new Budgets(pool, this.accounting, clock);
   }
 
   async close(): Promise<void> {
@@ -121,30 +131,30 @@ export class HeldJobs {
     return new Map(Object.entries(await this.accounting.heldCounts()).filter(([, n]) => n > 0));
   }
 
-  /** Held jobs, oldest first, optionally of one project and/or user. */
+  /** Held jobs, oldest first, optionally of one project and/or user; each as it stands now (src/admin/held-now.ts). */
   async list(filter: { project?: string; user?: string; limit: number; offset: number }): Promise<{ total: number; jobs: HeldView[] }> {
     const ids = await this.select({ project: filter.project, user: filter.user, all: true });
-    const page = ids.slice(filter.offset, filter.offset + filter.limit);
-    const jobs = await this.jobs(page);
+    const page = (await this.jobs(ids.slice(filter.offset, filter.offset + filter.limit))).filter((j) => j !== undefined);
+    const nows = await heldNow(this.redis, this.accounting.keys, this.budgets, this.accounting.timeZone, page.map((j) => j.data));
     const now = this.clock.now();
     return {
       total: ids.length,
-      jobs: jobs.flatMap((j) => {
-        if (!j) return [];
+      jobs: page.map((j, i) => {
         const d = j.data;
-        return [{
+        const fresh = nows[i]!;
+        return {
           jobId: d.held.intakeJobId,
           name: j.name,
           project: d.project,
           user: d.user,
           ...(d.jobType ? { jobType: d.jobType } : {}),
           estimatedGpuHours: d.estimatedGpuHours,
-          // Rendered here from the hold's data (jobs held before holds were data: their sentence).
-          reason: d.held.hold ? describeHold(d.held.hold) : d.held.reason,
-          ...(d.held.hold ? { hold: holdView(d.held.hold) } : {}),
+          reason: fresh.reason,
+          startsWhen: fresh.startsWhen,
+          hold: holdView(fresh.hold, fresh.positions),
           heldAt: d.held.heldAt,
           ageSeconds: Math.max(0, Math.round((now - d.held.heldAt) / 1000)),
-        }];
+        };
       }),
     };
   }

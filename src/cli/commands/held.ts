@@ -8,7 +8,7 @@ export function addHeldCommands(program: Command, { client, print }: CliContext)
   const held = program.command('held').description('jobs waiting for budget');
   held
     .command('list')
-    .description('held jobs, oldest first, with reason and age')
+    .description('held jobs, oldest first, with age, reason with today\'s numbers, and what will start each')
     .option('--project <name>')
     .option('--user <name>')
     .option('--limit <n>', 'at most this many', '100')
@@ -17,8 +17,8 @@ export function addHeldCommands(program: Command, { client, print }: CliContext)
       const q = new URLSearchParams({ limit: o.limit, ...(o.project ? { project: o.project } : {}), ...(o.user ? { user: o.user } : {}) });
       const r = await api.call('GET', `/held?${q}`);
       print(json, r, () => {
-        const rows = (r.jobs as Record<string, unknown>[]).map((j) => [j.jobId, j.project, j.user, j.estimatedGpuHours, age(Number(j.ageSeconds)), j.reason]);
-        return `${table(['JOB', 'PROJECT', 'USER', 'GPU-H', 'AGE', 'REASON'], rows)}\n${r.total} held`;
+        const rows = (r.jobs as Record<string, unknown>[]).map((j) => [j.jobId, j.project, j.user, j.estimatedGpuHours, age(Number(j.ageSeconds)), j.reason, j.startsWhen ?? '']);
+        return `${table(['JOB', 'PROJECT', 'USER', 'GPU-H', 'AGE', 'REASON (NOW)', 'STARTS WHEN'], rows)}\n${r.total} held`;
       });
     });
   held
