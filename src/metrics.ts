@@ -109,6 +109,14 @@ export class Metrics {
       });
     }
     new Gauge({
+      name: 'gatekeeper_wake_signals_pending',
+      help: 'Lines signalled (room appeared) and not yet taken by a waker; should stay near 0 when a reconciler runs.',
+      registers: [this.registry],
+      async collect() {
+        this.set(await accounting.wakePending());
+      },
+    });
+    new Gauge({
       name: 'gatekeeper_held_jobs',
       help: 'Jobs waiting on gpu-held, by project.',
       labelNames: ['project'] as const,

@@ -89,7 +89,9 @@ describe('/metrics', () => {
     expect(value(text, 'gatekeeper_settlement_lag_seconds_count')).toBe(3);
     expect(value(text, 'process_cpu_seconds_total')).toBeGreaterThan(0);
 
-    // The jobs ran for half their estimate: releasing now admits one of the two held.
+    // The jobs ran for half their estimate: room in project met's line, signalled for a waker (none runs here).
+    expect(value(text, 'gatekeeper_wake_signals_pending')).toBe(1);
+    // Releasing now admits one of the two held.
     await held.release({ project: 'met' }, { name: 'ops', role: 'admin' });
     expect(value((await scrape(viewer)).text, 'gatekeeper_held_jobs{project="met"}')).toBe(1);
   });

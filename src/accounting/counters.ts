@@ -125,6 +125,11 @@ export class Accounting {
     return Object.fromEntries(Object.entries(h).map(([p, n]) => [p, Number(n)]));
   }
 
+  /** Lines signalled for the waker and not yet taken (workers/waker.ts). */
+  async wakePending(): Promise<number> {
+    return this.redis.zcard(this.keys.wake);
+  }
+
   /** Held job ids, oldest first: all of them, or one project's. */
   async heldIds(project?: string): Promise<string[]> {
     return this.redis.zrange(project ? this.keys.held(project) : this.keys.allHeld, '0', '-1');

@@ -99,7 +99,7 @@ if not exempt and tonumber(actual) < tonumber(amount) then
     lineKeys[i] = base .. 'line:' .. bases[i]
   end
   -- One EXISTS over the lines: most settles find nobody waiting.
-  if redis.call('EXISTS', unpack(lineKeys)) > 0 then wakeLines(base, bases, now) end
+  if redis.call('EXISTS', unpack(lineKeys)) > 0 then wakeNonEmpty(base, bases, now) end
 end
 redis.call('HSET', resKey, 'state', 'settled', 'actual', actual, 'settledAt', now)
 redis.call('EXPIRE', resKey, retain)
