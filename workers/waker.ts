@@ -74,9 +74,9 @@ export function createWaker(deps: WakerDeps) {
 
   /** Decide the first jobs of one line again; how many were admitted. */
   async function wakeLine(base: string): Promise<number> {
-    if ((await manual([base])).size > 0) return 0;
+    // Most signals find the line empty (every limit is signalled when it is set): one read then.
     const ids = await redis.zrange(keys.line(base), '0', String(HEADS - 1));
-    if (ids.length === 0) return 0;
+    if (ids.length === 0 || (await manual([base])).size > 0) return 0;
     // A job that also waits in a manual line waits for an admin, and so do those behind it here.
     const p = redis.pipeline();
     for (const id of ids) p.hget(keys.reservation(id), 'lines');
