@@ -7,7 +7,8 @@
  *     held job waits in the line of any of them; otherwise it waits in the
  *     lines of what it misses and of where an older job waits;
  *   - release decides jobs in the order given: one with an older job in a
- *     line of a scope it touches stays; one that still does not fit moves to
+ *     line of a scope it touches stays, and waits in the first such line
+ *     too; one that still does not fit moves to
  *     the lines of what it misses; otherwise it is admitted, all or nothing;
  *   - room appearing signals the scopes concerned (a settle under the
  *     estimate, a job leaving a line, a limit set, removed or adjusted); the
@@ -108,7 +109,7 @@ export class WakeModel {
       this.reserved.set(s, this.reserved.get(s)! - j.amount);
     }
     j.state = 'settled';
-    if (actual < j.amount && j.scopes.some((s) => this.line(s).length > 0)) j.scopes.forEach((s) => this.signal(s));
+    if (actual < j.amount) this.wakeNonEmpty(j.scopes);
   }
 
   /** Signal the lines left that still have someone in them. */
@@ -133,7 +134,13 @@ export class WakeModel {
     const left: string[] = [];
     for (const id of ids) {
       const j = this.jobs.get(id)!;
-      if (j.state !== 'held' || this.behind(j).length > 0) continue;
+      if (j.state !== 'held') continue;
+      const behind = this.behind(j);
+      if (behind.length > 0) {
+        // It waits in the first such line too, so that line's signal reaches it.
+        j.lines.add(behind[0]!);
+        continue;
+      }
       const short = this.misses(j);
       if (short.length === 0) {
         left.push(...this.admit(j));
