@@ -6,8 +6,9 @@
  */
 import type { Redis } from 'ioredis';
 import type { Keys } from '../redis/keys.ts';
+import { masters } from '../../queues/connection.ts';
 import { assertAmount } from './amounts.ts';
-import type { ScopeDefinition, ScopePeriod } from './types.ts';
+import type { RateLimit, ScopeDefinition, ScopePeriod } from './types.ts';
 
 export class ScopeDefinitions {
   constructor(
@@ -73,10 +74,52 @@ export class ScopeDefinitions {
     return (await this.redis.smembers(this.keys.exemptTypes)).sort();
   }
 
+  /**
+   * Set (or with null, remove) a submission rate limit ('user:<u>' or
+   * 'project:<p>', lua/includes/rate.lua). Setting keeps the bucket's state,
+   * so changing a limit does not hand out a fresh burst; removing drops it.
+   */
+  async defineRate(scope: string, limit: RateLimit | null): Promise<void> {
+    const key = this.keys.rate(scope);
+    if (limit === null) await this.redis.unlink(key);
+    else await this.redis.hset(key, { jpm: String(limit.jobsPerMinute), burst: String(limit.burst) });
+  }
+
+  /** A rate limit as the script reads it, and its bucket's state (null: never used). */
+  async rate(scope: string): Promise<{ limit: RateLimit; bucket: RateBucketState | null } | null> {
+    const [jpm, burst, t] = await this.redis.hmget(this.keys.rate(scope), 'jpm', 'burst', 't');
+    if (jpm === null || burst === null) return null;
+    const m = /^(\d+):(\d+):(\d+)$/.exec(t ?? '');
+    return { limit: { jobsPerMinute: Number(jpm), burst: Number(burst) }, bucket: m ? { tatMs: Number(m[1]), remainder: Number(m[2]), scale: Number(m[3]) } : null };
+  }
+
+  /** Every scope with a rate limit in Redis (a scan of every master: start-up and rebuild only). */
+  async rateScopes(): Promise<string[]> {
+    const out: string[] = [];
+    const prefix = this.keys.rate('');
+    for (const node of await masters(this.redis)) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1000);
+        for (const k of keys) out.push(k.slice(prefix.length));
+        cursor = next;
+      } while (cursor !== '0');
+    }
+    return out.sort();
+  }
+
   async setExempt(jobType: string, exempt: boolean): Promise<void> {
     if (exempt) await this.redis.sadd(this.keys.exemptTypes, jobType);
     else await this.redis.srem(this.keys.exemptTypes, jobType);
   }
+}
+
+/** A bucket's state as reserve left it: the theoretical arrival time of its next job, in ms and 1/jpm ms. */
+export interface RateBucketState {
+  tatMs: number;
+  remainder: number;
+  /** The jobsPerMinute the remainder is counted in. */
+  scale: number;
 }
 
 /**

@@ -45,6 +45,11 @@ export class Keys {
     return `${this.base}:def:${scopeBase}`;
   }
 
+  /** Hash of one submission rate limit ('user:<u>', 'project:<p>'): jpm, burst and the bucket's state t (lua/includes/rate.lua). */
+  rate(scope: string): string {
+    return `${this.base}:rate:${scope}`;
+  }
+
   /** Zset: held jobs waiting in line for one scope base, scored by submission order. */
   line(scopeBase: string): string {
     return `${this.base}:line:${scopeBase}`;
