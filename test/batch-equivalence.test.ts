@@ -93,7 +93,7 @@ function requests(jobs: Job[], first: number): ReserveRequest[] {
     const run = j.run === null ? undefined : `${project}/r${j.run}`;
     const scopes = [`project:${project}`, `user-day:${user}`, `user-week:${user}`, ...(run ? [`run:${run}`] : [])];
     const meta = { project, user, gpus: 1, ...(run ? { run } : {}), ...(j.exempt ? { jobType: 'eval' } : {}) };
-    return { jobId: `j${first + k}`, order: first + k, submittedAt: NOW - 1000 + first + k, amountGpuMs: j.amount, scopes, rates: [`user:${user}`, `project:${project}`], meta };
+    return { jobId: `j${first + k}`, order: first + k, submittedAt: NOW - 1000 + first + k, amountGpuMs: j.amount, scopes, meta };
   });
 }
 

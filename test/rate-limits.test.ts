@@ -14,7 +14,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, type TestEnv } from './support/env.ts';
 import { unlinkMatching } from './support/infra.ts';
-import { rateScopesForJob, scopesForJob } from '../src/accounting/scopes.ts';
+import { scopesForJob } from '../src/accounting/scopes.ts';
 import { RateLimits } from '../src/accounting/rate-limits.ts';
 import { decideAdmissions } from '../src/accounting/admission.ts';
 import { rebuild } from '../src/accounting/rebuild.ts';
@@ -39,7 +39,7 @@ afterAll(async () => {
 function job(user: string, project: string, id = `j${++seq}`): ReserveRequest {
   return {
     jobId: id, order: Number(id.slice(1)), submittedAt: NOW - 60_000, amountGpuMs: HOUR,
-    scopes: scopesForJob({ project, user }).map((s) => s.id), rates: rateScopesForJob({ project, user }), meta: { project, user, gpus: 1 },
+    scopes: scopesForJob({ project, user }).map((s) => s.id), meta: { project, user, gpus: 1 },
   };
 }
 const kinds = (out: ReserveOutcome[]) => out.map((o) => o.kind);

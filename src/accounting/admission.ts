@@ -9,7 +9,7 @@ import { hoursToGpuMs, gpuMsToHours } from '../units.ts';
 import type { Accounting } from './counters.ts';
 import type { Hold, JobMeta, NoLimitPolicy, RateOver } from './types.ts';
 import { describeHold, describeThrottle } from './reasons.ts';
-import { rateScopesForJob, scopeLabel, scopesForJob } from './scopes.ts';
+import { scopeLabel, scopesForJob } from './scopes.ts';
 
 /**
  * `reservationId`, when set: the job's id had been another job's (the intake
@@ -56,7 +56,6 @@ export async function decideAdmissions(
     ...(submittedAt === undefined ? {} : { submittedAt }),
     amountGpuMs: hoursToGpuMs(data.estimatedGpuHours),
     scopes: scopesForJob(data).map((s) => s.id),
-    rates: rateScopesForJob(data),
     meta: jobMeta(data),
   }));
   const outcomes = await accounting.reserveMany(prepared, now, noLimit);

@@ -6,7 +6,6 @@
  */
 import type { Redis } from 'ioredis';
 import type { Keys } from '../redis/keys.ts';
-import { masters } from '../../queues/connection.ts';
 import { assertAmount } from './amounts.ts';
 import type { RateLimit, ScopeDefinition, ScopePeriod } from './types.ts';
 
@@ -81,8 +80,9 @@ export class ScopeDefinitions {
    */
   async defineRate(scope: string, limit: RateLimit | null): Promise<void> {
     const key = this.keys.rate(scope);
-    if (limit === null) await this.redis.unlink(key);
-    else await this.redis.hset(key, { jpm: String(limit.jobsPerMinute), burst: String(limit.burst) });
+    // With its entry in the index, in one MULTI: reserve reads buckets only while the index has any.
+    if (limit === null) await this.redis.multi().unlink(key).srem(this.keys.rateScopes, scope).exec();
+    else await this.redis.multi().hset(key, { jpm: String(limit.jobsPerMinute), burst: String(limit.burst) }).sadd(this.keys.rateScopes, scope).exec();
   }
 
   /** A rate limit as the script reads it, and its bucket's state (null: never used). */
@@ -93,19 +93,9 @@ export class ScopeDefinitions {
     return { limit: { jobsPerMinute: Number(jpm), burst: Number(burst) }, bucket: m ? { tatMs: Number(m[1]), remainder: Number(m[2]), scale: Number(m[3]) } : null };
   }
 
-  /** Every scope with a rate limit in Redis (a scan of every master: start-up and rebuild only). */
+  /** Every scope with a rate limit in Redis. */
   async rateScopes(): Promise<string[]> {
-    const out: string[] = [];
-    const prefix = this.keys.rate('');
-    for (const node of await masters(this.redis)) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await node.scan(cursor, 'MATCH', `${prefix.replace(/[*?[\]\\]/g, '\\$&')}*`, 'COUNT', 1000);
-        for (const k of keys) out.push(k.slice(prefix.length));
-        cursor = next;
-      } while (cursor !== '0');
-    }
-    return out.sort();
+    return (await this.redis.smembers(this.keys.rateScopes)).sort();
   }
 
   async setExempt(jobType: string, exempt: boolean): Promise<void> {

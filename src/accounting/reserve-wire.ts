@@ -68,14 +68,11 @@ export function reserveBatch(reqs: ReserveRequest[], now: number): { batch: stri
   const groupIndex = new Map<string, number>();
   const groups: [number, string, string, string][] = [];
   const jobSig: number[] = new Array(reqs.length);
-  // Rate buckets travel with the scope list: a list's jobs share a project and user.
-  const rates: string[][] = [];
   const jobs = reqs.map((r, j) => {
-    const sigKey = r.rates ? `${r.scopes.join(',')} ${r.rates.join(',')}` : r.scopes.join(',');
+    const sigKey = r.scopes.join(',');
     let sig = sigIndex.get(sigKey);
     if (sig === undefined) {
       sigs.push(r.scopes);
-      rates.push(r.rates ?? []);
       sigIndex.set(sigKey, (sig = sigs.length));
     }
     jobSig[j] = sig;
@@ -90,8 +87,7 @@ export function reserveBatch(reqs: ReserveRequest[], now: number): { batch: stri
     if (r.submittedAt !== undefined) job.push(String(r.submittedAt));
     return job;
   });
-  const anyRates = rates.some((x) => x.length > 0);
-  return { batch: JSON.stringify(anyRates ? { sigs, groups, jobs, rates } : { sigs, groups, jobs }), sigs, jobSig };
+  return { batch: JSON.stringify({ sigs, groups, jobs }), sigs, jobSig };
 }
 
 /**

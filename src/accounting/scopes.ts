@@ -33,16 +33,13 @@ export function scopesForJob(job: Pick<IntakeJobData, 'project' | 'user' | 'run'
 /**
  * Submission rate limits (token buckets) live on their own scopes, 'user:<u>'
  * and 'project:<p>' (a project's bucket key differs from its budget's, so
- * the same id names both; see src/redis/lua/includes/rate.lua). Names are
- * the contract's (NAME_RE), as for every other scope.
+ * the same id names both). A job passes its user's and its project's, which
+ * reserve names from its user-day and project scopes
+ * (src/redis/lua/includes/rate.lua). Names are the contract's (NAME_RE), as
+ * for every other scope.
  */
 export type RateKind = 'user' | 'project';
 export const rateScope = (kind: RateKind, name: string): string => `${kind}:${name}`;
-
-/** The buckets a job passes, user first (the order a throttled job's reason names them). */
-export function rateScopesForJob(job: Pick<IntakeJobData, 'project' | 'user'>): string[] {
-  return [rateScope('user', job.user), rateScope('project', job.project)];
-}
 
 /** A scope base or counter id ('<base>@<period label>') back to its parts. */
 export function parseScopeId(id: string): ScopeRef & { period?: string } {

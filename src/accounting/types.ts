@@ -75,8 +75,6 @@ export interface ReserveRequest {
    * a record under the id is taken to be this job's.
    */
   submittedAt?: number;
-  /** Rate buckets it passes ('user:<u>', 'project:<p>'; see scopes.ts rateScopesForJob); omitted: none. */
-  rates?: string[];
 }
 
 /** An event a preflighted batch would raise. */

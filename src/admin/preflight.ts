@@ -17,7 +17,7 @@ import type { DryRunWarning, ReserveOutcome } from '../accounting/types.ts';
 import type { Budgets, ScopeView } from '../accounting/budgets.ts';
 import { jobMeta } from '../accounting/admission.ts';
 import { describeHold, describeThrottle } from '../accounting/reasons.ts';
-import { parseScopeId, rateScopesForJob, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
+import { parseScopeId, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
 import { intakeJobSchema, parseIntakeJob, type IntakeJobData } from '../../queues/contract.ts';
 import { formatHours, hoursToGpuMs } from '../units.ts';
 
@@ -78,7 +78,6 @@ export class Preflight {
       order: index,
       amountGpuMs: hoursToGpuMs(data.estimatedGpuHours),
       scopes: scopesForJob(data).map((s) => s.id),
-      rates: rateScopesForJob(data),
       meta: jobMeta(data),
     }));
     const bases = [...new Set(reqs.flatMap((r) => r.scopes))];

@@ -50,6 +50,11 @@ export class Keys {
     return `${this.base}:rate:${scope}`;
   }
 
+  /** Set of the scopes with a rate limit: reserve reads a bucket only while it is not empty. */
+  get rateScopes(): string {
+    return `${this.base}:rate-scopes`;
+  }
+
   /** Zset: held jobs waiting in line for one scope base, scored by submission order. */
   line(scopeBase: string): string {
     return `${this.base}:line:${scopeBase}`;

@@ -27,12 +27,10 @@
   against any limit; their hours are tracked in exemptReserved/exemptUsed.
 
   Rate limits come first (includes/rate.lua): a new job over its user's or
-  project's submission rate is throttled, before any budget is read (it
-  counts against none): it books its slot in each bucket it is over and is
-  due when that slot comes. Back at its due time (same id and ts) it skips
-  the buckets it paid and is decided as a new job; back early, it is
-  throttled again with the same due time, changing nothing. Exempt types
-  are not rate limited.
+  project's submission rate is throttled before any budget is read, booking
+  its slot in each bucket it is over. Back at its due time (same id and ts)
+  it skips the buckets it paid and is decided as a new job; back early, it
+  is throttled again with the same due time. Exempt types are not limited.
 
   Events (appended to the events stream in the same atomic step, see
   includes/scopes.lua): THRESHOLD_CROSSED once per threshold per crossing,
@@ -64,8 +62,6 @@
                    index of its group in groups (1-based),
                    submitted at (epoch ms, as a string; '' if unknown: then
                    a record under the id is always the job's own) ]
-               rates (optional): per scope list, in sigs' order, the rate
-                 buckets its jobs pass ([ 'user:<u>', 'project:<p>' ])
                One argument rather than several per job: Node encodes one JSON
                string much faster than the client encodes many small arguments;
                and a job's metadata, the same for most of a user's jobs, is
@@ -131,17 +127,21 @@ local batch = input.jobs
 -- about 8,000 values, and a failure there would come after the counter writes.
 local CHUNK = 200
 
--- Most batches are only new jobs. One EXISTS over the batch's reservation
--- keys says so, instead of one HGET per job; only a batch with a known job
--- in it (a retry) reads each job's state.
-local resKeys, anyKnown, renamed = {}, false, {}
+-- Most batches are only new jobs, and most deployments set no rate limit.
+-- One EXISTS over the rate index and the batch's reservation keys says
+-- both, instead of one HGET per job; only a batch with a known job in it (a
+-- retry) reads each job's state, and only a set rate limit reads a bucket.
+local resKeys, renamed, ratesKey = {}, {}, base .. 'rate-scopes'
 for j = 1, #batch do resKeys[j] = base .. 'res:' .. batch[j][1] end
-for first = 1, #resKeys, CHUNK do
-  if redis.call('EXISTS', unpack(resKeys, first, math.min(first + CHUNK - 1, #resKeys))) > 0 then anyKnown = true; break end
+local found = redis.call('EXISTS', ratesKey, unpack(resKeys, 1, math.min(CHUNK, #resKeys)))
+local ratesOn = found > 0 and redis.call('EXISTS', ratesKey) == 1
+local anyKnown = found > (ratesOn and 1 or 0)
+for first = CHUNK + 1, #resKeys, CHUNK do
+  if anyKnown then break end
+  anyKnown = redis.call('EXISTS', unpack(resKeys, first, math.min(first + CHUNK - 1, #resKeys))) > 0
 end
--- Rate buckets (includes/rate.lua); none set: nil, and a job pays nothing more.
-local rates, throttled, cleared = input.rates or {}, {}, {}
-local bucketOf, buckets = rateSetup(base, rates, CHUNK)
+local rate = (ratesOn or anyKnown) and rateModule(base, ratesOn)  -- includes/rate.lua (no rate limit, no known job: none)
+local throttled, cleared = {}, {}
 
 local touched = {}      -- scope states to write, in first-touch order
 -- Scope lists: { bases, scopes, ids, limited, free, blocked, soft, freeDelta,
@@ -244,8 +244,8 @@ for j = 1, #batch do
   local r
   local again = seenHere[resKey]
   -- Over its rate: throttled before any budget is read (it counts against none).
-  local gated = not again and (state == 'throttled' or (bucketOf and not state)) and not isExempt(jobType)
-    and rateGate(bucketOf or noBucket, resKey, state, rates[group[1]] or NONE, nowMs, ts, throttled)
+  local gated = rate and not again and (state == 'throttled' or (ratesOn and not state)) and not isExempt(jobType)
+    and rate.gate(rate.bucketOf, resKey, state, rate.scopesOf(sig), nowMs, ts, throttled)
   if again then
     if type(again) == 'number' then
       local a = admitted[again]
@@ -389,7 +389,7 @@ end
 callChunked('SADD', base .. 'counters', counted, CHUNK)
 writeAdmitted(admitted, openKey, ledgerKey, now, CHUNK)  -- includes/admitted.lua
 writeHeld(held, base, allHeldKey, now, CHUNK)  -- includes/held.lua
-writeRates(buckets, throttled, nowMs)  -- includes/rate.lua
+if rate then rate.write(rate.buckets, throttled, nowMs) end
 -- A throttled job decided now: its record is the decision's, kept as long as one.
 for _, key in ipairs(cleared) do
   redis.call('HDEL', key, 'due', 'paid', 'by')
