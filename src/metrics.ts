@@ -119,6 +119,14 @@ export class Metrics {
         for (const [project, n] of Object.entries(await accounting.heldCounts())) this.set({ project }, n);
       },
     });
+    new Gauge({
+      name: 'gatekeeper_throttled_jobs',
+      help: 'Intake jobs waiting (delayed) for their submission rate now.',
+      registers: [this.registry],
+      async collect() {
+        this.set(await accounting.throttledCount(Date.now()));
+      },
+    });
     // One read of every limit's current period per scrape, shared by the three gauges.
     let snapshot: Promise<Awaited<ReturnType<Budgets['views']>>> | null = null;
     const views = () => {

@@ -134,6 +134,7 @@ describe('a real gatekeeper', () => {
     expect((await t.accounting.readScope('project:gk1')).reservedGpuMs).toBe(3 * hoursToGpuMs(1));
     expect((await intake.getJob(third.id!))!.returnvalue).toMatchObject({ outcome: 'admitted' });
     expect((await metrics.registry.getSingleMetric('gatekeeper_throttled_total')!.get()).values).toEqual([expect.objectContaining({ labels: { kind: 'user' } })]);
+    expect(await t.accounting.throttledCount(Date.now())).toBe(0);
   });
 
   it("does not hold another user's job behind one user's flood", async () => {
@@ -148,5 +149,6 @@ describe('a real gatekeeper', () => {
     const sorted = dues.map(Number).sort((a, b) => a - b);
     expect(sorted.slice(1).map((d, i) => d - sorted[i]!)).toEqual(Array(298).fill(60_000));
     expect((await t.accounting.readScope('project:gk2')).reservedGpuMs).toBe(2 * hoursToGpuMs(1));
+    expect(await t.accounting.throttledCount(Date.now())).toBe(299);
   });
 });

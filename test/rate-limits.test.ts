@@ -20,6 +20,8 @@ import { decideAdmissions } from '../src/accounting/admission.ts';
 import { rebuild } from '../src/accounting/rebuild.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
 import type { ReserveOutcome, ReserveRequest } from '../src/accounting/types.ts';
+import { scriptSource } from '../src/redis/scripts.ts';
+import { THROTTLED_KEEP_MS } from '../src/redis/wire.ts';
 
 const NOW = Date.UTC(2026, 10, 25, 12, 0, 0);
 const HOUR = 3_600_000;
@@ -84,6 +86,7 @@ describe('a throttled job comes back', () => {
     await limits.set('user', 'cy', { jobsPerMinute: 60, burst: 2 }, SYSTEM, null);
     const [a, b, c] = [job('cy', 'p3'), job('cy', 'p3'), job('cy', 'p3')];
     expect(kinds(await t.accounting.reserveMany([a, b, c], NOW))).toEqual(['reserved', 'reserved', 'throttled']);
+    expect(await t.redis.zscore(t.accounting.keys.throttled, c.jobId)).toBe(String(NOW + 1000));
     const before = await snapshot();
     const early = await t.accounting.reserveMany([c], NOW + 999);
     expect(early).toEqual([{ kind: 'throttled', dueAt: NOW + 1000, retried: true, over: [{ scope: 'user:cy', jobsPerMinute: 60, burst: 2 }] }]);
@@ -95,6 +98,7 @@ describe('a throttled job comes back', () => {
     expect(newer).toMatchObject({ kind: 'throttled', dueAt: NOW + 2000 });
     expect(await t.redis.hgetall(t.accounting.keys.reservation(c.jobId))).not.toHaveProperty('due');
     expect(await t.redis.pttl(t.accounting.keys.reservation(c.jobId))).toBe(-1);
+    expect(await t.redis.zscore(t.accounting.keys.throttled, c.jobId)).toBeNull();
     // Again (a retry): already reserved, counted once.
     expect((await t.accounting.reserveMany([c], NOW + 5000))[0]!.kind).toBe('already');
     expect((await t.accounting.readScope('project:p3', NOW)).reservedGpuMs).toBe(3 * HOUR);
@@ -171,6 +175,12 @@ describe('budgets and buckets', () => {
     // 7/min: the next slot is at 60,000 / 7 = 8,571.43 ms; at 14/min it is still then (rounded up to the ms).
     await limits.set('user', 'kim', { jobsPerMinute: 14, burst: 1 }, SYSTEM, null);
     expect(dues(await t.accounting.reserveMany([job('kim', 'p9')], NOW))).toEqual([8572]);
+  });
+});
+
+describe('the wire', () => {
+  it("keeps a throttled job's record as long as the gauge counts it", () => {
+    expect(scriptSource('reserve')).toContain(`local THROTTLED_KEEP_MS = ${THROTTLED_KEEP_MS} `);
   });
 });
 

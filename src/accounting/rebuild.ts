@@ -83,7 +83,7 @@ export async function rebuild(deps: {
   // loss) would otherwise mix with the rebuilt state — a reservation settled
   // long ago still "open", a job admitted since still in a held line.
   for (const pattern of ['res:*', 'line:*', 'held:*', 'scope:*']) await unlinkMatching(redis, `${k.prefix}${pattern}`);
-  await redis.unlink(k.open, k.allHeld, k.heldCount, k.counters);
+  await redis.unlink(k.open, k.allHeld, k.heldCount, k.counters, k.throttled);
   const limits = await deps.budgets.syncLimits();
 
   // Counters: exactly the ledger's sums.

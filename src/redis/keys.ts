@@ -55,6 +55,11 @@ export class Keys {
     return `${this.base}:rate-scopes`;
   }
 
+  /** Zset of throttled jobs' ids, scored by due time (epoch ms): waiting on intake for their rate. */
+  get throttled(): string {
+    return `${this.base}:throttled`;
+  }
+
   /** Zset: held jobs waiting in line for one scope base, scored by submission order. */
   line(scopeBase: string): string {
     return `${this.base}:line:${scopeBase}`;

@@ -245,7 +245,7 @@ for j = 1, #batch do
   local again = seenHere[resKey]
   -- Over its rate: throttled before any budget is read (it counts against none).
   local gated = rate and not again and (state == 'throttled' or (ratesOn and not state)) and not isExempt(jobType)
-    and rate.gate(rate.bucketOf, resKey, state, rate.scopesOf(sig), nowMs, ts, throttled)
+    and rate.gate(rate.bucketOf, resKey, jobId, state, rate.scopesOf(sig), nowMs, ts, throttled)
   if again then
     if type(again) == 'number' then
       local a = admitted[again]
@@ -339,7 +339,7 @@ for j = 1, #batch do
         r = 1
       end
     end
-    if state == 'throttled' and (r == 1 or r[1] ~= 7) then cleared[#cleared + 1] = resKey end
+    if state == 'throttled' and (r == 1 or r[1] ~= 7) then cleared[#cleared + 1] = jobId end
     if r == 1 or r[1] == 1 then
       seenHere[resKey] = #admitted
     elseif r[1] == 7 then
@@ -389,11 +389,6 @@ end
 callChunked('SADD', base .. 'counters', counted, CHUNK)
 writeAdmitted(admitted, openKey, ledgerKey, now, CHUNK)  -- includes/admitted.lua
 writeHeld(held, base, allHeldKey, now, CHUNK)  -- includes/held.lua
-if rate then rate.write(rate.buckets, throttled, nowMs) end
--- A throttled job decided now: its record is the decision's, kept as long as one.
-for _, key in ipairs(cleared) do
-  redis.call('HDEL', key, 'due', 'paid', 'by')
-  redis.call('PERSIST', key)
-end
+if rate then rate.write(rate.buckets, throttled, cleared, nowMs, CHUNK) end
 emit(base, events, now)
 return { idList, results, renamed }

@@ -25,7 +25,9 @@
   A throttled job's record ('<key base>res:<id>'): state 'throttled', due
   (epoch ms), paid (the scopes it booked, comma separated), by (the buckets
   that throttled it last, 'scope|jpm|burst' joined by ';'), ts; it expires
-  THROTTLED_KEEP_MS after its due time (a job that never came back).
+  THROTTLED_KEEP_MS after its due time (a job that never came back). The
+  zset '<key base>throttled' holds the ids of throttled jobs by due time
+  (the throttled-jobs gauge counts it).
 ]]
 --[[
   rateModule(keyBase, on): { bucketOf, buckets, scopesOf, gate, write };
@@ -37,7 +39,7 @@
 ]]
 local function rateModule(keyBase, on)
   local RATE_UNIT = 60000
-  local THROTTLED_KEEP_MS = 86400000
+  local THROTTLED_KEEP_MS = 86400000  -- src/redis/wire.ts THROTTLED_KEEP_MS
 
   --[[
     rateBuckets(keyBase): a function scope -> bucket state (false: no limit),
@@ -103,13 +105,13 @@ local function rateModule(keyBase, on)
   end
 
   --[[
-    rateGate(bucketOf, resKey, state, scopes, now, ts, throttled): nil when the
+    rateGate(bucketOf, resKey, jobId, state, scopes, now, ts, throttled): nil when the
     job goes on to the budget decision (each bucket it had not paid took a
     slot), or its reply { 6, due, retried, by } when it is throttled: then its
     record is queued on `throttled` (unless it came back early: that changes
     nothing). state: false (a new job) or 'throttled'.
   ]]
-  local function rateGate(bucketOf, resKey, state, scopes, now, ts, throttled)
+  local function rateGate(bucketOf, resKey, jobId, state, scopes, now, ts, throttled)
     local paid = {}
     if state == 'throttled' then
       local rec = redis.call('HMGET', resKey, 'due', 'paid', 'by')
@@ -144,24 +146,39 @@ local function rateModule(keyBase, on)
       by[i] = b.scope .. '|' .. b.jpm .. '|' .. b.burst
     end
     by = table.concat(by, ';')
-    throttled[#throttled + 1] = { resKey, due, table.concat(paid, ','), by, ts }
+    throttled[#throttled + 1] = { jobId, due, table.concat(paid, ','), by, ts }
     return { 6, due, 0, by }
   end
 
-  --[[ writeRates(buckets, throttled, now): the buckets' new state and the throttled jobs' records. ]]
-  local function writeRates(buckets, throttled, now)
+  --[[
+    writeRates(buckets, throttled, cleared, now, chunk): the buckets' new
+    state; the throttled jobs' records, and their places in the throttled
+    zset (score: due); and the jobs throttled before and decided now
+    (cleared: their ids), whose records become the decision's alone.
+  ]]
+  local function writeRates(buckets, throttled, cleared, now, chunk)
     for _, b in ipairs(buckets) do
       if b.dirty then redis.call('HSET', b.key, 't', string.format('%d:%d:%d', b.tat, b.rem, b.jpm)) end
     end
+    local zset, places = keyBase .. 'throttled', {}
     for _, t in ipairs(throttled) do
+      local key, due = keyBase .. 'res:' .. t[1], string.format('%d', t[2])
       if t[5] == '' then
-        redis.call('HSET', t[1], 'state', 'throttled', 'due', string.format('%d', t[2]), 'paid', t[3], 'by', t[4])
+        redis.call('HSET', key, 'state', 'throttled', 'due', due, 'paid', t[3], 'by', t[4])
       else
-        redis.call('HSET', t[1], 'state', 'throttled', 'due', string.format('%d', t[2]), 'paid', t[3], 'by', t[4], 'ts', t[5])
+        redis.call('HSET', key, 'state', 'throttled', 'due', due, 'paid', t[3], 'by', t[4], 'ts', t[5])
       end
       -- Relative to the call's now, not Redis' clock: now is the caller's (injected) time.
-      redis.call('PEXPIRE', t[1], string.format('%d', t[2] - now + THROTTLED_KEEP_MS))
+      redis.call('PEXPIRE', key, string.format('%d', t[2] - now + THROTTLED_KEEP_MS))
+      places[#places + 1] = due; places[#places + 1] = t[1]
     end
+    callChunked('ZADD', zset, places, 2 * chunk)  -- includes/held.lua
+    for _, id in ipairs(cleared) do
+      local key = keyBase .. 'res:' .. id
+      redis.call('HDEL', key, 'due', 'paid', 'by')
+      redis.call('PERSIST', key)
+    end
+    callChunked('ZREM', zset, cleared, chunk)
   end
 
   local bucketOf, buckets = function() return false end, {}
