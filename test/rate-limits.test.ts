@@ -19,6 +19,7 @@ import { RateLimits } from '../src/accounting/rate-limits.ts';
 import { decideAdmissions } from '../src/accounting/admission.ts';
 import { rebuild } from '../src/accounting/rebuild.ts';
 import { SYSTEM } from '../src/accounting/budgets.ts';
+import { ChangeFailed } from '../src/audit/change.ts';
 import type { ReserveOutcome, ReserveRequest } from '../src/accounting/types.ts';
 import { scriptSource } from '../src/redis/scripts.ts';
 import { THROTTLED_KEEP_MS } from '../src/redis/wire.ts';
@@ -175,6 +176,26 @@ describe('budgets and buckets', () => {
     // 7/min: the next slot is at 60,000 / 7 = 8,571.43 ms; at 14/min it is still then (rounded up to the ms).
     await limits.set('user', 'kim', { jobsPerMinute: 14, burst: 1 }, SYSTEM, null);
     expect(dues(await t.accounting.reserveMany([job('kim', 'p9')], NOW))).toEqual([8572]);
+  });
+});
+
+describe('an admin change', () => {
+  it('that fails at COMMIT, after Redis was written, leaves both stores as they were and no audit row', async () => {
+    await limits.set('user', 'zed', { jobsPerMinute: 60, burst: 10 }, SYSTEM, null);
+    await t.pool.query(`CREATE FUNCTION injected_failure() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$`);
+    await t.pool.query(`CREATE CONSTRAINT TRIGGER fail_at_commit AFTER INSERT ON audit DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION injected_failure()`);
+    try {
+      await expect(limits.set('user', 'zed', { jobsPerMinute: 1, burst: 1 }, SYSTEM, null)).rejects.toThrow(ChangeFailed);
+      await expect(limits.remove('user', 'zed', SYSTEM, null)).rejects.toThrow(ChangeFailed);
+      await expect(limits.set('user', 'zoe', { jobsPerMinute: 1, burst: 1 }, SYSTEM, null)).rejects.toThrow(ChangeFailed);
+    } finally {
+      await t.pool.query('DROP TRIGGER fail_at_commit ON audit');
+    }
+    expect((await t.accounting.definitions.rate('user:zed'))!.limit).toEqual({ jobsPerMinute: 60, burst: 10 });
+    expect(await limits.get('user', 'zed')).toMatchObject({ jobsPerMinute: 60, burst: 10 });
+    expect(await t.accounting.definitions.rate('user:zoe')).toBeNull();
+    expect(await t.accounting.definitions.rateScopes()).not.toContain('user:zoe');
+    expect((await t.pool.query(`SELECT count(*)::int AS n FROM audit WHERE target IN ('user:zed', 'user:zoe')`)).rows[0].n).toBe(1);
   });
 });
 
