@@ -245,7 +245,7 @@ for j = 1, #batch do
   local again = seenHere[resKey]
   -- Over its rate: throttled before any budget is read (it counts against none).
   local gated = rate and not again and (state == 'throttled' or (ratesOn and not state)) and not isExempt(jobType)
-    and rate.gate(rate.bucketOf, resKey, jobId, state, rate.scopesOf(sig), nowMs, ts, throttled)
+    and rate.gate(sig, rate.bucketOf, resKey, jobId, state, nowMs, ts, throttled)
   if again then
     if type(again) == 'number' then
       local a = admitted[again]

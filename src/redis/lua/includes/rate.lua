@@ -30,7 +30,7 @@
   (the throttled-jobs gauge counts it).
 ]]
 --[[
-  rateModule(keyBase, on): { bucketOf, buckets, scopesOf, gate, write };
+  rateModule(keyBase, on): { bucketOf, buckets, gate, write };
   bucketOf reads buckets when `on` (a rate limit is set somewhere), else
   finds none; buckets lists those read. Made only for a call that needs it
   (a limit is set, or a job of the batch is known): Lua makes a script's
@@ -55,7 +55,8 @@ local function rateModule(keyBase, on)
       b = false
       if r[1] then
         local jpm = tonumber(r[1])
-        b = { scope = scope, key = key, jpm = jpm, burst = tonumber(r[2]), tat = 0, rem = 0, dirty = false }
+        local burst = tonumber(r[2])
+        b = { scope = scope, key = key, jpm = jpm, burst = burst, tolerance = (burst - 1) * RATE_UNIT, tat = 0, rem = 0, dirty = false }
         local tat, rem, scale = string.match(r[3] or '', '^(%d+):(%d+):(%d+)$')
         if tat then
           b.tat, rem, scale = tonumber(tat), tonumber(rem), tonumber(scale)
@@ -90,40 +91,47 @@ local function rateModule(keyBase, on)
     return sig.rates
   end
 
-  --[[ rateOver(b, now): how many units early a job at now would be (> 0: throttled). ]]
-  local function rateOver(b, now)
-    return (b.tat - now) * b.jpm + b.rem - (b.burst - 1) * RATE_UNIT
-  end
-
   --[[ rateTake(b, now): a job takes the bucket's next slot. ]]
   local function rateTake(b, now)
     if b.tat < now then b.tat, b.rem = now, 0 end
     local total = b.rem + RATE_UNIT
-    b.tat = b.tat + math.floor(total / b.jpm)
-    b.rem = total % b.jpm
-    b.dirty = true
+    local ms = math.floor(total / b.jpm)
+    b.tat, b.rem, b.dirty = b.tat + ms, total - ms * b.jpm, true
   end
 
   --[[
-    rateGate(bucketOf, resKey, jobId, state, scopes, now, ts, throttled): nil when the
-    job goes on to the budget decision (each bucket it had not paid took a
-    slot), or its reply { 6, due, retried, by } when it is throttled: then its
-    record is queued on `throttled` (unless it came back early: that changes
-    nothing). state: false (a new job) or 'throttled'.
+    rateGate(sig, bucketOf, resKey, jobId, state, now, ts, throttled): nil
+    when the job goes on to the budget decision (each bucket it had not paid
+    took a slot), or its reply { 6, due, retried, by } when it is
+    throttled: then its record is queued on `throttled` (unless it came
+    back early: that changes nothing). state: false (a new job) or
+    'throttled'. A bucket is over when its next slot is more than the
+    tolerance ahead of now: (tat - now) * jpm + rem > (burst - 1) * 60,000.
   ]]
-  local function rateGate(bucketOf, resKey, jobId, state, scopes, now, ts, throttled)
-    local paid = {}
+  local function rateGate(sig, bucketOf, resKey, jobId, state, now, ts, throttled)
+    -- The scope list's buckets with a limit, found once per call.
+    local list = sig.rateBuckets
+    if not list then
+      list = {}
+      for _, scope in ipairs(rateScopesOf(sig)) do
+        local b = bucketOf(scope)
+        if b then list[#list + 1] = b end
+      end
+      sig.rateBuckets = list
+    end
+    local paid = false
     if state == 'throttled' then
       local rec = redis.call('HMGET', resKey, 'due', 'paid', 'by')
       local due = tonumber(rec[1] or '0')
       if due > now then return { 6, due, 1, rec[3] or '' } end
-      for s in string.gmatch(rec[2] or '', '[^,]+') do paid[s] = true; paid[#paid + 1] = s end
+      paid = {}
+      for scope in string.gmatch(rec[2] or '', '[^,]+') do paid[scope] = true; paid[#paid + 1] = scope end
     end
-    local due, by, over = 0, nil, nil
-    for i = 1, #scopes do
-      local b = not paid[scopes[i]] and bucketOf(scopes[i])
-      if b then
-        local x = rateOver(b, now)
+    local due, over = 0, false
+    for i = 1, #list do
+      local b = list[i]
+      if not (paid and paid[b.scope]) then
+        local x = (b.tat - now) * b.jpm + b.rem - b.tolerance
         if x > 0 then
           local d = now + math.ceil(x / b.jpm)
           if d > due then due = d end
@@ -133,13 +141,14 @@ local function rateModule(keyBase, on)
       end
     end
     if not over then
-      for i = 1, #scopes do
-        local b = not paid[scopes[i]] and bucketOf(scopes[i])
-        if b then rateTake(b, now) end
+      for i = 1, #list do
+        local b = list[i]
+        if not (paid and paid[b.scope]) then rateTake(b, now) end
       end
       return nil
     end
-    by = {}
+    local by = {}
+    paid = paid or {}
     for i, b in ipairs(over) do
       rateTake(b, now)
       paid[#paid + 1] = b.scope
@@ -183,5 +192,5 @@ local function rateModule(keyBase, on)
 
   local bucketOf, buckets = function() return false end, {}
   if on then bucketOf, buckets = rateBuckets(keyBase) end
-  return { bucketOf = bucketOf, buckets = buckets, scopesOf = rateScopesOf, gate = rateGate, write = writeRates }
+  return { bucketOf = bucketOf, buckets = buckets, gate = rateGate, write = writeRates }
 end
