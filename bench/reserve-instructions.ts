@@ -21,7 +21,9 @@
  *
  * Usage: npm run bench:instructions [-- <git revision>]
  * Env: BENCH_INSTR_JOBS (2560 per case), BENCH_INSTR_KEEP (a directory: keep
- * each run's callgrind output for callgrind_annotate). Needs valgrind and
+ * each run's callgrind output for callgrind_annotate), BENCH_INSTR_RATES=1
+ * (the project and every user get a submission rate limit that never
+ * throttles: what reading the buckets costs). Needs valgrind and
  * redis-server.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -41,6 +43,7 @@ const JOBS = Number(process.env.BENCH_INSTR_JOBS ?? 2560);
 const FILL = Number(process.env.BENCH_FILL ?? 0.9);
 const KEEP = process.env.BENCH_INSTR_KEEP; // a directory: keep each run's callgrind output there (for callgrind_annotate)
 const REV = process.argv[2] ?? 'HEAD';
+const RATES = process.env.BENCH_INSTR_RATES === '1';
 /** Targets of issue 19: Redis instructions per extra distinct scope list (users with quotas) and per one-job call. */
 const TARGET = { perExtraScopeList: 100_000, oneJobCall: 300_000 };
 
@@ -113,6 +116,9 @@ async function instructions(script: string | null, c: Case, label: string): Prom
     const now = Date.UTC(2026, 11, 1, 12);
     const total = c.batch * c.calls;
     await acc.definitions.setLimit('project:bench', hoursToGpuMs(Math.round(total * c.fill)));
+    const never = { jobsPerMinute: 1_000_000, burst: 100_000 };
+    for (let u = 0; RATES && u < c.users; u++) await acc.definitions.defineRate(`user:u${u}`, never);
+    if (RATES) await acc.definitions.defineRate('project:bench', never);
     for (let u = 0; c.quotas && u < c.users; u++) {
       for (const period of ['day', 'week'] as const) {
         await acc.definitions.define(`user-${period}:u${u}`, { limitGpuMs: hoursToGpuMs(total), policy: 'hard', gracePercent: null, period, rollover: false, rolloverCapGpuMs: null, setAt: now - 86_400_000 * 30 });

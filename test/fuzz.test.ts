@@ -57,6 +57,8 @@ async function state() {
     limits: await q('SELECT scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds FROM limits ORDER BY scope'),
     audit: await q('SELECT count(*) FROM audit'),
     exempt: await q('SELECT job_type FROM exempt_job_types ORDER BY 1'),
+    rateLimits: await q('SELECT scope, jobs_per_minute, burst FROM rate_limits ORDER BY 1'),
+    rateCopies: JSON.stringify(await t.accounting.definitions.rateScopes()),
     webhooks: await q('SELECT count(*) FROM webhooks'),
     acked: await q('SELECT count(*) FROM events WHERE acked_at IS NOT NULL'),
     intake: await intake.count(),
@@ -82,7 +84,7 @@ const value = fc.oneof(
   fc.array(fc.oneof(fc.integer(), fc.string()), { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 5 }), fc.integer(), { maxKeys: 2 }),
 );
 const FIELDS = ['gpuHours', 'reason', 'period', 'rollover', 'rolloverCapGpuHours', 'policy', 'gracePercent', 'thresholds', 'daily', 'weekly',
-  'ids', 'all', 'project', 'user', 'note', 'url', 'types', 'jobs', 'estimatedGpuHours', 'gpus', 'jobType', 'run', 'payload'];
+  'ids', 'all', 'project', 'user', 'note', 'url', 'types', 'jobs', 'estimatedGpuHours', 'gpus', 'jobType', 'run', 'payload', 'jobsPerMinute', 'burst'];
 // Near-valid: the real field names, random values; or anything at all.
 const bodyArb = fc.oneof(fc.dictionary(fc.constantFrom(...FIELDS), value, { maxKeys: 4 }), fc.jsonValue(), fc.constant(undefined));
 const segment = fc.oneof(fc.constantFrom('fz', 'bob', '1', 'regression-test', 'wh_x'), fc.string({ minLength: 1, maxLength: 12 }), hostile);
@@ -95,6 +97,7 @@ const ROUTES: [string, string][] = [
   ['POST', '/api/v1/preflight'], ['POST', '/api/v1/jobs'], ['POST', '/api/v1/alerts/:a/ack'], ['GET', '/api/v1/alerts'],
   ['POST', '/api/v1/webhooks'], ['DELETE', '/api/v1/webhooks/:a'], ['GET', '/api/v1/usage'], ['GET', '/api/v1/usage/export'], ['GET', '/api/v1/audit'],
   ['GET', '/api/v1/projects'],
+  ['PUT', '/api/v1/users/:a/rate-limit'], ['DELETE', '/api/v1/users/:a/rate-limit'], ['GET', '/api/v1/projects/:a/rate-limit'], ['PUT', '/api/v1/projects/:a/rate-limit'],
 ];
 
 describe('fuzzing', () => {
