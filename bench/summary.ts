@@ -65,6 +65,13 @@ if (sc) {
 }
 const w = read('webhooks.json');
 if (w) row('threshold crossing → local webhook p50 / max (ms) vs plain POST p50', `${pct(w.crossingToWebhookMs, 50)} / ${Math.max(...w.crossingToWebhookMs)}`, f(pct(w.plainPostMs, 50), 1), '', `< 1000: ${Math.max(...w.crossingToWebhookMs) < 1000 ? 'met' : 'not met'}`);
+const wk = read('wake.json');
+if (wk) {
+  const [l, c] = [wk.latency, wk.cost];
+  row('wake-up: settle → on gpu-exec p50 / p99 (ms) vs direct add', `${f(l.wokenMs.p50, 2)} / ${f(l.wokenMs.p99, 2)}`, `${f(l.directMs.p50, 2)} / ${f(l.directMs.p99, 2)}`, '', `p99 < 1000: ${met(l.wokenMs.p99 < 1000)}`);
+  row(`wake-up: ${f(c.held)} held woken by settles, per job vs release storm (µs; Redis CPU µs)`, `${f(c.wakerUsPerJob)}; ${f(c.wakerRedisCpuUsPerJob)}`, `${f(c.stormUsPerJob)}; ${f(c.stormRedisCpuUsPerJob)}`,
+    `${f(c.ratio.time, 2)}; ${f(c.ratio.redisCpu, 2)}`, `≤ 1 (time and Redis CPU): ${met(c.ratio.time <= 1 && c.ratio.redisCpu <= 1)}`);
+}
 const d = read('dashboard.json');
 if (d?.summary) {
   const x = d.summary;
