@@ -23,8 +23,15 @@ export class Metrics {
 
   readonly admissions = new Counter({
     name: 'gatekeeper_admissions_total',
-    help: 'Intake jobs decided by this gatekeeper, by outcome (admitted, held, rejected).',
+    help: 'Intake jobs decided by this gatekeeper, by outcome (admitted, held, rejected, throttled: each time a job is sent back to wait for its rate).',
     labelNames: ['outcome'] as const,
+    registers: [this.registry],
+  });
+
+  readonly throttled = new Counter({
+    name: 'gatekeeper_throttled_total',
+    help: 'Intake jobs sent back to delayed for being over a submission rate, by the kind of bucket they were over (user, project; a job over both counts in each).',
+    labelNames: ['kind'] as const,
     registers: [this.registry],
   });
 
@@ -124,6 +131,14 @@ export class Metrics {
       async collect() {
         this.reset();
         for (const [project, n] of Object.entries(await accounting.heldCounts())) this.set({ project }, n);
+      },
+    });
+    new Gauge({
+      name: 'gatekeeper_throttled_jobs',
+      help: 'Intake jobs waiting (delayed) for their submission rate now.',
+      registers: [this.registry],
+      async collect() {
+        this.set(await accounting.throttledCount(Date.now()));
       },
     });
     // One read of every limit's current period per scrape, shared by the three gauges.

@@ -8,7 +8,9 @@
  * hold the same: each job's outcome, every counter, every held line, held
  * set and record, and the events (their fields; stream ids differ). Round
  * two starts with the lines round one left, so jobs are also held behind
- * older ones. The ledger is left out: a batch writes one entry per chunk
+ * older ones. Users and projects may have submission rate limits: round
+ * two comes a little later and sends some of round one's jobs again (a
+ * throttled job back early, on time or late). The ledger is left out: a batch writes one entry per chunk
  * by design (src/ledger/writer.ts reads both shapes).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -17,7 +19,7 @@ import type { Redis } from 'ioredis';
 import { createTestEnv, type TestEnv } from './support/env.ts';
 import { unlinkMatching } from './support/infra.ts';
 import { Accounting } from '../src/accounting/counters.ts';
-import type { ReserveRequest, ScopeDefinition } from '../src/accounting/types.ts';
+import type { RateLimit, ReserveRequest, ScopeDefinition } from '../src/accounting/types.ts';
 
 const NOW = Date.UTC(2026, 11, 5, 12);
 const PROJECTS = ['p0', 'p1', 'p2'] as const;
@@ -30,6 +32,9 @@ interface Org {
   quotas: { day: number | null; week: number | null }[];
   /** Run caps of run r0 and r1 of every project (null: none). */
   runCaps: (number | null)[];
+  /** Submission rate limits per user and per project (null: none). */
+  userRates: (RateLimit | null)[];
+  projectRates: (RateLimit | null)[];
 }
 interface Job {
   project: number;
@@ -40,6 +45,7 @@ interface Job {
 }
 
 const limit = fc.integer({ min: 0, max: 24 });
+const rateArb: fc.Arbitrary<RateLimit> = fc.record({ jobsPerMinute: fc.constantFrom(1, 7, 60, 600), burst: fc.integer({ min: 1, max: 4 }) });
 const orgArb: fc.Arbitrary<Org> = fc.record({
   budgets: fc.array(
     fc.option(fc.record({ limit, soft: fc.boolean(), grace: fc.option(fc.constantFrom(0, 10, 50)), thresholds: fc.option(fc.constantFrom([50], [25, 75], [] as number[])) }), { freq: 4 }),
@@ -47,6 +53,8 @@ const orgArb: fc.Arbitrary<Org> = fc.record({
   ),
   quotas: fc.array(fc.record({ day: fc.option(limit), week: fc.option(limit) }), { minLength: USERS.length, maxLength: USERS.length }),
   runCaps: fc.array(fc.option(limit), { minLength: 2, maxLength: 2 }),
+  userRates: fc.array(fc.option(rateArb, { freq: 2 }), { minLength: USERS.length, maxLength: USERS.length }),
+  projectRates: fc.array(fc.option(rateArb, { freq: 2 }), { minLength: PROJECTS.length, maxLength: PROJECTS.length }),
 });
 const jobArb: fc.Arbitrary<Job> = fc.record({
   project: fc.nat(PROJECTS.length - 1),
@@ -73,6 +81,8 @@ async function defineOrg(acc: Accounting, org: Org): Promise<void> {
     for (const [r, cap] of org.runCaps.entries()) if (cap !== null) await acc.definitions.define(`run:${p}/r${r}`, def(cap));
   }
   await acc.definitions.setExempt('eval', true);
+  for (const [i, r] of org.userRates.entries()) if (r) await acc.definitions.defineRate(`user:${USERS[i]}`, r);
+  for (const [i, r] of org.projectRates.entries()) if (r) await acc.definitions.defineRate(`project:${PROJECTS[i]}`, r);
 }
 
 /** The requests of a round; ids and submission orders carry on from earlier rounds. */
@@ -122,18 +132,22 @@ afterAll(async () => {
   await t?.close();
 });
 
-async function check(org: Org, rounds: Job[][]): Promise<void> {
+/** Round two's jobs sent again (indexes into round one's, in order) and how long after round one it comes (ms). */
+async function check(org: Org, rounds: Job[][], again: number[], gapMs: number): Promise<void> {
   const [batched, single] = ['b', 's'].map((side) => new Accounting(t.redis, `${t.config.queuePrefix}eq${run}${side}`, 3600, 'UTC')) as [Accounting, Accounting];
   run++;
   try {
     for (const acc of [batched, single]) await defineOrg(acc, org);
     let first = 1;
+    let previous: ReserveRequest[] = [];
     for (const [r, jobs] of rounds.entries()) {
-      const reqs = requests(jobs, first);
+      const now = NOW + r * gapMs;
+      const reqs = [...(r === 0 ? [] : [...new Set(again)].sort((a, b) => a - b).flatMap((i) => previous[i] ?? [])), ...requests(jobs, first)];
       first += jobs.length;
-      const together = await batched.reserveMany(reqs, NOW);
+      previous = reqs;
+      const together = await batched.reserveMany(reqs, now);
       const alone = [];
-      for (const req of reqs) alone.push(...(await single.reserveMany([req], NOW)));
+      for (const req of reqs) alone.push(...(await single.reserveMany([req], now)));
       expect(together, `round ${r + 1}: outcomes`).toEqual(alone);
       expect(await state(t.redis, batched), `round ${r + 1}: what Redis holds`).toEqual(await state(t.redis, single));
     }
@@ -144,6 +158,8 @@ async function check(org: Org, rounds: Job[][]): Promise<void> {
 
 describe('a batch of many users', () => {
   it('decides exactly as its jobs one per call: outcomes, counters, lines, events', async () => {
-    await fc.assert(fc.asyncProperty(orgArb, fc.array(roundArb, { minLength: 2, maxLength: 2 }), check), { numRuns: 60 });
+    const again = fc.array(fc.nat(39), { maxLength: 12 });
+    const gap = fc.constantFrom(0, 999, 1000, 8572, 60_000);
+    await fc.assert(fc.asyncProperty(orgArb, fc.array(roundArb, { minLength: 2, maxLength: 2 }), again, gap, check), { numRuns: 60 });
   });
 });

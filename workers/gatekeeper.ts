@@ -45,7 +45,9 @@ export type IntakeResult =
   | { outcome: 'admitted'; execJobId: string; alreadySettled?: boolean }
   | { outcome: 'held'; heldJobId: string; reason: string }
   | { outcome: 'cancelled' }
-  | { outcome: 'rejected'; reason: string };
+  | { outcome: 'rejected'; reason: string }
+  /** Never a completed job's value: the intake job goes back to delayed until dueAt. */
+  | { outcome: 'throttled'; dueAt: number; reason: string; scopes: string[] };
 
 export interface GatekeeperDeps {
   config: Config;
@@ -124,7 +126,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       const d = decisions[i]!;
       // The job's own id, unless that id had been another job's (see reserve.lua).
       const id = d.reservationId ?? job.id!;
-      if (d.kind === 'cancelled' || d.kind === 'rejected') return;
+      if (d.kind === 'cancelled' || d.kind === 'rejected' || d.kind === 'throttled') return;
       if (d.kind === 'held') {
         toHold.push({
           name: job.name,
@@ -158,6 +160,22 @@ export function createGatekeeper(deps: GatekeeperDeps) {
     return batch.map(({ job }, i) => result(decisions[i]!.reservationId ?? job.id!, decisions[i]!));
   }
 
+  /**
+   * Over a submission rate: back to delayed on intake until its slot is due
+   * (its reserve call booked it), with the reason in the job's log. It leaves
+   * its batch at once, so a flood never waits in front of other users' jobs.
+   */
+  async function throttle(job: Job, token: string | undefined, r: Extract<IntakeResult, { outcome: 'throttled' }>): Promise<never> {
+    if (deps.metrics) {
+      deps.metrics.admissions.inc({ outcome: 'throttled' });
+      for (const s of r.scopes) deps.metrics.throttled.inc({ kind: s.slice(0, s.indexOf(':')) });
+    }
+    log.debug({ jobId: job.id, reason: r.reason }, 'throttled');
+    await job.log(r.reason);
+    await job.moveToDelayed(r.dueAt, token);
+    throw new DelayedError();
+  }
+
   const admissions = new GroupCommit<Pending, IntakeResult>(admitBatch, config.gatekeeperMaxBatch);
 
   async function processIntakeJob(job: Job, token: string | undefined): Promise<IntakeResult> {
@@ -171,6 +189,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       if (r.outcome === 'rejected') return await reject(job, r.reason);
       // An admin cancelled it while held; this is a late re-run of its intake job.
       if (r.outcome === 'cancelled') throw new UnrecoverableError('cancelled by an admin while held');
+      if (r.outcome === 'throttled') return await throttle(job, token, r);
       if (deps.metrics) {
         deps.metrics.admissions.inc({ outcome: r.outcome });
         // Wall time, not the injected clock: this is how long submitters waited.
@@ -178,7 +197,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
       }
       return r;
     } catch (err) {
-      if (err instanceof UnrecoverableError) throw err;
+      if (err instanceof UnrecoverableError || err instanceof DelayedError) throw err;
       // Not the job's fault (Redis failover, a timeout): try again later
       // rather than spend the submitter's attempts on it.
       log.error({ err, jobId: job.id }, 'admission step failed; retrying the job');
@@ -234,6 +253,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
 function result(intakeJobId: string, d: Decision): IntakeResult {
   if (d.kind === 'cancelled') return { outcome: 'cancelled' };
   if (d.kind === 'rejected') return { outcome: 'rejected', reason: d.reason };
+  if (d.kind === 'throttled') return { outcome: 'throttled', dueAt: d.dueAt, reason: d.reason, scopes: d.over.map((b) => b.scope) };
   if (d.kind === 'held') return { outcome: 'held', heldJobId: heldJobId(intakeJobId), reason: d.reason };
   return {
     outcome: 'admitted',

@@ -7,8 +7,8 @@
 import type { AdmissionRecord, IntakeJobData } from '../../queues/contract.ts';
 import { hoursToGpuMs, gpuMsToHours } from '../units.ts';
 import type { Accounting } from './counters.ts';
-import type { Hold, JobMeta, NoLimitPolicy } from './types.ts';
-import { describeHold } from './reasons.ts';
+import type { Hold, JobMeta, NoLimitPolicy, RateOver } from './types.ts';
+import { describeHold, describeThrottle } from './reasons.ts';
 import { scopeLabel, scopesForJob } from './scopes.ts';
 
 /**
@@ -23,6 +23,8 @@ export type Decision = (
   | { kind: 'held'; hold: Hold; reason: string; retried: boolean }
   | { kind: 'cancelled' }
   | { kind: 'rejected'; reason: string }
+  /** Over a submission rate: back to intake until `dueAt` (epoch ms); nothing reserved. */
+  | { kind: 'throttled'; dueAt: number; over: RateOver[]; reason: string }
 ) & { reservationId?: string };
 
 export function jobMeta(data: IntakeJobData): JobMeta {
@@ -64,6 +66,7 @@ export async function decideAdmissions(
       return { kind: 'held', hold, reason: describeHold(hold), retried, ...renamed };
     }
     if (out.kind === 'cancelled') return { kind: 'cancelled', ...renamed };
+    if (out.kind === 'throttled') return { kind: 'throttled', dueAt: out.dueAt, over: out.over, reason: describeThrottle(out.over, out.dueAt), ...renamed };
     if (out.kind === 'rejected') {
       return { kind: 'rejected', reason: `no budget for ${scopeLabel(out.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)`, ...renamed };
     }

@@ -20,6 +20,7 @@ import { periodAt } from '../periods.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { adminChange, type ChangeTx } from '../audit/change.ts';
 import { inTransaction } from '../db/transaction.ts';
+import { syncRateLimits } from './rate-limits.ts';
 import type { Logger } from '../log.ts';
 
 import { DEFAULT_THRESHOLDS } from '../redis/wire.ts';
@@ -316,7 +317,7 @@ export class Budgets {
     return periodic.length;
   }
 
-  /** Copy every limit and exempt type from Postgres to Redis (start-up, rebuild), each under its lock. */
+  /** Copy every limit, exempt type and rate limit from Postgres to Redis (start-up, rebuild), each under its lock. */
   async syncLimits(): Promise<number> {
     const rows = await allLimits(this.pool);
     for (const r of rows) {
@@ -329,6 +330,7 @@ export class Budgets {
     const inRedis = await this.accounting.definitions.exemptTypes();
     for (const t of inRedis) if (!types.includes(t)) await this.accounting.definitions.setExempt(t, false);
     for (const t of types) await this.accounting.definitions.setExempt(t, true);
+    await syncRateLimits(this.pool, this.accounting.definitions);
     return rows.length;
   }
 

@@ -15,6 +15,7 @@ import { assertAmount } from './amounts.ts';
 import { ScopeDefinitions } from './definitions.ts';
 import { decodeCancel, decodeRelease, decodeScopes, decodeSettle } from './replies.ts';
 import { decodeReserve, hasDuplicate, reserveBatch, type ReserveReply } from './reserve-wire.ts';
+import { THROTTLED_KEEP_MS } from '../redis/wire.ts';
 import type {
   DryRunWarning, JobMeta, NoLimitPolicy, OpenReservation, ReleaseOutcome, ReserveOutcome, ReserveRequest, ScopeCounters, ScopeState, SettleKind, SettleOutcome,
 } from './types.ts';
@@ -128,6 +129,11 @@ export class Accounting {
   /** Lines signalled for the waker and not yet taken (workers/waker.ts). */
   async wakePending(): Promise<number> {
     return this.redis.zcard(this.keys.wake);
+  }
+
+  /** How many jobs wait on intake for their submission rate: due since `now` − THROTTLED_KEEP_MS (older ones never came back). */
+  async throttledCount(now: number): Promise<number> {
+    return this.redis.zcount(this.keys.throttled, String(now - THROTTLED_KEEP_MS), '+inf');
   }
 
   /** Held job ids, oldest first: all of them, or one project's. */

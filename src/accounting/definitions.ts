@@ -7,7 +7,7 @@
 import type { Redis } from 'ioredis';
 import type { Keys } from '../redis/keys.ts';
 import { assertAmount } from './amounts.ts';
-import type { ScopeDefinition, ScopePeriod } from './types.ts';
+import type { RateLimit, ScopeDefinition, ScopePeriod } from './types.ts';
 
 export class ScopeDefinitions {
   constructor(
@@ -80,10 +80,43 @@ export class ScopeDefinitions {
     return (await this.redis.smembers(this.keys.exemptTypes)).sort();
   }
 
+  /**
+   * Set (or with null, remove) a submission rate limit ('user:<u>' or
+   * 'project:<p>', lua/includes/rate.lua). Setting keeps the bucket's state,
+   * so changing a limit does not hand out a fresh burst; removing drops it.
+   */
+  async defineRate(scope: string, limit: RateLimit | null): Promise<void> {
+    const key = this.keys.rate(scope);
+    // With its entry in the index, in one MULTI: reserve reads buckets only while the index has any.
+    if (limit === null) await this.redis.multi().unlink(key).srem(this.keys.rateScopes, scope).exec();
+    else await this.redis.multi().hset(key, { jpm: String(limit.jobsPerMinute), burst: String(limit.burst) }).sadd(this.keys.rateScopes, scope).exec();
+  }
+
+  /** A rate limit as the script reads it, and its bucket's state (null: never used). */
+  async rate(scope: string): Promise<{ limit: RateLimit; bucket: RateBucketState | null } | null> {
+    const [jpm, burst, t] = await this.redis.hmget(this.keys.rate(scope), 'jpm', 'burst', 't');
+    if (jpm === null || burst === null) return null;
+    const m = /^(\d+):(\d+):(\d+)$/.exec(t ?? '');
+    return { limit: { jobsPerMinute: Number(jpm), burst: Number(burst) }, bucket: m ? { tatMs: Number(m[1]), remainder: Number(m[2]), scale: Number(m[3]) } : null };
+  }
+
+  /** Every scope with a rate limit in Redis. */
+  async rateScopes(): Promise<string[]> {
+    return (await this.redis.smembers(this.keys.rateScopes)).sort();
+  }
+
   async setExempt(jobType: string, exempt: boolean): Promise<void> {
     if (exempt) await this.redis.sadd(this.keys.exemptTypes, jobType);
     else await this.redis.srem(this.keys.exemptTypes, jobType);
   }
+}
+
+/** A bucket's state as reserve left it: the theoretical arrival time of its next job, in ms and 1/jpm ms. */
+export interface RateBucketState {
+  tatMs: number;
+  remainder: number;
+  /** The jobsPerMinute the remainder is counted in. */
+  scale: number;
 }
 
 /**

@@ -3,11 +3,13 @@
  * edge. The sentence names the scope and the numbers, e.g.
  *   project alpha: 98.5 of 100.0 GPU-h used or reserved; job needs 4.0
  *   user bob's daily quota: 8.0 of 8.0 GPU-h used or reserved; job needs 1.0
+ * and a throttled job's:
+ *   throttled: user ann over 60 jobs/min (burst 10); due 12:03:04.123 UTC
  */
 import { formatHours } from '../units.ts';
 import { misfitOf } from '../redis/wire.ts';
 import { scopeLabel } from './scopes.ts';
-import type { Hold, Shortfall } from './types.ts';
+import type { Hold, RateOver, Shortfall } from './types.ts';
 
 export type { Shortfall } from './types.ts';
 
@@ -52,4 +54,10 @@ export function describeHold(h: Hold): string {
   }
   if (h.ahead > 0) return `behind ${behind} (first in, first out)`;
   return 'fits now; waiting to be released';
+}
+
+/** Why a job waits on intake: the buckets it is over, and when it is due (UTC, to the ms). */
+export function describeThrottle(over: RateOver[], dueAt: number): string {
+  const buckets = over.map((b) => `${scopeLabel(b.scope)} over ${b.jobsPerMinute} jobs/min (burst ${b.burst})`).join(' and ');
+  return `throttled: ${buckets}; due ${new Date(dueAt).toISOString().slice(11, 23)} UTC`;
 }

@@ -3,6 +3,8 @@
  * Redis lost it (FLUSHALL, a fresh instance, a restore from an old snapshot):
  *
  *   limits and exempt types   <- Postgres (limits, exempt_job_types)
+ *   submission rate limits    <- Postgres (rate_limits); their buckets start
+ *                                full (the state was only in Redis)
  *   used / reserved counters  <- Σ of the ledger per counter id (as the drift audit sums them)
  *   carry / adjust            <- period_carries and period_adjustments (recorded when they happen)
  *   open reservations         <- reserve rows with no settle/release row yet
@@ -81,7 +83,7 @@ export async function rebuild(deps: {
   // loss) would otherwise mix with the rebuilt state — a reservation settled
   // long ago still "open", a job admitted since still in a held line.
   for (const pattern of ['res:*', 'line:*', 'held:*', 'scope:*']) await unlinkMatching(redis, `${k.prefix}${pattern}`);
-  await redis.unlink(k.open, k.allHeld, k.heldCount, k.counters);
+  await redis.unlink(k.open, k.allHeld, k.heldCount, k.counters, k.throttled);
   const limits = await deps.budgets.syncLimits();
 
   // Counters: exactly the ledger's sums.

@@ -6,7 +6,7 @@
  */
 import { misfitShortfall } from './reasons.ts';
 import { MISFIT_CODES, replyOf, UnknownReplyError } from '../redis/wire.ts';
-import type { DryRunWarning, ReserveOutcome, ReserveRequest, Shortfall } from './types.ts';
+import type { DryRunWarning, RateOver, ReserveOutcome, ReserveRequest, Shortfall } from './types.ts';
 
 /** The script's reply: { ids, results, renamed[, warnings] } (see reserve.lua's header). */
 export type ReserveReply = [string[], (number | (number | string)[])[], (number | string)[], string[][]?];
@@ -36,6 +36,7 @@ export function decodeReserve(out: ReserveReply, reqs: ReserveRequest[], sigs: s
       }
       case 'stillHeld': return { kind: 'held', shortfalls: parseShortfalls(r, 1, need), ahead: 0, retried: true };
       case 'cancelled': return { kind: 'cancelled' };
+      case 'throttled': return { kind: 'throttled', dueAt: Number(r[1]), retried: r[2] === 1, over: parseRateOver(String(r[3])) };
       case 'rejected': return { kind: 'rejected', scope: String(r[1]) };
     }
   });
@@ -107,6 +108,14 @@ const NO_SCOPES = Object.freeze([]) as unknown as string[];
 export function hasDuplicate(list: string[]): boolean {
   for (let i = 1; i < list.length; i++) for (let j = 0; j < i; j++) if (list[i] === list[j]) return true;
   return false;
+}
+
+/** The buckets a throttled job was over: 'scope|jpm|burst' joined by ';' (includes/rate.lua). */
+export function parseRateOver(text: string): RateOver[] {
+  return text === '' ? [] : text.split(';').map((b) => {
+    const [scope, jpm, burst] = b.split('|');
+    return { scope: scope!, jobsPerMinute: Number(jpm), burst: Number(burst) };
+  });
 }
 
 /** Shortfalls as a held record stores them (includes/scopes.lua misfitsText). */

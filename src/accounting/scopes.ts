@@ -30,6 +30,17 @@ export function scopesForJob(job: Pick<IntakeJobData, 'project' | 'user' | 'run'
   return out;
 }
 
+/**
+ * Submission rate limits (token buckets) live on their own scopes, 'user:<u>'
+ * and 'project:<p>' (a project's bucket key differs from its budget's, so
+ * the same id names both). A job passes its user's and its project's, which
+ * reserve names from its user-day and project scopes
+ * (src/redis/lua/includes/rate.lua). Names are the contract's (NAME_RE), as
+ * for every other scope.
+ */
+export type RateKind = 'user' | 'project';
+export const rateScope = (kind: RateKind, name: string): string => `${kind}:${name}`;
+
 /** A scope base or counter id ('<base>@<period label>') back to its parts. */
 export function parseScopeId(id: string): ScopeRef & { period?: string } {
   const [baseId, period] = id.split('@') as [string, string | undefined];

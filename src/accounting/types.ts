@@ -39,8 +39,24 @@ type DecidedOutcome =
   /** Held now, or before when `retried` (then without `lines`: they did not change). */
   | ({ kind: 'held'; retried: boolean } & Hold)
   | { kind: 'cancelled' }
+  /**
+   * Over its submission rate: back on intake at `dueAt` (epoch ms), its slot
+   * booked; `retried`: it had been throttled before with this due time.
+   */
+  | { kind: 'throttled'; dueAt: number; retried: boolean; over: RateOver[] }
   /** A scope has no limit and the policy for that is to reject. */
   | { kind: 'rejected'; scope: string };
+
+/** A submission rate limit (token bucket) on 'user:<u>' or 'project:<p>'. */
+export interface RateLimit {
+  jobsPerMinute: number;
+  burst: number;
+}
+
+/** A bucket a throttled job was over, with its limit as the script read it. */
+export interface RateOver extends RateLimit {
+  scope: string;
+}
 
 /** What to do with a job when one of its scopes has no limit configured. */
 export type NoLimitPolicy = 'hold' | 'reject';

@@ -3,7 +3,8 @@
  * reserving anything. The reserve script runs in dry-run mode, so each job is
  * decided exactly as the gatekeeper would decide it (in order, each seeing
  * the ones before it, first in first out), then nothing is written. The
- * answer adds the scopes' remaining budget and quota, and warnings: projects
+ * answer says which jobs would be throttled (over a user's or project's
+ * submission rate) and adds the scopes' remaining budget and quota, and warnings: projects
  * with no budget (their jobs are held, or rejected, until an admin sets one),
  * limits already past a threshold, thresholds the batch would cross, limits
  * it would exhaust, soft limits it would pass. Each warning is data first
@@ -15,14 +16,16 @@ import type { Accounting } from '../accounting/counters.ts';
 import type { DryRunWarning, ReserveOutcome } from '../accounting/types.ts';
 import type { Budgets, ScopeView } from '../accounting/budgets.ts';
 import { jobMeta } from '../accounting/admission.ts';
-import { describeHold } from '../accounting/reasons.ts';
+import { describeHold, describeThrottle } from '../accounting/reasons.ts';
 import { parseScopeId, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
 import { intakeJobSchema, parseIntakeJob, type IntakeJobData } from '../../queues/contract.ts';
 import { formatHours, hoursToGpuMs } from '../units.ts';
 
 export type PreflightOutcome =
   | { index: number; outcome: 'admitted'; exempt?: true; softOver?: string[] }
-  | { index: number; outcome: 'held' | 'rejected'; reason: string };
+  | { index: number; outcome: 'held' | 'rejected'; reason: string }
+  /** Over a submission rate: it would wait on intake until dueAt (ISO 8601), then be decided. */
+  | { index: number; outcome: 'throttled'; dueAt: string; reason: string };
 
 /** One warning as data; `message` is the sentence `warnings` carries. */
 export type PreflightWarning =
@@ -42,6 +45,7 @@ export interface PreflightReport {
   admitted: number;
   held: number;
   rejected: number;
+  throttled: number;
   outcomes: PreflightOutcome[];
   /** Every scope the valid jobs touch, now (before the batch). */
   scopes: ScopeView[];
@@ -88,6 +92,8 @@ export class Preflight {
         outcomes[index] = { index, outcome: 'admitted', ...(o.exempt ? { exempt: true as const } : {}), ...(o.softOver.length ? { softOver: o.softOver } : {}) };
       } else if (o.kind === 'held') {
         outcomes[index] = { index, outcome: 'held', reason: describeHold(o) };
+      } else if (o.kind === 'throttled') {
+        outcomes[index] = { index, outcome: 'throttled', dueAt: new Date(o.dueAt).toISOString(), reason: describeThrottle(o.over, o.dueAt) };
       } else if (o.kind === 'rejected') {
         outcomes[index] = { index, outcome: 'rejected', reason: `no budget for ${scopeLabel(o.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)` };
       } else {
@@ -102,7 +108,7 @@ export class Preflight {
     ];
     const count = (k: PreflightOutcome['outcome']) => outcomes.filter((o) => o.outcome === k).length;
     return {
-      jobs: inputs.length, admitted: count('admitted'), held: count('held'), rejected: count('rejected'), outcomes, scopes,
+      jobs: inputs.length, admitted: count('admitted'), held: count('held'), rejected: count('rejected'), throttled: count('throttled'), outcomes, scopes,
       warnings: warningDetails.map((w) => w.message), warningDetails,
     };
   }

@@ -17,6 +17,8 @@ import { eventRoutes } from './events.ts';
 import { NO_TARGETS } from '../net/egress.ts';
 import { maintenanceRoutes } from './maintenance.ts';
 import { jobRoutes } from './jobs.ts';
+import { rateLimitRoutes } from './rate-limits.ts';
+import { RateLimits } from '../accounting/rate-limits.ts';
 import { usageRoutes } from './usage.ts';
 import { quarantineRoutes } from './quarantine.ts';
 import type { QuarantineAdmin } from '../admin/quarantine.ts';
@@ -86,6 +88,7 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(auditRoutes(deps.pool));
   // Without a config (some tests), no private webhook target is allowed.
   api.use(eventRoutes(deps.pool, deps.config ?? { webhookAllowedTargets: NO_TARGETS }));
+  if (deps.accounting) api.use(rateLimitRoutes(new RateLimits(deps.pool, deps.accounting, deps.clock ?? systemClock, deps.log)));
   if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, intakeQueue: deps.intake ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock, log: deps.log }));
   api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));
   if (deps.quarantine) api.use(quarantineRoutes(deps.quarantine));

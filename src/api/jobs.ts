@@ -44,7 +44,7 @@ export function jobRoutes(preflight: Preflight, clock: Clock, intake: Queue | un
     const report = await preflight.run(jobs, clock.now());
     // As submitted (not as parsed): the gatekeeper validates again, the same way.
     const added = await intake.addBulk(jobs.map((data) => ({ name: jobName(data), data })));
-    res.status(202).json({ jobIds: added.map((j) => j.id), warnings: report.warnings, warningDetails: report.warningDetails, preflight: { admitted: report.admitted, held: report.held } });
+    res.status(202).json({ jobIds: added.map((j) => j.id), warnings: report.warnings, warningDetails: report.warningDetails, preflight: { admitted: report.admitted, held: report.held, throttled: report.throttled } });
   });
   return r;
 }

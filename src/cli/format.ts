@@ -5,7 +5,7 @@
 import { table } from './table.ts';
 
 export function preflightText(r: Record<string, any>): string {
-  const lines = [`${r.jobs} job${r.jobs === 1 ? '' : 's'}: ${r.admitted} would be admitted now, ${r.held} held, ${r.rejected} rejected`];
+  const lines = [`${r.jobs} job${r.jobs === 1 ? '' : 's'}: ${r.admitted} would be admitted now, ${r.held} held, ${r.rejected} rejected${r.throttled ? `, ${r.throttled} throttled` : ''}`];
   // Reasons grouped, each with how many jobs and the first one's index.
   const reasons = new Map<string, { n: number; first: number }>();
   for (const o of r.outcomes as { index: number; outcome: string; reason?: string }[]) {
@@ -23,7 +23,7 @@ export function preflightText(r: Record<string, any>): string {
 
 export function submitText(r: Record<string, any>): string {
   const ids = r.jobIds as string[];
-  const lines = [`submitted ${ids.length} job${ids.length === 1 ? '' : 's'} (${ids.length > 3 ? `${ids[0]} … ${ids.at(-1)}` : ids.join(', ')}); preflight: ${r.preflight.admitted} admitted, ${r.preflight.held} held`];
+  const lines = [`submitted ${ids.length} job${ids.length === 1 ? '' : 's'} (${ids.length > 3 ? `${ids[0]} … ${ids.at(-1)}` : ids.join(', ')}); preflight: ${r.preflight.admitted} admitted, ${r.preflight.held} held${r.preflight.throttled ? `, ${r.preflight.throttled} throttled` : ''}`];
   if (r.warnings.length) lines.push('warnings:', ...r.warnings.map((w: string) => `  ${w}`));
   return lines.join('\n');
 }

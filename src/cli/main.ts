@@ -8,6 +8,7 @@
  *   gatekeeper budget adjust alpha +20 --reason "launch week"
  *   gatekeeper quota get bob
  *   gatekeeper quota set bob --daily 8 --weekly 30
+ *   gatekeeper rate-limit set --user bob --per-minute 60 --burst 10
  *   gatekeeper run-cap set alpha scenes-160 200 --policy soft --grace 10
  *   gatekeeper exempt add regression-test
  *   gatekeeper preflight --project alpha --user bob --hours 2 --count 160
@@ -41,6 +42,7 @@ import { addMaintenanceCommands } from './commands/maintenance.ts';
 import { addQuarantineCommands } from './commands/quarantine.ts';
 import { addExemptCommands } from './commands/exempt.ts';
 import { addHeldCommands } from './commands/held.ts';
+import { addRateLimitCommands } from './commands/rate-limit.ts';
 
 export { EXIT };
 
@@ -72,7 +74,7 @@ export function buildCli(out: (s: string) => void): Command {
   };
   for (const add of [
     addBudgetCommands, addQuotaCommands, addRunCapCommands, addJobCommands, addUsageCommands,
-    addMaintenanceCommands, addQuarantineCommands, addExemptCommands, addHeldCommands,
+    addRateLimitCommands, addMaintenanceCommands, addQuarantineCommands, addExemptCommands, addHeldCommands,
   ]) {
     add(program, cli);
   }

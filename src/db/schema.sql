@@ -136,6 +136,17 @@ CREATE TABLE quarantine (
 );
 CREATE INDEX quarantine_waiting ON public.quarantine USING btree (stream, id) WHERE (replayed_at IS NULL);
 
+CREATE TABLE rate_limits (
+  scope text NOT NULL,
+  jobs_per_minute integer NOT NULL,
+  burst integer NOT NULL,
+  updated_at timestamp with time zone DEFAULT now() NOT NULL,
+  CONSTRAINT rate_limits_burst_check CHECK (((burst >= 1) AND (burst <= 100000))),
+  CONSTRAINT rate_limits_jobs_per_minute_check CHECK (((jobs_per_minute >= 1) AND (jobs_per_minute <= 1000000))),
+  CONSTRAINT rate_limits_pkey PRIMARY KEY (scope),
+  CONSTRAINT rate_limits_scope_check CHECK ((scope ~ '^(user|project):[A-Za-z0-9._-]{1,128}$'::text))
+);
+
 CREATE TABLE usage_by_day (
   kind text NOT NULL,
   name text NOT NULL,

@@ -45,6 +45,21 @@ export class Keys {
     return `${this.base}:def:${scopeBase}`;
   }
 
+  /** Hash of one submission rate limit ('user:<u>', 'project:<p>'): jpm, burst and the bucket's state t (lua/includes/rate.lua). */
+  rate(scope: string): string {
+    return `${this.base}:rate:${scope}`;
+  }
+
+  /** Set of the scopes with a rate limit: reserve reads a bucket only while it is not empty. */
+  get rateScopes(): string {
+    return `${this.base}:rate-scopes`;
+  }
+
+  /** Zset of throttled jobs' ids, scored by due time (epoch ms): waiting on intake for their rate. */
+  get throttled(): string {
+    return `${this.base}:throttled`;
+  }
+
   /** Zset: held jobs waiting in line for one scope base, scored by submission order. */
   line(scopeBase: string): string {
     return `${this.base}:line:${scopeBase}`;

@@ -9,7 +9,7 @@
 
 /** Each script's first reply field, by meaning. */
 export const REPLY_CODES = {
-  reserve: { held: 0, reserved: 1, already: 2, stillHeld: 3, heldBehind: 4, cancelled: 5, rejected: 7 },
+  reserve: { held: 0, reserved: 1, already: 2, stillHeld: 3, heldBehind: 4, cancelled: 5, throttled: 6, rejected: 7 },
   release: { held: 0, admitted: 1, heldBehind: 4, notHeld: -1 },
   settle: { settled: 1, already: 2, noReservation: -1, wrongScopes: -2 },
   cancel: { cancelled: 1, notHeld: -1 },
@@ -26,6 +26,8 @@ export type MisfitCode = keyof typeof MISFIT_CODES;
 export const DEFAULT_THRESHOLDS: readonly number[] = [75, 90, 100];
 /** The events stream keeps about this many entries (Postgres keeps them all). */
 export const EVENTS_STREAM_MAXLEN = 100_000;
+/** How long a throttled job's record outlives its due time (a job that never came back), ms; includes/rate.lua has the same (test/rate-limits.test.ts checks). */
+export const THROTTLED_KEEP_MS = 86_400_000;
 /** Version of an event's fields, stored with each ('v'). */
 export const EVENT_VERSION = 1;
 

@@ -26,6 +26,12 @@
   Exempt job types (a set admins configure) are admitted without counting
   against any limit; their hours are tracked in exemptReserved/exemptUsed.
 
+  Rate limits come first (includes/rate.lua): a new job over its user's or
+  project's submission rate is throttled before any budget is read, booking
+  its slot in each bucket it is over. Back at its due time (same id and ts)
+  it skips the buckets it paid and is decided as a new job; back early, it
+  is throttled again with the same due time. Exempt types are not limited.
+
   Events (appended to the events stream in the same atomic step, see
   includes/scopes.lua): THRESHOLD_CROSSED once per threshold per crossing,
   BUDGET_EXHAUSTED when a job is held at a hard limit, JOB_HELD per new hold.
@@ -93,6 +99,10 @@
                                 separated. (Held with code 0, it waits in its
                                 misfits' lines only.)
     { 5 }                       cancelled by an admin before
+    { 6, due, retried, by }     throttled: over its submission rate until due
+                                (epoch ms); retried 1 if it was throttled
+                                before; by: 'scope|jpm|burst' of each bucket
+                                over, joined by ';'
     { 7, scope }                rejected: `scope` has no limit and ARGV[2] is 'reject'
 
   Every read comes before the first write. Counter deltas are summed as Lua
@@ -102,10 +112,13 @@
 -- @include scopes
 -- @include lines
 -- @include admitted
+-- @include held
+-- @include rate
 
 local openKey, ledgerKey, allHeldKey, exemptKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, noLimit, base, dry = ARGV[1], ARGV[2], ARGV[3], ARGV[6] == '1'
-local scopeOf = scopeReader(base, cjson.decode(ARGV[4]), tonumber(now), true)
+local nowMs = tonumber(now)
+local scopeOf = scopeReader(base, cjson.decode(ARGV[4]), nowMs, true)
 local input = cjson.decode(ARGV[5])
 local batch = input.jobs
 
@@ -114,17 +127,21 @@ local batch = input.jobs
 -- about 8,000 values, and a failure there would come after the counter writes.
 local CHUNK = 200
 
--- Most batches are only new jobs. One EXISTS over the batch's reservation
--- keys says so, instead of one HGET per job; only a batch with a known job
--- in it (a retry) reads each job's state.
-local resKeys, anyKnown, renamed = {}, false, {}
+-- Most batches are only new jobs, and most deployments set no rate limit.
+-- One EXISTS over the rate index and the batch's reservation keys says
+-- both, instead of one HGET per job; only a batch with a known job in it (a
+-- retry) reads each job's state, and only a set rate limit reads a bucket.
+local resKeys, renamed, ratesKey = {}, {}, base .. 'rate-scopes'
 for j = 1, #batch do resKeys[j] = base .. 'res:' .. batch[j][1] end
-for first = 1, #resKeys, CHUNK do
-  if redis.call('EXISTS', unpack(resKeys, first, math.min(first + CHUNK - 1, #resKeys))) > 0 then
-    anyKnown = true
-    break
-  end
+local found = redis.call('EXISTS', ratesKey, unpack(resKeys, 1, math.min(CHUNK, #resKeys)))
+local ratesOn = found > 0 and redis.call('EXISTS', ratesKey) == 1
+local anyKnown = found > (ratesOn and 1 or 0)
+for first = CHUNK + 1, #resKeys, CHUNK do
+  if anyKnown then break end
+  anyKnown = redis.call('EXISTS', unpack(resKeys, first, math.min(first + CHUNK - 1, #resKeys))) > 0
 end
+local rate = (ratesOn or anyKnown) and rateModule(base, ratesOn)  -- includes/rate.lua (no rate limit, no known job: none)
+local throttled, cleared = {}, {}
 
 local touched = {}      -- scope states to write, in first-touch order
 -- Scope lists: { bases, scopes, ids, limited, free, blocked, soft, freeDelta,
@@ -226,6 +243,9 @@ for j = 1, #batch do
   end
   local r
   local again = seenHere[resKey]
+  -- Over its rate: throttled before any budget is read (it counts against none).
+  local gated = rate and not again and (state == 'throttled' or (ratesOn and not state)) and not isExempt(jobType)
+    and rate.gate(rate.bucketOf, resKey, jobId, state, rate.scopesOf(sig), nowMs, ts, throttled)
   if again then
     if type(again) == 'number' then
       local a = admitted[again]
@@ -233,6 +253,8 @@ for j = 1, #batch do
     else
       r = again
     end
+  elseif gated then
+    r = gated
   elseif state == 'reserved' or state == 'settled' then
     local prior = redis.call('HMGET', resKey, 'amount', 'scopes', 'exempt')
     r = { 2, tonumber(prior[1]), state, prior[2], prior[3] == '1' and 1 or 0 }
@@ -317,6 +339,7 @@ for j = 1, #batch do
         r = 1
       end
     end
+    if state == 'throttled' and (r == 1 or r[1] ~= 7) then cleared[#cleared + 1] = jobId end
     if r == 1 or r[1] == 1 then
       seenHere[resKey] = #admitted
     elseif r[1] == 7 then
@@ -325,6 +348,7 @@ for j = 1, #batch do
       seenHere[resKey] = { 3, 0 }
     end
   end
+  if gated then seenHere[resKey] = { 6, gated[2], 1, gated[4] } end
   results[#results + 1] = r
 end
 
@@ -352,12 +376,6 @@ if dry then
   end
   return { idList, results, renamed, warnings }
 end
---[[ callChunked(cmd, key, list, step): cmd key list..., `step` values per call. ]]
-local function callChunked(cmd, key, list, step)
-  for first = 1, #list, step do
-    redis.call(cmd, key, unpack(list, first, math.min(first + step - 1, #list)))
-  end
-end
 local counted = {}
 for _, s in ipairs(touched) do
   writeInit(s)
@@ -370,28 +388,7 @@ for _, s in ipairs(touched) do
 end
 callChunked('SADD', base .. 'counters', counted, CHUNK)
 writeAdmitted(admitted, openKey, ledgerKey, now, CHUNK)  -- includes/admitted.lua
--- Held jobs: their records one by one, their places in the held lists and
--- lines gathered per key (a burst past a limit holds most of a batch).
-local places, placeKeys = {}, {}
-local heldProjects, heldIn = {}, {}  -- projects in first-hold order; project -> jobs held now
-local function place(key, score, member)
-  local list = places[key]
-  if not list then list = {}; places[key] = list; placeKeys[#placeKeys + 1] = key end
-  list[#list + 1] = score; list[#list + 1] = member
-end
-for _, h in ipairs(held) do
-  if h[9] == '' then
-    redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','), 'misfits', h[10])
-  else
-    redis.call('HSET', h[1], 'amount', h[4], 'bases', h[5], 'state', 'held', 'heldAt', now, 'meta', h[6], 'lines', table.concat(h[8], ','), 'misfits', h[10], 'ts', h[9])
-  end
-  place(base .. 'held:' .. h[2], h[7], h[3])
-  place(allHeldKey, h[7], h[3])
-  for _, b in ipairs(h[8]) do place(base .. 'line:' .. b, h[7], h[3]) end
-  if not heldIn[h[2]] then heldIn[h[2]] = 0; heldProjects[#heldProjects + 1] = h[2] end
-  heldIn[h[2]] = heldIn[h[2]] + 1
-end
-for _, key in ipairs(placeKeys) do callChunked('ZADD', key, places[key], 2 * CHUNK) end
-for _, project in ipairs(heldProjects) do redis.call('HINCRBY', base .. 'held-count', project, heldIn[project]) end
+writeHeld(held, base, allHeldKey, now, CHUNK)  -- includes/held.lua
+if rate then rate.write(rate.buckets, throttled, cleared, nowMs, CHUNK) end
 emit(base, events, now)
 return { idList, results, renamed }

@@ -1,0 +1,58 @@
+/**
+ * Submission rate limits over HTTP (token buckets; src/accounting/rate-limits.ts):
+ *   GET|PUT|DELETE /users/:user/rate-limit
+ *   GET|PUT|DELETE /projects/:project/rate-limit
+ * PUT { "jobsPerMinute": 60, "burst": 10, "reason"?: "..." }. Every change is
+ * audited; the viewer token reads.
+ */
+import { Router } from 'express';
+import { z } from 'zod';
+import type { RateLimits, RateLimitView } from '../accounting/rate-limits.ts';
+import { MAX_BURST, MAX_JOBS_PER_MINUTE } from '../accounting/rate-limits.ts';
+import type { RateKind } from '../accounting/scopes.ts';
+import { HttpError } from '../http/errors.ts';
+import { actorOf } from '../http/auth.ts';
+import { body, freeText, parseBody } from './validate.ts';
+import { nameParam } from './budgets.ts';
+
+const whole = (what: string, max: number) =>
+  z
+    .number({ error: (i) => (i.input === undefined ? `${what} is required` : `${what} must be a number`) })
+    .int(`${what} must be a whole number`)
+    .min(1, `${what} must be at least 1`)
+    .max(max, `${what} must be at most ${max.toLocaleString('en-US')}`);
+
+const RateLimitBody = body({
+  reason: freeText('reason').optional(),
+  jobsPerMinute: whole('jobsPerMinute', MAX_JOBS_PER_MINUTE),
+  burst: whole('burst', MAX_BURST),
+});
+const ReasonBody = body({ reason: freeText('reason').optional() }).optional();
+
+export function rateLimitJson(v: RateLimitView) {
+  return { [v.kind]: v.name, scope: v.scope, jobsPerMinute: v.jobsPerMinute, burst: v.burst, tokensNow: v.tokensNow, updatedAt: v.updatedAt.toISOString() };
+}
+
+export function rateLimitRoutes(limits: RateLimits): Router {
+  const r = Router();
+  for (const [kind, path] of [['user', '/users/:name/rate-limit'], ['project', '/projects/:name/rate-limit']] as [RateKind, string][]) {
+    r.get(path, async (req, res) => {
+      const name = nameParam(kind, String(req.params.name));
+      const v = await limits.get(kind, name);
+      if (!v) throw new HttpError(404, `no rate limit for ${kind} ${name}`);
+      res.json(rateLimitJson(v));
+    });
+    r.put(path, async (req, res) => {
+      const name = nameParam(kind, String(req.params.name));
+      const b = parseBody(RateLimitBody, req.body);
+      res.json(rateLimitJson(await limits.set(kind, name, { jobsPerMinute: b.jobsPerMinute, burst: b.burst }, actorOf(res), b.reason ?? null)));
+    });
+    r.delete(path, async (req, res) => {
+      const name = nameParam(kind, String(req.params.name));
+      const b = parseBody(ReasonBody, req.body);
+      const removed = await limits.remove(kind, name, actorOf(res), b?.reason ?? null);
+      res.json({ [kind]: name, scope: `${kind}:${name}`, removed });
+    });
+  }
+  return r;
+}
