@@ -18,6 +18,8 @@ import { NO_TARGETS } from '../net/egress.ts';
 import { maintenanceRoutes } from './maintenance.ts';
 import { jobRoutes } from './jobs.ts';
 import { rateLimitRoutes } from './rate-limits.ts';
+import { gpuCapRoutes } from './gpu-caps.ts';
+import { GpuCaps } from '../accounting/gpu-caps.ts';
 import { RateLimits } from '../accounting/rate-limits.ts';
 import { usageRoutes } from './usage.ts';
 import { quarantineRoutes } from './quarantine.ts';
@@ -89,6 +91,7 @@ export function createApp(deps: AppDeps): express.Express {
   // Without a config (some tests), no private webhook target is allowed.
   api.use(eventRoutes(deps.pool, deps.config ?? { webhookAllowedTargets: NO_TARGETS }));
   if (deps.accounting) api.use(rateLimitRoutes(new RateLimits(deps.pool, deps.accounting, deps.clock ?? systemClock, deps.log)));
+  if (deps.accounting) api.use(gpuCapRoutes(new GpuCaps(deps.pool, deps.accounting, deps.clock ?? systemClock, deps.log)));
   if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, intakeQueue: deps.intake ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock, log: deps.log }));
   api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));
   if (deps.quarantine) api.use(quarantineRoutes(deps.quarantine));
