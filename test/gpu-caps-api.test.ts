@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
-import { serveApi, type ServedApi } from './support/api.ts';
+import { callApi, serveApi, type ServedApi } from './support/api.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { systemClock } from '../src/clock.ts';
 import { hoursToGpuMs } from '../src/units.ts';
@@ -33,14 +33,7 @@ afterAll(async () => {
   await t?.close();
 });
 
-async function call(method: string, path: string, body?: unknown, token = admin) {
-  const res = await fetch(served.api + path, {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-gatekeeper-actor': 'ops-alice' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, any> };
-}
+const call = (method: string, path: string, body?: unknown, token = admin) => callApi(served.api, token, method, path, body);
 
 describe('GPU caps over HTTP', () => {
   it('sets, shows and removes a cap with a peak window, each change audited', async () => {
