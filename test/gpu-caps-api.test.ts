@@ -12,6 +12,7 @@ import { systemClock } from '../src/clock.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { createWaker, type Waker } from '../workers/waker.ts';
 import { execJobId } from '../queues/names.ts';
+import { EXIT, runCli } from '../src/cli/main.ts';
 
 const tokens = { admin: 'test-admin-token-0123456789', viewer: 'test-viewer-token-0123456789' };
 const { admin, viewer } = tokens;
@@ -72,6 +73,24 @@ describe('GPU caps over HTTP', () => {
 
   it('lets a viewer read but not change', async () => {
     expect((await call('PUT', '/projects/api-v/concurrency', { maxGpus: 1 }, viewer)).status).toBe(403);
+  });
+
+  it('is set, read, listed and removed with the CLI, which refuses an unclear target', async () => {
+    let out = '';
+    const cli = (args: string[]) => runCli(['--url', served.api.replace('/api/v1', ''), '--token', admin, '--actor', 'ops-bob', ...args], (s) => (out += s));
+    expect(await cli(['concurrency', 'set', '--project', 'cli-a', '--gpu-type', 'h100', '--max-gpus', '8', '--peak-max-gpus', '2', '--peak-days', 'sat,sun'])).toBe(EXIT.ok);
+    expect(out).toMatch(/gpus-type:cli-a\/h100\s+8\s+2 sat,sun 09:00-18:00/);
+    out = '';
+    expect(await cli(['--json', 'concurrency', 'get', '--project', 'cli-a', '--gpu-type', 'h100'])).toBe(EXIT.ok);
+    expect(JSON.parse(out)).toMatchObject({ maxGpus: 8, peak: { maxGpus: 2, days: ['sat', 'sun'], from: '09:00', to: '18:00' } });
+    expect(await cli(['concurrency', 'set', '--user', 'u', '--global', '--max-gpus', '1'])).toBe(EXIT.usage);
+    expect(await cli(['concurrency', 'set', '--gpu-type', 'h100', '--max-gpus', '1'])).toBe(EXIT.usage);
+    expect(await cli(['concurrency', 'set', '--global', '--max-gpus', '-2'])).toBe(EXIT.usage);
+    out = '';
+    expect(await cli(['concurrency', 'list'])).toBe(EXIT.ok);
+    expect(out).toContain('gpus-type:cli-a/h100');
+    expect(await cli(['concurrency', 'remove', '--project', 'cli-a', '--gpu-type', 'h100'])).toBe(EXIT.ok);
+    expect(await cli(['concurrency', 'get', '--project', 'cli-a', '--gpu-type', 'h100'])).toBe(EXIT.notFound);
   });
 
   it('holds a job over its project cap and starts it by itself when a running job ends', async () => {
