@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, type TestEnv } from './support/env.ts';
 import { GpuCaps } from '../src/accounting/gpu-caps.ts';
+import { createWaker } from '../workers/waker.ts';
 import { scopesForJob } from '../src/accounting/scopes.ts';
 import { describeHold } from '../src/accounting/reasons.ts';
 import { hoursToGpuMs } from '../src/units.ts';
@@ -124,6 +125,24 @@ describe('GPUs in flight', () => {
       expect(await inFlight('gpus-project:c-peak')).toBe(3);
     } finally {
       t.clock.t = evening;
+    }
+  });
+
+  it("signals a cap's line when its peak window ends, and not before", async () => {
+    await t.budgets.set('c-edge', hoursToGpuMs(100));
+    await caps.set('gpus-project:c-edge', cap(2, { maxGpus: 1, days: 4, fromMinute: 9 * 60, toMinute: 18 * 60 }), ops, null);
+    await job('ce-1', 'c-edge', 1);
+    expect((await job('ce-2', 'c-edge', 1)).kind).toBe('held');
+    const waker = createWaker({ config: t.config, connection: t.redis, pool: t.pool, log: t.log, clock: t.clock });
+    try {
+      await t.redis.zrem(t.accounting.keys.wake, 'gpus-project:c-edge');
+      expect(await waker.peakTick(Date.UTC(2026, 10, 25, 17, 58))).toEqual([]);
+      expect(await waker.peakTick(Date.UTC(2026, 10, 25, 17, 59))).toEqual([]);
+      expect(await waker.peakTick(Date.UTC(2026, 10, 25, 18, 0))).toContain('gpus-project:c-edge');
+      expect(await t.redis.zscore(t.accounting.keys.wake, 'gpus-project:c-edge')).not.toBeNull();
+      expect(await waker.peakTick(Date.UTC(2026, 10, 25, 18, 1))).toEqual([]);
+    } finally {
+      await waker.close();
     }
   });
 

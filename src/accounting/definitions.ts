@@ -154,3 +154,11 @@ export function compactCap(d: GpuCapDefinition): string {
   const p = d.peak;
   return p ? `${d.maxGpus}|${p.maxGpus}|${p.days}|${p.fromMinute}|${p.toMinute}` : `${d.maxGpus}||||`;
 }
+
+/** compactCap's inverse (null for a field that does not parse). */
+export function parseCap(c: string): Omit<GpuCapDefinition, 'release'> | null {
+  const m = /^(\d+)\|(\d*)\|(\d*)\|(\d*)\|(\d*)$/.exec(c);
+  if (!m) return null;
+  const peak = m[2] === '' ? null : { maxGpus: Number(m[2]), days: Number(m[3]), fromMinute: Number(m[4]), toMinute: Number(m[5]) };
+  return { maxGpus: Number(m[1]), peak };
+}
