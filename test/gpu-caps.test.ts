@@ -7,7 +7,10 @@
  * Nov 2026 12:00 UTC), each test in a project of its own.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestEnv, type TestEnv } from './support/env.ts';
+import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
+import { unlinkMatching } from './support/infra.ts';
+import { LedgerWriter } from '../src/ledger/writer.ts';
+import { rebuild } from '../src/accounting/rebuild.ts';
 import { GpuCaps } from '../src/accounting/gpu-caps.ts';
 import { createWaker } from '../workers/waker.ts';
 import { scopesForJob } from '../src/accounting/scopes.ts';
@@ -152,5 +155,40 @@ describe('GPUs in flight', () => {
     await caps.set('gpus-project:c-ex', cap(1), ops, null);
     expect((await job('ce1', 'c-ex', 4, { jobType: 'ci-check' })).kind).toBe('reserved');
     expect(await inFlight('gpus-project:c-ex')).toBe(0);
+  });
+
+  it('comes back exact after Redis loses its state: each cap counts the restored running jobs again', async () => {
+    const env = await createTestEnv();
+    const writer = new LedgerWriter(env.connection(), env.accounting.keys.ledger, env.pool, env.log, { blockMs: 20 });
+    await writer.start();
+    try {
+      const own = new GpuCaps(env.pool, env.accounting, env.clock);
+      await env.budgets.set('c-rb', hoursToGpuMs(100));
+      await own.set('gpus-project:c-rb', cap(10), ops, null);
+      const reserve = (id: string, gpus: number) => {
+        const meta: JobMeta = { project: 'c-rb', user: 'rb', gpus };
+        return env.accounting.reserveMany([{ jobId: id, amountGpuMs: H, scopes: scopesForJob(meta).map((x) => x.id), meta }], env.clock.now());
+      };
+      await reserve('rb1', 3);
+      await reserve('rb2', 2);
+      await reserve('rb3', 4);
+      const r2 = (await env.accounting.reservation('rb2'))!;
+      await env.accounting.settle('rb2', r2.scopes, H, 'settle', env.clock.now());
+      expect((await own.get('gpus-project:c-rb'))!.inFlightGpus).toBe(7);
+      await eventually(() => env.redis.xlen(env.accounting.keys.ledger), (n) => n === 0);
+
+      await unlinkMatching(env.redis, `${env.accounting.keys.prefix}*`);
+      await rebuild({ redis: env.redis, accounting: env.accounting, budgets: env.budgets, pool: env.pool, heldQueue: null, intakeQueue: null, settledRetainSeconds: env.config.settledRetainSeconds, now: env.clock.now() });
+      expect((await own.get('gpus-project:c-rb'))!.inFlightGpus).toBe(7);
+      // And the restored jobs give their GPUs back when they end.
+      for (const id of ['rb1', 'rb3']) {
+        const r = (await env.accounting.reservation(id))!;
+        await env.accounting.settle(id, r.scopes, H, 'settle', env.clock.now());
+      }
+      expect((await own.get('gpus-project:c-rb'))!.inFlightGpus).toBe(0);
+    } finally {
+      await writer.stop();
+      await env.close();
+    }
   });
 });
