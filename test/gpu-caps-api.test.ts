@@ -93,6 +93,19 @@ describe('GPU caps over HTTP', () => {
     expect(await cli(['concurrency', 'get', '--project', 'cli-a', '--gpu-type', 'h100'])).toBe(EXIT.notFound);
   });
 
+  it('preflight says which jobs would wait for GPUs and which for hours', async () => {
+    await t.budgets.set('api-pre', hoursToGpuMs(2));
+    await call('PUT', '/projects/api-pre/concurrency', { maxGpus: 4 });
+    const job = (gpus: number) => ({ project: 'api-pre', user: 'pia', estimatedGpuHours: 1, gpus });
+    // 2 GPU-h and 4 GPUs: the first takes every GPU, the third would also pass the hours.
+    const r = await call('POST', '/preflight', { jobs: [{ ...job(4), estimatedGpuHours: 1.5 }, job(2), job(1)] }, viewer);
+    expect(r.status).toBe(200);
+    expect(r.body.outcomes.map((o: Record<string, unknown>) => [o.outcome, o.waitsFor ?? null])).toEqual([
+      ['admitted', null], ['held', ['hours', 'gpus']], ['held', ['hours', 'gpus', 'line']],
+    ]);
+    expect(r.body.outcomes[1].reason).toBe('project api-pre: 1.5 of 2.0 GPU-h used or reserved; job needs 1.0; and project api-pre: 4 of 4 GPUs in flight; job needs 2');
+  });
+
   it('holds a job over its project cap and starts it by itself when a running job ends', async () => {
     await t.budgets.set('api-run', hoursToGpuMs(100));
     await call('PUT', '/projects/api-run/concurrency', { maxGpus: 4 });
