@@ -123,4 +123,15 @@ describe('GPU caps over HTTP', () => {
     await eventually(() => exec.getJob(execJobId('ar2')), (j) => j !== undefined);
     expect((await call('GET', '/projects/api-run/concurrency')).body.inFlightGpus).toBe(4);
   });
+
+  it('shows each cap on the dashboard as GPUs in flight of the cap in force, with its peak value', async () => {
+    await call('PUT', '/projects/dash-g/concurrency', { maxGpus: 12, peak: { maxGpus: 3, days: ['sun'], from: '00:00', to: '00:01' } });
+    const res = await fetch(served.api.replace('/api/v1', '') + '/dashboard?q=dash-g', { headers: { authorization: `Bearer ${viewer}` } });
+    const html = await res.text();
+    const table = html.slice(html.indexOf('<table id="gpus">'), html.indexOf('</table>', html.indexOf('<table id="gpus">')));
+    expect(table).toContain('project dash-g&#39;s GPUs in flight');
+    expect(table).toContain('aria-label="0 of 12 GPUs in flight"');
+    expect(table).toContain('(3 in peak hours)');
+    expect(table).not.toContain('api-run');
+  });
 });
