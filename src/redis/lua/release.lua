@@ -100,7 +100,18 @@ for _, rec in ipairs(records) do
       local order = redis.call('ZSCORE', allHeldKey, jobId) or '+inf'
       for _, b in ipairs(rec.bases) do
         local older = olderInLine(base .. 'line:' .. b, order, jobId)
-        if older > 0 then out = { 4, older, b }; break end
+        if older > 0 then
+          out = { 4, older, b }
+          -- It waits in that line too, as reserve puts a job behind an older
+          -- one: so the line's signal reaches it when the older job leaves,
+          -- even if that empties every line the older job was in.
+          if order ~= '+inf' and not string.find(',' .. (r[5] or '') .. ',', ',' .. b .. ',', 1, true) then
+            redis.call('ZADD', base .. 'line:' .. b, order, jobId)
+            lines[#lines + 1] = b
+            redis.call('HSET', resKey, 'lines', table.concat(lines, ','))
+          end
+          break
+        end
       end
     end
     local scopes = {}
