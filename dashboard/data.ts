@@ -10,6 +10,7 @@
  */
 import type { Pool } from '../src/db/pool.ts';
 import type { Budgets, ScopeView } from '../src/accounting/budgets.ts';
+import type { GpuCaps, GpuCapView } from '../src/accounting/gpu-caps.ts';
 import type { HeldJobs, HeldView } from '../src/admin/held.ts';
 import { parseScopeId } from '../src/accounting/scopes.ts';
 import { periodAt, previousPeriod, type PeriodKind } from '../src/periods.ts';
@@ -62,6 +63,8 @@ export interface DashboardData {
   /** Settled GPU-ms per shown project in this and the previous day, week and month. */
   history: { periods: PeriodUsage[]; rows: { project: string; gpuMs: number[] }[] };
   held: { total: number; jobs: HeldView[] };
+  /** GPU caps (at most GPU_CAP_ROWS, matching the search), most used first. */
+  gpus: GpuCapView[];
   alerts: { id: number; type: string; at: string; data: Record<string, unknown>; acked: boolean }[];
 }
 
@@ -72,8 +75,9 @@ export const NEAR_LIMIT_CARDS = 12;
 export const NEAR_PERCENT = 75;
 /** Run caps shown; the rollups have no per-run days, so they are listed by name. */
 const RUN_CARDS = 20;
+const GPU_CAP_ROWS = 40;
 
-export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; timeZone: string; now: number; query?: DashboardQuery }): Promise<DashboardData> {
+export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; caps?: GpuCaps; timeZone: string; now: number; query?: DashboardQuery }): Promise<DashboardData> {
   const { pool, budgets, timeZone, now } = deps;
   const query = deps.query ?? { q: null, page: 1, userPage: 1 };
   const day = periodAt('day', now, timeZone);
@@ -122,6 +126,11 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
   const section = (r: { total: number; scopes: { scope: string }[] }, page: number, pageSize: number): CardPage => ({ cards: r.scopes.map((s) => card(s.scope)), total: r.total, page, pageSize });
 
   const held = await deps.held.list({ limit: 50, offset: 0 });
+  const q = query.q?.toLowerCase() ?? null;
+  const gpus = (deps.caps ? await deps.caps.list() : [])
+    .filter((c) => q === null || c.scope.toLowerCase().includes(q))
+    .sort((a, b) => b.inFlightGpus / Math.max(1, b.effectiveMaxGpus) - a.inFlightGpus / Math.max(1, a.effectiveMaxGpus) || (a.scope < b.scope ? -1 : 1))
+    .slice(0, GPU_CAP_ROWS);
   const alerts = await recentEvents(pool, ['THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET'], 15);
   return {
     now,
@@ -133,6 +142,7 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     runs: runRows.rows.map((x: { scope: string }) => card(x.scope)),
     history: { periods, rows: historyRows },
     held,
+    gpus,
     alerts: alerts.map((a) => ({ id: a.id, type: a.type, at: a.at.toISOString(), data: a.data as Record<string, unknown>, acked: a.ackedAt !== null })),
   };
 }

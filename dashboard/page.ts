@@ -9,6 +9,7 @@
 import type { CardPage, DashboardData, DashboardQuery, ScopeCard } from './data.ts';
 import type { Role } from '../src/http/auth.ts';
 import { formatHours, gpuMsToHours } from '../src/units.ts';
+import { scopeLabel } from '../src/accounting/scopes.ts';
 
 export interface PageOptions {
   role: Role;
@@ -32,6 +33,15 @@ function bar(v: ScopeCard['view']): string {
       <b class="used" style="width:${pct(v.usedGpuMs)}%"></b><b class="reserved" style="width:${pct(v.reservedGpuMs)}%"></b>${marks}
     </div>
     ${v.exemptUsedGpuMs + v.exemptReservedGpuMs > 0 ? `<div class="exempt-bar" style="width:${pct(v.exemptUsedGpuMs + v.exemptReservedGpuMs)}%"></div>` : ''}`;
+}
+
+/** A GPU cap's row: GPUs in flight against the cap in force now. */
+function gpuRow(c: DashboardData['gpus'][number]): string {
+  const scale = Math.max(c.effectiveMaxGpus, c.inFlightGpus, 1);
+  const over = c.inFlightGpus > c.effectiveMaxGpus;
+  return `<tr><td>${esc(scopeLabel(c.scope))}</td>
+    <td><div class="bar${over ? ' over' : ''}" role="img" aria-label="${esc(c.inFlightGpus)} of ${esc(c.effectiveMaxGpus)} GPUs in flight"><b class="used" style="width:${Math.min(100, (c.inFlightGpus / scale) * 100).toFixed(2)}%"></b></div></td>
+    <td class="n">${esc(c.inFlightGpus)} of ${esc(c.effectiveMaxGpus)}${c.peakNow ? ` <span class="muted">(peak; ${esc(c.maxGpus)} otherwise)</span>` : c.peak ? ` <span class="muted">(${esc(c.peak.maxGpus)} in peak hours)</span>` : ''}</td></tr>`;
 }
 
 function sparkline(trend: ScopeCard['trend']): string {
@@ -165,6 +175,8 @@ ${pager(d.users, d.query, 'userPage', 'Quotas')}
 <div class="grid" id="users">${d.users.cards.map(card).join('') || `<p class="muted">${d.query.q ? 'No user quota matches.' : 'No user quotas.'}</p>`}</div>
 ${d.runs.length ? `<h2>Run caps</h2>
 <div class="grid" id="runs">${d.runs.map(card).join('')}</div>` : ''}
+${d.gpus.length ? `<h2>GPUs in flight</h2>
+<table id="gpus"><thead><tr><th>cap</th><th></th><th>GPUs in flight</th></tr></thead><tbody>${d.gpus.map(gpuRow).join('')}</tbody></table>` : ''}
 <h2>Settled usage by period (GPU-h), projects on this page</h2>
 <table id="history"><thead><tr><th>project</th>${d.history.periods.map((p) => `<th title="${esc(p.from)} – ${esc(p.to)}">${esc(p.label)}</th>`).join('')}</tr></thead>
 <tbody>${hist || `<tr><td colspan="${d.history.periods.length + 1}" class="muted">Nothing settled yet.</td></tr>`}</tbody></table>

@@ -105,9 +105,11 @@ export interface Shortfall {
   /**
    * no-limit: no budget configured (an unknown project); over-limit: the job
    * would pass a hard limit; over-grace: it would pass a soft limit's grace
-   * (limitGpuMs is then the limit plus grace).
+   * (limitGpuMs is then the limit plus grace); over-gpus: it would pass a
+   * cap on GPUs in flight, and then the numbers are GPUs, not GPU-ms: the
+   * cap now, 0, the GPUs in flight and the job's gpus.
    */
-  code: 'no-limit' | 'over-limit' | 'over-grace';
+  code: 'no-limit' | 'over-limit' | 'over-grace' | 'over-gpus';
   limitGpuMs: number | null;
   usedGpuMs: number;
   reservedGpuMs: number;

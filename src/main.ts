@@ -25,6 +25,7 @@ import { createReconciler } from '../workers/reconciler.ts';
 import { createGpuSim } from '../workers/gpu-sim.ts';
 import { createScheduler } from '../workers/scheduler.ts';
 import { createWaker } from '../workers/waker.ts';
+import { GpuCaps } from './accounting/gpu-caps.ts';
 import { createWebhookDelivery } from '../workers/webhook-delivery.ts';
 import { EventStore } from './events/store.ts';
 import { DriftAudit } from './accounting/drift.ts';
@@ -172,7 +173,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     const quarantine = new QuarantineAdmin(pool!, config, deliveries);
     closers.push(() => Promise.all([...Object.values(boardQueues).map((b) => b.close()), held.close(), deliveries.close()]));
     const tokens = { admin: adminToken, viewer: config.viewerToken };
-    metrics.watchState(accounting, budgets, pool!);
+    metrics.watchState(accounting, budgets, pool!, new GpuCaps(pool!, accounting, systemClock, log));
     const app = createApp({
       metrics, config, accounting, intake: boardQueues.intake, clock: systemClock,
       budgets, held, redis, pool: pool!, log: log.child({ role: 'api' }), tokens, boardQueues, quarantine,

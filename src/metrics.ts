@@ -12,6 +12,7 @@
  * METRICS_PORT by a process without the API.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { GpuCaps } from './accounting/gpu-caps.ts';
 import type { Budgets } from './accounting/budgets.ts';
 import type { Accounting } from './accounting/counters.ts';
 import { gpuMsToHours } from './units.ts';
@@ -103,7 +104,7 @@ export class Metrics {
   }
 
   /** Deployment-wide gauges read at scrape time (the API process registers these). */
-  watchState(accounting: Accounting, budgets: Budgets, db?: Queryable): void {
+  watchState(accounting: Accounting, budgets: Budgets, db?: Queryable, caps?: GpuCaps): void {
     if (db) {
       new Gauge({
         name: 'gatekeeper_quarantined_entries',
@@ -164,5 +165,23 @@ export class Metrics {
     scopeGauge('gatekeeper_scope_used_gpu_hours', 'GPU hours used in the current period of each limited scope.', (v) => v.usedGpuMs);
     scopeGauge('gatekeeper_scope_reserved_gpu_hours', 'GPU hours reserved by running jobs in the current period.', (v) => v.reservedGpuMs);
     scopeGauge('gatekeeper_scope_limit_gpu_hours', 'Effective limit of the current period (limit + carry + adjust).', (v) => v.effectiveLimitGpuMs);
+    if (caps) {
+      // One read of every cap per scrape, shared by the two gauges.
+      let capSnap: ReturnType<GpuCaps['list']> | null = null;
+      const capViews = () => (capSnap ??= caps.list().finally(() => setTimeout(() => (capSnap = null), 100)));
+      const capGauge = (name: string, help: string, pick: (v: Awaited<ReturnType<GpuCaps['list']>>[number]) => number) =>
+        new Gauge({
+          name,
+          help,
+          labelNames: ['scope'] as const,
+          registers: [this.registry],
+          async collect() {
+            this.reset();
+            for (const v of await capViews()) this.set({ scope: v.scope }, pick(v));
+          },
+        });
+      capGauge('gatekeeper_gpus_in_flight', 'GPUs of admitted jobs not yet settled, per GPU cap.', (v) => v.inFlightGpus);
+      capGauge('gatekeeper_gpu_cap', 'The GPU cap in force now (its peak value inside its window).', (v) => v.effectiveMaxGpus);
+    }
   }
 }

@@ -64,6 +64,13 @@ function wallAt(ms: number, timeZone: string): number {
   return Date.UTC(f.year!, f.month! - 1, f.day!, f.hour!, f.minute!, f.second!);
 }
 
+/** The local minute of the week at `ms` in `timeZone`: Monday 00:00 is 0, Sunday 23:59 is 10,079 (GPU caps' peak windows). */
+export function minuteOfWeek(ms: number, timeZone: string): number {
+  const wall = wallAt(ms, timeZone);
+  const monday0 = (new Date(wall).getUTCDay() + 6) % 7;
+  return monday0 * 1440 + Math.floor(mod(wall, 86_400_000) / 60_000);
+}
+
 /** UTC offset (ms) in force at instant `ms`. */
 function offsetAt(ms: number, timeZone: string): number {
   // Intl only reports whole seconds; compare against the instant floored likewise.

@@ -11,6 +11,7 @@ import { Queue } from 'bullmq';
 import { listen, urlOf } from './support/http.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { createApp } from '../src/api/app.ts';
+import { GpuCaps } from '../src/accounting/gpu-caps.ts';
 import { HeldJobs } from '../src/admin/held.ts';
 import { Metrics } from '../src/metrics.ts';
 import { EventStore } from '../src/events/store.ts';
@@ -57,13 +58,15 @@ describe('/metrics', () => {
     await store.start();
     const delivery = createWebhookDelivery({ config: t.config, workerConnection: t.connection(), pool: t.pool, log: t.log, onResult: (o) => metrics.webhookDeliveries.inc({ outcome: o }) });
     const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);
-    metrics.watchState(t.accounting, t.budgets);
+    const caps = new GpuCaps(t.pool, t.accounting, systemClock);
+    metrics.watchState(t.accounting, t.budgets, undefined, caps);
     const app = createApp({ metrics, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin: 'test-admin-token-0123456789', viewer } });
     const server = await listen(app);
     base = `${urlOf(server)}`;
     closers.push(() => gk.close(), () => sim.close(), () => rec.close(), () => store.stop(), () => delivery.close(), () => held.close(), () => new Promise((r) => server.close(r)));
 
     await t.budgets.set('met', hoursToGpuMs(3));
+    await caps.set('gpus-project:met', { maxGpus: 10, peak: null, release: 'auto' }, { name: 'ops', role: 'admin' }, null);
     const intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
     closers.push(() => intake.close());
     await intake.addBulk([
@@ -88,9 +91,12 @@ describe('/metrics', () => {
     expect(value(text, 'gatekeeper_admission_latency_seconds_count')).toBe(5);
     expect(value(text, 'gatekeeper_settlement_lag_seconds_count')).toBe(3);
     expect(value(text, 'process_cpu_seconds_total')).toBeGreaterThan(0);
+    // Every job ended: its GPUs are back.
+    expect(value(text, 'gatekeeper_gpu_cap{scope="gpus-project:met"}')).toBe(10);
+    expect(value(text, 'gatekeeper_gpus_in_flight{scope="gpus-project:met"}')).toBe(0);
 
-    // The jobs ran for half their estimate: room in project met's line, signalled for a waker (none runs here).
-    expect(value(text, 'gatekeeper_wake_signals_pending')).toBe(1);
+    // Signalled for a waker (none runs here): project met's line (the jobs ran for half their estimate) and its GPU cap (signalled when set).
+    expect(value(text, 'gatekeeper_wake_signals_pending')).toBe(2);
     // Releasing now admits one of the two held.
     await held.release({ project: 'met' }, { name: 'ops', role: 'admin' });
     expect(value((await scrape(viewer)).text, 'gatekeeper_held_jobs{project="met"}')).toBe(1);

@@ -66,8 +66,8 @@ describe('preflight', () => {
     // Job 60 (bob's 31st) misses both his day and the run; 61 (carol's) waits behind the run's line.
     expect(pre.body.outcomes.slice(59, 62)).toEqual([
       { index: 59, outcome: 'admitted' },
-      { index: 60, outcome: 'held', reason: "user bob's daily quota: 30.0 of 30.0 GPU-h used or reserved; job needs 1.0; and run scenes/ep1: 60.0 of 60.0 GPU-h used or reserved; job needs 1.0" },
-      { index: 61, outcome: 'held', reason: 'run scenes/ep1: 60.0 of 60.0 GPU-h used or reserved; job needs 1.0 (behind 1 older held job waiting for run scenes/ep1)' },
+      { index: 60, outcome: 'held', reason: "user bob's daily quota: 30.0 of 30.0 GPU-h used or reserved; job needs 1.0; and run scenes/ep1: 60.0 of 60.0 GPU-h used or reserved; job needs 1.0", waitsFor: ['hours'] },
+      { index: 61, outcome: 'held', reason: 'run scenes/ep1: 60.0 of 60.0 GPU-h used or reserved; job needs 1.0 (behind 1 older held job waiting for run scenes/ep1)', waitsFor: ['hours', 'line'] },
     ]);
     expect(pre.body.warnings).toEqual(expect.arrayContaining([
       "user bob's daily quota: this submission would reach 75% of its limit",

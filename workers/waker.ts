@@ -2,8 +2,10 @@
  * The waker: held jobs start by themselves when they fit. Whatever may make
  * room signals the scopes concerned in the wake set, in the same atomic step
  * as the change (src/redis/lua/includes/wake.lua): a settle under the
- * estimate, a job leaving a line (released, overridden, cancelled), a limit
- * set, raised, removed or adjusted. The waker takes the signals oldest first
+ * estimate or any job counted against a GPU cap ending, a job leaving a line
+ * (released, overridden, cancelled), a limit or cap set, raised, removed or
+ * adjusted; and each minute the waker signals the GPU caps whose peak window
+ * just raised them. The waker takes the signals oldest first
  * and decides the first jobs of each line again, exactly as an admin's
  * release does (release.lua: first in, first out, all or nothing per job).
  * A job admitted this way leaves its lines, which signals them again, so a
@@ -28,6 +30,9 @@ import { Keys } from '../src/redis/keys.ts';
 import { HeldJobs } from '../src/admin/held.ts';
 import { scopeLabel } from '../src/accounting/scopes.ts';
 import { masters } from '../queues/connection.ts';
+import { parseCap } from '../src/accounting/definitions.ts';
+import { inWindow } from '../src/accounting/gpu-caps.ts';
+import { minuteOfWeek } from '../src/periods.ts';
 import { queueNames } from '../queues/names.ts';
 
 /** Jobs of one line decided per release call: the first one usually settles it (fits, or stops the line). */
@@ -144,6 +149,27 @@ export function createWaker(deps: WakerDeps) {
     return n;
   }
 
+  /**
+   * A cap's peak window ending (or starting with a higher value) makes room
+   * without any job ending: each minute, signal the caps whose value now is
+   * above the one a minute ago.
+   */
+  const capWas = new Map<string, number>();
+  async function peakTick(now = clock.now()): Promise<string[]> {
+    const wm = minuteOfWeek(now, config.timeZone);
+    const raised: string[] = [];
+    for (const [scope, def] of Object.entries(await redis.hgetall(keys.caps))) {
+      const cap = parseCap(def);
+      if (!cap) continue;
+      const max = inWindow(cap.peak, wm) ? cap.peak!.maxGpus : cap.maxGpus;
+      const was = capWas.get(scope);
+      if (was !== undefined && max > was) raised.push(scope);
+      capWas.set(scope, max);
+    }
+    if (raised.length > 0) await redis.zadd(keys.wake, 'NX', ...raised.flatMap((b) => [now, b]));
+    return raised;
+  }
+
   async function run(): Promise<void> {
     let failures = 0;
     while (!closed) {
@@ -159,10 +185,13 @@ export function createWaker(deps: WakerDeps) {
     }
   }
 
+  let peakTimer: NodeJS.Timeout | null = null;
+
   return {
     round,
     drain,
     sweep,
+    peakTick,
     /** Signal every line once, then follow the signals. */
     async start(): Promise<void> {
       const lines = await sweep().catch((err: unknown) => {
@@ -171,9 +200,12 @@ export function createWaker(deps: WakerDeps) {
       });
       if (lines > 0) log.info({ lines }, 'held lines signalled at start-up');
       loop = run();
+      await peakTick().catch(() => undefined);
+      peakTimer = setInterval(() => void peakTick().catch((err: unknown) => log.error({ err }, 'peak window check failed')), 60_000).unref();
     },
     async close(): Promise<void> {
       closed = true;
+      if (peakTimer) clearInterval(peakTimer);
       // Ends a BZPOPMIN in progress at once.
       blocking.disconnect();
       await loop;

@@ -21,6 +21,7 @@ import { systemClock, type Clock } from '../clock.ts';
 import { adminChange, type ChangeTx } from '../audit/change.ts';
 import { inTransaction } from '../db/transaction.ts';
 import { syncRateLimits } from './rate-limits.ts';
+import { syncGpuCaps } from './gpu-caps.ts';
 import type { Logger } from '../log.ts';
 
 import { DEFAULT_THRESHOLDS } from '../redis/wire.ts';
@@ -331,6 +332,7 @@ export class Budgets {
     for (const t of inRedis) if (!types.includes(t)) await this.accounting.definitions.setExempt(t, false);
     for (const t of types) await this.accounting.definitions.setExempt(t, true);
     await syncRateLimits(this.pool, this.accounting.definitions);
+    await syncGpuCaps(this.pool, this.accounting.definitions, this.clock.now());
     return rows.length;
   }
 

@@ -9,7 +9,7 @@
 import type { Redis } from 'ioredis';
 import { Keys } from '../redis/keys.ts';
 import { callScript } from '../redis/scripts.ts';
-import { PERIOD_KINDS, periodAt, previousPeriod } from '../periods.ts';
+import { PERIOD_KINDS, minuteOfWeek, periodAt, previousPeriod } from '../periods.ts';
 import { EventLog } from '../events/emit.ts';
 import { assertAmount } from './amounts.ts';
 import { ScopeDefinitions } from './definitions.ts';
@@ -42,10 +42,24 @@ export class Accounting {
 
   /**
    * The periods argument of the scripts: for each kind, the current and
-   * previous label at `now`. Kept until the next boundary (or a clock set
-   * back): the calendar math costs tens of microseconds, a batch needs it once.
+   * previous label at `now`, and `wm`, the local minute of the week (GPU
+   * caps' peak windows). Kept until the next minute (or a clock set back):
+   * the calendar math costs tens of microseconds, a batch needs it once.
    */
   periodsArg(now: number): string {
+    const minute = now - (now % 60_000);
+    const m = this.minuteCache;
+    if (m && m.minute === minute) return m.json;
+    const days = this.daysArg(now);
+    const json = `${days.slice(0, -1)},"wm":${minuteOfWeek(minute, this.timeZone)}}`;
+    this.minuteCache = { minute, json };
+    return json;
+  }
+
+  private minuteCache: { minute: number; json: string } | null = null;
+
+  /** The periods part of periodsArg, kept until the next boundary. */
+  private daysArg(now: number): string {
     const c = this.periodsCache;
     if (c && now >= c.from && now < c.until) return c.json;
     const out: Record<string, { label: string; prev: string; prevStart: number }> = {};
@@ -134,6 +148,34 @@ export class Accounting {
   /** How many jobs wait on intake for their submission rate: due since `now` − THROTTLED_KEEP_MS (older ones never came back). */
   async throttledCount(now: number): Promise<number> {
     return this.redis.zcount(this.keys.throttled, String(now - THROTTLED_KEEP_MS), '+inf');
+  }
+
+  /** GPUs in flight counted against each cap (includes/caps.lua). */
+  async inFlight(caps: string[]): Promise<number[]> {
+    if (caps.length === 0) return [];
+    return (await Promise.all(caps.map((c) => this.redis.hget(this.keys.scope(c), 'reserved')))).map((v) => Number(v ?? 0));
+  }
+
+  /**
+   * Count the running jobs among `ids` that count against `cap` and are not
+   * counted yet (caps-count.lua); how many it added. `gpus`: each job's.
+   */
+  async countCap(cap: string, jobs: { id: string; gpus: number }[]): Promise<number> {
+    if (jobs.length === 0) return 0;
+    return Number(await callScript(this.redis, 'caps-count', [this.keys.open], [this.keys.prefix, cap, ...jobs.flatMap((j) => [j.id, String(j.gpus)])]));
+  }
+
+  /** Job ids with an open reservation, oldest first, and each one's metadata (null: its record is gone). */
+  async openJobs(): Promise<{ id: string; meta: JobMeta | null }[]> {
+    const ids = await this.redis.zrange(this.keys.open, '0', '-1');
+    const out: { id: string; meta: JobMeta | null }[] = [];
+    for (let i = 0; i < ids.length; i += 1_000) {
+      const chunk = ids.slice(i, i + 1_000);
+      const p = this.redis.pipeline();
+      for (const id of chunk) p.hget(this.keys.reservation(id), 'meta');
+      ((await p.exec()) ?? []).forEach(([, m], j) => out.push({ id: chunk[j]!, meta: typeof m === 'string' ? (JSON.parse(m) as JobMeta) : null }));
+    }
+    return out;
   }
 
   /** Held job ids, oldest first: all of them, or one project's. */

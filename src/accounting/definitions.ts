@@ -6,6 +6,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Keys } from '../redis/keys.ts';
+import type { GpuCapDefinition } from '../db/gpu-caps.ts';
 import { assertAmount } from './amounts.ts';
 import type { RateLimit, ScopeDefinition, ScopePeriod } from './types.ts';
 
@@ -105,6 +106,27 @@ export class ScopeDefinitions {
     return (await this.redis.smembers(this.keys.rateScopes)).sort();
   }
 
+  /**
+   * Set (or with null, remove) a GPU cap's Redis copy: its field of the
+   * 'caps' hash (includes/caps.lua), and 'release' in its definition hash
+   * when manual (the waker reads it). One MULTI, which also signals the
+   * cap's line: a raised or removed cap may make room.
+   */
+  async defineCap(scope: string, d: GpuCapDefinition | null, now = Date.now()): Promise<void> {
+    const m = this.redis.multi().unlink(this.keys.def(scope));
+    if (d === null) m.hdel(this.keys.caps, scope);
+    else {
+      m.hset(this.keys.caps, scope, compactCap(d));
+      if (d.release === 'manual') m.hset(this.keys.def(scope), 'release', 'manual');
+    }
+    await m.zadd(this.keys.wake, 'NX', now, scope).exec();
+  }
+
+  /** Every GPU cap in Redis, as the scripts read them: scope -> 'max|peakMax|days|from|to'. */
+  async capDefs(): Promise<Record<string, string>> {
+    return this.redis.hgetall(this.keys.caps);
+  }
+
   async setExempt(jobType: string, exempt: boolean): Promise<void> {
     if (exempt) await this.redis.sadd(this.keys.exemptTypes, jobType);
     else await this.redis.srem(this.keys.exemptTypes, jobType);
@@ -125,4 +147,18 @@ export interface RateBucketState {
  */
 export function compactDefinition(f: Record<string, string>): string {
   return [f.limit, f.policy, f.grace ?? '', f.period, f.rollover, f.rolloverCap ?? '', f.setAt, f.thresholds ?? '*'].join('|');
+}
+
+/** A GPU cap as one field of the 'caps' hash: max|peakMax|days|from|to (includes/caps.lua). */
+export function compactCap(d: GpuCapDefinition): string {
+  const p = d.peak;
+  return p ? `${d.maxGpus}|${p.maxGpus}|${p.days}|${p.fromMinute}|${p.toMinute}` : `${d.maxGpus}||||`;
+}
+
+/** compactCap's inverse (null for a field that does not parse). */
+export function parseCap(c: string): Omit<GpuCapDefinition, 'release'> | null {
+  const m = /^(\d+)\|(\d*)\|(\d*)\|(\d*)\|(\d*)$/.exec(c);
+  if (!m) return null;
+  const peak = m[2] === '' ? null : { maxGpus: Number(m[2]), days: Number(m[3]), fromMinute: Number(m[4]), toMinute: Number(m[5]) };
+  return { maxGpus: Number(m[1]), peak };
 }

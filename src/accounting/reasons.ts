@@ -8,7 +8,7 @@
  */
 import { formatHours } from '../units.ts';
 import { misfitOf } from '../redis/wire.ts';
-import { scopeLabel } from './scopes.ts';
+import { capSubject, scopeLabel } from './scopes.ts';
 import type { Hold, RateOver, Shortfall } from './types.ts';
 
 export type { Shortfall } from './types.ts';
@@ -25,13 +25,18 @@ export function misfitShortfall(m: (string | number | undefined)[], neededGpuMs:
     scope: String(scope),
     code: c,
     limitGpuMs: c === 'no-limit' ? null : Number(limit),
-    usedGpuMs: Number(used),
+    // A GPU cap's misfit carries the job's gpus where the others carry usage (includes/scopes.lua misfits).
+    usedGpuMs: c === 'over-gpus' ? 0 : Number(used),
     reservedGpuMs: Number(reserved),
-    neededGpuMs,
+    neededGpuMs: c === 'over-gpus' ? Number(used) : neededGpuMs,
   };
 }
 
 export function describeShortfall(s: Shortfall): string {
+  if (s.code === 'over-gpus') {
+    const gpus = (n: number) => `${n} GPU${n === 1 ? '' : 's'}`;
+    return `${capSubject(s.scope)}: ${s.reservedGpuMs} of ${gpus(s.limitGpuMs ?? 0)} in flight; job needs ${s.neededGpuMs}`;
+  }
   const label = scopeLabel(s.scope);
   if (s.code === 'no-limit') return `no budget for ${label}`;
   const of = s.code === 'over-grace' ? 'GPU-h allowed with grace' : 'GPU-h';

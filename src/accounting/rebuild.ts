@@ -32,6 +32,7 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Pool } from '../db/pool.ts';
+import { GpuCaps } from './gpu-caps.ts';
 import type { Accounting } from './counters.ts';
 import type { Budgets } from './budgets.ts';
 import type { HeldJobData } from '../../queues/contract.ts';
@@ -100,6 +101,9 @@ export async function rebuild(deps: {
   });
 
   const { open, settled } = await restoreReservations(deps);
+  // GPUs in flight: each cap counts the restored open reservations again (their records list no caps yet).
+  const caps = new GpuCaps(pool, accounting);
+  for (const scope of Object.keys(await accounting.definitions.capDefs())) await caps.countRunning(scope);
   if (deps.intakeQueue) await raiseJobIds(pool, redis, deps.intakeQueue);
   const held = deps.heldQueue ? await rebuildHeld(redis, accounting, deps.heldQueue, now) : 0;
   return { limits, counters: totals.size, periods: periods.length, openReservations: open, settledReservations: settled, heldJobs: held };

@@ -120,7 +120,7 @@ export function parseRateOver(text: string): RateOver[] {
 
 /** Shortfalls as a held record stores them (includes/scopes.lua misfitsText). */
 export function misfitsText(shortfalls: Shortfall[]): string {
-  return shortfalls.map((s) => [s.scope, MISFIT_CODES[s.code], s.limitGpuMs ?? -1, s.usedGpuMs, s.reservedGpuMs].join('|')).join(';');
+  return shortfalls.map((s) => [s.scope, MISFIT_CODES[s.code], s.limitGpuMs ?? -1, s.code === 'over-gpus' ? s.neededGpuMs : s.usedGpuMs, s.reservedGpuMs].join('|')).join(';');
 }
 
 /** Shortfalls from a script reply whose field `at` is a count n, followed by n misfits of five fields (scope, code, limit, used, reserved). */

@@ -6,9 +6,11 @@
  * set, so usage is known the moment one is); a job with a `run` also touches
  * that run's cap. New kinds are added here and nowhere else.
  */
-import type { IntakeJobData } from '../../queues/contract.ts';
+import { NAME_RE, type IntakeJobData } from '../../queues/contract.ts';
 
-export type ScopeKind = 'project' | 'user-day' | 'user-week' | 'run';
+export type ScopeKind = 'project' | 'user-day' | 'user-week' | 'run' | CapKind;
+/** GPUs in flight: per project, per user, per (project, GPU type), and one for everything. */
+export type CapKind = 'gpus-project' | 'gpus-user' | 'gpus-type' | 'gpus-global';
 
 export interface ScopeRef {
   /** The scope base, e.g. 'user-day:alice'. */
@@ -22,6 +24,25 @@ export const projectScope = (project: string): ScopeRef => ref('project', projec
 export const userQuotaScope = (user: string, period: 'day' | 'week'): ScopeRef => ref(period === 'day' ? 'user-day' : 'user-week', user);
 /** Runs are named within their project ('/' cannot occur in either name). */
 export const runScope = (project: string, run: string): ScopeRef => ref('run', `${project}/${run}`);
+
+export const projectCap = (project: string): ScopeRef => ref('gpus-project', project);
+export const userCap = (user: string): ScopeRef => ref('gpus-user', user);
+/** GPU types are named within their project, as runs are. */
+export const gpuTypeCap = (project: string, gpuType: string): ScopeRef => ref('gpus-type', `${project}/${gpuType}`);
+export const globalCap: ScopeRef = ref('gpus-global', 'all');
+
+/**
+ * The GPU caps a job may count against, set or not (only set ones count, in
+ * the reserve call: src/redis/lua/includes/caps.lua capsOfJob names them
+ * alike).
+ */
+export function capsForJob(job: Pick<IntakeJobData, 'project' | 'user' | 'gpuType'>): ScopeRef[] {
+  // Only a GPU type a cap can be set on (a name) has one; free text such as "A100 80GB" does not.
+  const typed = job.gpuType !== undefined && NAME_RE.test(job.gpuType);
+  return [projectCap(job.project), userCap(job.user), ...(typed ? [gpuTypeCap(job.project, job.gpuType!)] : []), globalCap];
+}
+
+export const isCap = (scope: string): boolean => scope.startsWith('gpus-');
 
 /** Every scope a job is reserved against, in a fixed order. */
 export function scopesForJob(job: Pick<IntakeJobData, 'project' | 'user' | 'run'>): ScopeRef[] {
@@ -51,7 +72,21 @@ export function parseScopeId(id: string): ScopeRef & { period?: string } {
 /** How people call a scope in a sentence: "project alpha", "user alice's daily quota", "run alpha/r1". */
 export function scopeLabel(id: string): string {
   const s = parseScopeId(id);
+  if (s.kind === 'gpus-global') return 'all GPUs in flight';
+  if (isCap(s.id)) return `${capSubject(s.id)}'s GPUs in flight`;
   if (s.kind === 'user-day') return `user ${s.name}'s daily quota`;
   if (s.kind === 'user-week') return `user ${s.name}'s weekly quota`;
   return `${s.kind} ${s.name}`;
+}
+
+/** Whose GPUs a cap counts: "project alpha", "user ann", "project alpha's h100", "all projects". */
+export function capSubject(id: string): string {
+  const s = parseScopeId(id);
+  if (s.kind === 'gpus-project') return `project ${s.name}`;
+  if (s.kind === 'gpus-user') return `user ${s.name}`;
+  if (s.kind === 'gpus-type') {
+    const [project, gpuType] = s.name.split('/');
+    return `project ${project}'s ${gpuType}`;
+  }
+  return 'all projects';
 }

@@ -11,7 +11,8 @@ import type { Keys } from '../redis/keys.ts';
 import type { Budgets, ScopeView } from '../accounting/budgets.ts';
 import type { Hold, Shortfall } from '../accounting/types.ts';
 import type { HeldJobData } from '../../queues/contract.ts';
-import { parseScopeId, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
+import { capSubject, capsForJob, parseScopeId, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
+import type { GpuCaps, GpuCapView } from '../accounting/gpu-caps.ts';
 import { describeHold } from '../accounting/reasons.ts';
 import { formatHours, hoursToGpuMs } from '../units.ts';
 
@@ -26,7 +27,7 @@ export interface HeldNow {
 /** Kinds that admit everything without a limit (a project without a budget does not). */
 const OPTIONAL = new Set(['user-day', 'user-week', 'run']);
 
-export async function heldNow(redis: Redis, keys: Keys, budgets: Budgets, timeZone: string, jobs: HeldJobData[]): Promise<HeldNow[]> {
+export async function heldNow(redis: Redis, keys: Keys, budgets: Budgets, caps: GpuCaps, timeZone: string, jobs: HeldJobData[]): Promise<HeldNow[]> {
   const ids = jobs.map((d) => d.held.intakeJobId);
   const p = redis.pipeline();
   for (const id of ids) p.hget(keys.reservation(id), 'lines');
@@ -37,14 +38,18 @@ export async function heldNow(redis: Redis, keys: Keys, budgets: Budgets, timeZo
   const bases = jobs.map((d) => scopesForJob(d).map((s) => s.id));
   const distinct = [...new Set(bases.flat())];
   const views = new Map((await budgets.views(distinct)).map((v) => [v.scope, v]));
+  const capViews = new Map((await caps.list()).map((v) => [v.scope, v]));
   let r = 0;
   return jobs.map((d, i) => {
     const need = hoursToGpuMs(d.estimatedGpuHours);
     const positions = lines[i]!.map((scope) => ({ scope, ahead: ranks[r++]! }));
-    const shortfalls = bases[i]!.flatMap((b) => shortfallNow(views.get(b)!, need));
+    const shortfalls = [
+      ...bases[i]!.flatMap((b) => shortfallNow(views.get(b)!, need)),
+      ...capsForJob(d).flatMap((c) => capShortfallNow(capViews.get(c.id), d.gpus ?? 1)),
+    ];
     const first = positions.reduce<{ scope: string; ahead: number } | null>((m, x) => (x.ahead > (m?.ahead ?? 0) ? x : m), null);
     const hold: Hold = { shortfalls, ahead: first?.ahead ?? 0, ...(first ? { line: first.scope } : {}), lines: lines[i]! };
-    return { hold, positions, reason: describeHold(hold), startsWhen: startsWhen(hold, positions, views, timeZone) };
+    return { hold, positions, reason: describeHold(hold), startsWhen: startsWhen(hold, positions, views, capViews, timeZone) };
   });
 }
 
@@ -56,11 +61,33 @@ function shortfallNow(v: ScopeView, need: number): Shortfall[] {
   return [{ ...base, code: v.policy === 'soft' ? 'over-grace' : 'over-limit', limitGpuMs: v.ceilingGpuMs }];
 }
 
+/** Does a job on `gpus` GPUs pass this cap now? Its misfit as reserve.lua would report it, or nothing. */
+function capShortfallNow(v: GpuCapView | undefined, gpus: number): Shortfall[] {
+  if (!v || v.inFlightGpus + gpus <= v.effectiveMaxGpus) return [];
+  return [{ scope: v.scope, code: 'over-gpus', limitGpuMs: v.effectiveMaxGpus, usedGpuMs: 0, reservedGpuMs: v.inFlightGpus, neededGpuMs: gpus }];
+}
+
+/** A cap's way out: GPUs freed by running jobs, the peak window's end, or an admin. */
+function capWay(s: Shortfall, v: GpuCapView): { admin: string } | { way: string } {
+  const subject = capSubject(s.scope);
+  if (v.release === 'manual') return { admin: `${scopeLabel(s.scope)} are released by hand` };
+  if (s.neededGpuMs > Math.max(v.maxGpus, v.peak?.maxGpus ?? 0)) return { admin: `the job needs ${s.neededGpuMs} GPUs, more than ${subject}'s cap ever allows` };
+  const free = s.reservedGpuMs + s.neededGpuMs - s.limitGpuMs!;
+  const ways = [...(free <= s.reservedGpuMs ? [`${free} GPU${free === 1 ? '' : 's'} free up in ${subject}`] : []), ...(v.peakNow ? [`${subject}'s peak hours end`] : [])];
+  return ways.length > 0 ? { way: `starts when ${ways.join(', or when ')}` } : { admin: `${subject}'s cap leaves no room` };
+}
+
 /** What will start it, in words: each shortfall's way out, then its places in line. */
-function startsWhen(hold: Hold, positions: HeldNow['positions'], views: Map<string, ScopeView>, timeZone: string): string {
+function startsWhen(hold: Hold, positions: HeldNow['positions'], views: Map<string, ScopeView>, capViews: Map<string, GpuCapView>, timeZone: string): string {
   const parts: string[] = [];
   const admin: string[] = [];
   for (const s of hold.shortfalls) {
+    if (s.code === 'over-gpus') {
+      const w = capWay(s, capViews.get(s.scope)!);
+      if ('admin' in w) admin.push(w.admin);
+      else parts.push(w.way);
+      continue;
+    }
     const v = views.get(s.scope)!;
     const label = scopeLabel(s.scope);
     if (s.code === 'no-limit') { admin.push(`no budget for ${label}`); continue; }
@@ -78,12 +105,12 @@ function startsWhen(hold: Hold, positions: HeldNow['positions'], views: Map<stri
   }
   for (const p of positions) {
     if (p.ahead === 0) continue;
-    const manual = views.get(p.scope)?.release === 'manual';
+    const manual = (views.get(p.scope) ?? capViews.get(p.scope))?.release === 'manual';
     parts.push(`after the ${p.ahead === 1 ? 'older held job' : `${p.ahead} older held jobs`} ahead of it in ${scopeLabel(p.scope)}'s line${manual ? ' (released by hand)' : ''}`);
   }
   if (admin.length > 0) parts.unshift(`needs an admin: ${admin.join('; ')}`);
   if (parts.length === 0) {
-    const manual = positions.some((p) => views.get(p.scope)?.release === 'manual');
+    const manual = positions.some((p) => (views.get(p.scope) ?? capViews.get(p.scope))?.release === 'manual');
     return manual ? "fits now: waiting for an admin's release" : 'fits now: starts at the next wake-up';
   }
   return parts.join('; ');

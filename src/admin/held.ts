@@ -28,6 +28,7 @@ import { heldJobId, queueNames, rejectedJobId } from '../../queues/names.ts';
 import { promoteReleased } from './promote.ts';
 import { heldNow } from './held-now.ts';
 import { Budgets } from '../accounting/budgets.ts';
+import { GpuCaps } from '../accounting/gpu-caps.ts';
 import { gpuMsToHours } from '../units.ts';
 
 /** Jobs per release script call: bounds how long Redis runs one script. */
@@ -51,7 +52,10 @@ export interface HeldView {
 }
 
 export interface HoldView {
-  shortfalls: { scope: string; code: Shortfall['code']; limitGpuHours: number | null; usedGpuHours: number; reservedGpuHours: number; neededGpuHours: number }[];
+  shortfalls: (
+    | { scope: string; code: Shortfall['code']; limitGpuHours: number | null; usedGpuHours: number; reservedGpuHours: number; neededGpuHours: number }
+    | { scope: string; code: 'over-gpus'; limitGpus: number; inFlightGpus: number; neededGpus: number }
+  )[];
   /** Older held jobs ahead of it in the line of `line` (first in, first out). */
   ahead: number;
   line?: string;
@@ -63,10 +67,13 @@ export interface HoldView {
 
 function holdView(h: Hold, positions: HoldView['positions']): HoldView {
   return {
-    shortfalls: h.shortfalls.map((s) => ({
-      scope: s.scope, code: s.code, limitGpuHours: s.limitGpuMs === null ? null : gpuMsToHours(s.limitGpuMs),
-      usedGpuHours: gpuMsToHours(s.usedGpuMs), reservedGpuHours: gpuMsToHours(s.reservedGpuMs), neededGpuHours: gpuMsToHours(s.neededGpuMs),
-    })),
+    shortfalls: h.shortfalls.map((s) => s.code === 'over-gpus'
+      // A GPU cap's numbers are GPUs (queues/contract.ts Shortfall).
+      ? { scope: s.scope, code: s.code, limitGpus: s.limitGpuMs!, inFlightGpus: s.reservedGpuMs, neededGpus: s.neededGpuMs }
+      : {
+        scope: s.scope, code: s.code, limitGpuHours: s.limitGpuMs === null ? null : gpuMsToHours(s.limitGpuMs),
+        usedGpuHours: gpuMsToHours(s.usedGpuMs), reservedGpuHours: gpuMsToHours(s.reservedGpuMs), neededGpuHours: gpuMsToHours(s.neededGpuMs),
+      }),
     ahead: h.ahead,
     ...(h.line ? { line: h.line } : {}),
     lines: h.lines ?? [],
@@ -104,6 +111,7 @@ export class HeldJobs {
   private readonly rejected: Queue<RejectedJobData>;
   private readonly audit: DurableAudit;
   private readonly budgets: Budgets;
+  private readonly caps: GpuCaps;
 
   constructor(
     config: Config,
@@ -120,6 +128,7 @@ export class HeldJobs {
     this.rejected = new Queue(names.rejected, opts);
     this.audit = { pool, redis, outboxKey: this.accounting.keys.auditOutbox, log };
     this.budgets = new Budgets(pool, this.accounting, clock);
+    this.caps = new GpuCaps(pool, this.accounting, clock);
   }
 
   async close(): Promise<void> {
@@ -135,7 +144,7 @@ export class HeldJobs {
   async list(filter: { project?: string; user?: string; limit: number; offset: number }): Promise<{ total: number; jobs: HeldView[] }> {
     const ids = await this.select({ project: filter.project, user: filter.user, all: true });
     const page = (await this.jobs(ids.slice(filter.offset, filter.offset + filter.limit))).filter((j) => j !== undefined);
-    const nows = await heldNow(this.redis, this.accounting.keys, this.budgets, this.accounting.timeZone, page.map((j) => j.data));
+    const nows = await heldNow(this.redis, this.accounting.keys, this.budgets, this.caps, this.accounting.timeZone, page.map((j) => j.data));
     const now = this.clock.now();
     return {
       total: ids.length,

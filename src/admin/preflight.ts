@@ -13,7 +13,7 @@
  */
 import type { Config } from '../config.ts';
 import type { Accounting } from '../accounting/counters.ts';
-import type { DryRunWarning, ReserveOutcome } from '../accounting/types.ts';
+import type { DryRunWarning, Hold, ReserveOutcome } from '../accounting/types.ts';
 import type { Budgets, ScopeView } from '../accounting/budgets.ts';
 import { jobMeta } from '../accounting/admission.ts';
 import { describeHold, describeThrottle } from '../accounting/reasons.ts';
@@ -23,7 +23,9 @@ import { formatHours, hoursToGpuMs } from '../units.ts';
 
 export type PreflightOutcome =
   | { index: number; outcome: 'admitted'; exempt?: true; softOver?: string[] }
-  | { index: number; outcome: 'held' | 'rejected'; reason: string }
+  /** waitsFor (held): hours (a budget or quota), gpus (a GPU cap), budget (none set), line (an older held job first). */
+  | { index: number; outcome: 'held'; reason: string; waitsFor: WaitKind[] }
+  | { index: number; outcome: 'rejected'; reason: string }
   /** Over a submission rate: it would wait on intake until dueAt (ISO 8601), then be decided. */
   | { index: number; outcome: 'throttled'; dueAt: string; reason: string };
 
@@ -91,7 +93,7 @@ export class Preflight {
         for (const s of o.softOver) softPassed.set(s, (softPassed.get(s) ?? 0) + 1);
         outcomes[index] = { index, outcome: 'admitted', ...(o.exempt ? { exempt: true as const } : {}), ...(o.softOver.length ? { softOver: o.softOver } : {}) };
       } else if (o.kind === 'held') {
-        outcomes[index] = { index, outcome: 'held', reason: describeHold(o) };
+        outcomes[index] = { index, outcome: 'held', reason: describeHold(o), waitsFor: waitsFor(o) };
       } else if (o.kind === 'throttled') {
         outcomes[index] = { index, outcome: 'throttled', dueAt: new Date(o.dueAt).toISOString(), reason: describeThrottle(o.over, o.dueAt) };
       } else if (o.kind === 'rejected') {
@@ -154,4 +156,13 @@ function limitWarnings(scopes: ScopeView[], dry: DryRunWarning[], softPassed: Ma
   }
   for (const [scope, n] of softPassed) out.push({ code: 'soft-over', scope, jobs: n, message: `${scopeLabel(scope)}: ${n} job${n === 1 ? '' : 's'} would be admitted past its soft limit` });
   return out;
+}
+
+export type WaitKind = 'hours' | 'gpus' | 'budget' | 'line';
+
+/** What a held job waits for, each kind once, in a fixed order. */
+function waitsFor(h: Hold): WaitKind[] {
+  const kinds = new Set<WaitKind>(h.shortfalls.map((s) => (s.code === 'over-gpus' ? 'gpus' : s.code === 'no-limit' ? 'budget' : 'hours')));
+  if (h.ahead > 0) kinds.add('line');
+  return (['hours', 'gpus', 'budget', 'line'] as const).filter((k) => kinds.has(k));
 }

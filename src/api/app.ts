@@ -18,6 +18,8 @@ import { NO_TARGETS } from '../net/egress.ts';
 import { maintenanceRoutes } from './maintenance.ts';
 import { jobRoutes } from './jobs.ts';
 import { rateLimitRoutes } from './rate-limits.ts';
+import { gpuCapRoutes } from './gpu-caps.ts';
+import { GpuCaps } from '../accounting/gpu-caps.ts';
 import { RateLimits } from '../accounting/rate-limits.ts';
 import { usageRoutes } from './usage.ts';
 import { quarantineRoutes } from './quarantine.ts';
@@ -89,6 +91,8 @@ export function createApp(deps: AppDeps): express.Express {
   // Without a config (some tests), no private webhook target is allowed.
   api.use(eventRoutes(deps.pool, deps.config ?? { webhookAllowedTargets: NO_TARGETS }));
   if (deps.accounting) api.use(rateLimitRoutes(new RateLimits(deps.pool, deps.accounting, deps.clock ?? systemClock, deps.log)));
+  const caps = deps.accounting ? new GpuCaps(deps.pool, deps.accounting, deps.clock ?? systemClock, deps.log) : null;
+  if (caps) api.use(gpuCapRoutes(caps));
   if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, intakeQueue: deps.intake ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock, log: deps.log }));
   api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));
   if (deps.quarantine) api.use(quarantineRoutes(deps.quarantine));
@@ -101,7 +105,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.get('/dashboard', noFraming, authenticate(deps.tokens, { browser: true }), async (req, res) => {
     const clock = deps.clock ?? systemClock;
     const query = parseBody(DashboardQuerySchema, req.query);
-    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query });
+    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query });
     const board = deps.boardQueues ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
     res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: actorOf(res).role, board }));
   });

@@ -9,6 +9,7 @@
  *   gatekeeper quota get bob
  *   gatekeeper quota set bob --daily 8 --weekly 30
  *   gatekeeper rate-limit set --user bob --per-minute 60 --burst 10
+ *   gatekeeper concurrency set --project alpha --max-gpus 16 --peak-max-gpus 4
  *   gatekeeper run-cap set alpha scenes-160 200 --policy soft --grace 10
  *   gatekeeper exempt add regression-test
  *   gatekeeper preflight --project alpha --user bob --hours 2 --count 160
@@ -43,6 +44,7 @@ import { addQuarantineCommands } from './commands/quarantine.ts';
 import { addExemptCommands } from './commands/exempt.ts';
 import { addHeldCommands } from './commands/held.ts';
 import { addRateLimitCommands } from './commands/rate-limit.ts';
+import { addConcurrencyCommands } from './commands/concurrency.ts';
 
 export { EXIT };
 
@@ -74,7 +76,7 @@ export function buildCli(out: (s: string) => void): Command {
   };
   for (const add of [
     addBudgetCommands, addQuotaCommands, addRunCapCommands, addJobCommands, addUsageCommands,
-    addRateLimitCommands, addMaintenanceCommands, addQuarantineCommands, addExemptCommands, addHeldCommands,
+    addRateLimitCommands, addConcurrencyCommands, addMaintenanceCommands, addQuarantineCommands, addExemptCommands, addHeldCommands,
   ]) {
     add(program, cli);
   }

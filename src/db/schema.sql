@@ -49,6 +49,25 @@ CREATE TABLE gatekeeper_migrations (
   CONSTRAINT gatekeeper_migrations_pkey PRIMARY KEY (id)
 );
 
+CREATE TABLE gpu_caps (
+  scope text NOT NULL,
+  max_gpus integer NOT NULL,
+  peak_max_gpus integer,
+  peak_days smallint,
+  peak_from smallint,
+  peak_to smallint,
+  release_mode text DEFAULT 'auto'::text NOT NULL,
+  updated_at timestamp with time zone DEFAULT now() NOT NULL,
+  CONSTRAINT gpu_caps_check CHECK ((((peak_max_gpus IS NULL) = (peak_days IS NULL)) AND ((peak_days IS NULL) = (peak_from IS NULL)) AND ((peak_from IS NULL) = (peak_to IS NULL)) AND ((peak_from IS NULL) OR (peak_from < peak_to)))),
+  CONSTRAINT gpu_caps_max_gpus_check CHECK (((max_gpus >= 0) AND (max_gpus <= 1000000))),
+  CONSTRAINT gpu_caps_peak_days_check CHECK (((peak_days >= 1) AND (peak_days <= 127))),
+  CONSTRAINT gpu_caps_peak_from_check CHECK (((peak_from >= 0) AND (peak_from <= 1439))),
+  CONSTRAINT gpu_caps_peak_max_gpus_check CHECK (((peak_max_gpus >= 0) AND (peak_max_gpus <= 1000000))),
+  CONSTRAINT gpu_caps_peak_to_check CHECK (((peak_to >= 1) AND (peak_to <= 1440))),
+  CONSTRAINT gpu_caps_pkey PRIMARY KEY (scope),
+  CONSTRAINT gpu_caps_release_mode_check CHECK ((release_mode = ANY (ARRAY['auto'::text, 'manual'::text])))
+);
+
 CREATE TABLE ledger (
   id bigint DEFAULT nextval('ledger_id_seq'::regclass) NOT NULL,
   kind text NOT NULL,

@@ -115,6 +115,11 @@ export class Keys {
     return `${this.base}:wake`;
   }
 
+  /** Hash: GPU cap base -> its definition, 'max|peakMax|days|from|to' (lua/includes/caps.lua); absent while no cap is set. */
+  get caps(): string {
+    return `${this.base}:caps`;
+  }
+
   /** What scripts that build keys themselves prepend (all but settle.lua). */
   get prefix(): string {
     return `${this.base}:`;

@@ -19,7 +19,7 @@ export type RepliedScript = keyof typeof REPLY_CODES;
 export type Reply<S extends RepliedScript> = keyof (typeof REPLY_CODES)[S];
 
 /** A misfit's code (includes/scopes.lua misfits()): why a job does not fit one scope. */
-export const MISFIT_CODES = { 'no-limit': 1, 'over-limit': 2, 'over-grace': 3 } as const;
+export const MISFIT_CODES = { 'no-limit': 1, 'over-limit': 2, 'over-grace': 3, 'over-gpus': 4 } as const;
 export type MisfitCode = keyof typeof MISFIT_CODES;
 
 /** Percents of a limit that raise THRESHOLD_CROSSED when a budget sets none. */

@@ -41,3 +41,13 @@ export async function serveApi(t: TestEnv, opts: { clock: Clock; tokens: { admin
     },
   };
 }
+
+/** A JSON call to `api` (…/api/v1) as `token`, naming 'ops-alice' as the actor: its status and parsed body. */
+export async function callApi(api: string, token: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: Record<string, any> }> {
+  const res = await fetch(api + path, {
+    method,
+    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-gatekeeper-actor': 'ops-alice' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, any> };
+}

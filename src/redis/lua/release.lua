@@ -15,6 +15,10 @@
   Events: JOB_RELEASED (fifo) or JOB_OVERRIDDEN (override) per job admitted,
   and THRESHOLD_CROSSED as in reserve.lua.
 
+  GPU caps (includes/caps.lua) are those set now for the job's project,
+  user and GPU type, whatever was set when it was held: it counts its gpus
+  against them when admitted.
+
   Scopes are resolved for the periods of now (a job held yesterday by its
   daily quota is measured against today's), see includes/scopes.lua.
 
@@ -62,8 +66,13 @@ for a = 6, #ARGV do
   if r[2] == 'held' then
     rec.need = tonumber(r[1])
     if not rec.need then return redis.error_reply('release: job ' .. jobId .. ' has no amount') end
-    rec.project = cjson.decode(r[4]).project
+    local meta = cjson.decode(r[4])
+    rec.project, rec.gpus = meta.project, tonumber(meta.gpus) or 1
     rec.bases, rec.lines = split(r[3]), split(r[5])
+    -- The GPU caps it may count against now, whatever was set when it was held.
+    for _, cap in ipairs(capsOfJob(meta)) do
+      if not string.find(',' .. r[3] .. ',', ',' .. cap .. ',', 1, true) then rec.bases[#rec.bases + 1] = cap end
+    end
   end
   records[#records + 1] = rec
 end
@@ -106,15 +115,18 @@ for _, rec in ipairs(records) do
       end
     end
     local scopes = {}
-    for i, b in ipairs(rec.bases) do scopes[i] = scopeOf(b) end
+    for _, b in ipairs(rec.bases) do
+      local sc = scopeOf(b)  -- nil: a GPU cap not set
+      if sc then scopes[#scopes + 1] = sc end
+    end
     if out then
       -- Behind an older job: say too what it would miss now, so its reason stays whole.
-      local short = misfits(scopes, need)
+      local short = misfits(scopes, need, rec.gpus)
       out[4], out[5] = need, #short / 5
       for _, v in ipairs(short) do out[#out + 1] = v end
     end
     if not out and mode ~= 'override' then
-      local short = misfits(scopes, need)
+      local short = misfits(scopes, need, rec.gpus)
       if #short > 0 then
         out = { 0, need, #short / 5 }
         for _, v in ipairs(short) do out[#out + 1] = v end
@@ -131,16 +143,22 @@ for _, rec in ipairs(records) do
     end
     if not out then
       for _, s in ipairs(scopes) do
-        writeInit(s)
-        redis.call('HINCRBY', s.key, 'reserved', r[1])
-        redis.call('SADD', base .. 'counters', s.id)
-        s.reserved = s.reserved + need
-        crossings(s, jobId, events)
-        rearmExhausted(s)
-        writeCrossed(s)
+        if s.perGpu then
+          redis.call('HINCRBY', s.key, 'reserved', rec.gpus)
+          s.reserved = s.reserved + rec.gpus
+        else
+          writeInit(s)
+          redis.call('HINCRBY', s.key, 'reserved', r[1])
+          redis.call('SADD', base .. 'counters', s.id)
+          s.reserved = s.reserved + need
+          crossings(s, jobId, events)
+          rearmExhausted(s)
+          writeCrossed(s)
+        end
       end
-      local scopeIds = ids(scopes)
+      local scopeIds, caps = ids(scopes), capsOf(scopes)
       redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now, 'scopes', scopeIds)
+      if caps ~= '' then redis.call('HSET', resKey, 'caps', caps, 'gpus', rec.gpus) end
       redis.call('HDEL', resKey, 'lines', 'bases', 'heldAt', 'misfits')  -- now an admitted record, as reserve.lua writes one
       redis.call('ZREM', base .. 'held:' .. project, jobId)
       redis.call('ZREM', allHeldKey, jobId)

@@ -131,11 +131,12 @@ local CHUNK = 200
 -- One EXISTS over the rate index and the batch's reservation keys says
 -- both, instead of one HGET per job; only a batch with a known job in it (a
 -- retry) reads each job's state, and only a set rate limit reads a bucket.
-local resKeys, renamed, ratesKey = {}, {}, base .. 'rate-scopes'
+local resKeys, renamed, ratesKey, capsKey = {}, {}, base .. 'rate-scopes', base .. 'caps'
 for j = 1, #batch do resKeys[j] = base .. 'res:' .. batch[j][1] end
-local found = redis.call('EXISTS', ratesKey, unpack(resKeys, 1, math.min(CHUNK, #resKeys)))
+local found = redis.call('EXISTS', ratesKey, capsKey, unpack(resKeys, 1, math.min(CHUNK, #resKeys)))
 local ratesOn = found > 0 and redis.call('EXISTS', ratesKey) == 1
-local anyKnown = found > (ratesOn and 1 or 0)
+local capsOn = found > 0 and redis.call('EXISTS', capsKey) == 1
+local anyKnown = found > (ratesOn and 1 or 0) + (capsOn and 1 or 0)
 for first = CHUNK + 1, #resKeys, CHUNK do
   if anyKnown then break end
   anyKnown = redis.call('EXISTS', unpack(resKeys, first, math.min(first + CHUNK - 1, #resKeys))) > 0
@@ -159,33 +160,63 @@ local touched = {}      -- scope states to write, in first-touch order
 local sigs = {}
 for i, bases in ipairs(input.sigs) do sigs[i] = { bases = bases } end
 local groups = input.groups
+-- GPU caps (includes/caps.lua), read only when one is set somewhere: the
+-- caps of a group's project, user and GPU type that are set join its scope
+-- list, as a list of its own per distinct combination, and its jobs count
+-- their gpus against them and wait in their lines like any scope. Decided
+-- once per group: { list, gpus }.
+local groupCaps, listOf = {}, {}
+local function withCaps(sig, gi, group)
+  if not capsOn then return sig, 1 end
+  local g = groupCaps[gi]
+  if not g then
+    local m = cjson.decode(group[3])
+    local cand = capsOfJob(m)
+    local set = redis.call('HMGET', capsKey, unpack(cand))
+    local bases, key = {}, group[1] .. '|'
+    for i = 1, #sig.bases do bases[i] = sig.bases[i] end
+    for i = 1, #cand do
+      if set[i] then bases[#bases + 1] = cand[i]; key = key .. cand[i] .. ',' end
+    end
+    local c = sig
+    if #bases > #sig.bases then
+      c = listOf[key]
+      if not c then c = { bases = bases }; listOf[key] = c; sigs[#sigs + 1] = c end
+    end
+    g = { c, tonumber(m.gpus) or 1 }
+    groupCaps[gi] = g
+  end
+  return g[1], g[2]
+end
 local function resolve(sig)
   if not sig.scopes then
     local scopes, limited, free, blocked, soft = {}, {}, {}, false, false
-    for k, b in ipairs(sig.bases) do
-      local sc = scopeOf(b)
-      scopes[k] = sc
-      if not touched[b] then touched[b] = true; touched[#touched + 1] = sc end
-      if sc.limit then
-        limited[#limited + 1] = sc
-        soft = soft or sc.soft
-      else
-        free[#free + 1] = sc
-        blocked = blocked or not sc.optional
+    for _, b in ipairs(sig.bases) do
+      local sc = scopeOf(b)  -- nil: a GPU cap no longer set
+      if sc then
+        scopes[#scopes + 1] = sc
+        if not touched[b] then touched[b] = true; touched[#touched + 1] = sc end
+        if sc.limit then
+          limited[#limited + 1] = sc
+          soft = soft or sc.soft
+        else
+          free[#free + 1] = sc
+          blocked = blocked or not sc.optional
+        end
       end
     end
-    sig.scopes, sig.ids = scopes, ids(scopes)
+    sig.scopes, sig.ids, sig.caps = scopes, ids(scopes), capsOf(scopes)
     sig.limited, sig.free, sig.blocked, sig.soft, sig.freeDelta = limited, free, blocked, soft, 0
   end
   return sig.scopes
 end
---[[ fitsList(sig, need): true when misfits(sig.scopes, need) would be empty, asking only the limited scopes (no table built). ]]
-local function fitsList(sig, need)
+--[[ fitsList(sig, need, gpus): true when misfits(sig.scopes, need, gpus) would be empty, asking only the limited scopes (no table built). ]]
+local function fitsList(sig, need, gpus)
   if sig.blocked then return false end
   local limited = sig.limited
   for i = 1, #limited do
     local sc = limited[i]
-    if sc.ceiling and sc.used + sc.reserved + need > sc.ceiling then return false end
+    if sc.ceiling and sc.used + sc.reserved + (sc.perGpu and gpus or need) > sc.ceiling then return false end
   end
   return true
 end
@@ -222,7 +253,8 @@ for j = 1, #batch do
   local job = batch[j]
   local group = groups[job[4]]
   local jobId, order, amount, ts = job[1], job[2], job[3], job[5] or ''
-  local sig, project, meta, jobType = sigs[group[1]], group[2], group[3], group[4]
+  local rsig, project, meta, jobType = sigs[group[1]], group[2], group[3], group[4]
+  local sig, gpus = withCaps(rsig, job[4], group)
   local resKey, need = resKeys[j], tonumber(amount)
   local bases = sig.bases
 
@@ -245,7 +277,7 @@ for j = 1, #batch do
   local again = seenHere[resKey]
   -- Over its rate: throttled before any budget is read (it counts against none).
   local gated = rate and not again and (state == 'throttled' or (ratesOn and not state)) and not isExempt(jobType)
-    and rate.gate(sig, rate.bucketOf, resKey, jobId, state, nowMs, ts, throttled)
+    and rate.gate(rsig, rate.bucketOf, resKey, jobId, state, nowMs, ts, throttled)
   if again then
     if type(again) == 'number' then
       local a = admitted[again]
@@ -263,7 +295,7 @@ for j = 1, #batch do
   else
     local scopes = resolve(sig)
     local exempt = state ~= 'held' and isExempt(jobType)
-    local short = (exempt or fitsList(sig, need)) and NONE or misfits(scopes, need)
+    local short = (exempt or fitsList(sig, need, gpus)) and NONE or misfits(scopes, need, gpus)
     local unknown = nil
     for i = 2, #short, 5 do
       if short[i] == 1 then unknown = short[i - 1]; break end
@@ -317,22 +349,24 @@ for j = 1, #batch do
       -- and scope, and Lua 5.1 pays for ipairs and calls (measured with
       -- callgrind, see docs/benchmarks.md).
       if exempt then
+        -- Exempt: counted nowhere, GPU caps included.
         for k = 1, #scopes do
           local s = scopes[k]
-          s.exemptDelta = s.exemptDelta + need
+          if not s.perGpu then s.exemptDelta = s.exemptDelta + need end
         end
       else
         local limited = sig.limited
         for k = 1, #limited do
           local s = limited[k]
-          s.reserved = s.reserved + need
-          s.delta = s.delta + need
+          local n = s.perGpu and gpus or need
+          s.reserved = s.reserved + n
+          s.delta = s.delta + n
           if s.nextAt ~= false then crossings(s, jobId, events) end
           if s.crossed.x then rearmExhausted(s) end
         end
         sig.freeDelta = sig.freeDelta + need
       end
-      admitted[#admitted + 1] = { resKey, jobId, amount, sig.ids, meta, exempt, job[4], ts }
+      admitted[#admitted + 1] = { resKey, jobId, amount, sig.ids, meta, exempt, job[4], ts, (not exempt) and sig.caps or '', gpus }
       if exempt or #soft > 0 then
         r = { 1, need, sig.ids, table.concat(soft, ','), exempt and 1 or 0 }
       else
@@ -363,7 +397,9 @@ for _, sig in ipairs(sigs) do
 end
 
 local idList = {}
-for _, s in ipairs(touched) do idList[#idList + 1] = s.base; idList[#idList + 1] = s.id end
+for _, s in ipairs(touched) do
+  if not s.perGpu then idList[#idList + 1] = s.base; idList[#idList + 1] = s.id end
+end
 
 if dry then
   local warnings = {}

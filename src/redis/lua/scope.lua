@@ -25,6 +25,8 @@ local scopeOf = scopeReader(base, cjson.decode(ARGV[3]), tonumber(now))
 local out = {}
 for a = 4, #ARGV do
   local s = scopeOf(ARGV[a])
+  -- A GPU cap not set: nothing counted against it.
+  s = s or { id = ARGV[a], key = base .. 'scope:' .. ARGV[a], used = 0, reserved = 0 }
   writeInit(s)
   writeCrossed(s)
   local c = redis.call('HMGET', s.key, 'carry', 'adjust', 'exemptUsed', 'exemptReserved')

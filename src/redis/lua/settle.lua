@@ -24,6 +24,9 @@
     ARGV[7]    note for the ledger (why it was settled this way), may be ''
     ARGV[8..]  scope ids, same order as KEYS[4..]; must equal the reservation's own
 
+  A job counted against GPU caps (its record's 'caps' and 'gpus') gives its
+  GPUs back to each, and their lines are signalled like the others.
+
   A job that used less than it reserved makes room: each of its scopes with
   held jobs in line is added to the wake set ('<base>wake', member scope
   base, score the first signal's time), where the waker (workers/waker.ts)
@@ -47,7 +50,7 @@ local nScopes = #KEYS - 3
 if not string.match(actual, '^%d+$') then
   return redis.error_reply('settle: actual must be a whole number of GPU-ms, got ' .. actual)
 end
-local r = redis.call('HMGET', resKey, 'amount', 'scopes', 'state', 'actual', 'meta', 'admittedAt', 'exempt')
+local r = redis.call('HMGET', resKey, 'amount', 'scopes', 'state', 'actual', 'meta', 'admittedAt', 'exempt', 'caps', 'gpus')
 if r[3] == 'settled' then
   return { 2, tonumber(r[1]), tonumber(r[4]) }
 end
@@ -91,6 +94,12 @@ if #grown > 0 then
     writeCrossed(s)
   end
   emit(base, events, now)
+end
+-- Its GPUs leave every cap it counted against (includes/caps.lua); that is room too.
+if r[8] then
+  local caps = split(r[8])
+  for _, cap in ipairs(caps) do redis.call('HINCRBY', base .. 'scope:' .. cap, 'reserved', '-' .. r[9]) end
+  wakeNonEmpty(base, caps, now)
 end
 if not exempt and tonumber(actual) < tonumber(amount) then
   local lineKeys, bases = {}, {}

@@ -2,7 +2,8 @@
   writeAdmitted(admitted, openKey, ledgerKey, now, chunk): reserve's writes
   for the jobs it admitted: each job's record, its place in the open set, and
   the ledger entries. admitted: { resKey, jobId, amount, counter ids, meta,
-  exempt, group index, submitted at ('' if unknown) } per job, in order.
+  exempt, group index, submitted at ('' if unknown), GPU caps counted (csv,
+  '' for none; never for an exempt job), gpus } per job, in order.
 ]]
 -- Ledger entries, one per chunk: a header, each distinct group once, then
 -- one field per job (src/ledger/writer.ts parseEntry reads it):
@@ -23,7 +24,10 @@ local function writeAdmitted(admitted, openKey, ledgerKey, now, chunk)
       -- No 'bases' (a held record's scope list): only release reads it, of held
       -- jobs, and the counter ids in 'scopes' name the same scopes. One field
       -- fewer per job, on every record kept for SETTLED_RETAIN_SECONDS.
-      if a[8] == '' then
+      if a[9] ~= '' then
+        -- Counted against GPU caps: settle takes its gpus off each (includes/caps.lua).
+        redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'ts', a[8], 'caps', a[9], 'gpus', a[10])
+      elseif a[8] == '' then
         if a[6] then
           redis.call('HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5], 'exempt', '1')
         else

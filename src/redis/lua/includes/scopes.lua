@@ -47,6 +47,7 @@
   API), summed as Lua numbers and written with %.0f.
 ]]
 -- @include defaults
+-- @include caps
 local FIXED_PERIOD = { ['user-day'] = 'day', ['user-week'] = 'week' }
 -- An empty list shared by the common case (no misfits, no soft limits
 -- passed) instead of a new table per job. Never written to.
@@ -272,7 +273,8 @@ end
 
 --[[
   scopeReader(keyBase, periods, now, deciding): a function base -> scope
-  state in the period of now, read once per call and cached, so every job
+  state in the period of now (a GPU cap's, or nil for a cap not set: see
+  includes/caps.lua), read once per call and cached, so every job
   of a batch sees the ones before it through the deltas. `periods` is
   { day|week|month = { label, prev, prevStart } } for now in the configured
   time zone.
@@ -287,9 +289,15 @@ local function scopeReader(keyBase, periods, now, deciding)
   local cache = {}
   return function(scopeBase)
     local s = cache[scopeBase]
-    if s then return s end
-    local d = readDef(keyBase, scopeBase)
+    if s ~= nil then return s or nil end
     local kind = string.match(scopeBase, '^([^:]+):') or scopeBase
+    if CAP_KINDS[kind] then
+      -- A GPU cap (includes/caps.lua): nil when none is set (false in the cache).
+      s = capState(keyBase, scopeBase, periods.wm) or false
+      cache[scopeBase] = s
+      return s or nil
+    end
+    local d = readDef(keyBase, scopeBase)
     local p = periods[FIXED_PERIOD[kind] or d[4] or 'none']
     local id = p and (scopeBase .. '@' .. p.label) or scopeBase
     local c = (d[1] or not deciding or not OPTIONAL[kind]) and readCounters(keyBase .. 'scope:' .. id, d[5] == '1') or NONE
@@ -300,24 +308,28 @@ local function scopeReader(keyBase, periods, now, deciding)
 end
 
 --[[
-  misfits(scopes, need): the scopes a job of `need` GPU-ms does not fit, as a
-  flat list of five fields each (scope base, code, limit, used, reserved):
-  code 1 = no limit on a scope that needs one (limit -1), 2 = would pass a
-  hard limit, 3 = would pass a soft limit's grace (limit = the ceiling).
+  misfits(scopes, need, gpus): the scopes a job of `need` GPU-ms on `gpus`
+  GPUs does not fit, as a flat list of five fields each (scope base, code,
+  limit, used, reserved): code 1 = no limit on a scope that needs one (limit
+  -1), 2 = would pass a hard limit, 3 = would pass a soft limit's grace
+  (limit = the ceiling), 4 = would pass a GPU cap (in GPUs: limit = the cap
+  now, used = the job's gpus, reserved = the GPUs in flight).
 ]]
-local function misfits(scopes, need)
+local function misfits(scopes, need, gpus)
   local out = {}
   for _, s in ipairs(scopes) do
     local code, limit = nil, s.limit
     if not s.limit then
       if not s.optional then code, limit = 1, -1 end
+    elseif s.perGpu then
+      if s.reserved + gpus > s.ceiling then code = 4 end
     elseif s.ceiling and s.used + s.reserved + need > s.ceiling then
       code = s.soft and 3 or 2
       limit = s.ceiling
     end
     if code then
       local m = #out
-      out[m + 1] = s.base; out[m + 2] = code; out[m + 3] = limit; out[m + 4] = s.used; out[m + 5] = s.reserved
+      out[m + 1] = s.base; out[m + 2] = code; out[m + 3] = limit; out[m + 4] = code == 4 and gpus or s.used; out[m + 5] = s.reserved
     end
   end
   return out
@@ -352,7 +364,18 @@ end
 --[[ ids(scopes): the counter ids, comma separated, as a reservation records them. ]]
 local function ids(scopes)
   local out = {}
-  for i, s in ipairs(scopes) do out[i] = s.id end
+  for _, s in ipairs(scopes) do
+    if not s.perGpu then out[#out + 1] = s.id end
+  end
+  return table.concat(out, ',')
+end
+
+--[[ capsOf(scopes): the GPU caps among scopes, comma separated, as a reservation records them ('caps'). ]]
+local function capsOf(scopes)
+  local out = {}
+  for _, s in ipairs(scopes) do
+    if s.perGpu then out[#out + 1] = s.base end
+  end
   return table.concat(out, ',')
 end
 
