@@ -18,13 +18,12 @@
   it did not fit. While an older job (a lower submission order) waits in a
   scope's line, a new job that touches that scope is held behind it even if
   it would fit, and waits in that line too; a newer one that reached Redis
-  first holds nobody back. Jobs leave lines by release (an admin, or the
-  scheduler when a quota period renews). So one user's exhausted quota holds
-  that user's jobs, not the whole project's. (test/fifo-model.test.ts holds
-  these rules against a model.)
-
-  Exempt job types (a set admins configure) are admitted without counting
-  against any limit; their hours are tracked in exemptReserved/exemptUsed.
+  first holds nobody back. Jobs leave lines by release (the waker when room
+  appears, an admin, the scheduler when a period renews). So one user's
+  exhausted quota holds that user's jobs, not the whole project's.
+  (test/fifo-model.test.ts holds these rules against a model.) GPU caps
+  are scopes too, counted in GPUs (includes/caps.lua). Exempt job types are
+  admitted counting against nothing (exemptReserved/exemptUsed track them).
 
   Rate limits come first (includes/rate.lua): a new job over its user's or
   project's submission rate is throttled before any budget is read, booking
@@ -145,49 +144,19 @@ local rate = (ratesOn or anyKnown) and rateModule(base, ratesOn)  -- includes/ra
 local throttled, cleared = {}, {}
 
 local touched = {}      -- scope states to write, in first-touch order
--- Scope lists: { bases, scopes, ids, limited, free, blocked, soft, freeDelta,
--- basesCsv (once a job is held) }, the scopes read once per call and only
--- when a job of the list is decided (a batch of retries reads and writes no
--- scope, as before).
--- A list's scopes with a limit are the only ones a job's decision reads; the
--- others (a user with no quota: most of them) are only counted, so an
--- admitted job adds to the list's freeDelta, and the sum goes to each of
--- them once, before the writes. limited: the scopes with a limit; free: the
--- rest; blocked: one of the rest needs a limit (an unknown project: nothing
--- fits); soft: one of the limited is soft. Limits do not change within a
--- call. Per job at 256 per call (bench:instructions' jobs: one limited scope
--- of three): 69.0k -> 66.0k Redis instructions.
+-- Scope lists: { bases, scopes, ids, caps, limited, free, blocked, soft,
+-- freeDelta, basesCsv (once a job is held) }, the scopes read once per call,
+-- when a job of the list is decided (a batch of retries reads none). Only
+-- the limited scopes are asked; the free ones (a user with no quota: most)
+-- are only counted: an admitted job adds to the list's freeDelta, written to
+-- each once. blocked: a free scope needs a limit (an unknown project: nothing
+-- fits); soft: a limited one is soft. Limits do not change within a call.
+-- (Per job at 256 per call: 69.0k -> 66.0k Redis instructions.) A group's
+-- GPU caps that are set make a list of their own (includes/caps.lua).
 local sigs = {}
 for i, bases in ipairs(input.sigs) do sigs[i] = { bases = bases } end
 local groups = input.groups
--- GPU caps (includes/caps.lua), read only when one is set somewhere: the
--- caps of a group's project, user and GPU type that are set join its scope
--- list, as a list of its own per distinct combination, and its jobs count
--- their gpus against them and wait in their lines like any scope. Decided
--- once per group: { list, gpus }.
-local groupCaps, listOf = {}, {}
-local function withCaps(sig, gi, group)
-  if not capsOn then return sig, 1 end
-  local g = groupCaps[gi]
-  if not g then
-    local m = cjson.decode(group[3])
-    local cand = capsOfJob(m)
-    local set = redis.call('HMGET', capsKey, unpack(cand))
-    local bases, key = {}, group[1] .. '|'
-    for i = 1, #sig.bases do bases[i] = sig.bases[i] end
-    for i = 1, #cand do
-      if set[i] then bases[#bases + 1] = cand[i]; key = key .. cand[i] .. ',' end
-    end
-    local c = sig
-    if #bases > #sig.bases then
-      c = listOf[key]
-      if not c then c = { bases = bases }; listOf[key] = c; sigs[#sigs + 1] = c end
-    end
-    g = { c, tonumber(m.gpus) or 1 }
-    groupCaps[gi] = g
-  end
-  return g[1], g[2]
-end
+local withCaps = capJoiner(capsOn, capsKey, sigs)
 local function resolve(sig)
   if not sig.scopes then
     local scopes, limited, free, blocked, soft = {}, {}, {}, false, false

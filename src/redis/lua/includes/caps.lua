@@ -51,3 +51,38 @@ local function capsOfJob(meta)
   out[#out + 1] = 'gpus-global:all'
   return out
 end
+
+--[[
+  capJoiner(on, capsKey, lists): reserve's function (list, group index,
+  group) -> list, gpus. The caps of a group's project, user and GPU type
+  that are set join its scope list, as a list of its own per distinct
+  combination (appended to `lists`, so its deltas are written like the
+  others'), and its jobs count their gpus against them and wait in their
+  lines like any scope. Decided once per group. With no cap set anywhere
+  (`on` false) a list is its own and a job counts 1 GPU nowhere.
+]]
+local function capJoiner(on, capsKey, lists)
+  local groupCaps, listOf = {}, {}
+  return function(sig, gi, group)
+    if not on then return sig, 1 end
+    local g = groupCaps[gi]
+    if not g then
+      local m = cjson.decode(group[3])
+      local cand = capsOfJob(m)
+      local set = redis.call('HMGET', capsKey, unpack(cand))
+      local bases, key = {}, group[1] .. '|'
+      for i = 1, #sig.bases do bases[i] = sig.bases[i] end
+      for i = 1, #cand do
+        if set[i] then bases[#bases + 1] = cand[i]; key = key .. cand[i] .. ',' end
+      end
+      local c = sig
+      if #bases > #sig.bases then
+        c = listOf[key]
+        if not c then c = { bases = bases }; listOf[key] = c; lists[#lists + 1] = c end
+      end
+      g = { c, tonumber(m.gpus) or 1 }
+      groupCaps[gi] = g
+    end
+    return g[1], g[2]
+  end
+end
