@@ -11,7 +11,8 @@
  *   - a job that is held waits in the line of each scope it does not fit and
  *     of each scope where an older job waits;
  *   - release, oldest first: a held job with an older job waiting in a line
- *     of any of its scopes stays; one that still does not fit moves to the
+ *     of any of its scopes stays, and waits in the first such line too; one
+ *     that still does not fit moves to the
  *     lines of the scopes it misses; otherwise it is admitted;
  *   - used + reserved never passes a limit through admission.
  *
@@ -93,16 +94,21 @@ class Model {
 
   releaseAll(): void {
     for (const j of [...this.jobs.values()].filter((x) => x.state === 'held').sort((a, b) => a.order - b.order)) {
-      if (this.waitsBehindAny(j)) continue;
+      const behind = this.firstBehind(j);
+      if (behind) {
+        // It waits in that line too, so its signal reaches it when the older job leaves.
+        j.lines.add(behind);
+        continue;
+      }
       const short = this.misses(j);
       if (short.length > 0) j.lines = new Set(short);
       else this.admit(j);
     }
   }
 
-  /** Release asks every scope the job touches, in line there or not. */
-  waitsBehindAny(j: ModelJob): boolean {
-    return j.scopes.some((s) => this.line(s).some((o) => o.order < j.order));
+  /** Release asks every scope the job touches, in line there or not, in order: the first with an older job waiting. */
+  firstBehind(j: ModelJob): Scope | undefined {
+    return j.scopes.find((s) => this.line(s).some((o) => o.order < j.order));
   }
 }
 
