@@ -6,7 +6,8 @@
  * (released, overridden, cancelled), a limit or cap set, raised, removed or
  * adjusted; and each minute the waker signals the GPU caps whose peak window
  * just raised them. The waker takes the signals oldest first
- * and decides the first jobs of each line again, exactly as an admin's
+ * and decides the first job of each line again (and, if it starts, the
+ * ones after it: they wait behind it), exactly as an admin's
  * release does (release.lua: first in, first out, all or nothing per job).
  * A job admitted this way leaves its lines, which signals them again, so a
  * line moves until its first job no longer fits; then nothing signals it
@@ -90,9 +91,15 @@ export function createWaker(deps: WakerDeps) {
     const stop = lines.findIndex((ls) => ls.some((l) => manualLines.has(l)));
     const take = stop < 0 ? ids : ids.slice(0, stop);
     if (take.length === 0) return 0;
-    const r = await held.wake(take, `woken: room in ${scopeLabel(base)}`);
-    if (r.admitted.length > 0) log.info({ line: base, admitted: r.admitted.length, stillHeld: r.stillHeld.length }, 'held jobs started: room appeared');
-    return r.admitted.length;
+    // The first job alone: if it stays, every job behind it stays too (first in,
+    // first out), and deciding them would only rewrite their reasons.
+    const note = `woken: room in ${scopeLabel(base)}`;
+    const first = await held.wake(take.slice(0, 1), note);
+    if (first.admitted.length === 0) return 0;
+    const rest = take.length > 1 ? await held.wake(take.slice(1), note) : first;
+    const admitted = first.admitted.length + (rest === first ? 0 : rest.admitted.length);
+    log.info({ line: base, admitted, stillHeld: rest === first ? 0 : rest.stillHeld.length }, 'held jobs started: room appeared');
+    return admitted;
   }
 
   /** Take up to SIGNALS signals (waiting up to `blockSeconds` for the first; 0: not at all) and wake their lines. */

@@ -12,9 +12,9 @@
  *     the lines of what it misses; otherwise it is admitted, all or nothing;
  *   - room appearing signals the scopes concerned (a settle under the
  *     estimate, a job leaving a line, a limit set, removed or adjusted); the
- *     waker decides the first jobs of each signalled line again, as release
- *     does, unless the line is manual, and stops at a job that also waits in
- *     a manual line.
+ *     waker decides the first job of each signalled line again, as release
+ *     does, and the jobs after it if it started, unless the line is manual,
+ *     stopping at a job that also waits in a manual line.
  *
  * Which signalled line a waker takes next is not fixed (two race), so a wake
  * step has a set of outcomes: `quiescent` explores every order.
@@ -159,7 +159,9 @@ export class WakeModel {
     if (this.manual.has(s)) return;
     const ids = this.line(s).map((j) => j.id);
     const stop = ids.findIndex((id) => [...this.jobs.get(id)!.lines].some((l) => l !== s && this.manual.has(l)));
-    this.release(stop < 0 ? ids : ids.slice(0, stop));
+    const take = stop < 0 ? ids : ids.slice(0, stop);
+    // The first job alone; the rest only if it started (they are behind it).
+    if (take.length > 0 && this.release(take.slice(0, 1)).length > 0) this.release(take.slice(1));
   }
 
   /**
