@@ -113,7 +113,7 @@ describe('the waker', () => {
     expect(await Promise.all(['wl2', 'wl3', 'wl4', 'wl5'].map(state))).toEqual(['reserved', 'reserved', 'reserved', 'held']);
   });
 
-  it('carries on down a line longer than one release call, as each call signals the jobs it leaves behind', async () => {
+  it('moves a line of 60 that all fit, in growing steps, each job once', async () => {
     await t.budgets.set('w-long', hoursToGpuMs(1));
     await submit('w-long', [['wg0', 1]]);
     const ids = Array.from({ length: 60 }, (_, i) => `wg${i + 1}`);

@@ -6,8 +6,8 @@
  * (released, overridden, cancelled), a limit or cap set, raised, removed or
  * adjusted; and each minute the waker signals the GPU caps whose peak window
  * just raised them. The waker takes the signals oldest first
- * and decides the first job of each line again (and, if it starts, the
- * ones after it: they wait behind it), exactly as an admin's
+ * and decides the first job of each line again (and while they start, the
+ * next 8, 64, … up to 500), exactly as an admin's
  * release does (release.lua: first in, first out, all or nothing per job).
  * A job admitted this way leaves its lines, which signals them again, so a
  * line moves until its first job no longer fits; then nothing signals it
@@ -36,8 +36,8 @@ import { inWindow } from '../src/accounting/gpu-caps.ts';
 import { minuteOfWeek } from '../src/periods.ts';
 import { queueNames } from '../queues/names.ts';
 
-/** Jobs of one line decided per release call: the first one usually settles it (fits, or stops the line). */
-const HEADS = 50;
+/** Most jobs of one line decided per release call (a release storm's batch). */
+const HEADS = 500;
 /** Signals taken per round. */
 const SIGNALS = 64;
 /** How long one blocking wait for a signal lasts; close() cuts it short. */
@@ -78,27 +78,37 @@ export function createWaker(deps: WakerDeps) {
     return new Set(bases.filter((_, i) => out[i]?.[1] === 'manual'));
   }
 
-  /** Decide the first jobs of one line again; how many were admitted. */
-  async function wakeLine(base: string): Promise<number> {
-    // Most signals find the line empty (every limit is signalled when it is set): one read then.
-    const ids = await redis.zrange(keys.line(base), '0', String(HEADS - 1));
-    if (ids.length === 0 || (await manual([base])).size > 0) return 0;
-    // A job that also waits in a manual line waits for an admin, and so do those behind it here.
+  /** The first `n` jobs of a line the waker may decide: up to the first that also waits in a manual line (an admin's). */
+  async function heads(base: string, n: number): Promise<string[]> {
+    const ids = await redis.zrange(keys.line(base), '0', String(n - 1));
+    if (ids.length === 0) return ids;
     const p = redis.pipeline();
     for (const id of ids) p.hget(keys.reservation(id), 'lines');
     const lines = ((await p.exec()) ?? []).map(([, v]) => (typeof v === 'string' && v ? v.split(',') : []));
     const manualLines = await manual([...new Set(lines.flat())].filter((l) => l !== base));
     const stop = lines.findIndex((ls) => ls.some((l) => manualLines.has(l)));
-    const take = stop < 0 ? ids : ids.slice(0, stop);
-    if (take.length === 0) return 0;
-    // The first job alone: if it stays, every job behind it stays too (first in,
-    // first out), and deciding them would only rewrite their reasons.
+    return stop < 0 ? ids : ids.slice(0, stop);
+  }
+
+  /**
+   * Decide one line's first job again, and while every job decided starts,
+   * the next ones, 8 times as many each time (up to HEADS): the jobs behind
+   * one that stays stay too (first in, first out), and deciding them would
+   * only rewrite their reasons. How many were admitted.
+   */
+  async function wakeLine(base: string): Promise<number> {
+    // Most signals find the line empty (every limit is signalled when it is set): one read then.
+    if ((await redis.exists(keys.line(base))) === 0 || (await manual([base])).size > 0) return 0;
     const note = `woken: room in ${scopeLabel(base)}`;
-    const first = await held.wake(take.slice(0, 1), note);
-    if (first.admitted.length === 0) return 0;
-    const rest = take.length > 1 ? await held.wake(take.slice(1), note) : first;
-    const admitted = first.admitted.length + (rest === first ? 0 : rest.admitted.length);
-    log.info({ line: base, admitted, stillHeld: rest === first ? 0 : rest.stillHeld.length }, 'held jobs started: room appeared');
+    let admitted = 0;
+    for (let n = 1; ; n = Math.min(n * 8, HEADS)) {
+      const take = await heads(base, n);
+      if (take.length === 0) break;
+      const r = await held.wake(take, note);
+      admitted += r.admitted.length;
+      if (r.admitted.length < take.length || take.length < n) break;
+    }
+    if (admitted > 0) log.info({ line: base, admitted }, 'held jobs started: room appeared');
     return admitted;
   }
 

@@ -13,8 +13,8 @@
  *   - room appearing signals the scopes concerned (a settle under the
  *     estimate, a job leaving a line, a limit set, removed or adjusted); the
  *     waker decides the first job of each signalled line again, as release
- *     does, and the jobs after it if it started, unless the line is manual,
- *     stopping at a job that also waits in a manual line.
+ *     does, then 8, 64, … more while every one decided starts, unless the
+ *     line is manual, stopping at a job that also waits in a manual line.
  *
  * Which signalled line a waker takes next is not fixed (two race), so a wake
  * step has a set of outcomes: `quiescent` explores every order.
@@ -157,11 +157,14 @@ export class WakeModel {
   /** One waker's turn at line `s`: its first jobs, up to the first that also waits in a manual line. */
   wakeLine(s: string): void {
     if (this.manual.has(s)) return;
-    const ids = this.line(s).map((j) => j.id);
-    const stop = ids.findIndex((id) => [...this.jobs.get(id)!.lines].some((l) => l !== s && this.manual.has(l)));
-    const take = stop < 0 ? ids : ids.slice(0, stop);
-    // The first job alone; the rest only if it started (they are behind it).
-    if (take.length > 0 && this.release(take.slice(0, 1)).length > 0) this.release(take.slice(1));
+    // The first job, then 8, 64, … at a time while every one decided starts (the rest wait behind it).
+    for (let n = 1; ; n = Math.min(n * 8, 500)) {
+      const ids = this.line(s).map((j) => j.id).slice(0, n);
+      const stop = ids.findIndex((id) => [...this.jobs.get(id)!.lines].some((l) => l !== s && this.manual.has(l)));
+      const take = stop < 0 ? ids : ids.slice(0, stop);
+      if (take.length === 0) return;
+      if (this.release(take).length < take.length || take.length < n) return;
+    }
   }
 
   /**
