@@ -5,12 +5,14 @@
  * admission itself costs. After one uncounted warm-up run of each, runs
  * alternate relay/gatekeeper in ABBA order, so drift favours neither.
  *
- * Throughput, two mixes of BENCH_JOBS (20000) preloaded jobs, each timed
+ * Throughput, three workloads of BENCH_JOBS (20000) preloaded jobs, each timed
  * until every job is on gpu-exec or gpu-held: 16 users of one project with
  * one-hour jobs and a budget for 90 % of them (so it must hold exactly the
  * rest: any excess admission fails the run); and the realistic mix of
  * bench/mix.ts (10,000 users, 200 projects, Zipf-drawn users, quotas, budgets
- * and run caps sized to hold about a tenth, every scope checked afterwards).
+ * and run caps sized to hold about a tenth, every scope checked afterwards),
+ * once as it is and once with every project and user rate limited and every
+ * project and the fleet GPU-capped, none binding (what checking them costs).
  * Latency: a steady BENCH_RATE/s (500) for BENCH_LATENCY_SECONDS (4), well
  * below capacity; latency = exec job timestamp - intake job timestamp. Those
  * are whole milliseconds, so p50/p99 are quantised to 1 ms; the mean of the
@@ -24,7 +26,7 @@ import { loadConfig } from '../src/config.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { execJobId } from '../queues/names.ts';
 import { cpuSeconds, env, machine, median, orderOf, pct, sleep, startRedis, waitForProcessed, withRun, KINDS, type Kind, type Pair, type Run } from './admission-kit.ts';
-import { buildMix, checkMix, defineLimits, ZIPF, type Mix, type MixJob } from './mix.ts';
+import { buildMix, checkLimited, checkMix, defineLimited, defineLimits, ZIPF, type Mix, type MixJob } from './mix.ts';
 import { lowLoad, type LowLoad } from './low-load.ts';
 import { save } from './results.ts';
 
@@ -41,7 +43,7 @@ const GUARD = 0.8;
 const jobData = (i: number) => ({ project: 'bench', user: `u${i % 16}`, estimatedGpuHours: 1 });
 
 /** What one throughput run submits, the limits it sets (gatekeeper only) and what it checks afterwards. */
-interface Workload { name: 'users16' | 'mix'; data(i: number): MixJob; setup(run: Run, jobs: number): Promise<void>; check(run: Run, jobs: number, exec: number, held: number): Promise<string[]> }
+interface Workload { name: 'users16' | 'mix' | 'mixLimited'; data(i: number): MixJob; setup(run: Run, jobs: number): Promise<void>; check(run: Run, jobs: number, exec: number, held: number): Promise<string[]> }
 
 const users16: Workload = {
   name: 'users16',
@@ -65,6 +67,14 @@ const mixWorkload = (mix: Mix): Workload => ({
   data: (i) => mix.jobs[i]!,
   setup: (run) => defineLimits(run, mix),
   check: (run, _jobs, exec, held) => checkMix(run, mix, exec, held),
+});
+
+/** The realistic mix with a rate limit on every project and user and a GPU cap on every project and the fleet (none binding). */
+const limitedWorkload = (mix: Mix): Workload => ({
+  name: 'mixLimited',
+  data: (i) => mix.jobs[i]!,
+  setup: (run) => defineLimited(run, mix),
+  check: (run, _jobs, exec, held) => checkLimited(run, mix, exec, held),
 });
 
 interface ThroughputRun { kind: Kind; workload: Workload['name']; jobs: number; seconds: number; jobsPerSec: number; exec: number; held: number;
@@ -161,7 +171,7 @@ const verdict = (s: ReturnType<typeof throughputSummary>, what: string) =>
   `ratio of the medians: ${s.ratio.toFixed(2)}; by CPU per job (node + redis, less sensitive to other load on the machine): ${s.cpuRatio.toFixed(2)}.`;
 
 function report(m: Awaited<ReturnType<typeof machine>> & { loadEnd: string }, tp: ThroughputRun[], lat: LatencyRun[], mix: Mix, low: LowLoad) {
-  const [tp16, tpMix] = [tp.filter((r) => r.workload === 'users16'), tp.filter((r) => r.workload === 'mix')];
+  const [tp16, tpMix, tpLim] = [tp.filter((r) => r.workload === 'users16'), tp.filter((r) => r.workload === 'mix'), tp.filter((r) => r.workload === 'mixLimited')];
   const s = {
     ...throughputSummary(tp16),
     latencyMeanMs: med(lat, (r) => r.meanMs),
@@ -169,6 +179,7 @@ function report(m: Awaited<ReturnType<typeof machine>> & { loadEnd: string }, tp
     latencyP99Ms: med(lat, (r) => r.p99Ms),
   };
   const sm = throughputSummary(tpMix);
+  const sl = throughputSummary(tpLim);
   const mixHeld = by(tpMix, 'gatekeeper').map((r) => r.held);
   const bad = tp.filter((r) => !r.ok);
   const lowMet = low.addedP50Ms <= 0.2 && low.addedP99Ms <= 1;
@@ -184,6 +195,7 @@ function report(m: Awaited<ReturnType<typeof machine>> & { loadEnd: string }, tp
     '| --- | --- | --- | --- |',
     ...throughputRows(tp16, s, '16 users: '),
     ...throughputRows(tpMix, sm, 'realistic mix: '),
+    ...throughputRows(tpLim, sl, 'realistic mix, rate limits and GPU caps on: '),
     row(`latency mean (ms, ${RATE}/s)`, s.latencyMeanMs, 2),
     row(`latency p50 (ms, ${RATE}/s)`, s.latencyP50Ms, 1),
     row(`latency p99 (ms, ${RATE}/s)`, s.latencyP99Ms, 1),
@@ -192,6 +204,7 @@ function report(m: Awaited<ReturnType<typeof machine>> & { loadEnd: string }, tp
     '',
     verdict(s, '16 users:'),
     verdict(sm, 'Realistic mix:'),
+    verdict(sl, 'Realistic mix with every project and user rate limited and every project and the fleet GPU-capped (none binding):'),
     `Low load: the gatekeeper adds ${low.addedP50Ms.toFixed(3)} ms at p50 and ${low.addedP99Ms.toFixed(3)} ms at p99 (targets <= 0.2 and <= 1: ${lowMet ? 'met' : 'NOT met'}).`,
     bad.length === 0
       ? `Over-admission: none; every 16-user gatekeeper run admitted exactly floor(budget / 1 h) and held the rest; every realistic-mix run held ${[...new Set(mixHeld)].join(' / ')} ` +
@@ -199,9 +212,11 @@ function report(m: Awaited<ReturnType<typeof machine>> & { loadEnd: string }, tp
       : `CHECKS FAILED: ${bad.map((r) => `${r.kind} ${r.workload}: ${r.problems.join('; ')}`).join(' | ')}`,
   ].join('\n');
   const { roundRatios: _r, ...mixSummary } = sm;
+  const { roundRatios: _l, ...limitedSummary } = sl;
   return { md, json: { machine: m, params: { JOBS, ROUNDS, RATE, LATENCY_SECONDS }, summary: s,
     mix: { users: mix.users, distinctUsers: mix.distinctUsers, projects: mix.projects, runs: mix.runs, zipf: ZIPF, expectedHeld: mix.expectedHeld,
       held: median(mixHeld), heldShare: median(mixHeld) / JOBS, ...mixSummary, guard: GUARD, ok: tpMix.every((r) => r.ok) },
+    mixLimited: { ...limitedSummary, guard: GUARD, ok: tpLim.every((r) => r.ok) },
     lowLoad: { ...low, targetP50AddedMs: 0.2, targetP99AddedMs: 1, met: lowMet },
     ok: bad.length === 0, throughputRuns: tp, latencyRuns: lat } };
 }
@@ -211,7 +226,7 @@ async function main(): Promise<void> {
   try {
     const m = await machine(redis.url);
     const mix = buildMix(JOBS);
-    const workloads = [users16, mixWorkload(mix)];
+    const workloads = [users16, mixWorkload(mix), limitedWorkload(mix)];
     const tp: ThroughputRun[] = [];
     const lat: LatencyRun[] = [];
     // A warm-up run of each, not counted: the first run of a kind in this
@@ -225,7 +240,7 @@ async function main(): Promise<void> {
       const order = orderOf(round);
       for (const w of workloads) for (const kind of order) tp.push(await throughputRun(redis.url, kind, w));
       for (const kind of order) lat.push(await latencyRun(redis.url, kind));
-      process.stderr.write(`round ${round}/${ROUNDS}: ${tp.slice(-4).map((r) => `${r.workload} ${r.kind} ${r.jobsPerSec.toFixed(0)}/s`).join(', ')}\n`);
+      process.stderr.write(`round ${round}/${ROUNDS}: ${tp.slice(-6).map((r) => `${r.workload} ${r.kind} ${r.jobsPerSec.toFixed(0)}/s`).join(', ')}\n`);
     }
     const low = await lowLoad(redis.url);
     const { md, json } = report({ ...m, loadEnd: (await machine(redis.url)).load }, tp, lat, mix, low);

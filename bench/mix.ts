@@ -9,7 +9,10 @@
  * same rules (first in, first out per scope), so that about a tenth are held.
  * After a run every limited scope is read back: used + reserved never above
  * its limit, reserved equal to the hours of the jobs on gpu-exec, and every
- * job on gpu-exec or gpu-held. Figures: docs/benchmarks.md.
+ * job on gpu-exec or gpu-held. The same mix runs once more with every
+ * project and user under a submission rate limit and every project and the
+ * fleet under a GPU cap, none of them binding (defineLimited): what checking
+ * them costs. Figures: docs/benchmarks.md.
  */
 import { scopesForJob } from '../src/accounting/scopes.ts';
 import type { PeriodKind } from '../src/periods.ts';
@@ -157,5 +160,33 @@ export async function checkMix(run: Run, mix: Mix, exec: number, held: number): 
   }
   if (over > 0) problems.push(`OVER-ADMISSION in ${over} scopes`);
   if (wrong > 0) problems.push(`${wrong} scopes' reserved differs from their jobs on gpu-exec`);
+  return problems.slice(0, 10);
+}
+
+/** A rate limit and a GPU cap that never bind: the cost of checking them, not their effect. */
+const OPEN_RATE = { jobsPerMinute: 1_000_000, burst: 100_000 };
+const OPEN_CAP = { maxGpus: 1_000_000, peak: null, release: 'auto' as const };
+
+/** defineLimits, plus a rate limit on every project and user and a GPU cap on every project and the fleet. */
+export async function defineLimited(run: Run, mix: Mix): Promise<void> {
+  await defineLimits(run, mix);
+  const defs = run.accounting.definitions;
+  const projects = [...new Set(mix.jobs.map((j) => j.project))];
+  const users = Array.from({ length: mix.users }, (_, i) => `u${i}`);
+  const rates = [...projects.map((p) => `project:${p}`), ...users.map((u) => `user:${u}`)];
+  for (let i = 0; i < rates.length; i += 500) await Promise.all(rates.slice(i, i + 500).map((scope) => defs.defineRate(scope, OPEN_RATE)));
+  for (const scope of [...projects.map((p) => `gpus-project:${p}`), 'gpus-global:all']) await defs.defineCap(scope, OPEN_CAP);
+}
+
+/** checkMix, plus every GPU cap's GPUs in flight equal to its jobs on gpu-exec (1 GPU each). */
+export async function checkLimited(run: Run, mix: Mix, exec: number, held: number): Promise<string[]> {
+  const problems = await checkMix(run, mix, exec, held);
+  const perProject = new Map<string, number>();
+  for (const job of await run.exec.getJobs(['waiting'], 0, -1)) perProject.set(job.data.project, (perProject.get(job.data.project) ?? 0) + (job.data.gpus ?? 1));
+  const caps = [...new Set(mix.jobs.map((j) => j.project))].map((p) => `gpus-project:${p}`);
+  const inFlight = await run.accounting.inFlight([...caps, 'gpus-global:all']);
+  const wrong = caps.filter((c, i) => inFlight[i] !== (perProject.get(c.slice('gpus-project:'.length)) ?? 0)).length;
+  if (wrong > 0) problems.push(`${wrong} projects' GPUs in flight differ from their jobs on gpu-exec`);
+  if (inFlight.at(-1) !== exec) problems.push(`GPUs in flight ${inFlight.at(-1)} != ${exec} jobs on gpu-exec`);
   return problems.slice(0, 10);
 }

@@ -32,6 +32,11 @@ if (a) {
     row(`a. realistic mix (${f(m.users)} users, Zipf ${m.zipf}, ${f(m.projects)} projects, ${f(100 * m.heldShare, 1)} % held), jobs/s vs plain relay`,
       f(m.throughputJobsPerSec.gatekeeper), f(m.throughputJobsPerSec.relay), f(m.pairedRatio, 2), `${guard(m)}, zero over-admission: ${met(m.pairedRatio >= 0.8 && m.ok)}`);
   }
+  const ml = a.mixLimited;
+  if (ml) {
+    row('a. realistic mix with rate limits on every project and user and GPU caps on every project and the fleet (none binding), jobs/s vs plain relay',
+      f(ml.throughputJobsPerSec.gatekeeper), f(ml.throughputJobsPerSec.relay), f(ml.pairedRatio, 2), `${guard(ml)}, zero over-admission: ${met(ml.pairedRatio >= 0.8 && ml.ok)}`);
+  }
   const l = a.lowLoad;
   if (l) {
     row(`a. low load, one job at a time: p50 / p99 (ms) vs plain relay; added`, `${f(l.p50Ms.gatekeeper, 2)} / ${f(l.p99Ms.gatekeeper, 2)}`, `${f(l.p50Ms.relay, 2)} / ${f(l.p99Ms.relay, 2)}`,

@@ -11,6 +11,7 @@ import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { unlinkMatching } from './support/infra.ts';
 import { LedgerWriter } from '../src/ledger/writer.ts';
 import { rebuild } from '../src/accounting/rebuild.ts';
+import { DriftAudit } from '../src/accounting/drift.ts';
 import { GpuCaps } from '../src/accounting/gpu-caps.ts';
 import { createWaker } from '../workers/waker.ts';
 import { scopesForJob } from '../src/accounting/scopes.ts';
@@ -186,6 +187,29 @@ describe('GPUs in flight', () => {
         await env.accounting.settle(id, r.scopes, H, 'settle', env.clock.now());
       }
       expect((await own.get('gpus-project:c-rb'))!.inFlightGpus).toBe(0);
+    } finally {
+      await writer.stop();
+      await env.close();
+    }
+  });
+
+  it('shows in the drift audit when a cap counts other than its open reservations, and not while they agree', async () => {
+    const env = await createTestEnv();
+    const writer = new LedgerWriter(env.connection(), env.accounting.keys.ledger, env.pool, env.log, { blockMs: 20 });
+    await writer.start();
+    try {
+      const own = new GpuCaps(env.pool, env.accounting, env.clock);
+      await env.budgets.set('c-dr', hoursToGpuMs(100));
+      await own.set('gpus-project:c-dr', cap(10), ops, null);
+      for (const [id, gpus] of [['dr1', 2], ['dr2', 3]] as const) {
+        const meta: JobMeta = { project: 'c-dr', user: 'dr', gpus };
+        await env.accounting.reserveMany([{ jobId: id, amountGpuMs: H, scopes: scopesForJob(meta).map((x) => x.id), meta }], env.clock.now());
+      }
+      const audit = new DriftAudit(env.redis, env.accounting, env.pool);
+      expect((await audit.run()).drift).toEqual([]);
+      await env.redis.hincrby(env.accounting.keys.scope('gpus-project:c-dr'), 'reserved', 1);
+      const { drift } = await audit.run();
+      expect(drift.map((d) => [d.counter, d.redis.reservedGpuMs, d.ledger.reservedGpuMs])).toEqual([['gpus-project:c-dr', 6, 5]]);
     } finally {
       await writer.stop();
       await env.close();

@@ -11,7 +11,9 @@
  * a hand edit, or a Redis that lost data (then `gatekeeper rebuild`).
  * Ledger entries set aside in the quarantine (Postgres refused them) are
  * counted on the ledger's side from their raw fields, and named in the
- * report, so the audit stays exact while they wait for a replay.
+ * report, so the audit stays exact while they wait for a replay. GPU caps,
+ * which the ledger does not count, are checked against the open
+ * reservations in Redis (caps-audit.lua).
  */
 import type { Redis } from 'ioredis';
 import type { Pool } from '../db/pool.ts';
@@ -24,7 +26,12 @@ import { callScript } from '../redis/scripts.ts';
 import { compareIds, fields } from '../streams/replies.ts';
 
 export interface Drift {
-  /** Counter id ('<scope>@<period>' or the scope). */
+  /**
+   * Counter id ('<scope>@<period>' or the scope). For a GPU cap ('gpus-…')
+   * the numbers are GPUs in flight, in `reservedGpuMs`: Redis's counter
+   * against the sum over the open reservations that count against it
+   * (caps-audit.lua), on the `ledger` side.
+   */
   counter: string;
   redis: CounterTotals;
   ledger: CounterTotals;
@@ -99,8 +106,21 @@ export class DriftAudit {
       const b = ledgerSide.get(counter) ?? ZERO;
       if ((Object.keys(ZERO) as (keyof CounterTotals)[]).some((f) => a[f] !== b[f])) drift.push({ counter, redis: a, ledger: b });
     }
+    drift.push(...(await this.capDrift()));
     drift.sort((x, y) => x.counter.localeCompare(y.counter));
     return { streamId, counters: new Set([...redisSide.keys(), ...ledgerSide.keys()]).size, drift, quarantined };
+  }
+
+  /** GPU caps whose counter differs from the open reservations counted against them. */
+  private async capDrift(): Promise<Drift[]> {
+    const k = this.accounting.keys;
+    const out = (await callScript(this.redis, 'caps-audit', [k.open], [k.prefix])) as string[];
+    const drift: Drift[] = [];
+    for (let i = 0; i < out.length; i += 3) {
+      if (out[i + 1] === out[i + 2]) continue;
+      drift.push({ counter: out[i]!, redis: { ...ZERO, reservedGpuMs: Number(out[i + 1]) }, ledger: { ...ZERO, reservedGpuMs: Number(out[i + 2]) } });
+    }
+    return drift;
   }
 
   /**

@@ -15,7 +15,7 @@ import { createHash } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { luaDefaults } from './wire.ts';
 
-export const SCRIPT_FILES = ['reserve', 'settle', 'release', 'cancel', 'scope', 'snapshot', 'raise', 'caps-count'] as const;
+export const SCRIPT_FILES = ['reserve', 'settle', 'release', 'cancel', 'scope', 'snapshot', 'raise', 'caps-count', 'caps-audit'] as const;
 export type ScriptName = (typeof SCRIPT_FILES)[number];
 
 const lua = (path: string) => readFileSync(new URL(`./lua/${path}.lua`, import.meta.url), 'utf8');
