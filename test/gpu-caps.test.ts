@@ -48,6 +48,31 @@ async function finish(id: string): Promise<void> {
 
 const inFlight = async (scope: string) => (await caps.get(scope))!.inFlightGpus;
 
+/**
+ * A fresh environment of its own with a ledger writer running, project
+ * `project` with room for every job's hours and a 10-GPU cap, and a way to
+ * reserve a job of `gpus` GPUs there: for the tests that lose Redis or audit
+ * it against the ledger.
+ */
+async function withOwnEnv(project: string, body: (env: TestEnv, own: GpuCaps, reserve: (id: string, gpus: number) => Promise<unknown>) => Promise<void>): Promise<void> {
+  const env = await createTestEnv();
+  const writer = new LedgerWriter(env.connection(), env.accounting.keys.ledger, env.pool, env.log, { blockMs: 20 });
+  await writer.start();
+  try {
+    const own = new GpuCaps(env.pool, env.accounting, env.clock);
+    await env.budgets.set(project, hoursToGpuMs(100));
+    await own.set(`gpus-project:${project}`, cap(10), ops, null);
+    const reserve = (id: string, gpus: number) => {
+      const meta: JobMeta = { project, user: `u-${project}`, gpus };
+      return env.accounting.reserveMany([{ jobId: id, amountGpuMs: H, scopes: scopesForJob(meta).map((x) => x.id), meta }], env.clock.now());
+    };
+    await body(env, own, reserve);
+  } finally {
+    await writer.stop();
+    await env.close();
+  }
+}
+
 describe('GPUs in flight', () => {
   it('holds a job that would pass its project cap, with a reason in GPUs, and admits it when a job ends', async () => {
     await t.budgets.set('c-proj', hoursToGpuMs(100));
@@ -159,17 +184,7 @@ describe('GPUs in flight', () => {
   });
 
   it('comes back exact after Redis loses its state: each cap counts the restored running jobs again', async () => {
-    const env = await createTestEnv();
-    const writer = new LedgerWriter(env.connection(), env.accounting.keys.ledger, env.pool, env.log, { blockMs: 20 });
-    await writer.start();
-    try {
-      const own = new GpuCaps(env.pool, env.accounting, env.clock);
-      await env.budgets.set('c-rb', hoursToGpuMs(100));
-      await own.set('gpus-project:c-rb', cap(10), ops, null);
-      const reserve = (id: string, gpus: number) => {
-        const meta: JobMeta = { project: 'c-rb', user: 'rb', gpus };
-        return env.accounting.reserveMany([{ jobId: id, amountGpuMs: H, scopes: scopesForJob(meta).map((x) => x.id), meta }], env.clock.now());
-      };
+    await withOwnEnv('c-rb', async (env, own, reserve) => {
       await reserve('rb1', 3);
       await reserve('rb2', 2);
       await reserve('rb3', 4);
@@ -187,32 +202,18 @@ describe('GPUs in flight', () => {
         await env.accounting.settle(id, r.scopes, H, 'settle', env.clock.now());
       }
       expect((await own.get('gpus-project:c-rb'))!.inFlightGpus).toBe(0);
-    } finally {
-      await writer.stop();
-      await env.close();
-    }
+    });
   });
 
   it('shows in the drift audit when a cap counts other than its open reservations, and not while they agree', async () => {
-    const env = await createTestEnv();
-    const writer = new LedgerWriter(env.connection(), env.accounting.keys.ledger, env.pool, env.log, { blockMs: 20 });
-    await writer.start();
-    try {
-      const own = new GpuCaps(env.pool, env.accounting, env.clock);
-      await env.budgets.set('c-dr', hoursToGpuMs(100));
-      await own.set('gpus-project:c-dr', cap(10), ops, null);
-      for (const [id, gpus] of [['dr1', 2], ['dr2', 3]] as const) {
-        const meta: JobMeta = { project: 'c-dr', user: 'dr', gpus };
-        await env.accounting.reserveMany([{ jobId: id, amountGpuMs: H, scopes: scopesForJob(meta).map((x) => x.id), meta }], env.clock.now());
-      }
+    await withOwnEnv('c-dr', async (env, _own, reserve) => {
+      await reserve('dr1', 2);
+      await reserve('dr2', 3);
       const audit = new DriftAudit(env.redis, env.accounting, env.pool);
       expect((await audit.run()).drift).toEqual([]);
       await env.redis.hincrby(env.accounting.keys.scope('gpus-project:c-dr'), 'reserved', 1);
       const { drift } = await audit.run();
       expect(drift.map((d) => [d.counter, d.redis.reservedGpuMs, d.ledger.reservedGpuMs])).toEqual([['gpus-project:c-dr', 6, 5]]);
-    } finally {
-      await writer.stop();
-      await env.close();
-    }
+    });
   });
 });
