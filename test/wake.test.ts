@@ -126,6 +126,15 @@ describe('the waker', () => {
     expect(await t.accounting.heldIds('w-long')).toEqual([]);
   });
 
+  it("decides in 'wake' mode no job after the first that stays: the rest wait behind it", async () => {
+    await t.budgets.set('w-stop', hoursToGpuMs(1));
+    await submit('w-stop', [['wp1', 1], ['wp2', 1], ['wp3', 1]]);
+    const before = await t.redis.hgetall(t.accounting.keys.reservation('wp3'));
+    const out = await t.accounting.release(['wp2', 'wp3'], 'wake', 'test', Date.now());
+    expect(out.map((o) => o.kind)).toEqual(['held']);
+    expect(await t.redis.hgetall(t.accounting.keys.reservation('wp3'))).toEqual(before);
+  });
+
   it('starts held jobs when an admin raises the limit, without a release', async () => {
     await t.budgets.set('w-raise', hoursToGpuMs(1));
     await submit('w-raise', [['wr1', 1], ['wr2', 1]]);

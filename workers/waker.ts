@@ -92,9 +92,10 @@ export function createWaker(deps: WakerDeps) {
 
   /**
    * Decide one line's first job again, and while every job decided starts,
-   * the next ones, 8 times as many each time (up to HEADS): the jobs behind
-   * one that stays stay too (first in, first out), and deciding them would
-   * only rewrite their reasons. How many were admitted.
+   * the next ones, 8 times as many each time (up to HEADS). release.lua's
+   * 'wake' mode stops at the first job that stays (the jobs behind it stay
+   * too, first in, first out); the growing steps keep what it reads ahead of
+   * that job small. How many were admitted.
    */
   async function wakeLine(base: string): Promise<number> {
     // Most signals find the line empty (every limit is signalled when it is set): one read then.

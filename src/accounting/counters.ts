@@ -119,7 +119,7 @@ export class Accounting {
    * Re-run admission for held jobs, oldest first ('fifo'), or admit them
    * regardless of budget ('override'). `note` goes to the ledger.
    */
-  async release(jobIds: string[], mode: 'fifo' | 'override', note: string, now: number): Promise<ReleaseOutcome[]> {
+  async release(jobIds: string[], mode: 'fifo' | 'override' | 'wake', note: string, now: number): Promise<ReleaseOutcome[]> {
     if (jobIds.length === 0) return [];
     const k = this.keys;
     const out = (await callScript(this.redis, 'release', [k.open, k.ledger, k.allHeld], [

@@ -188,16 +188,20 @@ export class HeldJobs {
    * JOB_RELEASED events. Not an admin change, so no audit row.
    */
   async wake(ids: string[], note: string): Promise<ReleaseReport> {
-    return this.decideAgain(ids, note);
+    // One line's first jobs, oldest first: the script stops at the first that stays (the rest wait behind it).
+    return this.decideAgain(ids.slice(0, RELEASE_BATCH), note, 'wake');
   }
 
-  private async decideAgain(ids: string[], note: string): Promise<ReleaseReport> {
-    const report: ReleaseReport = { considered: ids.length, admitted: [], stillHeld: [], notHeld: [] };
+  private async decideAgain(ids: string[], note: string, mode: 'fifo' | 'wake' = 'fifo'): Promise<ReleaseReport> {
+    const report: ReleaseReport = { considered: 0, admitted: [], stillHeld: [], notHeld: [] };
     for (let i = 0; i < ids.length; i += RELEASE_BATCH) {
       const chunk = ids.slice(i, i + RELEASE_BATCH);
       const now = this.clock.now();
-      const outcomes = await this.accounting.release(chunk, 'fifo', note, now);
-      await this.apply(chunk, outcomes, report, now);
+      const outcomes = await this.accounting.release(chunk, mode, note, now);
+      // In 'wake' mode the script answers only for the jobs it decided.
+      const decided = chunk.slice(0, outcomes.length);
+      report.considered += decided.length;
+      await this.apply(decided, outcomes, report, now);
       await new Promise((r) => setImmediate(r)); // let other requests in between batches
     }
     return report;

@@ -128,8 +128,8 @@ export class WakeModel {
     this.wakeNonEmpty(this.admit(j));
   }
 
-  /** release.lua in 'fifo' mode: each held job in the order given; the ids admitted. */
-  release(ids: string[]): string[] {
+  /** release.lua in 'fifo' mode (or 'wake': stopping after the first job that stays held): each held job in the order given; the ids admitted. */
+  release(ids: string[], stopAtFirstHeld = false): string[] {
     const admitted: string[] = [];
     const left: string[] = [];
     for (const id of ids) {
@@ -139,6 +139,7 @@ export class WakeModel {
       if (behind.length > 0) {
         // It waits in the first such line too, so that line's signal reaches it.
         j.lines.add(behind[0]!);
+        if (stopAtFirstHeld) break;
         continue;
       }
       const short = this.misses(j);
@@ -149,6 +150,7 @@ export class WakeModel {
       }
       left.push(...[...j.lines].filter((l) => !short.includes(l)));
       j.lines = new Set(short);
+      if (stopAtFirstHeld) break;
     }
     this.wakeNonEmpty([...new Set(left)]);
     return admitted;
@@ -163,7 +165,7 @@ export class WakeModel {
       const stop = ids.findIndex((id) => [...this.jobs.get(id)!.lines].some((l) => l !== s && this.manual.has(l)));
       const take = stop < 0 ? ids : ids.slice(0, stop);
       if (take.length === 0) return;
-      if (this.release(take).length < take.length || take.length < n) return;
+      if (this.release(take, true).length < take.length || take.length < n) return;
     }
   }
 

@@ -27,7 +27,9 @@
     KEYS[2]    ledger stream
     KEYS[3]    all-held zset
     ARGV[1]    now, epoch ms
-    ARGV[2]    mode: 'fifo' | 'override'
+    ARGV[2]    mode: 'fifo' | 'override' | 'wake' (fifo, but no job after the
+               first that stays held is decided: the waker's, whose jobs
+               are one line's first ones, each behind the one before)
     ARGV[3]    note for the ledger (who released it, and why)
     ARGV[4]    key base, '<prefix>:' of every gatekeeper key (KEYS[1] without 'open');
                reservation, scope and held keys are built from it. They carry
@@ -35,7 +37,8 @@
     ARGV[5]    periods now, JSON (as in reserve.lua)
     ARGV[6..]  job ids, oldest first
 
-  Output: one entry per job, in order:
+  Output: one entry per job, in order (in 'wake' mode, up to the first that
+  stays held):
     { 1, amount, scope ids }    admitted now (reserved; take it off gpu-held, add to gpu-exec)
     { 0, amount, n, <misfit> * n }
                                 does not fit: still held (misfit: scope base, code,
@@ -94,7 +97,7 @@ for _, rec in ipairs(records) do
     out = { -1, r[2] or 'missing' }
   else
     local need, lines, project = rec.need, rec.lines, rec.project
-    if mode == 'fifo' then
+    if mode ~= 'override' then
       -- Older held jobs waiting for any scope this job touches go first, whether
       -- or not this job is in that line yet (it joins lines as its misfits change).
       local order = redis.call('ZSCORE', allHeldKey, jobId) or '+inf'
@@ -178,6 +181,7 @@ for _, rec in ipairs(records) do
   end
   decided[jobId] = decided[jobId] or out
   results[#results + 1] = out
+  if mode == 'wake' and (out[1] == 0 or out[1] == 4) then break end
 end
 wakeNonEmpty(base, left, now)
 emit(base, events, now)
