@@ -31,6 +31,7 @@ import { Keys } from '../src/redis/keys.ts';
 import { HeldJobs } from '../src/admin/held.ts';
 import { scopeLabel } from '../src/accounting/scopes.ts';
 import { masters } from '../queues/connection.ts';
+import { pipelined } from '../src/redis/pipelined.ts';
 import { parseCap } from '../src/accounting/definitions.ts';
 import { inWindow } from '../src/accounting/gpu-caps.ts';
 import { minuteOfWeek } from '../src/periods.ts';
@@ -71,20 +72,15 @@ export function createWaker(deps: WakerDeps) {
 
   /** Is any of these scope bases' limits released by an admin only? One read per base. */
   async function manual(bases: string[]): Promise<Set<string>> {
-    if (bases.length === 0) return new Set();
-    const p = redis.pipeline();
-    for (const b of bases) p.hget(keys.def(b), 'release');
-    const out = (await p.exec()) ?? [];
-    return new Set(bases.filter((_, i) => out[i]?.[1] === 'manual'));
+    const out = await pipelined(redis, bases, (p, b) => p.hget(keys.def(b), 'release'));
+    return new Set(bases.filter((_, i) => out[i] === 'manual'));
   }
 
   /** The first `n` jobs of a line the waker may decide: up to the first that also waits in a manual line (an admin's). */
   async function heads(base: string, n: number): Promise<string[]> {
     const ids = await redis.zrange(keys.line(base), '0', String(n - 1));
     if (ids.length === 0) return ids;
-    const p = redis.pipeline();
-    for (const id of ids) p.hget(keys.reservation(id), 'lines');
-    const lines = ((await p.exec()) ?? []).map(([, v]) => (typeof v === 'string' && v ? v.split(',') : []));
+    const lines = (await pipelined(redis, ids, (p, id) => p.hget(keys.reservation(id), 'lines'))).map((v) => (typeof v === 'string' && v ? v.split(',') : []));
     const manualLines = await manual([...new Set(lines.flat())].filter((l) => l !== base));
     const stop = lines.findIndex((ls) => ls.some((l) => manualLines.has(l)));
     return stop < 0 ? ids : ids.slice(0, stop);

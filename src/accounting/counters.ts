@@ -9,6 +9,7 @@
 import type { Redis } from 'ioredis';
 import { Keys } from '../redis/keys.ts';
 import { callScript } from '../redis/scripts.ts';
+import { pipelined } from '../redis/pipelined.ts';
 import { PERIOD_KINDS, minuteOfWeek, periodAt, previousPeriod } from '../periods.ts';
 import { EventLog } from '../events/emit.ts';
 import { assertAmount } from './amounts.ts';
@@ -168,14 +169,8 @@ export class Accounting {
   /** Job ids with an open reservation, oldest first, and each one's metadata (null: its record is gone). */
   async openJobs(): Promise<{ id: string; meta: JobMeta | null }[]> {
     const ids = await this.redis.zrange(this.keys.open, '0', '-1');
-    const out: { id: string; meta: JobMeta | null }[] = [];
-    for (let i = 0; i < ids.length; i += 1_000) {
-      const chunk = ids.slice(i, i + 1_000);
-      const p = this.redis.pipeline();
-      for (const id of chunk) p.hget(this.keys.reservation(id), 'meta');
-      ((await p.exec()) ?? []).forEach(([, m], j) => out.push({ id: chunk[j]!, meta: typeof m === 'string' ? (JSON.parse(m) as JobMeta) : null }));
-    }
-    return out;
+    const metas = await pipelined(this.redis, ids, (p, id) => p.hget(this.keys.reservation(id), 'meta'));
+    return ids.map((id, i) => ({ id, meta: typeof metas[i] === 'string' ? (JSON.parse(metas[i] as string) as JobMeta) : null }));
   }
 
   /** Held job ids, oldest first: all of them, or one project's. */

@@ -8,6 +8,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Keys } from '../redis/keys.ts';
+import { pipelined } from '../redis/pipelined.ts';
 import type { Budgets, ScopeView } from '../accounting/budgets.ts';
 import type { Hold, Shortfall } from '../accounting/types.ts';
 import type { HeldJobData } from '../../queues/contract.ts';
@@ -29,12 +30,10 @@ const OPTIONAL = new Set(['user-day', 'user-week', 'run']);
 
 export async function heldNow(redis: Redis, keys: Keys, budgets: Budgets, caps: GpuCaps, timeZone: string, jobs: HeldJobData[]): Promise<HeldNow[]> {
   const ids = jobs.map((d) => d.held.intakeJobId);
-  const p = redis.pipeline();
-  for (const id of ids) p.hget(keys.reservation(id), 'lines');
-  const lines = ((await p.exec()) ?? []).map(([, v], i) => (typeof v === 'string' && v ? v.split(',') : (jobs[i]!.held.hold?.lines ?? [])));
-  const q = redis.pipeline();
-  ids.forEach((id, i) => { for (const l of lines[i]!) q.zrank(keys.line(l), id); });
-  const ranks = ((await q.exec()) ?? []).map(([, v]) => (typeof v === 'number' ? v : 0));
+  const lines = (await pipelined(redis, ids, (p, id) => p.hget(keys.reservation(id), 'lines')))
+    .map((v, i) => (typeof v === 'string' && v ? v.split(',') : (jobs[i]!.held.hold?.lines ?? [])));
+  const places = ids.flatMap((id, i) => lines[i]!.map((l) => ({ id, l })));
+  const ranks = (await pipelined(redis, places, (p, x) => p.zrank(keys.line(x.l), x.id))).map((v) => (typeof v === 'number' ? v : 0));
   const bases = jobs.map((d) => scopesForJob(d).map((s) => s.id));
   const distinct = [...new Set(bases.flat())];
   const views = new Map((await budgets.views(distinct)).map((v) => [v.scope, v]));
