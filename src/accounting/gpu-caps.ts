@@ -89,15 +89,21 @@ export class GpuCaps {
   }
 
   /**
-   * Add every running job that counts against `scope` and is not counted
-   * yet (a cap just set, or a rebuild). Safe to run any number of times, at
-   * any moment: caps-count.lua skips jobs already counted or settled.
+   * Add every running job that counts against one of `scopes` and is not
+   * counted there yet (a cap just set, or every cap after a rebuild), the
+   * open reservations read once. Safe to run any number of times, at any
+   * moment: caps-count.lua skips jobs already counted or settled.
    */
-  async countRunning(scope: string): Promise<number> {
-    const matching = (await this.accounting.openJobs()).filter((j) => j.meta && capsForJob(j.meta).some((c) => c.id === scope));
+  async countRunning(...scopes: string[]): Promise<number> {
+    const wanted = new Set(scopes);
+    const byCap = new Map<string, { id: string; gpus: number }[]>(scopes.map((s) => [s, []]));
+    for (const j of await this.accounting.openJobs()) {
+      if (!j.meta) continue;
+      for (const c of capsForJob(j.meta)) if (wanted.has(c.id)) byCap.get(c.id)!.push({ id: j.id, gpus: j.meta.gpus ?? 1 });
+    }
     let added = 0;
-    for (let i = 0; i < matching.length; i += CHUNK) {
-      added += await this.accounting.countCap(scope, matching.slice(i, i + CHUNK).map((j) => ({ id: j.id, gpus: j.meta!.gpus ?? 1 })));
+    for (const [scope, jobs] of byCap) {
+      for (let i = 0; i < jobs.length; i += CHUNK) added += await this.accounting.countCap(scope, jobs.slice(i, i + CHUNK));
     }
     return added;
   }

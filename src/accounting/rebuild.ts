@@ -103,7 +103,7 @@ export async function rebuild(deps: {
   const { open, settled } = await restoreReservations(deps);
   // GPUs in flight: each cap counts the restored open reservations again (their records list no caps yet).
   const caps = new GpuCaps(pool, accounting);
-  for (const scope of Object.keys(await accounting.definitions.capDefs())) await caps.countRunning(scope);
+  await caps.countRunning(...Object.keys(await accounting.definitions.capDefs()));
   if (deps.intakeQueue) await raiseJobIds(pool, redis, deps.intakeQueue);
   const held = deps.heldQueue ? await rebuildHeld(redis, accounting, deps.heldQueue, now) : 0;
   return { limits, counters: totals.size, periods: periods.length, openReservations: open, settledReservations: settled, heldJobs: held };
