@@ -33,7 +33,7 @@ import { scopeLabel } from '../src/accounting/scopes.ts';
 import { masters } from '../queues/connection.ts';
 import { pipelined } from '../src/redis/pipelined.ts';
 import { parseCap } from '../src/accounting/definitions.ts';
-import { inWindow } from '../src/accounting/gpu-caps.ts';
+import { capAt } from '../src/accounting/gpu-caps.ts';
 import { minuteOfWeek } from '../src/periods.ts';
 import { queueNames } from '../queues/names.ts';
 
@@ -175,7 +175,7 @@ export function createWaker(deps: WakerDeps) {
     for (const [scope, def] of Object.entries(await redis.hgetall(keys.caps))) {
       const cap = parseCap(def);
       if (!cap) continue;
-      const max = inWindow(cap.peak, wm) ? cap.peak!.maxGpus : cap.maxGpus;
+      const max = capAt(cap, wm);
       const was = capWas.get(scope);
       if (was !== undefined && max > was) raised.push(scope);
       capWas.set(scope, max);

@@ -112,8 +112,7 @@ export class GpuCaps {
     const inFlight = await this.accounting.inFlight(rows.map((r) => r.scope));
     const wm = minuteOfWeek(this.clock.now(), this.accounting.timeZone);
     return rows.map((r, i) => {
-      const peakNow = inWindow(r.peak, wm);
-      return { scope: r.scope, maxGpus: r.maxGpus, peak: r.peak, release: r.release, peakNow, effectiveMaxGpus: peakNow ? r.peak!.maxGpus : r.maxGpus, inFlightGpus: inFlight[i]!, updatedAt: r.updatedAt };
+      return { scope: r.scope, maxGpus: r.maxGpus, peak: r.peak, release: r.release, peakNow: inWindow(r.peak, wm), effectiveMaxGpus: capAt(r, wm), inFlightGpus: inFlight[i]!, updatedAt: r.updatedAt };
     });
   }
 
@@ -144,6 +143,11 @@ export function inWindow(peak: PeakWindow | null, wm: number): boolean {
   const day = Math.floor(wm / 1440);
   const minute = wm % 1440;
   return Math.floor(peak.days / 2 ** day) % 2 === 1 && minute >= peak.fromMinute && minute < peak.toMinute;
+}
+
+/** The cap in force at local minute of the week `wm`: its peak value inside the window, maxGpus outside it (includes/caps.lua capMax). */
+export function capAt(cap: Pick<GpuCapDefinition, 'maxGpus' | 'peak'>, wm: number): number {
+  return inWindow(cap.peak, wm) ? cap.peak!.maxGpus : cap.maxGpus;
 }
 
 /** A cap the API and the table accept, or a RangeError saying why. */
