@@ -10,7 +10,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
-import { serveApi, type ServedApi } from './support/api.ts';
+import { callApi, serveApi, type ServedApi } from './support/api.ts';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { systemClock } from '../src/clock.ts';
 import { Metrics } from '../src/metrics.ts';
@@ -37,14 +37,7 @@ afterAll(async () => {
   await t?.close();
 });
 
-async function call(method: string, path: string, body?: unknown, token = admin) {
-  const res = await fetch(served.api + path, {
-    method,
-    headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json', 'x-gatekeeper-actor': 'ops-alice' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, any> };
-}
+const call = (method: string, path: string, body?: unknown, token = admin) => callApi(served.api, token, method, path, body);
 const audits = async (target: string) =>
   (await t.pool.query('SELECT actor, action, before, after, reason FROM audit WHERE target = $1::text ORDER BY id', [target])).rows;
 
