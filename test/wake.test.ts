@@ -187,6 +187,13 @@ describe('the waker', () => {
     }
   });
 
+  it("signals nothing when start-up copies the limits from Postgres (the sweep signals the lines)", async () => {
+    await t.budgets.set('w-sync', hoursToGpuMs(1));
+    await t.redis.del(t.accounting.keys.wake);
+    await t.budgets.syncLimits();
+    expect(await t.redis.zcard(t.accounting.keys.wake)).toBe(0);
+  });
+
   it('finds at start-up a line whose signal was lost', async () => {
     await t.budgets.set('w-lost', hoursToGpuMs(1));
     await submit('w-lost', [['wz1', 1], ['wz2', 1]]);

@@ -324,7 +324,7 @@ export class Budgets {
     for (const r of rows) {
       await this.locked(r.scope, async (db) => {
         const row = await getLimit(db, r.scope);
-        await this.accounting.definitions.define(r.scope, row, this.clock.now());
+        await this.accounting.definitions.define(r.scope, row, null);
       });
     }
     const types = await exemptJobTypes(this.pool);
@@ -332,7 +332,7 @@ export class Budgets {
     for (const t of inRedis) if (!types.includes(t)) await this.accounting.definitions.setExempt(t, false);
     for (const t of types) await this.accounting.definitions.setExempt(t, true);
     await syncRateLimits(this.pool, this.accounting.definitions);
-    await syncGpuCaps(this.pool, this.accounting.definitions, this.clock.now());
+    await syncGpuCaps(this.pool, this.accounting.definitions);
     return rows.length;
   }
 

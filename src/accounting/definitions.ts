@@ -25,13 +25,16 @@ export class ScopeDefinitions {
   /**
    * Replace a scope's definition (null removes it: no limit). One MULTI, so
    * the reserve script never sees half a definition. It signals the scope in
-   * the wake set (`now`, the signal's time, orders the waker's work).
+   * the wake set (`now`, the signal's time, orders the waker's work); null:
+   * a copy of what Postgres holds (start-up, rebuild), which makes no room
+   * and signals nothing: the waker signals every line when it starts, the
+   * rebuild every line it restores.
    */
-  async define(scope: string, d: ScopeDefinition | null, now = Date.now()): Promise<void> {
+  async define(scope: string, d: ScopeDefinition | null, now: number | null = Date.now()): Promise<void> {
     const key = this.keys.def(scope);
     if (d === null) {
       // No limit now: its held jobs may fit (a quota or run cap without one admits everything).
-      await this.redis.multi().unlink(key).zadd(this.keys.wake, 'NX', now, scope).exec();
+      await this.signal(this.redis.multi().unlink(key), scope, now).exec();
       return;
     }
     assertAmount(d.limitGpuMs, 0);
@@ -50,7 +53,7 @@ export class ScopeDefinitions {
     // Not in 'c': only the waker reads it, never the reserve script.
     if (d.release === 'manual') fields.release = 'manual';
     // A changed limit may make room: the waker decides its line's head again.
-    await this.redis.multi().unlink(key).hset(key, fields).zadd(this.keys.wake, 'NX', now, scope).exec();
+    await this.signal(this.redis.multi().unlink(key).hset(key, fields), scope, now).exec();
   }
 
   async definition(scope: string): Promise<ScopeDefinition | null> {
@@ -110,16 +113,22 @@ export class ScopeDefinitions {
    * Set (or with null, remove) a GPU cap's Redis copy: its field of the
    * 'caps' hash (includes/caps.lua), and 'release' in its definition hash
    * when manual (the waker reads it). One MULTI, which also signals the
-   * cap's line: a raised or removed cap may make room.
+   * cap's line (a raised or removed cap may make room), unless `now` is null
+   * (a copy, as define's).
    */
-  async defineCap(scope: string, d: GpuCapDefinition | null, now = Date.now()): Promise<void> {
+  async defineCap(scope: string, d: GpuCapDefinition | null, now: number | null = Date.now()): Promise<void> {
     const m = this.redis.multi().unlink(this.keys.def(scope));
     if (d === null) m.hdel(this.keys.caps, scope);
     else {
       m.hset(this.keys.caps, scope, compactCap(d));
       if (d.release === 'manual') m.hset(this.keys.def(scope), 'release', 'manual');
     }
-    await m.zadd(this.keys.wake, 'NX', now, scope).exec();
+    await this.signal(m, scope, now).exec();
+  }
+
+  /** Add to `m` the wake signal of `scope` at `now` (none for null). */
+  private signal(m: ReturnType<Redis['multi']>, scope: string, now: number | null): ReturnType<Redis['multi']> {
+    return now === null ? m : m.zadd(this.keys.wake, 'NX', now, scope);
   }
 
   /** Every GPU cap in Redis, as the scripts read them: scope -> 'max|peakMax|days|from|to'. */

@@ -125,13 +125,13 @@ export class GpuCaps {
 }
 
 /** Copy every cap from Postgres to Redis and drop those Postgres no longer has (start-up, rebuild), each under its lock. */
-export async function syncGpuCaps(pool: Pool, defs: ScopeDefinitions, now: number): Promise<string[]> {
+export async function syncGpuCaps(pool: Pool, defs: ScopeDefinitions): Promise<string[]> {
   const rows = await allGpuCaps(pool);
   const scopes = new Set([...rows.map((r) => r.scope), ...Object.keys(await defs.capDefs())]);
   for (const scope of scopes) {
     await inTransaction(pool, async (db) => {
       await lockLimit(db, lockKey(scope));
-      await defs.defineCap(scope, await getGpuCap(db, scope), now);
+      await defs.defineCap(scope, await getGpuCap(db, scope), null);
     });
   }
   return rows.map((r) => r.scope);
