@@ -100,4 +100,10 @@ describe('a token bucket against its definition', () => {
   it('admits every job exactly once, never faster than its rate, each once its token is due', async () => {
     await fc.assert(fc.asyncProperty(caseArb, check), { numRuns: 60 });
   });
+
+  it('keeps the project rate when a job over both buckets comes back after another took the project next', async () => {
+    // Job 2 is over its user's bucket (7/min) and the project's (60/min) at 0, due 8,572; job 1 takes the
+    // project at 7,573. Booked at 0 rather than at its due time, job 2 went through 999 ms after job 1.
+    await check({ user: { jobsPerMinute: 7, burst: 1 }, project: { jobsPerMinute: 60, burst: 1 }, jobs: [{ user: 2, at: 0 }, { user: 0, at: 7573 }, { user: 2, at: 0 }], early: [0] });
+  });
 });

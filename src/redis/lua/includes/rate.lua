@@ -147,15 +147,32 @@ local function rateModule(keyBase, on)
       end
       return nil
     end
-    local by = {}
-    paid = paid or {}
+    -- Every bucket it will pass at `due` is booked for that instant: the
+    -- ones it is over, and again the ones it had paid for an earlier return
+    -- (that slot went unused). A slot booked for an instant before the job
+    -- really goes would let another job through closer than the rate.
+    local by, book = {}, {}
     for i, b in ipairs(over) do
-      rateTake(b, now)
-      paid[#paid + 1] = b.scope
+      book[#book + 1] = b
       by[i] = b.scope .. '|' .. b.jpm .. '|' .. b.burst
     end
+    if paid then
+      for i = 1, #list do
+        local b = list[i]
+        if paid[b.scope] then
+          book[#book + 1] = b
+          local x = (b.tat - now) * b.jpm + b.rem - b.tolerance
+          if x > 0 and now + math.ceil(x / b.jpm) > due then due = now + math.ceil(x / b.jpm) end
+        end
+      end
+    end
+    local scopes = {}
+    for i, b in ipairs(book) do
+      rateTake(b, due)
+      scopes[i] = b.scope
+    end
     by = table.concat(by, ';')
-    throttled[#throttled + 1] = { jobId, due, table.concat(paid, ','), by, ts }
+    throttled[#throttled + 1] = { jobId, due, table.concat(scopes, ','), by, ts }
     return { 6, due, 0, by }
   end
 
