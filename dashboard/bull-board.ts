@@ -32,7 +32,8 @@ import type { Queue } from 'bullmq';
 import { createBullBoard } from '@bull-board/api';
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter';
 import { ExpressAdapter } from '@bull-board/express';
-import { actorOf, authenticate, type Tokens } from '../src/http/auth.ts';
+import { actorOf, authenticate, type Authn } from '../src/http/auth.ts';
+import { accessOf } from '../src/http/access.ts';
 
 export const BOARD_PATH = '/admin/queues';
 
@@ -91,17 +92,19 @@ const decoded = (s: string): string | null => {
   }
 };
 
-export function mountBullBoard(app: Express, queues: BoardQueues, tokens: Tokens, opts: { pool: Pool; trustedOrigins?: readonly string[] }): void {
+export function mountBullBoard(app: Express, queues: BoardQueues, authn: Authn, opts: { pool: Pool; trustedOrigins?: readonly string[] }): void {
   const forAdmin = board(queues, new Set(['intake']));
   const forViewer = board(queues, new Set());
   const guard: RequestHandler = async (req, res, next) => {
+    // The board shows every job of every project and person.
+    if (!accessOf(res).readsAll) return sendError(res, 403, `Bull Board needs an admin, or a viewer or manager of every project; ${accessOf(res).describe()} may not`);
     if (req.method === 'GET' || req.method === 'HEAD') return next();
     const actor = actorOf(res);
     const write = actor.role === 'admin' ? allowedWrite(req, queues.intake.name) : null;
     if (!write) {
       return sendError(res, 403, actor.role === 'admin'
         ? `Bull Board may only retry, promote, add and clean finished jobs on ${queues.intake.name} (${req.method} ${req.path.slice(0, 200)} is refused; see the docs)`
-        : 'this needs the admin token; the viewer token may only read');
+        : `this needs an admin; ${accessOf(res).describe()} may only read`);
     }
     try {
       // Audited before it is carried out: no board write happens without its row.
@@ -111,7 +114,7 @@ export function mountBullBoard(app: Express, queues: BoardQueues, tokens: Tokens
     }
     next();
   };
-  app.use(BOARD_PATH, noFraming, refuseCrossSite(opts.trustedOrigins), authenticate(tokens, { browser: true }), guard, (req, res, next) =>
+  app.use(BOARD_PATH, noFraming, refuseCrossSite(opts.trustedOrigins), authenticate(authn, { browser: true }), guard, (req, res, next) =>
     (actorOf(res).role === 'admin' ? forAdmin : forViewer)(req, res, next),
   );
 }

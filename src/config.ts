@@ -156,6 +156,13 @@ export const Env = z.object({
   /** Bearer token for read-only calls and a read-only Bull Board. Unset: only the admin token works. */
   GATEKEEPER_VIEWER_TOKEN: z.string().min(16, 'must be at least 16 characters').optional(),
   /**
+   * What people with a key of their own see of others: `own` (their
+   * projects' budgets, their own quota and jobs) or `all` (every project's
+   * budget and every quota; held jobs and usage stay their own).
+   * Admins, and viewers and managers of every project, see everything. @default own
+   */
+  VISIBILITY: z.enum(['own', 'all'], 'must be own or all').default('own'),
+  /**
    * Origins (scheme://host[:port]) besides this server's own whose pages may
    * write with a browser's credentials: set it when a proxy in front rewrites
    * the Host header. Comma-separated. @default none
@@ -220,6 +227,7 @@ export interface Config {
   readonly roles: readonly Role[];
   readonly adminToken: string | undefined;
   readonly viewerToken: string | undefined;
+  readonly visibility: 'own' | 'all';
   /** Origins besides the server's own whose pages may write with a browser's credentials. */
   readonly trustedOrigins: readonly string[];
   readonly simJobMs: number;
@@ -286,6 +294,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     roles: Object.freeze(roles as Role[]),
     adminToken: e.GATEKEEPER_ADMIN_TOKEN,
     viewerToken: e.GATEKEEPER_VIEWER_TOKEN,
+    visibility: e.VISIBILITY,
     trustedOrigins: Object.freeze(e.GATEKEEPER_TRUSTED_ORIGINS),
     simJobMs: e.SIM_JOB_MS,
     simConcurrency: e.SIM_CONCURRENCY,

@@ -4,7 +4,11 @@ import type { Redis } from 'ioredis';
 import { ping, type Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Budgets } from '../accounting/budgets.ts';
-import { actorOf, authenticate, requireAdmin, type Tokens } from '../http/auth.ts';
+import { actorOf, authenticate, type Authn, type Tokens } from '../http/auth.ts';
+import { BATCH_ROUTES, gateRoutes } from '../http/permissions.ts';
+import { accessOf, type CredentialVerifier } from '../http/access.ts';
+import { ApiKeys } from '../people/api-keys.ts';
+import { keyRoutes, meRoute } from './keys.ts';
 import { dashboardData } from '../../dashboard/data.ts';
 import { DashboardQuerySchema } from './dashboard-query.ts';
 import { parseBody } from './validate.ts';
@@ -50,6 +54,8 @@ export interface AppDeps {
   log: Logger;
   held: HeldJobs;
   tokens: Tokens;
+  /** Credentials besides the environment tokens and people's keys (OIDC). */
+  verifiers?: readonly CredentialVerifier[];
   /** Queues to show in Bull Board at /admin/queues; omitted: no board. */
   boardQueues?: BoardQueues;
   /** Stream entries set aside (GET /quarantine, replay); omitted: no such routes. */
@@ -61,29 +67,30 @@ export function createApp(deps: AppDeps): express.Express {
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
 
+  const keys = new ApiKeys(deps.pool, deps.log);
+  const authn: Authn = { tokens: deps.tokens, verifiers: [keys, ...(deps.verifiers ?? [])], visibility: deps.config?.visibility ?? 'own' };
+
   app.get('/healthz', async (_req, res) => {
     // Within a second: a Redis that is down queues commands rather than failing them.
     const [redis, postgres] = await Promise.all([within(1_000, deps.redis.ping()), within(1_000, ping(deps.pool))]);
     res.status(redis && postgres ? 200 : 503).json({ redis, postgres });
   });
 
-  if (deps.metrics) app.use(metricsRoute(deps.metrics, deps.tokens));
+  if (deps.metrics) app.use(metricsRoute(deps.metrics, authn));
+
+  
 
   const trusted = deps.config?.trustedOrigins ?? [];
   const api = express.Router();
   api.use(refuseCrossSite(trusted), requireJsonBody);
-  api.use(authenticate(deps.tokens));
-  // Reading is for both tokens, and so is what a job's creator does: ask
-  // (preflight) and submit (the gatekeeper still decides). Changing limits
-  // or held jobs needs the admin token.
-  const forCreators = new Set(['POST /preflight', 'POST /jobs']);
-  api.use((req, res, next) =>
-    req.method === 'GET' || req.method === 'HEAD' || forCreators.has(`${req.method} ${req.path}`) ? next() : requireAdmin(req, res, next),
-  );
+  api.use(authenticate(authn));
+  api.use(gateRoutes);
   // Job batches (preflight, submit) may be large; every other body is small.
   const batchJson = express.json({ limit: '4mb', strict: false });
   const smallJson = express.json({ limit: '16kb', strict: false });
-  api.use((req, res, next) => (forCreators.has(`${req.method} ${req.path}`) ? batchJson : smallJson)(req, res, next));
+  api.use((req, res, next) => (BATCH_ROUTES.has(`${req.method} ${req.path}`) ? batchJson : smallJson)(req, res, next));
+  api.use(meRoute());
+  api.use(keyRoutes(keys));
   api.use(budgetRoutes(deps.budgets, deps.pool));
   api.use(projectRoutes({ pool: deps.pool, budgets: deps.budgets, held: deps.held }));
   api.use(heldRoutes(deps.held));
@@ -100,9 +107,9 @@ export function createApp(deps: AppDeps): express.Express {
     api.use(jobRoutes(new Preflight(deps.config, deps.accounting, deps.budgets), deps.clock ?? systemClock, deps.intake));
   }
   app.use('/api/v1', api);
-  if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, deps.tokens, { pool: deps.pool, trustedOrigins: trusted });
+  if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, authn, { pool: deps.pool, trustedOrigins: trusted });
   app.get('/', (_req, res) => res.redirect('/dashboard'));
-  app.get('/dashboard', noFraming, authenticate(deps.tokens, { browser: true }), async (req, res) => {
+  app.get('/dashboard', noFraming, authenticate(authn, { browser: true }), async (req, res) => {
     const clock = deps.clock ?? systemClock;
     const query = parseBody(DashboardQuerySchema, req.query);
     const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query });
@@ -115,9 +122,11 @@ export function createApp(deps: AppDeps): express.Express {
 }
 
 /** GET /metrics in Prometheus' text format, for the viewer or admin token. */
-function metricsRoute(metrics: Metrics, tokens: Tokens): express.Router {
+function metricsRoute(metrics: Metrics, authn: Authn): express.Router {
   const r = express.Router();
-  r.get('/metrics', authenticate(tokens), async (_req, res) => {
+  r.get('/metrics', authenticate(authn), async (_req, res) => {
+    // Counts of every project and person: for those who read everything.
+    if (!accessOf(res).readsAll) return sendError(res, 403, `/metrics needs an admin, or a viewer or manager of every project; ${accessOf(res).describe()} may not`);
     res.set('content-type', metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   return r;
@@ -127,7 +136,7 @@ function metricsRoute(metrics: Metrics, tokens: Tokens): express.Router {
 export function createMetricsApp(metrics: Metrics, tokens: Tokens): express.Express {
   const app = express();
   app.disable('x-powered-by');
-  app.use(metricsRoute(metrics, tokens));
+  app.use(metricsRoute(metrics, { tokens }));
   app.use((_req, res) => sendError(res, 404, 'no such route'));
   return app;
 }

@@ -2,10 +2,11 @@
 import type { Pool, Queryable } from './pool.ts';
 
 export interface Actor {
-  /** Who, as the caller named themselves (X-Gatekeeper-Actor, or the CLI's --actor). */
+  /** Who: the person a key or OIDC token names; with an environment token, the name the caller declared. */
   name: string;
-  /** The token's role. */
-  role: 'admin' | 'viewer';
+  role: 'admin' | 'manager' | 'submitter' | 'viewer';
+  /** How they were known: 'key:<id>', 'oidc', or 'token' (declared); absent for the system itself. */
+  via?: string;
 }
 
 export interface AuditEntry {
@@ -21,6 +22,7 @@ export interface AuditRow extends Required<AuditEntry> {
   at: Date;
   actor: string;
   role: string;
+  via: string | null;
 }
 
 /**
@@ -30,10 +32,10 @@ export interface AuditRow extends Required<AuditEntry> {
  */
 export async function writeAudit(db: Queryable, actor: Actor, e: AuditEntry, opts: { requestId?: string; at?: number } = {}): Promise<boolean> {
   const r = await db.query(
-    `INSERT INTO audit (actor, role, action, target, before, after, reason, request_id, at)
-     VALUES ($1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::jsonb, $7::text, $8::text, coalesce(to_timestamp($9::double precision / 1000), now()))
+    `INSERT INTO audit (actor, role, action, target, before, after, reason, request_id, at, via)
+     VALUES ($1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::jsonb, $7::text, $8::text, coalesce(to_timestamp($9::double precision / 1000), now()), $10::text)
      ON CONFLICT (request_id) DO NOTHING`,
-    [actor.name, actor.role, e.action, e.target, json(e.before), json(e.after), e.reason ?? null, opts.requestId ?? null, opts.at ?? null],
+    [actor.name, actor.role, e.action, e.target, json(e.before), json(e.after), e.reason ?? null, opts.requestId ?? null, opts.at ?? null, actor.via ?? null],
   );
   return (r.rowCount ?? 0) > 0;
 }
@@ -46,7 +48,7 @@ export async function auditExists(db: Queryable, requestId: string): Promise<boo
 
 export async function recentAudit(pool: Pool, opts: { target?: string; limit: number }): Promise<AuditRow[]> {
   const r = await pool.query(
-    `SELECT id, at, actor, role, action, target, before, after, reason FROM audit
+    `SELECT id, at, actor, role, via, action, target, before, after, reason FROM audit
      WHERE ($1::text IS NULL OR target = $1::text) ORDER BY id DESC LIMIT $2::int`,
     [opts.target ?? null, opts.limit],
   );

@@ -1,19 +1,24 @@
 /**
- * Token auth for the admin surfaces. Scripts send `Authorization: Bearer
- * <token>`; a browser (Bull Board) may use Basic auth with the token as the
- * password (any user name). The admin token may do everything; the viewer
- * token may only read. Compared in constant time; tokens are never logged
- * (pino redacts `authorization`).
+ * Who is calling. Scripts send `Authorization: Bearer <credential>`; a browser
+ * (the dashboard, Bull Board, /submit) may use Basic auth with the credential
+ * as the password (any user name). A credential is, in the order tried:
  *
- * Who: the caller may name themselves in `X-Gatekeeper-Actor` (the CLI sends
- * --actor, default $USER); it is recorded in the audit log with the role.
+ *  - one of the two environment tokens (admin, viewer): bootstrap and scripts.
+ *    The caller may name themselves in `X-Gatekeeper-Actor` (the CLI sends
+ *    --actor, default $USER); the audit records that name as declared.
+ *  - a person's key (`gk_…`, src/people/api-keys.ts): the person, role and
+ *    projects are the key's; a declared name is ignored.
+ *  - with OIDC configured, a JWT from the issuer (src/http/oidc.ts).
+ *
+ * Tokens are compared in constant time and never logged (pino redacts
+ * `authorization`). Who may do what: src/http/access.ts.
  */
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { RequestHandler, Response } from 'express';
-import type { Actor } from '../db/audit.ts';
 import { sendError } from './errors.ts';
+import { Access, accessOf, CredentialRefused, type CredentialVerifier, type PersonRole, type Principal, type Visibility } from './access.ts';
 
-export type Role = Actor['role'];
+export type Role = PersonRole;
 
 export interface Tokens {
   admin: string;
@@ -51,37 +56,58 @@ function basicUserName(header: string | undefined): string | null {
 }
 
 /** Who is calling, as set by `authenticate`. */
-export const actorOf = (res: Response): Actor => res.locals.actor as Actor;
+export const actorOf = (res: Response): Principal => accessOf(res).who;
 
-/** Identify the caller's role from its token; 401 if none or unknown. */
-export function authenticate(tokens: Tokens, opts: { browser?: boolean } = {}): RequestHandler {
+export interface Authn {
+  tokens: Tokens;
+  /** Other kinds of credential: people's keys, OIDC tokens. */
+  verifiers?: readonly CredentialVerifier[];
+  visibility?: Visibility;
+}
+
+/** Identify the caller; 401 if no credential or one that names nobody. */
+export function authenticate(authn: Authn, opts: { browser?: boolean } = {}): RequestHandler {
   const challenge = opts.browser ? 'Basic realm="gpu-gatekeeper", charset="UTF-8"' : 'Bearer';
-  return (req, res, next) => {
+  const refuse = (res: Response, message: string) => {
+    res.setHeader('WWW-Authenticate', challenge);
+    sendError(res, 401, message);
+  };
+  return async (req, res, next) => {
     const token = presentedToken(req.headers.authorization);
-    let role: Role | null = null;
+    if (token === null) return refuse(res, 'missing credentials: send "Authorization: Bearer <token or key>"');
+    const tokens = authn.tokens;
     // Both compared, always, so timing does not tell which one matched.
-    const isAdmin = token !== null && tokensEqual(token, tokens.admin);
-    const isViewer = token !== null && tokens.viewer !== undefined && tokensEqual(token, tokens.viewer);
-    if (isAdmin) role = 'admin';
-    else if (isViewer) role = 'viewer';
-    if (role === null) {
-      res.setHeader('WWW-Authenticate', challenge);
-      return sendError(res, 401, token === null ? 'missing token: send "Authorization: Bearer <token>"' : 'invalid token');
+    const isAdmin = tokensEqual(token, tokens.admin);
+    const isViewer = tokens.viewer !== undefined && tokensEqual(token, tokens.viewer);
+    let who: Principal;
+    if (isAdmin || isViewer) {
+      const named = req.headers['x-gatekeeper-actor'];
+      if (named !== undefined && (typeof named !== 'string' || !ACTOR_RE.test(named))) {
+        return sendError(res, 400, 'X-Gatekeeper-Actor must be 1-64 characters of A-Z a-z 0-9 . _ @ -');
+      }
+      const role: Role = isAdmin ? 'admin' : 'viewer';
+      // A browser's Basic user name says who it is (the dashboard's buttons).
+      const basicUser = basicUserName(req.headers.authorization);
+      const name = typeof named === 'string' ? named : basicUser && ACTOR_RE.test(basicUser) ? basicUser : role;
+      who = { name, role, via: 'token', projects: null };
+    } else {
+      const verifier = authn.verifiers?.find((v) => v.accepts(token));
+      if (!verifier) return refuse(res, 'invalid token');
+      try {
+        who = await verifier.verify(token);
+      } catch (err) {
+        if (err instanceof CredentialRefused) return refuse(res, err.message);
+        return next(err);
+      }
     }
-    const named = req.headers['x-gatekeeper-actor'];
-    if (named !== undefined && (typeof named !== 'string' || !ACTOR_RE.test(named))) {
-      return sendError(res, 400, 'X-Gatekeeper-Actor must be 1-64 characters of A-Z a-z 0-9 . _ @ -');
-    }
-    // A browser's Basic user name says who it is (the dashboard's buttons).
-    const basicUser = basicUserName(req.headers.authorization);
-    const name = typeof named === 'string' ? named : basicUser && ACTOR_RE.test(basicUser) ? basicUser : role;
-    res.locals.actor = { name, role } satisfies Actor;
+    res.locals.access = new Access(who, authn.visibility ?? 'own');
     next();
   };
 }
 
-/** Only the admin role may pass (after `authenticate`); a viewer gets 403. */
+/** Only the admin role may pass (after `authenticate`). */
 export const requireAdmin: RequestHandler = (_req, res, next) => {
-  if (actorOf(res).role !== 'admin') return sendError(res, 403, 'this needs the admin token; the viewer token may only read');
+  const access = accessOf(res);
+  if (!access.isAdmin) return sendError(res, 403, `this needs an admin; ${access.describe()} may not`);
   next();
 };

@@ -1,0 +1,152 @@
+/**
+ * A key for each person: `gk_<id>_<secret>`. The id is public (listings,
+ * audit rows); only the SHA-256 of the secret is stored, so a copy of the
+ * database authenticates nobody. 32 random bytes need no slow hash: there is
+ * nothing to guess from a digest of them. Checked against Postgres at every
+ * request, so a revocation holds from the next request on, in every process.
+ */
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { Pool, Queryable } from '../db/pool.ts';
+import { writeAudit } from '../db/audit.ts';
+import { inTransaction } from '../db/transaction.ts';
+import type { Logger } from '../log.ts';
+import { CredentialRefused, type CredentialVerifier, type PersonRole, type Principal } from '../http/access.ts';
+
+const KEY_RE = /^gk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$/;
+
+export interface KeyView {
+  id: string;
+  user: string;
+  role: PersonRole;
+  projects: string[] | null;
+  createdAt: string;
+  createdBy: string;
+  expiresAt: string | null;
+  revokedAt: string | null;
+  revokedBy: string | null;
+  lastUsedAt: string | null;
+  state: 'active' | 'expired' | 'revoked';
+}
+
+export interface NewKey {
+  user: string;
+  role: PersonRole;
+  projects: string[] | null;
+  expiresAt: Date | null;
+}
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest();
+/** last_used_at is written at most this often per key: one write a minute, not one per request. */
+const TOUCH_MS = 60_000;
+
+export class ApiKeys implements CredentialVerifier {
+  private readonly touched = new Map<string, number>();
+
+  constructor(
+    private readonly pool: Pool,
+    private readonly log: Logger,
+  ) {}
+
+  accepts(token: string): boolean {
+    return token.startsWith('gk_');
+  }
+
+  /** Create a key, audited in the same transaction; the answer is the only place the key appears. */
+  async create(k: NewKey, by: Principal, reason: string | null): Promise<KeyView & { key: string }> {
+    const id = randomBytes(6).toString('hex');
+    const secret = randomBytes(32).toString('base64url');
+    const view = await inTransaction(this.pool, async (db) => {
+      const r = await db.query(
+        `INSERT INTO api_keys (id, person, role, projects, secret_sha256, created_by, expires_at)
+         VALUES ($1::text, $2::text, $3::text, $4::text[], $5::bytea, $6::text, $7::timestamptz) RETURNING ${COLUMNS}`,
+        [id, k.user, k.role, k.projects, sha256(secret), by.name, k.expiresAt],
+      );
+      const v = toView(r.rows[0], Date.now());
+      await writeAudit(db, by, { action: 'key.create', target: `key:${id}`, before: null, after: { user: v.user, role: v.role, projects: v.projects, expiresAt: v.expiresAt }, reason });
+      return v;
+    });
+    return { ...view, key: `gk_${id}_${secret}` };
+  }
+
+  async list(opts: { user?: string | undefined; includeRevoked: boolean }): Promise<KeyView[]> {
+    const r = await this.pool.query(
+      `SELECT ${COLUMNS} FROM api_keys WHERE ($1::text IS NULL OR person = $1::text) AND ($2::boolean OR revoked_at IS NULL)
+       ORDER BY person COLLATE "C", created_at, id LIMIT 1000`,
+      [opts.user ?? null, opts.includeRevoked],
+    );
+    const now = Date.now();
+    return r.rows.map((row) => toView(row, now));
+  }
+
+  /** Revoke a key, audited; null if there is no such key. Revoking twice changes nothing the second time. */
+  async revoke(id: string, by: Principal, reason: string | null): Promise<KeyView | null> {
+    return inTransaction(this.pool, async (db) => {
+      const r = await db.query(
+        `UPDATE api_keys SET revoked_at = now(), revoked_by = $2::text WHERE id = $1::text AND revoked_at IS NULL RETURNING ${COLUMNS}`,
+        [id, by.name],
+      );
+      if (r.rows[0]) {
+        const v = toView(r.rows[0], Date.now());
+        await writeAudit(db, by, { action: 'key.revoke', target: `key:${id}`, before: { user: v.user, role: v.role }, after: null, reason });
+        return v;
+      }
+      return (await byId(db, id)) ?? null;
+    });
+  }
+
+  /** The person a key names, or CredentialRefused saying why not. */
+  async verify(token: string): Promise<Principal> {
+    const m = KEY_RE.exec(token);
+    if (!m) throw new CredentialRefused('invalid key');
+    const r = await this.pool.query(`SELECT ${COLUMNS}, secret_sha256 FROM api_keys WHERE id = $1::text`, [m[1]]);
+    const row = r.rows[0] as (Raw & { secret_sha256: Buffer }) | undefined;
+    // Compared even when there is no such id, so timing does not tell ids apart.
+    const match = timingSafeEqual(sha256(m[2]!), row?.secret_sha256 ?? Buffer.alloc(32));
+    if (!row || !match) throw new CredentialRefused('invalid key');
+    const v = toView(row, Date.now());
+    if (v.state === 'revoked') throw new CredentialRefused(`key ${v.id} was revoked`);
+    if (v.state === 'expired') throw new CredentialRefused(`key ${v.id} expired at ${v.expiresAt}`);
+    this.touch(v.id);
+    return { name: v.user, role: v.role, via: `key:${v.id}`, projects: v.projects };
+  }
+
+  /** Record the key's use, at most once a minute per key per process; a failure only logs. */
+  private touch(id: string): void {
+    const now = Date.now();
+    if ((this.touched.get(id) ?? 0) > now - TOUCH_MS) return;
+    this.touched.set(id, now);
+    if (this.touched.size > 10_000) this.touched.clear();
+    this.pool.query('UPDATE api_keys SET last_used_at = now() WHERE id = $1::text', [id]).catch((err: unknown) => this.log.warn({ err, keyId: id }, 'could not record a key’s last use'));
+  }
+}
+
+const COLUMNS = 'id, person, role, projects, created_at, created_by, expires_at, revoked_at, revoked_by, last_used_at';
+
+interface Raw {
+  id: string;
+  person: string;
+  role: PersonRole;
+  projects: string[] | null;
+  created_at: Date;
+  created_by: string;
+  expires_at: Date | null;
+  revoked_at: Date | null;
+  revoked_by: string | null;
+  last_used_at: Date | null;
+}
+
+async function byId(db: Queryable, id: string): Promise<KeyView | undefined> {
+  const r = await db.query(`SELECT ${COLUMNS} FROM api_keys WHERE id = $1::text`, [id]);
+  return r.rows[0] ? toView(r.rows[0], Date.now()) : undefined;
+}
+
+const iso = (d: Date | null) => d?.toISOString() ?? null;
+
+function toView(r: Raw, now: number): KeyView {
+  const state = r.revoked_at ? 'revoked' : r.expires_at && r.expires_at.getTime() <= now ? 'expired' : 'active';
+  return {
+    id: r.id, user: r.person, role: r.role, projects: r.projects,
+    createdAt: r.created_at.toISOString(), createdBy: r.created_by, expiresAt: iso(r.expires_at),
+    revokedAt: iso(r.revoked_at), revokedBy: r.revoked_by, lastUsedAt: iso(r.last_used_at), state,
+  };
+}
