@@ -30,6 +30,7 @@ import { heldNow } from './held-now.ts';
 import { Budgets } from '../accounting/budgets.ts';
 import { GpuCaps } from '../accounting/gpu-caps.ts';
 import { gpuMsToHours } from '../units.ts';
+import { pipelined } from '../redis/pipelined.ts';
 
 /** Jobs per release script call: bounds how long Redis runs one script. */
 const RELEASE_BATCH = 500;
@@ -86,6 +87,14 @@ export interface ReleaseSelector {
   project?: string;
   user?: string;
   ids?: string[];
+  /** Only jobs of these projects, or of this person (what the caller may see or manage; src/http/access.ts). */
+  within?: JobScope;
+}
+
+/** Jobs of any of `projects`, and (when given) every job of `user`. */
+export interface JobScope {
+  projects: readonly string[];
+  user?: string;
 }
 
 export interface ReleaseReport {
@@ -141,8 +150,8 @@ export class HeldJobs {
   }
 
   /** Held jobs, oldest first, optionally of one project and/or user; each as it stands now (src/admin/held-now.ts). */
-  async list(filter: { project?: string; user?: string; limit: number; offset: number }): Promise<{ total: number; jobs: HeldView[] }> {
-    const ids = await this.select({ project: filter.project, user: filter.user, all: true });
+  async list(filter: { project?: string | undefined; user?: string | undefined; within?: JobScope | undefined; limit: number; offset: number }): Promise<{ total: number; jobs: HeldView[] }> {
+    const ids = await this.select({ project: filter.project, user: filter.user, within: filter.within, all: true });
     const page = (await this.jobs(ids.slice(filter.offset, filter.offset + filter.limit))).filter((j) => j !== undefined);
     const nows = await heldNow(this.redis, this.accounting.keys, this.budgets, this.caps, this.accounting.timeZone, page.map((j) => j.data));
     const now = this.clock.now();
@@ -283,8 +292,25 @@ export class HeldJobs {
     report.admitted.push(...admitted);
   }
 
+  /** The project and person of a held job (null: not held, or gone). */
+  async owner(jobId: string): Promise<{ project: string; user: string } | null> {
+    const [o] = await this.owners([jobId]);
+    return o ?? null;
+  }
+
   /** Held job ids matching a selector, oldest first. */
   private async select(sel: ReleaseSelector): Promise<string[]> {
+    const ids = await this.selectAll(sel);
+    const within = sel.within;
+    if (!within) return ids;
+    const owners = await this.owners(ids);
+    return ids.filter((_, i) => {
+      const o = owners[i];
+      return o != null && (within.projects.includes(o.project) || o.user === within.user);
+    });
+  }
+
+  private async selectAll(sel: ReleaseSelector): Promise<string[]> {
     if (sel.ids) {
       const scores = sel.ids.length > 0 ? await this.redis.zmscore(this.accounting.keys.allHeld, ...sel.ids) : [];
       // Held ones in line order; the others (not held) last, so they are reported.
@@ -295,16 +321,15 @@ export class HeldJobs {
     }
     const ids = await this.accounting.heldIds(sel.project);
     if (!sel.user) return ids;
-    const users = await this.users(ids);
-    return ids.filter((_, i) => users[i] === sel.user);
+    const owners = await this.owners(ids);
+    return ids.filter((_, i) => owners[i]?.user === sel.user);
   }
 
-  /** The user of each held job, from its reservation record. */
-  private async users(ids: string[]): Promise<(string | null)[]> {
-    const p = this.redis.pipeline();
-    for (const id of ids) p.hget(this.accounting.keys.reservation(id), 'meta');
-    const out = (await p.exec()) ?? [];
-    return out.map(([, meta]) => (meta ? (JSON.parse(meta as string) as { user: string }).user : null));
+  /** The project and user of each held job, from its reservation record. */
+  private async owners(ids: string[]): Promise<({ project: string; user: string } | null)[]> {
+    if (ids.length === 0) return [];
+    const metas = await pipelined(this.redis, ids, (p, id) => p.hget(this.accounting.keys.reservation(id), 'meta'));
+    return metas.map((meta) => (typeof meta === 'string' ? (JSON.parse(meta) as { project: string; user: string }) : null));
   }
 
   private async jobs(ids: string[]): Promise<(Job<HeldJobData> | undefined)[]> {

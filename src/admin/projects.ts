@@ -30,13 +30,14 @@ export interface ProjectsPage {
   nextCursor: string | null;
 }
 
-export async function projectsPage(deps: { pool: Queryable; budgets: Budgets; held: HeldJobs }, page: { after: string | null; limit: number; q?: string | null }): Promise<ProjectsPage> {
+/** `only`: the projects the caller may see (src/http/access.ts), each listed with or without a budget; omitted: every project. */
+export async function projectsPage(deps: { pool: Queryable; budgets: Budgets; held: HeldJobs }, page: { after: string | null; limit: number; q?: string | null; only?: readonly string[] | null }): Promise<ProjectsPage> {
   const { after, limit } = page;
   const q = page.q ?? null;
-  const matches = (p: string) => q === null || p.toLowerCase().includes(q.toLowerCase());
+  const matches = (p: string) => (after === null || p > after) && (q === null || p.toLowerCase().includes(q.toLowerCase()));
   // One more than a page from each source tells whether another page follows.
-  const [budgeted, held] = await Promise.all([budgetedProjects(deps.pool, after, limit + 1, q), deps.held.countsByProject()]);
-  const heldAfter = [...held.keys()].filter((p) => (after === null || p > after) && matches(p));
+  const [budgeted, held] = await Promise.all([page.only ? page.only.filter(matches) : budgetedProjects(deps.pool, after, limit + 1, q), deps.held.countsByProject()]);
+  const heldAfter = [...held.keys()].filter((p) => matches(p) && (!page.only || page.only.includes(p)));
   // Default sort: by UTF-16 code unit, the same order as the query's COLLATE "C" on ASCII names.
   const names = [...new Set([...budgeted, ...heldAfter])].sort();
   const onPage = names.slice(0, limit);

@@ -11,6 +11,7 @@ import type { ReleaseMode } from '../accounting/types.ts';
 import { gpuMsToHours, hoursToGpuMs } from '../units.ts';
 import { HttpError } from '../http/errors.ts';
 import { actorOf } from '../http/auth.ts';
+import { accessOf, must } from '../http/access.ts';
 import { body, cursorPageQuery, freeText, parseBody } from './validate.ts';
 import { quotaUsers } from '../db/quotas.ts';
 import type { Pool } from '../db/pool.ts';
@@ -131,7 +132,11 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
   // Users with a quota by name, a page at a time (cursor as GET /projects); Redis is read for the page only.
   r.get('/quotas', async (req, res) => {
     const q = parseBody(QuotaListQuery, req.query);
-    const names = await quotaUsers(pool, { after: q.cursor ?? null, q: q.q ?? null, limit: q.limit + 1 });
+    const access = accessOf(res);
+    // Seeing others' quotas or not: the caller's own is always on the list.
+    const names = access.seesOthers
+      ? await quotaUsers(pool, { after: q.cursor ?? null, q: q.q ?? null, limit: q.limit + 1 })
+      : [access.who.name].filter((u) => (q.cursor === undefined || u > q.cursor) && (q.q === undefined || u.toLowerCase().includes(q.q.toLowerCase())));
     const onPage = names.slice(0, q.limit);
     const views = await budgets.views(onPage.flatMap((u) => [userQuotaScope(u, 'day').id, userQuotaScope(u, 'week').id]));
     res.json({
@@ -141,6 +146,7 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
   });
   r.put('/projects/:project/budget', async (req, res) => {
     const project = projectParam(req.params.project);
+    must(res, (a) => a.canManageProject(project), `change the budget of project ${project}`);
     const b = parseBody(BudgetBody, req.body);
     const view = await budgets.set(project, hoursToGpuMs(b.gpuHours), actorOf(res), b.reason ?? null, {
       ...(b.period !== undefined ? { period: b.period } : {}),
@@ -152,12 +158,14 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
   });
   r.get('/projects/:project/budget', async (req, res) => {
     const project = projectParam(req.params.project);
+    must(res, (a) => a.canSeeProject(project), `read the budget of project ${project}`);
     const view = await budgets.get(project);
     if (!view) throw new HttpError(404, `no budget for project ${project}`);
     res.json(budgetJson(project, view));
   });
   r.post('/projects/:project/budget/adjust', async (req, res) => {
     const project = projectParam(req.params.project);
+    must(res, (a) => a.canManageProject(project), `adjust the budget of project ${project}`);
     const b = parseBody(AdjustBody, req.body);
     const view = await budgets.adjust(project, hoursToGpuMs(b.gpuHours), actorOf(res), b.reason ?? null);
     if (!view) throw new HttpError(404, `no budget for project ${project}`);
@@ -165,11 +173,14 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
   });
 
   r.get('/users/:user/quota', async (req, res) => {
-    const q = await budgets.quota(nameParam('user', req.params.user));
+    const user = nameParam('user', req.params.user);
+    must(res, (a) => a.canSeeUser(user), `read the quota of ${user}`);
+    const q = await budgets.quota(user);
     res.json({ user: q.user, daily: scopeJson(q.daily), weekly: scopeJson(q.weekly) });
   });
   r.put('/users/:user/quota', async (req, res) => {
     const user = nameParam('user', req.params.user);
+    must(res, (a) => a.canManageUsers(), `set the quota of ${user} (user limits need an admin or a manager of every project)`);
     const b = parseBody(QuotaBody, req.body);
     const limit = (l: z.infer<typeof LimitBody> | null | undefined) =>
       l === undefined ? undefined : l === null ? null : { limitGpuMs: hoursToGpuMs(l.gpuHours), ...limitOptions(l) };
@@ -179,16 +190,19 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
 
   r.get('/projects/:project/runs/:run/cap', async (req, res) => {
     const [project, run] = [projectParam(req.params.project), nameParam('run', req.params.run)];
+    must(res, (a) => a.canSeeProject(project), `read the run caps of project ${project}`);
     res.json({ project, run, ...scopeJson(await budgets.runCap(project, run)) });
   });
   r.put('/projects/:project/runs/:run/cap', async (req, res) => {
     const [project, run] = [projectParam(req.params.project), nameParam('run', req.params.run)];
+    must(res, (a) => a.canManageProject(project), `change the run caps of project ${project}`);
     const b = parseBody(RunCapBody, req.body);
     const input = { limitGpuMs: hoursToGpuMs(b.gpuHours), ...limitOptions(b) };
     res.json({ project, run, ...scopeJson(await budgets.setRunCap(project, run, input, actorOf(res), b.reason ?? null)) });
   });
   r.delete('/projects/:project/runs/:run/cap', async (req, res) => {
     const [project, run] = [projectParam(req.params.project), nameParam('run', req.params.run)];
+    must(res, (a) => a.canManageProject(project), `change the run caps of project ${project}`);
     const b = parseBody(ReasonBody, req.body);
     res.json({ project, run, ...scopeJson(await budgets.setRunCap(project, run, null, actorOf(res), b?.reason ?? null)) });
   });

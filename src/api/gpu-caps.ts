@@ -15,6 +15,7 @@ import { MAX_GPUS, type GpuCaps, type GpuCapView } from '../accounting/gpu-caps.
 import { globalCap, gpuTypeCap, projectCap, userCap } from '../accounting/scopes.ts';
 import { HttpError } from '../http/errors.ts';
 import { actorOf } from '../http/auth.ts';
+import { accessOf, must, type Access } from '../http/access.ts';
 import { body, freeText, parseBody } from './validate.ts';
 import { nameParam, projectParam } from './budgets.ts';
 
@@ -62,34 +63,64 @@ export function gpuCapJson(v: GpuCapView) {
   };
 }
 
+/** Who may read and change a cap: those who may see and manage its project or person; the global one is the admins'. */
+interface Subject {
+  scope: string;
+  read: (a: Access) => boolean;
+  change: (a: Access) => boolean;
+}
+const ofProject = (scope: string, project: string): Subject => ({ scope, read: (a) => a.canSeeProject(project), change: (a) => a.canManageProject(project) });
+
 /** The cap each path names. */
-const PATHS: [string, (req: Request) => string][] = [
-  ['/projects/:project/concurrency', (req) => projectCap(projectParam(String(req.params.project))).id],
-  ['/users/:user/concurrency', (req) => userCap(nameParam('user', String(req.params.user))).id],
-  ['/projects/:project/gpu-types/:gpuType/concurrency', (req) => gpuTypeCap(projectParam(String(req.params.project)), nameParam('gpuType', String(req.params.gpuType))).id],
-  ['/concurrency', () => globalCap.id],
+const PATHS: [string, (req: Request) => Subject][] = [
+  ['/projects/:project/concurrency', (req) => {
+    const p = projectParam(String(req.params.project));
+    return ofProject(projectCap(p).id, p);
+  }],
+  ['/users/:user/concurrency', (req) => {
+    const u = nameParam('user', String(req.params.user));
+    return { scope: userCap(u).id, read: (a) => a.canSeeUser(u), change: (a) => a.canManageUsers() };
+  }],
+  ['/projects/:project/gpu-types/:gpuType/concurrency', (req) => {
+    const p = projectParam(String(req.params.project));
+    return ofProject(gpuTypeCap(p, nameParam('gpuType', String(req.params.gpuType))).id, p);
+  }],
+  ['/concurrency', () => ({ scope: globalCap.id, read: (a) => a.readsAll, change: (a) => a.isAdmin })],
 ];
+
+/** Whether the caller may see a cap in the list (GET /gpu-caps). */
+function visible(a: Access, scope: string): boolean {
+  const [kind, name = ''] = scope.split(/:(.*)/s);
+  if (kind === 'gpus-project') return a.canSeeProject(name);
+  if (kind === 'gpus-type') return a.canSeeProject(name.slice(0, name.indexOf('/')));
+  if (kind === 'gpus-user') return a.canSeeUser(name);
+  return a.readsAll;
+}
 
 export function gpuCapRoutes(caps: GpuCaps): Router {
   const r = Router();
   r.get('/gpu-caps', async (_req, res) => {
-    res.json({ caps: (await caps.list()).map(gpuCapJson) });
+    const a = accessOf(res);
+    res.json({ caps: (await caps.list()).filter((c) => visible(a, c.scope)).map(gpuCapJson) });
   });
   for (const [path, scopeOf] of PATHS) {
     r.get(path, async (req, res) => {
-      const scope = scopeOf(req);
+      const { scope, read } = scopeOf(req);
+      must(res, read, `read the GPU cap ${scope}`);
       const v = await caps.get(scope);
       if (!v) throw new HttpError(404, `no GPU cap ${scope}`);
       res.json(gpuCapJson(v));
     });
     r.put(path, async (req, res) => {
-      const scope = scopeOf(req);
+      const { scope, change } = scopeOf(req);
+      must(res, change, `change the GPU cap ${scope}`);
       const b = parseBody(CapBody, req.body);
       const peak = b.peak ? { maxGpus: b.peak.maxGpus, days: b.peak.days.reduce((m, d) => m | (1 << DAYS.indexOf(d)), 0), fromMinute: b.peak.from, toMinute: b.peak.to } : null;
       res.json(gpuCapJson(await caps.set(scope, { maxGpus: b.maxGpus, peak, release: b.release ?? 'auto' }, actorOf(res), b.reason ?? null)));
     });
     r.delete(path, async (req, res) => {
-      const scope = scopeOf(req);
+      const { scope, change } = scopeOf(req);
+      must(res, change, `change the GPU cap ${scope}`);
       const b = parseBody(ReasonBody, req.body);
       res.json({ scope, removed: await caps.remove(scope, actorOf(res), b?.reason ?? null) });
     });

@@ -1,12 +1,14 @@
 /**
- * Held jobs over HTTP: list (viewer), release / override / cancel (admin).
- * Job ids in paths are intake job ids.
+ * Held jobs over HTTP: list (what the caller may see), release / override
+ * (managers of the job's project, admins), cancel (those, and the job's
+ * owner). Job ids in paths are intake job ids.
  */
 import { Router } from 'express';
 import { z } from 'zod';
 import { NAME_RE } from '../../queues/contract.ts';
 import { NotHeldError, type HeldJobs } from '../admin/held.ts';
 import { actorOf } from '../http/auth.ts';
+import { accessOf, type Access } from '../http/access.ts';
 import { HttpError } from '../http/errors.ts';
 import { body, freeText, parseBody, query } from './validate.ts';
 import { safeText } from '../text.ts';
@@ -39,11 +41,17 @@ export function heldRoutes(held: HeldJobs): Router {
   const r = Router();
   r.get('/held', async (req, res) => {
     const q = parseBody(ListQuery, req.query);
-    res.json(await held.list({ project: q.project, user: q.user, limit: q.limit, offset: q.offset }));
+    const within = accessOf(res).jobFilter() ?? undefined;
+    res.json(await held.list({ project: q.project, user: q.user, within, limit: q.limit, offset: q.offset }));
   });
   r.post('/held/release', async (req, res) => {
     const b = parseBody(ReleaseBody, req.body ?? {});
-    const report = await held.release(b.ids ? { ids: b.ids } : { all: b.all, project: b.project, user: b.user }, actorOf(res));
+    const access = accessOf(res);
+    if (b.project) access.require(access.canManageProject(b.project), `release held jobs of project ${b.project}`);
+    if (b.ids) for (const id of b.ids) await mayManage(held, access, id, 'release');
+    // A manager of some projects releases only theirs, whatever the selector.
+    const within = access.isAdmin || access.who.projects === null ? undefined : { projects: access.who.projects };
+    const report = await held.release(b.ids ? { ids: b.ids } : { all: b.all, project: b.project, user: b.user, within }, actorOf(res));
     res.json({
       considered: report.considered,
       admitted: report.admitted.length,
@@ -56,15 +64,33 @@ export function heldRoutes(held: HeldJobs): Router {
   r.post('/held/:id/override', async (req, res) => {
     const id = parseBody(jobId, req.params.id);
     const b = parseBody(OverrideBody, req.body ?? {});
+    await mayManage(held, accessOf(res), id, 'override');
     res.json(await notHeldAs404(held.override(id, actorOf(res), b.reason ?? null)));
   });
   r.post('/held/:id/cancel', async (req, res) => {
     const id = parseBody(jobId, req.params.id);
     const b = parseBody(CancelBody, req.body ?? {});
+    await mayManage(held, accessOf(res), id, 'cancel', { owner: true });
     await notHeldAs404(held.cancel(id, actorOf(res), b.reason));
     res.json({ jobId: id, state: 'rejected' });
   });
   return r;
+}
+
+/**
+ * 404 for a job the caller may not see (as for one that does not exist), 403
+ * for one they see but may not act on. A job already gone passes: the
+ * operation itself answers for it (404 or 409).
+ */
+export async function mayManage(held: HeldJobs, access: Access, id: string, what: string, opts: { owner?: boolean } = {}): Promise<void> {
+  if (access.isAdmin) return;
+  const could = access.who.role === 'manager' || (opts.owner === true && access.isPerson);
+  access.require(could, `${what} held jobs`);
+  const job = await held.owner(id);
+  if (!job) return;
+  if (!access.canSeeJob(job)) throw new HttpError(404, `no held job ${id}`);
+  const ok = access.canManageProject(job.project) || (opts.owner === true && access.owns(job));
+  access.require(ok, `${what} job ${id} (project ${job.project}, user ${job.user})`);
 }
 
 async function notHeldAs404<T>(p: Promise<T>): Promise<T> {

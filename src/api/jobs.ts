@@ -13,6 +13,8 @@ import type { Preflight, PreflightReport } from '../admin/preflight.ts';
 import type { Clock } from '../clock.ts';
 import { scopeJson } from './budgets.ts';
 import { HttpError } from '../http/errors.ts';
+import { accessOf, type Access } from '../http/access.ts';
+import { quoted } from '../text.ts';
 
 const MAX_BATCH = 1_000;
 
@@ -34,11 +36,14 @@ export function preflightJson(r: PreflightReport) {
 export function jobRoutes(preflight: Preflight, clock: Clock, intake: Queue | undefined): Router {
   const r = Router();
   r.post('/preflight', async (req, res) => {
-    res.json(preflightJson(await preflight.run(jobsOf(req.body), clock.now())));
+    const jobs = jobsOf(req.body);
+    mayAskFor(accessOf(res), jobs, 'preflight');
+    res.json(preflightJson(await preflight.run(jobs, clock.now())));
   });
   r.post('/jobs', async (req, res) => {
     if (!intake) throw new HttpError(503, 'this process does not submit jobs (no intake queue)');
     const jobs = jobsOf(req.body);
+    mayAskFor(accessOf(res), jobs, 'submit');
     const invalid = preflight.validate(jobs).flatMap((p, i) => (p.ok ? [] : [`job ${i}: ${p.reason}`]));
     if (invalid.length > 0) throw new HttpError(400, invalid.join('; '));
     const report = await preflight.run(jobs, clock.now());
@@ -47,6 +52,20 @@ export function jobRoutes(preflight: Preflight, clock: Clock, intake: Queue | un
     res.status(202).json({ jobIds: added.map((j) => j.id), warnings: report.warnings, warningDetails: report.warningDetails, preflight: { admitted: report.admitted, held: report.held, throttled: report.throttled } });
   });
   return r;
+}
+
+/**
+ * Each job's project and user must be ones the caller may submit for (a
+ * viewer may ask what would happen for those they may see). A job without
+ * them is left to validation, which names what is missing.
+ */
+function mayAskFor(a: Access, jobs: unknown[], what: 'preflight' | 'submit'): void {
+  jobs.forEach((data, i) => {
+    const { project, user } = (typeof data === 'object' && data !== null ? data : {}) as { project?: unknown; user?: unknown };
+    if (typeof project !== 'string' || typeof user !== 'string') return;
+    const ok = a.canSubmit({ project, user }) || (what === 'preflight' && a.who.role === 'viewer' && a.canSeeJob({ project, user }));
+    if (!ok) throw new HttpError(403, `job ${i}: ${a.describe()} may not ${what} jobs for user ${quoted(user)} in project ${quoted(project)}`);
+  });
 }
 
 function jobName(data: unknown): string {

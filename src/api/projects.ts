@@ -13,6 +13,7 @@ import type { HeldJobs } from '../admin/held.ts';
 import { projectsPage } from '../admin/projects.ts';
 import { budgetJson } from './budgets.ts';
 import { cursorPageQuery, parseBody } from './validate.ts';
+import { accessOf } from '../http/access.ts';
 
 const ListQuery = cursorPageQuery('project');
 
@@ -20,7 +21,7 @@ export function projectRoutes(deps: { pool: Pool; budgets: Budgets; held: HeldJo
   const r = Router();
   r.get('/projects', async (req, res) => {
     const q = parseBody(ListQuery, req.query);
-    const page = await projectsPage(deps, { after: q.cursor ?? null, limit: q.limit, q: q.q ?? null });
+    const page = await projectsPage(deps, { after: q.cursor ?? null, limit: q.limit, q: q.q ?? null, only: accessOf(res).visibleProjects() });
     res.json({
       projects: page.projects.map((p) => ({ ...budgetJson(p.project, p.view), heldJobs: p.heldJobs })),
       nextCursor: page.nextCursor,

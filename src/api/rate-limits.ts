@@ -12,6 +12,7 @@ import { MAX_BURST, MAX_JOBS_PER_MINUTE } from '../accounting/rate-limits.ts';
 import type { RateKind } from '../accounting/scopes.ts';
 import { HttpError } from '../http/errors.ts';
 import { actorOf } from '../http/auth.ts';
+import { must, type Access } from '../http/access.ts';
 import { body, freeText, parseBody } from './validate.ts';
 import { nameParam } from './budgets.ts';
 
@@ -33,22 +34,28 @@ export function rateLimitJson(v: RateLimitView) {
   return { [v.kind]: v.name, scope: v.scope, jobsPerMinute: v.jobsPerMinute, burst: v.burst, tokensNow: v.tokensNow, updatedAt: v.updatedAt.toISOString() };
 }
 
+const mayRead = (kind: RateKind, name: string) => (a: Access) => (kind === 'user' ? a.canSeeUser(name) : a.canSeeProject(name));
+const mayChange = (kind: RateKind, name: string) => (a: Access) => (kind === 'user' ? a.canManageUsers() : a.canManageProject(name));
+
 export function rateLimitRoutes(limits: RateLimits): Router {
   const r = Router();
   for (const [kind, path] of [['user', '/users/:name/rate-limit'], ['project', '/projects/:name/rate-limit']] as [RateKind, string][]) {
     r.get(path, async (req, res) => {
       const name = nameParam(kind, String(req.params.name));
+      must(res, mayRead(kind, name), `read the rate limit of ${kind} ${name}`);
       const v = await limits.get(kind, name);
       if (!v) throw new HttpError(404, `no rate limit for ${kind} ${name}`);
       res.json(rateLimitJson(v));
     });
     r.put(path, async (req, res) => {
       const name = nameParam(kind, String(req.params.name));
+      must(res, mayChange(kind, name), `change the rate limit of ${kind} ${name}`);
       const b = parseBody(RateLimitBody, req.body);
       res.json(rateLimitJson(await limits.set(kind, name, { jobsPerMinute: b.jobsPerMinute, burst: b.burst }, actorOf(res), b.reason ?? null)));
     });
     r.delete(path, async (req, res) => {
       const name = nameParam(kind, String(req.params.name));
+      must(res, mayChange(kind, name), `change the rate limit of ${kind} ${name}`);
       const b = parseBody(ReasonBody, req.body);
       const removed = await limits.remove(kind, name, actorOf(res), b?.reason ?? null);
       res.json({ [kind]: name, scope: `${kind}:${name}`, removed });

@@ -16,6 +16,7 @@ import { csvLine, EXPORT_COLUMNS, exportJobs, GROUPS, monthRange, usageReport, t
 import { HttpError } from '../http/errors.ts';
 import { jsonSafe } from '../text.ts';
 import { parseBody, query } from './validate.ts';
+import { accessOf } from '../http/access.ts';
 
 const date = (what: string) =>
   z.string({ error: `${what} is required (YYYY-MM-DD)` }).regex(/^\d{4}-\d{2}-\d{2}$/, `${what} must be a date YYYY-MM-DD`).refine((d) => !Number.isNaN(Date.parse(`${d}T00:00:00Z`)) && new Date(`${d}T00:00:00Z`).toISOString().startsWith(d), `${what} is not a real date`);
@@ -47,7 +48,8 @@ export function usageRoutes(pool: Pool, timeZone: string): Router {
   const r = Router();
   r.get('/usage', async (req, res) => {
     const q = parseBody(UsageQuery, req.query);
-    const all = await usageReport(pool, { from: q.from, to: q.to, groupBy: q.groupBy as Group[], project: q.project, user: q.user, limit: q.limit + 1, offset: q.offset });
+    const user = ownUsage(res, q.project, q.user);
+    const all = await usageReport(pool, { from: q.from, to: q.to, groupBy: q.groupBy as Group[], project: q.project, user, limit: q.limit + 1, offset: q.offset });
     const rows = all.slice(0, q.limit);
     res.json({
       from: q.from, to: q.to, timeZone, groupBy: q.groupBy,
@@ -79,6 +81,21 @@ export function usageRoutes(pool: Pool, timeZone: string): Router {
     res.end(q.format === 'csv' ? '' : first ? ']\n' : '\n]\n');
   });
   return r;
+}
+
+/**
+ * The user a report is limited to. Those who read everything see any usage;
+ * others see their own (the default when they name nobody), or one of their
+ * projects' when they manage or view it.
+ */
+function ownUsage(res: Response, project: string | undefined, user: string | undefined): string | undefined {
+  const a = accessOf(res);
+  const mine = a.jobFilter();
+  if (mine === null || user === mine.user) return user;
+  if (project !== undefined && mine.projects.includes(project)) return user;
+  if (project === undefined && user === undefined) return mine.user;
+  const may = mine.projects.length > 0 ? `your own usage (user=${mine.user}) or that of project ${mine.projects.join(', ')}` : `your own usage (user=${mine.user})`;
+  throw new HttpError(403, `${a.describe()} may read ${may}`);
 }
 
 /** Write and wait while the client is slower than the database (so memory stays flat). */

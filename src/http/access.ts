@@ -65,9 +65,14 @@ export class Access {
     return this.readsAll || this.visibility === 'all' || this.inProjects(project);
   }
 
+  /** Other people's quotas, rate limits and GPU caps. */
+  get seesOthers(): boolean {
+    return this.readsAll || this.visibility === 'all';
+  }
+
   /** A person's quota, rate limit and GPU cap. */
   canSeeUser(user: string): boolean {
-    return this.readsAll || this.visibility === 'all' || user === this.who.name;
+    return this.seesOthers || user === this.who.name;
   }
 
   /** A job (held, its usage): its owner, and managers and viewers of its project. */
@@ -76,9 +81,14 @@ export class Access {
     return (this.who.role === 'manager' || this.who.role === 'viewer') && this.inProjects(job.project);
   }
 
-  /** Acting on a job as its owner (cancel, ask for an override): only a person known by a credential of their own. */
+  /** Known by a credential of their own (a key, OIDC), not a name declared with a shared token. */
+  get isPerson(): boolean {
+    return this.who.via !== 'token' && this.who.via !== undefined;
+  }
+
+  /** Acting on a job as its owner (cancel, ask for an override). */
   owns(job: { user: string }): boolean {
-    return this.who.via !== 'token' && this.who.via !== undefined && job.user === this.who.name;
+    return this.isPerson && job.user === this.who.name;
   }
 
   canManageProject(project: string): boolean {
@@ -124,3 +134,10 @@ export class Access {
 }
 
 export const accessOf = (res: Response): Access => res.locals.access as Access;
+
+/** The caller's access if `test` passes; else 403 saying what they may not do. */
+export function must(res: Response, test: (a: Access) => boolean, what: string): Access {
+  const a = accessOf(res);
+  a.require(test(a), what);
+  return a;
+}

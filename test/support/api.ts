@@ -6,6 +6,7 @@
  */
 import { Queue } from 'bullmq';
 import type { Clock } from '../../src/clock.ts';
+import type { Config } from '../../src/config.ts';
 import type { Metrics } from '../../src/metrics.ts';
 import { createApp } from '../../src/api/app.ts';
 import { HeldJobs } from '../../src/admin/held.ts';
@@ -22,10 +23,10 @@ export interface ServedApi {
   close(): Promise<void>;
 }
 
-export async function serveApi(t: TestEnv, opts: { clock: Clock; tokens: { admin: string; viewer?: string }; metrics?: Metrics }): Promise<ServedApi> {
+export async function serveApi(t: TestEnv, opts: { clock: Clock; tokens: { admin: string; viewer?: string }; metrics?: Metrics; config?: Config }): Promise<ServedApi> {
   const held = new HeldJobs(t.config, t.redis, t.pool, opts.clock, t.log);
   const intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
-  const app = createApp({ config: t.config, accounting: t.accounting, intake, clock: opts.clock, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: opts.tokens });
+  const app = createApp({ config: opts.config ?? t.config, accounting: t.accounting, intake, clock: opts.clock, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: opts.tokens });
   const server = await listen(app);
   const gatekeeper = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: opts.clock, ...(opts.metrics ? { metrics: opts.metrics } : {}) });
   return {
