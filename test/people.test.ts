@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { callApi, serveApi, type ServedApi } from './support/api.ts';
 import { hoursToGpuMs } from '../src/units.ts';
+import { EXIT, runCli } from '../src/cli/main.ts';
 
 const admin = 'test-admin-token-0123456789';
 const viewer = 'test-viewer-token-0123456789';
@@ -221,5 +222,30 @@ describe('the environment tokens', () => {
     const [row] = (await call(admin, 'GET', '/audit?target=project:epsilon')).body.entries;
     expect(row).toMatchObject({ actor: 'ops-alice', role: 'admin', via: 'token' });
     expect((await call(viewer, 'GET', '/me')).body).toEqual({ user: 'ops-alice', role: 'viewer', projects: null, via: 'token', visibility: 'own' });
+  });
+});
+
+describe('the CLI', () => {
+  const cli = async (token: string, args: string[]) => {
+    let out = '';
+    const code = await runCli(['--url', api.api.replace(/\/api\/v1$/, ''), '--token', token, '--actor', 'ops-bob', ...args], (s) => (out += s));
+    return { code, out };
+  };
+
+  it('creates a key that then says who it is, lists it, and revokes it', async () => {
+    const made = await cli(admin, ['keys', 'create', 'cli-ann', '--role', 'submitter', '--projects', 'alpha,beta', '--reason', 'onboarding']);
+    expect(made.code).toBe(EXIT.ok);
+    const key = /\n(gk_\S+)\n$/.exec(made.out)![1]!;
+    expect((await cli(key, ['whoami'])).out).toBe(`cli-ann: submitter of alpha, beta, known by key:${key.slice(3, 15)}\n`);
+    const listed = await cli(admin, ['keys', 'list', '--user', 'cli-ann']);
+    expect(listed.out).toMatch(new RegExp(`^ID +USER +ROLE +PROJECTS +STATE +EXPIRES +LAST USED +CREATED BY\n${key.slice(3, 15)} +cli-ann +submitter +alpha,beta +active +`));
+    expect(listed.out).not.toContain(key.slice(16));
+    expect((await cli(admin, ['keys', 'revoke', key.slice(3, 15), '--reason', 'done'])).code).toBe(EXIT.ok);
+    expect((await cli(key, ['whoami'])).code).toBe(EXIT.forbidden);
+  });
+
+  it('a submitter may not create keys: exit 3', async () => {
+    const key = await newKey({ user: 'cli-sam', role: 'submitter' });
+    expect((await cli(key, ['keys', 'create', 'x', '--role', 'admin'])).code).toBe(EXIT.forbidden);
   });
 });
