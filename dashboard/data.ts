@@ -19,6 +19,7 @@ import { recentEvents } from '../src/db/events.ts';
 import { pageReads, projectUsageInRanges } from '../src/db/usage.ts';
 import { rankScopes, type RankQuery } from '../src/db/scope-usage.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
+import type { Access } from '../src/http/access.ts';
 
 export interface ScopeCard {
   view: ScopeView;
@@ -77,18 +78,31 @@ export const NEAR_PERCENT = 75;
 const RUN_CARDS = 20;
 const GPU_CAP_ROWS = 40;
 
-export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; caps?: GpuCaps; timeZone: string; now: number; query?: DashboardQuery }): Promise<DashboardData> {
-  const { pool, budgets, timeZone, now } = deps;
+/**
+ * `access`: the person looking; the page holds only what they may see
+ * (src/http/access.ts): their projects' budgets and runs, their own quota
+ * and jobs, caps they see; alerts for readers of everything. Omitted: all.
+ */
+export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; caps?: GpuCaps; timeZone: string; now: number; query?: DashboardQuery; access?: Access }): Promise<DashboardData> {
+  const { pool, budgets, timeZone, now, access } = deps;
   const query = deps.query ?? { q: null, page: 1, userPage: 1 };
+  const sees = {
+    projects: access?.visibleProjects() ?? null,
+    users: access && !access.seesOthers ? [access.who.name] : null,
+  };
   const day = periodAt('day', now, timeZone);
   const today = day.label;
   const first = (kind: PeriodKind) => periodAt('day', periodAt(kind, now, timeZone).start, timeZone).label;
-  const base = { q: query.q, day: today, week: first('week'), month: first('month'), nearPercent: null } satisfies Partial<RankQuery>;
+  const base = { q: query.q, day: today, week: first('week'), month: first('month'), nearPercent: null, ...sees } satisfies Partial<RankQuery>;
   const [near, projectRank, userRank, runRows] = await pageReads(pool, async (db) => [
     await rankScopes(db, { ...base, kinds: ['project', 'user-day', 'user-week'], nearPercent: NEAR_PERCENT, order: 'ratio', offset: 0, limit: NEAR_LIMIT_CARDS }),
     await rankScopes(db, { ...base, kinds: ['project'], order: 'usage', offset: (query.page - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
     await rankScopes(db, { ...base, kinds: ['user-day', 'user-week'], order: 'usage', offset: (query.userPage - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
-    await db.query(`SELECT scope FROM limits WHERE scope LIKE 'run:%' ORDER BY scope COLLATE "C" LIMIT $1::int`, [RUN_CARDS]),
+    await db.query(
+      `SELECT scope FROM limits WHERE scope LIKE 'run:%' AND ($2::text[] IS NULL OR split_part(substr(scope, 5), '/', 1) = ANY($2::text[]))
+       ORDER BY scope COLLATE "C" LIMIT $1::int`,
+      [RUN_CARDS, sees.projects],
+    ),
   ] as const);
 
   // One Redis call for every card on the page, one query per kind for their 30 days.
@@ -125,13 +139,14 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
   };
   const section = (r: { total: number; scopes: { scope: string }[] }, page: number, pageSize: number): CardPage => ({ cards: r.scopes.map((s) => card(s.scope)), total: r.total, page, pageSize });
 
-  const held = await deps.held.list({ limit: 50, offset: 0 });
+  const held = await deps.held.list({ limit: 50, offset: 0, within: access?.jobFilter() ?? undefined });
   const q = query.q?.toLowerCase() ?? null;
   const gpus = (deps.caps ? await deps.caps.list() : [])
-    .filter((c) => q === null || c.scope.toLowerCase().includes(q))
+    .filter((c) => (q === null || c.scope.toLowerCase().includes(q)) && (!access || access.canSeeCap(c.scope)))
     .sort((a, b) => b.inFlightGpus / Math.max(1, b.effectiveMaxGpus) - a.inFlightGpus / Math.max(1, a.effectiveMaxGpus) || (a.scope < b.scope ? -1 : 1))
     .slice(0, GPU_CAP_ROWS);
-  const alerts = await recentEvents(pool, ['THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET'], 15);
+  // Alerts name every project and person: for readers of everything.
+  const alerts = !access || access.readsAll ? await recentEvents(pool, ['THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET'], 15) : [];
   return {
     now,
     timeZone,

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { callApi, serveApi, type ServedApi } from './support/api.ts';
 import { hoursToGpuMs } from '../src/units.ts';
+import { SYSTEM } from '../src/accounting/budgets.ts';
 import { EXIT, runCli } from '../src/cli/main.ts';
 
 const admin = 'test-admin-token-0123456789';
@@ -171,6 +172,28 @@ describe('a submitter', () => {
     expect((await call(gina, 'POST', `/held/${own}/cancel`, { reason: 'wrong settings' })).status).toBe(200);
     const [row] = (await call(admin, 'GET', `/audit?target=job:${own}`)).body.entries;
     expect(row).toMatchObject({ action: 'held.cancel', actor: 'gina', role: 'submitter', via: `key:${gina.slice(3, 15)}` });
+  });
+
+  it('sees on the dashboard only their projects, their quota and their held jobs', async () => {
+    const page = async (key: string) => {
+      const res = await fetch(api.api.replace(/\/api\/v1$/, '/dashboard'), { headers: { authorization: `Basic ${Buffer.from(`x:${key}`).toString('base64')}` } });
+      expect(res.status).toBe(200);
+      return res.text();
+    };
+    await t.budgets.setQuota('ann', { daily: { limitGpuMs: hoursToGpuMs(3) } }, SYSTEM, null);
+    await t.budgets.setQuota('bob', { daily: { limitGpuMs: hoursToGpuMs(3) } }, SYSTEM, null);
+    await t.budgets.set('gamma', 0);
+    await call(admin, 'POST', '/jobs', { jobs: [job('gamma', 'ann'), job('gamma', 'hal2')] });
+    await eventually(() => call(admin, 'GET', '/held?project=gamma'), (r) => r.body.jobs.some((j: { user: string }) => j.user === 'hal2'));
+    const mine = await page(ann);
+    expect(mine).toContain('data-scope="project:alpha"');
+    expect(mine).toContain('data-scope="user-day:ann"');
+    expect(mine).not.toContain('data-scope="project:beta"');
+    expect(mine).not.toContain('data-scope="user-day:bob"');
+    expect(mine).toContain('<td>ann</td>');
+    expect(mine).not.toContain('<td>hal2</td>');
+    const all = await page(admin);
+    for (const s of ['data-scope="project:beta"', 'data-scope="user-day:bob"', '<td>hal2</td>']) expect(all).toContain(s);
   });
 
   it('with VISIBILITY=all, reads every budget and quota, but still not others’ held jobs', async () => {

@@ -112,7 +112,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.get('/dashboard', noFraming, authenticate(authn, { browser: true }), async (req, res) => {
     const clock = deps.clock ?? systemClock;
     const query = parseBody(DashboardQuerySchema, req.query);
-    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query });
+    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query, access: accessOf(res) });
     const board = deps.boardQueues ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
     res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: actorOf(res).role, board }));
   });

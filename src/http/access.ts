@@ -75,6 +75,16 @@ export class Access {
     return this.seesOthers || user === this.who.name;
   }
 
+  /** A GPU cap, by its scope id: its project's or person's, the global one for readers of everything. */
+  canSeeCap(scope: string): boolean {
+    const at = scope.indexOf(':');
+    const [kind, name] = [scope.slice(0, at), scope.slice(at + 1)];
+    if (kind === 'gpus-project') return this.canSeeProject(name);
+    if (kind === 'gpus-type') return this.canSeeProject(name.slice(0, name.indexOf('/')));
+    if (kind === 'gpus-user') return this.canSeeUser(name);
+    return this.readsAll;
+  }
+
   /** A job (held, its usage): its owner, and managers and viewers of its project. */
   canSeeJob(job: { project: string; user: string }): boolean {
     if (this.readsAll || job.user === this.who.name) return true;
