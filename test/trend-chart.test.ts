@@ -22,10 +22,10 @@ import { demoHistory } from '../scripts/demo-history.ts';
 
 const H = 3_600_000; // GPU-ms per GPU hour
 const at = (iso: string) => Date.parse(`${iso}Z`);
-/** A job of ana's on alpha that ran 09:00–11:00 UTC on `day` and settled `hours`. */
-const ran = (day: string, hours: number, jobType = 'render'): HistoryJob => ({
-  jobId: `h-${day}-${jobType}`,
-  meta: { project: 'alpha', user: 'ana', jobType, gpus: 1 },
+/** A job (ana's on alpha unless told) that ran 09:00–11:00 UTC on `day` and settled `hours`. */
+const ran = (day: string, hours: number, jobType = 'render', who = { project: 'alpha', user: 'ana' }): HistoryJob => ({
+  jobId: `h-${day}-${jobType}-${who.user}`,
+  meta: { ...who, jobType, gpus: 1 },
   estimatedGpuMs: hours * H,
   actualGpuMs: hours * H,
   admittedAt: at(`${day}T09:00:00`),
@@ -70,7 +70,14 @@ describe('30-day lines', () => {
     await t.budgets.setQuota('ana', { daily: { limitGpuMs: 12 * H } }, SYSTEM, null);
     await t.budgets.setExempt('regression-test', true, SYSTEM, null);
     // The 30 days shown are 27 Oct .. 25 Nov. 10 Oct is before them, in the same month as the first.
-    await seedHistory(t.accounting, [ran('2026-10-10', 1), ran('2026-10-30', 3), ran('2026-11-20', 2), ran('2026-11-22', 1, 'regression-test')], t.clock.now());
+    await t.budgets.set('beta', 6 * H, SYSTEM, null); // one-off
+    await t.budgets.setQuota('bo', { weekly: { limitGpuMs: 5 * H } }, SYSTEM, null);
+    const bo = { project: 'beta', user: 'bo' };
+    await seedHistory(t.accounting, [
+      ran('2026-10-10', 1), ran('2026-10-30', 3), ran('2026-11-20', 2), ran('2026-11-22', 1, 'regression-test'),
+      // bo on beta: 1 Oct is before the 61 days read; Monday 26 Oct is in the week of the first day shown.
+      ran('2026-10-01', 1, 'render', bo), ran('2026-10-26', 1, 'render', bo), ran('2026-11-10', 2, 'render', bo),
+    ], t.clock.now());
     await drain(t);
     const held = new HeldJobs(t.config, t.redis, t.pool, t.clock, t.log);
     html = renderDashboard(await dashboardData({ pool: t.pool, budgets: t.budgets, held, timeZone: 'UTC', now: t.clock.now() }), { role: 'viewer', board: null });
@@ -130,6 +137,29 @@ describe('30-day lines', () => {
     expect(c.exempt[1]!.map(([, y]) => y)).toEqual([...Array(21).fill(0), 1, 1, 1, 1].map((h) => expect.closeTo(height(h), 0)));
     expect(c.svg).toContain('<line class="reset"');
     expect(c.label).toBe('GPU hours used in the month, to each day, last 30 days; peak 4 on 30 Oct; now 2; limit 8; exempt (not counted) shown dashed, peak 1');
+  });
+  it("draws a weekly quota's running sum by week, and a one-off budget's total from before the 30 days", () => {
+    const w = chart(html, 'user-week:bo');
+    // Largest value: the limit, 5 h. Steps of 1 h need 5 ticks (more than 3), of 2 h 3: 0, 2, 4, 6.
+    expect(w.tickText).toEqual(['0', '2', '4', '6']);
+    const wy = (h: number) => w.tickY.get(0)! + (w.tickY.get(6)! - w.tickY.get(0)!) * (h / 6);
+    expect(w.limit!.y).toBeCloseTo(wy(5), 0);
+    // Weeks from Monday: 27 Oct–1 Nov (6 days shown), 2–8, 9–15, 16–22 Nov, 23–25 Nov (3).
+    expect(w.used.map((l) => l.length)).toEqual([6, 7, 7, 7, 3]);
+    // The first week starts from Monday 26 Oct's hour, read before the 30 days.
+    expect(w.used[0]!.map(([, y]) => y)).toEqual(Array(6).fill(expect.closeTo(wy(1), 0)));
+    // 9 Nov nothing, 10 Nov 2 h, then 2 for the rest of that week; the next starts at 0.
+    expect(w.used[2]!.map(([, y]) => y)).toEqual([0, 2, 2, 2, 2, 2, 2].map((h) => expect.closeTo(wy(h), 0)));
+    expect(w.used[3]!.map(([, y]) => y)).toEqual(Array(7).fill(expect.closeTo(wy(0), 0)));
+
+    const o = chart(html, 'project:beta');
+    // Largest value: the limit, 6 h. Ticks 0, 2, 4, 6.
+    expect(o.tickText).toEqual(['0', '2', '4', '6']);
+    const oy = (h: number) => o.tickY.get(0)! + (o.tickY.get(6)! - o.tickY.get(0)!) * (h / 6);
+    // One line: 2 h settled before 27 Oct (1 and 26 Oct), 4 from 10 Nov (index 14).
+    expect(o.used).toHaveLength(1);
+    expect(o.used[0]!.map(([, y]) => y)).toEqual([...Array(14).fill(2), ...Array(16).fill(4)].map((h) => expect.closeTo(oy(h), 0)));
+    expect(o.label).toBe('GPU hours used in all, to each day, last 30 days; peak 4 on 10 Nov; now 4; limit 6');
   });
 });
 
