@@ -12,6 +12,7 @@ import type { Role } from '../src/http/auth.ts';
 import { formatHours, gpuMsToHours } from '../src/units.ts';
 import { scopeLabel } from '../src/accounting/scopes.ts';
 import { trendChart } from './trend-chart.ts';
+import { esc } from './html.ts';
 
 export interface PageOptions {
   role: Role;
@@ -19,8 +20,6 @@ export interface PageOptions {
   board: { base: string; queues: string[] } | null;
 }
 
-const esc = (s: unknown) =>
-  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 const h = (ms: number) => formatHours(ms);
 
 function bar(v: ScopeCard['view']): string {

@@ -18,6 +18,7 @@
  */
 import type { ScopePeriod } from '../src/accounting/types.ts';
 import { formatHours, GPU_MS_PER_HOUR } from '../src/units.ts';
+import { esc } from './html.ts';
 
 export interface DayUsage {
   day: string;
@@ -92,7 +93,6 @@ export function niceTicks(maxGpuMs: number): number[] {
   return Array.from({ length: Math.ceil(max / step) + 1 }, (_, i) => i * step);
 }
 
-const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 /** "10", "2.5", "0.001": GPU hours as written on the axis. */
 const hrs = (ms: number) => formatHours(ms).replace(/\.0$/, '');
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
