@@ -20,6 +20,7 @@ import { pageReads, projectUsageInRanges } from '../src/db/usage.ts';
 import { rankScopes, type RankQuery } from '../src/db/scope-usage.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
 import type { Access } from '../src/http/access.ts';
+import { trendLine, type TrendLine } from './trend-chart.ts';
 
 export interface ScopeCard {
   view: ScopeView;
@@ -28,6 +29,8 @@ export interface ScopeCard {
   projection: string;
   /** GPU-ms per local day, last 30 days, oldest first (counted; exempt apart). */
   trend: { day: string; actualGpuMs: number; exemptGpuMs: number }[];
+  /** The same days as drawn: used of the limit to each day's end (dashboard/trend-chart.ts); null for run caps. */
+  line: TrendLine | null;
 }
 
 export interface PeriodUsage {
@@ -70,6 +73,8 @@ export interface DashboardData {
 }
 
 const DAYS = 30;
+/** Days read before the 30 shown: enough to reach the start of the month the first one is in. */
+const LEAD_DAYS = 31;
 /** Cards per section: the page stays a few hundred kilobytes (docs/benchmarks.md). */
 export const PAGE_SIZE = 20;
 export const NEAR_LIMIT_CARDS = 12;
@@ -112,20 +117,25 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
   const shownProjects = namesOf(['project']);
   const periods = usagePeriods(now, timeZone);
   const [byProject, byUser, historyRows] = await Promise.all([
-    dailySeriesMany(pool, { by: 'project', names: shownProjects, today, days: DAYS }),
-    dailySeriesMany(pool, { by: 'user', names: namesOf(['user-day', 'user-week']), today, days: DAYS }),
+    dailySeriesMany(pool, { by: 'project', names: shownProjects, today, days: LEAD_DAYS + DAYS }),
+    dailySeriesMany(pool, { by: 'user', names: namesOf(['user-day', 'user-week']), today, days: LEAD_DAYS + DAYS }),
     projectUsageInRanges(pool, periods, projectRank.scopes.map((s) => s.name)),
   ]);
   const elapsedToday = now - day.start;
   const card = (scope: string): ScopeCard => {
     const view = views.get(scope)!;
     const s = parseScopeId(scope);
-    if (s.kind === 'run') return { view, title: `run ${s.name}`, projection: '', trend: [] };
+    if (s.kind === 'run') return { view, title: `run ${s.name}`, projection: '', trend: [], line: null };
     const which = s.kind === 'user-day' ? 'daily' : 'weekly';
-    const [title, subject, trend] =
+    const [title, subject, series] =
       s.kind === 'project'
         ? [`project ${s.name}`, `project ${s.name}'s budget`, byProject.get(s.name)!]
         : [`${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, byUser.get(s.name)!];
+    const trend = series.slice(-DAYS);
+    const sum = (k: 'actualGpuMs' | 'exemptGpuMs') => trend.reduce((a, d) => a + d[k], 0);
+    // A one-off budget's line starts from what it had settled before the 30 days (its counters hold all it ever used).
+    const before = { actualGpuMs: Math.max(0, view.usedGpuMs - sum('actualGpuMs')), exemptGpuMs: Math.max(0, view.exemptUsedGpuMs - sum('exemptGpuMs')) };
+    const line = trendLine(view.period, trend, series.slice(0, -DAYS), before);
     const p = projectRunOut({
       daily: withToday(trend.map((d) => d.actualGpuMs), elapsedToday),
       limitGpuMs: view.effectiveLimitGpuMs,
@@ -135,7 +145,7 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
       now,
       timeZone,
     });
-    return { view, title, projection: describeProjection(subject, p, timeZone, now), trend };
+    return { view, title, projection: describeProjection(subject, p, timeZone, now), trend, line };
   };
   const section = (r: { total: number; scopes: { scope: string }[] }, page: number, pageSize: number): CardPage => ({ cards: r.scopes.map((s) => card(s.scope)), total: r.total, page, pageSize });
 

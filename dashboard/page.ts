@@ -1,6 +1,7 @@
 /**
  * The budget dashboard as one server-rendered HTML page: no build step, no
- * framework, no chart library (bars are CSS, trends are inline SVG), a few
+ * framework, no chart library (bars are CSS, 30-day lines are inline SVG:
+ * trend-chart.ts), a few
  * kilobytes of script for the admin buttons. Every number carries a data-
  * attribute with its exact value, so tests compare what is drawn with what
  * the API reports. Lists are pages with a count of the rest and links on;
@@ -10,6 +11,8 @@ import type { CardPage, DashboardData, DashboardQuery, ScopeCard } from './data.
 import type { Role } from '../src/http/auth.ts';
 import { formatHours, gpuMsToHours } from '../src/units.ts';
 import { scopeLabel } from '../src/accounting/scopes.ts';
+import { trendChart } from './trend-chart.ts';
+import { esc } from './html.ts';
 
 export interface PageOptions {
   role: Role;
@@ -17,8 +20,6 @@ export interface PageOptions {
   board: { base: string; queues: string[] } | null;
 }
 
-const esc = (s: unknown) =>
-  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 const h = (ms: number) => formatHours(ms);
 
 function bar(v: ScopeCard['view']): string {
@@ -44,22 +45,6 @@ function gpuRow(c: DashboardData['gpus'][number]): string {
     <td class="n">${esc(c.inFlightGpus)} of ${esc(c.effectiveMaxGpus)}${c.peakNow ? ` <span class="muted">(peak; ${esc(c.maxGpus)} otherwise)</span>` : c.peak ? ` <span class="muted">(${esc(c.peak.maxGpus)} in peak hours)</span>` : ''}</td></tr>`;
 }
 
-function sparkline(trend: ScopeCard['trend']): string {
-  const w = 300;
-  const hgt = 40;
-  const max = Math.max(1, ...trend.map((d) => d.actualGpuMs + d.exemptGpuMs));
-  const step = w / trend.length;
-  const bars = trend
-    .map((d, i) => {
-      const y = (d.actualGpuMs / max) * hgt;
-      const e = (d.exemptGpuMs / max) * hgt;
-      return `<rect x="${(i * step).toFixed(1)}" y="${(hgt - y).toFixed(1)}" width="${(step - 1).toFixed(1)}" height="${y.toFixed(1)}"><title>${esc(d.day)}: ${esc(h(d.actualGpuMs))} GPU-h</title></rect>` +
-        (e > 0 ? `<rect class="ex" x="${(i * step).toFixed(1)}" y="${(hgt - y - e).toFixed(1)}" width="${(step - 1).toFixed(1)}" height="${e.toFixed(1)}"><title>${esc(d.day)}: ${esc(h(d.exemptGpuMs))} exempt</title></rect>` : '');
-    })
-    .join('');
-  return `<svg class="trend" viewBox="0 0 ${w} ${hgt}" width="${w}" height="${hgt}" aria-label="GPU hours per day, last ${trend.length} days">${bars}</svg>`;
-}
-
 function card(c: ScopeCard): string {
   const v = c.view;
   const num = (name: string, ms: number | null) => `<span class="${name}" data-gpu-hours="${ms === null ? '' : gpuMsToHours(ms)}">${ms === null ? '—' : esc(h(ms))}</span>`;
@@ -70,7 +55,7 @@ function card(c: ScopeCard): string {
       · remaining ${num('remaining', v.remainingGpuMs)}${v.exemptUsedGpuMs + v.exemptReservedGpuMs > 0 ? ` · exempt ${num('exempt', v.exemptUsedGpuMs + v.exemptReservedGpuMs)}` : ''}
       ${v.nextResetAt ? ` · resets ${esc(new Date(v.nextResetAt).toISOString().slice(0, 16).replace('T', ' '))} UTC` : ''}</p>
     ${c.projection ? `<p class="projection">${esc(c.projection)}</p>` : ''}
-    ${c.trend.length ? sparkline(c.trend) : ''}
+    ${c.line ? trendChart(c.line, v.effectiveLimitGpuMs) : ''}
   </article>`;
 }
 
@@ -148,7 +133,9 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
   .mark { position: absolute; top: 0; bottom: 0; width: 2px; background: #1d2230; opacity: .45; }
   .exempt-bar { height: 4px; background: #2f9e6b; border-radius: 2px; margin-bottom: 4px; }
   .numbers, .projection { margin: 6px 0; } .projection { color: #4a5068; font-style: italic; }
-  .trend rect { fill: #3a55c4; opacity: .75; } .trend rect.ex { fill: #2f9e6b; }
+  .trend { display: block; margin-top: 6px; } .trend text { font-size: 9px; fill: #6b7285; } .trend .grid { stroke: #eef0f6; } .trend .axis { stroke: #b9bfd0; }
+  .trend .reset { stroke: #dde1ec; stroke-dasharray: 1 2; } .trend polyline { fill: none; stroke-width: 1.5; } .trend .used { stroke: #3a55c4; } .trend circle.used { fill: #3a55c4; }
+  .trend .exempt { stroke: #2f9e6b; stroke-dasharray: 3 2; } .trend circle.exempt { fill: #2f9e6b; } .trend line.limit { stroke: #c43a3a; stroke-dasharray: 5 3; } .trend text.limit { fill: #c43a3a; }
   table { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid #dde1ec; }
   th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid #eef0f6; vertical-align: top; } td.n { text-align: right; }
   button { font: inherit; padding: 2px 8px; border: 1px solid #3a55c4; background: #fff; color: #3a55c4; border-radius: 4px; cursor: pointer; }
@@ -160,7 +147,7 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
 <div class="top"><h1>gpu-gatekeeper · budgets</h1>
   <nav><span class="muted">${esc(opts.role)} · ${esc(d.timeZone)} · ${esc(new Date(d.now).toISOString().slice(0, 16).replace('T', ' '))} UTC</span>
   ${opts.board ? opts.board.queues.map((q) => `<a href="${esc(opts.board!.base)}/queue/${encodeURIComponent(q)}">${esc(q)}</a>`).join('') : ''}</nav></div>
-<p class="legend muted"><span><i style="background:#3a55c4"></i>used</span><span><i style="background:#8fa2ee"></i>reserved (running)</span><span><i style="background:#2f9e6b"></i>exempt (not counted)</span><span><i style="background:#1d2230;opacity:.45"></i>warning thresholds</span></p>
+<p class="legend muted"><span><i style="background:#3a55c4"></i>used</span><span><i style="background:#8fa2ee"></i>reserved (running)</span><span><i style="background:#2f9e6b"></i>exempt (not counted)</span><span><i style="background:#1d2230;opacity:.45"></i>warning thresholds</span><span><i style="background:#c43a3a;height:2px;vertical-align:3px"></i>limit (dashed, on the 30-day lines)</span></p>
 <div id="msg" role="status"></div>
 <form class="search" method="get" action="/dashboard" role="search"><input type="search" name="q" maxlength="128" pattern="[A-Za-z0-9._\-]{1,128}" placeholder="project or user name" value="${esc(d.query.q ?? '')}" aria-label="search projects and users"> <input type="submit" value="Search">${d.query.q ? ` <a href="/dashboard">clear</a>` : ''}</form>
 <h2>Near their limits (${esc(d.nearLimit.total)})</h2>
