@@ -87,7 +87,7 @@ describe('a token from the issuer', () => {
     ['sam', 'submitter', ['alpha', 'beta']], // ml; "unmapped" is ignored
     ['dana', 'manager', ['alpha', 'gamma']], // ml-leads and ml-ops are both manager: their projects together; ml's submitter loses
     ['vic', 'viewer', null], // a single group as a string
-  ])('names %s, a %s of %j (GET /me)', async (person, role, projects) => {
+  ])('names %s: role %s, projects %j (GET /me)', async (person, role, projects) => {
     const me = await call(api, await issuer.token(person), 'GET', '/me');
     expect(me.status).toBe(200);
     expect(me.body).toMatchObject({ user: person, role, projects, via: 'oidc' });
