@@ -101,6 +101,14 @@ describe('a token from the issuer', () => {
     expect(row).toMatchObject({ actor: 'ada', role: 'admin', via: 'oidc' });
   });
 
+  it('lets a manager group change its projects only: gamma (ml-ops) yes, beta (ml, as submitter) no', async () => {
+    const token = await issuer.token('dana');
+    expect((await call(api, token, 'PUT', '/projects/gamma/budget', { gpuHours: 5 })).status).toBe(200);
+    const beta = await call(api, token, 'PUT', '/projects/beta/budget', { gpuHours: 5 });
+    expect(beta.status).toBe(403);
+    expect(beta.body.error.message).toContain('dana (manager');
+  });
+
   it('keeps a submitter group from setting a budget (403)', async () => {
     const put = await call(api, await issuer.token('sam'), 'PUT', '/projects/alpha/budget', { gpuHours: 12 });
     expect(put.status).toBe(403);
