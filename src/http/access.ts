@@ -33,11 +33,14 @@ export interface Principal extends Actor {
 /** Why presented credentials (a key, an OIDC token) authenticate nobody: the 401's message. */
 export class CredentialRefused extends Error {}
 
+/** The credential could not be checked now (the identity provider is unreachable): a 503, not a 401. */
+export class CredentialUnavailable extends Error {}
+
 /** Checks a credential of one kind (src/people/api-keys.ts, src/http/oidc.ts). */
 export interface CredentialVerifier {
   /** Whether `token` is of this kind (else the next kind is tried). */
   accepts(token: string): boolean;
-  /** The person it names, or CredentialRefused. */
+  /** The person it names, or CredentialRefused (or CredentialUnavailable: try again later). */
   verify(token: string): Promise<Principal>;
 }
 
