@@ -123,6 +123,7 @@ export function sentences(a: Answer): { start: string; wait: string | null; refu
 
 /** After queueing: "queued 12 jobs: 10 start now, 2 wait". */
 export function queuedSentence(a: Answer): string {
-  const parts = [`${a.start} start now`, ...(a.wait ? [`${a.wait} wait`] : []), ...(a.refuse ? [`${a.refuse} will be refused`] : [])];
+  const s = (n: number) => (n === 1 ? 's' : '');
+  const parts = [`${a.start} start${s(a.start)} now`, ...(a.wait ? [`${a.wait} wait${s(a.wait)}`] : []), ...(a.refuse ? [`${a.refuse} will be refused`] : [])];
   return `queued ${jobs(a.jobs)}: ${parts.join(', ')}`;
 }

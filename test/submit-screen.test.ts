@@ -20,9 +20,9 @@ let base: string;
 
 const call = (token: string, method: string, path: string, body?: unknown) => callApi(api.api, token, method, path, body);
 
-/** A submitter's key for `user`, in `projects`. */
-async function submitterKey(user: string, projects: string[]): Promise<string> {
-  const r = await call(admin, 'POST', '/keys', { user, role: 'submitter', projects });
+/** A key for `user` in `projects` (omitted: every project). */
+async function submitterKey(user: string, projects?: string[], role = 'submitter'): Promise<string> {
+  const r = await call(admin, 'POST', '/keys', { user, role, ...(projects ? { projects } : {}) });
   expect(r.status).toBe(201);
   return r.body.key as string;
 }
@@ -211,5 +211,36 @@ describe('the submission screen', () => {
       expect(r.html).toContain('(Sec-Fetch-Site: cross-site) is refused');
     }
     expect(await added()).toBe(before);
+  });
+
+  it('lets a manager type the user, shows a viewer the answer without a button, and lists every project for a key of all', async () => {
+    await t.budgets.set('iota', hoursToGpuMs(5));
+    await t.budgets.set('iris', hoursToGpuMs(5));
+    const manager = await submitterKey('mia', ['iota'], 'manager');
+    const viewer = await submitterKey('vic', ['iota'], 'viewer');
+    const everywhere = await submitterKey('sal');
+
+    expect((await page(manager, '/submit')).html).toContain('<input id="f-user" name="user" value="mia"');
+    const m = await previewed(manager, batchForm('iota', 2, 1, { user: 'zed' }));
+    expect(JSON.parse(m.queueForm.batch)[0].user).toBe('zed');
+    expect(m.html).toContain('<button id="queue"');
+
+    const before = await added();
+    const v = await page(viewer, '/submit/preview', { json: JSON.stringify([{ project: 'iota', user: 'zed', estimatedGpuHours: 1 }]) });
+    expect(v.status).toBe(200);
+    expect(attr(v.html, 'preview', 'data-would-start')).toBe('1');
+    expect(v.html).not.toContain('id="queue"');
+    expect(textOf(v.html, 'may-not-queue')).toBe('job 0: vic (viewer of iota) may not submit jobs for user "zed" in project "iota"');
+    expect((await page(viewer, '/submit', { batch: JSON.stringify([{ project: 'iota', user: 'zed', estimatedGpuHours: 1 }]), digest: '0'.repeat(64), once: 'B'.repeat(22) })).status).toBe(403);
+    expect(await added()).toBe(before);
+
+    // A key of every project: a text field with the listed names, and a search.
+    const all = await page(everywhere, '/submit?q=io');
+    expect(all.status).toBe(200);
+    expect(card(all.html, 'project:iota')).toMatchObject({ limit: 5, remaining: 5 });
+    expect(card(all.html, 'project:alpha')).toBeNull(); // 'alpha' holds no "io"
+    expect(all.html).toContain('<datalist id="project-names"><option value="iota"></datalist>');
+    expect(all.html).toContain('<input id="f-project" name="project"');
+    expect((await page(everywhere, '/submit?q=%3Cscript%3E')).status).toBe(400);
   });
 });
