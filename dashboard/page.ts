@@ -16,6 +16,8 @@ import { esc } from './html.ts';
 
 export interface PageOptions {
   role: Role;
+  /** Whether the person looking may release and override this held job (admins, its project's managers); omitted: admins only. */
+  mayManage?: (job: { project: string; user: string }) => boolean;
   /** Bull Board base path and queue names, for links. */
   board: { base: string; queues: string[] } | null;
 }
@@ -103,13 +105,14 @@ function alertText(a: DashboardData['alerts'][number]): string {
 }
 
 export function renderDashboard(d: DashboardData, opts: PageOptions): string {
-  const admin = opts.role === 'admin';
+  const manages = opts.mayManage ?? (() => opts.role === 'admin');
+  const actions = d.held.jobs.some(manages);
   const age = (s: number) => (s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86_400)}d`);
   const heldRows = d.held.jobs
     .map(
       (j) => `<tr data-job="${esc(j.jobId)}"><td>${esc(j.jobId)}</td><td>${esc(j.project)}</td><td>${esc(j.user)}</td><td class="n">${esc(j.estimatedGpuHours)}</td>
         <td>${esc(age(j.ageSeconds))}</td><td>${esc(j.reason)}<div class="muted">${esc(j.startsWhen)}</div></td>
-        ${admin ? `<td class="actions"><button data-action="release" data-id="${esc(j.jobId)}">Release</button> <button data-action="override" data-id="${esc(j.jobId)}">Override</button></td>` : ''}</tr>`,
+        ${actions ? `<td class="actions">${manages(j) ? `<button data-action="release" data-id="${esc(j.jobId)}">Release</button> <button data-action="override" data-id="${esc(j.jobId)}">Override</button>` : ''}</td>` : ''}</tr>`,
     )
     .join('');
   const hist = d.history.rows
@@ -168,11 +171,11 @@ ${d.gpus.length ? `<h2>GPUs in flight</h2>
 <table id="history"><thead><tr><th>project</th>${d.history.periods.map((p) => `<th title="${esc(p.from)} – ${esc(p.to)}">${esc(p.label)}</th>`).join('')}</tr></thead>
 <tbody>${hist || `<tr><td colspan="${d.history.periods.length + 1}" class="muted">Nothing settled yet.</td></tr>`}</tbody></table>
 <h2>Held jobs (${esc(d.held.total)})</h2>
-<table id="held"><thead><tr><th>job</th><th>project</th><th>user</th><th>GPU-h</th><th>age</th><th>why, and what starts it</th>${admin ? '<th></th>' : ''}</tr></thead>
-<tbody>${heldRows || `<tr><td colspan="${admin ? 7 : 6}" class="muted">Nothing held.</td></tr>`}</tbody></table>
+<table id="held"><thead><tr><th>job</th><th>project</th><th>user</th><th>GPU-h</th><th>age</th><th>why, and what starts it</th>${actions ? '<th></th>' : ''}</tr></thead>
+<tbody>${heldRows || `<tr><td colspan="${actions ? 7 : 6}" class="muted">Nothing held.</td></tr>`}</tbody></table>
 <h2>Recent alerts</h2>
 <table id="alerts"><tbody>${d.alerts.map((a) => `<tr><td class="muted">${esc(a.at.slice(0, 16).replace('T', ' '))}</td><td>${esc(a.type)}</td><td>${esc(alertText(a))}</td><td>${a.acked ? 'acknowledged' : ''}</td></tr>`).join('') || '<tr><td class="muted">No alerts.</td></tr>'}</tbody></table>
-${admin ? `<script>
+${actions ? `<script>
 document.addEventListener('click', async (e) => {
   const b = e.target.closest('button[data-action]');
   if (!b) return;

@@ -239,6 +239,24 @@ describe('a manager', () => {
   });
 });
 
+describe('the dashboard of a manager', () => {
+  it('offers Release and Override on their projects\' held jobs only', async () => {
+    await t.budgets.set('kappa', 0);
+    await t.budgets.set('lambda', 0);
+    const kim = await newKey({ user: 'kimm', role: 'manager', projects: ['kappa'] });
+    await call(admin, 'POST', '/jobs', { jobs: [job('kappa', 'u9'), job('lambda', 'kimm')] });
+    const [k] = await heldOf('kappa', 1);
+    const [l] = await heldOf('lambda', 1);
+    const res = await fetch(api.api.replace(/\/api\/v1$/, '/dashboard'), { headers: { authorization: `Basic ${Buffer.from(`x:${kim}`).toString('base64')}` } });
+    const html = await res.text();
+    // Both rows are theirs to see (one by project, one as its owner); only kappa's is theirs to decide.
+    expect(html).toContain(`<tr data-job="${k}">`);
+    expect(html).toContain(`<tr data-job="${l}">`);
+    expect(html).toContain(`data-action="release" data-id="${k}"`);
+    expect(html).not.toContain(`data-id="${l}"`);
+  });
+});
+
 describe('the environment tokens', () => {
   it('keep working, and the audit marks the name as declared', async () => {
     expect((await call(admin, 'PUT', '/projects/epsilon/budget', { gpuHours: 2 })).status).toBe(200);

@@ -115,7 +115,7 @@ export function createApp(deps: AppDeps): express.Express {
     const query = parseBody(DashboardQuerySchema, req.query);
     const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query, access: accessOf(res) });
     const board = deps.boardQueues ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
-    res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: actorOf(res).role, board }));
+    res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: actorOf(res).role, board, mayManage: (j) => accessOf(res).canManageProject(j.project) }));
   });
   if (deps.config && deps.accounting) {
     const preflight = new Preflight(deps.config, deps.accounting, deps.budgets);
