@@ -11,7 +11,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-const ALL = ['admission', 'webhooks', 'dashboard', 'sql-baseline', 'capacity', 'scaling', 'wake'];
+const ALL = ['admission', 'webhooks', 'dashboard', 'sql-baseline', 'capacity', 'scaling', 'wake', 'auth'];
 const PARTS = process.env.BENCH_PARTS ? process.env.BENCH_PARTS.split(',').map((p) => p.trim()).filter(Boolean) : ALL;
 const unknown = PARTS.filter((p) => !ALL.includes(p));
 if (PARTS.length === 0 || unknown.length > 0) {

@@ -68,7 +68,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
 
-  const keys = new ApiKeys(deps.pool, deps.log);
+  const keys = new ApiKeys(deps.pool, deps.log, deps.accounting ? { redis: deps.redis, epochKey: deps.accounting.keys.keysEpoch } : null, deps.clock ?? systemClock);
   const authn: Authn = { tokens: deps.tokens, verifiers: [keys, ...(deps.verifiers ?? [])], visibility: deps.config?.visibility ?? 'own' };
 
   app.get('/healthz', async (_req, res) => {

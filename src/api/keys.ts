@@ -56,8 +56,8 @@ export function keyRoutes(keys: ApiKeys): Router {
   r.post('/keys', async (req, res) => {
     const b = parseBody(CreateBody, req.body);
     const expiresAt = b.expiresAt === undefined ? null : new Date(b.expiresAt);
-    if (expiresAt && expiresAt.getTime() <= Date.now()) throw new HttpError(400, 'expiresAt must be in the future');
-    if (expiresAt && expiresAt.getTime() > Date.now() + MAX_AHEAD_MS) throw new HttpError(400, 'expiresAt must be within ten years');
+    if (expiresAt && expiresAt.getTime() <= keys.now()) throw new HttpError(400, 'expiresAt must be in the future');
+    if (expiresAt && expiresAt.getTime() > keys.now() + MAX_AHEAD_MS) throw new HttpError(400, 'expiresAt must be within ten years');
     const k = await keys.create({ user: b.user, role: b.role, projects: b.projects ?? null, expiresAt }, accessOf(res).who, b.reason ?? null);
     res.status(201).json(k);
   });

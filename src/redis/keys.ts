@@ -120,6 +120,11 @@ export class Keys {
     return `${this.base}:caps`;
   }
 
+  /** String: a random value set anew at each key revocation; processes forget the keys they kept when it changes (src/people/api-keys.ts). */
+  get keysEpoch(): string {
+    return `${this.base}:keys-epoch`;
+  }
+
   /** String: the job ids a /submit form queued (JSON), or 'pending'; its once-token makes a reloaded form queue nothing twice (src/api/submit.ts). */
   submitted(token: string): string {
     return `${this.base}:submitted:${token}`;
