@@ -77,6 +77,11 @@ if (wk) {
   row(`wake-up: ${f(c.held)} held woken by settles, per job vs release storm (µs; Redis CPU µs)`, `${f(c.wakerUsPerJob)}; ${f(c.wakerRedisCpuUsPerJob)}`, `${f(c.stormUsPerJob)}; ${f(c.stormRedisCpuUsPerJob)}`,
     `${f(c.ratio.time, 2)}; ${f(c.ratio.redisCpu, 2)}`, `≤ 1 (time and Redis CPU): ${met(c.ratio.time <= 1 && c.ratio.redisCpu <= 1)}`);
 }
+const au = read('auth.json');
+if (au) {
+  row(`a person's key vs an environment token, GET a budget one at a time p50 (ms), ${au.postgres}`, f(au.latencyMs.key.p50, 2), f(au.latencyMs.token.p50, 2), `+${f(au.addedP50Ms, 2)}`, 'reported');
+  row('a person\'s key vs an environment token, calls/s 16 in flight', f(au.throughput.key), f(au.throughput.token), f(au.throughput.pairedRatio, 2), 'reported (rounds\' median)');
+}
 const d = read('dashboard.json');
 if (d?.summary) {
   const x = d.summary;
