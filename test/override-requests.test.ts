@@ -134,6 +134,23 @@ describe('asking', () => {
   });
 });
 
+describe('hostile input', () => {
+  it.each([
+    ['POST', '/override-requests/abc/approve', {}, 400, 'a request id is a whole number such as 12'],
+    ['POST', '/override-requests/1.5/deny', { reason: 'x' }, 400, 'a request id is a whole number such as 12'],
+    ['POST', '/override-requests/99999999999999999999/approve', {}, 400, 'a request id is a whole number such as 12'],
+    ['POST', '/override-requests/0/approve', {}, 400, 'a request id is a whole number such as 12'],
+    ['POST', '/override-requests/424242/approve', {}, 404, 'no override request #424242'],
+    ['POST', '/held/%00x/override-requests', { reason: 'x' }, 400, expect.stringMatching(/^job id /)],
+    ['GET', '/override-requests?state=pending', undefined, 400, 'state must be one of open, approved, denied, closed, all'],
+    ['GET', '/override-requests?limit=0', undefined, 400, 'limit must be at least 1'],
+    ['GET', '/override-requests?user=bob', undefined, 400, 'unknown query parameter(s): user'],
+  ])('%s %s %j is answered %i with its reason', async (method, path, body, status, message) => {
+    const r = await call(admin, method, path, body);
+    expect([r.status, r.body.error.message]).toEqual([status, message]);
+  });
+});
+
 describe('deciding', () => {
   it('a manager of the project approves: the job is admitted as an override, audited with requester and approver', async () => {
     const job = await heldJob('p-approve', 'ann');
@@ -180,6 +197,32 @@ describe('deciding', () => {
     expect(denied).toContainEqual({ requestId: id, jobId: job, project: 'p-deny', user: 'ann', reason: 'wait for Monday', deniedBy: 'max' });
     // Denied, the job may be asked for again.
     expect((await as('ann', 'POST', `/held/${job}/override-requests`, { reason: 'Monday now' })).status).toBe(201);
+  });
+});
+
+describe('deciding at once', () => {
+  it('a decision waits for one in progress on the same request, then answers what that one decided', async () => {
+    const job = await heldJob('p-approve', 'ann');
+    const id = await ask('ann', job);
+    // Another decision holds the request (as deny() does between its lock and its COMMIT).
+    const other = await t.pool.connect();
+    try {
+      await other.query('BEGIN');
+      await other.query('SELECT 1 FROM override_requests WHERE id = $1 FOR UPDATE', [id]);
+      const approving = as('max', 'POST', `/override-requests/${id}/approve`, {});
+      await eventually(
+        () => t.pool.query(`SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`),
+        (r) => r.rows[0].n > 0,
+      );
+      await other.query(`UPDATE override_requests SET state = 'denied', decided_by = 'bea', decision_reason = 'no', decided_at = now() WHERE id = $1`, [id]);
+      await other.query('COMMIT');
+      const r = await approving;
+      expect([r.status, r.body.error.message]).toEqual([409, `override request #${id} is already denied by bea: no`]);
+    } finally {
+      other.release();
+    }
+    // The job's fate agrees with the row's: still held.
+    expect(await t.accounting.heldIds('p-approve')).toEqual([job]);
   });
 });
 

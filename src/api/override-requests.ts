@@ -15,7 +15,7 @@ import { safeText } from '../text.ts';
 import { body, freeText, pageLimit, parseBody, query } from './validate.ts';
 
 const jobId = z.string({ error: 'a job id must be a string' }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters').superRefine(safeText('job id'));
-const requestId = z.coerce.number({ error: 'a request id must be a number' }).int('a request id is a whole number').min(1, 'a request id is at least 1').max(Number.MAX_SAFE_INTEGER, 'no such request id');
+const requestId = z.string().regex(/^[1-9][0-9]{0,14}$/, 'a request id is a whole number such as 12').transform(Number);
 const reason = freeText('reason').trim().min(1, 'reason may not be empty');
 
 const RequestBody = body({
