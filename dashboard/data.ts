@@ -19,6 +19,8 @@ import { recentEvents } from '../src/db/events.ts';
 import { pageReads, projectUsageInRanges } from '../src/db/usage.ts';
 import { rankScopes, type RankQuery } from '../src/db/scope-usage.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
+import type { Access } from '../src/http/access.ts';
+import { trendLine, type TrendLine } from './trend-chart.ts';
 
 export interface ScopeCard {
   view: ScopeView;
@@ -27,6 +29,8 @@ export interface ScopeCard {
   projection: string;
   /** GPU-ms per local day, last 30 days, oldest first (counted; exempt apart). */
   trend: { day: string; actualGpuMs: number; exemptGpuMs: number }[];
+  /** The same days as drawn: used of the limit to each day's end (dashboard/trend-chart.ts); null for run caps. */
+  line: TrendLine | null;
 }
 
 export interface PeriodUsage {
@@ -69,6 +73,8 @@ export interface DashboardData {
 }
 
 const DAYS = 30;
+/** Days read before the 30 shown: enough to reach the start of the month the first one is in. */
+const LEAD_DAYS = 31;
 /** Cards per section: the page stays a few hundred kilobytes (docs/benchmarks.md). */
 export const PAGE_SIZE = 20;
 export const NEAR_LIMIT_CARDS = 12;
@@ -77,18 +83,31 @@ export const NEAR_PERCENT = 75;
 const RUN_CARDS = 20;
 const GPU_CAP_ROWS = 40;
 
-export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; caps?: GpuCaps; timeZone: string; now: number; query?: DashboardQuery }): Promise<DashboardData> {
-  const { pool, budgets, timeZone, now } = deps;
+/**
+ * `access`: the person looking; the page holds only what they may see
+ * (src/http/access.ts): their projects' budgets and runs, their own quota
+ * and jobs, caps they see; alerts for readers of everything. Omitted: all.
+ */
+export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; caps?: GpuCaps; timeZone: string; now: number; query?: DashboardQuery; access?: Access }): Promise<DashboardData> {
+  const { pool, budgets, timeZone, now, access } = deps;
   const query = deps.query ?? { q: null, page: 1, userPage: 1 };
+  const sees = {
+    projects: access?.visibleProjects() ?? null,
+    users: access && !access.seesOthers ? [access.who.name] : null,
+  };
   const day = periodAt('day', now, timeZone);
   const today = day.label;
   const first = (kind: PeriodKind) => periodAt('day', periodAt(kind, now, timeZone).start, timeZone).label;
-  const base = { q: query.q, day: today, week: first('week'), month: first('month'), nearPercent: null } satisfies Partial<RankQuery>;
+  const base = { q: query.q, day: today, week: first('week'), month: first('month'), nearPercent: null, ...sees } satisfies Partial<RankQuery>;
   const [near, projectRank, userRank, runRows] = await pageReads(pool, async (db) => [
     await rankScopes(db, { ...base, kinds: ['project', 'user-day', 'user-week'], nearPercent: NEAR_PERCENT, order: 'ratio', offset: 0, limit: NEAR_LIMIT_CARDS }),
     await rankScopes(db, { ...base, kinds: ['project'], order: 'usage', offset: (query.page - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
     await rankScopes(db, { ...base, kinds: ['user-day', 'user-week'], order: 'usage', offset: (query.userPage - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
-    await db.query(`SELECT scope FROM limits WHERE scope LIKE 'run:%' ORDER BY scope COLLATE "C" LIMIT $1::int`, [RUN_CARDS]),
+    await db.query(
+      `SELECT scope FROM limits WHERE scope LIKE 'run:%' AND ($2::text[] IS NULL OR split_part(substr(scope, 5), '/', 1) = ANY($2::text[]))
+       ORDER BY scope COLLATE "C" LIMIT $1::int`,
+      [RUN_CARDS, sees.projects],
+    ),
   ] as const);
 
   // One Redis call for every card on the page, one query per kind for their 30 days.
@@ -98,20 +117,25 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
   const shownProjects = namesOf(['project']);
   const periods = usagePeriods(now, timeZone);
   const [byProject, byUser, historyRows] = await Promise.all([
-    dailySeriesMany(pool, { by: 'project', names: shownProjects, today, days: DAYS }),
-    dailySeriesMany(pool, { by: 'user', names: namesOf(['user-day', 'user-week']), today, days: DAYS }),
+    dailySeriesMany(pool, { by: 'project', names: shownProjects, today, days: LEAD_DAYS + DAYS }),
+    dailySeriesMany(pool, { by: 'user', names: namesOf(['user-day', 'user-week']), today, days: LEAD_DAYS + DAYS }),
     projectUsageInRanges(pool, periods, projectRank.scopes.map((s) => s.name)),
   ]);
   const elapsedToday = now - day.start;
   const card = (scope: string): ScopeCard => {
     const view = views.get(scope)!;
     const s = parseScopeId(scope);
-    if (s.kind === 'run') return { view, title: `run ${s.name}`, projection: '', trend: [] };
+    if (s.kind === 'run') return { view, title: `run ${s.name}`, projection: '', trend: [], line: null };
     const which = s.kind === 'user-day' ? 'daily' : 'weekly';
-    const [title, subject, trend] =
+    const [title, subject, series] =
       s.kind === 'project'
         ? [`project ${s.name}`, `project ${s.name}'s budget`, byProject.get(s.name)!]
         : [`${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, byUser.get(s.name)!];
+    const trend = series.slice(-DAYS);
+    const sum = (k: 'actualGpuMs' | 'exemptGpuMs') => trend.reduce((a, d) => a + d[k], 0);
+    // A one-off budget's line starts from what it had settled before the 30 days (its counters hold all it ever used).
+    const before = { actualGpuMs: Math.max(0, view.usedGpuMs - sum('actualGpuMs')), exemptGpuMs: Math.max(0, view.exemptUsedGpuMs - sum('exemptGpuMs')) };
+    const line = trendLine(view.period, trend, series.slice(0, -DAYS), before);
     const p = projectRunOut({
       daily: withToday(trend.map((d) => d.actualGpuMs), elapsedToday),
       limitGpuMs: view.effectiveLimitGpuMs,
@@ -121,17 +145,18 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
       now,
       timeZone,
     });
-    return { view, title, projection: describeProjection(subject, p, timeZone, now), trend };
+    return { view, title, projection: describeProjection(subject, p, timeZone, now), trend, line };
   };
   const section = (r: { total: number; scopes: { scope: string }[] }, page: number, pageSize: number): CardPage => ({ cards: r.scopes.map((s) => card(s.scope)), total: r.total, page, pageSize });
 
-  const held = await deps.held.list({ limit: 50, offset: 0 });
+  const held = await deps.held.list({ limit: 50, offset: 0, within: access?.jobFilter() ?? undefined });
   const q = query.q?.toLowerCase() ?? null;
   const gpus = (deps.caps ? await deps.caps.list() : [])
-    .filter((c) => q === null || c.scope.toLowerCase().includes(q))
+    .filter((c) => (q === null || c.scope.toLowerCase().includes(q)) && (!access || access.canSeeCap(c.scope)))
     .sort((a, b) => b.inFlightGpus / Math.max(1, b.effectiveMaxGpus) - a.inFlightGpus / Math.max(1, a.effectiveMaxGpus) || (a.scope < b.scope ? -1 : 1))
     .slice(0, GPU_CAP_ROWS);
-  const alerts = await recentEvents(pool, ['THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET'], 15);
+  // Alerts name every project and person: for readers of everything.
+  const alerts = !access || access.readsAll ? await recentEvents(pool, ['THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET'], 15) : [];
   return {
     now,
     timeZone,

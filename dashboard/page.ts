@@ -1,6 +1,7 @@
 /**
  * The budget dashboard as one server-rendered HTML page: no build step, no
- * framework, no chart library (bars are CSS, trends are inline SVG), a few
+ * framework, no chart library (bars are CSS, 30-day lines are inline SVG:
+ * trend-chart.ts), a few
  * kilobytes of script for the admin buttons. Every number carries a data-
  * attribute with its exact value, so tests compare what is drawn with what
  * the API reports. Lists are pages with a count of the rest and links on;
@@ -10,15 +11,17 @@ import type { CardPage, DashboardData, DashboardQuery, ScopeCard } from './data.
 import type { Role } from '../src/http/auth.ts';
 import { formatHours, gpuMsToHours } from '../src/units.ts';
 import { scopeLabel } from '../src/accounting/scopes.ts';
+import { trendChart } from './trend-chart.ts';
+import { esc } from './html.ts';
 
 export interface PageOptions {
   role: Role;
+  /** Whether the person looking may release and override this held job (admins, its project's managers); omitted: admins only. */
+  mayManage?: (job: { project: string; user: string }) => boolean;
   /** Bull Board base path and queue names, for links. */
   board: { base: string; queues: string[] } | null;
 }
 
-const esc = (s: unknown) =>
-  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 const h = (ms: number) => formatHours(ms);
 
 function bar(v: ScopeCard['view']): string {
@@ -44,22 +47,6 @@ function gpuRow(c: DashboardData['gpus'][number]): string {
     <td class="n">${esc(c.inFlightGpus)} of ${esc(c.effectiveMaxGpus)}${c.peakNow ? ` <span class="muted">(peak; ${esc(c.maxGpus)} otherwise)</span>` : c.peak ? ` <span class="muted">(${esc(c.peak.maxGpus)} in peak hours)</span>` : ''}</td></tr>`;
 }
 
-function sparkline(trend: ScopeCard['trend']): string {
-  const w = 300;
-  const hgt = 40;
-  const max = Math.max(1, ...trend.map((d) => d.actualGpuMs + d.exemptGpuMs));
-  const step = w / trend.length;
-  const bars = trend
-    .map((d, i) => {
-      const y = (d.actualGpuMs / max) * hgt;
-      const e = (d.exemptGpuMs / max) * hgt;
-      return `<rect x="${(i * step).toFixed(1)}" y="${(hgt - y).toFixed(1)}" width="${(step - 1).toFixed(1)}" height="${y.toFixed(1)}"><title>${esc(d.day)}: ${esc(h(d.actualGpuMs))} GPU-h</title></rect>` +
-        (e > 0 ? `<rect class="ex" x="${(i * step).toFixed(1)}" y="${(hgt - y - e).toFixed(1)}" width="${(step - 1).toFixed(1)}" height="${e.toFixed(1)}"><title>${esc(d.day)}: ${esc(h(d.exemptGpuMs))} exempt</title></rect>` : '');
-    })
-    .join('');
-  return `<svg class="trend" viewBox="0 0 ${w} ${hgt}" width="${w}" height="${hgt}" aria-label="GPU hours per day, last ${trend.length} days">${bars}</svg>`;
-}
-
 function card(c: ScopeCard): string {
   const v = c.view;
   const num = (name: string, ms: number | null) => `<span class="${name}" data-gpu-hours="${ms === null ? '' : gpuMsToHours(ms)}">${ms === null ? '—' : esc(h(ms))}</span>`;
@@ -70,7 +57,7 @@ function card(c: ScopeCard): string {
       · remaining ${num('remaining', v.remainingGpuMs)}${v.exemptUsedGpuMs + v.exemptReservedGpuMs > 0 ? ` · exempt ${num('exempt', v.exemptUsedGpuMs + v.exemptReservedGpuMs)}` : ''}
       ${v.nextResetAt ? ` · resets ${esc(new Date(v.nextResetAt).toISOString().slice(0, 16).replace('T', ' '))} UTC` : ''}</p>
     ${c.projection ? `<p class="projection">${esc(c.projection)}</p>` : ''}
-    ${c.trend.length ? sparkline(c.trend) : ''}
+    ${c.line ? trendChart(c.line, v.effectiveLimitGpuMs) : ''}
   </article>`;
 }
 
@@ -118,13 +105,14 @@ function alertText(a: DashboardData['alerts'][number]): string {
 }
 
 export function renderDashboard(d: DashboardData, opts: PageOptions): string {
-  const admin = opts.role === 'admin';
+  const manages = opts.mayManage ?? (() => opts.role === 'admin');
+  const actions = d.held.jobs.some(manages);
   const age = (s: number) => (s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86_400)}d`);
   const heldRows = d.held.jobs
     .map(
       (j) => `<tr data-job="${esc(j.jobId)}"><td>${esc(j.jobId)}</td><td>${esc(j.project)}</td><td>${esc(j.user)}</td><td class="n">${esc(j.estimatedGpuHours)}</td>
         <td>${esc(age(j.ageSeconds))}</td><td>${esc(j.reason)}<div class="muted">${esc(j.startsWhen)}</div></td>
-        ${admin ? `<td class="actions"><button data-action="release" data-id="${esc(j.jobId)}">Release</button> <button data-action="override" data-id="${esc(j.jobId)}">Override</button></td>` : ''}</tr>`,
+        ${actions ? `<td class="actions">${manages(j) ? `<button data-action="release" data-id="${esc(j.jobId)}">Release</button> <button data-action="override" data-id="${esc(j.jobId)}">Override</button>` : ''}</td>` : ''}</tr>`,
     )
     .join('');
   const hist = d.history.rows
@@ -148,7 +136,9 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
   .mark { position: absolute; top: 0; bottom: 0; width: 2px; background: #1d2230; opacity: .45; }
   .exempt-bar { height: 4px; background: #2f9e6b; border-radius: 2px; margin-bottom: 4px; }
   .numbers, .projection { margin: 6px 0; } .projection { color: #4a5068; font-style: italic; }
-  .trend rect { fill: #3a55c4; opacity: .75; } .trend rect.ex { fill: #2f9e6b; }
+  .trend { display: block; margin-top: 6px; } .trend text { font-size: 9px; fill: #6b7285; } .trend .grid { stroke: #eef0f6; } .trend .axis { stroke: #b9bfd0; }
+  .trend .reset { stroke: #dde1ec; stroke-dasharray: 1 2; } .trend polyline { fill: none; stroke-width: 1.5; } .trend .used { stroke: #3a55c4; } .trend circle.used { fill: #3a55c4; }
+  .trend .exempt { stroke: #2f9e6b; stroke-dasharray: 3 2; } .trend circle.exempt { fill: #2f9e6b; } .trend line.limit { stroke: #c43a3a; stroke-dasharray: 5 3; } .trend text.limit { fill: #c43a3a; }
   table { width: 100%; border-collapse: collapse; background: #fff; border: 1px solid #dde1ec; }
   th, td { text-align: left; padding: 6px 8px; border-bottom: 1px solid #eef0f6; vertical-align: top; } td.n { text-align: right; }
   button { font: inherit; padding: 2px 8px; border: 1px solid #3a55c4; background: #fff; color: #3a55c4; border-radius: 4px; cursor: pointer; }
@@ -160,7 +150,7 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
 <div class="top"><h1>gpu-gatekeeper · budgets</h1>
   <nav><span class="muted">${esc(opts.role)} · ${esc(d.timeZone)} · ${esc(new Date(d.now).toISOString().slice(0, 16).replace('T', ' '))} UTC</span>
   ${opts.board ? opts.board.queues.map((q) => `<a href="${esc(opts.board!.base)}/queue/${encodeURIComponent(q)}">${esc(q)}</a>`).join('') : ''}</nav></div>
-<p class="legend muted"><span><i style="background:#3a55c4"></i>used</span><span><i style="background:#8fa2ee"></i>reserved (running)</span><span><i style="background:#2f9e6b"></i>exempt (not counted)</span><span><i style="background:#1d2230;opacity:.45"></i>warning thresholds</span></p>
+<p class="legend muted"><span><i style="background:#3a55c4"></i>used</span><span><i style="background:#8fa2ee"></i>reserved (running)</span><span><i style="background:#2f9e6b"></i>exempt (not counted)</span><span><i style="background:#1d2230;opacity:.45"></i>warning thresholds</span><span><i style="background:#c43a3a;height:2px;vertical-align:3px"></i>limit (dashed, on the 30-day lines)</span></p>
 <div id="msg" role="status"></div>
 <form class="search" method="get" action="/dashboard" role="search"><input type="search" name="q" maxlength="128" pattern="[A-Za-z0-9._\-]{1,128}" placeholder="project or user name" value="${esc(d.query.q ?? '')}" aria-label="search projects and users"> <input type="submit" value="Search">${d.query.q ? ` <a href="/dashboard">clear</a>` : ''}</form>
 <h2>Near their limits (${esc(d.nearLimit.total)})</h2>
@@ -181,11 +171,11 @@ ${d.gpus.length ? `<h2>GPUs in flight</h2>
 <table id="history"><thead><tr><th>project</th>${d.history.periods.map((p) => `<th title="${esc(p.from)} – ${esc(p.to)}">${esc(p.label)}</th>`).join('')}</tr></thead>
 <tbody>${hist || `<tr><td colspan="${d.history.periods.length + 1}" class="muted">Nothing settled yet.</td></tr>`}</tbody></table>
 <h2>Held jobs (${esc(d.held.total)})</h2>
-<table id="held"><thead><tr><th>job</th><th>project</th><th>user</th><th>GPU-h</th><th>age</th><th>why, and what starts it</th>${admin ? '<th></th>' : ''}</tr></thead>
-<tbody>${heldRows || `<tr><td colspan="${admin ? 7 : 6}" class="muted">Nothing held.</td></tr>`}</tbody></table>
+<table id="held"><thead><tr><th>job</th><th>project</th><th>user</th><th>GPU-h</th><th>age</th><th>why, and what starts it</th>${actions ? '<th></th>' : ''}</tr></thead>
+<tbody>${heldRows || `<tr><td colspan="${actions ? 7 : 6}" class="muted">Nothing held.</td></tr>`}</tbody></table>
 <h2>Recent alerts</h2>
 <table id="alerts"><tbody>${d.alerts.map((a) => `<tr><td class="muted">${esc(a.at.slice(0, 16).replace('T', ' '))}</td><td>${esc(a.type)}</td><td>${esc(alertText(a))}</td><td>${a.acked ? 'acknowledged' : ''}</td></tr>`).join('') || '<tr><td class="muted">No alerts.</td></tr>'}</tbody></table>
-${admin ? `<script>
+${actions ? `<script>
 document.addEventListener('click', async (e) => {
   const b = e.target.closest('button[data-action]');
   if (!b) return;

@@ -1,14 +1,20 @@
 /**
  * The demo's workload (run by scripts/demo.sh against a running instance):
- * sets budgets, quotas, a run cap and an exempt type through the API, then
- * submits jobs the way real submitters do — straight onto the intake queue —
- * in waves: steady renders by several users, exempt regression tests, a
- * 160-scene batch that meets its run cap, a user past their daily quota. Then
+ * sets budgets, quotas, a run cap and an exempt type through the API, writes
+ * four weeks of settled history (scripts/demo-history.ts) so the dashboard's
+ * 30-day lines show a trend at once, then submits jobs the way real
+ * submitters do — straight onto the intake queue — in waves: steady renders
+ * by several users, exempt regression tests, a 160-scene batch that meets
+ * its run cap, a user past their daily quota. Then
  * an admin raises the batch's cap and releases the held scenes. Every GPU job
  * is simulated (runs SIM_JOB_MS, reports about 80 % of its estimate).
  */
 import { Queue } from 'bullmq';
 import { createRedis } from '../queues/connection.ts';
+import { loadConfig } from '../src/config.ts';
+import { Accounting } from '../src/accounting/counters.ts';
+import { seedHistory } from '../src/usage/seed-history.ts';
+import { demoHistory, HISTORY_DAYS } from './demo-history.ts';
 
 const base = `http://127.0.0.1:${process.env.PORT ?? 3000}`;
 const admin = process.env.GATEKEEPER_ADMIN_TOKEN!;
@@ -61,7 +67,14 @@ async function main(): Promise<void> {
   await api('PUT', '/projects/render-farm/runs/scenes-160/cap', { gpuHours: 100 });
   await api('PUT', '/exempt-job-types/regression-test', { reason: 'CI does not count' });
 
-  const connection = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  const config = loadConfig();
+  const connection = createRedis(config.redisUrl, { cluster: config.redisCluster });
+  // After the limits (history counts in their periods), before the live load
+  // (no job is held yet, so no history job waits behind one).
+  const accounting = new Accounting(connection, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
+  const now = Date.now();
+  const seeded = await seedHistory(accounting, demoHistory(now, config.timeZone), now);
+  say(`wrote ${HISTORY_DAYS} days of settled history (${seeded} jobs) through the reserve and settle scripts`);
   const intake = new Queue(process.env.INTAKE_QUEUE ?? 'gpu-intake', { connection, prefix });
   const users = ['alice', 'bob', 'chen', 'dana'];
   say('wave 1: steady work across projects, and regression tests (exempt)');

@@ -8,6 +8,7 @@ import { checkTimeZone } from './periods.ts';
 import { hashTag } from './redis/keys.ts';
 import { parseAllowedTargets } from './net/allowed.ts';
 import type { AllowedTargets } from './net/egress.ts';
+import { issuerUrlProblem, parseGroupRoles, type OidcSettings } from './http/oidc-config.ts';
 
 const intFrom = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) =>
   z
@@ -183,6 +184,26 @@ export const Env = z.object({
       }
       return origins;
     }),
+  /**
+   * OpenID Connect issuer whose JWTs sign people in (`Authorization: Bearer
+   * <JWT>`), exactly as its tokens' `iss` reads; https:// (http only on
+   * loopback). Its keys come from its /.well-known/openid-configuration.
+   * @default unset: OIDC off
+   */
+  OIDC_ISSUER: z.string().optional(),
+  /** The audience (`aud`) a token must carry; required with OIDC_ISSUER. */
+  OIDC_AUDIENCE: z.string().optional(),
+  /** The claim naming the person. @default preferred_username */
+  OIDC_USER_CLAIM: z.string().min(1).default('preferred_username'),
+  /** The claim listing the person's groups (an array of strings). @default groups */
+  OIDC_GROUPS_CLAIM: z.string().min(1).default('groups'),
+  /**
+   * Groups to roles and projects, `;`-separated: `group=role` (every
+   * project) or `group=role:project,project`, e.g.
+   * `gk-admins=admin; ml-leads=manager:alpha,beta; ml=submitter:alpha,beta; auditors=viewer`.
+   * Required with OIDC_ISSUER.
+   */
+  OIDC_GROUP_ROLES: z.string().optional(),
   /** How long one simulated GPU job runs, in ms. @default 1000 */
   SIM_JOB_MS: intFrom(1000, 0),
   /** A simulated GPU worker's lock on a job, in ms: a killed worker's jobs run again after about this long. @default 30000 */
@@ -230,6 +251,8 @@ export interface Config {
   readonly visibility: 'own' | 'all';
   /** Origins besides the server's own whose pages may write with a browser's credentials. */
   readonly trustedOrigins: readonly string[];
+  /** Sign-in with OIDC tokens; null: off. */
+  readonly oidc: OidcSettings | null;
   readonly simJobMs: number;
   readonly simConcurrency: number;
   readonly simLockMs: number;
@@ -266,6 +289,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (unknown.length > 0) {
     throw new ConfigError(`invalid configuration:\n  GATEKEEPER_ROLES: unknown role(s) ${unknown.join(', ')}; use ${ROLES.join(', ')}`);
   }
+  const oidc = oidcOf(e);
   return Object.freeze({
     redisUrl: e.REDIS_URL,
     redisCluster: e.REDIS_CLUSTER === '1',
@@ -296,11 +320,30 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     viewerToken: e.GATEKEEPER_VIEWER_TOKEN,
     visibility: e.VISIBILITY,
     trustedOrigins: Object.freeze(e.GATEKEEPER_TRUSTED_ORIGINS),
+    oidc,
     simJobMs: e.SIM_JOB_MS,
     simConcurrency: e.SIM_CONCURRENCY,
     simLockMs: e.SIM_LOCK_MS,
     logLevel: e.LOG_LEVEL,
   });
+}
+
+/** OIDC's settings, all checked together: an issuer needs an audience and a mapping. */
+function oidcOf(e: z.infer<typeof Env>): OidcSettings | null {
+  if (e.OIDC_ISSUER === undefined) {
+    const stray = (['OIDC_AUDIENCE', 'OIDC_GROUP_ROLES'] as const).filter((k) => e[k] !== undefined);
+    if (stray.length > 0) throw new ConfigError(`invalid configuration:\n  ${stray.join(', ')}: set without OIDC_ISSUER (OIDC is off)`);
+    return null;
+  }
+  const problems: string[] = [];
+  const urlProblem = issuerUrlProblem(e.OIDC_ISSUER);
+  if (urlProblem) problems.push(`OIDC_ISSUER: ${urlProblem}`);
+  if (e.OIDC_AUDIENCE === undefined) problems.push('OIDC_AUDIENCE: required with OIDC_ISSUER (the `aud` tokens for this gatekeeper carry, often its client id)');
+  if (e.OIDC_GROUP_ROLES === undefined) problems.push('OIDC_GROUP_ROLES: required with OIDC_ISSUER, e.g. "gk-admins=admin; ml=submitter:alpha,beta"');
+  const { roles, problems: mapping } = parseGroupRoles(e.OIDC_GROUP_ROLES ?? 'x=admin');
+  problems.push(...mapping.map((m) => `OIDC_GROUP_ROLES: ${m}`));
+  if (problems.length > 0) throw new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
+  return Object.freeze({ issuer: e.OIDC_ISSUER, audience: e.OIDC_AUDIENCE!, userClaim: e.OIDC_USER_CLAIM, groupsClaim: e.OIDC_GROUPS_CLAIM, groupRoles: roles });
 }
 
 /**

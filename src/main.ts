@@ -18,6 +18,7 @@ import { Accounting } from './accounting/counters.ts';
 import { Budgets } from './accounting/budgets.ts';
 import { LedgerWriter } from './ledger/writer.ts';
 import { createApp } from './api/app.ts';
+import { OidcVerifier } from './http/oidc.ts';
 import { HeldJobs } from './admin/held.ts';
 import { checkRedisPolicy, RedisPolicyError } from './redis/policy.ts';
 import { createGatekeeper } from '../workers/gatekeeper.ts';
@@ -177,6 +178,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     const app = createApp({
       metrics, config, accounting, intake: boardQueues.intake, clock: systemClock,
       budgets, held, redis, pool: pool!, log: log.child({ role: 'api' }), tokens, boardQueues, quarantine,
+      verifiers: config.oidc ? [new OidcVerifier(config.oidc, log.child({ role: 'api', oidc: config.oidc.issuer }))] : [],
     });
     const server = await listen(app, config.port);
     log.info({ port: config.port }, 'api listening');

@@ -60,6 +60,7 @@ async function state() {
     rateLimits: await q('SELECT scope, jobs_per_minute, burst FROM rate_limits ORDER BY 1'),
     rateCopies: JSON.stringify(await t.accounting.definitions.rateScopes()),
     webhooks: await q('SELECT count(*) FROM webhooks'),
+    keys: await q('SELECT count(*), count(revoked_at) FROM api_keys'),
     acked: await q('SELECT count(*) FROM events WHERE acked_at IS NOT NULL'),
     intake: await intake.count(),
     held: (await t.accounting.heldIds()).join(','),
@@ -84,7 +85,7 @@ const value = fc.oneof(
   fc.array(fc.oneof(fc.integer(), fc.string()), { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 5 }), fc.integer(), { maxKeys: 2 }),
 );
 const FIELDS = ['gpuHours', 'reason', 'period', 'rollover', 'rolloverCapGpuHours', 'policy', 'gracePercent', 'thresholds', 'daily', 'weekly',
-  'ids', 'all', 'project', 'user', 'note', 'url', 'types', 'jobs', 'estimatedGpuHours', 'gpus', 'jobType', 'run', 'payload', 'jobsPerMinute', 'burst'];
+  'ids', 'all', 'project', 'user', 'note', 'url', 'types', 'jobs', 'estimatedGpuHours', 'gpus', 'jobType', 'run', 'payload', 'jobsPerMinute', 'burst', 'role', 'projects', 'expiresAt'];
 // Near-valid: the real field names, random values; or anything at all.
 const bodyArb = fc.oneof(fc.dictionary(fc.constantFrom(...FIELDS), value, { maxKeys: 4 }), fc.jsonValue(), fc.constant(undefined));
 const segment = fc.oneof(fc.constantFrom('fz', 'bob', '1', 'regression-test', 'wh_x'), fc.string({ minLength: 1, maxLength: 12 }), hostile);
@@ -98,6 +99,7 @@ const ROUTES: [string, string][] = [
   ['POST', '/api/v1/webhooks'], ['DELETE', '/api/v1/webhooks/:a'], ['GET', '/api/v1/usage'], ['GET', '/api/v1/usage/export'], ['GET', '/api/v1/audit'],
   ['GET', '/api/v1/projects'],
   ['PUT', '/api/v1/users/:a/rate-limit'], ['DELETE', '/api/v1/users/:a/rate-limit'], ['GET', '/api/v1/projects/:a/rate-limit'], ['PUT', '/api/v1/projects/:a/rate-limit'],
+  ['POST', '/api/v1/keys'], ['GET', '/api/v1/keys'], ['DELETE', '/api/v1/keys/:a'], ['GET', '/api/v1/me'],
 ];
 
 describe('fuzzing', () => {

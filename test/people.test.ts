@@ -10,6 +10,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestEnv, eventually, type TestEnv } from './support/env.ts';
 import { callApi, serveApi, type ServedApi } from './support/api.ts';
 import { hoursToGpuMs } from '../src/units.ts';
+import { SYSTEM } from '../src/accounting/budgets.ts';
+import { EXIT, runCli } from '../src/cli/main.ts';
 
 const admin = 'test-admin-token-0123456789';
 const viewer = 'test-viewer-token-0123456789';
@@ -172,6 +174,28 @@ describe('a submitter', () => {
     expect(row).toMatchObject({ action: 'held.cancel', actor: 'gina', role: 'submitter', via: `key:${gina.slice(3, 15)}` });
   });
 
+  it('sees on the dashboard only their projects, their quota and their held jobs', async () => {
+    const page = async (key: string) => {
+      const res = await fetch(api.api.replace(/\/api\/v1$/, '/dashboard'), { headers: { authorization: `Basic ${Buffer.from(`x:${key}`).toString('base64')}` } });
+      expect(res.status).toBe(200);
+      return res.text();
+    };
+    await t.budgets.setQuota('ann', { daily: { limitGpuMs: hoursToGpuMs(3) } }, SYSTEM, null);
+    await t.budgets.setQuota('bob', { daily: { limitGpuMs: hoursToGpuMs(3) } }, SYSTEM, null);
+    await t.budgets.set('gamma', 0);
+    await call(admin, 'POST', '/jobs', { jobs: [job('gamma', 'ann'), job('gamma', 'hal2')] });
+    await eventually(() => call(admin, 'GET', '/held?project=gamma'), (r) => r.body.jobs.some((j: { user: string }) => j.user === 'hal2'));
+    const mine = await page(ann);
+    expect(mine).toContain('data-scope="project:alpha"');
+    expect(mine).toContain('data-scope="user-day:ann"');
+    expect(mine).not.toContain('data-scope="project:beta"');
+    expect(mine).not.toContain('data-scope="user-day:bob"');
+    expect(mine).toContain('<td>ann</td>');
+    expect(mine).not.toContain('<td>hal2</td>');
+    const all = await page(admin);
+    for (const s of ['data-scope="project:beta"', 'data-scope="user-day:bob"', '<td>hal2</td>']) expect(all).toContain(s);
+  });
+
   it('with VISIBILITY=all, reads every budget and quota, but still not others’ held jobs', async () => {
     const call2 = (path: string) => callApi(open.api, ann, 'GET', path);
     expect((await call2('/projects/beta/budget')).status).toBe(200);
@@ -215,11 +239,54 @@ describe('a manager', () => {
   });
 });
 
+describe('the dashboard of a manager', () => {
+  it('offers Release and Override on their projects\' held jobs only', async () => {
+    await t.budgets.set('kappa', 0);
+    await t.budgets.set('lambda', 0);
+    const kim = await newKey({ user: 'kimm', role: 'manager', projects: ['kappa'] });
+    await call(admin, 'POST', '/jobs', { jobs: [job('kappa', 'u9'), job('lambda', 'kimm')] });
+    const [k] = await heldOf('kappa', 1);
+    const [l] = await heldOf('lambda', 1);
+    const res = await fetch(api.api.replace(/\/api\/v1$/, '/dashboard'), { headers: { authorization: `Basic ${Buffer.from(`x:${kim}`).toString('base64')}` } });
+    const html = await res.text();
+    // Both rows are theirs to see (one by project, one as its owner); only kappa's is theirs to decide.
+    expect(html).toContain(`<tr data-job="${k}">`);
+    expect(html).toContain(`<tr data-job="${l}">`);
+    expect(html).toContain(`data-action="release" data-id="${k}"`);
+    expect(html).not.toContain(`data-id="${l}"`);
+  });
+});
+
 describe('the environment tokens', () => {
   it('keep working, and the audit marks the name as declared', async () => {
     expect((await call(admin, 'PUT', '/projects/epsilon/budget', { gpuHours: 2 })).status).toBe(200);
     const [row] = (await call(admin, 'GET', '/audit?target=project:epsilon')).body.entries;
     expect(row).toMatchObject({ actor: 'ops-alice', role: 'admin', via: 'token' });
     expect((await call(viewer, 'GET', '/me')).body).toEqual({ user: 'ops-alice', role: 'viewer', projects: null, via: 'token', visibility: 'own' });
+  });
+});
+
+describe('the CLI', () => {
+  const cli = async (token: string, args: string[]) => {
+    let out = '';
+    const code = await runCli(['--url', api.api.replace(/\/api\/v1$/, ''), '--token', token, '--actor', 'ops-bob', ...args], (s) => (out += s));
+    return { code, out };
+  };
+
+  it('creates a key that then says who it is, lists it, and revokes it', async () => {
+    const made = await cli(admin, ['keys', 'create', 'cli-ann', '--role', 'submitter', '--projects', 'alpha,beta', '--reason', 'onboarding']);
+    expect(made.code).toBe(EXIT.ok);
+    const key = /\n(gk_\S+)\n$/.exec(made.out)![1]!;
+    expect((await cli(key, ['whoami'])).out).toBe(`cli-ann: submitter of alpha, beta, known by key:${key.slice(3, 15)}\n`);
+    const listed = await cli(admin, ['keys', 'list', '--user', 'cli-ann']);
+    expect(listed.out).toMatch(new RegExp(`^ID +USER +ROLE +PROJECTS +STATE +EXPIRES +LAST USED +CREATED BY\n${key.slice(3, 15)} +cli-ann +submitter +alpha,beta +active +`));
+    expect(listed.out).not.toContain(key.slice(16));
+    expect((await cli(admin, ['keys', 'revoke', key.slice(3, 15), '--reason', 'done'])).code).toBe(EXIT.ok);
+    expect((await cli(key, ['whoami'])).code).toBe(EXIT.forbidden);
+  });
+
+  it('a submitter may not create keys: exit 3', async () => {
+    const key = await newKey({ user: 'cli-sam', role: 'submitter' });
+    expect((await cli(key, ['keys', 'create', 'x', '--role', 'admin'])).code).toBe(EXIT.forbidden);
   });
 });

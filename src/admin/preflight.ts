@@ -73,6 +73,11 @@ export class Preflight {
   }
 
   async run(inputs: unknown[], now: number): Promise<PreflightReport> {
+    return (await this.decide(inputs, now)).report;
+  }
+
+  /** The report, and each held job's hold as data (by index; undefined for the others): the submission screen words it. */
+  async decide(inputs: unknown[], now: number): Promise<{ report: PreflightReport; holds: (Hold | undefined)[] }> {
     const parsed = this.validate(inputs);
     const valid = parsed.flatMap((p, index) => (p.ok ? [{ index, data: p.data }] : []));
     const reqs = valid.map(({ index, data }) => ({
@@ -86,6 +91,7 @@ export class Preflight {
     const [scopes, dry] = await Promise.all([this.budgets.views(bases), this.accounting.dryRun(reqs, now, this.config.unknownProjectPolicy)]);
 
     const outcomes: PreflightOutcome[] = parsed.map((p, index) => ({ index, outcome: 'rejected', reason: p.ok ? '' : p.reason }));
+    const holds: (Hold | undefined)[] = parsed.map(() => undefined);
     const softPassed = new Map<string, number>();
     dry.outcomes.forEach((o, k) => {
       const index = valid[k]!.index;
@@ -94,6 +100,7 @@ export class Preflight {
         outcomes[index] = { index, outcome: 'admitted', ...(o.exempt ? { exempt: true as const } : {}), ...(o.softOver.length ? { softOver: o.softOver } : {}) };
       } else if (o.kind === 'held') {
         outcomes[index] = { index, outcome: 'held', reason: describeHold(o), waitsFor: waitsFor(o) };
+        holds[index] = o;
       } else if (o.kind === 'throttled') {
         outcomes[index] = { index, outcome: 'throttled', dueAt: new Date(o.dueAt).toISOString(), reason: describeThrottle(o.over, o.dueAt) };
       } else if (o.kind === 'rejected') {
@@ -109,10 +116,11 @@ export class Preflight {
       ...limitWarnings(scopes, dry.warnings, softPassed),
     ];
     const count = (k: PreflightOutcome['outcome']) => outcomes.filter((o) => o.outcome === k).length;
-    return {
+    const report = {
       jobs: inputs.length, admitted: count('admitted'), held: count('held'), rejected: count('rejected'), throttled: count('throttled'), outcomes, scopes,
       warnings: warningDetails.map((w) => w.message), warningDetails,
     };
+    return { report, holds };
   }
 }
 

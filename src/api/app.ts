@@ -23,6 +23,7 @@ import { eventRoutes } from './events.ts';
 import { NO_TARGETS } from '../net/egress.ts';
 import { maintenanceRoutes } from './maintenance.ts';
 import { jobRoutes } from './jobs.ts';
+import { submitRoutes } from './submit.ts';
 import { rateLimitRoutes } from './rate-limits.ts';
 import { gpuCapRoutes } from './gpu-caps.ts';
 import { GpuCaps } from '../accounting/gpu-caps.ts';
@@ -115,10 +116,14 @@ export function createApp(deps: AppDeps): express.Express {
   app.get('/dashboard', noFraming, authenticate(authn, { browser: true }), async (req, res) => {
     const clock = deps.clock ?? systemClock;
     const query = parseBody(DashboardQuerySchema, req.query);
-    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query });
+    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query, access: accessOf(res) });
     const board = deps.boardQueues ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
-    res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: actorOf(res).role, board }));
+    res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: actorOf(res).role, board, mayManage: (j) => accessOf(res).canManageProject(j.project) }));
   });
+  if (deps.config && deps.accounting) {
+    const preflight = new Preflight(deps.config, deps.accounting, deps.budgets);
+    app.use(submitRoutes({ authn, trustedOrigins: trusted, preflight, intake: deps.intake, budgets: deps.budgets, pool: deps.pool, held: deps.held, redis: deps.redis, keys: deps.accounting.keys, clock: deps.clock ?? systemClock, timeZone: deps.config.timeZone }));
+  }
   app.use((_req, res) => sendError(res, 404, 'no such route'));
   app.use(errorHandler(deps.log));
   return app;

@@ -88,20 +88,11 @@ const PATHS: [string, (req: Request) => Subject][] = [
   ['/concurrency', () => ({ scope: globalCap.id, read: (a) => a.readsAll, change: (a) => a.isAdmin })],
 ];
 
-/** Whether the caller may see a cap in the list (GET /gpu-caps). */
-function visible(a: Access, scope: string): boolean {
-  const [kind, name = ''] = scope.split(/:(.*)/s);
-  if (kind === 'gpus-project') return a.canSeeProject(name);
-  if (kind === 'gpus-type') return a.canSeeProject(name.slice(0, name.indexOf('/')));
-  if (kind === 'gpus-user') return a.canSeeUser(name);
-  return a.readsAll;
-}
-
 export function gpuCapRoutes(caps: GpuCaps): Router {
   const r = Router();
   r.get('/gpu-caps', async (_req, res) => {
     const a = accessOf(res);
-    res.json({ caps: (await caps.list()).filter((c) => visible(a, c.scope)).map(gpuCapJson) });
+    res.json({ caps: (await caps.list()).filter((c) => a.canSeeCap(c.scope)).map(gpuCapJson) });
   });
   for (const [path, scopeOf] of PATHS) {
     r.get(path, async (req, res) => {

@@ -16,10 +16,10 @@ import { HttpError } from '../http/errors.ts';
 import { accessOf, type Access } from '../http/access.ts';
 import { quoted } from '../text.ts';
 
-const MAX_BATCH = 1_000;
+export const MAX_BATCH = 1_000;
 
 /** The jobs of a body: one job object, or { jobs: [...] }. */
-function jobsOf(body: unknown): unknown[] {
+export function jobsOf(body: unknown): unknown[] {
   if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new HttpError(400, 'body must be a job object or { "jobs": [ ... ] }');
   const b = body as Record<string, unknown>;
   if (!('jobs' in b)) return [body];
@@ -44,12 +44,11 @@ export function jobRoutes(preflight: Preflight, clock: Clock, intake: Queue | un
     if (!intake) throw new HttpError(503, 'this process does not submit jobs (no intake queue)');
     const jobs = jobsOf(req.body);
     mayAskFor(accessOf(res), jobs, 'submit');
-    const invalid = preflight.validate(jobs).flatMap((p, i) => (p.ok ? [] : [`job ${i}: ${p.reason}`]));
-    if (invalid.length > 0) throw new HttpError(400, invalid.join('; '));
+    const invalid = invalidJobs(preflight, jobs);
+    if (invalid.length > 0) throw new HttpError(400, invalid.map((j) => `job ${j.index}: ${j.reason}`).join('; '));
     const report = await preflight.run(jobs, clock.now());
-    // As submitted (not as parsed): the gatekeeper validates again, the same way.
-    const added = await intake.addBulk(jobs.map((data) => ({ name: jobName(data), data })));
-    res.status(202).json({ jobIds: added.map((j) => j.id), warnings: report.warnings, warningDetails: report.warningDetails, preflight: { admitted: report.admitted, held: report.held, throttled: report.throttled } });
+    const jobIds = await queueJobs(intake, jobs);
+    res.status(202).json({ jobIds, warnings: report.warnings, warningDetails: report.warningDetails, preflight: { admitted: report.admitted, held: report.held, throttled: report.throttled } });
   });
   return r;
 }
@@ -59,13 +58,25 @@ export function jobRoutes(preflight: Preflight, clock: Clock, intake: Queue | un
  * viewer may ask what would happen for those they may see). A job without
  * them is left to validation, which names what is missing.
  */
-function mayAskFor(a: Access, jobs: unknown[], what: 'preflight' | 'submit'): void {
+export function mayAskFor(a: Access, jobs: unknown[], what: 'preflight' | 'submit'): void {
   jobs.forEach((data, i) => {
     const { project, user } = (typeof data === 'object' && data !== null ? data : {}) as { project?: unknown; user?: unknown };
     if (typeof project !== 'string' || typeof user !== 'string') return;
     const ok = a.canSubmit({ project, user }) || (what === 'preflight' && a.who.role === 'viewer' && a.canSeeJob({ project, user }));
     if (!ok) throw new HttpError(403, `job ${i}: ${a.describe()} may not ${what} jobs for user ${quoted(user)} in project ${quoted(project)}`);
   });
+}
+
+/** Each job the intake queue would refuse, and why; empty when all are valid. */
+export function invalidJobs(preflight: Preflight, jobs: unknown[]): { index: number; reason: string }[] {
+  return preflight.validate(jobs).flatMap((p, index) => (p.ok ? [] : [{ index, reason: p.reason }]));
+}
+
+/** Adds the batch to the intake queue, all in one call; the job ids in order. */
+export async function queueJobs(intake: Queue, jobs: unknown[]): Promise<string[]> {
+  // As submitted (not as parsed): the gatekeeper validates again, the same way.
+  const added = await intake.addBulk(jobs.map((data) => ({ name: jobName(data), data })));
+  return added.map((j) => j.id!);
 }
 
 function jobName(data: unknown): string {

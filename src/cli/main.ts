@@ -27,6 +27,8 @@
  *   gatekeeper override-requests approve 12 --reason "ok for the demo"
  *   gatekeeper quarantine list
  *   gatekeeper quarantine replay 3 --repair
+ *   gatekeeper keys create ann --role submitter --projects alpha,beta
+ *   gatekeeper whoami
  *
  * Tables for people by default; --json for scripts. Exit codes: 0 done,
  * 1 failed (server or network), 2 bad usage, 3 not allowed (401/403),
@@ -49,6 +51,7 @@ import { addHeldCommands } from './commands/held.ts';
 import { addOverrideRequestCommands } from './commands/override-requests.ts';
 import { addRateLimitCommands } from './commands/rate-limit.ts';
 import { addConcurrencyCommands } from './commands/concurrency.ts';
+import { addKeyCommands } from './commands/keys.ts';
 
 export { EXIT };
 
@@ -64,7 +67,7 @@ export function buildCli(out: (s: string) => void): Command {
   const program = new Command('gatekeeper')
     .description('Budgets, quotas, run caps, exempt job types and held jobs of gpu-gatekeeper')
     .addOption(new Option('--url <url>', 'API base URL').env('GATEKEEPER_URL').default('http://127.0.0.1:3000'))
-    .addOption(new Option('--token <token>', 'admin or viewer token').env('GATEKEEPER_TOKEN'))
+    .addOption(new Option('--token <token>', 'an environment token, or your own key (gk_…)').env('GATEKEEPER_TOKEN'))
     .addOption(new Option('--actor <name>', 'who you are, for the audit log').env('USER').default('cli'))
     .option('--json', 'print JSON instead of tables')
     .exitOverride()
@@ -81,6 +84,7 @@ export function buildCli(out: (s: string) => void): Command {
   for (const add of [
     addBudgetCommands, addQuotaCommands, addRunCapCommands, addJobCommands, addUsageCommands,
     addRateLimitCommands, addConcurrencyCommands, addMaintenanceCommands, addQuarantineCommands, addExemptCommands, addHeldCommands, addOverrideRequestCommands,
+    addKeyCommands,
   ]) {
     add(program, cli);
   }

@@ -30,6 +30,9 @@ export interface RankQuery {
   order: 'usage' | 'ratio';
   offset: number;
   limit: number;
+  /** Only these projects' budgets, and these users' quotas (what the caller may see); null or omitted: all. */
+  projects?: readonly string[] | null;
+  users?: readonly string[] | null;
   /** The current local day, and the first days of the current week (Monday) and month, 'YYYY-MM-DD'. */
   day: string;
   week: string;
@@ -62,12 +65,14 @@ export async function rankScopes(db: Queryable, f: RankQuery): Promise<{ total: 
        FROM limits l LEFT JOIN cur c ON c.scope = l.scope AND c.period = l.period
        WHERE (('project' = ANY($1::text[]) AND l.scope LIKE 'project:%') OR ('user-day' = ANY($1::text[]) AND l.scope LIKE 'user-day:%')
               OR ('user-week' = ANY($1::text[]) AND l.scope LIKE 'user-week:%'))
-         AND ($2::text IS NULL OR strpos(lower(substr(l.scope, strpos(l.scope, ':') + 1)), lower($2::text)) > 0))
+         AND ($2::text IS NULL OR strpos(lower(substr(l.scope, strpos(l.scope, ':') + 1)), lower($2::text)) > 0)
+         AND ($10::text[] IS NULL OR l.scope NOT LIKE 'project:%' OR substr(l.scope, 9) = ANY($10::text[]))
+         AND ($11::text[] IS NULL OR l.scope LIKE 'project:%' OR substr(l.scope, strpos(l.scope, ':') + 1) = ANY($11::text[])))
      SELECT scope, limit_gpu_ms, used, count(*) OVER () AS total FROM u
      WHERE $6::int IS NULL OR used * 100 >= $6::int * limit_gpu_ms
      ORDER BY CASE WHEN $7::text = 'ratio' THEN used::float8 / greatest(limit_gpu_ms, 1) END DESC NULLS LAST, used DESC, scope COLLATE "C"
      OFFSET $8::int LIMIT $9::int`,
-    [f.kinds, f.q, f.day, f.week, f.month, f.nearPercent, f.order, f.offset, f.limit],
+    [f.kinds, f.q, f.day, f.week, f.month, f.nearPercent, f.order, f.offset, f.limit, f.projects ?? null, f.users ?? null],
   );
   return {
     total: r.rows.length ? Number(r.rows[0].total) : f.offset > 0 ? await countScopes(db, f) : 0,

@@ -33,11 +33,14 @@ export interface Principal extends Actor {
 /** Why presented credentials (a key, an OIDC token) authenticate nobody: the 401's message. */
 export class CredentialRefused extends Error {}
 
+/** The credential could not be checked now (the identity provider is unreachable): a 503, not a 401. */
+export class CredentialUnavailable extends Error {}
+
 /** Checks a credential of one kind (src/people/api-keys.ts, src/http/oidc.ts). */
 export interface CredentialVerifier {
   /** Whether `token` is of this kind (else the next kind is tried). */
   accepts(token: string): boolean;
-  /** The person it names, or CredentialRefused. */
+  /** The person it names, or CredentialRefused (or CredentialUnavailable: try again later). */
   verify(token: string): Promise<Principal>;
 }
 
@@ -73,6 +76,16 @@ export class Access {
   /** A person's quota, rate limit and GPU cap. */
   canSeeUser(user: string): boolean {
     return this.seesOthers || user === this.who.name;
+  }
+
+  /** A GPU cap, by its scope id: its project's or person's, the global one for readers of everything. */
+  canSeeCap(scope: string): boolean {
+    const at = scope.indexOf(':');
+    const [kind, name] = [scope.slice(0, at), scope.slice(at + 1)];
+    if (kind === 'gpus-project') return this.canSeeProject(name);
+    if (kind === 'gpus-type') return this.canSeeProject(name.slice(0, name.indexOf('/')));
+    if (kind === 'gpus-user') return this.canSeeUser(name);
+    return this.readsAll;
   }
 
   /** A job (held, its usage): its owner, and managers and viewers of its project. */

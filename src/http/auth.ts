@@ -16,7 +16,7 @@
 import { timingSafeEqual, createHash } from 'node:crypto';
 import type { RequestHandler, Response } from 'express';
 import { sendError } from './errors.ts';
-import { Access, accessOf, CredentialRefused, type CredentialVerifier, type PersonRole, type Principal, type Visibility } from './access.ts';
+import { Access, accessOf, CredentialRefused, CredentialUnavailable, type CredentialVerifier, type PersonRole, type Principal, type Visibility } from './access.ts';
 
 export type Role = PersonRole;
 
@@ -97,6 +97,7 @@ export function authenticate(authn: Authn, opts: { browser?: boolean } = {}): Re
         who = await verifier.verify(token);
       } catch (err) {
         if (err instanceof CredentialRefused) return refuse(res, err.message);
+        if (err instanceof CredentialUnavailable) return sendError(res, 503, err.message);
         return next(err);
       }
     }

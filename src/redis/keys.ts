@@ -120,6 +120,11 @@ export class Keys {
     return `${this.base}:caps`;
   }
 
+  /** String: the job ids a /submit form queued (JSON), or 'pending'; its once-token makes a reloaded form queue nothing twice (src/api/submit.ts). */
+  submitted(token: string): string {
+    return `${this.base}:submitted:${token}`;
+  }
+
   /** What scripts that build keys themselves prepend (all but settle.lua). */
   get prefix(): string {
     return `${this.base}:`;
