@@ -216,8 +216,12 @@ export class HeldJobs {
     return report;
   }
 
-  /** Admit one held job regardless of budget: counted in usage, flagged in the ledger and the audit. */
-  async override(jobId: string, actor: Actor, reason: string | null): Promise<{ jobId: string; reservedGpuHours: number }> {
+  /**
+   * Admit one held job regardless of budget: counted in usage, flagged in the
+   * ledger and the audit. `auditAfter`: more to record in the audit row's
+   * `after` (an approved override request names its requester there).
+   */
+  async override(jobId: string, actor: Actor, reason: string | null, auditAfter: Record<string, unknown> = {}): Promise<{ jobId: string; reservedGpuHours: number }> {
     const note = `override by ${actor.name}${reason ? `: ${reason}` : ''}`;
     const [out] = await this.accounting.release([jobId], 'override', note, this.clock.now());
     if (out!.kind !== 'admitted') throw new NotHeldError(jobId, out!.kind === 'not-held' ? out!.state : 'held');
@@ -227,7 +231,7 @@ export class HeldJobs {
       action: 'held.override',
       target: `job:${jobId}`,
       before: { state: 'held' },
-      after: { state: 'admitted', reservedGpuHours, override: true },
+      after: { state: 'admitted', reservedGpuHours, override: true, ...auditAfter },
       reason,
     });
     return { jobId, reservedGpuHours };

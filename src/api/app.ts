@@ -16,6 +16,8 @@ import { renderDashboard } from '../../dashboard/page.ts';
 import { budgetRoutes } from './budgets.ts';
 import { projectRoutes } from './projects.ts';
 import { heldRoutes } from './held.ts';
+import { overrideRequestRoutes } from './override-requests.ts';
+import { OverrideRequests } from '../admin/override-requests.ts';
 import { auditRoutes } from './audit.ts';
 import { eventRoutes } from './events.ts';
 import { NO_TARGETS } from '../net/egress.ts';
@@ -95,6 +97,7 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(budgetRoutes(deps.budgets, deps.pool));
   api.use(projectRoutes({ pool: deps.pool, budgets: deps.budgets, held: deps.held }));
   api.use(heldRoutes(deps.held));
+  if (deps.accounting) api.use(overrideRequestRoutes(new OverrideRequests({ pool: deps.pool, redis: deps.redis, accounting: deps.accounting, held: deps.held, clock: deps.clock ?? systemClock, log: deps.log })));
   api.use(auditRoutes(deps.pool));
   // Without a config (some tests), no private webhook target is allowed.
   api.use(eventRoutes(deps.pool, deps.config ?? { webhookAllowedTargets: NO_TARGETS }));

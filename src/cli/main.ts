@@ -22,6 +22,9 @@
  *   gatekeeper held release --project alpha
  *   gatekeeper held override 1234 --reason "demo"
  *   gatekeeper held cancel 1234 --reason "duplicate"
+ *   gatekeeper held request-override 1234 --reason "client demo at 9"
+ *   gatekeeper override-requests --state open
+ *   gatekeeper override-requests approve 12 --reason "ok for the demo"
  *   gatekeeper quarantine list
  *   gatekeeper quarantine replay 3 --repair
  *   gatekeeper keys create ann --role submitter --projects alpha,beta
@@ -45,6 +48,7 @@ import { addMaintenanceCommands } from './commands/maintenance.ts';
 import { addQuarantineCommands } from './commands/quarantine.ts';
 import { addExemptCommands } from './commands/exempt.ts';
 import { addHeldCommands } from './commands/held.ts';
+import { addOverrideRequestCommands } from './commands/override-requests.ts';
 import { addRateLimitCommands } from './commands/rate-limit.ts';
 import { addConcurrencyCommands } from './commands/concurrency.ts';
 import { addKeyCommands } from './commands/keys.ts';
@@ -79,7 +83,7 @@ export function buildCli(out: (s: string) => void): Command {
   };
   for (const add of [
     addBudgetCommands, addQuotaCommands, addRunCapCommands, addJobCommands, addUsageCommands,
-    addRateLimitCommands, addConcurrencyCommands, addMaintenanceCommands, addQuarantineCommands, addExemptCommands, addHeldCommands,
+    addRateLimitCommands, addConcurrencyCommands, addMaintenanceCommands, addQuarantineCommands, addExemptCommands, addHeldCommands, addOverrideRequestCommands,
     addKeyCommands,
   ]) {
     add(program, cli);

@@ -140,6 +140,31 @@ CREATE TABLE limits (
   CONSTRAINT limits_rollover_cap_gpu_ms_check CHECK ((rollover_cap_gpu_ms >= 0))
 );
 
+CREATE TABLE override_requests (
+  id bigint DEFAULT nextval('override_requests_id_seq'::regclass) NOT NULL,
+  job_id text NOT NULL,
+  project text NOT NULL,
+  user_name text NOT NULL,
+  kind text NOT NULL,
+  reason text NOT NULL,
+  state text DEFAULT 'open'::text NOT NULL,
+  requested_by text NOT NULL,
+  requested_via text,
+  created_at timestamp with time zone DEFAULT now() NOT NULL,
+  decided_by text,
+  decided_via text,
+  decided_at timestamp with time zone,
+  decision_reason text,
+  closed_note text,
+  CONSTRAINT override_requests_check CHECK (((state = 'open'::text) = (decided_at IS NULL))),
+  CONSTRAINT override_requests_kind_check CHECK ((kind = ANY (ARRAY['override'::text, 'raise'::text]))),
+  CONSTRAINT override_requests_pkey PRIMARY KEY (id),
+  CONSTRAINT override_requests_state_check CHECK ((state = ANY (ARRAY['open'::text, 'approved'::text, 'denied'::text, 'closed'::text])))
+);
+CREATE UNIQUE INDEX override_requests_open_job ON public.override_requests USING btree (job_id) WHERE (state = 'open'::text);
+CREATE INDEX override_requests_project ON public.override_requests USING btree (project, state);
+CREATE INDEX override_requests_user ON public.override_requests USING btree (user_name, state);
+
 CREATE TABLE period_adjustments (
   id bigint DEFAULT nextval('period_adjustments_id_seq'::regclass) NOT NULL,
   counter_id text NOT NULL,
@@ -259,5 +284,6 @@ CREATE TABLE webhooks (
 CREATE SEQUENCE audit_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY audit.id;
 CREATE SEQUENCE events_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY events.id;
 CREATE SEQUENCE ledger_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY ledger.id;
+CREATE SEQUENCE override_requests_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY override_requests.id;
 CREATE SEQUENCE period_adjustments_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY period_adjustments.id;
 CREATE SEQUENCE quarantine_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY quarantine.id;

@@ -19,6 +19,8 @@ export const EVENT_TYPES = [
   'BUDGET_CHANGED',
   'QUOTA_RESET',
   'ENTRY_QUARANTINED',
+  'OVERRIDE_REQUESTED',
+  'OVERRIDE_DENIED',
 ] as const;
 export type EventType = (typeof EVENT_TYPES)[number];
 
@@ -50,6 +52,10 @@ export interface EventData {
   QUOTA_RESET: { periods: string[]; labels: Record<string, string>; releasedJobs: number };
   /** A stream entry no store would take was set aside (GET /api/v1/quarantine/:id); the entries after it flowed on. */
   ENTRY_QUARANTINED: { quarantineId: number; stream: 'ledger' | 'events' | 'audit'; streamId: string; error: string };
+  /** A held job's owner or manager asks for an override or a budget raise (GET /api/v1/override-requests); approved, the job shows as JOB_OVERRIDDEN. */
+  OVERRIDE_REQUESTED: { requestId: number; jobId: string; project: string; user: string; kind: 'override' | 'raise'; reason: string; requestedBy: string };
+  /** An override request denied, with the reason the requester sees. */
+  OVERRIDE_DENIED: { requestId: number; jobId: string; project: string; user: string; reason: string; deniedBy: string };
 }
 
 export interface GatekeeperEvent<T extends EventType = EventType> {

@@ -1,10 +1,12 @@
-/** `gatekeeper held list|release|override|cancel`: jobs waiting for budget. */
+/** `gatekeeper held list|release|override|cancel|request-override`: jobs waiting for budget. */
 import type { Command } from 'commander';
 import { table } from '../table.ts';
 import { age } from '../format.ts';
 import type { CliContext } from '../context.ts';
+import { addRequestOverrideCommand } from './override-requests.ts';
 
-export function addHeldCommands(program: Command, { client, print }: CliContext): void {
+export function addHeldCommands(program: Command, cli: CliContext): void {
+  const { client, print } = cli;
   const held = program.command('held').description('jobs waiting for budget');
   held
     .command('list')
@@ -51,4 +53,5 @@ export function addHeldCommands(program: Command, { client, print }: CliContext)
       const r = await api.call('POST', `/held/${encodeURIComponent(id)}/cancel`, { reason: o.reason });
       print(json, r, () => `cancelled ${id}: ${o.reason}`);
     });
+  addRequestOverrideCommand(held, cli);
 }

@@ -1,0 +1,72 @@
+/**
+ * Override requests over HTTP (src/admin/override-requests.ts): a held job's
+ * owner asks, managers of its project and admins list, approve or deny. The
+ * module checks the job or request each call touches (404 for one the caller
+ * may not see, 403 for one they see but may not act on, 409 when its state
+ * says no); src/http/permissions.ts opens the routes.
+ */
+import { Router } from 'express';
+import { z } from 'zod';
+import { OverrideRequests, RequestRefused } from '../admin/override-requests.ts';
+import { REQUEST_KINDS, REQUEST_STATES, type OverrideRequest } from '../db/override-requests.ts';
+import { accessOf } from '../http/access.ts';
+import { HttpError } from '../http/errors.ts';
+import { safeText } from '../text.ts';
+import { body, freeText, pageLimit, parseBody, query } from './validate.ts';
+
+const jobId = z.string({ error: 'a job id must be a string' }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters').superRefine(safeText('job id'));
+const requestId = z.string().regex(/^[1-9][0-9]{0,14}$/, 'a request id is a whole number such as 12').transform(Number);
+const reason = freeText('reason').trim().min(1, 'reason may not be empty');
+
+const RequestBody = body({
+  reason,
+  kind: z.enum(REQUEST_KINDS, { error: `kind must be one of ${REQUEST_KINDS.join(', ')}` }).default('override'),
+});
+const ApproveBody = body({ reason: reason.optional() });
+const DenyBody = body({ reason });
+const ListQuery = query({
+  state: z.enum([...REQUEST_STATES, 'all'], { error: `state must be one of ${[...REQUEST_STATES, 'all'].join(', ')}` }).default('open'),
+  limit: pageLimit,
+  offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0),
+});
+
+const STATUS = { 'not-found': 404, forbidden: 403, conflict: 409 } as const;
+
+async function answer<T>(p: Promise<T>): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    if (err instanceof RequestRefused) throw new HttpError(STATUS[err.code], err.message);
+    throw err;
+  }
+}
+
+/** A request as the API answers it: times as ISO text. */
+const view = (r: OverrideRequest) => ({ ...r, requestedAt: r.requestedAt.toISOString(), decidedAt: r.decidedAt?.toISOString() ?? null });
+
+export function overrideRequestRoutes(requests: OverrideRequests): Router {
+  const r = Router();
+  r.post('/held/:id/override-requests', async (req, res) => {
+    const id = parseBody(jobId, req.params.id);
+    const b = parseBody(RequestBody, req.body ?? {});
+    res.status(201).json(view(await answer(requests.request(id, accessOf(res).who, b.reason, b.kind))));
+  });
+  r.get('/override-requests', async (req, res) => {
+    const q = parseBody(ListQuery, req.query);
+    // Managers and viewers: their projects' requests and their own; submitters: their own jobs'; null: all.
+    const within = accessOf(res).jobFilter();
+    const out = await requests.list({ state: q.state === 'all' ? undefined : q.state, within, limit: q.limit, offset: q.offset });
+    res.json({ total: out.total, requests: out.requests.map(view) });
+  });
+  r.post('/override-requests/:id/approve', async (req, res) => {
+    const id = parseBody(requestId, req.params.id);
+    const b = parseBody(ApproveBody, req.body ?? {});
+    res.json(view(await answer(requests.approve(id, accessOf(res).who, b.reason ?? null))));
+  });
+  r.post('/override-requests/:id/deny', async (req, res) => {
+    const id = parseBody(requestId, req.params.id);
+    const b = parseBody(DenyBody, req.body ?? {});
+    res.json(view(await answer(requests.deny(id, accessOf(res).who, b.reason))));
+  });
+  return r;
+}
