@@ -8,6 +8,8 @@
  * different shapes race while jobs are admitted and settled (the ledger
  * writer, the event store and the scheduler use the same database): every
  * answer is 2xx and every stored value is the one its own request sent.
+ * And people with keys ask for overrides and a manager decides four at once
+ * on the one connection, each audited as it is answered.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
@@ -104,4 +106,32 @@ describe('npm start with the embedded Postgres', () => {
     await eventually(() => call('GET', '/projects/flow/budget'), (r) => r.body.usedGpuHours === 100 && r.body.reservedGpuHours === 0, 60_000);
     expect((await call('GET', '/drift')).body.drift).toEqual([]);
   });
+
+  it('people with keys ask for and approve overrides at once, each audited in Postgres as it is answered', async () => {
+    const make = async (user: string, role: string) => (await call('POST', '/keys', { user, role, projects: ['tight'] })).body.key as string;
+    const [ann, max] = [await make('ann', 'submitter'), await make('max', 'manager')];
+    const as = async (key: string, method: string, path: string, body?: unknown) => {
+      const res = await fetch(`http://127.0.0.1:${port}/api/v1${path}`, { method, headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+      return { status: res.status, body: (await res.json()) as any };
+    };
+    expect((await call('PUT', '/projects/tight/budget', { gpuHours: 0 })).status).toBe(200);
+    await intake.addBulk(Array.from({ length: 4 }, () => ({ name: 'j', data: { project: 'tight', user: 'ann', estimatedGpuHours: 1 } })));
+    const held = (await eventually(() => as(ann, 'GET', '/held?project=tight'), (r) => r.body.total === 4)).body.jobs.map((j: { jobId: string }) => j.jobId) as string[];
+    const asked = await Promise.all([
+      ...held.map((id) => as(ann, 'POST', `/held/${id}/override-requests`, { reason: `deadline ${id}` })),
+      ...held.map(() => as(max, 'GET', '/projects/tight/budget')),
+    ]);
+    expect(asked.filter((a) => a.status >= 300).map((a) => JSON.stringify(a.body))).toEqual([]);
+    const open = (await as(max, 'GET', '/override-requests')).body.requests as { id: number; jobId: string }[];
+    expect(open.map((r) => r.jobId).sort()).toEqual([...held].sort());
+    const decided = await Promise.all(open.map((r, i) => (i < 3 ? as(max, 'POST', `/override-requests/${r.id}/approve`, { reason: 'ok' }) : as(max, 'POST', `/override-requests/${r.id}/deny`, { reason: 'not this one' }))));
+    expect(decided.map((d) => [d.status, d.body.state])).toEqual([[200, 'approved'], [200, 'approved'], [200, 'approved'], [200, 'denied']]);
+    // Every decision's audit row is in Postgres when it is answered, none sent the long way through the outbox.
+    const rows = (await call('GET', '/audit?limit=1000')).body.entries as { action: string; actor: string; via: string; after: any }[];
+    const overrides = rows.filter((e) => e.action === 'held.override' && e.after?.request);
+    expect(overrides.map((e) => [e.actor, e.after.request.requestedBy])).toEqual([['max', 'ann'], ['max', 'ann'], ['max', 'ann']]);
+    expect(rows.filter((e) => e.action === 'override-request.deny').map((e) => e.actor)).toEqual(['max']);
+    expect(await t.redis.xlen(`gk:{${t.config.queuePrefix}}:audit-outbox`)).toBe(0);
+  });
 });
+

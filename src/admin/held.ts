@@ -18,7 +18,7 @@ import type { Config } from '../config.ts';
 import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import type { Pool } from '../db/pool.ts';
-import type { Actor } from '../db/audit.ts';
+import type { Actor, AuditEntry } from '../db/audit.ts';
 import { recordAudit, type DurableAudit } from '../audit/change.ts';
 import { Accounting } from '../accounting/counters.ts';
 import type { Hold, OpenReservation, ReleaseOutcome, Shortfall } from '../accounting/types.ts';
@@ -221,19 +221,24 @@ export class HeldJobs {
    * ledger and the audit. `auditAfter`: more to record in the audit row's
    * `after` (an approved override request names its requester there).
    */
-  async override(jobId: string, actor: Actor, reason: string | null, auditAfter: Record<string, unknown> = {}): Promise<{ jobId: string; reservedGpuHours: number }> {
+  /**
+   * `opts.audit` writes the audit row instead of recordAudit (an override
+   * request's approval writes it in the transaction that marks the request).
+   */
+  async override(jobId: string, actor: Actor, reason: string | null, opts: { auditAfter?: Record<string, unknown>; audit?: (e: AuditEntry) => Promise<void> } = {}): Promise<{ jobId: string; reservedGpuHours: number }> {
     const note = `override by ${actor.name}${reason ? `: ${reason}` : ''}`;
     const [out] = await this.accounting.release([jobId], 'override', note, this.clock.now());
     if (out!.kind !== 'admitted') throw new NotHeldError(jobId, out!.kind === 'not-held' ? out!.state : 'held');
     await promoteReleased(this.accounting, this.exec, this.held, [jobId]);
     const reservedGpuHours = gpuMsToHours(out!.amountGpuMs);
-    await recordAudit(this.audit, actor, {
+    const entry: AuditEntry = {
       action: 'held.override',
       target: `job:${jobId}`,
       before: { state: 'held' },
-      after: { state: 'admitted', reservedGpuHours, override: true, ...auditAfter },
+      after: { state: 'admitted', reservedGpuHours, override: true, ...opts.auditAfter },
       reason,
-    });
+    };
+    await (opts.audit ? opts.audit(entry) : recordAudit(this.audit, actor, entry));
     return { jobId, reservedGpuHours };
   }
 

@@ -8,13 +8,16 @@
  * state some other way closes by itself, noticed when requests are listed or
  * decided (the job's reservation state in Redis is the truth; no loop watches).
  *
- * Order of an approval. The request row is locked (so one decision at a
- * time per request), the job is overridden in Redis with its audit row naming
- * requester and approver (HeldJobs.override), then the row is marked approved
- * and committed. The job no longer held at that moment: the row is closed
- * instead and the caller told (409). Should the final COMMIT fail after the
- * override, the job is admitted and audited as approved from request #id, and
- * the row, still open, closes as "admitted" at the next listing.
+ * Order of an approval, on one Postgres connection (the embedded Postgres
+ * has only one). The request row is locked (so one decision at a time per
+ * request), the job is overridden in Redis (HeldJobs.override), its audit row
+ * naming requester and approver is written in the same transaction, then the
+ * row is marked approved and committed. The job no longer held at that
+ * moment: the row is closed instead and the caller told (409). Should the
+ * transaction fail after the override, the audit row is written again the
+ * durable way (recordAudit, with the same request id: a row that did land is
+ * not written twice); the job is admitted, and the row, still open, closes as
+ * "admitted" at the next listing.
  *
  * Permissions are checked here too (the dashboard calls this module without
  * the API): a request or decision on a job the caller may not see answers
@@ -28,6 +31,9 @@ import type { Accounting } from '../accounting/counters.ts';
 import { Access, type Principal } from '../http/access.ts';
 import { writeAudit } from '../db/audit.ts';
 import { begin, commit, rollback } from '../db/transaction.ts';
+import { recordAudit } from '../audit/change.ts';
+import { randomUUID } from 'node:crypto';
+import type { AuditEntry } from '../db/audit.ts';
 import { pipelined } from '../redis/pipelined.ts';
 import type { EventData } from '../events/types.ts';
 import { NotHeldError, type HeldJobs, type JobScope } from './held.ts';
@@ -106,16 +112,31 @@ export class OverrideRequests {
 
   /** Approve: the job is admitted as an override; the audit row (held.override) names requester and approver. */
   async approve(id: number, who: Principal, reason: string | null = null): Promise<OverrideRequest> {
-    return this.decide(id, who, 'approve', async (req, db) => {
-      const note = `request #${req.id} by ${req.requestedBy}: ${req.reason}${reason ? `; ${reason}` : ''}`;
-      try {
-        await this.d.held.override(req.jobId, who, note, { request: { id: req.id, kind: req.kind, requestedBy: req.requestedBy, requestedVia: req.requestedVia } });
-      } catch (err) {
-        if (err instanceof NotHeldError) return null;
-        throw err;
-      }
-      return decideRequest(db, req.id, { state: 'approved', by: who.name, via: who.via ?? null, reason, at: this.d.clock.now() });
-    });
+    const requestId = randomUUID();
+    let audited: AuditEntry | null = null;
+    try {
+      return await this.decide(id, who, 'approve', async (req, db) => {
+        const note = `request #${req.id} by ${req.requestedBy}: ${req.reason}${reason ? `; ${reason}` : ''}`;
+        const auditAfter = { request: { id: req.id, kind: req.kind, requestedBy: req.requestedBy, requestedVia: req.requestedVia } };
+        try {
+          await this.d.held.override(req.jobId, who, note, {
+            auditAfter,
+            audit: async (e) => {
+              audited = e;
+              await writeAudit(db, who, e, { requestId });
+            },
+          });
+        } catch (err) {
+          if (err instanceof NotHeldError) return null;
+          throw err;
+        }
+        return decideRequest(db, req.id, { state: 'approved', by: who.name, via: who.via ?? null, reason, at: this.d.clock.now() });
+      });
+    } catch (err) {
+      // The job was admitted, but the transaction with its audit row did not commit (or its answer was lost).
+      if (audited) await recordAudit({ pool: this.d.pool, redis: this.d.redis, outboxKey: this.d.accounting.keys.auditOutbox, log: this.d.log }, who, audited, this.d.clock.now(), requestId);
+      throw err;
+    }
   }
 
   /** Deny, with a reason the requester sees; audited in the same transaction. */

@@ -103,8 +103,7 @@ export interface DurableAudit {
  * The audit row of a change already made in Redis: into Postgres now, or
  * through the outbox when Postgres refuses it (see the header).
  */
-export async function recordAudit(d: DurableAudit, actor: Actor, e: AuditEntry, at = Date.now()): Promise<void> {
-  const requestId = randomUUID();
+export async function recordAudit(d: DurableAudit, actor: Actor, e: AuditEntry, at = Date.now(), requestId: string = randomUUID()): Promise<void> {
   try {
     await writeAudit(d.pool, actor, e, { requestId, at });
     return;
