@@ -18,6 +18,7 @@ import { dailySeriesMany } from '../src/usage/reports.ts';
 import { recentEvents } from '../src/db/events.ts';
 import { pageReads, projectUsageInRanges } from '../src/db/usage.ts';
 import { rankScopes, type RankQuery } from '../src/db/scope-usage.ts';
+import { runCapScopes } from '../src/db/limits.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
 import type { Access } from '../src/http/access.ts';
 import { trendLine, type TrendLine } from './trend-chart.ts';
@@ -103,15 +104,11 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     await rankScopes(db, { ...base, kinds: ['project', 'user-day', 'user-week'], nearPercent: NEAR_PERCENT, order: 'ratio', offset: 0, limit: NEAR_LIMIT_CARDS }),
     await rankScopes(db, { ...base, kinds: ['project'], order: 'usage', offset: (query.page - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
     await rankScopes(db, { ...base, kinds: ['user-day', 'user-week'], order: 'usage', offset: (query.userPage - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
-    await db.query(
-      `SELECT scope FROM limits WHERE scope LIKE 'run:%' AND ($2::text[] IS NULL OR split_part(substr(scope, 5), '/', 1) = ANY($2::text[]))
-       ORDER BY scope COLLATE "C" LIMIT $1::int`,
-      [RUN_CARDS, sees.projects],
-    ),
+    await runCapScopes(db, { projects: sees.projects, limit: RUN_CARDS }),
   ] as const);
 
   // One Redis call for every card on the page, one query per kind for their 30 days.
-  const shown = [...new Set([...near.scopes, ...projectRank.scopes, ...userRank.scopes].map((s) => s.scope).concat(runRows.rows.map((x: { scope: string }) => x.scope)))];
+  const shown = [...new Set([...near.scopes, ...projectRank.scopes, ...userRank.scopes].map((s) => s.scope).concat(runRows))];
   const views = new Map((await budgets.views(shown)).map((v) => [v.scope, v]));
   const namesOf = (kinds: string[]) => [...new Set(shown.map(parseScopeId).filter((s) => kinds.includes(s.kind)).map((s) => s.name))];
   const shownProjects = namesOf(['project']);
@@ -164,7 +161,7 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     nearLimit: section(near, 1, NEAR_LIMIT_CARDS),
     projects: section(projectRank, query.page, PAGE_SIZE),
     users: section(userRank, query.userPage, PAGE_SIZE),
-    runs: runRows.rows.map((x: { scope: string }) => card(x.scope)),
+    runs: runRows.map(card),
     history: { periods, rows: historyRows },
     held,
     gpus,

@@ -58,6 +58,16 @@ export async function getLimits(db: Queryable, scopes: string[]): Promise<Map<st
   return new Map(r.rows.map((x: Raw) => [x.scope, toRow(x)]));
 }
 
+/** Run caps by scope, at most `limit`, optionally only those of some projects. */
+export async function runCapScopes(db: Queryable, f: { projects: readonly string[] | null; limit: number }): Promise<string[]> {
+  const r = await db.query(
+    `SELECT scope FROM limits WHERE scope LIKE 'run:%' AND ($2::text[] IS NULL OR split_part(substr(scope, 5), '/', 1) = ANY($2::text[]))
+     ORDER BY scope COLLATE "C" LIMIT $1::int`,
+    [f.limit, f.projects],
+  );
+  return r.rows.map((x: { scope: string }) => x.scope);
+}
+
 export async function deleteLimit(db: Queryable, scope: string): Promise<boolean> {
   const r = await db.query('DELETE FROM limits WHERE scope = $1::text', [scope]);
   return (r.rowCount ?? 0) > 0;

@@ -15,7 +15,8 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { Redis } from 'ioredis';
-import type { Pool, Queryable } from '../db/pool.ts';
+import type { Pool } from '../db/pool.ts';
+import { insertKey, keyById, keyWithDigest, listKeys, revokeKey, touchKey, type KeyRow } from '../db/api-keys.ts';
 import { writeAudit } from '../db/audit.ts';
 import { inTransaction } from '../db/transaction.ts';
 import type { Logger } from '../log.ts';
@@ -53,7 +54,7 @@ export interface KeyCache {
   epochKey: string;
 }
 
-type Row = Raw & { secret_sha256: Buffer };
+type Row = KeyRow & { secret_sha256: Buffer };
 /** How long a kept key is trusted without reading it again, should an epoch change be missed. */
 const KEEP_MS = 60_000;
 const KEEP_MAX = 10_000;
@@ -85,12 +86,8 @@ export class ApiKeys implements CredentialVerifier {
     const id = randomBytes(6).toString('hex');
     const secret = randomBytes(32).toString('base64url');
     const view = await inTransaction(this.pool, async (db) => {
-      const r = await db.query(
-        `INSERT INTO api_keys (id, person, role, projects, secret_sha256, created_by, expires_at)
-         VALUES ($1::text, $2::text, $3::text, $4::text[], $5::bytea, $6::text, $7::timestamptz) RETURNING ${COLUMNS}`,
-        [id, k.user, k.role, k.projects, sha256(secret), by.name, k.expiresAt],
-      );
-      const v = toView(r.rows[0], this.clock.now());
+      const row = await insertKey(db, { id, person: k.user, role: k.role, projects: k.projects, secretSha256: sha256(secret), createdBy: by.name, expiresAt: k.expiresAt });
+      const v = toView(row, this.clock.now());
       await writeAudit(db, by, { action: 'key.create', target: `key:${id}`, before: null, after: { user: v.user, role: v.role, projects: v.projects, expiresAt: v.expiresAt }, reason });
       return v;
     });
@@ -98,32 +95,25 @@ export class ApiKeys implements CredentialVerifier {
   }
 
   async list(opts: { user?: string | undefined; includeRevoked: boolean }): Promise<KeyView[]> {
-    const r = await this.pool.query(
-      `SELECT ${COLUMNS} FROM api_keys WHERE ($1::text IS NULL OR person = $1::text) AND ($2::boolean OR revoked_at IS NULL)
-       ORDER BY person COLLATE "C", created_at, id LIMIT 1000`,
-      [opts.user ?? null, opts.includeRevoked],
-    );
     const now = this.clock.now();
-    return r.rows.map((row) => toView(row, now));
+    return (await listKeys(this.pool, { person: opts.user ?? null, includeRevoked: opts.includeRevoked })).map((row) => toView(row, now));
   }
 
   /** Revoke a key, audited; null if there is no such key. Revoking twice changes nothing the second time. */
   async revoke(id: string, by: Principal, reason: string | null): Promise<KeyView | null> {
     let revoked = false;
     const out = await inTransaction(this.pool, async (db) => {
-      const r = await db.query(
-        `UPDATE api_keys SET revoked_at = now(), revoked_by = $2::text WHERE id = $1::text AND revoked_at IS NULL RETURNING ${COLUMNS}`,
-        [id, by.name],
-      );
-      if (r.rows[0]) {
-        const v = toView(r.rows[0], this.clock.now());
+      const row = await revokeKey(db, id, by.name);
+      if (row) {
+        const v = toView(row, this.clock.now());
         await writeAudit(db, by, { action: 'key.revoke', target: `key:${id}`, before: { user: v.user, role: v.role }, after: null, reason });
         // Before the commit: Redis refusing means no revocation (rolled back) rather than one processes miss.
         await this.newEpoch();
         revoked = true;
         return v;
       }
-      return (await byId(db, id, this.clock.now())) ?? null;
+      const was = await keyById(db, id);
+      return was && toView(was, this.clock.now());
     });
     // After it: a process that read the key between the two reads it again, now revoked.
     if (revoked) await this.newEpoch().catch((err: unknown) => this.log.error({ err, keyId: id }, 'key revoked, but the revocation epoch could not be set after the commit: processes that read the key in between trust it for up to a minute'));
@@ -146,8 +136,7 @@ export class ApiKeys implements CredentialVerifier {
       const hit = this.kept.get(id);
       if (hit && epoch !== undefined && hit.at > Date.now() - KEEP_MS) return hit.row;
     }
-    const r = await this.pool.query(`SELECT ${COLUMNS}, secret_sha256 FROM api_keys WHERE id = $1::text`, [id]);
-    const row = r.rows[0] as Row | undefined;
+    const row = (await keyWithDigest(this.pool, id)) ?? undefined;
     // Kept only if no revocation was seen since this request read the epoch.
     if (row && epoch !== undefined && epoch === this.epoch) {
       if (this.kept.size >= KEEP_MAX) this.kept.clear();
@@ -177,33 +166,13 @@ export class ApiKeys implements CredentialVerifier {
     if ((this.touched.get(id) ?? 0) > now - TOUCH_MS) return;
     this.touched.set(id, now);
     if (this.touched.size > 10_000) this.touched.clear();
-    this.pool.query('UPDATE api_keys SET last_used_at = now() WHERE id = $1::text', [id]).catch((err: unknown) => this.log.warn({ err, keyId: id }, 'could not record a key’s last use'));
+    touchKey(this.pool, id).catch((err: unknown) => this.log.warn({ err, keyId: id }, 'could not record a key’s last use'));
   }
-}
-
-const COLUMNS = 'id, person, role, projects, created_at, created_by, expires_at, revoked_at, revoked_by, last_used_at';
-
-interface Raw {
-  id: string;
-  person: string;
-  role: PersonRole;
-  projects: string[] | null;
-  created_at: Date;
-  created_by: string;
-  expires_at: Date | null;
-  revoked_at: Date | null;
-  revoked_by: string | null;
-  last_used_at: Date | null;
-}
-
-async function byId(db: Queryable, id: string, now: number): Promise<KeyView | undefined> {
-  const r = await db.query(`SELECT ${COLUMNS} FROM api_keys WHERE id = $1::text`, [id]);
-  return r.rows[0] ? toView(r.rows[0], now) : undefined;
 }
 
 const iso = (d: Date | null) => d?.toISOString() ?? null;
 
-function toView(r: Raw, now: number): KeyView {
+function toView(r: KeyRow, now: number): KeyView {
   const state = r.revoked_at ? 'revoked' : r.expires_at && r.expires_at.getTime() <= now ? 'expired' : 'active';
   return {
     id: r.id, user: r.person, role: r.role, projects: r.projects,
