@@ -61,6 +61,7 @@ async function state() {
     rateCopies: JSON.stringify(await t.accounting.definitions.rateScopes()),
     webhooks: await q('SELECT count(*) FROM webhooks'),
     keys: await q('SELECT count(*), count(revoked_at) FROM api_keys'),
+    requests: await q('SELECT state, count(*) FROM override_requests GROUP BY 1 ORDER BY 1'),
     acked: await q('SELECT count(*) FROM events WHERE acked_at IS NOT NULL'),
     intake: await intake.count(),
     held: (await t.accounting.heldIds()).join(','),
@@ -85,7 +86,7 @@ const value = fc.oneof(
   fc.array(fc.oneof(fc.integer(), fc.string()), { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 5 }), fc.integer(), { maxKeys: 2 }),
 );
 const FIELDS = ['gpuHours', 'reason', 'period', 'rollover', 'rolloverCapGpuHours', 'policy', 'gracePercent', 'thresholds', 'daily', 'weekly',
-  'ids', 'all', 'project', 'user', 'note', 'url', 'types', 'jobs', 'estimatedGpuHours', 'gpus', 'jobType', 'run', 'payload', 'jobsPerMinute', 'burst', 'role', 'projects', 'expiresAt'];
+  'ids', 'all', 'project', 'user', 'note', 'url', 'types', 'jobs', 'estimatedGpuHours', 'gpus', 'jobType', 'run', 'payload', 'jobsPerMinute', 'burst', 'role', 'projects', 'expiresAt', 'kind'];
 // Near-valid: the real field names, random values; or anything at all.
 const bodyArb = fc.oneof(fc.dictionary(fc.constantFrom(...FIELDS), value, { maxKeys: 4 }), fc.jsonValue(), fc.constant(undefined));
 const segment = fc.oneof(fc.constantFrom('fz', 'bob', '1', 'regression-test', 'wh_x'), fc.string({ minLength: 1, maxLength: 12 }), hostile);
@@ -100,13 +101,14 @@ const ROUTES: [string, string][] = [
   ['GET', '/api/v1/projects'],
   ['PUT', '/api/v1/users/:a/rate-limit'], ['DELETE', '/api/v1/users/:a/rate-limit'], ['GET', '/api/v1/projects/:a/rate-limit'], ['PUT', '/api/v1/projects/:a/rate-limit'],
   ['POST', '/api/v1/keys'], ['GET', '/api/v1/keys'], ['DELETE', '/api/v1/keys/:a'], ['GET', '/api/v1/me'],
+  ['POST', '/api/v1/held/:a/override-requests'], ['GET', '/api/v1/override-requests'], ['POST', '/api/v1/override-requests/:a/approve'], ['POST', '/api/v1/override-requests/:a/deny'],
 ];
 
 describe('fuzzing', () => {
   it('every route answers random input with a JSON 4xx that changes nothing, or a 2xx — never a 5xx', async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.constantFrom(...ROUTES), segment, segment, bodyArb, fc.dictionary(fc.constantFrom('from', 'to', 'groupBy', 'month', 'format', 'type', 'unacked', 'limit', 'offset', 'cursor', 'project', 'user', 'x'), fc.string({ maxLength: 12 }), { maxKeys: 3 }),
+        fc.constantFrom(...ROUTES), segment, segment, bodyArb, fc.dictionary(fc.constantFrom('from', 'to', 'groupBy', 'month', 'format', 'type', 'unacked', 'limit', 'offset', 'cursor', 'project', 'user', 'state', 'x'), fc.string({ maxLength: 12 }), { maxKeys: 3 }),
         async ([method, template], a, b, body, query) => {
           const path = template.replace(':a', enc(a)).replace(':b', enc(b));
           const qs = method === 'GET' && Object.keys(query).length ? `?${new URLSearchParams(query)}` : '';
