@@ -21,6 +21,7 @@ import { rankScopes, type RankQuery } from '../src/db/scope-usage.ts';
 import { runCapScopes } from '../src/db/limits.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
 import type { Access } from '../src/http/access.ts';
+import type { OverrideRequest, OverrideRequests } from '../src/admin/override-requests.ts';
 import { trendLine, type TrendLine } from './trend-chart.ts';
 
 export interface ScopeCard {
@@ -71,6 +72,12 @@ export interface DashboardData {
   /** GPU caps (at most GPU_CAP_ROWS, matching the search), most used first. */
   gpus: GpuCapView[];
   alerts: { id: number; type: string; at: string; data: Record<string, unknown>; acked: boolean }[];
+  /**
+   * Override requests: for those who decide (managers, admins) the open ones
+   * they may decide; for everyone else their own, in every state. null: no
+   * OverrideRequests given.
+   */
+  requests: { decides: boolean; total: number; items: OverrideRequest[] } | null;
 }
 
 const DAYS = 30;
@@ -83,13 +90,15 @@ export const NEAR_PERCENT = 75;
 /** Run caps shown; the rollups have no per-run days, so they are listed by name. */
 const RUN_CARDS = 20;
 const GPU_CAP_ROWS = 40;
+/** Override requests shown, newest first. */
+export const REQUEST_ROWS = 50;
 
 /**
  * `access`: the person looking; the page holds only what they may see
  * (src/http/access.ts): their projects' budgets and runs, their own quota
  * and jobs, caps they see; alerts for readers of everything. Omitted: all.
  */
-export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; caps?: GpuCaps; timeZone: string; now: number; query?: DashboardQuery; access?: Access }): Promise<DashboardData> {
+export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: HeldJobs; caps?: GpuCaps; requests?: OverrideRequests; timeZone: string; now: number; query?: DashboardQuery; access?: Access }): Promise<DashboardData> {
   const { pool, budgets, timeZone, now, access } = deps;
   const query = deps.query ?? { q: null, page: 1, userPage: 1 };
   const sees = {
@@ -154,6 +163,7 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     .slice(0, GPU_CAP_ROWS);
   // Alerts name every project and person: for readers of everything.
   const alerts = !access || access.readsAll ? await recentEvents(pool, ['THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET'], 15) : [];
+  const requests = deps.requests ? await requestsFor(deps.requests, access) : null;
   return {
     now,
     timeZone,
@@ -166,7 +176,26 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     held,
     gpus,
     alerts: alerts.map((a) => ({ id: a.id, type: a.type, at: a.at.toISOString(), data: a.data as Record<string, unknown>, acked: a.ackedAt !== null })),
+    requests,
   };
+}
+
+/**
+ * The requests the person looking may decide (open, of projects they manage),
+ * or else their own in every state. Within what they may see, as the API
+ * lists them (GET /api/v1/override-requests).
+ */
+async function requestsFor(requests: OverrideRequests, access: Access | undefined): Promise<NonNullable<DashboardData['requests']>> {
+  const within = access?.jobFilter() ?? null;
+  const decides = !access || access.isAdmin || access.who.role === 'manager';
+  if (!decides) {
+    const mine = await requests.list({ within, limit: REQUEST_ROWS, offset: 0 });
+    return { decides, total: mine.total, items: mine.requests };
+  }
+  const open = await requests.list({ state: 'open', within, limit: REQUEST_ROWS, offset: 0 });
+  // A manager's scope holds their own jobs' requests too, in projects they may not manage.
+  const items = open.requests.filter((r) => !access || access.canManageProject(r.project));
+  return { decides, total: open.total - (open.requests.length - items.length), items };
 }
 
 /**

@@ -13,6 +13,7 @@ import { formatHours, gpuMsToHours } from '../src/units.ts';
 import { scopeLabel } from '../src/accounting/scopes.ts';
 import { trendChart } from './trend-chart.ts';
 import { esc } from './html.ts';
+import { age, requestsSection } from './requests-section.ts';
 
 export interface PageOptions {
   role: Role;
@@ -107,7 +108,8 @@ function alertText(a: DashboardData['alerts'][number]): string {
 export function renderDashboard(d: DashboardData, opts: PageOptions): string {
   const manages = opts.mayManage ?? (() => opts.role === 'admin');
   const actions = d.held.jobs.some(manages);
-  const age = (s: number) => (s < 120 ? `${s}s` : s < 7200 ? `${Math.round(s / 60)}m` : s < 172_800 ? `${Math.round(s / 3600)}h` : `${Math.round(s / 86_400)}d`);
+  // The script serves the held jobs' buttons and the requests' Approve and Deny.
+  const script = actions || (d.requests?.decides === true && d.requests.items.length > 0);
   const heldRows = d.held.jobs
     .map(
       (j) => `<tr data-job="${esc(j.jobId)}"><td>${esc(j.jobId)}</td><td>${esc(j.project)}</td><td>${esc(j.user)}</td><td class="n">${esc(j.estimatedGpuHours)}</td>
@@ -173,17 +175,32 @@ ${d.gpus.length ? `<h2>GPUs in flight</h2>
 <h2>Held jobs (${esc(d.held.total)})</h2>
 <table id="held"><thead><tr><th>job</th><th>project</th><th>user</th><th>GPU-h</th><th>age</th><th>why, and what starts it</th>${actions ? '<th></th>' : ''}</tr></thead>
 <tbody>${heldRows || `<tr><td colspan="${actions ? 7 : 6}" class="muted">Nothing held.</td></tr>`}</tbody></table>
+${requestsSection(d.requests, d.now)}
 <h2>Recent alerts</h2>
 <table id="alerts"><tbody>${d.alerts.map((a) => `<tr><td class="muted">${esc(a.at.slice(0, 16).replace('T', ' '))}</td><td>${esc(a.type)}</td><td>${esc(alertText(a))}</td><td>${a.acked ? 'acknowledged' : ''}</td></tr>`).join('') || '<tr><td class="muted">No alerts.</td></tr>'}</tbody></table>
-${actions ? `<script>
+${script ? `<script>
+const PROMPTS = {
+  override: (id) => 'Why admit job ' + id + ' regardless of its budget?',
+  approve: (id) => 'Approve override request #' + id + '? Reason (optional):',
+  deny: (id) => 'Why deny override request #' + id + '? The requester sees this.',
+};
+const DONE = {
+  override: (id) => 'Admitted job ' + id + ' (override).',
+  approve: (id, body) => 'Approved request #' + id + ': job ' + body.jobId + ' admitted.',
+  deny: (id) => 'Denied request #' + id + '.',
+};
 document.addEventListener('click', async (e) => {
   const b = e.target.closest('button[data-action]');
   if (!b) return;
-  const id = b.dataset.id, action = b.dataset.action;
-  const reason = action === 'override' ? prompt('Why admit job ' + id + ' regardless of its budget?') : null;
-  if (action === 'override' && reason === null) return;
+  const action = b.dataset.action, id = b.dataset.id || b.dataset.requestId;
+  const reason = PROMPTS[action] ? prompt(PROMPTS[action](id)) : null;
+  if (PROMPTS[action] && reason === null) return;
+  if (action === 'deny' && !reason.trim()) { document.getElementById('msg').textContent = 'A denial needs a reason.'; return; }
   b.disabled = true;
-  const res = await fetch(action === 'release' ? '/api/v1/held/release' : '/api/v1/held/' + encodeURIComponent(id) + '/override', {
+  const url = action === 'release' ? '/api/v1/held/release'
+    : action === 'override' ? '/api/v1/held/' + encodeURIComponent(id) + '/override'
+    : '/api/v1/override-requests/' + encodeURIComponent(id) + '/' + action;
+  const res = await fetch(url, {
     method: 'POST', headers: { 'content-type': 'application/json' },
     body: JSON.stringify(action === 'release' ? { ids: [id] } : (reason ? { reason } : {})),
   });
@@ -192,7 +209,7 @@ document.addEventListener('click', async (e) => {
   if (!res.ok) { msg.textContent = 'Failed: ' + ((body.error && body.error.message) || res.status); b.disabled = false; return; }
   msg.textContent = action === 'release'
     ? (body.admitted > 0 ? 'Released job ' + id + '.' : 'Job ' + id + ' still held: ' + ((body.stillHeldJobs && body.stillHeldJobs[0] && body.stillHeldJobs[0].reason) || ''))
-    : 'Admitted job ' + id + ' (override).';
+    : DONE[action](id, body);
   setTimeout(() => location.reload(), 800);
 });
 </script>` : ''}

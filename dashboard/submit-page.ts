@@ -7,12 +7,15 @@
  *
  * Parts, top to bottom: the person; their projects' budgets and their own
  * daily and weekly quota as bars; the answer to a preview (or what was
- * queued); the batch form (fields), and a form to paste a JSON batch.
+ * queued); their held jobs, each with a form asking for an override, and
+ * their override requests (submit-held.ts); the batch form (fields), and a
+ * form to paste a JSON batch.
  */
 import type { ScopeView } from '../src/accounting/budgets.ts';
 import { localTime } from '../src/admin/held-now.ts';
 import { formatHours, gpuMsToHours } from '../src/units.ts';
 import { queuedSentence, sentences, type Answer } from './submit-words.ts';
+import { heldSection, type Asked, type HeldPart } from './submit-held.ts';
 
 /** The batch form's fields as typed (strings, echoed back as they came). */
 export interface FieldValues {
@@ -52,6 +55,10 @@ export interface SubmitPageView {
     mayNotQueue: string | null;
   } | null;
   queued: { jobIds: string[]; answer: Answer } | null;
+  /** The person's held jobs and override requests; null: this process takes no requests. */
+  held: HeldPart | null;
+  /** The answer to an override request just posted. */
+  asked: Asked | null;
 }
 
 const esc = (s: unknown) =>
@@ -178,6 +185,7 @@ export function renderSubmitPage(v: SubmitPageView): string {
   button { padding: 4px 12px; border: 1px solid #3a55c4; background: #3a55c4; color: #fff; border-radius: 4px; cursor: pointer; }
   .blocked { border-left: 4px solid #c43a3a; padding: 4px 10px; background: #fbeeee; }
   .changed { border-left: 4px solid #c48a3a; padding: 4px 10px; background: #fbf4ea; font-weight: 600; }
+  .asked { border-left: 4px solid #2f7a4d; padding: 4px 10px; background: #eef8f1; } form.ask textarea { font-family: inherit; }
   .errors { border: 1px solid #c43a3a; background: #fbeeee; border-radius: 8px; padding: 4px 12px; }
   table { width: 100%; border-collapse: collapse; } th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #eef0f6; vertical-align: top; }
 </style></head>
@@ -188,6 +196,7 @@ ${errors}
 ${v.queued ? queued(v.queued) : ''}
 ${v.preview ? preview(v.preview) : ''}
 ${budgets(v)}
+${heldSection(v.held, v.asked)}
 ${forms(v)}
 </body></html>`;
 }

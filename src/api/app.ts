@@ -84,6 +84,8 @@ export function createApp(deps: AppDeps): express.Express {
   
 
   const trusted = deps.config?.trustedOrigins ?? [];
+  // One for the API, the dashboard and /submit.
+  const requests = deps.accounting ? new OverrideRequests({ pool: deps.pool, redis: deps.redis, accounting: deps.accounting, held: deps.held, clock: deps.clock ?? systemClock, log: deps.log }) : null;
   const api = express.Router();
   api.use(refuseCrossSite(trusted), requireJsonBody);
   api.use(authenticate(authn));
@@ -97,7 +99,7 @@ export function createApp(deps: AppDeps): express.Express {
   api.use(budgetRoutes(deps.budgets, deps.pool));
   api.use(projectRoutes({ pool: deps.pool, budgets: deps.budgets, held: deps.held }));
   api.use(heldRoutes(deps.held));
-  if (deps.accounting) api.use(overrideRequestRoutes(new OverrideRequests({ pool: deps.pool, redis: deps.redis, accounting: deps.accounting, held: deps.held, clock: deps.clock ?? systemClock, log: deps.log })));
+  if (requests) api.use(overrideRequestRoutes(requests));
   api.use(auditRoutes(deps.pool));
   // Without a config (some tests), no private webhook target is allowed.
   api.use(eventRoutes(deps.pool, deps.config ?? { webhookAllowedTargets: NO_TARGETS }));
@@ -116,13 +118,13 @@ export function createApp(deps: AppDeps): express.Express {
   app.get('/dashboard', noFraming, authenticate(authn, { browser: true }), async (req, res) => {
     const clock = deps.clock ?? systemClock;
     const query = parseBody(DashboardQuerySchema, req.query);
-    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query, access: accessOf(res) });
+    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), ...(requests ? { requests } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query, access: accessOf(res) });
     const board = deps.boardQueues ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
     res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: actorOf(res).role, board, mayManage: (j) => accessOf(res).canManageProject(j.project) }));
   });
   if (deps.config && deps.accounting) {
     const preflight = new Preflight(deps.config, deps.accounting, deps.budgets);
-    app.use(submitRoutes({ authn, trustedOrigins: trusted, preflight, intake: deps.intake, budgets: deps.budgets, pool: deps.pool, held: deps.held, redis: deps.redis, keys: deps.accounting.keys, clock: deps.clock ?? systemClock, timeZone: deps.config.timeZone }));
+    app.use(submitRoutes({ authn, trustedOrigins: trusted, preflight, intake: deps.intake, budgets: deps.budgets, pool: deps.pool, held: deps.held, requests, redis: deps.redis, keys: deps.accounting.keys, clock: deps.clock ?? systemClock, timeZone: deps.config.timeZone }));
   }
   app.use((_req, res) => sendError(res, 404, 'no such route'));
   app.use(errorHandler(deps.log));

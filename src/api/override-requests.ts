@@ -14,11 +14,13 @@ import { HttpError } from '../http/errors.ts';
 import { safeText } from '../text.ts';
 import { body, freeText, pageLimit, parseBody, query } from './validate.ts';
 
-const jobId = z.string({ error: 'a job id must be a string' }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters').superRefine(safeText('job id'));
+/** A held job's id in a path (the API's and the submission screen's). */
+export const jobId = z.string({ error: 'a job id must be a string' }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters').superRefine(safeText('job id'));
 const requestId = z.string().regex(/^[1-9][0-9]{0,14}$/, 'a request id is a whole number such as 12').transform(Number);
 const reason = freeText('reason').trim().min(1, 'reason may not be empty');
 
-const RequestBody = body({
+/** A request's body: JSON here, form-encoded on /submit (src/api/submit.ts). */
+export const RequestBody = body({
   reason,
   kind: z.enum(REQUEST_KINDS, { error: `kind must be one of ${REQUEST_KINDS.join(', ')}` }).default('override'),
 });
@@ -32,7 +34,8 @@ const ListQuery = query({
 
 const STATUS = { 'not-found': 404, forbidden: 403, conflict: 409 } as const;
 
-async function answer<T>(p: Promise<T>): Promise<T> {
+/** A refusal of the module as an HttpError with its status (404, 403, 409). */
+export async function answer<T>(p: Promise<T>): Promise<T> {
   try {
     return await p;
   } catch (err) {

@@ -5,6 +5,9 @@
  *                          checked like POST /api/v1/preflight, and the answer in words
  *   POST /submit           the batch the preview showed, queued as POST /api/v1/jobs
  *                          queues it, if the decisions are still the ones shown
+ *   POST /submit/held/:id/override-request
+ *                          the person asks for an override (or a raise) of their
+ *                          held job, as POST /api/v1/held/:id/override-requests
  * Same rules as the API: mayAskFor (src/api/jobs.ts) says who may ask and
  * who may queue, the contract validates every job, and the jobs go to the
  * intake queue through the same function. The preview's form carries the
@@ -22,6 +25,7 @@ import { z } from 'zod';
 import type { Pool } from '../db/pool.ts';
 import type { Budgets } from '../accounting/budgets.ts';
 import type { HeldJobs } from '../admin/held.ts';
+import type { OverrideRequests } from '../admin/override-requests.ts';
 import type { Preflight, PreflightReport } from '../admin/preflight.ts';
 import type { Hold } from '../accounting/types.ts';
 import type { Keys } from '../redis/keys.ts';
@@ -32,6 +36,8 @@ import { accessOf, type Access } from '../http/access.ts';
 import { noFraming, refuseCrossSite } from '../http/csrf.ts';
 import { HttpError } from '../http/errors.ts';
 import { printable } from '../text.ts';
+import { answer, jobId as JobIdSchema, RequestBody } from './override-requests.ts';
+import { parseBody } from './validate.ts';
 import { invalidJobs, jobsOf, mayAskFor, queueJobs } from './jobs.ts';
 import { renderSubmitPage, type FieldValues, type SubmitPageView } from '../../dashboard/submit-page.ts';
 import { answerOf } from '../../dashboard/submit-words.ts';
@@ -45,6 +51,8 @@ export interface SubmitDeps {
   budgets: Budgets;
   pool: Pool;
   held: HeldJobs;
+  /** Without it the page lists no held jobs and asks for no override. */
+  requests: OverrideRequests | null;
   redis: Redis;
   keys: Keys;
   clock: Clock;
@@ -55,6 +63,9 @@ export interface SubmitDeps {
 const ONCE_SECONDS = 86_400;
 /** Projects listed when the key names none (every project): the first page, searchable. */
 const PROJECTS_SHOWN = 50;
+/** The person's held jobs and override requests shown, newest first. */
+const HELD_SHOWN = 50;
+const REQUESTS_SHOWN = 20;
 
 const field = (what: string) => z.string({ error: `${what} must be one text field` }).max(200, `${what} is longer than 200 characters`);
 const FieldsForm = z.strictObject(
@@ -145,9 +156,13 @@ export function submitRoutes(d: SubmitDeps): Router {
   async function send(res: Response, status: number, parts: Partial<SubmitPageView> & { q?: string | null }): Promise<void> {
     const a = accessOf(res);
     const q = parts.q ?? null;
-    const [page, quota] = await Promise.all([
+    // The person's own jobs, whatever their role: a manager decides others' on the dashboard.
+    const own = { projects: [], user: a.who.name };
+    const [page, quota, held, mine] = await Promise.all([
       projectsPage(d, { after: null, limit: a.who.projects ? a.who.projects.length : PROJECTS_SHOWN, q, only: a.who.projects }),
       d.budgets.quota(a.who.name),
+      d.requests ? d.held.list({ within: own, limit: HELD_SHOWN, offset: 0 }) : null,
+      d.requests ? d.requests.list({ within: own, limit: REQUESTS_SHOWN, offset: 0 }) : null,
     ]);
     const fields: FieldValues = parts.fields ?? { project: page.projects[0]?.project ?? '', user: a.who.name, jobType: '', gpuType: '', gpus: '1', hours: '1', count: '1', run: '' };
     const view: SubmitPageView = {
@@ -162,6 +177,8 @@ export function submitRoutes(d: SubmitDeps): Router {
       errors: parts.errors ?? [],
       preview: parts.preview ?? null,
       queued: parts.queued ?? null,
+      held: held && mine ? { total: held.total, jobs: held.jobs, requests: mine.requests, requestTotal: mine.total } : null,
+      asked: parts.asked ?? null,
     };
     res.status(status).set('content-type', 'text/html; charset=utf-8').set('cache-control', 'no-store').send(renderSubmitPage(view));
   }
@@ -242,6 +259,21 @@ export function submitRoutes(d: SubmitDeps): Router {
     await d.redis.set(onceKey, JSON.stringify(jobIds), 'EX', ONCE_SECONDS);
     await send(res, 200, { queued: { jobIds, answer: now.answer } });
   }));
+  r.post('/submit/held/:id/override-request', form, async (req, res) => {
+    const a = accessOf(res);
+    const shown = printable(String(req.params.id).slice(0, 256));
+    try {
+      if (!d.requests) throw new HttpError(503, 'this process takes no override requests (no accounting)');
+      const id = parseBody(JobIdSchema, req.params.id);
+      const b = parseBody(RequestBody, req.body ?? {});
+      const made = await answer(d.requests.request(id, a.who, b.reason, b.kind));
+      const what = made.kind === 'raise' ? 'a budget raise for' : 'an override of';
+      await send(res, 200, { asked: { ok: true, jobId: id, requestId: made.id, text: `Asked for ${what} job ${id}: request #${made.id}, ${made.state}` } });
+    } catch (err) {
+      if (!(err instanceof HttpError)) throw err;
+      await send(res, err.status, { asked: { ok: false, jobId: shown, requestId: null, text: `Not asked: ${err.message}` } });
+    }
+  });
   return r;
 }
 
