@@ -103,6 +103,38 @@ describe('a submitter in the browser', () => {
   });
 });
 
+describe('an override, asked and approved in the browser', () => {
+  it('the owner asks on /submit, a manager approves on the dashboard, the audit names both', async () => {
+    // Alpha's budget is 3 GPU-h: a 10-hour job of ann's waits.
+    const sent = await callApi(api.api, keys.ann!, 'POST', '/jobs', { project: 'alpha', user: 'ann', estimatedGpuHours: 10 });
+    const jobId = sent.body.jobIds[0] as string;
+    await eventually(() => t.accounting.heldIds('alpha'), (h) => h.includes(jobId));
+
+    const ann = await (await as('ann')).newPage();
+    await ann.goto(`${origin}/submit`);
+    await ann.fill(`#request-reason-${jobId}`, 'the paper deadline is Friday');
+    await ann.click(`#request-button-${jobId}`);
+    const result = ann.locator('#request-result');
+    expect(await result.getAttribute('data-ok')).not.toBeNull();
+    const requestId = await result.getAttribute('data-request-id');
+
+    const max = await (await as('max')).newPage();
+    await max.goto(`${origin}/dashboard`);
+    max.on('dialog', (d) => void d.accept('fine for the deadline'));
+    await max.click(`#override-requests button[data-action="approve"][data-request-id="${requestId}"]`);
+    await max.waitForFunction(() => /^Approved request/.test(document.getElementById('msg')?.textContent ?? ''));
+    expect(await t.accounting.heldIds('alpha')).not.toContain(jobId);
+
+    const rows = (await asAdmin('GET', `/audit?target=job:${jobId}`)).body.entries as { action: string; actor: string; role: string; via: string; reason: string; after: any }[];
+    expect(rows.map((r) => [r.action, r.actor, r.role, r.via])).toEqual([['held.override', 'max', 'manager', `key:${keys.max!.slice(3, 15)}`]]);
+    expect(rows[0]!.after.request).toMatchObject({ id: Number(requestId), requestedBy: 'ann', requestedVia: `key:${keys.ann!.slice(3, 15)}` });
+    expect(rows[0]!.reason).toBe(`request #${requestId} by ann: the paper deadline is Friday; fine for the deadline`);
+    // Ann sees it approved.
+    await ann.goto(`${origin}/submit`);
+    expect(await ann.locator(`#my-requests tr[data-request-id="${requestId}"]`).getAttribute('data-state')).toBe('approved');
+  });
+});
+
 describe('cross-site requests', () => {
   let attacker: Server;
   let attackerUrl: string;
@@ -116,12 +148,15 @@ describe('cross-site requests', () => {
   });
   afterAll(() => new Promise((r) => attacker.close(r)));
 
+  let heldJob = 'none';
+
   /** Every new form, auto-submitted from another origin into hidden frames. */
   function attackPage(): string {
     const batch = JSON.stringify([{ project: 'alpha', user: 'ann', estimatedGpuHours: 1 }]);
     const forms: [string, Record<string, string>][] = [
       ['/submit/preview', { mode: 'json', json: batch }],
       ['/submit', { batch, digest: 'x', once: 'x' }],
+      [`/submit/held/${heldJob}/override-request`, { reason: 'forged', kind: 'override' }],
     ];
     const html = forms
       .map(([path, fields], i) => `<iframe name="s${i}"></iframe><form method="POST" action="${origin}${path}" target="s${i}">${Object.entries(fields)
@@ -137,9 +172,13 @@ describe('cross-site requests', () => {
   }
 
   it('a page elsewhere cannot send the new forms with a logged-in person\'s browser', async () => {
+    const sent = await callApi(api.api, keys.ann!, 'POST', '/jobs', { project: 'alpha', user: 'ann', estimatedGpuHours: 10 });
+    heldJob = sent.body.jobIds[0] as string;
+    await eventually(() => t.accounting.heldIds('alpha'), (h) => h.includes(heldJob));
     const context = await as('ann');
     const tab = await context.newPage();
     expect((await tab.goto(`${origin}/submit`))!.status()).toBe(200);
+    const requestsBefore = (await t.pool.query('SELECT count(*)::int AS n FROM override_requests')).rows[0].n;
     const intakeBefore = await api.intake.count();
     const auditBefore = (await t.pool.query('SELECT count(*)::int AS n FROM audit')).rows[0].n;
     const refused: number[] = [];
@@ -152,5 +191,6 @@ describe('cross-site requests', () => {
     expect(refused.every((s) => s === 403)).toBe(true);
     expect(await api.intake.count()).toBe(intakeBefore);
     expect((await t.pool.query('SELECT count(*)::int AS n FROM audit')).rows[0].n).toBe(auditBefore);
+    expect((await t.pool.query('SELECT count(*)::int AS n FROM override_requests')).rows[0].n).toBe(requestsBefore);
   });
 });
