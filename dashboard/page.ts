@@ -12,7 +12,7 @@ import type { Role } from '../src/http/auth.ts';
 import { formatHours, gpuMsToHours } from '../src/units.ts';
 import { scopeLabel } from '../src/accounting/scopes.ts';
 import { trendChart } from './trend-chart.ts';
-import { esc } from './html.ts';
+import { esc, pageHead } from './html.ts';
 import { age, requestsSection } from './requests-section.ts';
 
 export interface PageOptions {
@@ -120,13 +120,7 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
   const hist = d.history.rows
     .map((r) => `<tr><td>${esc(r.project)}</td>${r.gpuMs.map((ms) => `<td class="n">${esc(h(ms))}</td>`).join('')}</tr>`)
     .join('');
-  return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>gpu-gatekeeper — budgets</title>
-<style>
-  :root { font: 14px/1.4 system-ui, sans-serif; color: #1d2230; background: #f6f7fb; }
-  body { margin: 0 auto; max-width: 1100px; padding: 16px 20px 48px; }
-  h1 { font-size: 20px; margin: 0; } h2 { font-size: 16px; margin: 28px 0 10px; } h3 { font-size: 14px; margin: 0; }
+  return `${pageHead('budgets', 1100, `  h2 { font-size: 16px; margin: 28px 0 10px; }
   .top { display: flex; justify-content: space-between; align-items: baseline; gap: 12px; flex-wrap: wrap; }
   .top nav a { margin-left: 10px; color: #3a55c4; }
   .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(330px, 1fr)); gap: 12px; }
@@ -146,8 +140,7 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
   button { font: inherit; padding: 2px 8px; border: 1px solid #3a55c4; background: #fff; color: #3a55c4; border-radius: 4px; cursor: pointer; }
   button:hover { background: #3a55c4; color: #fff; } #msg { min-height: 1.4em; color: #2f7a4d; }
   .legend span { margin-right: 12px; } .legend i { display: inline-block; width: 10px; height: 10px; margin-right: 4px; vertical-align: -1px; }
-  .muted { color: #6b7285; } .search input { font: inherit; padding: 2px 6px; width: 240px; } .pager a { margin-left: 8px; color: #3a55c4; }
-</style></head>
+  .muted { color: #6b7285; } .search input { font: inherit; padding: 2px 6px; width: 240px; } .pager a { margin-left: 8px; color: #3a55c4; }`)}
 <body>
 <div class="top"><h1>gpu-gatekeeper · budgets</h1>
   <nav><span class="muted">${esc(opts.role)} · ${esc(d.timeZone)} · ${esc(new Date(d.now).toISOString().slice(0, 16).replace('T', ' '))} UTC</span>

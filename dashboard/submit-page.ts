@@ -16,6 +16,7 @@ import { localTime } from '../src/admin/held-now.ts';
 import { formatHours, gpuMsToHours } from '../src/units.ts';
 import { queuedSentence, sentences, type Answer } from './submit-words.ts';
 import { heldSection, type Asked, type HeldPart } from './submit-held.ts';
+import { esc, pageHead } from './html.ts';
 
 /** The batch form's fields as typed (strings, echoed back as they came). */
 export interface FieldValues {
@@ -61,8 +62,6 @@ export interface SubmitPageView {
   asked: Asked | null;
 }
 
-const esc = (s: unknown) =>
-  String(s).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]!);
 const hoursAttr = (ms: number | null) => (ms === null ? '' : String(gpuMsToHours(ms)));
 /** Rows of the job-by-job table shown; the counts above cover the rest. */
 const MAX_ROWS = 100;
@@ -166,13 +165,7 @@ function queued(q: NonNullable<SubmitPageView['queued']>): string {
 
 export function renderSubmitPage(v: SubmitPageView): string {
   const errors = v.errors.length ? `<section id="errors" class="errors" role="alert"><h2>Nothing was queued</h2><ul>${v.errors.map((e) => `<li>${esc(e)}</li>`).join('')}</ul></section>` : '';
-  return `<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>gpu-gatekeeper — submit</title>
-<style>
-  :root { font: 14px/1.4 system-ui, sans-serif; color: #1d2230; background: #f6f7fb; }
-  body { margin: 0 auto; max-width: 960px; padding: 16px 20px 48px; }
-  h1 { font-size: 20px; margin: 0; } h2 { font-size: 16px; margin: 24px 0 8px; } h3 { font-size: 14px; margin: 0; }
+  return `${pageHead('submit', 960, `  h2 { font-size: 16px; margin: 24px 0 8px; }
   header.top { display: flex; justify-content: space-between; align-items: baseline; flex-wrap: wrap; gap: 8px; }
   a { color: #3a55c4; } .muted { color: #6b7285; } td.n { text-align: right; }
   .grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(300px, 1fr)); gap: 10px; }
@@ -187,8 +180,7 @@ export function renderSubmitPage(v: SubmitPageView): string {
   .changed { border-left: 4px solid #c48a3a; padding: 4px 10px; background: #fbf4ea; font-weight: 600; }
   .asked { border-left: 4px solid #2f7a4d; padding: 4px 10px; background: #eef8f1; } form.ask textarea { font-family: inherit; }
   .errors { border: 1px solid #c43a3a; background: #fbeeee; border-radius: 8px; padding: 4px 12px; }
-  table { width: 100%; border-collapse: collapse; } th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #eef0f6; vertical-align: top; }
-</style></head>
+  table { width: 100%; border-collapse: collapse; } th, td { text-align: left; padding: 4px 6px; border-bottom: 1px solid #eef0f6; vertical-align: top; }`)}
 <body>
 <header class="top"><h1>gpu-gatekeeper · submit jobs</h1>
   <nav><span id="who" class="muted" data-user="${esc(v.who.name)}" data-role="${esc(v.who.role)}">${esc(v.who.described)} · ${esc(localTime(v.now, v.timeZone))}</span> <a href="/dashboard">dashboard</a> <a href="/submit">start over</a></nav></header>
