@@ -22,10 +22,10 @@ const prefix = process.env.QUEUE_PREFIX ?? 'bull';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const say = (s: string) => process.stdout.write(`demo: ${s}\n`);
 
-async function api(method: string, path: string, body?: unknown): Promise<any> {
+async function api(method: string, path: string, body?: unknown, credential = admin): Promise<any> {
   const res = await fetch(`${base}/api/v1${path}`, {
     method,
-    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json', 'x-gatekeeper-actor': 'demo-admin' },
+    headers: { authorization: `Bearer ${credential}`, 'content-type': 'application/json', 'x-gatekeeper-actor': 'demo-admin' },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   const json = await res.json();
@@ -66,6 +66,9 @@ async function main(): Promise<void> {
   await api('PUT', '/users/chen/quota', { daily: { gpuHours: 30, thresholds: [50, 80, 100] } });
   await api('PUT', '/projects/render-farm/runs/scenes-160/cap', { gpuHours: 100 });
   await api('PUT', '/exempt-job-types/regression-test', { reason: 'CI does not count' });
+  // People with keys of their own: bob submits into research, mira manages it.
+  const bobKey = (await api('POST', '/keys', { user: 'bob', role: 'submitter', projects: ['research'], reason: 'demo' })).key as string;
+  const miraKey = (await api('POST', '/keys', { user: 'mira', role: 'manager', projects: ['research'], reason: 'demo' })).key as string;
 
   const config = loadConfig();
   const connection = createRedis(config.redisUrl, { cluster: config.redisCluster });
@@ -89,6 +92,11 @@ async function main(): Promise<void> {
   say('wave 2: bob goes past his daily quota (his extra jobs are held; others are not)');
   await intake.addBulk(Array.from({ length: 8 }, () => job({ project: 'research', user: 'bob', hours: 2, jobType: 'analysis' })));
   await sleep(2000);
+  const bobsHeld = (await api('GET', '/held', undefined, bobKey)).jobs as { jobId: string }[];
+  if (bobsHeld[0]) {
+    await api('POST', `/held/${bobsHeld[0].jobId}/override-requests`, { reason: 'results due for the review on Monday' }, bobKey);
+    say(`bob asks for an override of job ${bobsHeld[0].jobId} with his own key; mira (manager of research) sees it on her dashboard`);
+  }
 
   say('preflight of the 160-scene batch, then the batch itself');
   const batch = Array.from({ length: 160 }, () => job({ project: 'render-farm', user: 'render-bot', hours: 1, jobType: 'render', gpuType: 'l40s', run: 'scenes-160' }).data);
@@ -104,7 +112,8 @@ async function main(): Promise<void> {
   await intake.close();
   await connection.quit();
   say(`running. Dashboard: ${base}/dashboard  Bull Board: ${base}/admin/queues`);
-  say(`log in with any user name; password ${admin} (admin) or ${process.env.GATEKEEPER_VIEWER_TOKEN} (viewer). Ctrl-C stops.`);
+  say(`log in with any user name; password ${admin} (admin) or ${process.env.GATEKEEPER_VIEWER_TOKEN} (viewer).`);
+  say(`as a person: bob (submitter of research) ${bobKey} at ${base}/submit; mira (manager of research) ${miraKey}. Ctrl-C stops.`);
 }
 
 main().catch((err: unknown) => {
