@@ -19,8 +19,10 @@ export interface PageOptions {
   role: Role;
   /** Whether the person looking may release and override this held job (admins, its project's managers); omitted: admins only. */
   mayManage?: (job: { project: string; user: string }) => boolean;
-  /** Bull Board base path and queue names, for links. */
+  /** Bull Board base path and queue names, for links; null for those it is not open to. */
   board: { base: string; queues: string[] } | null;
+  /** Who is looking, in words ("mira (manager of research)"); omitted: the role. */
+  who?: string;
 }
 
 const h = (ms: number) => formatHours(ms);
@@ -143,7 +145,7 @@ export function renderDashboard(d: DashboardData, opts: PageOptions): string {
   .muted { color: #6b7285; } .search input { font: inherit; padding: 2px 6px; width: 240px; } .pager a { margin-left: 8px; color: #3a55c4; }`)}
 <body>
 <div class="top"><h1>gpu-gatekeeper · budgets</h1>
-  <nav><span class="muted">${esc(opts.role)} · ${esc(d.timeZone)} · ${esc(new Date(d.now).toISOString().slice(0, 16).replace('T', ' '))} UTC</span>
+  <nav><span class="muted" id="who">${esc(opts.who ?? opts.role)} · ${esc(d.timeZone)} · ${esc(new Date(d.now).toISOString().slice(0, 16).replace('T', ' '))} UTC</span>
   ${opts.board ? opts.board.queues.map((q) => `<a href="${esc(opts.board!.base)}/queue/${encodeURIComponent(q)}">${esc(q)}</a>`).join('') : ''}</nav></div>
 <p class="legend muted"><span><i style="background:#3a55c4"></i>used</span><span><i style="background:#8fa2ee"></i>reserved (running)</span><span><i style="background:#2f9e6b"></i>exempt (not counted)</span><span><i style="background:#1d2230;opacity:.45"></i>warning thresholds</span><span><i style="background:#c43a3a;height:2px;vertical-align:3px"></i>limit (dashed, on the 30-day lines)</span></p>
 <div id="msg" role="status"></div>

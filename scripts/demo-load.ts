@@ -92,7 +92,7 @@ async function main(): Promise<void> {
   say('wave 2: bob goes past his daily quota (his extra jobs are held; others are not)');
   await intake.addBulk(Array.from({ length: 8 }, () => job({ project: 'research', user: 'bob', hours: 2, jobType: 'analysis' })));
   await sleep(2000);
-  const bobsHeld = (await api('GET', '/held', undefined, bobKey)).jobs as { jobId: string }[];
+  const bobsHeld = (await api('GET', '/held?project=research', undefined, bobKey)).jobs as { jobId: string }[];
   if (bobsHeld[0]) {
     await api('POST', `/held/${bobsHeld[0].jobId}/override-requests`, { reason: 'results due for the review on Monday' }, bobKey);
     say(`bob asks for an override of job ${bobsHeld[0].jobId} with his own key; mira (manager of research) sees it on her dashboard`);

@@ -197,6 +197,7 @@ describe('a submitter', () => {
     expect(mine).not.toContain('data-scope="user-day:bob"');
     expect(mine).toContain('<td>ann</td>');
     expect(mine).not.toContain('<td>hal2</td>');
+    expect(mine).toContain('<span class="muted" id="who">ann (submitter of alpha) ·');
     const all = await page(admin);
     for (const s of ['data-scope="project:beta"', 'data-scope="user-day:bob"', '<td>hal2</td>']) expect(all).toContain(s);
   });

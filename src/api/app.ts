@@ -4,7 +4,7 @@ import type { Redis } from 'ioredis';
 import { ping, type Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Budgets } from '../accounting/budgets.ts';
-import { actorOf, authenticate, type Authn, type Tokens } from '../http/auth.ts';
+import { authenticate, type Authn, type Tokens } from '../http/auth.ts';
 import { BATCH_ROUTES, gateRoutes } from '../http/permissions.ts';
 import { accessOf, type CredentialVerifier } from '../http/access.ts';
 import { ApiKeys } from '../people/api-keys.ts';
@@ -119,8 +119,10 @@ export function createApp(deps: AppDeps): express.Express {
     const clock = deps.clock ?? systemClock;
     const query = parseBody(DashboardQuerySchema, req.query);
     const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), ...(requests ? { requests } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query, access: accessOf(res) });
-    const board = deps.boardQueues ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
-    res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: actorOf(res).role, board, mayManage: (j) => accessOf(res).canManageProject(j.project) }));
+    const access = accessOf(res);
+    // Bull Board shows every job: linked only for those it lets in.
+    const board = deps.boardQueues && access.readsAll ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
+    res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: access.who.role, who: access.describe(), board, mayManage: (j) => access.canManageProject(j.project) }));
   });
   if (deps.config && deps.accounting) {
     const preflight = new Preflight(deps.config, deps.accounting, deps.budgets);
