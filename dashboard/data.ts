@@ -71,7 +71,8 @@ export interface DashboardData {
   held: { total: number; jobs: HeldView[] };
   /** GPU caps (at most GPU_CAP_ROWS, matching the search), most used first. */
   gpus: GpuCapView[];
-  alerts: { id: number; type: string; at: string; data: Record<string, unknown>; acked: boolean }[];
+  /** Recent alerts; null for those who do not read everything (alerts name every project and person). */
+  alerts: { id: number; type: string; at: string; data: Record<string, unknown>; acked: boolean }[] | null;
   /**
    * Override requests: for those who decide (managers, admins) the open ones
    * they may decide; for everyone else their own, in every state. null: no
@@ -162,7 +163,7 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     .sort((a, b) => b.inFlightGpus / Math.max(1, b.effectiveMaxGpus) - a.inFlightGpus / Math.max(1, a.effectiveMaxGpus) || (a.scope < b.scope ? -1 : 1))
     .slice(0, GPU_CAP_ROWS);
   // Alerts name every project and person: for readers of everything.
-  const alerts = !access || access.readsAll ? await recentEvents(pool, ['THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET'], 15) : [];
+  const alerts = !access || access.readsAll ? await recentEvents(pool, ['THRESHOLD_CROSSED', 'BUDGET_EXHAUSTED', 'JOB_REJECTED', 'QUOTA_RESET'], 15) : null;
   const requests = deps.requests ? await requestsFor(deps.requests, access) : null;
   return {
     now,
@@ -175,7 +176,7 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     history: { periods, rows: historyRows },
     held,
     gpus,
-    alerts: alerts.map((a) => ({ id: a.id, type: a.type, at: a.at.toISOString(), data: a.data as Record<string, unknown>, acked: a.ackedAt !== null })),
+    alerts: alerts && alerts.map((a) => ({ id: a.id, type: a.type, at: a.at.toISOString(), data: a.data as Record<string, unknown>, acked: a.ackedAt !== null })),
     requests,
   };
 }

@@ -93,7 +93,7 @@ function nearRow(c: ScopeCard): string {
     <td class="n">${esc(h(total))} of ${esc(v.effectiveLimitGpuMs === null ? '—' : h(v.effectiveLimitGpuMs))} GPU-h</td><td>${esc(c.projection)}</td></tr>`;
 }
 
-function alertText(a: DashboardData['alerts'][number]): string {
+function alertText(a: NonNullable<DashboardData['alerts']>[number]): string {
   const d = a.data as Record<string, any>;
   switch (a.type) {
     case 'THRESHOLD_CROSSED':
@@ -171,8 +171,8 @@ ${d.gpus.length ? `<h2>GPUs in flight</h2>
 <table id="held"><thead><tr><th>job</th><th>project</th><th>user</th><th>GPU-h</th><th>age</th><th>why, and what starts it</th>${actions ? '<th></th>' : ''}</tr></thead>
 <tbody>${heldRows || `<tr><td colspan="${actions ? 7 : 6}" class="muted">Nothing held.</td></tr>`}</tbody></table>
 ${requestsSection(d.requests, d.now)}
-<h2>Recent alerts</h2>
-<table id="alerts"><tbody>${d.alerts.map((a) => `<tr><td class="muted">${esc(a.at.slice(0, 16).replace('T', ' '))}</td><td>${esc(a.type)}</td><td>${esc(alertText(a))}</td><td>${a.acked ? 'acknowledged' : ''}</td></tr>`).join('') || '<tr><td class="muted">No alerts.</td></tr>'}</tbody></table>
+${d.alerts ? `<h2>Recent alerts</h2>
+<table id="alerts"><tbody>${d.alerts.map((a) => `<tr><td class="muted">${esc(a.at.slice(0, 16).replace('T', ' '))}</td><td>${esc(a.type)}</td><td>${esc(alertText(a))}</td><td>${a.acked ? 'acknowledged' : ''}</td></tr>`).join('') || '<tr><td class="muted">No alerts.</td></tr>'}</tbody></table>` : ''}
 ${script ? `<script>
 const PROMPTS = {
   override: (id) => 'Why admit job ' + id + ' regardless of its budget?',

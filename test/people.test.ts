@@ -198,8 +198,9 @@ describe('a submitter', () => {
     expect(mine).toContain('<td>ann</td>');
     expect(mine).not.toContain('<td>hal2</td>');
     expect(mine).toContain('<span class="muted" id="who">ann (submitter of alpha) ·');
+    expect(mine).not.toContain('Recent alerts');
     const all = await page(admin);
-    for (const s of ['data-scope="project:beta"', 'data-scope="user-day:bob"', '<td>hal2</td>']) expect(all).toContain(s);
+    for (const s of ['data-scope="project:beta"', 'data-scope="user-day:bob"', '<td>hal2</td>', 'Recent alerts']) expect(all).toContain(s);
   });
 
   it('with VISIBILITY=all, reads every budget and quota, but still not others’ held jobs', async () => {
