@@ -126,7 +126,10 @@ describe('an override, asked and approved in the browser', () => {
     expect(await t.accounting.heldIds('alpha')).not.toContain(jobId);
 
     const rows = (await asAdmin('GET', `/audit?target=job:${jobId}`)).body.entries as { action: string; actor: string; role: string; via: string; reason: string; after: any }[];
-    expect(rows.map((r) => [r.action, r.actor, r.role, r.via])).toEqual([['held.override', 'max', 'manager', `key:${keys.max!.slice(3, 15)}`]]);
+    expect(rows.map((r) => [r.action, r.actor, r.role, r.via])).toEqual([
+      ['held.override', 'max', 'manager', `key:${keys.max!.slice(3, 15)}`],
+      ['override-request.create', 'ann', 'submitter', `key:${keys.ann!.slice(3, 15)}`],
+    ]);
     expect(rows[0]!.after.request).toMatchObject({ id: Number(requestId), requestedBy: 'ann', requestedVia: `key:${keys.ann!.slice(3, 15)}` });
     expect(rows[0]!.reason).toBe(`request #${requestId} by ann: the paper deadline is Friday; fine for the deadline`);
     // Ann sees it approved.

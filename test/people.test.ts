@@ -111,6 +111,7 @@ describe('keys', () => {
     [{ user: 'x', role: 'viewer', projects: [] }, 'projects may not be empty (leave it out for every project)'],
     [{ user: 'x', role: 'viewer', expiresAt: '2020-01-01T00:00:00Z' }, 'expiresAt must be in the future'],
     [{ user: 'x', role: 'viewer', expiresAt: 'tomorrow' }, 'expiresAt must be an ISO 8601 date-time such as 2027-01-31T00:00:00Z'],
+    [{ user: 'x', role: 'admin', projects: ['alpha'] }, 'an admin key acts in every project: leave out projects (a manager of some projects is role "manager")'],
   ])('a bad key body is refused with its reason and creates nothing: %j', async (body, message) => {
     const before = (await t.pool.query('SELECT count(*)::int AS n FROM api_keys')).rows[0].n;
     const r = await call(admin, 'POST', '/keys', body);
@@ -210,6 +211,19 @@ describe('a submitter', () => {
     expect((await call2('/projects')).body.projects.map((p: { project: string }) => p.project)).toEqual(expect.arrayContaining(['alpha', 'beta', 'gamma']));
     expect((await call2('/held')).body.jobs.filter((j: { user: string }) => j.user !== 'ann')).toEqual([]);
     expect((await call2('/audit')).status).toBe(403);
+  });
+});
+
+describe('a viewer of one project', () => {
+  it('asks what a job of another person would do without seeing that person\'s quota', async () => {
+    await t.budgets.setQuota('carol', { daily: { limitGpuMs: hoursToGpuMs(4) } }, SYSTEM, null);
+    const vic = await newKey({ user: 'vic', role: 'viewer', projects: ['alpha'] });
+    expect((await call(vic, 'GET', '/users/carol/quota')).status).toBe(403);
+    const r = await call(vic, 'POST', '/preflight', job('alpha', 'carol', 0.5));
+    expect(r.status).toBe(200);
+    expect(r.body.scopes.map((v: { scope: string }) => v.scope)).toEqual(['project:alpha']);
+    // An admin asking the same sees her quota.
+    expect((await call(admin, 'POST', '/preflight', job('alpha', 'carol', 0.5))).body.scopes.map((v: { scope: string }) => v.scope)).toEqual(['project:alpha', 'user-day:carol', 'user-week:carol']);
   });
 });
 

@@ -30,7 +30,7 @@ import type { Pool, PoolClient } from '../db/pool.ts';
 import type { Accounting } from '../accounting/counters.ts';
 import { Access, type Principal } from '../http/access.ts';
 import { writeAudit } from '../db/audit.ts';
-import { begin, commit, rollback } from '../db/transaction.ts';
+import { begin, commit, inTransaction, rollback } from '../db/transaction.ts';
 import { recordAudit } from '../audit/change.ts';
 import { randomUUID } from 'node:crypto';
 import type { AuditEntry } from '../db/audit.ts';
@@ -86,7 +86,12 @@ export class OverrideRequests {
     }
     if (job!.state !== 'held') throw new RequestRefused('conflict', `job ${jobId} is not held (it is ${job!.state ?? 'gone'}): nothing to override`);
     const row = { jobId, project: owner.project, user: owner.user, kind, reason, by: who.name, via: who.via ?? null, at: this.d.clock.now() };
-    const created = await insertRequest(this.d.pool, row);
+    // The request and its audit row: one transaction.
+    const created = await inTransaction(this.d.pool, async (db) => {
+      const r = await insertRequest(db, row);
+      if (r) await writeAudit(db, who, { action: 'override-request.create', target: `job:${jobId}`, before: null, after: { request: r.id, kind, state: 'open' }, reason }, { at: row.at });
+      return r;
+    });
     if (!created) {
       const first = await openRequestOf(this.d.pool, jobId);
       throw new RequestRefused('conflict', `job ${jobId} already has an open override request${first ? ` (#${first.id} by ${first.requestedBy})` : ''}`);

@@ -33,12 +33,22 @@ export function preflightJson(r: PreflightReport) {
   return { ...r, scopes: r.scopes.map(scopeJson) };
 }
 
+/**
+ * A preflight as the caller may see it: the scopes and warnings of limits
+ * they may not read (another person's quota, under VISIBILITY=own) left out,
+ * so asking on someone's behalf does not show their numbers.
+ */
+export function visibleReport(r: PreflightReport, a: Access): PreflightReport {
+  const keep = r.warningDetails.map((w) => a.canSeeScope(w.scope));
+  return { ...r, scopes: r.scopes.filter((v) => a.canSeeScope(v.scope)), warnings: r.warnings.filter((_, i) => keep[i]), warningDetails: r.warningDetails.filter((_, i) => keep[i]) };
+}
+
 export function jobRoutes(preflight: Preflight, clock: Clock, intake: Queue | undefined): Router {
   const r = Router();
   r.post('/preflight', async (req, res) => {
     const jobs = jobsOf(req.body);
     mayAskFor(accessOf(res), jobs, 'preflight');
-    res.json(preflightJson(await preflight.run(jobs, clock.now())));
+    res.json(preflightJson(visibleReport(await preflight.run(jobs, clock.now()), accessOf(res))));
   });
   r.post('/jobs', async (req, res) => {
     if (!intake) throw new HttpError(503, 'this process does not submit jobs (no intake queue)');
@@ -46,7 +56,7 @@ export function jobRoutes(preflight: Preflight, clock: Clock, intake: Queue | un
     mayAskFor(accessOf(res), jobs, 'submit');
     const invalid = invalidJobs(preflight, jobs);
     if (invalid.length > 0) throw new HttpError(400, invalid.map((j) => `job ${j.index}: ${j.reason}`).join('; '));
-    const report = await preflight.run(jobs, clock.now());
+    const report = visibleReport(await preflight.run(jobs, clock.now()), accessOf(res));
     const jobIds = await queueJobs(intake, jobs);
     res.status(202).json({ jobIds, warnings: report.warnings, warningDetails: report.warningDetails, preflight: { admitted: report.admitted, held: report.held, throttled: report.throttled } });
   });

@@ -34,7 +34,7 @@ const CreateBody = body({
     .datetime({ offset: true, error: 'expiresAt must be an ISO 8601 date-time such as 2027-01-31T00:00:00Z' })
     .optional(),
   reason: freeText('reason').optional(),
-});
+}).refine((b) => !(b.role === 'admin' && b.projects), 'an admin key acts in every project: leave out projects (a manager of some projects is role "manager")');
 const ListQuery = query({
   user: name('user').optional(),
   revoked: z.enum(['true', 'false'], { error: 'revoked must be true or false' }).default('false'),

@@ -38,7 +38,7 @@ import { HttpError } from '../http/errors.ts';
 import { printable } from '../text.ts';
 import { answer, jobId as JobIdSchema, RequestBody } from './override-requests.ts';
 import { parseBody } from './validate.ts';
-import { invalidJobs, jobsOf, mayAskFor, queueJobs } from './jobs.ts';
+import { invalidJobs, jobsOf, mayAskFor, queueJobs, visibleReport } from './jobs.ts';
 import { renderSubmitPage, type FieldValues, type SubmitPageView } from '../../dashboard/submit-page.ts';
 import { answerOf } from '../../dashboard/submit-words.ts';
 
@@ -206,7 +206,7 @@ export function submitRoutes(d: SubmitDeps): Router {
     }
     if (!d.intake) mayNotQueue = 'this process queues nothing (no intake queue)';
     return {
-      answer: answerOf(report, holds),
+      answer: answerOf(visibleReport(report, a), holds),
       outcomes: report.outcomes.map((o) => ({ index: o.index, outcome: o.outcome, reason: 'reason' in o ? o.reason : '' })),
       batchJson: JSON.stringify(jobs),
       digest: decisionsDigest(jobs, report, holds),

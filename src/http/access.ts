@@ -88,6 +88,16 @@ export class Access {
     return this.readsAll;
   }
 
+  /** A limit by its scope id (a budget, quota, run cap, GPU cap or rate): as the views of its project or person. */
+  canSeeScope(scope: string): boolean {
+    const at = scope.indexOf(':');
+    const [kind, name] = [scope.slice(0, at), scope.slice(at + 1)];
+    if (kind === 'project') return this.canSeeProject(name);
+    if (kind === 'user-day' || kind === 'user-week' || kind === 'user') return this.canSeeUser(name);
+    if (kind === 'run') return this.canSeeProject(name.slice(0, name.indexOf('/')));
+    return this.canSeeCap(scope);
+  }
+
   /** A job (held, its usage): its owner, and managers and viewers of its project. */
   canSeeJob(job: { project: string; user: string }): boolean {
     if (this.readsAll || job.user === this.who.name) return true;

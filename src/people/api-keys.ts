@@ -58,6 +58,8 @@ type Row = KeyRow & { secret_sha256: Buffer };
 /** How long a kept key is trusted without reading it again, should an epoch change be missed. */
 const KEEP_MS = 60_000;
 const KEEP_MAX = 10_000;
+/** How long a request waits for the epoch before asking Postgres instead. */
+const EPOCH_WAIT_MS = 250;
 /** last_used_at is written at most this often per key: one write a minute, not one per request. */
 const TOUCH_MS = 60_000;
 
@@ -128,7 +130,8 @@ export class ApiKeys implements CredentialVerifier {
   private async row(id: string): Promise<Row | undefined> {
     let epoch: string | null | undefined;
     if (this.cache) {
-      epoch = await this.cache.redis.get(this.cache.epochKey).catch(() => undefined);
+      // A Redis that is down queues commands rather than failing them: ask Postgres after a moment.
+      epoch = await Promise.race([this.cache.redis.get(this.cache.epochKey), new Promise<undefined>((r) => setTimeout(() => r(undefined), EPOCH_WAIT_MS).unref())]).catch(() => undefined);
       if (epoch === undefined || epoch !== this.epoch) {
         this.kept.clear();
         this.epoch = epoch ?? null;
