@@ -301,12 +301,6 @@ export class HeldJobs {
     report.admitted.push(...admitted);
   }
 
-  /** The project and person of a held job (null: not held, or gone). */
-  async owner(jobId: string): Promise<{ project: string; user: string } | null> {
-    const [o] = await this.owners([jobId]);
-    return o ?? null;
-  }
-
   /** Held job ids matching a selector, oldest first. */
   private async select(sel: ReleaseSelector): Promise<string[]> {
     const ids = await this.selectAll(sel);
@@ -334,8 +328,8 @@ export class HeldJobs {
     return ids.filter((_, i) => owners[i]?.user === sel.user);
   }
 
-  /** The project and user of each held job, from its reservation record. */
-  private async owners(ids: string[]): Promise<({ project: string; user: string } | null)[]> {
+  /** The project and user of each held job, from its reservation record, in one round trip (null: not held, or gone). */
+  async owners(ids: string[]): Promise<({ project: string; user: string } | null)[]> {
     if (ids.length === 0) return [];
     const metas = await pipelined(this.redis, ids, (p, id) => p.hget(this.accounting.keys.reservation(id), 'meta'));
     return metas.map((meta) => (typeof meta === 'string' ? (JSON.parse(meta) as { project: string; user: string }) : null));

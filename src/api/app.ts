@@ -109,23 +109,22 @@ export function createApp(deps: AppDeps): express.Express {
   if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, intakeQueue: deps.intake ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock, log: deps.log }));
   api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));
   if (deps.quarantine) api.use(quarantineRoutes(deps.quarantine));
-  if (deps.config && deps.accounting) {
-    api.use(jobRoutes(new Preflight(deps.config, deps.accounting, deps.budgets), deps.clock ?? systemClock, deps.intake));
-  }
+  // One Preflight for the API and /submit: the same decisions on both.
+  const preflight = deps.config && deps.accounting ? new Preflight(deps.config, deps.accounting, deps.budgets) : null;
+  if (preflight) api.use(jobRoutes(preflight, deps.clock ?? systemClock, deps.intake));
   app.use('/api/v1', api);
   if (deps.boardQueues) mountBullBoard(app, deps.boardQueues, authn, { pool: deps.pool, trustedOrigins: trusted });
   app.get('/', (_req, res) => res.redirect('/dashboard'));
   app.get('/dashboard', noFraming, authenticate(authn, { browser: true }), async (req, res) => {
     const clock = deps.clock ?? systemClock;
     const query = parseBody(DashboardQuerySchema, req.query);
-    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), ...(requests ? { requests } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query, access: accessOf(res) });
     const access = accessOf(res);
+    const data = await dashboardData({ pool: deps.pool, budgets: deps.budgets, held: deps.held, ...(caps ? { caps } : {}), ...(requests ? { requests } : {}), timeZone: deps.config?.timeZone ?? 'UTC', now: clock.now(), query, access });
     // Bull Board shows every job: linked only for those it lets in.
     const board = deps.boardQueues && access.readsAll ? { base: '/admin/queues', queues: Object.values(deps.boardQueues).map((q) => q.name) } : null;
     res.set('content-type', 'text/html; charset=utf-8').send(renderDashboard(data, { role: access.who.role, who: access.describe(), board, mayManage: (j) => access.canManageProject(j.project) }));
   });
-  if (deps.config && deps.accounting) {
-    const preflight = new Preflight(deps.config, deps.accounting, deps.budgets);
+  if (preflight && deps.config && deps.accounting) {
     app.use(submitRoutes({ authn, trustedOrigins: trusted, preflight, intake: deps.intake, budgets: deps.budgets, pool: deps.pool, held: deps.held, requests, redis: deps.redis, keys: deps.accounting.keys, clock: deps.clock ?? systemClock, timeZone: deps.config.timeZone }));
   }
   app.use((_req, res) => sendError(res, 404, 'no such route'));

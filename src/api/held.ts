@@ -48,7 +48,7 @@ export function heldRoutes(held: HeldJobs): Router {
     const b = parseBody(ReleaseBody, req.body ?? {});
     const access = accessOf(res);
     if (b.project) access.require(access.canManageProject(b.project), `release held jobs of project ${b.project}`);
-    if (b.ids) for (const id of b.ids) await mayManage(held, access, id, 'release');
+    if (b.ids) await mayManage(held, access, b.ids, 'release');
     // A manager of some projects releases only theirs, whatever the selector.
     const within = access.isAdmin || access.who.projects === null ? undefined : { projects: access.who.projects };
     const report = await held.release(b.ids ? { ids: b.ids } : { all: b.all, project: b.project, user: b.user, within }, actorOf(res));
@@ -64,13 +64,13 @@ export function heldRoutes(held: HeldJobs): Router {
   r.post('/held/:id/override', async (req, res) => {
     const id = parseBody(jobId, req.params.id);
     const b = parseBody(OverrideBody, req.body ?? {});
-    await mayManage(held, accessOf(res), id, 'override');
+    await mayManage(held, accessOf(res), [id], 'override');
     res.json(await notHeldAs404(held.override(id, actorOf(res), b.reason ?? null)));
   });
   r.post('/held/:id/cancel', async (req, res) => {
     const id = parseBody(jobId, req.params.id);
     const b = parseBody(CancelBody, req.body ?? {});
-    await mayManage(held, accessOf(res), id, 'cancel', { owner: true });
+    await mayManage(held, accessOf(res), [id], 'cancel', { owner: true });
     await notHeldAs404(held.cancel(id, actorOf(res), b.reason));
     res.json({ jobId: id, state: 'rejected' });
   });
@@ -82,15 +82,18 @@ export function heldRoutes(held: HeldJobs): Router {
  * for one they see but may not act on. A job already gone passes: the
  * operation itself answers for it (404 or 409).
  */
-export async function mayManage(held: HeldJobs, access: Access, id: string, what: string, opts: { owner?: boolean } = {}): Promise<void> {
+export async function mayManage(held: HeldJobs, access: Access, ids: string[], what: string, opts: { owner?: boolean } = {}): Promise<void> {
   if (access.isAdmin) return;
   const could = access.who.role === 'manager' || (opts.owner === true && access.isPerson);
   access.require(could, `${what} held jobs`);
-  const job = await held.owner(id);
-  if (!job) return;
-  if (!access.canSeeJob(job)) throw new HttpError(404, `no held job ${id}`);
-  const ok = access.canManageProject(job.project) || (opts.owner === true && access.owns(job));
-  access.require(ok, `${what} job ${id} (project ${job.project}, user ${job.user})`);
+  const owners = await held.owners(ids);
+  ids.forEach((id, i) => {
+    const job = owners[i];
+    if (!job) return;
+    if (!access.canSeeJob(job)) throw new HttpError(404, `no held job ${id}`);
+    const ok = access.canManageProject(job.project) || (opts.owner === true && access.owns(job));
+    access.require(ok, `${what} job ${id} (project ${job.project}, user ${job.user})`);
+  });
 }
 
 async function notHeldAs404<T>(p: Promise<T>): Promise<T> {
