@@ -17,7 +17,7 @@ import { TargetRefused } from '../net/egress.ts';
 import type { Config } from '../config.ts';
 import { actorOf, requireAdmin } from '../http/auth.ts';
 import { HttpError } from '../http/errors.ts';
-import { body, freeText, parseBody, query } from './validate.ts';
+import { body, freeText, pageOffset, parseBody, query } from './validate.ts';
 import { safeText } from '../text.ts';
 
 const typeList = z
@@ -29,7 +29,7 @@ const AlertsQuery = query({
   type: typeList.optional(),
   unacked: z.enum(['true', 'false'], { error: 'unacked must be true or false' }).optional(),
   limit: z.coerce.number({ error: 'limit must be a number' }).int('limit must be a whole number').min(1, 'limit must be at least 1').max(1000, 'limit must be at most 1000').default(100),
-  offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0),
+  offset: pageOffset,
 });
 const AckBody = body({ note: freeText('note').optional() }).optional();
 const WebhookBody = body({

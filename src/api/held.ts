@@ -10,18 +10,17 @@ import { NotHeldError, type HeldJobs } from '../admin/held.ts';
 import { actorOf } from '../http/auth.ts';
 import { accessOf, type Access } from '../http/access.ts';
 import { HttpError } from '../http/errors.ts';
-import { body, freeText, parseBody, query } from './validate.ts';
-import { safeText } from '../text.ts';
+import { body, freeText, jobIdText, pageOffset, parseBody, query } from './validate.ts';
 
 const name = (what: string) => z.string({ error: `${what} must be a string` }).regex(NAME_RE, `${what} must be 1-128 characters of A-Z a-z 0-9 . _ -`);
-const jobId = z.string({ error: 'ids must be strings' }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters').superRefine(safeText('job id'));
+const jobId = jobIdText('ids must be strings');
 const reason = freeText('reason').trim().min(1, 'reason may not be empty');
 
 const ListQuery = query({
     project: name('project').optional(),
     user: name('user').optional(),
     limit: z.coerce.number({ error: 'limit must be a number' }).int('limit must be a whole number').min(1, 'limit must be at least 1').max(1000, 'limit must be at most 1000').default(100),
-    offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0),
+    offset: pageOffset,
 });
 
 const ReleaseBody = body({

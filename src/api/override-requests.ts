@@ -11,11 +11,10 @@ import { OverrideRequests, RequestRefused } from '../admin/override-requests.ts'
 import { REQUEST_KINDS, REQUEST_STATES, type OverrideRequest } from '../db/override-requests.ts';
 import { accessOf } from '../http/access.ts';
 import { HttpError } from '../http/errors.ts';
-import { safeText } from '../text.ts';
-import { body, freeText, pageLimit, parseBody, query } from './validate.ts';
+import { body, freeText, jobIdText, pageLimit, pageOffset, parseBody, query } from './validate.ts';
 
 /** A held job's id in a path (the API's and the submission screen's). */
-export const jobId = z.string({ error: 'a job id must be a string' }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters').superRefine(safeText('job id'));
+export const jobId = jobIdText('a job id must be a string');
 const requestId = z.string().regex(/^[1-9][0-9]{0,14}$/, 'a request id is a whole number such as 12').transform(Number);
 const reason = freeText('reason').trim().min(1, 'reason may not be empty');
 
@@ -29,7 +28,7 @@ const DenyBody = body({ reason });
 const ListQuery = query({
   state: z.enum([...REQUEST_STATES, 'all'], { error: `state must be one of ${[...REQUEST_STATES, 'all'].join(', ')}` }).default('open'),
   limit: pageLimit,
-  offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0),
+  offset: pageOffset,
 });
 
 const STATUS = { 'not-found': 404, forbidden: 403, conflict: 409 } as const;

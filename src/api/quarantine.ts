@@ -10,13 +10,13 @@ import { ReplayRefused, type QuarantineAdmin } from '../admin/quarantine.ts';
 import type { QuarantinedEntry } from '../db/quarantine.ts';
 import { actorOf } from '../http/auth.ts';
 import { HttpError } from '../http/errors.ts';
-import { body, freeText, parseBody, query } from './validate.ts';
+import { body, freeText, pageOffset, parseBody, query } from './validate.ts';
 
 const ListQuery = query({
   stream: z.enum(['ledger', 'events', 'audit'], { error: 'stream must be ledger, events or audit' }).optional(),
   waiting: z.enum(['true', 'false'], { error: 'waiting must be true or false' }).optional(),
   limit: z.coerce.number({ error: 'limit must be a number' }).int('limit must be a whole number').min(1, 'limit must be at least 1').max(1000, 'limit must be at most 1000').default(100),
-  offset: z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0),
+  offset: pageOffset,
 });
 const ReplayBody = body({
   repair: z.boolean({ error: 'repair must be true or false' }).optional(),

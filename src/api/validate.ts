@@ -26,6 +26,13 @@ export const pageLimit = z.coerce
   .max(1000, 'limit must be at most 1000')
   .default(100);
 
+/** `offset` of a listing's query: where the page starts, 0 when not given. */
+export const pageOffset = z.coerce.number({ error: 'offset must be a number' }).int('offset must be a whole number').min(0, 'offset may not be negative').default(0);
+
+/** A job id (an intake job id) in a path or a body: `typeError` is what a value that is no string is told. */
+export const jobIdText = (typeError: string) =>
+  z.string({ error: typeError }).min(1, 'a job id may not be empty').max(256, 'a job id is at most 256 characters').superRefine(safeText('job id'));
+
 /** A search string in a listing's query: part of a name, so 1-128 of the characters names have. */
 export const searchText = (field: string) =>
   z
