@@ -75,9 +75,19 @@ export class Keys {
     return `${this.base}:audit-outbox`;
   }
 
-  /** Set of exempt job types: admitted, tracked, never counted. */
+  /** Set of exempt job types, as versions before usage factors kept them (start-up removes it; `factors` holds them as 0). */
   get exemptTypes(): string {
     return `${this.base}:exempt-types`;
+  }
+
+  /** Hash: GPU type -> its rate history 'from:unitsMilli:usdMicro;...', ascending ('*': the default rate); lua/includes/pricing.lua. */
+  get rates(): string {
+    return `${this.base}:rates`;
+  }
+
+  /** Hash: job type -> usage factor in thousandths (absent: 1000, counts fully; 0: exempt). */
+  get factors(): string {
+    return `${this.base}:factors`;
   }
 
   /** Reservation hash of one job: amount, scopes, state, admittedAt, meta. */
