@@ -42,6 +42,7 @@ function batch(b: number): (LedgerRow & StreamPosition)[] {
       jobType: `type${g % 8}`, gpuType: 'a100', scopes: [`project:p${u % 1_000}`], estimated: '3600000', actual: settle ? String(g % 7_200_000) : null,
       admittedAt: new Date(t - 3_600_000).toISOString(), at: new Date(t).toISOString(), note: null, override: false, exempt: g % 50 === 0,
       run: null, meta: null, submittedMs: null, streamMs: String(t), streamSeq: String(i),
+      price: '3000|4000000|1000', charge: '3600000|3000|4000000', actualCharge: settle ? `${g % 7_200_000}|0|0` : null,
     };
   });
 }

@@ -88,8 +88,12 @@ export interface AdmissionRecord {
   scopes: string[];
   /** Epoch ms. */
   admittedAt: number;
-  /** Its job type is exempt: tracked, not counted against any budget or quota. */
+  /** Its job type is exempt (usage factor 0): tracked, not counted against any budget or quota. */
   exempt?: true;
+  /** What it was charged for its estimate in each unit, priced at admission (src/accounting/pricing.ts). */
+  charged?: { gpuHours: number; units: number; usd: number };
+  /** Its GPU type's rate and its job type's usage factor at admission: actual hours are charged at these. */
+  price?: { unitsPerGpuHour: number; usdPerGpuHour: number; usageFactor: number };
   /** Soft-limited scopes this job took past their limit (admitted with a warning). */
   softOver?: string[];
 }
@@ -110,6 +114,12 @@ export interface Shortfall {
    * cap now, 0, the GPUs in flight and the job's gpus.
    */
   code: 'no-limit' | 'over-limit' | 'over-grace' | 'over-gpus';
+  /**
+   * The limit's unit: the amounts below are GPU-ms (gpuHours), milli-units
+   * (units) or micro-dollars (usd), and neededGpuMs is the job's charge in
+   * it (src/accounting/pricing.ts). Absent: gpuHours, as before rates.
+   */
+  unit?: 'gpuHours' | 'units' | 'usd';
   limitGpuMs: number | null;
   usedGpuMs: number;
   reservedGpuMs: number;

@@ -78,7 +78,7 @@ describe('drift audit', () => {
     await t.redis.unlink(t.accounting.keys.scope(zedDay!));
     const lost = await audit.run();
     expect(lost.drift.map((x) => x.counter)).toEqual([counter, zedDay].sort());
-    expect(lost.drift.find((x) => x.counter === zedDay)!.redis).toEqual({ usedGpuMs: 0, reservedGpuMs: 0, exemptUsedGpuMs: 0, exemptReservedGpuMs: 0 });
+    expect(lost.drift.find((x) => x.counter === zedDay)!.redis).toEqual({ usedGpuMs: 0, reservedGpuMs: 0, exemptUsedGpuMs: 0, exemptReservedGpuMs: 0, unitsUsed: 0, unitsReserved: 0, usdUsed: 0, usdReserved: 0 });
 
     // `gatekeeper audit` says the same, and exits 1.
     const held = new HeldJobs(t.config, t.redis, t.pool, systemClock, t.log);

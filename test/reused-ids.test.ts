@@ -14,6 +14,15 @@ import { HeldJobs } from '../src/admin/held.ts';
 import { systemClock } from '../src/clock.ts';
 import type { JobMeta } from '../src/accounting/types.ts';
 
+/**
+ * A job of n GPU-ms (n <= 3,600) priced while no rate is set: the built-in
+ * default of one unit and no dollars per GPU-hour, factor 1, so it costs n
+ * GPU-ms, 0.001 units (one milli-unit, rounded up) and nothing.
+ */
+const small = (n: number) => ({ price: { rate: { unitsMilli: 1000, usdMicro: 0 }, factorMilli: 1000 }, charges: { gpuMs: n, unitsMilli: 1, usdMicro: 0 } });
+const smallCharges = (n: number) => ({ charges: small(n).charges });
+const admittedSmall = (n: number) => ({ ...small(n), exempt: false });
+
 const H = 3_600_000; // GPU-ms per GPU-hour
 let t: TestEnv;
 
@@ -31,13 +40,13 @@ describe('the reserve script', () => {
 
   it('tells a job from an earlier one with its id by submission time, and each retry from a new job', async () => {
     await t.accounting.definitions.define('s:reuse', { limitGpuMs: 100, policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, thresholds: [], setAt: 0 });
-    expect(await reserve('7', 500)).toEqual([{ kind: 'reserved', amountGpuMs: 10, scopes: ['s:reuse'], softOver: [], exempt: false }]);
+    expect(await reserve('7', 500)).toEqual([{ kind: 'reserved', amountGpuMs: 10, scopes: ['s:reuse'], softOver: [], exempt: false, ...small(10) }]);
     // The same job again (a retry): nothing changes.
-    expect(await reserve('7', 500)).toEqual([{ kind: 'already', amountGpuMs: 10, state: 'reserved', scopes: ['s:reuse'], exempt: false }]);
+    expect(await reserve('7', 500)).toEqual([{ kind: 'already', amountGpuMs: 10, state: 'reserved', scopes: ['s:reuse'], exempt: false, ...smallCharges(10) }]);
     // Another job under id 7: reserved as 7@900, counted.
-    expect(await reserve('7', 900, 20)).toEqual([{ kind: 'reserved', amountGpuMs: 20, scopes: ['s:reuse'], softOver: [], exempt: false, reservationId: '7@900' }]);
+    expect(await reserve('7', 900, 20)).toEqual([{ kind: 'reserved', amountGpuMs: 20, scopes: ['s:reuse'], softOver: [], exempt: false, ...small(20), reservationId: '7@900' }]);
     // Its retry finds its own record.
-    expect(await reserve('7', 900, 20)).toEqual([{ kind: 'already', amountGpuMs: 20, state: 'reserved', scopes: ['s:reuse'], exempt: false, reservationId: '7@900' }]);
+    expect(await reserve('7', 900, 20)).toEqual([{ kind: 'already', amountGpuMs: 20, state: 'reserved', scopes: ['s:reuse'], exempt: false, ...smallCharges(20), reservationId: '7@900' }]);
     // A caller that does not know the submission time (preflight, old callers) means the job under the id.
     expect((await reserve('7'))[0]).toMatchObject({ kind: 'already', amountGpuMs: 10 });
     expect(await t.accounting.readScope('s:reuse')).toMatchObject({ reservedGpuMs: 30 });

@@ -14,6 +14,15 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 
+/**
+ * A job of n GPU-ms (n <= 3,600) priced while no rate is set: the built-in
+ * default of one unit and no dollars per GPU-hour, factor 1, so it costs n
+ * GPU-ms, 0.001 units (one milli-unit, rounded up) and nothing.
+ */
+const small = (n: number) => ({ price: { rate: { unitsMilli: 1000, usdMicro: 0 }, factorMilli: 1000 }, charges: { gpuMs: n, unitsMilli: 1, usdMicro: 0 } });
+const smallCharges = (n: number) => ({ charges: small(n).charges });
+const admittedSmall = (n: number) => ({ ...small(n), exempt: false });
+
 let t: TestEnv;
 // Each test its own project: a project's held jobs queue up (first in, first out).
 let n = 0;
@@ -48,7 +57,7 @@ describe('scripts', () => {
     // j1 now waits in the line of s:c; once it is cancelled, a job that fits goes in everywhere.
     await a.cancel('j1');
     expect(await a.reserve('j2', 30, ['s:a', 's:b', 's:c'], meta, now)).toEqual({
-      kind: 'reserved', amountGpuMs: 30, scopes: ['s:a', 's:b', 's:c'], softOver: [], exempt: false,
+      kind: 'reserved', amountGpuMs: 30, scopes: ['s:a', 's:b', 's:c'], softOver: [], exempt: false, ...small(30),
     });
     for (const s of ['s:a', 's:b', 's:c']) expect((await a.readScope(s)).reservedGpuMs).toBe(30);
   });
@@ -77,7 +86,7 @@ describe('scripts', () => {
     await t.accounting.definitions.setLimit('s:idem', 100);
     await t.accounting.reserve('i1', 10, ['s:idem'], meta, now);
     const again = await t.accounting.reserve('i1', 10, ['s:idem'], meta, now);
-    expect(again).toEqual({ kind: 'already', amountGpuMs: 10, state: 'reserved', scopes: ['s:idem'], exempt: false });
+    expect(again).toEqual({ kind: 'already', amountGpuMs: 10, state: 'reserved', scopes: ['s:idem'], exempt: false, ...smallCharges(10) });
     expect((await t.accounting.readScope('s:idem')).reservedGpuMs).toBe(10);
   });
 
@@ -172,10 +181,10 @@ describe('scripts', () => {
     ], now);
     // Each job's outcome names the counters (periods included) it was reserved in.
     expect(out).toEqual([
-      { kind: 'reserved', amountGpuMs: 10, scopes: ['s:led', 'user-day:u@2023-11-14'], softOver: [], exempt: false },
+      { kind: 'reserved', amountGpuMs: 10, scopes: ['s:led', 'user-day:u@2023-11-14'], softOver: [], exempt: false, ...small(10) },
       expect.objectContaining({ kind: 'held', retried: false }),
-      { kind: 'reserved', amountGpuMs: 20, scopes: ['s:led2'], softOver: [], exempt: false },
-      { kind: 'already', amountGpuMs: 10, state: 'reserved', scopes: ['s:led', 'user-day:u@2023-11-14'], exempt: false },
+      { kind: 'reserved', amountGpuMs: 20, scopes: ['s:led2'], softOver: [], exempt: false, ...small(20) },
+      { kind: 'already', amountGpuMs: 10, state: 'reserved', scopes: ['s:led', 'user-day:u@2023-11-14'], exempt: false, ...smallCharges(10) },
       expect.objectContaining({ kind: 'held', retried: true }),
     ]);
     expect((await t.accounting.readScope('s:led')).reservedGpuMs).toBe(10);
@@ -208,7 +217,7 @@ describe('scripts', () => {
       ['m1', 'train', 'a100', false], ['m2', 'eval-mix', null, true], ['m3', 'train', 'h100', false], ['m4', 'train', 'a100', false], ['m5', null, null, false],
     ]);
     for (const j of jobs) expect(JSON.parse((await t.redis.hget(a.keys.reservation(j.jobId), 'meta'))!)).toEqual(j.meta);
-    expect(Object.keys(await t.redis.hgetall(a.keys.reservation('m2'))).sort()).toEqual(['admittedAt', 'amount', 'exempt', 'meta', 'scopes', 'state']);
+    expect(Object.keys(await t.redis.hgetall(a.keys.reservation('m2'))).sort()).toEqual(['admittedAt', 'amount', 'charge', 'exempt', 'factor', 'meta', 'rate', 'scopes', 'state']);
   });
 
   it('counts admitted jobs in the quotas of a user who has none, across projects in one batch', async () => {
@@ -272,8 +281,8 @@ describe('scripts', () => {
     await a.definitions.setLimit('s:rel', 5);
     const out = await a.release(['r2', 'r3', 'r4'], 'fifo', 'test', now);
     expect(out).toEqual([
-      { kind: 'admitted', amountGpuMs: 2, scopes: ['s:rel'] },
-      { kind: 'admitted', amountGpuMs: 1, scopes: ['s:rel'] },
+      { kind: 'admitted', amountGpuMs: 2, scopes: ['s:rel'], ...admittedSmall(2) },
+      { kind: 'admitted', amountGpuMs: 1, scopes: ['s:rel'], ...admittedSmall(1) },
       { kind: 'held', shortfalls: [{ scope: 's:rel', code: 'over-limit', limitGpuMs: 5, usedGpuMs: 0, reservedGpuMs: 5, neededGpuMs: 1 }], ahead: 0, lines: ['s:rel'] },
     ]);
     expect(await a.heldIds(meta.project)).toEqual(['r4']);
@@ -281,11 +290,11 @@ describe('scripts', () => {
     expect(await a.release(['r2'], 'fifo', 'test', now)).toEqual([{ kind: 'not-held', state: 'reserved' }]);
     // Released, a record holds what an admitted one does (no held-only fields, so a rebuild restores it as it was); one still held keeps its scope list, lines and misfits.
     const fields = async (id: string) => Object.keys(await t.redis.hgetall(a.keys.reservation(id))).sort();
-    expect(await fields('r1')).toEqual(['admittedAt', 'amount', 'meta', 'scopes', 'state']);
-    expect(await fields('r2')).toEqual(['admittedAt', 'amount', 'meta', 'scopes', 'state']);
+    expect(await fields('r1')).toEqual(['admittedAt', 'amount', 'charge', 'factor', 'meta', 'rate', 'scopes', 'state']);
+    expect(await fields('r2')).toEqual(['admittedAt', 'amount', 'charge', 'factor', 'meta', 'rate', 'scopes', 'state']);
     expect(await fields('r4')).toEqual(['amount', 'bases', 'heldAt', 'lines', 'meta', 'misfits', 'state']);
-    // Its misfits as of the release that kept it: scope, code, limit, used, reserved.
-    expect(await t.redis.hget(a.keys.reservation('r4'), 'misfits')).toBe('s:rel|2|5|0|5');
+    // Its misfits as of the release that kept it: scope, code, limit, used, reserved, unit (h: GPU-ms), need.
+    expect(await t.redis.hget(a.keys.reservation('r4'), 'misfits')).toBe('s:rel|2|5|0|5|h|1');
   });
 
   it('writes no threshold state for a scope whose usage crossed no threshold', async () => {
@@ -303,7 +312,7 @@ describe('scripts', () => {
     await a.reserve('tw1', 2, ['s:twice'], meta, now);
     await a.definitions.setLimit('s:twice', 10);
     const out = await a.release(['tw1', 'tw1'], 'fifo', 'test', now);
-    expect(out).toEqual([{ kind: 'admitted', amountGpuMs: 2, scopes: ['s:twice'] }, { kind: 'not-held', state: 'reserved' }]);
+    expect(out).toEqual([{ kind: 'admitted', amountGpuMs: 2, scopes: ['s:twice'], ...admittedSmall(2) }, { kind: 'not-held', state: 'reserved' }]);
     expect((await a.readScope('s:twice')).reservedGpuMs).toBe(2);
   });
 
@@ -328,8 +337,8 @@ describe('scripts', () => {
     await a.definitions.setLimit('s:ovt', 100);
     expect(await a.release(['o2'], 'fifo', 'test', now)).toEqual([{ kind: 'held', shortfalls: [], ahead: 1, line: 's:ovt' }]);
     expect(await a.release(['o1', 'o2'], 'fifo', 'test', now)).toEqual([
-      { kind: 'admitted', amountGpuMs: 5, scopes: ['s:ovt'] },
-      { kind: 'admitted', amountGpuMs: 1, scopes: ['s:ovt'] },
+      { kind: 'admitted', amountGpuMs: 5, scopes: ['s:ovt'], ...admittedSmall(5) },
+      { kind: 'admitted', amountGpuMs: 1, scopes: ['s:ovt'], ...admittedSmall(1) },
     ]);
   });
 
@@ -352,7 +361,7 @@ describe('scripts', () => {
     await a.definitions.setLimit('s:ov', 1);
     await a.reserve('v1', 5, ['s:ov'], meta, now);
     await a.reserve('v2', 5, ['s:ov'], meta, now);
-    expect(await a.release(['v2'], 'override', 'override by test', now)).toEqual([{ kind: 'admitted', amountGpuMs: 5, scopes: ['s:ov'] }]);
+    expect(await a.release(['v2'], 'override', 'override by test', now)).toEqual([{ kind: 'admitted', amountGpuMs: 5, scopes: ['s:ov'], ...admittedSmall(5) }]);
     expect((await a.readScope('s:ov')).reservedGpuMs).toBe(5);
     expect(await a.cancel('v1')).toEqual({ kind: 'cancelled' });
     expect(await a.cancel('v1')).toEqual({ kind: 'not-held', state: 'cancelled' });

@@ -39,7 +39,7 @@ describe('the wire between the scripts and TypeScript', () => {
     expect(() => decodeRelease([6, 'x'])).toThrow(UnknownReplyError);
     expect(() => decodeSettle('j', ['s'], [3])).toThrow(UnknownReplyError);
     expect(() => decodeCancel([0])).toThrow(UnknownReplyError);
-    expect(() => decodeReserve([[], [[8, 0]], []], [{ jobId: 'j', amountGpuMs: 1, scopes: ['s'], meta: { project: 'p', user: 'u', gpus: 1 } }], [['s']], [1])).toThrow(UnknownReplyError);
+    expect(() => decodeReserve([[], [[9, 0]], [], []], [{ jobId: 'j', amountGpuMs: 1, scopes: ['s'], meta: { project: 'p', user: 'u', gpus: 1 } }], [['s']], [1], [1])).toThrow(UnknownReplyError);
     expect(() => misfitShortfall(['project:a', 9, 1, 0, 0], 1)).toThrow(UnknownReplyError);
   });
 

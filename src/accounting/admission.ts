@@ -7,7 +7,9 @@
 import type { AdmissionRecord, IntakeJobData } from '../../queues/contract.ts';
 import { hoursToGpuMs, gpuMsToHours } from '../units.ts';
 import type { Accounting } from './counters.ts';
-import type { Hold, JobMeta, NoLimitPolicy, RateOver } from './types.ts';
+import type { Hold, JobMeta, NoLimitPolicy, Price, RateOver } from './types.ts';
+import type { Charges } from './pricing.ts';
+import { printable } from '../text.ts';
 import { describeHold, describeThrottle } from './reasons.ts';
 import { scopeLabel, scopesForJob } from './scopes.ts';
 
@@ -59,7 +61,9 @@ export async function decideAdmissions(
     meta: jobMeta(data),
   }));
   const outcomes = await accounting.reserveMany(prepared, now, noLimit);
-  return outcomes.map((out, i): Decision => {
+  // Read only when a job was rejected for its GPU type: the reason lists the types with a rate.
+  let known: Promise<string[]> | undefined;
+  return Promise.all(outcomes.map(async (out, i): Promise<Decision> => {
     const renamed = out.reservationId === undefined ? {} : { reservationId: out.reservationId };
     if (out.kind === 'held') {
       const { kind: _, retried, reservationId: __, ...hold } = out;
@@ -70,6 +74,10 @@ export async function decideAdmissions(
     if (out.kind === 'rejected') {
       return { kind: 'rejected', reason: `no budget for ${scopeLabel(out.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)`, ...renamed };
     }
+    if (out.kind === 'unpriced') {
+      known ??= accounting.pricedGpuTypes();
+      return { kind: 'rejected', reason: unpricedReason(out.gpuType, await known), ...renamed };
+    }
     const admission: AdmissionRecord = {
       intakeJobId: out.reservationId ?? prepared[i]!.jobId,
       reservedGpuMs: out.amountGpuMs,
@@ -78,7 +86,25 @@ export async function decideAdmissions(
       admittedAt: now,
       ...(out.exempt ? { exempt: true } : {}),
       ...(out.kind === 'reserved' && out.softOver.length > 0 ? { softOver: out.softOver } : {}),
+      ...(out.kind === 'reserved' ? { charged: chargedView(out.charges), price: priceView(out.price) } : out.charges ? { charged: chargedView(out.charges) } : {}),
     };
     return out.kind === 'reserved' ? { kind: 'admitted', admission, ...renamed } : { kind: 'already', state: out.state, admission, ...renamed };
-  });
+  }));
+}
+
+/** Why a job whose GPU type has no rate is rejected, naming the types that have one. */
+export function unpricedReason(gpuType: string, known: string[]): string {
+  const what = gpuType === '' ? 'the job names no gpuType' : `gpuType ${JSON.stringify(printable(gpuType))} has no rate`;
+  const list = known.length === 0 ? 'no GPU type has a rate yet' : `known GPU types: ${known.map((t) => printable(t)).join(', ')}`;
+  return `${what}; ${list} (jobs without a known GPU type are rejected: UNKNOWN_GPU_TYPE_POLICY=reject)`;
+}
+
+/** Charges as the edges show them: decimal GPU-hours, units and dollars. */
+export function chargedView(c: Charges): { gpuHours: number; units: number; usd: number } {
+  return { gpuHours: gpuMsToHours(c.gpuMs), units: c.unitsMilli / 1000, usd: c.usdMicro / 1_000_000 };
+}
+
+/** A price as the edges show it. */
+export function priceView(p: Price): { unitsPerGpuHour: number; usdPerGpuHour: number; usageFactor: number } {
+  return { unitsPerGpuHour: p.rate.unitsMilli / 1000, usdPerGpuHour: p.rate.usdMicro / 1_000_000, usageFactor: p.factorMilli / 1000 };
 }

@@ -18,7 +18,7 @@ import { decodeCancel, decodeRelease, decodeScopes, decodeSettle } from './repli
 import { decodeReserve, hasDuplicate, reserveBatch, type ReserveReply } from './reserve-wire.ts';
 import { THROTTLED_KEEP_MS } from '../redis/wire.ts';
 import type {
-  DryRunWarning, JobMeta, NoLimitPolicy, OpenReservation, ReleaseOutcome, ReserveOutcome, ReserveRequest, ScopeCounters, ScopeState, SettleKind, SettleOutcome,
+  DryRunWarning, JobMeta, NoLimitPolicy, UnpricedPolicy, OpenReservation, ReleaseOutcome, ReserveOutcome, ReserveRequest, ScopeCounters, ScopeState, SettleKind, SettleOutcome,
 } from './types.ts';
 
 export class Accounting {
@@ -34,6 +34,8 @@ export class Accounting {
     private readonly settledRetainSeconds: number,
     /** IANA zone of the calendar periods (days, weeks, months). */
     readonly timeZone = 'UTC',
+    /** A job whose GPU type has no rate: priced at the default rate, or rejected (UNKNOWN_GPU_TYPE_POLICY). */
+    readonly unpricedPolicy: UnpricedPolicy = 'default',
   ) {
     // The key layout follows the connection: it cannot disagree with where the keys are.
     this.keys = new Keys(queuePrefix, redis.isCluster);
@@ -109,11 +111,11 @@ export class Accounting {
       }
     }
     const k = this.keys;
-    const { batch, sigs, jobSig } = reserveBatch(reqs, now);
-    const out = (await callScript(this.redis, 'reserve', [k.open, k.ledger, k.allHeld, k.exemptTypes], [
-      String(now), noLimit, k.prefix, this.periodsArg(now), batch, dry ? '1' : '0',
+    const { batch, sigs, jobSig, jobGroup } = reserveBatch(reqs, now);
+    const out = (await callScript(this.redis, 'reserve', [k.open, k.ledger, k.allHeld, k.factors], [
+      String(now), noLimit, k.prefix, this.periodsArg(now), batch, dry ? '1' : '0', this.unpricedPolicy,
     ])) as ReserveReply;
-    return decodeReserve(out, reqs, sigs, jobSig);
+    return decodeReserve(out, reqs, sigs, jobSig, jobGroup);
   }
 
   /**
@@ -133,6 +135,11 @@ export class Accounting {
   async cancel(jobId: string, now = Date.now()): Promise<{ kind: 'cancelled' } | { kind: 'not-held'; state: string }> {
     const k = this.keys;
     return decodeCancel((await callScript(this.redis, 'cancel', [k.allHeld], [k.prefix, jobId, String(this.settledRetainSeconds), String(now)])) as (number | string)[]);
+  }
+
+  /** The GPU types with a rate (the default's not among them), for a rejection's reason. */
+  async pricedGpuTypes(): Promise<string[]> {
+    return (await this.redis.hkeys(this.keys.rates)).filter((t) => t !== '*').sort();
   }
 
   /** How many jobs each project has held now. */

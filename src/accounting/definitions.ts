@@ -49,6 +49,7 @@ export class ScopeDefinitions {
     if (d.gracePercent !== null) fields.grace = String(d.gracePercent);
     if (d.thresholds != null) fields.thresholds = d.thresholds.join(',');
     if (d.rolloverCapGpuMs !== null) fields.rolloverCap = String(d.rolloverCapGpuMs);
+    if (d.unit && d.unit !== 'gpuHours') fields.unit = d.unit;
     fields.c = compactDefinition(fields);
     // Not in 'c': only the waker reads it, never the reserve script.
     if (d.release === 'manual') fields.release = 'manual';
@@ -68,6 +69,7 @@ export class ScopeDefinitions {
       rolloverCapGpuMs: h.rolloverCap === undefined ? null : Number(h.rolloverCap),
       setAt: Number(h.setAt ?? 0),
       thresholds: h.thresholds === undefined ? null : h.thresholds.split(',').filter(Boolean).map(Number),
+      unit: h.unit === 'units' || h.unit === 'usd' ? h.unit : 'gpuHours',
       release: h.release === 'manual' ? 'manual' : 'auto',
     };
   }
@@ -81,7 +83,8 @@ export class ScopeDefinitions {
 
   /** Exempt job types: admitted without counting, tracked in exemptUsed/exemptReserved. */
   async exemptTypes(): Promise<string[]> {
-    return (await this.redis.smembers(this.keys.exemptTypes)).sort();
+    const factors = await this.redis.hgetall(this.keys.factors);
+    return Object.keys(factors).filter((t) => factors[t] === '0').sort();
   }
 
   /**
@@ -137,8 +140,9 @@ export class ScopeDefinitions {
   }
 
   async setExempt(jobType: string, exempt: boolean): Promise<void> {
-    if (exempt) await this.redis.sadd(this.keys.exemptTypes, jobType);
-    else await this.redis.srem(this.keys.exemptTypes, jobType);
+    // Exempt is a usage factor of 0 (lua/includes/pricing.lua).
+    if (exempt) await this.redis.hset(this.keys.factors, jobType, '0');
+    else await this.redis.hdel(this.keys.factors, jobType);
   }
 }
 
@@ -155,7 +159,8 @@ export interface RateBucketState {
  * reserve script reads one field instead of eight (docs/benchmarks.md).
  */
 export function compactDefinition(f: Record<string, string>): string {
-  return [f.limit, f.policy, f.grace ?? '', f.period, f.rollover, f.rolloverCap ?? '', f.setAt, f.thresholds ?? '*'].join('|');
+  const unit = f.unit === 'units' ? 'u' : f.unit === 'usd' ? 'd' : 'h';
+  return [f.limit, f.policy, f.grace ?? '', f.period, f.rollover, f.rolloverCap ?? '', f.setAt, unit, f.thresholds ?? '*'].join('|');
 }
 
 /** A GPU cap as one field of the 'caps' hash: max|peakMax|days|from|to (includes/caps.lua). */

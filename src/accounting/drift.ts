@@ -50,7 +50,7 @@ export interface DriftReport {
   quarantined: { id: number; streamId: string; error: string; counted: boolean }[];
 }
 
-const ZERO: CounterTotals = { usedGpuMs: 0, reservedGpuMs: 0, exemptUsedGpuMs: 0, exemptReservedGpuMs: 0 };
+const ZERO: CounterTotals = { usedGpuMs: 0, reservedGpuMs: 0, exemptUsedGpuMs: 0, exemptReservedGpuMs: 0, unitsUsed: 0, unitsReserved: 0, usdUsed: 0, usdReserved: 0 };
 const GROUP = 'ledger-writers';
 
 /** Add a raw ledger entry's rows to `totals`, as the SQL sums them; false if the entry cannot be read. */
@@ -65,22 +65,33 @@ function addEntry(totals: Map<string, CounterTotals>, fields: string[]): boolean
   for (const r of rows) {
     const estimated = Number(r.estimated);
     const actual = Number(r.actual ?? 0);
+    // As CHARGED_SQL reads a row: one from before rates was charged its GPU-ms only.
+    const est = triple(r.charge) ?? [estimated, 0, 0];
+    const got = triple(r.actualCharge) ?? [actual, 0, 0];
+    const sign = r.kind === 'reserve' ? 1 : -1;
+    const ended = r.kind !== 'reserve';
     for (const counter of r.scopes) {
       const t = { ...(totals.get(counter) ?? ZERO) };
-      const reserved = r.kind === 'reserve' ? estimated : -estimated;
-      const used = r.kind === 'reserve' ? 0 : actual;
       if (r.exempt) {
-        t.exemptReservedGpuMs += reserved;
-        t.exemptUsedGpuMs += used;
+        t.exemptReservedGpuMs += sign * estimated;
+        if (ended) t.exemptUsedGpuMs += actual;
       } else {
-        t.reservedGpuMs += reserved;
-        t.usedGpuMs += used;
+        t.reservedGpuMs += sign * est[0]!;
+        t.unitsReserved += sign * est[1]!;
+        t.usdReserved += sign * est[2]!;
+        if (ended) {
+          t.usedGpuMs += got[0]!;
+          t.unitsUsed += got[1]!;
+          t.usdUsed += got[2]!;
+        }
       }
       totals.set(counter, t);
     }
   }
   return true;
 }
+
+const triple = (v: string | null): number[] | null => (v === null ? null : v.split('|').map(Number));
 
 export class DriftAudit {
   constructor(
@@ -94,8 +105,8 @@ export class DriftAudit {
     const [streamId, streamExists, values] = (await callScript(this.redis, 'snapshot', [k.ledger, k.counters], [k.prefix])) as [string, number, string[][]];
     const redisSide = new Map<string, CounterTotals>();
     for (const [id, ...v] of values) {
-      const [u, r, eu, er] = v.map(Number) as [number, number, number, number];
-      redisSide.set(id!, { usedGpuMs: u, reservedGpuMs: r, exemptUsedGpuMs: eu, exemptReservedGpuMs: er });
+      const [u, r, eu, er, uu, ur, du, dr] = v.map(Number) as number[];
+      redisSide.set(id!, { usedGpuMs: u!, reservedGpuMs: r!, exemptUsedGpuMs: eu!, exemptReservedGpuMs: er!, unitsUsed: uu!, unitsReserved: ur!, usdUsed: du!, usdReserved: dr! });
     }
     // No stream: nothing is waiting to be written (or it was lost with Redis).
     if (streamExists === 1) await this.waitForLedger(streamId, opts.waitForLedgerMs ?? 30_000);

@@ -6,29 +6,36 @@
  * and a throttled job's:
  *   throttled: user ann over 60 jobs/min (burst 10); due 12:03:04.123 UTC
  */
-import { formatHours } from '../units.ts';
+import { formatAmount, unitSuffix } from '../units.ts';
+import type { LimitUnit } from './pricing.ts';
 import { misfitOf } from '../redis/wire.ts';
 import { capSubject, scopeLabel } from './scopes.ts';
 import type { Hold, RateOver, Shortfall } from './types.ts';
 
 export type { Shortfall } from './types.ts';
 
+const UNIT_OF_LETTER: Record<string, LimitUnit> = { h: 'gpuHours', u: 'units', d: 'usd' };
+
 /**
  * A script's misfit — scope, code (src/redis/wire.ts MISFIT_CODES), limit,
- * used, reserved — as a Shortfall, whether it came in a script's reply or in
- * a JOB_HELD event. An unknown code throws (UnknownReplyError).
+ * used, reserved, unit letter, need — as a Shortfall, whether it came in a
+ * script's reply or in a JOB_HELD event. A misfit of five fields (stored
+ * before rates) is in GPU-ms and needs `neededGpuMs`. An unknown code
+ * throws (UnknownReplyError).
  */
 export function misfitShortfall(m: (string | number | undefined)[], neededGpuMs: number): Shortfall {
-  const [scope, code, limit, used, reserved] = m;
+  const [scope, code, limit, used, reserved, unit, need] = m;
   const c = misfitOf(code);
+  const u = UNIT_OF_LETTER[String(unit)];
   return {
     scope: String(scope),
     code: c,
+    ...(u && u !== 'gpuHours' ? { unit: u } : {}),
     limitGpuMs: c === 'no-limit' ? null : Number(limit),
     // A GPU cap's misfit carries the job's gpus where the others carry usage (includes/scopes.lua misfits).
     usedGpuMs: c === 'over-gpus' ? 0 : Number(used),
     reservedGpuMs: Number(reserved),
-    neededGpuMs: c === 'over-gpus' ? Number(used) : neededGpuMs,
+    neededGpuMs: c === 'over-gpus' ? Number(used) : need !== undefined && need !== '' ? Number(need) : neededGpuMs,
   };
 }
 
@@ -39,10 +46,12 @@ export function describeShortfall(s: Shortfall): string {
   }
   const label = scopeLabel(s.scope);
   if (s.code === 'no-limit') return `no budget for ${label}`;
-  const of = s.code === 'over-grace' ? 'GPU-h allowed with grace' : 'GPU-h';
+  const unit = s.unit ?? 'gpuHours';
+  const grace = s.code === 'over-grace' ? ' allowed with grace' : '';
+  const amount = (n: number) => formatAmount(n, unit);
   return (
-    `${label}: ${formatHours(s.usedGpuMs + s.reservedGpuMs)} of ${formatHours(s.limitGpuMs ?? 0)} ` +
-    `${of} used or reserved; job needs ${formatHours(s.neededGpuMs)}`
+    `${label}: ${amount(s.usedGpuMs + s.reservedGpuMs)} of ${amount(s.limitGpuMs ?? 0)}${unitSuffix(unit)}${grace} ` +
+    `used or reserved; job needs ${amount(s.neededGpuMs)}`
   );
 }
 

@@ -90,7 +90,10 @@ export async function rebuild(deps: {
   // Counters: exactly the ledger's sums.
   const totals = await ledgerTotals(pool);
   await pipelined(redis, [...totals], (p, [counter, t]) => {
-    p.hset(k.scope(counter), { used: String(t.usedGpuMs), reserved: String(t.reservedGpuMs), exemptUsed: String(t.exemptUsedGpuMs), exemptReserved: String(t.exemptReservedGpuMs) });
+    p.hset(k.scope(counter), {
+      used: String(t.usedGpuMs), reserved: String(t.reservedGpuMs), exemptUsed: String(t.exemptUsedGpuMs), exemptReserved: String(t.exemptReservedGpuMs),
+      unitsUsed: String(t.unitsUsed), unitsReserved: String(t.unitsReserved), usdUsed: String(t.usdUsed), usdReserved: String(t.usdReserved),
+    });
     p.sadd(k.counters, counter);
   });
   // A period's carry and adjust as they were: a carry is fixed once computed
@@ -117,11 +120,13 @@ async function restoreReservations(deps: { redis: Redis; accounting: Accounting;
   let open = 0;
   let settled = 0;
   await pipelined(redis, jobs, (p, j) => {
-    // As reserve.lua (and release.lua) wrote it: amount, scopes, state, admittedAt, meta, ts, exempt.
+    // As reserve.lua (and release.lua) wrote it: amount, scopes, state, admittedAt, meta, ts, exempt,
+    // and the price and charge it was admitted with (none for a row from before rates, as then).
     const record: Record<string, string> = {
       amount: String(j.estimatedGpuMs), scopes: j.scopes.join(','),
       admittedAt: String(Math.round(j.admittedMs)), meta: j.meta ?? legacyMeta(j),
       ...(j.submittedMs === null ? {} : { ts: String(j.submittedMs) }), ...(j.exempt ? { exempt: '1' } : {}),
+      ...(j.price === null ? {} : { rate: `${j.price.rate.unitsMilli}|${j.price.rate.usdMicro}`, factor: String(j.price.factorMilli), charge: j.charge! }),
     };
     const key = k.reservation(j.jobId);
     if (j.endedMs === null) {

@@ -5,15 +5,42 @@
  * that knows its encoding.
  */
 import { misfitShortfall } from './reasons.ts';
-import { MISFIT_CODES, replyOf, UnknownReplyError } from '../redis/wire.ts';
-import type { DryRunWarning, RateOver, ReserveOutcome, ReserveRequest, Shortfall } from './types.ts';
+import { charges, type Charges } from './pricing.ts';
+import { MISFIT_CODES, MISFIT_WIDTH, replyOf, UNIT_LETTERS, UnknownReplyError } from '../redis/wire.ts';
+import type { DryRunWarning, Price, RateOver, ReserveOutcome, ReserveRequest, Shortfall } from './types.ts';
 
-/** The script's reply: { ids, results, renamed[, warnings] } (see reserve.lua's header). */
-export type ReserveReply = [string[], (number | (number | string)[])[], (number | string)[], string[][]?];
+/** The script's reply: { ids, results, renamed, prices[, warnings] } (see reserve.lua's header). */
+export type ReserveReply = [string[], (number | (number | string)[])[], (number | string)[], (number | string)[], string[][]?];
 
-/** Outcomes (and a dry run's warnings) from the reply to `reqs`, encoded by reserveBatch as `sigs` and `jobSig`. */
-export function decodeReserve(out: ReserveReply, reqs: ReserveRequest[], sigs: string[][], jobSig: number[]): { outcomes: ReserveOutcome[]; warnings: DryRunWarning[] } {
-  const [idList, results, renamed, warnings = []] = out;
+/** 'unitsMilli|usdMicro|factor' (a price), as reserve and release answer it. */
+export function parsePrice(text: string): Price {
+  const m = /^(\d+)\|(\d+)\|(\d+)$/.exec(text);
+  if (!m) throw new UnknownReplyError('price', text);
+  return { rate: { unitsMilli: Number(m[1]), usdMicro: Number(m[2]) }, factorMilli: Number(m[3]) };
+}
+
+/** 'gpuMs|milliUnits|microUsd' (a charge), as records and replies keep it; null for '' (a record older than rates). */
+export function parseCharge(text: unknown): Charges | null {
+  const m = typeof text === 'string' ? /^(\d+)\|(\d+)\|(\d+)$/.exec(text) : null;
+  return m ? { gpuMs: Number(m[1]), unitsMilli: Number(m[2]), usdMicro: Number(m[3]) } : null;
+}
+
+/** Outcomes (and a dry run's warnings) from the reply to `reqs`, encoded by reserveBatch as `sigs`, `jobSig` and `jobGroup`. */
+export function decodeReserve(out: ReserveReply, reqs: ReserveRequest[], sigs: string[][], jobSig: number[], jobGroup: number[]): { outcomes: ReserveOutcome[]; warnings: DryRunWarning[] } {
+  const [idList, results, renamed, priceList, warnings = []] = out;
+  const prices = new Map<number, Price>();
+  for (let i = 0; i < priceList.length; i += 2) prices.set(Number(priceList[i]), parsePrice(String(priceList[i + 1])));
+  // A batch's jobs share a few estimates and prices: each charge computed once.
+  const memo = new Map<string, Charges>();
+  const chargeOf = (i: number): { price: Price; charges: Charges } => {
+    const g = jobGroup[i]!;
+    const price = prices.get(g);
+    if (!price) throw new UnknownReplyError('reserve', `no price for group ${g}`);
+    const key = `${g} ${reqs[i]!.amountGpuMs}`;
+    let c = memo.get(key);
+    if (!c) memo.set(key, (c = charges(reqs[i]!.amountGpuMs, price.rate, price.factorMilli)));
+    return { price, charges: c };
+  };
   const counterOf = new Map<string, string>();
   for (let i = 0; i < idList.length; i += 2) counterOf.set(idList[i]!, idList[i + 1]!);
   // The counter ids of each scope list, shared by its plainly admitted jobs.
@@ -21,14 +48,14 @@ export function decodeReserve(out: ReserveReply, reqs: ReserveRequest[], sigs: s
   const sigIds = sigs.map((bases) => Object.freeze(bases.map((b) => counterOf.get(b)!)) as string[]);
   const outcomes = results.map((r, i): ReserveOutcome => {
     const need = reqs[i]!.amountGpuMs;
-    if (r === 1) return { kind: 'reserved', amountGpuMs: need, scopes: sigIds[jobSig[i]! - 1]!, softOver: NO_SCOPES, exempt: false };
+    if (r === 1) return { kind: 'reserved', amountGpuMs: need, scopes: sigIds[jobSig[i]! - 1]!, softOver: NO_SCOPES, exempt: false, ...chargeOf(i) };
     if (typeof r === 'number') throw new UnknownReplyError('reserve', r);
     switch (replyOf('reserve', r[0])) {
-      case 'reserved': return { kind: 'reserved', amountGpuMs: Number(r[1]), scopes: csv(r[2]), softOver: csv(r[3]), exempt: r[4] === 1 };
-      case 'already': return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled', scopes: csv(r[3]), exempt: r[4] === 1 };
+      case 'reserved': return { kind: 'reserved', amountGpuMs: Number(r[1]), scopes: csv(r[2]), softOver: csv(r[3]), exempt: r[4] === 1, ...chargeOf(i) };
+      case 'already': return { kind: 'already', amountGpuMs: Number(r[1]), state: r[2] as 'reserved' | 'settled', scopes: csv(r[3]), exempt: r[4] === 1, charges: parseCharge(r[5]) };
       case 'heldBehind': {
         const n = Number(r[3]);
-        return { kind: 'held', shortfalls: parseShortfalls(r, 3, need), ahead: Number(r[1]), line: String(r[2]), lines: csv(r[4 + 5 * n]), retried: false };
+        return { kind: 'held', shortfalls: parseShortfalls(r, 3, need), ahead: Number(r[1]), line: String(r[2]), lines: csv(r[4 + MISFIT_WIDTH * n]), retried: false };
       }
       case 'held': {
         const shortfalls = parseShortfalls(r, 1, need);
@@ -38,6 +65,7 @@ export function decodeReserve(out: ReserveReply, reqs: ReserveRequest[], sigs: s
       case 'cancelled': return { kind: 'cancelled' };
       case 'throttled': return { kind: 'throttled', dueAt: Number(r[1]), retried: r[2] === 1, over: parseRateOver(String(r[3])) };
       case 'rejected': return { kind: 'rejected', scope: String(r[1]) };
+      case 'unpriced': return { kind: 'unpriced', gpuType: String(r[1]) };
     }
   });
   for (let i = 0; i < renamed.length; i += 2) {
@@ -62,12 +90,13 @@ export function decodeReserve(out: ReserveReply, reqs: ReserveRequest[], sigs: s
  * Numbers travel as strings: Lua would format a number with 14 digits only.
  * `jobSig[i]` is job i's list index.
  */
-export function reserveBatch(reqs: ReserveRequest[], now: number): { batch: string; sigs: string[][]; jobSig: number[] } {
+export function reserveBatch(reqs: ReserveRequest[], now: number): { batch: string; sigs: string[][]; jobSig: number[]; jobGroup: number[] } {
   const sigIndex = new Map<string, number>();
   const sigs: string[][] = [];
   const groupIndex = new Map<string, number>();
-  const groups: [number, string, string, string][] = [];
+  const groups: [number, string, string, string, string][] = [];
   const jobSig: number[] = new Array(reqs.length);
+  const jobGroup: number[] = new Array(reqs.length);
   const jobs = reqs.map((r, j) => {
     const sigKey = r.scopes.join(',');
     let sig = sigIndex.get(sigKey);
@@ -80,14 +109,15 @@ export function reserveBatch(reqs: ReserveRequest[], now: number): { batch: stri
     const groupKey = `${sig} ${meta}`;
     let group = groupIndex.get(groupKey);
     if (group === undefined) {
-      groups.push([sig, r.meta.project, meta, r.meta.jobType ?? '']);
+      groups.push([sig, r.meta.project, meta, r.meta.jobType ?? '', r.meta.gpuType ?? '']);
       groupIndex.set(groupKey, (group = groups.length));
     }
+    jobGroup[j] = group;
     const job: (string | number)[] = [r.jobId, String(r.order ?? now), String(r.amountGpuMs), group];
     if (r.submittedAt !== undefined) job.push(String(r.submittedAt));
     return job;
   });
-  return { batch: JSON.stringify({ sigs, groups, jobs }), sigs, jobSig };
+  return { batch: JSON.stringify({ sigs, groups, jobs }), sigs, jobSig, jobGroup };
 }
 
 /**
@@ -120,12 +150,17 @@ export function parseRateOver(text: string): RateOver[] {
 
 /** Shortfalls as a held record stores them (includes/scopes.lua misfitsText). */
 export function misfitsText(shortfalls: Shortfall[]): string {
-  return shortfalls.map((s) => [s.scope, MISFIT_CODES[s.code], s.limitGpuMs ?? -1, s.code === 'over-gpus' ? s.neededGpuMs : s.usedGpuMs, s.reservedGpuMs].join('|')).join(';');
+  return shortfalls
+    .map((s) => {
+      const gpus = s.code === 'over-gpus';
+      return [s.scope, MISFIT_CODES[s.code], s.limitGpuMs ?? -1, gpus ? s.neededGpuMs : s.usedGpuMs, s.reservedGpuMs, gpus ? 'g' : UNIT_LETTERS[s.unit ?? 'gpuHours'], s.neededGpuMs].join('|');
+    })
+    .join(';');
 }
 
-/** Shortfalls from a script reply whose field `at` is a count n, followed by n misfits of five fields (scope, code, limit, used, reserved). */
+/** Shortfalls from a script reply whose field `at` is a count n, followed by n misfits of MISFIT_WIDTH fields (scope, code, limit, used, reserved, unit, need). */
 export function parseShortfalls(r: (number | string)[], at: number, neededGpuMs: number): Shortfall[] {
   const out: Shortfall[] = [];
-  for (let i = 0; i < Number(r[at]); i++) out.push(misfitShortfall(r.slice(at + 1 + i * 5, at + 6 + i * 5), neededGpuMs));
+  for (let i = 0; i < Number(r[at]); i++) out.push(misfitShortfall(r.slice(at + 1 + i * MISFIT_WIDTH, at + 1 + (i + 1) * MISFIT_WIDTH), neededGpuMs));
   return out;
 }

@@ -5,6 +5,7 @@
  */
 import type { PeriodKind } from '../periods.ts';
 import type { Hold, Shortfall } from '../../queues/contract.ts';
+import type { Charges, LimitUnit, Rate } from './pricing.ts';
 
 /** Why a job waits: defined with the held job's data it travels in. */
 export type { Hold, Shortfall };
@@ -34,8 +35,9 @@ type DecidedOutcome =
    * `softOver`: soft-limited scope bases it took past their limit (warn);
    * `exempt`: its job type is exempt, so nothing was counted against a limit.
    */
-  | { kind: 'reserved'; amountGpuMs: number; scopes: string[]; softOver: string[]; exempt: boolean }
-  | { kind: 'already'; amountGpuMs: number; state: 'reserved' | 'settled'; scopes: string[]; exempt: boolean }
+  | { kind: 'reserved'; amountGpuMs: number; scopes: string[]; softOver: string[]; exempt: boolean; price: Price; charges: Charges }
+  /** `charges`: as it was admitted (null: a reservation older than rates, charged its GPU-ms only). */
+  | { kind: 'already'; amountGpuMs: number; state: 'reserved' | 'settled'; scopes: string[]; exempt: boolean; charges: Charges | null }
   /** Held now, or before when `retried` (then without `lines`: they did not change). */
   | ({ kind: 'held'; retried: boolean } & Hold)
   | { kind: 'cancelled' }
@@ -45,7 +47,15 @@ type DecidedOutcome =
    */
   | { kind: 'throttled'; dueAt: number; retried: boolean; over: RateOver[] }
   /** A scope has no limit and the policy for that is to reject. */
-  | { kind: 'rejected'; scope: string };
+  | { kind: 'rejected'; scope: string }
+  /** Its GPU type ('' for none) has no rate and the policy for that is to reject (UNKNOWN_GPU_TYPE_POLICY). */
+  | { kind: 'unpriced'; gpuType: string };
+
+/** What a job was priced with: its GPU type's rate in force and its job type's usage factor (thousandths). */
+export interface Price {
+  rate: Rate;
+  factorMilli: number;
+}
 
 /** A submission rate limit (token bucket) on 'user:<u>' or 'project:<p>'. */
 export interface RateLimit {
@@ -60,6 +70,8 @@ export interface RateOver extends RateLimit {
 
 /** What to do with a job when one of its scopes has no limit configured. */
 export type NoLimitPolicy = 'hold' | 'reject';
+/** What to do with a job whose GPU type has no rate: price it at the default rate, or reject it. */
+export type UnpricedPolicy = 'default' | 'reject';
 
 export interface ReserveRequest {
   jobId: string;
@@ -85,7 +97,7 @@ export interface DryRunWarning {
 }
 
 export type ReleaseOutcome =
-  | { kind: 'admitted'; amountGpuMs: number; scopes: string[] }
+  | { kind: 'admitted'; amountGpuMs: number; scopes: string[]; price: Price; charges: Charges; exempt: boolean }
   /** Still held; `lines` when its lines changed (it now waits for what it misses). */
   | ({ kind: 'held' } & Hold)
   | { kind: 'not-held'; state: string };
@@ -97,7 +109,10 @@ export type ScopePeriod = 'none' | PeriodKind;
 
 /** What an admin set on a scope base (Redis copy of the Postgres row). */
 export interface ScopeDefinition {
+  /** In the limit's unit: GPU-ms, milli-units or micro-dollars (pricing.ts). */
   limitGpuMs: number;
+  /** gpuHours when absent. */
+  unit?: LimitUnit;
   policy: ScopePolicy;
   /** Soft only: percent past the limit still admitted; null = a soft limit never holds. */
   gracePercent: number | null;
@@ -115,11 +130,17 @@ export interface ScopeDefinition {
 
 export type ReleaseMode = 'auto' | 'manual';
 
-/** A scope as admission sees it now (see scope.lua). */
+/**
+ * A scope as admission sees it now (see scope.lua). The *GpuMs amounts but
+ * the exempt ones are in the limit's unit (`unit`: GPU-ms, milli-units or
+ * micro-dollars; GPUs for a GPU cap); `counted` has every unit's counters.
+ */
 export interface ScopeState {
   base: string;
   /** Counter id: the base, or '<base>@<period label>'. */
   id: string;
+  unit: LimitUnit | 'gpus';
+  counted: Record<LimitUnit, { used: number; reserved: number }>;
   /** limit + carry + adjust; null when none is set. */
   limitGpuMs: number | null;
   /** Where admission stops: the limit (hard), limit + grace (soft), null (soft without grace, or no limit). */

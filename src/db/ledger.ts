@@ -27,6 +27,12 @@ export interface LedgerRow {
   meta: string | null;
   /** Reserve rows: the intake job's submission time, epoch ms (with the id, the job's identity); null if not known. */
   submittedMs: string | null;
+  /** The price it was charged at, 'unitsMilli|usdMicro|factor'; null for an entry from before rates. */
+  price: string | null;
+  /** Its estimate's charge, 'gpuMs|milliUnits|microUsd'; null before rates. */
+  charge: string | null;
+  /** End rows: its actual time's charge; null on reserve rows and before rates. */
+  actualCharge: string | null;
 }
 
 /** Where a row came from in the ledger stream: the two halves of its entry id. */
@@ -47,17 +53,24 @@ export interface StreamPosition {
  */
 export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamPosition)[], timeZone: string): Promise<void> {
   const col = <K extends keyof (LedgerRow & StreamPosition)>(k: K) => rows.map((r) => r[k]);
+  // 'a|b|c' texts travel whole and are split in SQL (a triple per row, three bigints each).
   await db.query(
     `WITH ins AS (
        INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms)
+                           estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms,
+                           rate_units_milli, rate_usd_micro, factor_milli, est_charge_gpu_ms, est_charge_units_milli, est_charge_usd_micro,
+                           charge_gpu_ms, charge_units_milli, charge_usd_micro)
        SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
-              estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms
+              estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms,
+              split_part(price, '|', 1)::bigint, split_part(price, '|', 2)::bigint, split_part(price, '|', 3)::integer,
+              split_part(charge, '|', 1)::bigint, split_part(charge, '|', 2)::bigint, split_part(charge, '|', 3)::bigint,
+              split_part(actual_charge, '|', 1)::bigint, split_part(actual_charge, '|', 2)::bigint, split_part(actual_charge, '|', 3)::bigint
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                    $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[], $15::text[],
-                   $17::bigint[], $18::bigint[], $19::text[], $20::bigint[])
+                   $17::bigint[], $18::bigint[], $19::text[], $20::bigint[], $21::text[], $22::text[], $23::text[])
             AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
-                 estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms)
+                 estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms,
+                 price, charge, actual_charge)
        ON CONFLICT DO NOTHING
        RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at),
      ended AS (SELECT (at AT TIME ZONE $16::text)::date AS day, * FROM ins WHERE kind <> 'reserve'),
@@ -100,17 +113,38 @@ export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamP
       col('estimated'), col('actual'), col('admittedAt'), col('at'), col('note'), col('override'), col('exempt'), col('run'),
       timeZone,
       col('streamMs'), col('streamSeq'), col('meta'), col('submittedMs'),
+      col('price'), col('charge'), col('actualCharge'),
     ],
   );
 }
 
-/** What the ledger says one counter holds, counted and exempt apart (GPU-ms). */
+/**
+ * What the ledger says one counter holds, counted and exempt apart: charged
+ * GPU-ms, milli-units and micro-dollars, and exempt jobs' GPU-ms.
+ */
 export interface CounterTotals {
   usedGpuMs: number;
   reservedGpuMs: number;
   exemptUsedGpuMs: number;
   exemptReservedGpuMs: number;
+  unitsUsed: number;
+  unitsReserved: number;
+  usdUsed: number;
+  usdReserved: number;
 }
+
+/**
+ * A row's charges as SQL reads them: a row from before rates was charged its
+ * GPU-ms (nothing when exempt), no units and no dollars (migration 022).
+ */
+export const CHARGED_SQL = {
+  estGpuMs: `CASE WHEN exempt THEN 0 ELSE coalesce(est_charge_gpu_ms, estimated_gpu_ms) END`,
+  gpuMs: `CASE WHEN exempt THEN 0 ELSE coalesce(charge_gpu_ms, actual_gpu_ms) END`,
+  estUnits: `coalesce(est_charge_units_milli, 0)`,
+  units: `coalesce(charge_units_milli, 0)`,
+  estUsd: `coalesce(est_charge_usd_micro, 0)`,
+  usd: `coalesce(charge_usd_micro, 0)`,
+} as const;
 
 /**
  * Per counter id: used = Σ actual of settle/release rows, reserved = Σ
@@ -122,10 +156,14 @@ export async function ledgerTotals(db: Queryable, upTo?: string): Promise<Map<st
   const [ms, seq] = upTo ? upTo.split('-') : [null, null];
   const rows = await db.query(
     `SELECT counter,
-            sum(CASE WHEN kind <> 'reserve' AND NOT exempt THEN actual_gpu_ms ELSE 0 END) AS used,
-            sum(CASE WHEN NOT exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS reserved,
+            sum(CASE WHEN kind <> 'reserve' THEN ${CHARGED_SQL.gpuMs} ELSE 0 END) AS used,
+            sum((CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * ${CHARGED_SQL.estGpuMs}) AS reserved,
             sum(CASE WHEN kind <> 'reserve' AND exempt THEN actual_gpu_ms ELSE 0 END) AS exempt_used,
-            sum(CASE WHEN exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS exempt_reserved
+            sum(CASE WHEN exempt THEN (CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * estimated_gpu_ms ELSE 0 END) AS exempt_reserved,
+            sum(CASE WHEN kind <> 'reserve' THEN ${CHARGED_SQL.units} ELSE 0 END) AS units_used,
+            sum((CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * ${CHARGED_SQL.estUnits}) AS units_reserved,
+            sum(CASE WHEN kind <> 'reserve' THEN ${CHARGED_SQL.usd} ELSE 0 END) AS usd_used,
+            sum((CASE WHEN kind = 'reserve' THEN 1 ELSE -1 END) * ${CHARGED_SQL.estUsd}) AS usd_reserved
      FROM ledger, unnest(scopes) AS counter
      WHERE $1::bigint IS NULL OR (coalesce(stream_ms, 0), coalesce(stream_seq, 0)) <= ($1::bigint, $2::bigint)
      GROUP BY counter`,
@@ -134,7 +172,10 @@ export async function ledgerTotals(db: Queryable, upTo?: string): Promise<Map<st
   return new Map(
     rows.rows.map((r: Record<string, unknown>) => [
       String(r.counter),
-      { usedGpuMs: Number(r.used), reservedGpuMs: Number(r.reserved), exemptUsedGpuMs: Number(r.exempt_used), exemptReservedGpuMs: Number(r.exempt_reserved) },
+      {
+        usedGpuMs: Number(r.used), reservedGpuMs: Number(r.reserved), exemptUsedGpuMs: Number(r.exempt_used), exemptReservedGpuMs: Number(r.exempt_reserved),
+        unitsUsed: Number(r.units_used), unitsReserved: Number(r.units_reserved), usdUsed: Number(r.usd_used), usdReserved: Number(r.usd_reserved),
+      },
     ]),
   );
 }
@@ -158,13 +199,17 @@ export interface RecordedReservation {
   /** The end row's; null while the reservation is open. */
   actualGpuMs: number | null;
   endedMs: number | null;
+  /** Its price and its estimate's charge ('gpuMs|milliUnits|microUsd'); null for a row from before rates. */
+  price: { rate: { unitsMilli: number; usdMicro: number }; factorMilli: number } | null;
+  charge: string | null;
 }
 
 /** Reservations still open, and those that ended at or after `endedSinceMs` (epoch ms). */
 export async function recordedReservations(db: Queryable, endedSinceMs: number): Promise<RecordedReservation[]> {
   const r = await db.query(
     `SELECT r.job_id, r.project, r.user_name, r.job_type, r.gpu_type, r.run, r.meta, r.scopes, r.estimated_gpu_ms, r.exempt, r.submitted_ms,
-            extract(epoch FROM r.at) * 1000 AS admitted_ms, e.actual_gpu_ms, extract(epoch FROM e.at) * 1000 AS ended_ms
+            extract(epoch FROM r.at) * 1000 AS admitted_ms, e.actual_gpu_ms, extract(epoch FROM e.at) * 1000 AS ended_ms,
+            r.rate_units_milli, r.rate_usd_micro, r.factor_milli, r.est_charge_gpu_ms, r.est_charge_units_milli, r.est_charge_usd_micro
      FROM ledger r LEFT JOIN ledger e ON e.job_id = r.job_id AND e.admitted_at = r.admitted_at AND e.kind <> 'reserve'
      WHERE r.kind = 'reserve' AND (e.id IS NULL OR e.at >= to_timestamp($1::double precision / 1000))`,
     [endedSinceMs],
@@ -185,6 +230,8 @@ export async function recordedReservations(db: Queryable, endedSinceMs: number):
     admittedMs: Number(j.admitted_ms),
     actualGpuMs: j.actual_gpu_ms,
     endedMs: j.ended_ms === null ? null : Number(j.ended_ms),
+    price: j.factor_milli === null ? null : { rate: { unitsMilli: Number(j.rate_units_milli), usdMicro: Number(j.rate_usd_micro) }, factorMilli: Number(j.factor_milli) },
+    charge: j.est_charge_gpu_ms === null ? null : `${j.est_charge_gpu_ms}|${j.est_charge_units_milli}|${j.est_charge_usd_micro}`,
   }));
 }
 

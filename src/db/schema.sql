@@ -109,10 +109,28 @@ CREATE TABLE ledger (
   stream_seq bigint,
   meta text,
   submitted_ms bigint,
+  rate_units_milli bigint,
+  rate_usd_micro bigint,
+  factor_milli integer,
+  est_charge_gpu_ms bigint,
+  est_charge_units_milli bigint,
+  est_charge_usd_micro bigint,
+  charge_gpu_ms bigint,
+  charge_units_milli bigint,
+  charge_usd_micro bigint,
   CONSTRAINT ledger_actual_gpu_ms_check CHECK ((actual_gpu_ms >= 0)),
+  CONSTRAINT ledger_charge_gpu_ms_check CHECK ((charge_gpu_ms >= 0)),
+  CONSTRAINT ledger_charge_units_milli_check CHECK ((charge_units_milli >= 0)),
+  CONSTRAINT ledger_charge_usd_micro_check CHECK ((charge_usd_micro >= 0)),
+  CONSTRAINT ledger_est_charge_gpu_ms_check CHECK ((est_charge_gpu_ms >= 0)),
+  CONSTRAINT ledger_est_charge_units_milli_check CHECK ((est_charge_units_milli >= 0)),
+  CONSTRAINT ledger_est_charge_usd_micro_check CHECK ((est_charge_usd_micro >= 0)),
   CONSTRAINT ledger_estimated_gpu_ms_check CHECK ((estimated_gpu_ms >= 0)),
+  CONSTRAINT ledger_factor_milli_check CHECK ((factor_milli >= 0)),
   CONSTRAINT ledger_kind_check CHECK ((kind = ANY (ARRAY['reserve'::text, 'settle'::text, 'release'::text]))),
-  CONSTRAINT ledger_pkey PRIMARY KEY (id)
+  CONSTRAINT ledger_pkey PRIMARY KEY (id),
+  CONSTRAINT ledger_rate_units_milli_check CHECK ((rate_units_milli >= 0)),
+  CONSTRAINT ledger_rate_usd_micro_check CHECK ((rate_usd_micro >= 0))
 );
 CREATE INDEX ledger_end_at ON public.ledger USING btree (at, id) WHERE (kind <> 'reserve'::text);
 CREATE UNIQUE INDEX ledger_end_once ON public.ledger USING btree (job_id, admitted_at) NULLS NOT DISTINCT WHERE (kind <> 'reserve'::text);
@@ -131,13 +149,15 @@ CREATE TABLE limits (
   updated_at timestamp with time zone DEFAULT now() NOT NULL,
   thresholds integer[],
   release_mode text DEFAULT 'auto'::text NOT NULL,
+  unit text DEFAULT 'gpuHours'::text NOT NULL,
   CONSTRAINT limits_grace_pct_check CHECK (((grace_pct >= 0) AND (grace_pct <= 100))),
   CONSTRAINT limits_limit_gpu_ms_check CHECK ((limit_gpu_ms >= 0)),
   CONSTRAINT limits_period_check CHECK ((period = ANY (ARRAY['none'::text, 'day'::text, 'week'::text, 'month'::text]))),
   CONSTRAINT limits_pkey PRIMARY KEY (scope),
   CONSTRAINT limits_policy_check CHECK ((policy = ANY (ARRAY['hard'::text, 'soft'::text]))),
   CONSTRAINT limits_release_mode_check CHECK ((release_mode = ANY (ARRAY['auto'::text, 'manual'::text]))),
-  CONSTRAINT limits_rollover_cap_gpu_ms_check CHECK ((rollover_cap_gpu_ms >= 0))
+  CONSTRAINT limits_rollover_cap_gpu_ms_check CHECK ((rollover_cap_gpu_ms >= 0)),
+  CONSTRAINT limits_unit_check CHECK ((unit = ANY (ARRAY['gpuHours'::text, 'units'::text, 'usd'::text])))
 );
 
 CREATE TABLE override_requests (

@@ -89,9 +89,10 @@ export async function writeLedgerEntries(db: Queryable, entries: StreamEntry[], 
  *   header (kind, at, note?) followed by one group of fields per job, each
  *   group starting with `jobId`;
  * - reserve.lua: `kind reserve at <ms> groups <n>`, then n fields
- *   `g <counter ids>\t<meta JSON>[\t1 if exempt]`, then one field per job,
- *   `<job id> <estimated>,<group number>[,<submitted at ms>]`. Entries of the first form written
- *   before an upgrade still drain.
+ *   `g <counter ids>\t<meta JSON>\t<1 if exempt, else 0>\t<unitsMilli|usdMicro|factor>`,
+ *   then one field per job, `<job id> <estimated>,<group number>,<submitted at ms or ''>,<gpuMs|milliUnits|microUsd>`.
+ *   Entries written before an upgrade still drain: the first form, and the
+ *   groups form before rates (`g <ids>\t<meta>[\t1]`, `<estimated>,<group>[,<submitted at>]`).
  */
 export function parseEntry(flat: string[]): LedgerRow[] {
   if (flat[0] === 'kind' && flat[1] === 'reserve' && flat[4] === 'groups') return parseReserveEntry(flat);
@@ -104,7 +105,8 @@ export function parseEntry(flat: string[]): LedgerRow[] {
   }
   return groups.map((g) => row(
     { kind: header.kind!, at: header.at, note: header.note, override: header.override === '1' },
-    { jobId: g.jobId!, estimated: g.estimated!, actual: g.actual, admittedAt: g.admittedAt, scopes: g.scopes ?? '', meta: g.meta, exempt: g.exempt === '1', submittedMs: g.ts },
+    { jobId: g.jobId!, estimated: g.estimated!, actual: g.actual, admittedAt: g.admittedAt, scopes: g.scopes ?? '', meta: g.meta, exempt: g.exempt === '1', submittedMs: g.ts,
+      price: g.price, charge: g.charge, actualCharge: g.actualCharge },
   ));
 }
 
@@ -115,18 +117,29 @@ function parseReserveEntry(flat: string[]): LedgerRow[] {
   const groups = Array.from({ length: n }, (_, i) => {
     const v = flat[7 + 2 * i]!;
     const tab = v.indexOf('\t');
-    const rest = v.slice(tab + 1);
-    const exempt = rest.endsWith('\t1');
-    const meta = exempt ? rest.slice(0, -2) : rest;
-    return { scopes: v.slice(0, tab), meta, parsed: parseMeta(meta), exempt };
+    // The meta JSON escapes tabs, so the fields after it are the last tab-separated ones.
+    const priced = /\t([01])\t(\d+\|\d+\|\d+)$/.exec(v);
+    const legacyExempt = !priced && v.endsWith('\t1');
+    const end = priced ? priced.index : legacyExempt ? v.length - 2 : v.length;
+    const meta = v.slice(tab + 1, end);
+    return { scopes: v.slice(0, tab), meta, parsed: parseMeta(meta), exempt: priced ? priced[1] === '1' : legacyExempt, price: priced?.[2] };
   });
   const rows: LedgerRow[] = [];
   for (let i = 6 + 2 * n; i + 1 < flat.length; i += 2) {
-    const [estimated, group, submittedMs] = flat[i + 1]!.split(',');
+    const [estimated, group, submittedMs, charge] = flat[i + 1]!.split(',');
     const g = groups[Number(group) - 1]!;
-    rows.push(row({ kind: 'reserve', at, override: false }, { jobId: flat[i]!, estimated: estimated!, scopes: g.scopes, meta: g.meta, exempt: g.exempt, submittedMs }, g.parsed));
+    rows.push(row({ kind: 'reserve', at, override: false }, {
+      jobId: flat[i]!, estimated: estimated!, scopes: g.scopes, meta: g.meta, exempt: g.exempt, submittedMs: submittedMs || undefined, price: g.price, charge,
+    }, g.parsed));
   }
   return rows;
+}
+
+/** An 'a|b|c' of whole numbers, or null (absent: an entry from before rates); anything else is a bad entry. */
+function triple(v: string | undefined): string | null {
+  if (v === undefined || v === '') return null;
+  if (!/^\d{1,16}\|\d{1,16}\|\d{1,16}$/.test(v)) throw new Error(`not a price or charge: ${JSON.stringify(v.slice(0, 60))}`);
+  return v;
 }
 
 type ParsedMeta = { project?: string; user?: string; jobType?: string; gpuType?: string; run?: string };
@@ -142,7 +155,10 @@ function repaired(r: LedgerRow): LedgerRow {
 
 function row(
   header: { kind: string; at?: string; note?: string; override: boolean },
-  job: { jobId: string; estimated: string; actual?: string; admittedAt?: string; scopes: string; meta?: string; exempt: boolean; submittedMs?: string | undefined },
+  job: {
+    jobId: string; estimated: string; actual?: string; admittedAt?: string; scopes: string; meta?: string; exempt: boolean; submittedMs?: string | undefined;
+    price?: string | undefined; charge?: string | undefined; actualCharge?: string | undefined;
+  },
   meta: ParsedMeta = parseMeta(job.meta),
 ): LedgerRow {
   return {
@@ -163,5 +179,8 @@ function row(
     run: meta.run ?? null,
     meta: header.kind === 'reserve' ? (job.meta ?? null) : null,
     submittedMs: header.kind === 'reserve' ? (job.submittedMs ?? null) : null,
+    price: triple(job.price),
+    charge: triple(job.charge),
+    actualCharge: header.kind === 'reserve' ? null : triple(job.actualCharge),
   };
 }

@@ -9,7 +9,7 @@
 
 /** Each script's first reply field, by meaning. */
 export const REPLY_CODES = {
-  reserve: { held: 0, reserved: 1, already: 2, stillHeld: 3, heldBehind: 4, cancelled: 5, throttled: 6, rejected: 7 },
+  reserve: { held: 0, reserved: 1, already: 2, stillHeld: 3, heldBehind: 4, cancelled: 5, throttled: 6, rejected: 7, unpriced: 8 },
   release: { held: 0, admitted: 1, heldBehind: 4, notHeld: -1 },
   settle: { settled: 1, already: 2, noReservation: -1, wrongScopes: -2 },
   cancel: { cancelled: 1, notHeld: -1 },
@@ -21,6 +21,10 @@ export type Reply<S extends RepliedScript> = keyof (typeof REPLY_CODES)[S];
 /** A misfit's code (includes/scopes.lua misfits()): why a job does not fit one scope. */
 export const MISFIT_CODES = { 'no-limit': 1, 'over-limit': 2, 'over-grace': 3, 'over-gpus': 4 } as const;
 export type MisfitCode = keyof typeof MISFIT_CODES;
+/** Fields per misfit in a reply and on a held record: scope, code, limit, used, reserved, unit letter, need (includes/scopes.lua). */
+export const MISFIT_WIDTH = 7;
+/** A limit's unit as the scripts name it (h, u, d), and a GPU cap's (g). */
+export const UNIT_LETTERS = { gpuHours: 'h', units: 'u', usd: 'd' } as const;
 
 /** Percents of a limit that raise THRESHOLD_CROSSED when a budget sets none. */
 export const DEFAULT_THRESHOLDS: readonly number[] = [75, 90, 100];
@@ -65,5 +69,6 @@ export function luaDefaults(): string {
     `local DEFAULT_THRESHOLDS = '${DEFAULT_THRESHOLDS.join(',')}'`,
     `local EVENTS_MAXLEN = '${EVENTS_STREAM_MAXLEN}'`,
     `local EVENT_VERSION = '${EVENT_VERSION}'`,
+    `local MISFIT_WIDTH = ${MISFIT_WIDTH}`,
   ].join('\n');
 }

@@ -20,7 +20,10 @@
   against them when admitted.
 
   Scopes are resolved for the periods of now (a job held yesterday by its
-  daily quota is measured against today's), see includes/scopes.lua.
+  daily quota is measured against today's), see includes/scopes.lua. A job
+  is priced as it is decided, at the rate and usage factor in force now
+  (includes/pricing.lua): it is admitted now, so it keeps today's rate. One
+  whose job type became exempt (factor 0) is admitted counting nowhere.
 
   Input:
     KEYS[1]    open-reservations zset
@@ -39,10 +42,13 @@
 
   Output: one entry per job, in order (in 'wake' mode, up to the first that
   stays held):
-    { 1, amount, scope ids }    admitted now (reserved; take it off gpu-held, add to gpu-exec)
+    { 1, amount, scope ids, price, charge, exempt }
+                                admitted now (reserved; take it off gpu-held, add to
+                                gpu-exec); price 'unitsMilli|usdMicro|factor', charge
+                                'gpuMs|milliUnits|microUsd', exempt 1 or 0
     { 0, amount, n, <misfit> * n }
                                 does not fit: still held (misfit: scope base, code,
-                                limit, used, reserved; as in reserve.lua)
+                                limit, used, reserved, unit, need; as in reserve.lua)
     { 4, ahead, line, amount, n, <misfit> * n }
                                 still held: `ahead` older held jobs go first in the
                                 line of scope `line`; its own misfits as of now (if any)
@@ -54,10 +60,12 @@
 -- @include scopes
 -- @include lines
 -- @include wake
+-- @include pricing
 
 local openKey, ledgerKey, allHeldKey = KEYS[1], KEYS[2], KEYS[3]
 local now, mode, note, base = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local scopeOf = scopeReader(base, cjson.decode(ARGV[5]), tonumber(now), true)
+local price = pricer(base, tonumber(now))
 
 -- Every record read and decoded first: a bad one fails the call before any write.
 local records = {}
@@ -71,6 +79,9 @@ for a = 6, #ARGV do
     if not rec.need then return redis.error_reply('release: job ' .. jobId .. ' has no amount') end
     local meta = cjson.decode(r[4])
     rec.project, rec.gpus = meta.project, tonumber(meta.gpus) or 1
+    rec.rate = price.rateOf(type(meta.gpuType) == 'string' and meta.gpuType or '')
+    rec.factor = price.factorOf(type(meta.jobType) == 'string' and meta.jobType or '')
+    rec.charge = price.charge(r[1], rec.rate, rec.factor)
     rec.bases, rec.lines = split(r[3]), split(r[5])
     -- The GPU caps it may count against now, whatever was set when it was held.
     for _, cap in ipairs(capsOfJob(meta)) do
@@ -96,8 +107,9 @@ for _, rec in ipairs(records) do
   elseif r[2] ~= 'held' then
     out = { -1, r[2] or 'missing' }
   else
-    local need, lines, project = rec.need, rec.lines, rec.project
-    if mode ~= 'override' then
+    local need, lines, project, charge = rec.need, rec.lines, rec.project, rec.charge
+    local exempt = rec.factor == 0
+    if mode ~= 'override' and not exempt then
       -- Older held jobs waiting for any scope this job touches go first, whether
       -- or not this job is in that line yet (it joins lines as its misfits change).
       local order = redis.call('ZSCORE', allHeldKey, jobId) or '+inf'
@@ -124,19 +136,19 @@ for _, rec in ipairs(records) do
     end
     if out then
       -- Behind an older job: say too what it would miss now, so its reason stays whole.
-      local short = misfits(scopes, need, rec.gpus)
-      out[4], out[5] = need, #short / 5
+      local short = misfits(scopes, charge, rec.gpus)
+      out[4], out[5] = need, #short / MISFIT_WIDTH
       for _, v in ipairs(short) do out[#out + 1] = v end
     end
-    if not out and mode ~= 'override' then
-      local short = misfits(scopes, need, rec.gpus)
+    if not out and mode ~= 'override' and not exempt then
+      local short = misfits(scopes, charge, rec.gpus)
       if #short > 0 then
-        out = { 0, need, #short / 5 }
+        out = { 0, need, #short / MISFIT_WIDTH }
         for _, v in ipairs(short) do out[#out + 1] = v end
         -- Wait in the lines of what it misses now, at its old place (its submission order).
         local order = redis.call('ZSCORE', allHeldKey, jobId)
         local missing, keep = {}, {}
-        for i = 1, #short, 5 do missing[#missing + 1] = short[i]; keep[short[i]] = true end
+        for i = 1, #short, MISFIT_WIDTH do missing[#missing + 1] = short[i]; keep[short[i]] = true end
         for _, l in ipairs(lines) do
           if not keep[l] then redis.call('ZREM', base .. 'line:' .. l, jobId); leave(l) end
         end
@@ -145,22 +157,37 @@ for _, rec in ipairs(records) do
       end
     end
     if not out then
+      local counted = {}
       for _, s in ipairs(scopes) do
         if s.perGpu then
-          redis.call('HINCRBY', s.key, 'reserved', rec.gpus)
-          s.reserved = s.reserved + rec.gpus
+          -- Exempt: counted nowhere, GPU caps included (as reserve.lua).
+          if not exempt then
+            redis.call('HINCRBY', s.key, 'reserved', rec.gpus)
+            s.reserved = s.reserved + rec.gpus
+            counted[#counted + 1] = s
+          end
+        elseif exempt then
+          redis.call('HINCRBY', s.key, 'exemptReserved', r[1])
+          redis.call('SADD', base .. 'counters', s.id)
+          counted[#counted + 1] = s
         else
           writeInit(s)
-          redis.call('HINCRBY', s.key, 'reserved', r[1])
+          addCharge(s, charge)
+          writeSums(s)
+          s.sum = { 0, 0, 0 }
           redis.call('SADD', base .. 'counters', s.id)
-          s.reserved = s.reserved + need
+          s.reserved = s.reserved + charge[s.unit]
           crossings(s, jobId, events)
           rearmExhausted(s)
           writeCrossed(s)
+          counted[#counted + 1] = s
         end
       end
-      local scopeIds, caps = ids(scopes), capsOf(scopes)
-      redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now, 'scopes', scopeIds)
+      local scopeIds, caps = ids(counted), capsOf(counted)
+      local priceText, chargeTxt = rec.rate[1] .. '|' .. rec.rate[2] .. '|' .. rec.factor, chargeText(charge)
+      redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now, 'scopes', scopeIds,
+        'rate', rec.rate[1] .. '|' .. rec.rate[2], 'factor', rec.factor, 'charge', chargeTxt)
+      if exempt then redis.call('HSET', resKey, 'exempt', '1') end
       if caps ~= '' then redis.call('HSET', resKey, 'caps', caps, 'gpus', rec.gpus) end
       redis.call('HDEL', resKey, 'lines', 'bases', 'heldAt', 'misfits')  -- now an admitted record, as reserve.lua writes one
       redis.call('ZREM', base .. 'held:' .. project, jobId)
@@ -170,13 +197,14 @@ for _, rec in ipairs(records) do
       redis.call('ZADD', openKey, now, jobId)
       local entry = { 'XADD', ledgerKey, '*', 'kind', 'reserve', 'at', now, 'note', note,
         'override', mode == 'override' and '1' or '0',
-        'jobId', jobId, 'estimated', r[1], 'scopes', scopeIds, 'meta', r[4], 'exempt', '0' }
+        'jobId', jobId, 'estimated', r[1], 'scopes', scopeIds, 'meta', r[4], 'exempt', exempt and '1' or '0',
+        'price', priceText, 'charge', chargeTxt }
       -- Its submission time (with its id, the job's identity: reserve.lua), for a rebuild.
       if r[6] then entry[#entry + 1] = 'ts'; entry[#entry + 1] = r[6] end
       redis.call(unpack(entry))
       events[#events + 1] = { mode == 'override' and 'JOB_OVERRIDDEN' or 'JOB_RELEASED', 'jobId', jobId,
         'meta', r[4], 'amount', r[1], 'note', note }
-      out = { 1, need, scopeIds }
+      out = { 1, need, scopeIds, priceText, chargeTxt, exempt and 1 or 0 }
     end
   end
   decided[jobId] = decided[jobId] or out

@@ -31,6 +31,14 @@
   it skips the buckets it paid and is decided as a new job; back early, it
   is throttled again with the same due time. Exempt types are not limited.
 
+  Units (includes/pricing.lua): each job is priced once per call from its
+  GPU type's rate in force now and its job type's usage factor, and charged
+  in each scope in the scope's unit (GPU-ms, milli-units or micro-dollars);
+  every scope counts all three. Its record keeps the rate, factor and
+  charge, so settle converts actual hours at the rate it was admitted with.
+  A factor of 0 is exempt. A job whose GPU type has no rate takes the
+  default rate, or with ARGV[7] 'reject' is rejected (reply 8).
+
   Events (appended to the events stream in the same atomic step, see
   includes/scopes.lua): THRESHOLD_CROSSED once per threshold per crossing,
   BUDGET_EXHAUSTED when a job is held at a hard limit, JOB_HELD per new hold.
@@ -39,7 +47,7 @@
     KEYS[1]    open-reservations zset     (member job id, score admittedAt)
     KEYS[2]    ledger stream              (drained into Postgres)
     KEYS[3]    all-held zset              (member job id, score submission order)
-    KEYS[4]    exempt job types set
+    KEYS[4]    usage factors hash         (job type -> thousandths; 0: exempt)
     ARGV[1]    now, epoch ms
     ARGV[2]    a required scope with no limit (an unknown project): 'hold' the job, or 'reject' it
     ARGV[3]    key base, '<prefix>:' of every gatekeeper key (KEYS[1] without
@@ -54,7 +62,7 @@
                groups: each distinct (scope list, metadata) pair, once, as
                  [ index of its scope list in sigs (1-based), project,
                    job metadata (a JSON string, copied to the ledger),
-                   job type ('' if none) ]
+                   job type ('' if none), GPU type ('' if none) ]
                jobs, in order, each
                  [ job id, submission order (the held lines are sorted by it),
                    amount (integer GPU-ms > 0, as a string),
@@ -69,8 +77,12 @@
                write nothing, and also answer warnings: the events the batch
                would raise as { type, scope, threshold or '' } (JOB_HELD left
                out: results say it).
+    ARGV[7]    a GPU type with no rate: 'default' (the default rate) or 'reject'
 
-  Output: { ids, results, renamed } (a dry run: { ids, results, renamed, warnings }).
+  Output: { ids, results, renamed, prices } (a dry run: { ids, results, renamed, prices, warnings }).
+  prices: { group index, 'unitsMilli|usdMicro|factor', ... } for each group
+  a decided job of the batch was priced with (a job's charge follows from
+  its amount, includes/pricing.lua).
   renamed: { index in the batch (1-based), id it was decided under, ... } for
   each job whose id was used before by another job (see above); usually empty.
   ids: { scope base, counter id, ... } for every scope base a decided job of
@@ -84,11 +96,13 @@
                                 scope ids comma separated; soft: bases of soft
                                 limits it passed (comma separated, may be '');
                                 exempt: 1 if its type is exempt
-    { 2, amount, state, scope ids, exempt }
-                                reserved before (a retry); state 'reserved' or 'settled'
-    { 0, n, <misfit> * n }      does not fit: held now; five fields per scope
-                                (base, code, limit, used, reserved), codes as in
-                                includes/scopes.lua misfits()
+    { 2, amount, state, scope ids, exempt, charge }
+                                reserved before (a retry); state 'reserved' or
+                                'settled'; charge 'gpuMs|milliUnits|microUsd' as
+                                it was admitted ('' for a record older than rates)
+    { 0, n, <misfit> * n }      does not fit: held now; seven fields per scope
+                                (base, code, limit, used, reserved, unit, need),
+                                as in includes/scopes.lua misfits()
     { 3, n, <misfit> * n }      held before (a retry): still held; misfits as of now
     { 4, ahead, line, n, <misfit> * n, lines }
                                 held now behind `ahead` older held jobs in the
@@ -103,6 +117,7 @@
                                 before; by: 'scope|jpm|burst' of each bucket
                                 over, joined by ';'
     { 7, scope }                rejected: `scope` has no limit and ARGV[2] is 'reject'
+    { 8, gpu type, 'unknown' }  rejected: its GPU type has no rate and ARGV[7] is 'reject'
 
   Every read comes before the first write. Counter deltas are summed as Lua
   numbers (exact below 2^53 GPU-ms) and written with %.0f or %d, never
@@ -113,10 +128,12 @@
 -- @include admitted
 -- @include held
 -- @include rate
+-- @include pricing
 
-local openKey, ledgerKey, allHeldKey, exemptKey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local now, noLimit, base, dry = ARGV[1], ARGV[2], ARGV[3], ARGV[6] == '1'
+local openKey, ledgerKey, allHeldKey = KEYS[1], KEYS[2], KEYS[3]
+local now, noLimit, base, dry, rejectUnpriced = ARGV[1], ARGV[2], ARGV[3], ARGV[6] == '1', ARGV[7] == 'reject'
 local nowMs = tonumber(now)
+local price = pricer(base, nowMs)
 local scopeOf = scopeReader(base, cjson.decode(ARGV[4]), nowMs, true)
 local input = cjson.decode(ARGV[5])
 local batch = input.jobs
@@ -145,10 +162,10 @@ local throttled, cleared = {}, {}
 
 local touched = {}      -- scope states to write, in first-touch order
 -- Scope lists: { bases, scopes, ids, caps, limited, free, blocked, soft,
--- freeDelta, basesCsv (once a job is held) }, the scopes read once per call,
+-- freeSum, basesCsv (once a job is held) }, the scopes read once per call,
 -- when a job of the list is decided (a batch of retries reads none). Only
 -- the limited scopes are asked; the free ones (a user with no quota: most)
--- are only counted: an admitted job adds to the list's freeDelta, written to
+-- are only counted: an admitted job adds to the list's freeSum, written to
 -- each once. blocked: a free scope needs a limit (an unknown project: nothing
 -- fits); soft: a limited one is soft. Limits do not change within a call.
 -- (Per job at 256 per call: 69.0k -> 66.0k Redis instructions.) A group's
@@ -175,26 +192,30 @@ local function resolve(sig)
       end
     end
     sig.scopes, sig.ids, sig.caps = scopes, ids(scopes), capsOf(scopes)
-    sig.limited, sig.free, sig.blocked, sig.soft, sig.freeDelta = limited, free, blocked, soft, 0
+    sig.limited, sig.free, sig.blocked, sig.soft, sig.freeSum = limited, free, blocked, soft, { 0, 0, 0 }
   end
   return sig.scopes
 end
---[[ fitsList(sig, need, gpus): true when misfits(sig.scopes, need, gpus) would be empty, asking only the limited scopes (no table built). ]]
-local function fitsList(sig, need, gpus)
+--[[ fitsList(sig, charge, gpus): true when misfits(sig.scopes, charge, gpus) would be empty, asking only the limited scopes (no table built). ]]
+local function fitsList(sig, charge, gpus)
   if sig.blocked then return false end
   local limited = sig.limited
   for i = 1, #limited do
     local sc = limited[i]
-    if sc.ceiling and sc.used + sc.reserved + (sc.perGpu and gpus or need) > sc.ceiling then return false end
+    if sc.ceiling and sc.used + sc.reserved + (sc.perGpu and gpus or charge[sc.unit]) > sc.ceiling then return false end
   end
   return true
 end
 
-local exemptTypes = {}  -- job type -> bool, read once per batch
-local function isExempt(jobType)
-  if jobType == '' then return false end
-  if exemptTypes[jobType] == nil then exemptTypes[jobType] = redis.call('SISMEMBER', exemptKey, jobType) == 1 end
-  return exemptTypes[jobType]
+-- Each group's rate and factor, looked up once per call; prices: what the reply tells of them.
+local prices = {}
+local function priceGroup(gi, group)
+  if not group.rate then
+    group.rate, group.factor = price.rateOf(group[5] or ''), price.factorOf(group[4])
+    prices[#prices + 1] = gi
+    prices[#prices + 1] = group.rate[1] .. '|' .. group.rate[2] .. '|' .. group.factor
+  end
+  return group
 end
 local lines = lineCache(base)  -- includes/lines.lua
 -- Whether any line of a scope list's scopes has anyone in it: kept per list
@@ -224,7 +245,7 @@ for j = 1, #batch do
   local jobId, order, amount, ts = job[1], job[2], job[3], job[5] or ''
   local rsig, project, meta, jobType = sigs[group[1]], group[2], group[3], group[4]
   local sig, gpus = withCaps(rsig, job[4], group)
-  local resKey, need = resKeys[j], tonumber(amount)
+  local resKey = resKeys[j]
   local bases = sig.bases
 
   -- A known job's state, and the rest for a retry (false: no record).
@@ -245,28 +266,37 @@ for j = 1, #batch do
   local r
   local again = seenHere[resKey]
   -- Over its rate: throttled before any budget is read (it counts against none).
-  local gated = rate and not again and (state == 'throttled' or (ratesOn and not state)) and not isExempt(jobType)
+  local fresh = not again and (not state or state == 'throttled')
+  if fresh then priceGroup(job[4], group) end
+  -- A GPU type with no rate, where every type must have one: rejected before its rate is spent.
+  local unpriced = fresh and rejectUnpriced and not group.rate.known
+  local gated = rate and not again and not unpriced and (state == 'throttled' or (ratesOn and not state)) and group.factor ~= 0
     and rate.gate(rsig, rate.bucketOf, resKey, jobId, state, nowMs, ts, throttled)
   if again then
     if type(again) == 'number' then
       local a = admitted[again]
-      r = { 2, tonumber(a[3]), 'reserved', a[4], a[6] and 1 or 0 }  -- what the first listing reserved
+      r = { 2, tonumber(a[3]), 'reserved', a[4], a[6] and 1 or 0, a[13] }  -- what the first listing reserved
     else
       r = again
     end
+  elseif unpriced then
+    r = { 8, group[5] or '', 'unknown' }
   elseif gated then
     r = gated
   elseif state == 'reserved' or state == 'settled' then
-    local prior = redis.call('HMGET', resKey, 'amount', 'scopes', 'exempt')
-    r = { 2, tonumber(prior[1]), state, prior[2], prior[3] == '1' and 1 or 0 }
+    local prior = redis.call('HMGET', resKey, 'amount', 'scopes', 'exempt', 'charge')
+    r = { 2, tonumber(prior[1]), state, prior[2], prior[3] == '1' and 1 or 0, prior[4] or '' }
   elseif state == 'cancelled' then
     r = { 5 }
   else
+    priceGroup(job[4], group)
+    local need = tonumber(amount)
+    local charge = price.charge(amount, group.rate, group.factor)
     local scopes = resolve(sig)
-    local exempt = state ~= 'held' and isExempt(jobType)
-    local short = (exempt or fitsList(sig, need, gpus)) and NONE or misfits(scopes, need, gpus)
+    local exempt = state ~= 'held' and group.factor == 0
+    local short = (exempt or fitsList(sig, charge, gpus)) and NONE or misfits(scopes, charge, gpus)
     local unknown = nil
-    for i = 2, #short, 5 do
+    for i = 2, #short, MISFIT_WIDTH do
       if short[i] == 1 then unknown = short[i - 1]; break end
     end
     -- The scopes whose lines hold an older job; ahead: the most in one of them (line).
@@ -285,12 +315,12 @@ for j = 1, #batch do
     if noLimit == 'reject' and unknown and state ~= 'held' then
       r = { 7, unknown }
     elseif state == 'held' then
-      r = { 3, #short / 5 }
+      r = { 3, #short / MISFIT_WIDTH }
       for _, v in ipairs(short) do r[#r + 1] = v end
     elseif ahead > 0 or #short > 0 then
       -- In line for every scope it did not fit and every scope it waits behind.
       local joined, inLine = {}, {}
-      for i = 1, #short, 5 do joined[#joined + 1] = short[i]; inLine[short[i]] = true end
+      for i = 1, #short, MISFIT_WIDTH do joined[#joined + 1] = short[i]; inLine[short[i]] = true end
       if behind then
         for _, b in ipairs(behind) do
           if not inLine[b] then joined[#joined + 1] = b end
@@ -301,7 +331,7 @@ for j = 1, #batch do
       linesChanged = linesChanged + 1
       local byBase = {}
       for _, sc in ipairs(scopes) do byBase[sc.base] = sc end
-      for i = 1, #short, 5 do
+      for i = 1, #short, MISFIT_WIDTH do
         if short[i + 1] == 2 then exhausted(byBase[short[i]], jobId, events) end
       end
       local flat = misfitsText(short)
@@ -309,11 +339,11 @@ for j = 1, #batch do
         'ahead', tostring(ahead), 'line', line or '', 'misfits', flat }
       sig.basesCsv = sig.basesCsv or table.concat(bases, ',')
       held[#held + 1] = { resKey, project, jobId, amount, sig.basesCsv, meta, order, joined, ts, flat }
-      r = ahead > 0 and { 4, ahead, line, #short / 5 } or { 0, #short / 5 }
+      r = ahead > 0 and { 4, ahead, line, #short / MISFIT_WIDTH } or { 0, #short / MISFIT_WIDTH }
       for _, v in ipairs(short) do r[#r + 1] = v end
       if ahead > 0 then r[#r + 1] = table.concat(joined, ',') end
     else
-      local soft = (exempt or not sig.soft) and NONE or softOver(scopes, need)
+      local soft = (exempt or not sig.soft) and NONE or softOver(scopes, charge)
       -- Numeric loops and a guard before each call: this runs for every job
       -- and scope, and Lua 5.1 pays for ipairs and calls (measured with
       -- callgrind, see docs/benchmarks.md).
@@ -327,15 +357,21 @@ for j = 1, #batch do
         local limited = sig.limited
         for k = 1, #limited do
           local s = limited[k]
-          local n = s.perGpu and gpus or need
-          s.reserved = s.reserved + n
-          s.delta = s.delta + n
+          if s.perGpu then
+            s.reserved = s.reserved + gpus
+            s.delta = s.delta + gpus
+          else
+            s.reserved = s.reserved + charge[s.unit]
+            addCharge(s, charge)
+          end
           if s.nextAt ~= false then crossings(s, jobId, events) end
           if s.crossed.x then rearmExhausted(s) end
         end
-        sig.freeDelta = sig.freeDelta + need
+        local f = sig.freeSum
+        f[1] = f[1] + charge[1]; f[2] = f[2] + charge[2]; f[3] = f[3] + charge[3]
       end
-      admitted[#admitted + 1] = { resKey, jobId, amount, sig.ids, meta, exempt, job[4], ts, (not exempt) and sig.caps or '', gpus }
+      admitted[#admitted + 1] = { resKey, jobId, amount, sig.ids, meta, exempt, job[4], ts, (not exempt) and sig.caps or '', gpus,
+        group.rate, group.factor, chargeText(charge) }
       if exempt or #soft > 0 then
         r = { 1, need, sig.ids, table.concat(soft, ','), exempt and 1 or 0 }
       else
@@ -357,10 +393,11 @@ end
 
 -- What each list's admitted jobs add to its scopes without a limit.
 for _, sig in ipairs(sigs) do
-  if sig.freeDelta and sig.freeDelta > 0 then
+  local f = sig.freeSum
+  if f and (f[1] > 0 or f[2] > 0 or f[3] > 0) then
     for _, s in ipairs(sig.free) do
-      s.reserved = s.reserved + sig.freeDelta
-      s.delta = s.delta + sig.freeDelta
+      s.reserved = s.reserved + f[s.unit]
+      addCharge(s, f)
     end
   end
 end
@@ -379,7 +416,7 @@ if dry then
       warnings[#warnings + 1] = { e[1], f.scope, f.threshold or '' }
     end
   end
-  return { idList, results, renamed, warnings }
+  return { idList, results, renamed, prices, warnings }
 end
 local counted = {}
 for _, s in ipairs(touched) do
@@ -387,13 +424,19 @@ for _, s in ipairs(touched) do
   writeCrossed(s)
   -- %d: exact for these integers (Lua 5.1 formats it as a 64-bit long) and
   -- cheaper than %.0f's floating-point path (docs/benchmarks.md).
-  if s.delta > 0 then redis.call('HINCRBY', s.key, 'reserved', string.format('%d', s.delta)) end
+  local wrote = s.exemptDelta > 0
+  if s.perGpu then
+    if s.delta > 0 then redis.call('HINCRBY', s.key, 'reserved', string.format('%d', s.delta)) end
+  else
+    writeSums(s)
+    wrote = wrote or s.sum[1] > 0 or s.sum[2] > 0 or s.sum[3] > 0
+  end
   if s.exemptDelta > 0 then redis.call('HINCRBY', s.key, 'exemptReserved', string.format('%d', s.exemptDelta)) end
-  if (s.delta > 0 or s.exemptDelta > 0) and not s.counted then counted[#counted + 1] = s.id end
+  if wrote and not s.perGpu and not s.counted then counted[#counted + 1] = s.id end
 end
 callChunked('SADD', base .. 'counters', counted, CHUNK)
 writeAdmitted(admitted, openKey, ledgerKey, now, CHUNK)  -- includes/admitted.lua
 writeHeld(held, base, allHeldKey, now, CHUNK)  -- includes/held.lua
 if rate then rate.write(rate.buckets, throttled, cleared, nowMs, CHUNK) end
 emit(base, events, now)
-return { idList, results, renamed }
+return { idList, results, renamed, prices }

@@ -13,7 +13,11 @@
     ARGV[4..]  scope bases
 
   Output: one entry per base:
-    { scope id, limit, ceiling, used, reserved, carry, adjust, exemptUsed, exemptReserved }
+    { scope id, limit, ceiling, used, reserved, carry, adjust, exemptUsed, exemptReserved,
+      unit, gpu-ms used, gpu-ms reserved, units used, units reserved, usd used, usd reserved }
+    limit, ceiling, used, reserved, carry and adjust are in the limit's unit
+    (h, u or d: GPU-ms, milli-units, micro-dollars); the last six are every
+    unit's counters (includes/scopes.lua).
     limit '': none set; ceiling '': none (soft without grace, or no limit).
     (Not -1: an adjustment can take an effective limit to -1 GPU-ms.)
     Numbers are returned as strings (%.0f), exact beyond 2^31.
@@ -29,9 +33,12 @@ for a = 4, #ARGV do
   s = s or { id = ARGV[a], key = base .. 'scope:' .. ARGV[a], used = 0, reserved = 0 }
   writeInit(s)
   writeCrossed(s)
-  local c = redis.call('HMGET', s.key, 'carry', 'adjust', 'exemptUsed', 'exemptReserved')
+  local c = redis.call('HMGET', s.key, 'carry', 'adjust', 'exemptUsed', 'exemptReserved',
+    'used', 'reserved', 'unitsUsed', 'unitsReserved', 'usdUsed', 'usdReserved')
   local f = function(n) return string.format('%.0f', n) end
-  out[#out + 1] = { s.id, s.limit and f(s.limit) or '', s.ceiling and f(s.ceiling) or '', f(s.used), f(s.reserved),
-    c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0' }
+  local row = { s.id, s.limit and f(s.limit) or '', s.ceiling and f(s.ceiling) or '', f(s.used), f(s.reserved),
+    c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0', s.perGpu and 'g' or UNIT_LETTER[s.unit] or 'g' }
+  for i = 5, 10 do row[#row + 1] = c[i] or '0' end
+  out[#out + 1] = row
 end
 return out

@@ -6,6 +6,11 @@
   those of the periods it was admitted in (its scope ids carry them), so a job
   admitted at 23:59 and finished after midnight is charged to the day it was
   admitted in. An exempt job moves exemptReserved to exemptUsed instead.
+  Units (includes/pricing.lua): the actual GPU-ms are priced at the rate and
+  usage factor the job was admitted with (its record's 'rate' and 'factor'),
+  whatever the rate card says now, and every unit's reserved charge is
+  replaced by its actual charge. A record from before rates (no 'charge')
+  was charged its GPU-ms and nothing else.
   A job that ran over its estimate may cross a threshold: THRESHOLD_CROSSED
   events as in reserve.lua, in the same atomic step.
 
@@ -42,6 +47,7 @@
 ]]
 -- @include scopes
 -- @include wake
+-- @include pricing
 
 local resKey, openKey, ledgerKey = KEYS[1], KEYS[2], KEYS[3]
 local base, jobId, actual, now, kind, retain, note = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7]
@@ -50,7 +56,7 @@ local nScopes = #KEYS - 3
 if not string.match(actual, '^%d+$') then
   return redis.error_reply('settle: actual must be a whole number of GPU-ms, got ' .. actual)
 end
-local r = redis.call('HMGET', resKey, 'amount', 'scopes', 'state', 'actual', 'meta', 'admittedAt', 'exempt', 'caps', 'gpus')
+local r = redis.call('HMGET', resKey, 'amount', 'scopes', 'state', 'actual', 'meta', 'admittedAt', 'exempt', 'caps', 'gpus', 'rate', 'factor', 'charge')
 if r[3] == 'settled' then
   return { 2, tonumber(r[1]), tonumber(r[4]) }
 end
@@ -65,25 +71,41 @@ end
 
 local amount = r[1]
 local exempt = r[7] == '1'
+local est = parseTriple(r[12])
+local rate, factor
+if est then
+  local u, d = string.match(r[10] or '', '^(%d+)|(%d+)$')
+  factor = tonumber(r[11] or '')
+  if not u or not factor then return redis.error_reply('settle: job ' .. jobId .. ' has a charge but no rate or factor') end
+  rate = { tonumber(u), tonumber(d) }
+else
+  est, rate, factor = { tonumber(amount), 0, 0 }, { 0, 0 }, 1000
+end
+local got = exempt and { 0, 0, 0 } or chargeOf(tonumber(actual), rate, factor)
 -- Usage grew past the estimate: judge thresholds as reserve does, on the
 -- scopes as they will be after this settle (read now, written below).
 local grown = {}
-if not exempt and tonumber(actual) > tonumber(amount) then
+if not exempt then
   for i = 1, nScopes do
     local s = scopeAt(base, given[i])
-    if s.limit then
-      s.reserved = s.reserved - tonumber(amount)
-      s.used = s.used + tonumber(actual)
+    if s.limit and got[s.unit] > est[s.unit] then
+      s.reserved = s.reserved - est[s.unit]
+      s.used = s.used + got[s.unit]
       grown[#grown + 1] = s
     end
   end
 end
 
-local reservedField, usedField = 'reserved', 'used'
-if exempt then reservedField, usedField = 'exemptReserved', 'exemptUsed' end
 for i = 1, nScopes do
-  redis.call('HINCRBY', KEYS[3 + i], reservedField, '-' .. amount)
-  redis.call('HINCRBY', KEYS[3 + i], usedField, actual)
+  if exempt then
+    redis.call('HINCRBY', KEYS[3 + i], 'exemptReserved', '-' .. amount)
+    redis.call('HINCRBY', KEYS[3 + i], 'exemptUsed', actual)
+  else
+    for u = 1, 3 do
+      if est[u] > 0 then redis.call('HINCRBY', KEYS[3 + i], RESERVED[u], string.format('-%d', est[u])) end
+      if got[u] > 0 or u == 1 then redis.call('HINCRBY', KEYS[3 + i], USED[u], string.format('%d', got[u])) end
+    end
+  end
 end
 -- Registered for the drift audit.
 if #given > 0 then redis.call('SADD', base .. 'counters', unpack(given)) end
@@ -101,7 +123,7 @@ if r[8] then
   for _, cap in ipairs(caps) do redis.call('HINCRBY', base .. 'scope:' .. cap, 'reserved', '-' .. r[9]) end
   wakeNonEmpty(base, caps, now)
 end
-if not exempt and tonumber(actual) < tonumber(amount) then
+if not exempt and (got[1] < est[1] or got[2] < est[2] or got[3] < est[3]) then
   local lineKeys, bases = {}, {}
   for i = 1, nScopes do
     bases[i] = string.match(given[i], '^([^@]+)')
@@ -114,5 +136,6 @@ redis.call('HSET', resKey, 'state', 'settled', 'actual', actual, 'settledAt', no
 redis.call('EXPIRE', resKey, retain)
 redis.call('ZREM', openKey, jobId)
 redis.call('XADD', ledgerKey, '*', 'kind', kind, 'at', now, 'note', note,
-  'jobId', jobId, 'estimated', amount, 'actual', actual, 'admittedAt', r[6], 'scopes', r[2], 'meta', r[5], 'exempt', exempt and '1' or '0')
+  'jobId', jobId, 'estimated', amount, 'actual', actual, 'admittedAt', r[6], 'scopes', r[2], 'meta', r[5], 'exempt', exempt and '1' or '0',
+  'price', rate[1] .. '|' .. rate[2] .. '|' .. factor, 'charge', chargeText(est), 'actualCharge', chargeText(got))
 return { 1, tonumber(amount), tonumber(actual) }

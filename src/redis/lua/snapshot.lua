@@ -11,7 +11,8 @@
     KEYS[2]    counter registry set (counter ids)
     ARGV[1]    key base ('<prefix>:'; counter hashes are '<base>scope:<id>')
 
-  Output: { position, 1 if the stream exists else 0, { id, used, reserved, exemptUsed, exemptReserved } per counter }
+  Output: { position, 1 if the stream exists else 0, { id, used, reserved, exemptUsed, exemptReserved,
+    unitsUsed, unitsReserved, usdUsed, usdReserved } per counter }
     position: the stream's last entry id; with no stream (nothing yet, or
     Redis lost it) the last id of the previous millisecond by the server's
     clock, which orders after every entry written before now and before every
@@ -34,7 +35,10 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
 end
 local out = {}
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[2])) do
-  local c = redis.call('HMGET', ARGV[1] .. 'scope:' .. id, 'used', 'reserved', 'exemptUsed', 'exemptReserved')
-  out[#out + 1] = { id, c[1] or '0', c[2] or '0', c[3] or '0', c[4] or '0' }
+  local c = redis.call('HMGET', ARGV[1] .. 'scope:' .. id, 'used', 'reserved', 'exemptUsed', 'exemptReserved',
+    'unitsUsed', 'unitsReserved', 'usdUsed', 'usdReserved')
+  local row = { id }
+  for i = 1, 8 do row[i + 1] = c[i] or '0' end
+  out[#out + 1] = row
 end
 return { last, exists, out }

@@ -15,16 +15,23 @@
     setAt        epoch ms the budget was first set
     thresholds   percents of the effective limit that raise a warning event
                  when used + reserved reaches them (absent: 75,90,100; '' none)
+    unit         'gpuHours' (absent), 'units' or 'usd': what limit, rolloverCap
+                 and the period's carry and adjust count (includes/pricing.lua)
     c            the fields above in one, as readDef reads them:
-                 limit|policy|grace|period|rollover|rolloverCap|setAt|thresholds,
-                 an absent grace or rolloverCap empty, absent thresholds '*'
+                 limit|policy|grace|period|rollover|rolloverCap|setAt|unit|thresholds,
+                 an absent grace or rolloverCap empty, unit h, u or d, absent
+                 thresholds '*'
                  (src/accounting/definitions.ts writes it; a definition
                  without it is read field by field)
   Its counters live per period, '<base key>scope:<scope id>', where the scope
   id is the base for one-off scopes and '<base>@<period label>' otherwise, so a
   new period starts at zero by itself, whatever ran (or did not) at midnight:
-    used, reserved                  GPU-ms counted against the limit
-    exemptUsed, exemptReserved      GPU-ms of exempt job types (never counted)
+    used, reserved                  charged GPU-ms (a job's GPU-ms times its usage factor)
+    unitsUsed, unitsReserved        charged milli-units
+    usdUsed, usdReserved            charged micro-dollars
+                                    (every scope counts all three; its limit
+                                    reads the pair of its unit)
+    exemptUsed, exemptReserved      GPU-ms of exempt job types (factor 0; never counted)
     carry                           rolled over from the previous period
     adjust                          admins' manual adjustment of this period
     init                            '1' once carry has been computed
@@ -53,6 +60,11 @@ local FIXED_PERIOD = { ['user-day'] = 'day', ['user-week'] = 'week' }
 -- passed) instead of a new table per job. Never written to.
 local NONE = {}
 local OPTIONAL = { ['user-day'] = true, ['user-week'] = true, ['run'] = true }
+-- A limit's unit: its index in a charge triple (includes/pricing.lua), and the counter fields of each.
+local UNIT_INDEX = { h = 1, u = 2, d = 3, gpuHours = 1, units = 2, usd = 3 }
+local UNIT_LETTER = { 'h', 'u', 'd' }
+local USED = { 'used', 'unitsUsed', 'usdUsed' }
+local RESERVED = { 'reserved', 'unitsReserved', 'usdReserved' }
 
 --[[ at(limit, pct): the usage at which pct percent of limit is reached, exactly (no 2^53 overflow). ]]
 local function at(limit, pct)
@@ -121,7 +133,7 @@ local function crossings(s, jobId, events)
       s.crossed[key], s.crossedDirty = true, true
       events[#events + 1] = { 'THRESHOLD_CROSSED', 'jobId', jobId, 'scope', s.base, 'counterId', s.id,
         'threshold', key, 'used', string.format('%.0f', s.used), 'reserved', string.format('%.0f', s.reserved),
-        'limit', string.format('%.0f', s.limit) }
+        'limit', string.format('%.0f', s.limit), 'unit', UNIT_LETTER[s.unit] }
     end
   end
   s.nextAt = nil
@@ -136,7 +148,7 @@ local function exhausted(s, jobId, events)
   s.crossed.x, s.crossedDirty = true, true
   events[#events + 1] = { 'BUDGET_EXHAUSTED', 'jobId', jobId, 'scope', s.base, 'counterId', s.id,
     'used', string.format('%.0f', s.used), 'reserved', string.format('%.0f', s.reserved),
-    'limit', string.format('%.0f', s.limit) }
+    'limit', string.format('%.0f', s.limit), 'unit', UNIT_LETTER[s.unit] }
 end
 
 --[[ rearmExhausted(s): a job fits s again. ]]
@@ -178,28 +190,32 @@ end
 --[[
   scopeState(keyBase, scopeBase, kind, id, d, c, p, now): one scope's state from its
   definition `d` (HMGET of the def hash: limit, policy, grace, period,
-  rollover, rolloverCap, setAt, thresholds) and its counters `c` (HMGET of
-  the counter hash: used, reserved, carry, adjust, crossed, crossedLimit,
-  and init for a rollover limit). `p`, the period's { label, prev, prevStart }: a period not
+  rollover, rolloverCap, setAt, thresholds, unit) and its counters `c` (HMGET of
+  the counter hash: used and reserved of its unit, carry, adjust, crossed,
+  crossedLimit, and init for a rollover limit). `p`, the period's { label, prev, prevStart }: a period not
   yet initialised computes its carry (nil: the period was initialised when a
   job was admitted in it, as settle knows). State:
-    { base, id, key, used, reserved, limit|nil, ceiling|nil, soft, optional,
-      delta, exemptDelta, initCarry|nil, thresholds, crossed, counted }
+    { base, id, key, unit, used, reserved, limit|nil, ceiling|nil, soft, optional,
+      sum, exemptDelta, initCarry|nil, thresholds, crossed, counted }
+  `unit`: 1, 2 or 3 (GPU-ms, milli-units, micro-dollars); used, reserved,
+  limit and ceiling are in it. `sum`: the charge triple admitted in this
+  call, written to all three counter pairs (a GPU cap's is `delta`, in GPUs).
   `counted`: the counters hold 'reserved', so their id is in the counters
   set already (every writer of 'reserved' adds it there).
   `ceiling` is where admission stops: the limit (hard), the limit plus grace
   (soft with grace), or nil (soft without grace).
 ]]
 local function scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
-  local s = { base = scopeBase, id = id, key = keyBase .. 'scope:' .. id, optional = OPTIONAL[kind] or false,
+  local unit = UNIT_INDEX[d[9] or 'h'] or 1
+  local s = { base = scopeBase, id = id, key = keyBase .. 'scope:' .. id, optional = OPTIONAL[kind] or false, unit = unit,
         used = tonumber(c[1] or '0'), reserved = tonumber(c[2] or '0'),
-        delta = 0, exemptDelta = 0, soft = d[2] == 'soft', counted = c[2] and true or false }
+        sum = { 0, 0, 0 }, exemptDelta = 0, soft = d[2] == 'soft', counted = c[2] and true or false }
   local carry = tonumber(c[3] or '0')
   if p and d[1] and d[5] == '1' and not c[7] then
     -- First touch of this period: carry what the previous one left unused
     -- (its open reservations count as spent). A previous period nobody
     -- touched left its whole limit unused, if the budget existed then.
-    local q = redis.call('HMGET', keyBase .. 'scope:' .. scopeBase .. '@' .. p.prev, 'used', 'reserved', 'carry', 'adjust')
+    local q = redis.call('HMGET', keyBase .. 'scope:' .. scopeBase .. '@' .. p.prev, USED[unit], RESERVED[unit], 'carry', 'adjust')
     local unused = 0
     if q[1] or q[2] or q[3] or q[4] then
       unused = tonumber(d[1]) + tonumber(q[3] or '0') + tonumber(q[4] or '0')
@@ -242,33 +258,50 @@ local function readDef(keyBase, scopeBase)
   local key = keyBase .. 'def:' .. scopeBase
   local r = redis.call('HMGET', key, 'c', 'limit')
   if r[1] then
-    local limit, policy, grace, period, rollover, cap, setAt, th =
-      string.match(r[1], '^(%d+)|(%a+)|(%d*)|(%a+)|([01])|(%d*)|(%d+)|(.*)$')
+    local limit, policy, grace, period, rollover, cap, setAt, unit, th =
+      string.match(r[1], '^(%d+)|(%a+)|(%d*)|(%a+)|([01])|(%d*)|(%d+)|([hud])|(.*)$')
     if limit then
-      return { limit, policy, grace ~= '' and grace, period, rollover, cap ~= '' and cap, setAt, th ~= '*' and th }
+      return { limit, policy, grace ~= '' and grace, period, rollover, cap ~= '' and cap, setAt, th ~= '*' and th, unit }
     end
   elseif not r[2] then
     return NO_DEF
   end
-  return redis.call('HMGET', key, 'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt', 'thresholds')
+  return redis.call('HMGET', key, 'limit', 'policy', 'grace', 'period', 'rollover', 'rolloverCap', 'setAt', 'thresholds', 'unit')
 end
 
 --[[
-  readCounters(key, withInit): a period's counters, the fields scopeState
-  reads; 'init' only for a rollover limit, the only one that reads it (each
-  field read costs, docs/benchmarks.md).
+  readCounters(key, withInit, unit): a period's counters, the fields scopeState
+  reads (used and reserved of the limit's unit letter, nil for GPU-ms);
+  'init' only for a rollover limit, the only one that reads it (each field
+  read costs, docs/benchmarks.md).
 ]]
-local function readCounters(key, withInit)
+local function readCounters(key, withInit, unit)
+  local i = UNIT_INDEX[unit or 'h'] or 1
   if withInit then
-    return redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'crossed', 'crossedLimit', 'init')
+    return redis.call('HMGET', key, USED[i], RESERVED[i], 'carry', 'adjust', 'crossed', 'crossedLimit', 'init')
   end
-  return redis.call('HMGET', key, 'used', 'reserved', 'carry', 'adjust', 'crossed', 'crossedLimit')
+  return redis.call('HMGET', key, USED[i], RESERVED[i], 'carry', 'adjust', 'crossed', 'crossedLimit')
+end
+
+--[[ writeSums(s): add the charges admitted in this call to every unit's reserved counter. ]]
+local function writeSums(s)
+  local sum = s.sum
+  for i = 1, 3 do
+    if sum[i] > 0 then redis.call('HINCRBY', s.key, RESERVED[i], string.format('%d', sum[i])) end
+  end
+end
+
+--[[ addCharge(s, c): a job's charge triple joins what this call adds to s. ]]
+local function addCharge(s, c)
+  local sum = s.sum
+  sum[1] = sum[1] + c[1]; sum[2] = sum[2] + c[2]; sum[3] = sum[3] + c[3]
 end
 
 --[[ scopeAt(keyBase, id): the state of counter id '<base>' or '<base>@<period label>' (settle: a period already initialised). ]]
 local function scopeAt(keyBase, id)
   local scopeBase = string.match(id, '^([^@]+)')
-  return scopeState(keyBase, scopeBase, string.match(scopeBase, '^([^:]+):') or scopeBase, id, readDef(keyBase, scopeBase), readCounters(keyBase .. 'scope:' .. id, false), nil, nil)
+  local d = readDef(keyBase, scopeBase)
+  return scopeState(keyBase, scopeBase, string.match(scopeBase, '^([^:]+):') or scopeBase, id, d, readCounters(keyBase .. 'scope:' .. id, false, d[9]), nil, nil)
 end
 
 --[[
@@ -300,7 +333,7 @@ local function scopeReader(keyBase, periods, now, deciding)
     local d = readDef(keyBase, scopeBase)
     local p = periods[FIXED_PERIOD[kind] or d[4] or 'none']
     local id = p and (scopeBase .. '@' .. p.label) or scopeBase
-    local c = (d[1] or not deciding or not OPTIONAL[kind]) and readCounters(keyBase .. 'scope:' .. id, d[5] == '1') or NONE
+    local c = (d[1] or not deciding or not OPTIONAL[kind]) and readCounters(keyBase .. 'scope:' .. id, d[5] == '1', d[9]) or NONE
     s = scopeState(keyBase, scopeBase, kind, id, d, c, p, now)
     cache[scopeBase] = s
     return s
@@ -308,17 +341,20 @@ local function scopeReader(keyBase, periods, now, deciding)
 end
 
 --[[
-  misfits(scopes, need, gpus): the scopes a job of `need` GPU-ms on `gpus`
-  GPUs does not fit, as a flat list of five fields each (scope base, code,
-  limit, used, reserved): code 1 = no limit on a scope that needs one (limit
-  -1), 2 = would pass a hard limit, 3 = would pass a soft limit's grace
-  (limit = the ceiling), 4 = would pass a GPU cap (in GPUs: limit = the cap
-  now, used = the job's gpus, reserved = the GPUs in flight).
+  misfits(scopes, charge, gpus): the scopes a job charged `charge` (a triple,
+  includes/pricing.lua) on `gpus` GPUs does not fit, as a flat list of seven
+  fields each (scope base, code, limit, used, reserved, unit, need): code 1 =
+  no limit on a scope that needs one (limit -1), 2 = would pass a hard limit,
+  3 = would pass a soft limit's grace (limit = the ceiling), 4 = would pass a
+  GPU cap (in GPUs: limit = the cap now, used = the job's gpus, reserved =
+  the GPUs in flight, unit 'g'). Amounts are in the scope's unit (h, u or d)
+  and need is the job's charge in it.
 ]]
-local function misfits(scopes, need, gpus)
+local function misfits(scopes, charge, gpus)
   local out = {}
   for _, s in ipairs(scopes) do
     local code, limit = nil, s.limit
+    local need = s.perGpu and gpus or charge[s.unit]
     if not s.limit then
       if not s.optional then code, limit = 1, -1 end
     elseif s.perGpu then
@@ -330,6 +366,7 @@ local function misfits(scopes, need, gpus)
     if code then
       local m = #out
       out[m + 1] = s.base; out[m + 2] = code; out[m + 3] = limit; out[m + 4] = code == 4 and gpus or s.used; out[m + 5] = s.reserved
+      out[m + 6] = s.perGpu and 'g' or UNIT_LETTER[s.unit]; out[m + 7] = need
     end
   end
   return out
@@ -337,23 +374,23 @@ end
 
 --[[
   misfitsText(short): misfits as stored on a held record and in JOB_HELD:
-  'base|code|limit|used|reserved' joined by ';' (numbers exact, %.0f).
+  'base|code|limit|used|reserved|unit|need' joined by ';' (numbers exact, %.0f).
 ]]
 local function misfitsText(short)
   local flat = {}
-  for i = 1, #short, 5 do
+  for i = 1, #short, MISFIT_WIDTH do
     flat[#flat + 1] = table.concat({ short[i], short[i + 1], string.format('%.0f', short[i + 2]),
-      string.format('%.0f', short[i + 3]), string.format('%.0f', short[i + 4]) }, '|')
+      string.format('%.0f', short[i + 3]), string.format('%.0f', short[i + 4]), short[i + 5], string.format('%.0f', short[i + 6]) }, '|')
   end
   return table.concat(flat, ';')
 end
 
---[[ softOver(scopes, need): bases of soft scopes this job takes past their limit (warn). ]]
-local function softOver(scopes, need)
+--[[ softOver(scopes, charge): bases of soft scopes this job takes past their limit (warn). ]]
+local function softOver(scopes, charge)
   local out = nil
   for i = 1, #scopes do
     local s = scopes[i]
-    if s.soft and s.limit and s.used + s.reserved + need > s.limit then
+    if s.soft and s.limit and not s.perGpu and s.used + s.reserved + charge[s.unit] > s.limit then
       out = out or {}
       out[#out + 1] = s.base
     end

@@ -1,0 +1,146 @@
+--[[
+  Pricing, shared by reserve, release and settle: what a job costs in each
+  unit, in exact integers (src/accounting/pricing.ts is the same rule in
+  BigInt; test/pricing.test.ts holds the two together).
+
+  A charge is a triple indexed by unit: [1] GPU-ms, [2] milli-units,
+  [3] micro-dollars. For g GPU-ms at a rate (milli-units and micro-dollars
+  per GPU-hour) with usage factor f (thousandths):
+    [1] ceil(g * f / 1000)
+    [2] ceil(g * f * unitsMilli / 3,600,000,000)
+    [3] ceil(g * f * usdMicro   / 3,600,000,000)
+  Lua numbers are doubles, exact below 2^53 only, and g * f * rate passes
+  that for a large job; so the products are kept in base-10^6 limbs and
+  divided limb by limb. Rates are at most 10^9 and factors 10^5 (the API
+  refuses more), which keeps every intermediate below 2^53.
+
+  Rates: the hash '<base key>rates', field = GPU type ('*': the default), value
+  'from:unitsMilli:usdMicro' entries joined by ';', ascending by from (epoch
+  ms); the entry in force at now is the last whose from <= now.
+  Factors: the hash '<base key>factors', field = job type, value the factor
+  in thousandths (absent: 1000; 0: exempt).
+]]
+local LIMB = 1000000
+local HOUR_FACTOR = 3600000000
+local TWO53 = 9007199254740992
+-- A job type with no factor set, and a GPU type with no rate while no default is set.
+local FULL_FACTOR = 1000
+local BUILTIN_RATE = { 1000, 0, known = false }
+
+--[[ divmod(a, b): a = q * b + r with 0 <= r < b, exactly (math.floor(a / b) alone may be one off near 2^53). ]]
+local function divmod(a, b)
+  local q = math.floor(a / b)
+  local r = a - q * b
+  if r < 0 then q, r = q - 1, r + b elseif r >= b then q, r = q + 1, r - b end
+  return q, r
+end
+
+--[[ mulDivCeil(g, a, b, d): ceil(g * a * b / d), exact; g < 2^53, a and b <= 10^9, d <= 9 * 10^9. Errors past 2^53. ]]
+local function mulDivCeil(g, a, b, d)
+  if g == 0 or a == 0 or b == 0 then return 0 end
+  local L, n = {}, g
+  while n > 0 do
+    local q, m = divmod(n, LIMB)
+    L[#L + 1] = m
+    n = q
+  end
+  for _, k in ipairs({ a, b }) do
+    if k ~= 1 then
+      local carry = 0
+      for i = 1, #L do
+        local q, m = divmod(L[i] * k + carry, LIMB)
+        L[i] = m
+        carry = q
+      end
+      while carry > 0 do
+        local q, m = divmod(carry, LIMB)
+        L[#L + 1] = m
+        carry = q
+      end
+    end
+  end
+  local out, rem = 0, 0
+  for i = #L, 1, -1 do
+    local q, m = divmod(rem * LIMB + L[i], d)
+    out = out * LIMB + q
+    rem = m
+    if out >= TWO53 then error('pricing: a charge past 2^53 (g=' .. string.format('%d', g) .. ')') end
+  end
+  if rem > 0 then out = out + 1 end
+  return out
+end
+
+--[[ chargeOf(g, rate, factor): the charge triple of g GPU-ms at rate { unitsMilli, usdMicro } and factor (thousandths). ]]
+local function chargeOf(g, rate, factor)
+  local h = factor == FULL_FACTOR and g or mulDivCeil(g, factor, 1, 1000)
+  return { h, mulDivCeil(g, factor, rate[1], HOUR_FACTOR), mulDivCeil(g, factor, rate[2], HOUR_FACTOR) }
+end
+
+--[[ chargeText(c): a charge triple as records and the ledger keep it, 'gpuMs|milliUnits|microUsd'. ]]
+local function chargeText(c)
+  return string.format('%d|%d|%d', c[1], c[2], c[3])
+end
+
+--[[ parseTriple(text): 'a|b|c' as three numbers, or nil. ]]
+local function parseTriple(text)
+  if not text then return nil end
+  local a, b, c = string.match(text, '^(%d+)|(%d+)|(%d+)$')
+  if not a then return nil end
+  return { tonumber(a), tonumber(b), tonumber(c) }
+end
+
+--[[
+  pricer(keyBase, now): per call, cached lookups.
+    rateOf(gpuType): { unitsMilli, usdMicro, known = true|false } in force at
+      now; known false: the type has no rate (the default's, or the
+      built-in one unit and no dollars per GPU-hour while no default is set).
+    factorOf(jobType): the job type's factor in thousandths.
+    charge(amount, rate, factor): chargeOf the GPU-ms `amount` (its decimal text,
+      the memo's key: tostring keeps only 14 digits), memoised (a batch's
+      jobs share a few estimates).
+]]
+local function pricer(keyBase, now)
+  local rates, factors, memo = {}, {}, {}
+  local ratesKey, factorsKey = keyBase .. 'rates', keyBase .. 'factors'
+  local function inForce(text)
+    if not text then return nil end
+    local found = nil
+    for from, u, d in string.gmatch(text, '(%d+):(%d+):(%d+)') do
+      if tonumber(from) <= now then found = { tonumber(u), tonumber(d) } end
+    end
+    return found
+  end
+  local function rateOf(gpuType)
+    local r = rates[gpuType]
+    if r then return r end
+    local h = redis.call('HMGET', ratesKey, gpuType == '' and '*' or gpuType, '*')
+    r = gpuType ~= '' and inForce(h[1])
+    if r then
+      r.known = true
+    else
+      r = inForce(h[2]) or { BUILTIN_RATE[1], BUILTIN_RATE[2] }
+      r.known = false
+    end
+    rates[gpuType] = r
+    return r
+  end
+  local function factorOf(jobType)
+    if jobType == '' then return FULL_FACTOR end
+    local f = factors[jobType]
+    if f == nil then
+      f = tonumber(redis.call('HGET', factorsKey, jobType) or '') or FULL_FACTOR
+      factors[jobType] = f
+    end
+    return f
+  end
+  local function charge(amount, rate, factor)
+    local key = amount .. ':' .. rate[1] .. ':' .. rate[2] .. ':' .. factor
+    local c = memo[key]
+    if not c then
+      c = chargeOf(tonumber(amount), rate, factor)
+      memo[key] = c
+    end
+    return c
+  end
+  return { rateOf = rateOf, factorOf = factorOf, charge = charge }
+end
