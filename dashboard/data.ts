@@ -139,6 +139,8 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
         ? [`project ${s.name}`, `project ${s.name}'s budget`, byProject.get(s.name)!]
         : [`${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, byUser.get(s.name)!];
     const trend = series.slice(-DAYS);
+    // The 30 days are in GPU hours: a budget in units or dollars gets its bar and numbers, no line or run-out yet.
+    if (view.unit !== 'gpuHours') return { view, title, projection: '', trend, line: null };
     const sum = (k: 'actualGpuMs' | 'exemptGpuMs') => trend.reduce((a, d) => a + d[k], 0);
     // A one-off budget's line starts from what it had settled before the 30 days (its counters hold all it ever used).
     const before = { actualGpuMs: Math.max(0, view.usedGpuMs - sum('actualGpuMs')), exemptGpuMs: Math.max(0, view.exemptUsedGpuMs - sum('exemptGpuMs')) };

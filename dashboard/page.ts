@@ -9,7 +9,8 @@
  */
 import type { CardPage, DashboardData, DashboardQuery, ScopeCard } from './data.ts';
 import type { Role } from '../src/http/auth.ts';
-import { formatHours, gpuMsToHours } from '../src/units.ts';
+import { formatAmount, formatHours, gpuMsToHours, unitSuffix } from '../src/units.ts';
+import { UNIT_SCALE, type LimitUnit } from '../src/accounting/pricing.ts';
 import { scopeLabel } from '../src/accounting/scopes.ts';
 import { trendChart } from './trend-chart.ts';
 import { esc, pageHead } from './html.ts';
@@ -26,6 +27,8 @@ export interface PageOptions {
 }
 
 const h = (ms: number) => formatHours(ms);
+/** An amount of a scope's unit with its unit: '12.5 GPU-h', '36.0 units', '$49.20'. */
+const amount = (n: number, unit: LimitUnit) => `${formatAmount(n, unit)}${unitSuffix(unit)}`;
 
 function bar(v: ScopeCard['view']): string {
   const limit = v.effectiveLimitGpuMs;
@@ -35,7 +38,7 @@ function bar(v: ScopeCard['view']): string {
   const pct = (ms: number) => Math.min(100, (ms / scale) * 100).toFixed(2);
   const marks = limit ? v.thresholds.map((t) => `<i class="mark" style="left:${pct((limit * t) / 100)}%" title="${t}% warning"></i>`).join('') : '';
   const over = limit !== null && total > limit;
-  return `<div class="bar${over ? ' over' : ''}" role="img" aria-label="${esc(h(total))} of ${esc(limit === null ? 'no limit' : h(limit))} GPU-h">
+  return `<div class="bar${over ? ' over' : ''}" role="img" aria-label="${esc(amount(total, v.unit))} of ${esc(limit === null ? 'no limit' : amount(limit, v.unit))}">
       <b class="used" style="width:${pct(v.usedGpuMs)}%"></b><b class="reserved" style="width:${pct(v.reservedGpuMs)}%"></b>${marks}
     </div>
     ${v.exemptUsedGpuMs + v.exemptReservedGpuMs > 0 ? `<div class="exempt-bar" style="width:${pct(v.exemptUsedGpuMs + v.exemptReservedGpuMs)}%"></div>` : ''}`;
@@ -52,13 +55,19 @@ function gpuRow(c: DashboardData['gpus'][number]): string {
 
 function card(c: ScopeCard): string {
   const v = c.view;
-  const num = (name: string, ms: number | null) => `<span class="${name}" data-gpu-hours="${ms === null ? '' : gpuMsToHours(ms)}">${ms === null ? '—' : esc(h(ms))}</span>`;
+  // data-gpu-hours for a budget in hours (as before units); data-amount, in the unit, for every one.
+  const hours = v.unit === 'gpuHours';
+  const num = (name: string, n: number | null) =>
+    `<span class="${name}"${hours ? ` data-gpu-hours="${n === null ? '' : gpuMsToHours(n)}"` : ''} data-amount="${n === null ? '' : n / UNIT_SCALE[v.unit]}">${n === null ? '—' : esc(formatAmount(n, v.unit))}</span>`;
+  const c3 = v.counted;
+  const sideBySide = `<p class="units muted">counted ${esc(h(c3.gpuHours.used + c3.gpuHours.reserved))} GPU-h · ${esc(formatAmount(c3.units.used + c3.units.reserved, 'units'))} units · ${esc(formatAmount(c3.usd.used + c3.usd.reserved, 'usd'))}</p>`;
   return `<article class="scope" data-scope="${esc(v.scope)}">
     <header><h3>${esc(c.title)}</h3><span class="period">${esc(v.periodLabel ?? 'one-off')}${v.policy === 'soft' ? ` · soft${v.gracePercent !== null ? ` +${v.gracePercent}%` : ''}` : ''}</span></header>
     ${bar(v)}
-    <p class="numbers">used ${num('used', v.usedGpuMs)} · reserved ${num('reserved', v.reservedGpuMs)} · of ${num('limit', v.effectiveLimitGpuMs)} GPU-h
+    <p class="numbers">used ${num('used', v.usedGpuMs)} · reserved ${num('reserved', v.reservedGpuMs)} · of ${num('limit', v.effectiveLimitGpuMs)}${unitSuffix(v.unit)}
       · remaining ${num('remaining', v.remainingGpuMs)}${v.exemptUsedGpuMs + v.exemptReservedGpuMs > 0 ? ` · exempt ${num('exempt', v.exemptUsedGpuMs + v.exemptReservedGpuMs)}` : ''}
       ${v.nextResetAt ? ` · resets ${esc(new Date(v.nextResetAt).toISOString().slice(0, 16).replace('T', ' '))} UTC` : ''}</p>
+    ${sideBySide}
     ${c.projection ? `<p class="projection">${esc(c.projection)}</p>` : ''}
     ${c.line ? trendChart(c.line, v.effectiveLimitGpuMs) : ''}
   </article>`;
@@ -90,14 +99,21 @@ function nearRow(c: ScopeCard): string {
   const total = v.usedGpuMs + v.reservedGpuMs;
   const pct = v.effectiveLimitGpuMs && v.effectiveLimitGpuMs > 0 ? `${Math.floor((total * 100) / v.effectiveLimitGpuMs)}%` : 'at limit';
   return `<tr data-near="${esc(v.scope)}"><td>${esc(c.title)}</td><td class="n">${esc(pct)}</td>
-    <td class="n">${esc(h(total))} of ${esc(v.effectiveLimitGpuMs === null ? '—' : h(v.effectiveLimitGpuMs))} GPU-h</td><td>${esc(c.projection)}</td></tr>`;
+    <td class="n">${esc(amount(total, v.unit))} of ${esc(v.effectiveLimitGpuMs === null ? '—' : amount(v.effectiveLimitGpuMs, v.unit))}</td><td>${esc(c.projection)}</td></tr>`;
+}
+
+/** An event's decimal amount with its unit (events stored before units carry GPU hours). */
+function alertAmount(n: number, unit: LimitUnit | undefined): string {
+  const u = unit ?? 'gpuHours';
+  return amount(Math.round(n * UNIT_SCALE[u]), u);
 }
 
 function alertText(a: NonNullable<DashboardData['alerts']>[number]): string {
   const d = a.data as Record<string, any>;
   switch (a.type) {
     case 'THRESHOLD_CROSSED':
-      return `${d.scope} reached ${d.thresholdPercent}% (${d.usedGpuHours + d.reservedGpuHours} of ${d.limitGpuHours} GPU-h)`;
+      // Events from before units carry GPU hours only.
+      return `${d.scope} reached ${d.thresholdPercent}% (${alertAmount((d.used ?? d.usedGpuHours) + (d.reserved ?? d.reservedGpuHours), d.unit)} of ${alertAmount(d.limit ?? d.limitGpuHours, d.unit)})`;
     case 'BUDGET_EXHAUSTED':
       return `${d.scope} is at its limit; jobs are being held`;
     case 'JOB_REJECTED':

@@ -158,13 +158,20 @@ export class Metrics {
           this.reset();
           for (const v of await views()) {
             const value = pick(v);
-            if (value !== null) this.set({ scope: v.scope, period: v.periodLabel ?? 'none' }, gpuMsToHours(value));
+            if (value !== null) this.set({ scope: v.scope, period: v.periodLabel ?? 'none' }, value);
           }
         },
       });
-    scopeGauge('gatekeeper_scope_used_gpu_hours', 'GPU hours used in the current period of each limited scope.', (v) => v.usedGpuMs);
-    scopeGauge('gatekeeper_scope_reserved_gpu_hours', 'GPU hours reserved by running jobs in the current period.', (v) => v.reservedGpuMs);
-    scopeGauge('gatekeeper_scope_limit_gpu_hours', 'Effective limit of the current period (limit + carry + adjust).', (v) => v.effectiveLimitGpuMs);
+    // Every unit's counters, whatever the limit's unit; the limit in its own.
+    scopeGauge('gatekeeper_scope_used_gpu_hours', 'GPU hours used (times usage factors) in the current period of each limited scope.', (v) => gpuMsToHours(v.counted.gpuHours.used));
+    scopeGauge('gatekeeper_scope_reserved_gpu_hours', 'GPU hours reserved by running jobs in the current period.', (v) => gpuMsToHours(v.counted.gpuHours.reserved));
+    scopeGauge('gatekeeper_scope_used_units', 'Compute units used in the current period of each limited scope.', (v) => v.counted.units.used / 1000);
+    scopeGauge('gatekeeper_scope_reserved_units', 'Compute units reserved by running jobs in the current period.', (v) => v.counted.units.reserved / 1000);
+    scopeGauge('gatekeeper_scope_used_usd', 'US dollars used in the current period of each limited scope.', (v) => v.counted.usd.used / 1_000_000);
+    scopeGauge('gatekeeper_scope_reserved_usd', 'US dollars reserved by running jobs in the current period.', (v) => v.counted.usd.reserved / 1_000_000);
+    scopeGauge('gatekeeper_scope_limit_gpu_hours', 'Effective limit of the current period (limit + carry + adjust) of a limit in GPU hours.', (v) => (v.unit === 'gpuHours' && v.effectiveLimitGpuMs !== null ? gpuMsToHours(v.effectiveLimitGpuMs) : null));
+    scopeGauge('gatekeeper_scope_limit_units', 'Effective limit of the current period of a limit in compute units.', (v) => (v.unit === 'units' && v.effectiveLimitGpuMs !== null ? v.effectiveLimitGpuMs / 1000 : null));
+    scopeGauge('gatekeeper_scope_limit_usd', 'Effective limit of the current period of a limit in US dollars.', (v) => (v.unit === 'usd' && v.effectiveLimitGpuMs !== null ? v.effectiveLimitGpuMs / 1_000_000 : null));
     if (caps) {
       // One read of every cap per scrape, shared by the two gauges.
       let capSnap: ReturnType<GpuCaps['list']> | null = null;

@@ -75,7 +75,9 @@ describe('budget API', () => {
   it.each([
     ['negative', { gpuHours: -1 }, 400, 'gpuHours may not be negative'],
     ['a string', { gpuHours: '100' }, 400, 'gpuHours must be a number'],
-    ['missing', {}, 400, 'gpuHours is required'],
+    ['missing', {}, 400, 'give the amount as one of gpuHours, units or usd'],
+    ['in two units', { gpuHours: 5, usd: 5 }, 400, 'give the amount in one unit only, not gpuHours and usd'],
+    ['in dollars past the micro-dollar', { usd: 4.0000001 }, 400, 'usd has more decimals than a micro-dollar (6)'],
     ['too large', { gpuHours: 1e12 }, 400, 'gpuHours must be at most 1000000000'],
     ['null', { gpuHours: null }, 400, 'gpuHours must be a number'],
     ['an extra field', { gpuHours: 5, limit: 3 }, 400, 'unknown field(s): limit'],
@@ -103,7 +105,7 @@ describe('budget API', () => {
 
   it.each([
     ['/users/bob/quota', 'PUT', {}, 'give daily and/or weekly (null removes one)'],
-    ['/users/bob/quota', 'PUT', { daily: 8 }, 'a quota must be an object { gpuHours, policy?, gracePercent?, thresholds?, release? } or null'],
+    ['/users/bob/quota', 'PUT', { daily: 8 }, 'a quota must be an object { gpuHours | units | usd, policy?, gracePercent?, thresholds?, release? } or null'],
     ['/users/bob/quota', 'PUT', { daily: { gpuHours: 8, policy: 'lenient' } }, 'policy must be "hard" or "soft"'],
     ['/users/bob/quota', 'PUT', { weekly: { gpuHours: 8, gracePercent: 150 } }, 'gracePercent must be at most 100'],
     ['/projects/alpha/budget', 'PUT', { gpuHours: 1, period: 'fortnight' }, 'period must be "none", "week" or "month"'],

@@ -53,8 +53,8 @@ describe('gatekeeper CLI', () => {
     const { code, out } = await cli(['budget', 'get', 'alpha']);
     expect(code).toBe(EXIT.ok);
     expect(out.split('\n').slice(0, 2)).toEqual([
-      'SCOPE          PERIOD  LIMIT  USED  RESERVED  REMAINING  EXEMPT  POLICY  NEXT RESET',
-      'project alpha  none    2      0     0         2          0       hard    -',
+      'SCOPE          PERIOD  LIMIT  USED  RESERVED  REMAINING  GPU-H  UNITS  USD    EXEMPT  POLICY  NEXT RESET',
+      'project alpha  none    2      0     0         2          0      0      $0.00  0       hard    -',
     ]);
     const json = JSON.parse((await cli(['--json', 'budget', 'get', 'alpha'])).out);
     expect(json).toMatchObject({ project: 'alpha', limitGpuHours: 2, remainingGpuHours: 2 });
@@ -64,12 +64,12 @@ describe('gatekeeper CLI', () => {
     expect((await cli(['quota', 'set', 'bob', '--daily', '8', '--weekly', '30', '--reason', 'peak hours'])).code).toBe(EXIT.ok);
     const q = await cli(['quota', 'get', 'bob'], viewer);
     const day = new Date().toISOString().slice(0, 10);
-    expect(q.out).toMatch(new RegExp(`^bob daily +${day} +8 +0 +0 +8 +0 +hard +\\d{4}-\\d\\d-\\d\\dT00:00:00\\.000Z$`, 'm'));
+    expect(q.out).toMatch(new RegExp(`^bob daily +${day} +8 +0 +0 +8 +0 +0 +\\$0\\.00 +0 +hard +\\d{4}-\\d\\d-\\d\\dT00:00:00\\.000Z$`, 'm'));
     expect(q.out).toMatch(/^bob weekly +W\d{4}-\d\d-\d\d +30 +0 +0 +30 /m);
     expect((await cli(['quota', 'set', 'bob', '--daily', 'none'])).code).toBe(EXIT.ok);
     expect(JSON.parse((await cli(['--json', 'quota', 'get', 'bob'])).out)).toMatchObject({ daily: { limitGpuHours: null }, weekly: { limitGpuHours: 30 } });
 
-    expect((await cli(['run-cap', 'set', 'alpha', 'scenes-160', '200', '--policy', 'soft', '--grace', '10'])).out).toMatch(/alpha\/scenes-160 +none +200 +0 +0 +200 +0 +soft \+10%/);
+    expect((await cli(['run-cap', 'set', 'alpha', 'scenes-160', '200', '--policy', 'soft', '--grace', '10'])).out).toMatch(/alpha\/scenes-160 +none +200 +0 +0 +200 +0 +0 +\$0\.00 +0 +soft \+10%/);
     expect((await cli(['exempt', 'add', 'regression-test'])).out).toBe('regression-test: exempt; exempt job types: regression-test\n');
     expect((await cli(['exempt', 'list'], viewer)).out).toBe('regression-test\n');
     expect((await cli(['exempt', 'remove', 'regression-test'])).out).toBe('regression-test: counted again; exempt job types: (none)\n');
@@ -113,15 +113,20 @@ describe('gatekeeper CLI', () => {
     // 'delta' has no budget: its job is held, and that is how it shows up.
     await intake.add('d', { project: 'delta', user: 'dan', estimatedGpuHours: 1 });
     await eventually(async () => JSON.parse((await cli(['--json', 'budget', 'list'], viewer)).out), (r) => r.projects.some((p: { project: string }) => p.project === 'delta'));
+    // A budget in dollars lists in dollars, with the same GPU-H, UNITS and USD columns.
+    expect(await cli(['budget', 'set', 'omega', '12.5', '--unit', 'usd'])).toMatchObject({ code: EXIT.ok });
+    expect(JSON.parse((await cli(['--json', 'budget', 'get', 'omega'])).out)).toMatchObject({ unit: 'usd', limit: 12.5, remaining: 12.5 });
     const list = await cli(['budget', 'list'], viewer);
     expect(list.code).toBe(EXIT.ok);
     const lines = list.out.split('\n');
     // Widths follow the widest cell: beta's monthly period label and next reset.
-    expect(lines[0]).toBe('PROJECT  PERIOD   LIMIT        USED  RESERVED  REMAINING  EXEMPT  POLICY  NEXT RESET                HELD');
-    expect(lines[1]).toBe('alpha    none     3            0     4         -1         0       hard    -                         0');
-    expect(lines.slice(1, 5).map((l) => l.split(/ +/)[0])).toEqual(['alpha', 'beta', 'delta', 'gamma']);
-    expect(lines[3]).toBe('delta    none     none         0     0         -          0       hard    -                         1');
-    expect(lines.slice(5)).toEqual(['4 projects', '(GPU hours; LIMIT none: no budget yet)', '']);
+    // alpha's four 1-hour jobs count 4 GPU-h and, at the built-in rate (1 unit, $0 an hour), 4 units and $0.
+    expect(lines[0]).toBe('PROJECT  PERIOD   LIMIT        USED   RESERVED  REMAINING  GPU-H  UNITS  USD    EXEMPT  POLICY  NEXT RESET                HELD');
+    expect(lines[1]).toBe('alpha    none     3            0      4         -1         4      4      $0.00  0       hard    -                         0');
+    expect(lines.slice(1, 6).map((l) => l.split(/ +/)[0])).toEqual(['alpha', 'beta', 'delta', 'gamma', 'omega']);
+    expect(lines[3]).toBe('delta    none     none         0      0         -          0      0      $0.00  0       hard    -                         1');
+    expect(lines[5]).toBe('omega    none     $12.50       $0.00  $0.00     $12.50     0      0      $0.00  0       hard    -                         0');
+    expect(lines.slice(6)).toEqual(['5 projects', "(amounts in each budget's unit; LIMIT none: no budget yet)", '']);
 
     const page = await cli(['budget', 'list', '--limit', '2', '--cursor', 'alpha']);
     expect(page.out).toMatch(/^beta +\d{4}-\d\d +1\.5 \(2 set\) /m);

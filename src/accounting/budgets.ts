@@ -23,6 +23,7 @@ import { inTransaction } from '../db/transaction.ts';
 import { syncRateLimits } from './rate-limits.ts';
 import { syncGpuCaps } from './gpu-caps.ts';
 import type { Logger } from '../log.ts';
+import { UNIT_SCALE, type LimitUnit } from './pricing.ts';
 
 import { DEFAULT_THRESHOLDS } from '../redis/wire.ts';
 
@@ -32,9 +33,20 @@ const CHUNK = 1_000;
 /** Changes made by the system itself (start-up, tests, the scheduler), not by a person. */
 export const SYSTEM: Actor = { name: 'system', role: 'admin' };
 
-/** One scope now: its definition and its current period's counters. */
+/** A limit change that would make numbers mean something else: refused, nothing changed (HTTP 409). */
+export class LimitRefused extends Error {
+  readonly status = 409;
+}
+
+/**
+ * One scope now: its definition and its current period's counters. The
+ * *GpuMs amounts (but the exempt ones) are in the limit's `unit`: GPU-ms,
+ * milli-units or micro-dollars (pricing.ts); `counted` has every unit.
+ */
 export interface ScopeView {
   scope: string;
+  unit: LimitUnit;
+  counted: Record<LimitUnit, { used: number; reserved: number }>;
   /** The counters' id: the scope, or '<scope>@<period label>'. */
   counterId: string;
   period: ScopePeriod;
@@ -76,7 +88,10 @@ export interface BudgetView extends ScopeView {
 
 /** What an admin may set on a limit; omitted fields keep their current value (or the default). */
 export interface LimitInput {
+  /** In `unit`'s integer (pricing.ts UNIT_SCALE). */
   limitGpuMs: number;
+  /** gpuHours when omitted and the limit had none. */
+  unit?: LimitUnit;
   policy?: ScopePolicy;
   gracePercent?: number | null;
   period?: ScopePeriod;
@@ -132,8 +147,7 @@ export class Budgets {
       const c: Change = {
         action: 'budget.adjust',
         target: scope,
-        before: { period: before.periodLabel, adjustGpuHours: gpuMsToHours(s!.adjustGpuMs) },
-        after: { period: before.periodLabel, adjustGpuHours: gpuMsToHours(s!.adjustGpuMs + deltaGpuMs), deltaGpuHours: gpuMsToHours(deltaGpuMs) },
+        ...adjustAudit(before.unit, before.periodLabel, s!.adjustGpuMs, deltaGpuMs),
         reason,
       };
       await tx.audit(actor, c);
@@ -212,6 +226,8 @@ export class Budgets {
       const p = period === 'none' ? null : periodAt(period, now, this.accounting.timeZone);
       return {
         scope: scopes[i]!,
+        unit: row?.unit ?? 'gpuHours',
+        counted: s.counted,
         counterId: s.id,
         period,
         periodLabel: p?.label ?? null,
@@ -264,13 +280,18 @@ export class Budgets {
   /** Within a change: upsert the limit, audit it, and stage its Redis copy (undone to what Redis held). */
   private async setIn(tx: ChangeTx, scope: string, input: LimitInput, actor: Actor, reason: string | null, action: string): Promise<Change> {
     const prior = await getLimit(tx.db, scope);
+    const unit = input.unit ?? prior?.unit ?? 'gpuHours';
+    const newUnit = prior !== null && (prior.unit ?? 'gpuHours') !== unit;
+    if (newUnit) await this.refuseUnitChange(scope, prior!.unit ?? 'gpuHours', unit);
     const def: ScopeDefinition = {
       limitGpuMs: input.limitGpuMs,
+      unit,
       policy: input.policy ?? prior?.policy ?? 'hard',
       gracePercent: input.gracePercent !== undefined ? input.gracePercent : (prior?.gracePercent ?? null),
       period: input.period ?? prior?.period ?? 'none',
       rollover: input.rollover ?? prior?.rollover ?? false,
-      rolloverCapGpuMs: input.rolloverCapGpuMs !== undefined ? input.rolloverCapGpuMs : (prior?.rolloverCapGpuMs ?? null),
+      // A cap in the old unit means nothing in the new one.
+      rolloverCapGpuMs: input.rolloverCapGpuMs !== undefined ? input.rolloverCapGpuMs : newUnit ? null : (prior?.rolloverCapGpuMs ?? null),
       thresholds: input.thresholds !== undefined ? input.thresholds : (prior?.thresholds ?? null),
       release: input.release ?? prior?.release ?? 'auto',
       setAt: prior?.setAt ?? this.clock.now(),
@@ -280,6 +301,21 @@ export class Budgets {
     await tx.audit(actor, change);
     await this.stageDefinition(tx, scope, { ...def, setAt: row.setAt });
     return change;
+  }
+
+  /**
+   * A period's carry and adjustment are amounts of the limit's unit: a limit
+   * whose current period has either keeps its unit until the next period
+   * (no rate turns dollars into hours).
+   */
+  private async refuseUnitChange(scope: string, from: LimitUnit, to: LimitUnit): Promise<void> {
+    const [s] = await this.accounting.scopes([scope], this.clock.now());
+    if (s && (s.carryGpuMs !== 0 || s.adjustGpuMs !== 0)) {
+      throw new LimitRefused(
+        `${scope} is in ${from} and its current period has a ${s.carryGpuMs !== 0 ? 'rolled-over carry' : 'manual adjustment'} in ${from}; ` +
+          `its unit can change to ${to} from a period without one (or set it again in ${from})`,
+      );
+    }
   }
 
   /** Within a change: delete the limit (audited if there was one) and stage its removal from Redis. */
@@ -376,7 +412,31 @@ export function periodOf(scope: string, row: Pick<ScopeDefinition, 'period'> | n
   return row?.period ?? 'none';
 }
 
+/** An adjustment's before and after, in GPU hours (as always) or in the budget's unit. */
+function adjustAudit(unit: LimitUnit, period: string | null, was: number, delta: number) {
+  if (unit === 'gpuHours') {
+    return {
+      before: { period, adjustGpuHours: gpuMsToHours(was) },
+      after: { period, adjustGpuHours: gpuMsToHours(was + delta), deltaGpuHours: gpuMsToHours(delta) },
+    };
+  }
+  const n = (x: number) => x / UNIT_SCALE[unit];
+  return { before: { period, unit, adjust: n(was) }, after: { period, unit, adjust: n(was + delta), delta: n(delta) } };
+}
+
 function auditable(r: LimitRow) {
+  const unit = r.unit ?? 'gpuHours';
+  const amount = (n: number) => n / UNIT_SCALE[unit];
+  if (unit !== 'gpuHours') {
+    return {
+      unit, limit: amount(r.limitGpuMs), policy: r.policy,
+      ...(r.gracePercent !== null ? { gracePercent: r.gracePercent } : {}),
+      ...(r.thresholds != null ? { thresholds: r.thresholds } : {}),
+      period: r.period,
+      ...(r.release === 'manual' ? { release: 'manual' } : {}),
+      ...(r.rollover ? { rollover: true, rolloverCap: r.rolloverCapGpuMs === null ? null : amount(r.rolloverCapGpuMs) } : {}),
+    };
+  }
   return {
     limitGpuHours: gpuMsToHours(r.limitGpuMs),
     policy: r.policy,

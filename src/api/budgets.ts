@@ -18,6 +18,7 @@ import type { Pool } from '../db/pool.ts';
 import { userQuotaScope } from '../accounting/scopes.ts';
 import { fieldNames } from '../../queues/contract.ts';
 import { unsafeText } from '../text.ts';
+import { LIMIT_UNITS, toScaled, UNIT_SCALE, type LimitUnit } from '../accounting/pricing.ts';
 
 /** Largest limit one scope may have: far below 2^53 GPU-ms even with grace and rollover. */
 export const MAX_BUDGET_GPU_HOURS = 1_000_000_000;
@@ -36,6 +37,30 @@ const gpuHours = (what: string, min = 0) =>
     .min(min, `${what} may not be negative`)
     .max(MAX_BUDGET_GPU_HOURS, `${what} must be at most ${MAX_BUDGET_GPU_HOURS}`)
     .refine(...notRoundedAway(what));
+/** An amount of units or dollars: a decimal with no more places than the unit's integer holds (milli-units, micro-dollars). */
+const scaled = (what: string, unit: 'units' | 'usd', min = 0) =>
+  z
+    .number({ error: (i) => (i.input === undefined ? `${what} is required` : `${what} must be a number`) })
+    .min(min, `${what} may not be negative`)
+    .max(MAX_BUDGET_GPU_HOURS, `${what} must be at most ${MAX_BUDGET_GPU_HOURS}`)
+    .refine((n) => toScaled(Math.abs(n), UNIT_SCALE[unit]) !== null, `${what} has more decimals than ${unit === 'usd' ? 'a micro-dollar (6)' : 'a milli-unit (3)'}`);
+/** A limit's amount, in exactly one unit: { gpuHours } | { units } | { usd }. */
+const amountFields = { gpuHours: gpuHours('gpuHours').optional(), units: scaled('units', 'units').optional(), usd: scaled('usd', 'usd').optional() };
+type Amounts = { gpuHours?: number | undefined; units?: number | undefined; usd?: number | undefined };
+const oneAmount = (b: Amounts, ctx: z.RefinementCtx) => {
+  const given = LIMIT_UNITS.filter((u) => b[u] !== undefined);
+  if (given.length === 0) ctx.addIssue({ code: 'custom', message: 'give the amount as one of gpuHours, units or usd' });
+  if (given.length > 1) ctx.addIssue({ code: 'custom', message: `give the amount in one unit only, not ${given.join(' and ')}` });
+};
+/** The amount as the unit's integer (GPU-ms, milli-units, micro-dollars). */
+export function amountOf(b: Amounts): { unit: LimitUnit; amount: number } {
+  const unit = LIMIT_UNITS.find((u) => b[u] !== undefined)!;
+  const n = b[unit]!;
+  if (unit === 'gpuHours') return { unit, amount: hoursToGpuMs(n) };
+  const abs = toScaled(Math.abs(n), UNIT_SCALE[unit])!;
+  return { unit, amount: n < 0 ? -abs : abs };
+}
+
 const policy = z.enum(['hard', 'soft'], { error: 'policy must be "hard" or "soft"' }).optional();
 const release = z.enum(['auto', 'manual'], { error: 'release must be "auto" (held jobs start when they fit) or "manual" (an admin releases them)' }).optional();
 const gracePercent = z
@@ -58,34 +83,39 @@ const thresholds = z
 
 const BudgetBody = body({
   reason,
-  gpuHours: gpuHours('gpuHours'),
+  ...amountFields,
   period: z.enum(['none', 'week', 'month'], { error: 'period must be "none", "week" or "month"' }).optional(),
   rollover: z.boolean({ error: 'rollover must be true or false' }).optional(),
   rolloverCapGpuHours: gpuHours('rolloverCapGpuHours').nullable().optional(),
+  /** In the budget's unit when it is units or usd. */
+  rolloverCap: z.number({ error: 'rolloverCap must be a number' }).min(0, 'rolloverCap may not be negative').max(MAX_BUDGET_GPU_HOURS, `rolloverCap must be at most ${MAX_BUDGET_GPU_HOURS}`).nullable().optional(),
   policy,
   gracePercent,
   thresholds,
   release,
-});
+}).superRefine(oneAmount);
 
+const delta = (what: string) =>
+  z
+    .number({ error: (i) => (i.input === undefined ? `${what} is required` : `${what} must be a number`) })
+    .refine((h) => h !== 0, `${what} may not be 0`)
+    .refine((h) => Math.abs(h) <= MAX_BUDGET_GPU_HOURS, `${what} must be between -${MAX_BUDGET_GPU_HOURS} and ${MAX_BUDGET_GPU_HOURS}`);
 const AdjustBody = body({
   reason,
-  gpuHours: z
-    .number({ error: (i) => (i.input === undefined ? 'gpuHours is required' : 'gpuHours must be a number') })
-    .refine((h) => h !== 0, 'gpuHours may not be 0')
-    .refine((h) => Math.abs(h) <= MAX_BUDGET_GPU_HOURS, `gpuHours must be between -${MAX_BUDGET_GPU_HOURS} and ${MAX_BUDGET_GPU_HOURS}`)
-    .refine(...notRoundedAway('gpuHours')),
-});
+  gpuHours: delta('gpuHours').refine(...notRoundedAway('gpuHours')).optional(),
+  units: delta('units').refine((n) => toScaled(Math.abs(n), 1000) !== null, 'units has more decimals than a milli-unit (3)').optional(),
+  usd: delta('usd').refine((n) => toScaled(Math.abs(n), 1_000_000) !== null, 'usd has more decimals than a micro-dollar (6)').optional(),
+}).superRefine(oneAmount);
 
 const LimitBody = z.strictObject(
-  { gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds, release },
-  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${fieldNames(i.keys)}` : 'a quota must be an object { gpuHours, policy?, gracePercent?, thresholds?, release? } or null') },
-);
+  { ...amountFields, policy, gracePercent, thresholds, release },
+  { error: (i) => (i.code === 'unrecognized_keys' ? `unknown field(s): ${fieldNames(i.keys)}` : 'a quota must be an object { gpuHours | units | usd, policy?, gracePercent?, thresholds?, release? } or null') },
+).superRefine(oneAmount);
 const QuotaBody = body({ reason, daily: LimitBody.nullable().optional(), weekly: LimitBody.nullable().optional() }).refine(
   (b) => b.daily !== undefined || b.weekly !== undefined,
   'give daily and/or weekly (null removes one)',
 );
-const RunCapBody = body({ reason, gpuHours: gpuHours('gpuHours'), policy, gracePercent, thresholds, release });
+const RunCapBody = body({ reason, ...amountFields, policy, gracePercent, thresholds, release }).superRefine(oneAmount);
 const ReasonBody = body({ reason }).optional();
 const QuotaListQuery = cursorPageQuery('user');
 
@@ -98,10 +128,23 @@ export const projectParam = (raw: string) => nameParam('project', raw);
 const hours = (ms: number | null) => (ms === null ? null : gpuMsToHours(ms));
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
-/** One scope in GPU hours; what the API, the CLI and the dashboard show. */
+/**
+ * One scope: its amounts in its limit's unit (`limit`, `used`, … as decimal
+ * GPU-hours, units or dollars), the same in GPU hours under their old names
+ * when the unit is gpuHours, and every unit's counters side by side in
+ * `counted`; what the API, the CLI and the dashboard show.
+ */
 export function scopeJson(v: ScopeView) {
-  return {
+  const unit = v.unit;
+  const inUnit = (n: number | null) => (n === null ? null : n / UNIT_SCALE[unit]);
+  const counted = {
+    gpuHours: { used: gpuMsToHours(v.counted.gpuHours.used), reserved: gpuMsToHours(v.counted.gpuHours.reserved) },
+    units: { used: v.counted.units.used / 1000, reserved: v.counted.units.reserved / 1000 },
+    usd: { used: v.counted.usd.used / 1_000_000, reserved: v.counted.usd.reserved / 1_000_000 },
+  };
+  const common = {
     scope: v.scope,
+    unit,
     period: v.period,
     periodLabel: v.periodLabel,
     periodStart: iso(v.periodStart),
@@ -110,21 +153,45 @@ export function scopeJson(v: ScopeView) {
     gracePercent: v.gracePercent,
     thresholds: v.thresholds,
     release: v.release,
+    limit: inUnit(v.limitGpuMs),
+    effectiveLimit: inUnit(v.effectiveLimitGpuMs),
+    used: inUnit(v.usedGpuMs),
+    reserved: inUnit(v.reservedGpuMs),
+    remaining: inUnit(v.remainingGpuMs),
+    ...(v.rollover ? { rollover: true, rolloverCap: inUnit(v.rolloverCapGpuMs), carriedOver: inUnit(v.carryGpuMs) } : {}),
+    ...(v.adjustGpuMs !== 0 ? { adjusted: inUnit(v.adjustGpuMs) } : {}),
+    counted,
+    exemptUsedGpuHours: hours(v.exemptUsedGpuMs),
+    exemptReservedGpuHours: hours(v.exemptReservedGpuMs),
+    updatedAt: v.updatedAt?.toISOString() ?? null,
+  };
+  if (unit !== 'gpuHours') return { ...common, usedGpuHours: counted.gpuHours.used, reservedGpuHours: counted.gpuHours.reserved };
+  return {
+    ...common,
     limitGpuHours: hours(v.limitGpuMs),
-    ...(v.rollover ? { rollover: true, rolloverCapGpuHours: hours(v.rolloverCapGpuMs), carriedOverGpuHours: hours(v.carryGpuMs) } : {}),
+    ...(v.rollover ? { rolloverCapGpuHours: hours(v.rolloverCapGpuMs), carriedOverGpuHours: hours(v.carryGpuMs) } : {}),
     ...(v.adjustGpuMs !== 0 ? { adjustedGpuHours: hours(v.adjustGpuMs) } : {}),
     effectiveLimitGpuHours: hours(v.effectiveLimitGpuMs),
     usedGpuHours: hours(v.usedGpuMs),
     reservedGpuHours: hours(v.reservedGpuMs),
     remainingGpuHours: hours(v.remainingGpuMs),
-    exemptUsedGpuHours: hours(v.exemptUsedGpuMs),
-    exemptReservedGpuHours: hours(v.exemptReservedGpuMs),
-    updatedAt: v.updatedAt?.toISOString() ?? null,
   };
 }
 
 export function budgetJson(project: string, v: ScopeView) {
   return { project, ...scopeJson(v) };
+}
+
+/** A budget's rollover cap: rolloverCapGpuHours for a budget in gpuHours, rolloverCap (in its unit) for any. */
+function rolloverCapOf(b: { rolloverCapGpuHours?: number | null | undefined; rolloverCap?: number | null | undefined }, unit: LimitUnit): { rolloverCapGpuMs?: number | null } {
+  if (b.rolloverCapGpuHours !== undefined && unit !== 'gpuHours') throw new HttpError(400, `rolloverCapGpuHours is for a budget in gpuHours; give rolloverCap in ${unit}`);
+  const cap = b.rolloverCapGpuHours !== undefined ? b.rolloverCapGpuHours : b.rolloverCap;
+  if (cap === undefined) return {};
+  if (cap === null) return { rolloverCapGpuMs: null };
+  if (unit === 'gpuHours') return { rolloverCapGpuMs: hoursToGpuMs(cap) };
+  const n = toScaled(cap, UNIT_SCALE[unit]);
+  if (n === null) throw new HttpError(400, `rolloverCap has more decimals than the ${unit} unit holds`);
+  return { rolloverCapGpuMs: n };
 }
 
 export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
@@ -148,10 +215,12 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
     const project = projectParam(req.params.project);
     must(res, (a) => a.canManageProject(project), `change the budget of project ${project}`);
     const b = parseBody(BudgetBody, req.body);
-    const view = await budgets.set(project, hoursToGpuMs(b.gpuHours), actorOf(res), b.reason ?? null, {
+    const { unit, amount } = amountOf(b);
+    const view = await budgets.set(project, amount, actorOf(res), b.reason ?? null, {
+      unit,
       ...(b.period !== undefined ? { period: b.period } : {}),
       ...(b.rollover !== undefined ? { rollover: b.rollover } : {}),
-      ...(b.rolloverCapGpuHours !== undefined ? { rolloverCapGpuMs: b.rolloverCapGpuHours === null ? null : hoursToGpuMs(b.rolloverCapGpuHours) } : {}),
+      ...rolloverCapOf(b, unit),
       ...limitOptions(b),
     });
     res.json(budgetJson(project, view));
@@ -167,7 +236,10 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
     const project = projectParam(req.params.project);
     must(res, (a) => a.canManageProject(project), `adjust the budget of project ${project}`);
     const b = parseBody(AdjustBody, req.body);
-    const view = await budgets.adjust(project, hoursToGpuMs(b.gpuHours), actorOf(res), b.reason ?? null);
+    const { unit, amount } = amountOf(b);
+    const current = await budgets.get(project);
+    if (current && current.unit !== unit) throw new HttpError(409, `the budget of project ${project} is in ${current.unit}; adjust it in ${current.unit}`);
+    const view = await budgets.adjust(project, amount, actorOf(res), b.reason ?? null);
     if (!view) throw new HttpError(404, `no budget for project ${project}`);
     res.json(budgetJson(project, view));
   });
@@ -183,7 +255,7 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
     must(res, (a) => a.canManageUsers(), `set the quota of ${user} (user limits need an admin or a manager of every project)`);
     const b = parseBody(QuotaBody, req.body);
     const limit = (l: z.infer<typeof LimitBody> | null | undefined) =>
-      l === undefined ? undefined : l === null ? null : { limitGpuMs: hoursToGpuMs(l.gpuHours), ...limitOptions(l) };
+      l === undefined ? undefined : l === null ? null : (({ unit, amount }) => ({ limitGpuMs: amount, unit, ...limitOptions(l) }))(amountOf(l));
     const q = await budgets.setQuota(user, { daily: limit(b.daily), weekly: limit(b.weekly) }, actorOf(res), b.reason ?? null);
     res.json({ user: q.user, daily: scopeJson(q.daily), weekly: scopeJson(q.weekly) });
   });
@@ -197,7 +269,8 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
     const [project, run] = [projectParam(req.params.project), nameParam('run', req.params.run)];
     must(res, (a) => a.canManageProject(project), `change the run caps of project ${project}`);
     const b = parseBody(RunCapBody, req.body);
-    const input = { limitGpuMs: hoursToGpuMs(b.gpuHours), ...limitOptions(b) };
+    const { unit, amount } = amountOf(b);
+    const input = { limitGpuMs: amount, unit, ...limitOptions(b) };
     res.json({ project, run, ...scopeJson(await budgets.setRunCap(project, run, input, actorOf(res), b.reason ?? null)) });
   });
   r.delete('/projects/:project/runs/:run/cap', async (req, res) => {

@@ -83,3 +83,12 @@ export const runPath = (project: string, run: string) => `/projects/${encodeURIC
 /** The query string of a listing paged by name, from `--limit`, `--cursor` and `--search`. */
 export const pageQuery = (o: { limit: string; cursor?: string; search?: string }) =>
   new URLSearchParams({ limit: o.limit, ...(o.cursor ? { cursor: o.cursor } : {}), ...(o.search ? { q: o.search } : {}) });
+
+/** --unit: what a limit's amount is in (gpuHours by default; units and usd from the rate card). */
+export const unitOption = () =>
+  new Option('--unit <unit>', 'the amount is GPU hours, compute units or US dollars').choices(['gpuHours', 'units', 'usd']).default('gpuHours');
+
+/** A limit's amount as the API takes it: { gpuHours | units | usd: n }. */
+export function amountField(unit: string | undefined, what: string, value: string): Record<string, number> {
+  return { [unit ?? 'gpuHours']: num(what, value) };
+}

@@ -28,20 +28,34 @@ export function submitText(r: Record<string, any>): string {
   return lines.join('\n');
 }
 
-const SCOPE_COLUMNS = ['PERIOD', 'LIMIT', 'USED', 'RESERVED', 'REMAINING', 'EXEMPT', 'POLICY', 'NEXT RESET'];
+const SCOPE_COLUMNS = ['PERIOD', 'LIMIT', 'USED', 'RESERVED', 'REMAINING', 'GPU-H', 'UNITS', 'USD', 'EXEMPT', 'POLICY', 'NEXT RESET'];
 
-/** A scope's cells under SCOPE_COLUMNS: limit (with what carried over or was adjusted), usage, remaining, next reset. */
+/** An amount of a scope's unit as a cell: 12.5 (GPU-h), 12.5 units, $12.50. */
+function inUnit(n: number | null | undefined, unit: string | undefined): string {
+  if (n === null || n === undefined) return '-';
+  if (unit === 'usd') return `${n < 0 ? '-' : ''}$${Math.abs(n).toFixed(2)}`;
+  return unit === 'units' ? `${n} units` : String(n);
+}
+
+/**
+ * A scope's cells under SCOPE_COLUMNS: limit (with what carried over or was
+ * adjusted), usage and remaining in the limit's unit, then what it counted
+ * in each unit (used + reserved), exempt hours, policy and next reset.
+ */
 function scopeCells(s: Record<string, any>): unknown[] {
-  const limit = s.limitGpuHours === null ? 'none' : s.effectiveLimitGpuHours !== s.limitGpuHours ? `${s.effectiveLimitGpuHours} (${s.limitGpuHours} set)` : String(s.limitGpuHours);
+  const u = s.unit as string | undefined;
+  const limit = s.limit === null || s.limit === undefined ? 'none' : s.effectiveLimit !== s.limit ? `${inUnit(s.effectiveLimit, u)} (${inUnit(s.limit, u)} set)` : inUnit(s.limit, u);
+  const c = s.counted ?? { gpuHours: { used: 0, reserved: 0 }, units: { used: 0, reserved: 0 }, usd: { used: 0, reserved: 0 } };
   return [
-    s.periodLabel ?? s.period, limit, s.usedGpuHours, s.reservedGpuHours, s.remainingGpuHours ?? '-',
+    s.periodLabel ?? s.period, limit, inUnit(s.used, u), inUnit(s.reserved, u), inUnit(s.remaining, u),
+    c.gpuHours.used + c.gpuHours.reserved, c.units.used + c.units.reserved, inUnit(c.usd.used + c.usd.reserved, 'usd'),
     s.exemptUsedGpuHours + s.exemptReservedGpuHours, s.policy + (s.gracePercent !== null ? ` +${s.gracePercent}%` : '') + (s.release === 'manual' ? ', manual release' : ''), s.nextResetAt ?? '-',
   ];
 }
 
 /** One row per scope. */
 export function scopeTable(rows: [string, Record<string, any>][]): string {
-  return table(['SCOPE', ...SCOPE_COLUMNS], rows.map(([name, s]) => [name, ...scopeCells(s)])) + '\n(GPU hours)';
+  return table(['SCOPE', ...SCOPE_COLUMNS], rows.map(([name, s]) => [name, ...scopeCells(s)])) + '\n(limit, used, reserved, remaining in the limit\'s unit; GPU-H, UNITS, USD: used + reserved; EXEMPT in GPU hours)';
 }
 
 /** GET /projects: one row per project, with its held jobs; how to ask for the next page. */
@@ -49,7 +63,7 @@ export function projectsTable(r: Record<string, any>): string {
   const projects = r.projects as Record<string, any>[];
   const rows = projects.map((p) => [p.project, ...scopeCells(p), p.heldJobs]);
   const more = r.nextCursor === null ? '' : `; more: gatekeeper budget list --cursor ${r.nextCursor}`;
-  return `${table(['PROJECT', ...SCOPE_COLUMNS, 'HELD'], rows)}\n${projects.length} project${projects.length === 1 ? '' : 's'}${more}\n(GPU hours; LIMIT none: no budget yet)`;
+  return `${table(['PROJECT', ...SCOPE_COLUMNS, 'HELD'], rows)}\n${projects.length} project${projects.length === 1 ? '' : 's'}${more}\n(amounts in each budget's unit; LIMIT none: no budget yet)`;
 }
 
 export function budgetTable(b: Record<string, any>): string {

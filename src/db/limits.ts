@@ -7,7 +7,10 @@ import type { Queryable } from './pool.ts';
  * Accounting's ScopeDefinition has the same shape and is passed as one.
  */
 export interface LimitDefinition {
+  /** In the limit's unit: GPU-ms (gpuHours), milli-units (units) or micro-dollars (usd); so is rolloverCapGpuMs. */
   limitGpuMs: number;
+  /** gpuHours when absent (every limit set before units). */
+  unit?: 'gpuHours' | 'units' | 'usd';
   /** hard: hold at the limit; soft: admit past it up to gracePercent more. */
   policy: 'hard' | 'soft';
   /** Soft only: percent past the limit still admitted; null = a soft limit never holds. */
@@ -30,19 +33,19 @@ export interface LimitRow extends LimitDefinition {
   updatedAt: Date;
 }
 
-const COLUMNS = 'scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, release_mode, set_at, updated_at';
+const COLUMNS = 'scope, limit_gpu_ms, unit, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, release_mode, set_at, updated_at';
 
 /** Insert or replace a limit; set_at stays what it was when the limit was first set. */
 export async function upsertLimit(db: Queryable, scope: string, d: LimitDefinition): Promise<LimitRow> {
   const r = await db.query(
-    `INSERT INTO limits (scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, release_mode, set_at)
-     VALUES ($1::text, $2::bigint, $3::text, $4::integer, $5::text, $6::boolean, $7::bigint, $8::integer[], $9::text, to_timestamp($10::double precision / 1000))
-     ON CONFLICT (scope) DO UPDATE SET limit_gpu_ms = EXCLUDED.limit_gpu_ms, policy = EXCLUDED.policy,
+    `INSERT INTO limits (scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds, release_mode, set_at, unit)
+     VALUES ($1::text, $2::bigint, $3::text, $4::integer, $5::text, $6::boolean, $7::bigint, $8::integer[], $9::text, to_timestamp($10::double precision / 1000), $11::text)
+     ON CONFLICT (scope) DO UPDATE SET limit_gpu_ms = EXCLUDED.limit_gpu_ms, unit = EXCLUDED.unit, policy = EXCLUDED.policy,
        grace_pct = EXCLUDED.grace_pct, period = EXCLUDED.period, rollover = EXCLUDED.rollover,
        rollover_cap_gpu_ms = EXCLUDED.rollover_cap_gpu_ms, thresholds = EXCLUDED.thresholds,
        release_mode = EXCLUDED.release_mode, updated_at = now()
      RETURNING ${COLUMNS}`,
-    [scope, d.limitGpuMs, d.policy, d.gracePercent, d.period, d.rollover, d.rolloverCapGpuMs, d.thresholds ?? null, d.release ?? 'auto', d.setAt],
+    [scope, d.limitGpuMs, d.policy, d.gracePercent, d.period, d.rollover, d.rolloverCapGpuMs, d.thresholds ?? null, d.release ?? 'auto', d.setAt, d.unit ?? 'gpuHours'],
   );
   return toRow(r.rows[0]);
 }
@@ -103,6 +106,7 @@ export async function setExemptJobType(db: Queryable, jobType: string, exempt: b
 interface Raw {
   scope: string;
   limit_gpu_ms: number;
+  unit: 'gpuHours' | 'units' | 'usd';
   policy: 'hard' | 'soft';
   grace_pct: number | null;
   period: LimitDefinition['period'];
@@ -118,6 +122,7 @@ function toRow(r: Raw): LimitRow {
   return {
     scope: r.scope,
     limitGpuMs: Number(r.limit_gpu_ms),
+    unit: r.unit,
     policy: r.policy,
     gracePercent: r.grace_pct,
     period: r.period,

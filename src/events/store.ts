@@ -14,6 +14,7 @@
 import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
+import { UNIT_SCALE } from '../accounting/pricing.ts';
 import type { Pool, Queryable } from '../db/pool.ts';
 import { eventsByStreamIds, insertEventRows } from '../db/events.ts';
 import type { Logger } from '../log.ts';
@@ -175,12 +176,23 @@ export function parse(e: StreamEntry): Parsed | null {
   }
 }
 
+const UNIT_OF_LETTER = { h: 'gpuHours', u: 'units', d: 'usd' } as const;
+
+/**
+ * A scope's numbers as the script gave them, in the limit's unit (f.unit:
+ * h, u or d; absent before units): `used`, `reserved`, `limit` and
+ * `remaining` as decimals of that unit, and for a limit in GPU hours the
+ * GPU-ms and GPU-hour fields as before units.
+ */
 function numbers(f: Record<string, string>): ScopeNumbers {
   const [used, reserved, limit] = [Number(f.used), Number(f.reserved), Number(f.limit)];
   const remaining = limit - used - reserved;
+  const unit = UNIT_OF_LETTER[(f.unit ?? 'h') as keyof typeof UNIT_OF_LETTER] ?? 'gpuHours';
+  const d = (n: number) => n / UNIT_SCALE[unit];
+  const common = { scope: f.scope!, counterId: f.counterId!, unit, used: d(used), reserved: d(reserved), limit: d(limit), remaining: d(remaining) };
+  if (unit !== 'gpuHours') return common;
   return {
-    scope: f.scope!,
-    counterId: f.counterId!,
+    ...common,
     usedGpuMs: used,
     reservedGpuMs: reserved,
     limitGpuMs: limit,

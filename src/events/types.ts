@@ -30,15 +30,22 @@ export interface ScopeNumbers {
   scope: string;
   /** Counter id: the scope, or '<scope>@<period label>'. */
   counterId: string;
-  usedGpuMs: number;
-  reservedGpuMs: number;
+  /** The limit's unit; used, reserved, limit and remaining are decimals of it (GPU hours, units, US dollars). */
+  unit: 'gpuHours' | 'units' | 'usd';
+  used: number;
+  reserved: number;
   /** Effective limit of the period (limit + carry + adjust). */
-  limitGpuMs: number;
-  remainingGpuMs: number;
-  usedGpuHours: number;
-  reservedGpuHours: number;
-  limitGpuHours: number;
-  remainingGpuHours: number;
+  limit: number;
+  remaining: number;
+  /** A limit in GPU hours only: the same in GPU-ms and GPU hours, as before units. */
+  usedGpuMs?: number;
+  reservedGpuMs?: number;
+  limitGpuMs?: number;
+  remainingGpuMs?: number;
+  usedGpuHours?: number;
+  reservedGpuHours?: number;
+  limitGpuHours?: number;
+  remainingGpuHours?: number;
 }
 
 export interface EventData {

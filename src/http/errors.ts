@@ -24,6 +24,9 @@ export function errorHandler(log: Logger): ErrorRequestHandler {
     if (err instanceof ChangeFailed) {
       // A refusal found inside the change keeps its own answer; a store that failed is the service's.
       if (err.cause instanceof HttpError) return sendError(res, err.cause.status, err.cause.message, err.cause.details);
+      // A domain refusal (e.g. LimitRefused) carries its own 4xx status.
+      const refusal = err.cause as { status?: unknown; message?: string } | undefined;
+      if (typeof refusal?.status === 'number' && refusal.status >= 400 && refusal.status < 500) return sendError(res, refusal.status, refusal.message ?? 'refused');
       log.error({ err, method: req.method, path: req.path }, 'admin change not made');
       return sendError(res, 503, 'the change was not made and nothing was changed (a store failed); try again');
     }

@@ -1,11 +1,11 @@
-/** `gatekeeper budget list|get|set|adjust`: project budgets in GPU hours. */
+/** `gatekeeper budget list|get|set|adjust`: project budgets in GPU hours, compute units or dollars. */
 import { Option, type Command } from 'commander';
-import { limitFields, num, pageQuery, type LimitOpts, releaseOption } from '../args.ts';
+import { amountField, limitFields, num, pageQuery, type LimitOpts, releaseOption, unitOption } from '../args.ts';
 import { budgetTable, projectsTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
 export function addBudgetCommands(program: Command, { client, print }: CliContext): void {
-  const budget = program.command('budget').description('project budgets (GPU hours)');
+  const budget = program.command('budget').description('project budgets (GPU hours, units or USD)');
   budget
     .command('list')
     .description('every project with a budget or with held jobs, by name, with its budget and held jobs')
@@ -26,34 +26,36 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
       print(json, b, () => budgetTable(b));
     });
   budget
-    .command('set <project> <gpuHours>')
+    .command('set <project> <amount>')
     .description('set, raise or lower a budget (audited); options not given keep their current value')
+    .addOption(unitOption())
     .option('--reason <text>', 'why, for the audit log')
     .addOption(new Option('--period <period>', 'when it renews').choices(['none', 'week', 'month']))
     .option('--rollover', 'a new period starts with what the last one left unused')
     .option('--no-rollover', 'no rollover')
-    .option('--rollover-cap <gpuHours>', 'at most this much rolls over')
+    .option('--rollover-cap <amount>', "at most this much rolls over (in the budget's unit)")
     .addOption(new Option('--policy <policy>', 'hard: hold at the limit; soft: admit past it with warnings').choices(['hard', 'soft']))
     .option('--grace <percent>', 'soft only: how far past the limit, in percent')
     .addOption(releaseOption())
-    .action(async (project: string, hours: string, o: LimitOpts & { period?: string; rollover?: boolean; rolloverCap?: string }) => {
+    .action(async (project: string, amount: string, o: LimitOpts & { unit?: string; period?: string; rollover?: boolean; rolloverCap?: string }) => {
       const { api, json } = client();
       const b = await api.call('PUT', `/projects/${encodeURIComponent(project)}/budget`, {
-        gpuHours: num('gpuHours', hours),
+        ...amountField(o.unit, 'amount', amount),
         ...limitFields(o),
         ...(o.period ? { period: o.period } : {}),
         ...(o.rollover !== undefined ? { rollover: o.rollover } : {}),
-        ...(o.rolloverCap !== undefined ? { rolloverCapGpuHours: num('--rollover-cap', o.rolloverCap) } : {}),
+        ...(o.rolloverCap !== undefined ? { [(o.unit ?? 'gpuHours') === 'gpuHours' ? 'rolloverCapGpuHours' : 'rolloverCap']: num('--rollover-cap', o.rolloverCap) } : {}),
       });
       print(json, b, () => budgetTable(b));
     });
   budget
-    .command('adjust <project> <gpuHours>')
-    .description('add (+) or take (-) GPU hours for the current period only (audited)')
+    .command('adjust <project> <amount>')
+    .description("add (+) or take (-) an amount in the budget's unit for the current period only (audited)")
+    .addOption(unitOption())
     .option('--reason <text>', 'why, for the audit log')
-    .action(async (project: string, hours: string, o: { reason?: string }) => {
+    .action(async (project: string, amount: string, o: { unit?: string; reason?: string }) => {
       const { api, json } = client();
-      const b = await api.call('POST', `/projects/${encodeURIComponent(project)}/budget/adjust`, { gpuHours: num('gpuHours', hours), ...(o.reason ? { reason: o.reason } : {}) });
+      const b = await api.call('POST', `/projects/${encodeURIComponent(project)}/budget/adjust`, { ...amountField(o.unit, 'amount', amount), ...(o.reason ? { reason: o.reason } : {}) });
       print(json, b, () => budgetTable(b));
     });
 }

@@ -1,6 +1,6 @@
 /** `gatekeeper quota list|get|set`: users' daily and weekly quotas in GPU hours. */
 import { CommanderError, Option, type Command } from 'commander';
-import { EXIT, limitFields, num, pageQuery, type LimitOpts, releaseOption } from '../args.ts';
+import { amountField, EXIT, limitFields, pageQuery, type LimitOpts, releaseOption, unitOption } from '../args.ts';
 import { quotaTable, scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -32,13 +32,14 @@ export function addQuotaCommands(program: Command, { client, print }: CliContext
     .description('set or remove a daily and/or weekly quota (audited)')
     .option('--daily <gpuHours>', "the daily quota ('none' removes it)")
     .option('--weekly <gpuHours>', "the weekly quota ('none' removes it)")
+    .addOption(unitOption())
     .addOption(new Option('--policy <policy>').choices(['hard', 'soft']))
     .option('--grace <percent>', 'soft only: how far past the quota, in percent')
     .addOption(releaseOption())
     .option('--reason <text>', 'why, for the audit log')
-    .action(async (user: string, o: LimitOpts & { daily?: string; weekly?: string }) => {
+    .action(async (user: string, o: LimitOpts & { unit?: string; daily?: string; weekly?: string }) => {
       if (o.daily === undefined && o.weekly === undefined) throw new CommanderError(EXIT.usage, 'usage', 'give --daily and/or --weekly');
-      const one = (v: string | undefined, what: string) => (v === undefined ? {} : { [what]: v === 'none' ? null : { gpuHours: num(`--${what}`, v), ...limitFields({ ...o, reason: undefined }) } });
+      const one = (v: string | undefined, what: string) => (v === undefined ? {} : { [what]: v === 'none' ? null : { ...amountField(o.unit, `--${what}`, v), ...limitFields({ ...o, reason: undefined }) } });
       const { api, json } = client();
       const q = await api.call('PUT', `/users/${encodeURIComponent(user)}/quota`, { ...one(o.daily, 'daily'), ...one(o.weekly, 'weekly'), ...(o.reason ? { reason: o.reason } : {}) });
       print(json, q, () => quotaTable(q));

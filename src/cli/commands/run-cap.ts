@@ -1,6 +1,6 @@
 /** `gatekeeper run-cap get|set|remove`: GPU-hour caps on runs. */
 import { Option, type Command } from 'commander';
-import { limitFields, num, runPath, type LimitOpts, releaseOption } from '../args.ts';
+import { amountField, limitFields, runPath, type LimitOpts, releaseOption, unitOption } from '../args.ts';
 import { scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -14,15 +14,16 @@ export function addRunCapCommands(program: Command, { client, print }: CliContex
       print(json, r, () => scopeTable([[`${project}/${run}`, r]]));
     });
   runCap
-    .command('set <project> <run> <gpuHours>')
+    .command('set <project> <run> <amount>')
     .description('cap a run (audited)')
+    .addOption(unitOption())
     .addOption(new Option('--policy <policy>').choices(['hard', 'soft']))
     .option('--grace <percent>', 'soft only: how far past the cap, in percent')
     .addOption(releaseOption())
     .option('--reason <text>', 'why, for the audit log')
-    .action(async (project: string, run: string, hours: string, o: LimitOpts) => {
+    .action(async (project: string, run: string, amount: string, o: LimitOpts & { unit?: string }) => {
       const { api, json } = client();
-      const r = await api.call('PUT', runPath(project, run), { gpuHours: num('gpuHours', hours), ...limitFields(o) });
+      const r = await api.call('PUT', runPath(project, run), { ...amountField(o.unit, 'amount', amount), ...limitFields(o) });
       print(json, r, () => scopeTable([[`${project}/${run}`, r]]));
     });
   runCap
