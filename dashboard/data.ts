@@ -12,7 +12,7 @@ import type { Pool } from '../src/db/pool.ts';
 import type { Budgets, ScopeView } from '../src/accounting/budgets.ts';
 import type { GpuCaps, GpuCapView } from '../src/accounting/gpu-caps.ts';
 import type { HeldJobs, HeldView } from '../src/admin/held.ts';
-import { parseScopeId } from '../src/accounting/scopes.ts';
+import { parseScopeId, scopeLabel } from '../src/accounting/scopes.ts';
 import { periodAt, previousPeriod, type PeriodKind } from '../src/periods.ts';
 import { dailySeriesMany } from '../src/usage/reports.ts';
 import { recentEvents } from '../src/db/events.ts';
@@ -132,7 +132,7 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
   const card = (scope: string): ScopeCard => {
     const view = views.get(scope)!;
     const s = parseScopeId(scope);
-    if (s.kind === 'run') return { view, title: `run ${s.name}`, projection: '', trend: [], line: null };
+    if (s.kind === 'run' || s.kind === 'project-type') return { view, title: scopeLabel(scope), projection: '', trend: [], line: null };
     const which = s.kind === 'user-day' ? 'daily' : 'weekly';
     const [title, subject, series] =
       s.kind === 'project'

@@ -5,29 +5,17 @@
  * row says the unit, and a change that would make an amount mean something
  * else is refused with nothing changed.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { callApi, serveApi, type ServedApi } from './support/api.ts';
-import { createTestEnv, type TestEnv } from './support/env.ts';
-import { systemClock } from '../src/clock.ts';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { apiSuite, TEST_TOKENS as tokens } from './support/api.ts';
 import { decideAdmissions } from '../src/accounting/admission.ts';
 
-const tokens = { admin: 'test-admin-token-0123456789', viewer: 'test-viewer-token-0123456789' };
-let t: TestEnv;
-let served: ServedApi;
+const { env, call } = apiSuite();
 
 beforeAll(async () => {
-  t = await createTestEnv({}, { liveClock: true });
-  served = await serveApi(t, { clock: systemClock, tokens });
   // H100 at 3 units and $4.10 per GPU-hour, from the epoch on (the scripts' rate card).
-  await t.redis.hset(t.accounting.keys.rates, 'h100', '0:3000:4100000');
+  await env.t.redis.hset(env.t.accounting.keys.rates, 'h100', '0:3000:4100000');
 });
-afterAll(async () => {
-  await served?.close();
-  await t?.close();
-});
-
-const call = (method: string, path: string, body?: unknown, token = tokens.admin) => callApi(served.api, token, method, path, body);
-const audits = async (target: string) => (await t.pool.query('SELECT action, before, after FROM audit WHERE target = $1::text ORDER BY id', [target])).rows;
+const audits = async (target: string) => (await env.t.pool.query('SELECT action, before, after FROM audit WHERE target = $1::text ORDER BY id', [target])).rows;
 let n = 0;
 const job = (project: string, user = 'ann') => ({ intakeJobId: `${project}-${++n}`, data: { project, user, gpuType: 'h100', gpus: 1, estimatedGpuHours: 1 }, order: n });
 
@@ -36,7 +24,7 @@ describe('limits in a unit', () => {
     const put = await call('PUT', '/projects/dollars/budget', { usd: 10, reason: 'pilot' });
     expect(put).toMatchObject({ status: 200, body: { project: 'dollars', unit: 'usd', limit: 10, remaining: 10 } });
     expect(put.body).not.toHaveProperty('limitGpuHours');
-    const out = await decideAdmissions(t.accounting, [job('dollars'), job('dollars'), job('dollars')], Date.now());
+    const out = await decideAdmissions(env.t.accounting, [job('dollars'), job('dollars'), job('dollars')], Date.now());
     expect(out.map((d) => d.kind)).toEqual(['admitted', 'admitted', 'held']);
     expect(out[2]).toMatchObject({ reason: 'project dollars: $8.20 of $10.00 used or reserved; job needs $4.10' });
     const view = (await call('GET', '/projects/dollars/budget', undefined, tokens.viewer)).body;
@@ -52,7 +40,7 @@ describe('limits in a unit', () => {
     const q = await call('PUT', '/users/una/quota', { daily: { units: 4.5 } });
     expect(q).toMatchObject({ status: 200, body: { daily: { unit: 'units', limit: 4.5 }, weekly: { limit: null } } });
     await call('PUT', '/projects/unitsp/budget', { gpuHours: 100 });
-    const out = await decideAdmissions(t.accounting, [job('unitsp', 'una'), job('unitsp', 'una')], Date.now());
+    const out = await decideAdmissions(env.t.accounting, [job('unitsp', 'una'), job('unitsp', 'una')], Date.now());
     // One H100 hour is 3 units: the second would take her to 6 of 4.5.
     expect(out[1]).toMatchObject({ kind: 'held', reason: "user una's daily quota: 3.0 of 4.5 units used or reserved; job needs 3.0" });
     const cap = await call('PUT', '/projects/unitsp/runs/r1/cap', { usd: 0.5 });

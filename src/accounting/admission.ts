@@ -75,6 +75,10 @@ export async function decideAdmissions(
       return { kind: 'rejected', reason: `no budget for ${scopeLabel(out.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)`, ...renamed };
     }
     if (out.kind === 'unpriced') {
+      if (out.why === 'not-allowed') {
+        const project = prepared[i]!.meta.project;
+        return { kind: 'rejected', reason: notAllowedReason(project, out.gpuType, (await accounting.allowedGpuTypes(project)) ?? []), ...renamed };
+      }
       known ??= accounting.pricedGpuTypes();
       return { kind: 'rejected', reason: unpricedReason(out.gpuType, await known), ...renamed };
     }
@@ -97,6 +101,13 @@ export function unpricedReason(gpuType: string, known: string[]): string {
   const what = gpuType === '' ? 'the job names no gpuType' : `gpuType ${JSON.stringify(printable(gpuType))} has no rate`;
   const list = known.length === 0 ? 'no GPU type has a rate yet' : `known GPU types: ${known.map((t) => printable(t)).join(', ')}`;
   return `${what}; ${list} (jobs without a known GPU type are rejected: UNKNOWN_GPU_TYPE_POLICY=reject)`;
+}
+
+/** Why a job for a GPU type its project may not use is rejected, naming the types it may. */
+export function notAllowedReason(project: string, gpuType: string, allowed: string[]): string {
+  const asked = gpuType === '' ? 'the job names no gpuType' : `the job asks for ${JSON.stringify(printable(gpuType))}`;
+  const may = allowed.length === 0 ? 'no GPU type' : `only ${allowed.map((t) => printable(t)).join(', ')}`;
+  return `project ${project} may use ${may}; ${asked}`;
 }
 
 /** Charges as the edges show them: decimal GPU-hours, units and dollars. */

@@ -12,7 +12,7 @@ import type { Pool, PoolClient } from '../db/pool.ts';
 import { allLimits, deleteLimit, exemptJobTypes, getLimit, getLimits, lockLimit, setExemptJobType, upsertLimit, type LimitRow } from '../db/limits.ts';
 import type { Accounting } from './counters.ts';
 import type { ReleaseMode, ScopeDefinition, ScopePeriod, ScopePolicy } from './types.ts';
-import { parseScopeId, projectScope, runScope, userQuotaScope } from './scopes.ts';
+import { parseScopeId, projectScope, projectTypeScope, runScope, userQuotaScope } from './scopes.ts';
 import type { Actor } from '../db/audit.ts';
 import { recordAdjustment, recordCarries } from '../db/periods.ts';
 import { gpuMsToHours } from '../units.ts';
@@ -22,8 +22,10 @@ import { adminChange, type ChangeTx } from '../audit/change.ts';
 import { inTransaction } from '../db/transaction.ts';
 import { syncRateLimits } from './rate-limits.ts';
 import { syncGpuCaps } from './gpu-caps.ts';
+import { syncAllowedGpuTypes } from './allowed-gpu-types.ts';
 import type { Logger } from '../log.ts';
-import { UNIT_SCALE, type LimitUnit } from './pricing.ts';
+import type { LimitUnit } from './pricing.ts';
+import { adjustAudit, auditable } from './limit-audit.ts';
 
 import { DEFAULT_THRESHOLDS } from '../redis/wire.ts';
 
@@ -186,6 +188,14 @@ export class Budgets {
     }, this.log);
     for (const c of changes) await this.announce(actor, c);
     return this.quota(user);
+  }
+
+  /** Set or (with null) remove a project's budget for one GPU type ('project-type:<p>/<t>'). */
+  async setTypeBudget(project: string, gpuType: string, input: LimitInput | null, actor: Actor, reason: string | null): Promise<ScopeView> {
+    const scope = projectTypeScope(project, gpuType).id;
+    if (input === null) await this.removeLimit(scope, actor, reason, 'type-budget.remove');
+    else await this.setLimit(scope, input, actor, reason, 'type-budget.set');
+    return this.view(scope);
   }
 
   async runCap(project: string, run: string): Promise<ScopeView> {
@@ -369,6 +379,7 @@ export class Budgets {
     for (const t of types) await this.accounting.definitions.setExempt(t, true);
     await syncRateLimits(this.pool, this.accounting.definitions);
     await syncGpuCaps(this.pool, this.accounting.definitions);
+    await syncAllowedGpuTypes(this.pool, this.accounting.definitions);
     return rows.length;
   }
 
@@ -410,40 +421,4 @@ export function periodOf(scope: string, row: Pick<ScopeDefinition, 'period'> | n
   if (kind === 'user-day') return 'day';
   if (kind === 'user-week') return 'week';
   return row?.period ?? 'none';
-}
-
-/** An adjustment's before and after, in GPU hours (as always) or in the budget's unit. */
-function adjustAudit(unit: LimitUnit, period: string | null, was: number, delta: number) {
-  if (unit === 'gpuHours') {
-    return {
-      before: { period, adjustGpuHours: gpuMsToHours(was) },
-      after: { period, adjustGpuHours: gpuMsToHours(was + delta), deltaGpuHours: gpuMsToHours(delta) },
-    };
-  }
-  const n = (x: number) => x / UNIT_SCALE[unit];
-  return { before: { period, unit, adjust: n(was) }, after: { period, unit, adjust: n(was + delta), delta: n(delta) } };
-}
-
-function auditable(r: LimitRow) {
-  const unit = r.unit ?? 'gpuHours';
-  const amount = (n: number) => n / UNIT_SCALE[unit];
-  if (unit !== 'gpuHours') {
-    return {
-      unit, limit: amount(r.limitGpuMs), policy: r.policy,
-      ...(r.gracePercent !== null ? { gracePercent: r.gracePercent } : {}),
-      ...(r.thresholds != null ? { thresholds: r.thresholds } : {}),
-      period: r.period,
-      ...(r.release === 'manual' ? { release: 'manual' } : {}),
-      ...(r.rollover ? { rollover: true, rolloverCap: r.rolloverCapGpuMs === null ? null : amount(r.rolloverCapGpuMs) } : {}),
-    };
-  }
-  return {
-    limitGpuHours: gpuMsToHours(r.limitGpuMs),
-    policy: r.policy,
-    ...(r.gracePercent !== null ? { gracePercent: r.gracePercent } : {}),
-    ...(r.thresholds != null ? { thresholds: r.thresholds } : {}),
-    period: r.period,
-    ...(r.release === 'manual' ? { release: 'manual' } : {}),
-    ...(r.rollover ? { rollover: true, rolloverCapGpuHours: r.rolloverCapGpuMs === null ? null : gpuMsToHours(r.rolloverCapGpuMs) } : {}),
-  };
 }

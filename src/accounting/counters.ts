@@ -142,6 +142,12 @@ export class Accounting {
     return (await this.redis.hkeys(this.keys.rates)).filter((t) => t !== '*').sort();
   }
 
+  /** The GPU types a project may use (null: any), as reserve reads them. */
+  async allowedGpuTypes(project: string): Promise<string[] | null> {
+    const csv = await this.redis.hget(this.keys.gpuAllowed, project);
+    return csv === null ? null : csv.split(',').filter(Boolean);
+  }
+
   /** How many jobs each project has held now. */
   async heldCounts(): Promise<Record<string, number>> {
     const h = await this.redis.hgetall(this.keys.heldCount);

@@ -129,6 +129,19 @@ export class ScopeDefinitions {
     await this.signal(m, scope, now).exec();
   }
 
+  /** Set (or with null, remove: any type) the GPU types a project may use, as reserve reads them. */
+  async defineAllowedGpuTypes(project: string, allowed: string[] | null): Promise<void> {
+    if (allowed === null) await this.redis.hdel(this.keys.gpuAllowed, project);
+    else await this.redis.hset(this.keys.gpuAllowed, project, allowed.join(','));
+  }
+
+  /** Replace every project's list at once (start-up, rebuild). */
+  async replaceAllowedGpuTypes(lists: { project: string; allowed: string[] }[]): Promise<void> {
+    const m = this.redis.multi().unlink(this.keys.gpuAllowed);
+    for (const l of lists) m.hset(this.keys.gpuAllowed, l.project, l.allowed.join(','));
+    await m.exec();
+  }
+
   /** Add to `m` the wake signal of `scope` at `now` (none for null). */
   private signal(m: ReturnType<Redis['multi']>, scope: string, now: number | null): ReturnType<Redis['multi']> {
     return now === null ? m : m.zadd(this.keys.wake, 'NX', now, scope);

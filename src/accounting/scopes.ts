@@ -8,7 +8,7 @@
  */
 import { NAME_RE, type IntakeJobData } from '../../queues/contract.ts';
 
-export type ScopeKind = 'project' | 'user-day' | 'user-week' | 'run' | CapKind;
+export type ScopeKind = 'project' | 'user-day' | 'user-week' | 'run' | 'project-type' | CapKind;
 /** GPUs in flight: per project, per user, per (project, GPU type), and one for everything. */
 export type CapKind = 'gpus-project' | 'gpus-user' | 'gpus-type' | 'gpus-global';
 
@@ -24,6 +24,10 @@ export const projectScope = (project: string): ScopeRef => ref('project', projec
 export const userQuotaScope = (user: string, period: 'day' | 'week'): ScopeRef => ref(period === 'day' ? 'user-day' : 'user-week', user);
 /** Runs are named within their project ('/' cannot occur in either name). */
 export const runScope = (project: string, run: string): ScopeRef => ref('run', `${project}/${run}`);
+/** A project's budget for one GPU type (e.g. 200 H100-hours a month), named as its GPU cap is. */
+export const projectTypeScope = (project: string, gpuType: string): ScopeRef => ref('project-type', `${project}/${gpuType}`);
+/** Only a GPU type that is a name (NAME_RE) can have a cap or a budget of its own; free text such as "A100 80GB" cannot. */
+export const isNamedGpuType = (gpuType: string | undefined): gpuType is string => gpuType !== undefined && NAME_RE.test(gpuType);
 
 export const projectCap = (project: string): ScopeRef => ref('gpus-project', project);
 export const userCap = (user: string): ScopeRef => ref('gpus-user', user);
@@ -37,17 +41,21 @@ export const globalCap: ScopeRef = ref('gpus-global', 'all');
  * alike).
  */
 export function capsForJob(job: Pick<IntakeJobData, 'project' | 'user' | 'gpuType'>): ScopeRef[] {
-  // Only a GPU type a cap can be set on (a name) has one; free text such as "A100 80GB" does not.
-  const typed = job.gpuType !== undefined && NAME_RE.test(job.gpuType);
-  return [projectCap(job.project), userCap(job.user), ...(typed ? [gpuTypeCap(job.project, job.gpuType!)] : []), globalCap];
+  return [projectCap(job.project), userCap(job.user), ...(isNamedGpuType(job.gpuType) ? [gpuTypeCap(job.project, job.gpuType)] : []), globalCap];
 }
 
 export const isCap = (scope: string): boolean => scope.startsWith('gpus-');
 
-/** Every scope a job is reserved against, in a fixed order. */
-export function scopesForJob(job: Pick<IntakeJobData, 'project' | 'user' | 'run'>): ScopeRef[] {
+/**
+ * Every scope a job is reserved against, in a fixed order: with a named GPU
+ * type, its project's budget for that type too (counted with no limit set,
+ * in its one-off counter: a periodic type budget counts from its first
+ * period on).
+ */
+export function scopesForJob(job: Pick<IntakeJobData, 'project' | 'user' | 'run' | 'gpuType'>): ScopeRef[] {
   const out = [projectScope(job.project), userQuotaScope(job.user, 'day'), userQuotaScope(job.user, 'week')];
   if (job.run !== undefined) out.push(runScope(job.project, job.run));
+  if (isNamedGpuType(job.gpuType)) out.push(projectTypeScope(job.project, job.gpuType));
   return out;
 }
 
@@ -76,6 +84,10 @@ export function scopeLabel(id: string): string {
   if (isCap(s.id)) return `${capSubject(s.id)}'s GPUs in flight`;
   if (s.kind === 'user-day') return `user ${s.name}'s daily quota`;
   if (s.kind === 'user-week') return `user ${s.name}'s weekly quota`;
+  if (s.kind === 'project-type') {
+    const [project, gpuType] = s.name.split('/');
+    return `project ${project}'s ${gpuType} budget`;
+  }
   return `${s.kind} ${s.name}`;
 }
 

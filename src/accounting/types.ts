@@ -48,8 +48,12 @@ type DecidedOutcome =
   | { kind: 'throttled'; dueAt: number; retried: boolean; over: RateOver[] }
   /** A scope has no limit and the policy for that is to reject. */
   | { kind: 'rejected'; scope: string }
-  /** Its GPU type ('' for none) has no rate and the policy for that is to reject (UNKNOWN_GPU_TYPE_POLICY). */
-  | { kind: 'unpriced'; gpuType: string };
+  /**
+   * Refused for its GPU type ('' for none): 'unknown', it has no rate and the
+   * policy for that is to reject (UNKNOWN_GPU_TYPE_POLICY); 'not-allowed',
+   * its project may not use it.
+   */
+  | { kind: 'unpriced'; gpuType: string; why: 'unknown' | 'not-allowed' };
 
 /** What a job was priced with: its GPU type's rate in force and its job type's usage factor (thousandths). */
 export interface Price {

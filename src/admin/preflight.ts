@@ -15,7 +15,7 @@ import type { Config } from '../config.ts';
 import type { Accounting } from '../accounting/counters.ts';
 import type { DryRunWarning, Hold, ReserveOutcome } from '../accounting/types.ts';
 import type { Budgets, ScopeView } from '../accounting/budgets.ts';
-import { jobMeta, unpricedReason } from '../accounting/admission.ts';
+import { jobMeta, notAllowedReason, unpricedReason } from '../accounting/admission.ts';
 import { describeHold, describeThrottle } from '../accounting/reasons.ts';
 import { parseScopeId, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
 import { intakeJobSchema, parseIntakeJob, type IntakeJobData } from '../../queues/contract.ts';
@@ -89,7 +89,9 @@ export class Preflight {
     }));
     const bases = [...new Set(reqs.flatMap((r) => r.scopes))];
     const [scopes, dry] = await Promise.all([this.budgets.views(bases), this.accounting.dryRun(reqs, now, this.config.unknownProjectPolicy)]);
-    const known = dry.outcomes.some((o) => o.kind === 'unpriced') ? await this.accounting.pricedGpuTypes() : [];
+    const known = dry.outcomes.some((o) => o.kind === 'unpriced' && o.why === 'unknown') ? await this.accounting.pricedGpuTypes() : [];
+    const refusedIn = [...new Set(dry.outcomes.flatMap((o, k) => (o.kind === 'unpriced' && o.why === 'not-allowed' ? [reqs[k]!.meta.project] : [])))];
+    const allowed = new Map(await Promise.all(refusedIn.map(async (p) => [p, (await this.accounting.allowedGpuTypes(p)) ?? []] as const)));
 
     const outcomes: PreflightOutcome[] = parsed.map((p, index) => ({ index, outcome: 'rejected', reason: p.ok ? '' : p.reason }));
     const holds: (Hold | undefined)[] = parsed.map(() => undefined);
@@ -107,7 +109,10 @@ export class Preflight {
       } else if (o.kind === 'rejected') {
         outcomes[index] = { index, outcome: 'rejected', reason: `no budget for ${scopeLabel(o.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)` };
       } else if (o.kind === 'unpriced') {
-        outcomes[index] = { index, outcome: 'rejected', reason: unpricedReason(o.gpuType, known) };
+        const reason = o.why === 'not-allowed'
+          ? notAllowedReason(reqs[k]!.meta.project, o.gpuType, allowed.get(reqs[k]!.meta.project) ?? [])
+          : unpricedReason(o.gpuType, known);
+        outcomes[index] = { index, outcome: 'rejected', reason };
       } else {
         // 'already' / 'cancelled' cannot happen for preflight ids; say so rather than guess.
         outcomes[index] = { index, outcome: 'rejected', reason: `unexpected preflight outcome ${o.kind}` };

@@ -26,6 +26,8 @@ import { jobRoutes } from './jobs.ts';
 import { submitRoutes } from './submit.ts';
 import { rateLimitRoutes } from './rate-limits.ts';
 import { gpuCapRoutes } from './gpu-caps.ts';
+import { projectGpuRoutes } from './project-gpu.ts';
+import { AllowedGpuTypes } from '../accounting/allowed-gpu-types.ts';
 import { GpuCaps } from '../accounting/gpu-caps.ts';
 import { RateLimits } from '../accounting/rate-limits.ts';
 import { usageRoutes } from './usage.ts';
@@ -106,6 +108,7 @@ export function createApp(deps: AppDeps): express.Express {
   if (deps.accounting) api.use(rateLimitRoutes(new RateLimits(deps.pool, deps.accounting, deps.clock ?? systemClock, deps.log)));
   const caps = deps.accounting ? new GpuCaps(deps.pool, deps.accounting, deps.clock ?? systemClock, deps.log) : null;
   if (caps) api.use(gpuCapRoutes(caps));
+  if (deps.accounting) api.use(projectGpuRoutes(new AllowedGpuTypes(deps.pool, deps.accounting, deps.log), deps.budgets));
   if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, intakeQueue: deps.intake ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock, log: deps.log }));
   api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));
   if (deps.quarantine) api.use(quarantineRoutes(deps.quarantine));

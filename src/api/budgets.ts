@@ -81,7 +81,7 @@ const thresholds = z
   .nullable()
   .optional();
 
-const BudgetBody = body({
+export const BudgetBody = body({
   reason,
   ...amountFields,
   period: z.enum(['none', 'week', 'month'], { error: 'period must be "none", "week" or "month"' }).optional(),
@@ -183,7 +183,7 @@ export function budgetJson(project: string, v: ScopeView) {
 }
 
 /** A budget's rollover cap: rolloverCapGpuHours for a budget in gpuHours, rolloverCap (in its unit) for any. */
-function rolloverCapOf(b: { rolloverCapGpuHours?: number | null | undefined; rolloverCap?: number | null | undefined }, unit: LimitUnit): { rolloverCapGpuMs?: number | null } {
+export function rolloverCapOf(b: { rolloverCapGpuHours?: number | null | undefined; rolloverCap?: number | null | undefined }, unit: LimitUnit): { rolloverCapGpuMs?: number | null } {
   if (b.rolloverCapGpuHours !== undefined && unit !== 'gpuHours') throw new HttpError(400, `rolloverCapGpuHours is for a budget in gpuHours; give rolloverCap in ${unit}`);
   const cap = b.rolloverCapGpuHours !== undefined ? b.rolloverCapGpuHours : b.rolloverCap;
   if (cap === undefined) return {};
@@ -295,7 +295,7 @@ export function budgetRoutes(budgets: Budgets, pool: Pool): Router {
 }
 
 /** The optional settings every limit shares, as given (omitted = keep). */
-function limitOptions(b: { policy?: 'hard' | 'soft' | undefined; gracePercent?: number | null | undefined; thresholds?: number[] | null | undefined; release?: ReleaseMode | undefined }) {
+export function limitOptions(b: { policy?: 'hard' | 'soft' | undefined; gracePercent?: number | null | undefined; thresholds?: number[] | null | undefined; release?: ReleaseMode | undefined }) {
   return {
     ...(b.policy ? { policy: b.policy } : {}),
     ...(b.release ? { release: b.release } : {}),

@@ -203,6 +203,13 @@ CREATE TABLE period_carries (
   CONSTRAINT period_carries_pkey PRIMARY KEY (counter_id)
 );
 
+CREATE TABLE project_gpu_types (
+  project text NOT NULL,
+  allowed text[] NOT NULL,
+  updated_at timestamp with time zone DEFAULT now() NOT NULL,
+  CONSTRAINT project_gpu_types_pkey PRIMARY KEY (project)
+);
+
 CREATE TABLE quarantine (
   id bigint DEFAULT nextval('quarantine_id_seq'::regclass) NOT NULL,
   stream text NOT NULL,

@@ -94,7 +94,7 @@ export class Access {
     const [kind, name] = [scope.slice(0, at), scope.slice(at + 1)];
     if (kind === 'project') return this.canSeeProject(name);
     if (kind === 'user-day' || kind === 'user-week' || kind === 'user') return this.canSeeUser(name);
-    if (kind === 'run') return this.canSeeProject(name.slice(0, name.indexOf('/')));
+    if (kind === 'run' || kind === 'project-type') return this.canSeeProject(name.slice(0, name.indexOf('/')));
     return this.canSeeCap(scope);
   }
 

@@ -85,6 +85,11 @@ export class Keys {
     return `${this.base}:rates`;
   }
 
+  /** Hash: project -> the GPU types it may use, comma separated (absent: any); reserve rejects others. */
+  get gpuAllowed(): string {
+    return `${this.base}:gpu-allowed`;
+  }
+
   /** Hash: job type -> usage factor in thousandths (absent: 1000, counts fully; 0: exempt). */
   get factors(): string {
     return `${this.base}:factors`;

@@ -5,14 +5,15 @@
  * (the env is the suite's to close).
  */
 import { Queue } from 'bullmq';
-import type { Clock } from '../../src/clock.ts';
+import { afterAll, beforeAll } from 'vitest';
+import { systemClock, type Clock } from '../../src/clock.ts';
 import type { Config } from '../../src/config.ts';
 import type { Metrics } from '../../src/metrics.ts';
 import { createApp } from '../../src/api/app.ts';
 import { HeldJobs } from '../../src/admin/held.ts';
 import { createGatekeeper, type Gatekeeper } from '../../workers/gatekeeper.ts';
 import { listen, urlOf } from './http.ts';
-import type { TestEnv } from './env.ts';
+import { createTestEnv, type TestEnv } from './env.ts';
 
 export interface ServedApi {
   /** http://127.0.0.1:<port>/api/v1 */
@@ -51,4 +52,25 @@ export async function callApi(api: string, token: string, method: string, path: 
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: res.status, body: (await res.json()) as Record<string, any> };
+}
+
+/** The tokens most API suites use: an admin's and a viewer's. */
+export const TEST_TOKENS = { admin: 'test-admin-token-0123456789', viewer: 'test-viewer-token-0123456789' };
+
+/**
+ * A suite's own environment with the API served on the system clock, made
+ * before its tests and closed after them; `call` as the admin unless a token
+ * is given. Read `env.t` and `env.served` inside tests (they exist then).
+ */
+export function apiSuite(): { env: { t: TestEnv; served: ServedApi }; call: (method: string, path: string, body?: unknown, token?: string) => ReturnType<typeof callApi> } {
+  const env = {} as { t: TestEnv; served: ServedApi };
+  beforeAll(async () => {
+    env.t = await createTestEnv({}, { liveClock: true });
+    env.served = await serveApi(env.t, { clock: systemClock, tokens: TEST_TOKENS });
+  });
+  afterAll(async () => {
+    await env.served?.close();
+    await env.t?.close();
+  });
+  return { env, call: (method, path, body, token = TEST_TOKENS.admin) => callApi(env.served.api, token, method, path, body) };
 }

@@ -1,7 +1,7 @@
 /** `gatekeeper budget list|get|set|adjust`: project budgets in GPU hours, compute units or dollars. */
 import { Option, type Command } from 'commander';
 import { amountField, limitFields, num, pageQuery, type LimitOpts, releaseOption, unitOption } from '../args.ts';
-import { budgetTable, projectsTable } from '../format.ts';
+import { budgetTable, projectsTable, scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
 export function addBudgetCommands(program: Command, { client, print }: CliContext): void {
@@ -58,4 +58,39 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
       const b = await api.call('POST', `/projects/${encodeURIComponent(project)}/budget/adjust`, { ...amountField(o.unit, 'amount', amount), ...(o.reason ? { reason: o.reason } : {}) });
       print(json, b, () => budgetTable(b));
     });
+  budget
+    .command('gpu-types <project>')
+    .description('the GPU types a project may use: shown, or set with --allow (admins; audited)')
+    .option('--allow <types>', 'comma separated, e.g. h100,a100')
+    .option('--any', 'any GPU type again')
+    .option('--reason <text>', 'why, for the audit log')
+    .action(async (project: string, o: { allow?: string; any?: boolean; reason?: string }) => {
+      const { api, json } = client();
+      const path = `/projects/${encodeURIComponent(project)}/gpu-types`;
+      const r = o.allow === undefined && !o.any
+        ? await api.call('GET', path)
+        : await api.call('PUT', path, { allowed: o.any ? null : o.allow!.split(',').map((t) => t.trim()).filter(Boolean), ...(o.reason ? { reason: o.reason } : {}) });
+      print(json, r, () => `${r.project}: ${r.allowed === null ? 'any GPU type' : `only ${r.allowed.join(', ')}`}`);
+    });
+  budget
+    .command('type <project> <gpuType> [amount]')
+    .description("a project's budget for one GPU type: shown, or set with an amount (audited), or removed with --remove")
+    .addOption(unitOption())
+    .addOption(new Option('--period <period>', 'when it renews').choices(['none', 'week', 'month']))
+    .addOption(new Option('--policy <policy>').choices(['hard', 'soft']))
+    .option('--grace <percent>', 'soft only: how far past the limit, in percent')
+    .addOption(releaseOption())
+    .option('--remove', 'remove it (the type is still counted)')
+    .option('--reason <text>', 'why, for the audit log')
+    .action(async (project: string, gpuType: string, amount: string | undefined, o: LimitOpts & { unit?: string; period?: string; remove?: boolean }) => {
+      const { api, json } = client();
+      const path = `/projects/${encodeURIComponent(project)}/gpu-types/${encodeURIComponent(gpuType)}/budget`;
+      const b = o.remove
+        ? await api.call('DELETE', path, o.reason ? { reason: o.reason } : {})
+        : amount === undefined
+          ? await api.call('GET', path)
+          : await api.call('PUT', path, { ...amountField(o.unit, 'amount', amount), ...limitFields(o), ...(o.period ? { period: o.period } : {}) });
+      print(json, b, () => scopeTable([[`project ${project}'s ${gpuType}`, b]]));
+    });
 }
+

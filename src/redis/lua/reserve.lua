@@ -37,7 +37,10 @@
   every scope counts all three. Its record keeps the rate, factor and
   charge, so settle converts actual hours at the rate it was admitted with.
   A factor of 0 is exempt. A job whose GPU type has no rate takes the
-  default rate, or with ARGV[7] 'reject' is rejected (reply 8).
+  default rate, or with ARGV[7] 'reject' is rejected (reply 8). A project
+  may be allowed only some GPU types ('<base key>gpu-allowed', field project,
+  value the types comma separated): a job for another type, or naming none,
+  is rejected (reply 8, 'not-allowed'), before its rate is spent.
 
   Events (appended to the events stream in the same atomic step, see
   includes/scopes.lua): THRESHOLD_CROSSED once per threshold per crossing,
@@ -117,7 +120,9 @@
                                 before; by: 'scope|jpm|burst' of each bucket
                                 over, joined by ';'
     { 7, scope }                rejected: `scope` has no limit and ARGV[2] is 'reject'
-    { 8, gpu type, 'unknown' }  rejected: its GPU type has no rate and ARGV[7] is 'reject'
+    { 8, gpu type, why }        rejected for its GPU type ('' if none): 'unknown', it has
+                                no rate and ARGV[7] is 'reject'; 'not-allowed', its
+                                project may not use it
 
   Every read comes before the first write. Counter deltas are summed as Lua
   numbers (exact below 2^53 GPU-ms) and written with %.0f or %d, never
@@ -207,10 +212,30 @@ local function fitsList(sig, charge, gpus)
   return true
 end
 
+-- Projects allowed only some GPU types: read only while any is (one EXISTS per call).
+local allowedKey = base .. 'gpu-allowed'
+local allowedOn = redis.call('EXISTS', allowedKey) == 1
+local allowedIn = {}  -- project -> set of types, or false: any
+local function allows(project, gpuType)
+  if not allowedOn then return true end
+  local a = allowedIn[project]
+  if a == nil then
+    local csv = redis.call('HGET', allowedKey, project)
+    a = false
+    if csv then
+      a = {}
+      for t in string.gmatch(csv, '[^,]+') do a[t] = true end
+    end
+    allowedIn[project] = a
+  end
+  return not a or (gpuType ~= '' and a[gpuType] == true)
+end
+
 -- Each group's rate and factor, looked up once per call; prices: what the reply tells of them.
 local prices = {}
 local function priceGroup(gi, group)
   if not group.rate then
+    group.allowed = allows(group[2], group[5] or '')
     group.rate, group.factor = price.rateOf(group[5] or ''), price.factorOf(group[4])
     prices[#prices + 1] = gi
     prices[#prices + 1] = group.rate[1] .. '|' .. group.rate[2] .. '|' .. group.factor
@@ -268,8 +293,8 @@ for j = 1, #batch do
   -- Over its rate: throttled before any budget is read (it counts against none).
   local fresh = not again and (not state or state == 'throttled')
   if fresh then priceGroup(job[4], group) end
-  -- A GPU type with no rate, where every type must have one: rejected before its rate is spent.
-  local unpriced = fresh and rejectUnpriced and not group.rate.known
+  -- A GPU type its project may not use, or with no rate where every type must have one: rejected before its rate is spent.
+  local unpriced = fresh and ((not group.allowed and 'not-allowed') or (rejectUnpriced and not group.rate.known and 'unknown'))
   local gated = rate and not again and not unpriced and (state == 'throttled' or (ratesOn and not state)) and group.factor ~= 0
     and rate.gate(rsig, rate.bucketOf, resKey, jobId, state, nowMs, ts, throttled)
   if again then
@@ -280,7 +305,7 @@ for j = 1, #batch do
       r = again
     end
   elseif unpriced then
-    r = { 8, group[5] or '', 'unknown' }
+    r = { 8, group[5] or '', unpriced }
   elseif gated then
     r = gated
   elseif state == 'reserved' or state == 'settled' then

@@ -43,7 +43,8 @@
 
   The effective limit of a period is limit + carry + adjust.
 
-  Kinds that are optional (user quotas, run caps) without a limit admit
+  Kinds that are optional (user quotas, run caps, a project's budget for
+  one GPU type, 'project-type:<p>/<t>') without a limit admit
   everything and still count it; any other kind without a limit is unknown
   (code 1: the caller's policy holds or rejects the job).
 
@@ -59,7 +60,7 @@ local FIXED_PERIOD = { ['user-day'] = 'day', ['user-week'] = 'week' }
 -- An empty list shared by the common case (no misfits, no soft limits
 -- passed) instead of a new table per job. Never written to.
 local NONE = {}
-local OPTIONAL = { ['user-day'] = true, ['user-week'] = true, ['run'] = true }
+local OPTIONAL = { ['user-day'] = true, ['user-week'] = true, ['run'] = true, ['project-type'] = true }
 -- A limit's unit: its index in a charge triple (includes/pricing.lua), and the counter fields of each.
 local UNIT_INDEX = { h = 1, u = 2, d = 3, gpuHours = 1, units = 2, usd = 3 }
 local UNIT_LETTER = { 'h', 'u', 'd' }
@@ -343,8 +344,8 @@ end
 --[[
   misfits(scopes, charge, gpus): the scopes a job charged `charge` (a triple,
   includes/pricing.lua) on `gpus` GPUs does not fit, as a flat list of seven
-  fields each (scope base, code, limit, used, reserved, unit, need): code 1 =
-  no limit on a scope that needs one (limit -1), 2 = would pass a hard limit,
+  fields each (scope base, code, limit, used, reserved, unit, need):
+  code 1 = no limit on a scope that needs one (limit -1), 2 = would pass a hard limit,
   3 = would pass a soft limit's grace (limit = the ceiling), 4 = would pass a
   GPU cap (in GPUs: limit = the cap now, used = the job's gpus, reserved =
   the GPUs in flight, unit 'g'). Amounts are in the scope's unit (h, u or d)
