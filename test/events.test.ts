@@ -122,7 +122,11 @@ describe('every event type', () => {
       reason: 'project ev: 1.0 of 1.0 GPU-h used or reserved; job needs 1.0',
     });
     expect((await events('JOB_REJECTED')).at(-1)!.data).toMatchObject({ project: 'ev', user: 'eve', by: 'gatekeeper', reason: 'invalid job: estimatedGpuHours must be greater than 0' });
-    expect((await events('JOB_OVERRIDDEN'))[0]!.data).toEqual({ jobId: heldId, project: 'ev', user: 'eve', reservedGpuHours: 1, by: 'override by ops-ann: demo' });
+    expect((await events('JOB_OVERRIDDEN'))[0]!.data).toEqual({
+      jobId: heldId, project: 'ev', user: 'eve', reservedGpuHours: 1, by: 'override by ops-ann: demo',
+      // At the built-in rate (one unit, no dollars an hour).
+      charged: { gpuHours: 1, units: 1, usd: 0 },
+    });
     expect((await events('QUOTA_RESET')).at(-1)!.data).toMatchObject({ periods: ['day'], labels: { day: '2026-12-03', week: 'W2026-11-30', month: '2026-12' } });
 
     // Alerts over HTTP: list, acknowledge once, 404 and 409 after.

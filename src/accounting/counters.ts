@@ -15,7 +15,7 @@ import { EventLog } from '../events/emit.ts';
 import { assertAmount } from './amounts.ts';
 import { ScopeDefinitions } from './definitions.ts';
 import { decodeCancel, decodeRelease, decodeScopes, decodeSettle } from './replies.ts';
-import { decodeReserve, hasDuplicate, reserveBatch, type ReserveReply } from './reserve-wire.ts';
+import { decodeReserve, hasDuplicate, parseCharge, parsePrice, reserveBatch, type ReserveReply } from './reserve-wire.ts';
 import { THROTTLED_KEEP_MS } from '../redis/wire.ts';
 import type {
   DryRunWarning, JobMeta, NoLimitPolicy, UnpricedPolicy, OpenReservation, ReleaseOutcome, ReserveOutcome, ReserveRequest, ScopeCounters, ScopeState, SettleKind, SettleOutcome,
@@ -221,6 +221,9 @@ export class Accounting {
       scopes: h.scopes ? h.scopes.split(',') : [],
       admittedAt: Number(h.admittedAt),
       meta: JSON.parse(h.meta ?? '{}') as JobMeta,
+      // Admitted since rates: what it was charged and at what price.
+      ...(h.charge && h.rate && h.factor ? { charges: parseCharge(h.charge)!, price: parsePrice(`${h.rate}|${h.factor}`) } : {}),
+      ...(h.exempt === '1' ? { exempt: true } : {}),
     };
   }
 

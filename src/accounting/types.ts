@@ -178,5 +178,9 @@ export interface OpenReservation {
   scopes: string[];
   admittedAt: number;
   meta: JobMeta;
+  /** Admitted since rates: its estimate's charge and the price it was admitted at. */
+  charges?: Charges;
+  price?: Price;
+  exempt?: true;
 }
 

@@ -27,6 +27,7 @@ import type { ExecJobData, HeldJobData, RejectedJobData } from '../../queues/con
 import { heldJobId, queueNames, rejectedJobId } from '../../queues/names.ts';
 import { promoteReleased } from './promote.ts';
 import { heldNow } from './held-now.ts';
+import { UNIT_SCALE } from '../accounting/pricing.ts';
 import { Budgets } from '../accounting/budgets.ts';
 import { GpuCaps } from '../accounting/gpu-caps.ts';
 import { gpuMsToHours } from '../units.ts';
@@ -46,7 +47,7 @@ export interface HeldView {
   reason: string;
   /** What will start it, in words: room freed, a period's reset, the jobs ahead of it, or an admin. */
   startsWhen: string;
-  /** The hold as data, in GPU-hours, as of now. */
+  /** The hold as data, in GPU-hours (or a limit's own unit), as of now. */
   hold: HoldView;
   heldAt: number;
   ageSeconds: number;
@@ -56,6 +57,8 @@ export interface HoldView {
   shortfalls: (
     | { scope: string; code: Shortfall['code']; limitGpuHours: number | null; usedGpuHours: number; reservedGpuHours: number; neededGpuHours: number }
     | { scope: string; code: 'over-gpus'; limitGpus: number; inFlightGpus: number; neededGpus: number }
+    /** A limit in units or dollars: its numbers as decimals of its unit. */
+    | { scope: string; code: Shortfall['code']; unit: Shortfall['unit']; limit: number | null; used: number; reserved: number; needed: number }
   )[];
   /** Older held jobs ahead of it in the line of `line` (first in, first out). */
   ahead: number;
@@ -71,10 +74,16 @@ function holdView(h: Hold, positions: HoldView['positions']): HoldView {
     shortfalls: h.shortfalls.map((s) => s.code === 'over-gpus'
       // A GPU cap's numbers are GPUs (queues/contract.ts Shortfall).
       ? { scope: s.scope, code: s.code, limitGpus: s.limitGpuMs!, inFlightGpus: s.reservedGpuMs, neededGpus: s.neededGpuMs }
-      : {
-        scope: s.scope, code: s.code, limitGpuHours: s.limitGpuMs === null ? null : gpuMsToHours(s.limitGpuMs),
-        usedGpuHours: gpuMsToHours(s.usedGpuMs), reservedGpuHours: gpuMsToHours(s.reservedGpuMs), neededGpuHours: gpuMsToHours(s.neededGpuMs),
-      }),
+      : (s.unit ?? 'gpuHours') === 'gpuHours'
+        ? {
+          scope: s.scope, code: s.code, limitGpuHours: s.limitGpuMs === null ? null : gpuMsToHours(s.limitGpuMs),
+          usedGpuHours: gpuMsToHours(s.usedGpuMs), reservedGpuHours: gpuMsToHours(s.reservedGpuMs), neededGpuHours: gpuMsToHours(s.neededGpuMs),
+        }
+        // A limit in units or dollars: its numbers in its unit (decimals).
+        : ((d: (n: number) => number) => ({
+          scope: s.scope, code: s.code, unit: s.unit, limit: s.limitGpuMs === null ? null : d(s.limitGpuMs),
+          used: d(s.usedGpuMs), reserved: d(s.reservedGpuMs), needed: d(s.neededGpuMs),
+        }))((n) => n / UNIT_SCALE[s.unit!])),
     ahead: h.ahead,
     ...(h.line ? { line: h.line } : {}),
     lines: h.lines ?? [],

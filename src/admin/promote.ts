@@ -9,6 +9,7 @@ import type { Accounting } from '../accounting/counters.ts';
 import type { AdmissionRecord, ExecJobData, HeldJobData } from '../../queues/contract.ts';
 import { execJobId, heldJobId } from '../../queues/names.ts';
 import { gpuMsToHours } from '../units.ts';
+import { chargedView, priceView } from '../accounting/admission.ts';
 
 export async function promoteReleased(
   accounting: Accounting,
@@ -36,6 +37,8 @@ export async function promoteReleased(
       reservedGpuHours: gpuMsToHours(res.amountGpuMs),
       scopes: res.scopes,
       admittedAt: res.admittedAt,
+      ...(res.exempt ? { exempt: true } : {}),
+      ...(res.charges && res.price ? { charged: chargedView(res.charges), price: priceView(res.price) } : {}),
     };
     moves.push({ job, add: { name: job.name, data: { ...data, admission }, opts: { jobId: execJobId(id), removeOnComplete: false, removeOnFail: false } } });
   });

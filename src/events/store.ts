@@ -15,6 +15,8 @@ import { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
 import { UNIT_SCALE } from '../accounting/pricing.ts';
+import { parseCharge } from '../accounting/reserve-wire.ts';
+import { chargedView } from '../accounting/admission.ts';
 import type { Pool, Queryable } from '../db/pool.ts';
 import { eventsByStreamIds, insertEventRows } from '../db/events.ts';
 import type { Logger } from '../log.ts';
@@ -170,7 +172,14 @@ export function parse(e: StreamEntry): Parsed | null {
     }
     case 'JOB_RELEASED':
     case 'JOB_OVERRIDDEN':
-      return { ...base, data: { jobId: f.jobId!, project: meta!.project, user: meta!.user, reservedGpuHours: gpuMsToHours(Number(f.amount)), by: f.note ?? '' } };
+      return {
+        ...base,
+        data: {
+          jobId: f.jobId!, project: meta!.project, user: meta!.user, reservedGpuHours: gpuMsToHours(Number(f.amount)), by: f.note ?? '',
+          // Its estimate's charge at the price it was admitted at (absent in events from before rates).
+          ...(parseCharge(f.charge) ? { charged: chargedView(parseCharge(f.charge)!) } : {}),
+        },
+      };
     default:
       return null;
   }

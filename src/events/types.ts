@@ -53,8 +53,9 @@ export interface EventData {
   BUDGET_EXHAUSTED: ScopeNumbers & { jobId: string };
   JOB_HELD: { jobId: string; project: string; user: string; jobType?: string; estimatedGpuHours: number; reason: string };
   JOB_REJECTED: { jobId: string; project?: string; user?: string; reason: string; by: string };
-  JOB_RELEASED: { jobId: string; project: string; user: string; reservedGpuHours: number; by: string };
-  JOB_OVERRIDDEN: { jobId: string; project: string; user: string; reservedGpuHours: number; by: string };
+  /** charged: its estimate in GPU hours, units and US dollars at the price it was admitted at. */
+  JOB_RELEASED: { jobId: string; project: string; user: string; reservedGpuHours: number; by: string; charged?: { gpuHours: number; units: number; usd: number } };
+  JOB_OVERRIDDEN: { jobId: string; project: string; user: string; reservedGpuHours: number; by: string; charged?: { gpuHours: number; units: number; usd: number } };
   BUDGET_CHANGED: { scope: string; action: string; before: unknown; after: unknown; by: string; reason: string | null };
   QUOTA_RESET: { periods: string[]; labels: Record<string, string>; releasedJobs: number };
   /** A stream entry no store would take was set aside (GET /api/v1/quarantine/:id); the entries after it flowed on. */

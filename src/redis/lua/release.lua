@@ -203,7 +203,7 @@ for _, rec in ipairs(records) do
       if r[6] then entry[#entry + 1] = 'ts'; entry[#entry + 1] = r[6] end
       redis.call(unpack(entry))
       events[#events + 1] = { mode == 'override' and 'JOB_OVERRIDDEN' or 'JOB_RELEASED', 'jobId', jobId,
-        'meta', r[4], 'amount', r[1], 'note', note }
+        'meta', r[4], 'amount', r[1], 'note', note, 'charge', chargeTxt }
       out = { 1, need, scopeIds, priceText, chargeTxt, exempt and 1 or 0 }
     end
   end
