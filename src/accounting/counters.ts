@@ -142,6 +142,24 @@ export class Accounting {
     return (await this.redis.hkeys(this.keys.rates)).filter((t) => t !== '*').sort();
   }
 
+  /**
+   * Move counters' used amounts by corrections' charges (GPU-ms, milli-units,
+   * micro-dollars per counter id), in one MULTI. Not a decision: nothing is
+   * read first, and HINCRBY commutes with the scripts' own changes.
+   */
+  async addUsed(deltas: [counterId: string, delta: [number, number, number]][]): Promise<void> {
+    if (deltas.length === 0) return;
+    const m = this.redis.multi();
+    for (const [id, [g, u, d]] of deltas) {
+      const key = this.keys.scope(id);
+      if (g !== 0) m.hincrby(key, 'used', g);
+      if (u !== 0) m.hincrby(key, 'unitsUsed', u);
+      if (d !== 0) m.hincrby(key, 'usdUsed', d);
+      m.sadd(this.keys.counters, id);
+    }
+    await m.exec();
+  }
+
   /** The GPU types a project may use (null: any), as reserve reads them. */
   async allowedGpuTypes(project: string): Promise<string[] | null> {
     const csv = await this.redis.hget(this.keys.gpuAllowed, project);

@@ -31,8 +31,13 @@ export interface LedgerRow {
   price: string | null;
   /** Its estimate's charge, 'gpuMs|milliUnits|microUsd'; null before rates. */
   charge: string | null;
-  /** End rows: its actual time's charge; null on reserve rows and before rates. */
+  /** End rows: its actual time's charge; null on reserve rows and before rates. Corrections: the change of charge (may be negative). */
   actualCharge: string | null;
+  /** Correction rows only (migration 025): which, the end row it corrects, the GPU-ms a refund covers, who made it. */
+  correction?: 'credit' | 'refund' | 're-rate';
+  corrects?: number | null;
+  correctedGpuMs?: number | null;
+  actor?: string | null;
 }
 
 /** Where a row came from in the ledger stream: the two halves of its entry id. */
@@ -210,7 +215,7 @@ export async function recordedReservations(db: Queryable, endedSinceMs: number):
     `SELECT r.job_id, r.project, r.user_name, r.job_type, r.gpu_type, r.run, r.meta, r.scopes, r.estimated_gpu_ms, r.exempt, r.submitted_ms,
             extract(epoch FROM r.at) * 1000 AS admitted_ms, e.actual_gpu_ms, extract(epoch FROM e.at) * 1000 AS ended_ms,
             r.rate_units_milli, r.rate_usd_micro, r.factor_milli, r.est_charge_gpu_ms, r.est_charge_units_milli, r.est_charge_usd_micro
-     FROM ledger r LEFT JOIN ledger e ON e.job_id = r.job_id AND e.admitted_at = r.admitted_at AND e.kind <> 'reserve'
+     FROM ledger r LEFT JOIN ledger e ON e.job_id = r.job_id AND e.admitted_at = r.admitted_at AND e.kind IN ('settle', 'release')
      WHERE r.kind = 'reserve' AND (e.id IS NULL OR e.at >= to_timestamp($1::double precision / 1000))`,
     [endedSinceMs],
   );
