@@ -30,10 +30,17 @@ export function submitText(r: Record<string, any>): string {
 
 const SCOPE_COLUMNS = ['PERIOD', 'LIMIT', 'USED', 'RESERVED', 'REMAINING', 'GPU-H', 'UNITS', 'USD', 'EXEMPT', 'POLICY', 'NEXT RESET'];
 
+/** Dollars as the API gives them (whole micro-dollars) as text: $12.50, -$1.025; never rounded away. */
+export function usdCell(n: number): string {
+  const text = String(Math.abs(n));
+  const [whole, frac = ''] = text.split('.');
+  return `${n < 0 ? '-' : ''}$${whole}.${frac.padEnd(2, '0')}`;
+}
+
 /** An amount of a scope's unit as a cell: 12.5 (GPU-h), 12.5 units, $12.50. */
 function inUnit(n: number | null | undefined, unit: string | undefined): string {
   if (n === null || n === undefined) return '-';
-  if (unit === 'usd') return `${n < 0 ? '-' : ''}$${Math.abs(n).toFixed(2)}`;
+  if (unit === 'usd') return usdCell(n);
   return unit === 'units' ? `${n} units` : String(n);
 }
 

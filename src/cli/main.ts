@@ -52,6 +52,7 @@ import { addOverrideRequestCommands } from './commands/override-requests.ts';
 import { addRateLimitCommands } from './commands/rate-limit.ts';
 import { addConcurrencyCommands } from './commands/concurrency.ts';
 import { addKeyCommands } from './commands/keys.ts';
+import { addCorrectionCommands } from './commands/corrections.ts';
 
 export { EXIT };
 
@@ -84,7 +85,7 @@ export function buildCli(out: (s: string) => void): Command {
   for (const add of [
     addBudgetCommands, addQuotaCommands, addRunCapCommands, addJobCommands, addUsageCommands,
     addRateLimitCommands, addConcurrencyCommands, addMaintenanceCommands, addQuarantineCommands, addExemptCommands, addHeldCommands, addOverrideRequestCommands,
-    addKeyCommands,
+    addKeyCommands, addCorrectionCommands,
   ]) {
     add(program, cli);
   }

@@ -64,18 +64,20 @@ export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamP
        INSERT INTO ledger (kind, job_id, project, user_name, job_type, gpu_type, scopes,
                            estimated_gpu_ms, actual_gpu_ms, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms,
                            rate_units_milli, rate_usd_micro, factor_milli, est_charge_gpu_ms, est_charge_units_milli, est_charge_usd_micro,
-                           charge_gpu_ms, charge_units_milli, charge_usd_micro)
+                           charge_gpu_ms, charge_units_milli, charge_usd_micro, correction, corrects, corrected_gpu_ms, actor)
        SELECT kind, job_id, project, user_name, job_type, gpu_type, string_to_array(scopes, ','),
               estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms,
               split_part(price, '|', 1)::bigint, split_part(price, '|', 2)::bigint, split_part(price, '|', 3)::integer,
               split_part(charge, '|', 1)::bigint, split_part(charge, '|', 2)::bigint, split_part(charge, '|', 3)::bigint,
-              split_part(actual_charge, '|', 1)::bigint, split_part(actual_charge, '|', 2)::bigint, split_part(actual_charge, '|', 3)::bigint
+              split_part(actual_charge, '|', 1)::bigint, split_part(actual_charge, '|', 2)::bigint, split_part(actual_charge, '|', 3)::bigint,
+              correction, corrects, corrected_gpu_ms, actor
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
                    $8::bigint[], $9::bigint[], $10::timestamptz[], $11::timestamptz[], $12::text[], $13::boolean[], $14::boolean[], $15::text[],
-                   $17::bigint[], $18::bigint[], $19::text[], $20::bigint[], $21::text[], $22::text[], $23::text[])
+                   $17::bigint[], $18::bigint[], $19::text[], $20::bigint[], $21::text[], $22::text[], $23::text[],
+                   $24::text[], $25::bigint[], $26::bigint[], $27::text[])
             AS r(kind, job_id, project, user_name, job_type, gpu_type, scopes,
                  estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms,
-                 price, charge, actual_charge)
+                 price, charge, actual_charge, correction, corrects, corrected_gpu_ms, actor)
        ON CONFLICT DO NOTHING
        RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at),
      ended AS (SELECT (at AT TIME ZONE $16::text)::date AS day, * FROM ins WHERE kind <> 'reserve'),
@@ -119,6 +121,7 @@ export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamP
       timeZone,
       col('streamMs'), col('streamSeq'), col('meta'), col('submittedMs'),
       col('price'), col('charge'), col('actualCharge'),
+      rows.map((r) => r.correction ?? null), rows.map((r) => r.corrects ?? null), rows.map((r) => r.correctedGpuMs ?? null), rows.map((r) => r.actor ?? null),
     ],
   );
 }

@@ -118,22 +118,29 @@ CREATE TABLE ledger (
   charge_gpu_ms bigint,
   charge_units_milli bigint,
   charge_usd_micro bigint,
+  correction text,
+  corrects bigint,
+  corrected_gpu_ms bigint,
+  actor text,
   CONSTRAINT ledger_actual_gpu_ms_check CHECK ((actual_gpu_ms >= 0)),
-  CONSTRAINT ledger_charge_gpu_ms_check CHECK ((charge_gpu_ms >= 0)),
-  CONSTRAINT ledger_charge_units_milli_check CHECK ((charge_units_milli >= 0)),
-  CONSTRAINT ledger_charge_usd_micro_check CHECK ((charge_usd_micro >= 0)),
+  CONSTRAINT ledger_charges_check CHECK (((kind = 'correction'::text) OR ((COALESCE(charge_gpu_ms, (0)::bigint) >= 0) AND (COALESCE(charge_units_milli, (0)::bigint) >= 0) AND (COALESCE(charge_usd_micro, (0)::bigint) >= 0)))),
+  CONSTRAINT ledger_corrected_gpu_ms_check CHECK ((corrected_gpu_ms >= 0)),
+  CONSTRAINT ledger_correction_check CHECK ((correction = ANY (ARRAY['credit'::text, 'refund'::text, 're-rate'::text]))),
+  CONSTRAINT ledger_correction_named CHECK (((kind = 'correction'::text) = (correction IS NOT NULL))),
+  CONSTRAINT ledger_corrects_fkey FOREIGN KEY (corrects) REFERENCES ledger(id),
   CONSTRAINT ledger_est_charge_gpu_ms_check CHECK ((est_charge_gpu_ms >= 0)),
   CONSTRAINT ledger_est_charge_units_milli_check CHECK ((est_charge_units_milli >= 0)),
   CONSTRAINT ledger_est_charge_usd_micro_check CHECK ((est_charge_usd_micro >= 0)),
   CONSTRAINT ledger_estimated_gpu_ms_check CHECK ((estimated_gpu_ms >= 0)),
   CONSTRAINT ledger_factor_milli_check CHECK ((factor_milli >= 0)),
-  CONSTRAINT ledger_kind_check CHECK ((kind = ANY (ARRAY['reserve'::text, 'settle'::text, 'release'::text]))),
+  CONSTRAINT ledger_kind_check CHECK ((kind = ANY (ARRAY['reserve'::text, 'settle'::text, 'release'::text, 'correction'::text]))),
   CONSTRAINT ledger_pkey PRIMARY KEY (id),
   CONSTRAINT ledger_rate_units_milli_check CHECK ((rate_units_milli >= 0)),
   CONSTRAINT ledger_rate_usd_micro_check CHECK ((rate_usd_micro >= 0))
 );
+CREATE INDEX ledger_corrects ON public.ledger USING btree (corrects) WHERE (corrects IS NOT NULL);
 CREATE INDEX ledger_end_at ON public.ledger USING btree (at, id) WHERE (kind <> 'reserve'::text);
-CREATE UNIQUE INDEX ledger_end_once ON public.ledger USING btree (job_id, admitted_at) NULLS NOT DISTINCT WHERE (kind <> 'reserve'::text);
+CREATE UNIQUE INDEX ledger_end_once ON public.ledger USING btree (job_id, admitted_at) NULLS NOT DISTINCT WHERE (kind = ANY (ARRAY['settle'::text, 'release'::text]));
 CREATE INDEX ledger_project_at ON public.ledger USING btree (project, at);
 CREATE UNIQUE INDEX ledger_reserve_once ON public.ledger USING btree (job_id, admitted_at) NULLS NOT DISTINCT WHERE (kind = 'reserve'::text);
 

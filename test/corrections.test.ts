@@ -1,0 +1,124 @@
+/**
+ * Corrections, append-only, against real Redis and Postgres: a refund, a
+ * re-rate and a credit each add correction rows that name what they
+ * correct, never edit a ledger row, move the counters by exactly their
+ * charges (the drift audit agrees), are audited with actor and reason, and
+ * refuse what cannot be done with nothing changed.
+ */
+import { beforeAll, describe, expect, it } from 'vitest';
+import { apiSuite, TEST_TOKENS } from './support/api.ts';
+import { EXIT, runCli } from '../src/cli/main.ts';
+import { LedgerWriter } from '../src/ledger/writer.ts';
+import { DriftAudit } from '../src/accounting/drift.ts';
+import type { JobMeta } from '../src/accounting/types.ts';
+
+const { env, call } = apiSuite();
+const HOUR = 3_600_000;
+
+beforeAll(async () => {
+  // H100 at 3 units and $4.10 per GPU-hour; the re-rate test's own type at the same price, so no other test's jobs are in its range.
+  await env.t.redis.hset(env.t.accounting.keys.rates, 'h100', '0:3000:4100000', 'h100-rr', '0:3000:4100000');
+});
+
+/** Two H100 jobs of `project`, run an hour each, and their ledger rows in Postgres. */
+async function twoJobs(project: string, gpuType = 'h100'): Promise<{ ids: string[]; at: number }> {
+  const a = env.t.accounting;
+  await call('PUT', `/projects/${project}/budget`, { usd: 100 });
+  const meta: JobMeta = { project, user: 'ann', gpuType, gpus: 1 };
+  const at = Date.now();
+  const ids = [`${project}-a`, `${project}-b`];
+  const out = await a.reserveMany(ids.map((jobId) => ({ jobId, amountGpuMs: HOUR, scopes: [`project:${project}`], meta })), at);
+  for (const [i, o] of out.entries()) await a.settle(ids[i]!, (o as { scopes: string[] }).scopes, HOUR, 'settle', at + 1);
+  await drain();
+  return { ids, at };
+}
+
+async function drain(): Promise<void> {
+  const writer = new LedgerWriter(env.t.connection(), env.t.accounting.keys.ledger, env.t.pool, env.t.log);
+  while ((await writer.drainOnce()) > 0);
+}
+
+const used = async (project: string) => (await env.t.accounting.scopes([`project:${project}`], Date.now()))[0]!.counted;
+const ledgerRows = async (project: string) => (await env.t.pool.query('SELECT * FROM ledger WHERE project = $1::text ORDER BY id', [project])).rows;
+
+describe('corrections', () => {
+  it('refunds part of a job at its admission price: a new row naming the run, counters and the drift audit agree', async () => {
+    const { ids } = await twoJobs('refunds');
+    expect((await used('refunds')).usd.used).toBe(8_200_000);
+    const before = await ledgerRows('refunds');
+    const r = await call('POST', '/corrections', { kind: 'refund', jobId: ids[0], gpuHours: 0.5, reason: 'node failure half way' });
+    // Half an H100 hour: 0.5 GPU-h, 1.5 units, $2.05.
+    expect(r).toMatchObject({ status: 200, body: { kind: 'refund', corrections: 1, charged: { gpuHours: -0.5, units: -1.5, usd: -2.05 } } });
+    expect(await used('refunds')).toMatchObject({ gpuHours: { used: 1.5 * HOUR }, units: { used: 4500 }, usd: { used: 6_150_000 } });
+    const after = await ledgerRows('refunds');
+    expect(after.slice(0, before.length)).toEqual(before); // no row edited
+    const end = before.find((x) => x.kind === 'settle' && x.job_id === ids[0])!;
+    expect(after.slice(before.length)).toMatchObject([{ kind: 'correction', correction: 'refund', corrects: end.id, corrected_gpu_ms: HOUR / 2, actor: 'ops-alice', note: 'node failure half way' }]);
+    expect((await new DriftAudit(env.t.redis, env.t.accounting, env.t.pool).run()).drift).toEqual([]);
+    // More than is left: refused, nothing changed.
+    const over = await call('POST', '/corrections', { kind: 'refund', jobId: ids[0], gpuHours: 0.6, reason: 'too much' });
+    expect(over).toMatchObject({ status: 409 });
+    expect(await ledgerRows('refunds')).toHaveLength(after.length);
+    // The rest of it: all that is left when no amount is given.
+    expect((await call('POST', '/corrections', { kind: 'refund', jobId: ids[0], reason: 'whole run lost' })).body).toMatchObject({ charged: { gpuHours: -0.5, usd: -2.05 } });
+    expect((await used('refunds')).usd.used).toBe(4_100_000);
+  });
+
+  it('re-rates the ended jobs of a type and time range, leaving running ones and already-refunded time out', async () => {
+    const { ids, at } = await twoJobs('rerates', 'h100-rr');
+    await call('POST', '/corrections', { kind: 'refund', jobId: ids[0], reason: 'lost' });
+    await env.t.accounting.reserveMany([{ jobId: 'rerates-running', amountGpuMs: HOUR, scopes: ['project:rerates'], meta: { project: 'rerates', user: 'ann', gpuType: 'h100-rr', gpus: 1 } }], at);
+    await drain();
+    const r = await call('POST', '/corrections', {
+      kind: 're-rate', gpuType: 'h100-rr', from: new Date(at - 1000).toISOString(), to: new Date(at + 1000).toISOString(),
+      unitsPerGpuHour: 3, usdPerGpuHour: 5, reason: 'H100 price was wrong in November',
+    });
+    // Only job b still has charged time: $4.10 -> $5.00 for its hour; the refunded job has none left.
+    expect(r).toMatchObject({ status: 200, body: { corrections: 1, charged: { gpuHours: 0, units: 0, usd: 0.9 }, skippedRunning: 1 } });
+    expect((await used('rerates')).usd).toEqual({ used: 5_000_000, reserved: 4_100_000 });
+    const audit = (await env.t.pool.query("SELECT action, after, reason FROM audit WHERE target = 'gpu-type:h100-rr' ORDER BY id DESC LIMIT 1")).rows[0];
+    expect(audit).toMatchObject({ action: 'correction.re-rate', reason: 'H100 price was wrong in November', after: { usdPerGpuHour: 5, jobs: 1, runningLeft: 1 } });
+    // A refund after it takes back at the corrected price.
+    expect((await call('POST', '/corrections', { kind: 'refund', jobId: ids[1], gpuHours: 1, reason: 'lost too' })).body).toMatchObject({ charged: { usd: -5 } });
+    expect((await new DriftAudit(env.t.redis, env.t.accounting, env.t.pool).run()).drift).toEqual([]);
+  });
+
+  it('credits a scope in one unit for its current period, at most what it used', async () => {
+    await twoJobs('credits');
+    expect(await call('POST', '/corrections', { kind: 'credit', scope: 'project:credits', usd: 1.25, reason: 'goodwill' })).toMatchObject({ status: 200, body: { corrections: 1, charged: { usd: -1.25 } } });
+    expect((await used('credits')).usd.used).toBe(8_200_000 - 1_250_000);
+    const over = await call('POST', '/corrections', { kind: 'credit', scope: 'project:credits', usd: 100, reason: 'too much' });
+    expect(over.status).toBe(409);
+    expect(over.body.error.message).toContain('a credit can give back at most that');
+    expect((await call('GET', '/corrections?jobId=credit:project:credits')).body).toMatchObject({ total: 1, corrections: [{ kind: 'credit', charged: { usd: -1.25 }, actor: 'ops-alice', reason: 'goodwill' }] });
+    expect((await new DriftAudit(env.t.redis, env.t.accounting, env.t.pool).run()).drift).toEqual([]);
+  });
+
+  it('refuses bad bodies and unknown jobs, changing nothing', async () => {
+    for (const [body, status] of [
+      [{ kind: 'refund', jobId: 'nobody-1', reason: 'x' }, 404],
+      [{ kind: 'refund', jobId: 'x' }, 400],
+      [{ kind: 'credit', scope: 'project:x', gpuHours: 1, usd: 1, reason: 'x' }, 400],
+      [{ kind: 'credit', scope: 'gpus-project:x', gpuHours: 1, reason: 'x' }, 400],
+      [{ kind: 're-rate', gpuType: 'h100', from: '2026-12-01T00:00:00Z', to: '2026-11-01T00:00:00Z', unitsPerGpuHour: 1, usdPerGpuHour: 1, reason: 'x' }, 400],
+      [{ kind: 'rebate', reason: 'x' }, 400],
+    ] as const) {
+      expect((await call('POST', '/corrections', body)).status).toBe(status);
+    }
+    expect((await env.t.pool.query("SELECT count(*)::int AS n FROM ledger WHERE kind = 'correction' AND job_id IN ('nobody-1', 'x')")).rows[0].n).toBe(0);
+  });
+
+  it('is made and listed from the CLI', async () => {
+    const { ids } = await twoJobs('clicorr');
+    let out = '';
+    const cli = (args: string[]) => runCli(['--url', env.served.api.replace('/api/v1', ''), '--token', TEST_TOKENS.admin, ...args], (s) => (out += s));
+    expect(await cli(['correct', 'refund', ids[1]!, '--hours', '0.25', '--reason', 'preempted'])).toBe(EXIT.ok);
+    // A quarter H100 hour: 0.75 units, $1.025.
+    expect(out).toBe('1 correction: -0.25 GPU-h, -0.75 units, -$1.025\n');
+    out = '';
+    expect(await cli(['corrections', '--job', ids[1]!])).toBe(EXIT.ok);
+    expect(out.split('\n')[1]).toMatch(new RegExp(`^\\d+ +refund +${ids[1]} +-0\\.25 +-0\\.75 +-\\$1\\.025 +\\S+ +\\S+ +preempted$`));
+    expect(await cli(['correct', 'refund', ids[1]!])).toBe(EXIT.usage);
+  });
+});
+
