@@ -136,7 +136,9 @@ describe('on a 3-master Redis Cluster', () => {
     expect(await b.readScope('project:beta', now)).toEqual({ scope: 'project:beta', limitGpuMs: 3 * H, usedGpuMs: 1 * H, reservedGpuMs: 2 * H });
     const [, streamExists, counters] = (await callScript(t.redis, 'snapshot', [b.keys.ledger, b.keys.counters], [b.keys.prefix])) as [string, number, string[][]];
     expect(streamExists).toBe(1);
-    expect(counters.sort()).toEqual([[ids[0], String(H), String(2 * H), '0', '0'], [ids[1], String(H), String(2 * H), '0', '0']].sort());
+    // used, reserved, exempt used and reserved, then units and dollars (the built-in rate: one unit, no dollars, an hour).
+    const row = (id: string) => [id, String(H), String(2 * H), '0', '0', '1000', '2000', '0', '0'];
+    expect(counters.sort()).toEqual([row(ids[0]!), row(ids[1]!)].sort());
 
     // Slots: each deployment's keys hash to its tag's slot, queues and gatekeeper alike.
     const slotA = await slotOf(tagA);
