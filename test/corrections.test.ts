@@ -10,6 +10,7 @@ import { apiSuite, TEST_TOKENS } from './support/api.ts';
 import { EXIT, runCli } from '../src/cli/main.ts';
 import { LedgerWriter } from '../src/ledger/writer.ts';
 import { DriftAudit } from '../src/accounting/drift.ts';
+import { rebuild } from '../src/accounting/rebuild.ts';
 import type { JobMeta } from '../src/accounting/types.ts';
 
 const { env, call } = apiSuite();
@@ -119,6 +120,18 @@ describe('corrections', () => {
     expect(await cli(['corrections', '--job', ids[1]!])).toBe(EXIT.ok);
     expect(out.split('\n')[1]).toMatch(new RegExp(`^\\d+ +refund +${ids[1]} +-0\\.25 +-0\\.75 +-\\$1\\.025 +\\S+ +\\S+ +preempted$`));
     expect(await cli(['correct', 'refund', ids[1]!])).toBe(EXIT.usage);
+  });
+
+  it('survives a rebuild of Redis from the ledger: every counter as the corrections left it', async () => {
+    await twoJobs('rebuilt');
+    await call('POST', '/corrections', { kind: 'refund', jobId: 'rebuilt-a', gpuHours: 0.75, reason: 'lost' });
+    await call('POST', '/corrections', { kind: 'credit', scope: 'project:rebuilt', units: 1, reason: 'goodwill' });
+    const before = await used('rebuilt');
+    // 2 H100 hours less 0.75 refunded, less 1 unit credited: 1.25 GPU-h, 2.75 units, $5.125.
+    expect(before).toEqual({ gpuHours: { used: 1.25 * HOUR, reserved: 0 }, units: { used: 2750, reserved: 0 }, usd: { used: 5_125_000, reserved: 0 } });
+    await env.t.redis.unlink(env.t.accounting.keys.scope('project:rebuilt'));
+    await rebuild({ redis: env.t.redis, accounting: env.t.accounting, budgets: env.t.budgets, pool: env.t.pool, heldQueue: null, intakeQueue: null, settledRetainSeconds: 3600, now: Date.now() });
+    expect(await used('rebuilt')).toEqual(before);
   });
 });
 
