@@ -26,7 +26,7 @@ export interface HeldNow {
 }
 
 /** Kinds that admit everything without a limit (a project without a budget does not). */
-const OPTIONAL = new Set(['user-day', 'user-week', 'run']);
+const OPTIONAL = new Set(['user-day', 'user-week', 'run', 'project-type']);
 
 export async function heldNow(redis: Redis, keys: Keys, budgets: Budgets, caps: GpuCaps, timeZone: string, jobs: HeldJobData[]): Promise<HeldNow[]> {
   const ids = jobs.map((d) => d.held.intakeJobId);
