@@ -97,6 +97,8 @@ export const Env = z.object({
     }),
   /** A job of a project with no budget: `hold` it (reason "no budget for project X") or `reject` it. @default hold */
   UNKNOWN_PROJECT_POLICY: z.enum(['hold', 'reject']).default('hold'),
+  /** A job whose GPU type has no rate: charged at the `default` rate, or `reject`ed. @default default */
+  UNKNOWN_GPU_TYPE_POLICY: z.enum(['default', 'reject']).default('default'),
   /** Largest estimate one job may carry, in GPU hours (at most 1,000,000). @default 10000 */
   MAX_GPU_HOURS_PER_JOB: numberFrom(10_000, 1_000_000),
   /** Largest `payload`, in bytes of JSON. @default 262144 (256 KiB) */
@@ -233,6 +235,7 @@ export interface Config {
   /** Private and loopback webhook targets allowed besides public addresses. */
   readonly webhookAllowedTargets: AllowedTargets;
   readonly unknownProjectPolicy: 'hold' | 'reject';
+  readonly unknownGpuTypePolicy: 'default' | 'reject';
   readonly maxGpuHoursPerJob: number;
   readonly maxPayloadBytes: number;
   readonly gatekeeperConcurrency: number;
@@ -303,6 +306,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     webhookAttempts: e.WEBHOOK_ATTEMPTS,
     webhookAllowedTargets: e.WEBHOOK_ALLOWED_TARGETS,
     unknownProjectPolicy: e.UNKNOWN_PROJECT_POLICY,
+    unknownGpuTypePolicy: e.UNKNOWN_GPU_TYPE_POLICY,
     maxGpuHoursPerJob: e.MAX_GPU_HOURS_PER_JOB,
     maxPayloadBytes: e.MAX_PAYLOAD_BYTES,
     gatekeeperConcurrency: e.GATEKEEPER_CONCURRENCY,

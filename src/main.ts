@@ -62,7 +62,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     const applied = await migrate(pool);
     if (applied.length > 0) log.info({ applied }, 'migrations applied');
     // Redis may have lost them (a flush, a new instance): Postgres is the source.
-    const synced = await new Budgets(pool, new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone)).syncLimits();
+    const synced = await new Budgets(pool, new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone, config.unknownGpuTypePolicy)).syncLimits();
     log.info({ limits: synced }, 'limits copied to Redis');
   }
 
@@ -80,7 +80,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     // Held jobs start when room appears; the settles that make it happen here.
     const waker = createWaker({ config, connection: redis, pool: pool!, log, clock: systemClock, metrics });
     await waker.start();
-    const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
+    const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone, config.unknownGpuTypePolicy);
     const streamConn = connect();
     // An entry set aside is counted and raised as an alert (ENTRY_QUARANTINED), once per entry however often it is re-read.
     const quarantined = (counter: typeof metrics.ledgerQuarantined) => async (q: Quarantined) => {
@@ -151,7 +151,7 @@ export async function start(config: Config, log: Logger): Promise<{ stop: () => 
     });
   }
   if (roles.has('api')) {
-    const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone);
+    const accounting = new Accounting(redis, config.queuePrefix, config.settledRetainSeconds, config.timeZone, config.unknownGpuTypePolicy);
     const budgets = new Budgets(pool!, accounting, systemClock, log.child({ role: 'admin' }));
     let adminToken = config.adminToken;
     if (!adminToken) {

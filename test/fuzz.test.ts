@@ -54,9 +54,12 @@ afterAll(async () => {
 async function state() {
   const q = (sql: string) => t.pool.query(sql).then((r) => JSON.stringify(r.rows));
   return {
-    limits: await q('SELECT scope, limit_gpu_ms, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds FROM limits ORDER BY scope'),
+    limits: await q('SELECT scope, limit_gpu_ms, unit, policy, grace_pct, period, rollover, rollover_cap_gpu_ms, thresholds FROM limits ORDER BY scope'),
     audit: await q('SELECT count(*) FROM audit'),
-    exempt: await q('SELECT job_type FROM exempt_job_types ORDER BY 1'),
+    factors: await q('SELECT job_type, factor_milli FROM usage_factors ORDER BY 1'),
+    rates: await q('SELECT count(*) FROM gpu_rates'),
+    allowed: await q('SELECT project, allowed FROM project_gpu_types ORDER BY 1'),
+    corrections: await q("SELECT count(*) FROM ledger WHERE kind = 'correction'"),
     rateLimits: await q('SELECT scope, jobs_per_minute, burst FROM rate_limits ORDER BY 1'),
     rateCopies: JSON.stringify(await t.accounting.definitions.rateScopes()),
     webhooks: await q('SELECT count(*) FROM webhooks'),
@@ -101,6 +104,11 @@ const ROUTES: [string, string][] = [
   ['GET', '/api/v1/projects'],
   ['PUT', '/api/v1/users/:a/rate-limit'], ['DELETE', '/api/v1/users/:a/rate-limit'], ['GET', '/api/v1/projects/:a/rate-limit'], ['PUT', '/api/v1/projects/:a/rate-limit'],
   ['POST', '/api/v1/keys'], ['GET', '/api/v1/keys'], ['DELETE', '/api/v1/keys/:a'], ['GET', '/api/v1/me'],
+  ['PUT', '/api/v1/gpu-types/:a'], ['GET', '/api/v1/gpu-types/:a'], ['GET', '/api/v1/gpu-types'], ['GET', '/api/v1/job-types'],
+  ['PUT', '/api/v1/job-types/:a/usage-factor'], ['DELETE', '/api/v1/job-types/:a/usage-factor'],
+  ['PUT', '/api/v1/projects/:a/gpu-types'], ['GET', '/api/v1/projects/:a/gpu-types'],
+  ['PUT', '/api/v1/projects/:a/gpu-types/:b/budget'], ['DELETE', '/api/v1/projects/:a/gpu-types/:b/budget'], ['GET', '/api/v1/projects/:a/gpu-types/:b/budget'],
+  ['POST', '/api/v1/corrections'], ['GET', '/api/v1/corrections'],
   ['POST', '/api/v1/held/:a/override-requests'], ['GET', '/api/v1/override-requests'], ['POST', '/api/v1/override-requests/:a/approve'], ['POST', '/api/v1/override-requests/:a/deny'],
 ];
 

@@ -76,7 +76,7 @@ export function createGatekeeper(deps: GatekeeperDeps) {
   const { config, connection, clock } = deps;
   const log = deps.log.child({ role: 'gatekeeper' });
   const names = queueNames(config);
-  const accounting = new Accounting(connection, names.prefix, config.settledRetainSeconds, config.timeZone);
+  const accounting = new Accounting(connection, names.prefix, config.settledRetainSeconds, config.timeZone, config.unknownGpuTypePolicy);
   const schema = intakeJobSchema(config);
   const execQueue = new Queue<ExecJobData>(names.exec, { connection, prefix: names.prefix });
   const heldQueue = new Queue<HeldJobData>(names.held, { connection, prefix: names.prefix });

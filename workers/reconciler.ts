@@ -55,7 +55,7 @@ export function createReconciler(deps: ReconcilerDeps) {
   const { config, connection: redis, clock } = deps;
   const log = deps.log.child({ role: 'reconciler' });
   const names = queueNames(config);
-  const accounting = new Accounting(redis, names.prefix, config.settledRetainSeconds, config.timeZone);
+  const accounting = new Accounting(redis, names.prefix, config.settledRetainSeconds, config.timeZone, config.unknownGpuTypePolicy);
   const execQueue = new Queue<ExecJobData>(names.exec, { connection: redis, prefix: names.prefix });
   const intakeQueue = new Queue(names.intake, { connection: redis, prefix: names.prefix });
   const heldQueue = new Queue<HeldJobData>(names.held, { connection: redis, prefix: names.prefix });

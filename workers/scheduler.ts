@@ -53,7 +53,7 @@ const CHUNK = 1_000;
 export function createScheduler(deps: SchedulerDeps) {
   const { config, connection: redis, pool, clock } = deps;
   const log = deps.log.child({ role: 'scheduler' });
-  const accounting = new Accounting(redis, queueNames(config).prefix, config.settledRetainSeconds, config.timeZone);
+  const accounting = new Accounting(redis, queueNames(config).prefix, config.settledRetainSeconds, config.timeZone, config.unknownGpuTypePolicy);
   const budgets = new Budgets(pool, accounting, clock);
   const held = new HeldJobs(config, redis, pool, clock, log);
   let lastDay: string | null = null;

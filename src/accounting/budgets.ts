@@ -1,5 +1,6 @@
 /**
- * Limits: project budgets, user quotas and run caps, and exempt job types.
+ * Limits: project budgets, user quotas and run caps (exempt job types are
+ * usage factors of 0: src/accounting/rate-card.ts).
  * Postgres holds them (source of truth); Redis holds a copy next to the
  * counters for the scripts. Each change is one admin change
  * (src/audit/change.ts): the Postgres writes and the audit row (before and
@@ -9,7 +10,7 @@
  * BUDGET_CHANGED is emitted after the commit.
  */
 import type { Pool, PoolClient } from '../db/pool.ts';
-import { allLimits, deleteLimit, exemptJobTypes, getLimit, getLimits, lockLimit, setExemptJobType, upsertLimit, type LimitRow } from '../db/limits.ts';
+import { allLimits, deleteLimit, getLimit, getLimits, lockLimit, upsertLimit, type LimitRow } from '../db/limits.ts';
 import type { Accounting } from './counters.ts';
 import type { ReleaseMode, ScopeDefinition, ScopePeriod, ScopePolicy } from './types.ts';
 import { parseScopeId, projectScope, projectTypeScope, runScope, userQuotaScope } from './scopes.ts';
@@ -23,6 +24,7 @@ import { inTransaction } from '../db/transaction.ts';
 import { syncRateLimits } from './rate-limits.ts';
 import { syncGpuCaps } from './gpu-caps.ts';
 import { syncAllowedGpuTypes } from './allowed-gpu-types.ts';
+import { RateCard, syncRateCard } from './rate-card.ts';
 import type { Logger } from '../log.ts';
 import type { LimitUnit } from './pricing.ts';
 import { adjustAudit, auditable } from './limit-audit.ts';
@@ -209,21 +211,18 @@ export class Budgets {
     return this.view(scope);
   }
 
+  /** Job types with usage factor 0 (src/accounting/rate-card.ts). */
   async exemptTypes(): Promise<string[]> {
-    return exemptJobTypes(this.pool);
+    return this.rateCard().exemptTypes();
   }
 
-  /** Make a job type exempt (or count it again); audited when it changes anything. */
+  /** Make a job type exempt (factor 0) or count it again (only if its factor is 0); audited when it changes anything. */
   async setExempt(jobType: string, exempt: boolean, actor: Actor, reason: string | null): Promise<string[]> {
-    await adminChange(this.pool, [`exempt:${jobType}`], async (tx) => {
-      if (await setExemptJobType(tx.db, jobType, exempt)) {
-        await tx.audit(actor, { action: exempt ? 'exempt.add' : 'exempt.remove', target: `job-type:${jobType}`, before: { exempt: !exempt }, after: { exempt }, reason });
-      }
-      // Redis is made to agree whatever Postgres said (it may have drifted); undone to what it held.
-      const was = (await this.accounting.definitions.exemptTypes()).includes(jobType);
-      tx.redis({ apply: () => this.accounting.definitions.setExempt(jobType, exempt), undo: () => this.accounting.definitions.setExempt(jobType, was) });
-    }, this.log);
-    return this.exemptTypes();
+    return this.rateCard().setExempt(jobType, exempt, actor, reason);
+  }
+
+  private rateCard(): RateCard {
+    return new RateCard(this.pool, this.accounting, this.clock, this.log);
   }
 
   /** Scopes as admission sees them now. */
@@ -364,7 +363,7 @@ export class Budgets {
     return periodic.length;
   }
 
-  /** Copy every limit, exempt type and rate limit from Postgres to Redis (start-up, rebuild), each under its lock. */
+  /** Copy every limit, rate limit, GPU cap, rate and usage factor from Postgres to Redis (start-up, rebuild), each under its lock. */
   async syncLimits(): Promise<number> {
     const rows = await allLimits(this.pool);
     for (const r of rows) {
@@ -373,13 +372,10 @@ export class Budgets {
         await this.accounting.definitions.define(r.scope, row, null);
       });
     }
-    const types = await exemptJobTypes(this.pool);
-    const inRedis = await this.accounting.definitions.exemptTypes();
-    for (const t of inRedis) if (!types.includes(t)) await this.accounting.definitions.setExempt(t, false);
-    for (const t of types) await this.accounting.definitions.setExempt(t, true);
     await syncRateLimits(this.pool, this.accounting.definitions);
     await syncGpuCaps(this.pool, this.accounting.definitions);
     await syncAllowedGpuTypes(this.pool, this.accounting.definitions);
+    await syncRateCard(this.pool, this.accounting.definitions);
     return rows.length;
   }
 

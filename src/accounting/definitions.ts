@@ -1,7 +1,7 @@
 /**
  * The Redis copy of what admins set: each scope's definition (limit, policy,
- * period, rollover, thresholds), per-period adjustments, and the exempt job
- * types. Postgres holds the rows (src/accounting/budgets.ts writes both, in
+ * period, rollover, thresholds), per-period adjustments, the rate card and
+ * the usage factors (0: exempt). Postgres holds the rows (src/accounting/budgets.ts writes both, in
  * one change with its audit row); the scripts read this copy.
  */
 import type { Redis } from 'ioredis';
@@ -81,10 +81,36 @@ export class ScopeDefinitions {
     await this.redis.multi().hincrby(this.keys.scope(counterId), 'adjust', deltaGpuMs).zadd(this.keys.wake, 'NX', now, scope).exec();
   }
 
-  /** Exempt job types: admitted without counting, tracked in exemptUsed/exemptReserved. */
+  /** Exempt job types (usage factor 0): admitted without counting, tracked in exemptUsed/exemptReserved. */
   async exemptTypes(): Promise<string[]> {
-    const factors = await this.redis.hgetall(this.keys.factors);
-    return Object.keys(factors).filter((t) => factors[t] === '0').sort();
+    return Object.entries(await this.factors()).filter(([, f]) => f === '0').map(([t]) => t).sort();
+  }
+
+  /** Every usage factor as the scripts read it: job type -> thousandths ('1000' counts fully, '0' exempt). */
+  async factors(): Promise<Record<string, string>> {
+    return this.redis.hgetall(this.keys.factors);
+  }
+
+  /** Set (or with null, remove: counts fully again) a job type's usage factor, in thousandths. */
+  async setFactor(jobType: string, factorMilli: number | null): Promise<void> {
+    if (factorMilli === null) await this.redis.hdel(this.keys.factors, jobType);
+    else await this.redis.hset(this.keys.factors, jobType, String(factorMilli));
+  }
+
+  /** Every GPU type's rate history as the scripts read it: field ('*': the default) -> 'from:unitsMilli:usdMicro;...'. */
+  async rates(): Promise<Record<string, string>> {
+    return this.redis.hgetall(this.keys.rates);
+  }
+
+  /** Set (or with null, remove) one field of the rates hash: a history written by compactRates. */
+  async setRates(field: string, compact: string | null): Promise<void> {
+    if (compact === null) await this.redis.hdel(this.keys.rates, field);
+    else await this.redis.hset(this.keys.rates, field, compact);
+  }
+
+  /** Drop the exempt-types set versions before usage factors kept (the factors hash holds them as 0 now). */
+  async dropOldExemptSet(): Promise<void> {
+    await this.redis.unlink(this.keys.exemptTypes);
   }
 
   /**
@@ -152,10 +178,10 @@ export class ScopeDefinitions {
     return this.redis.hgetall(this.keys.caps);
   }
 
+  /** Make a job type exempt (factor 0), or count it fully again if it was exempt (another factor stays). */
   async setExempt(jobType: string, exempt: boolean): Promise<void> {
-    // Exempt is a usage factor of 0 (lua/includes/pricing.lua).
-    if (exempt) await this.redis.hset(this.keys.factors, jobType, '0');
-    else await this.redis.hdel(this.keys.factors, jobType);
+    if (exempt) return this.setFactor(jobType, 0);
+    if ((await this.redis.hget(this.keys.factors, jobType)) === '0') await this.setFactor(jobType, null);
   }
 }
 

@@ -2,7 +2,7 @@
  * Rebuild the hot state in Redis from Postgres and the live queues, after
  * Redis lost it (FLUSHALL, a fresh instance, a restore from an old snapshot):
  *
- *   limits and exempt types   <- Postgres (limits, exempt_job_types)
+ *   limits, rates and factors <- Postgres (limits, gpu_rates, usage_factors)
  *   submission rate limits    <- Postgres (rate_limits); their buckets start
  *                                full (the state was only in Redis)
  *   used / reserved counters  <- Σ of the ledger per counter id (as the drift audit sums them)

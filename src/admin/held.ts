@@ -140,7 +140,7 @@ export class HeldJobs {
   ) {
     const names = queueNames(config);
     const opts = { connection: redis, prefix: names.prefix };
-    this.accounting = new Accounting(redis, names.prefix, config.settledRetainSeconds, config.timeZone);
+    this.accounting = new Accounting(redis, names.prefix, config.settledRetainSeconds, config.timeZone, config.unknownGpuTypePolicy);
     this.exec = new Queue(names.exec, opts);
     this.held = new Queue(names.held, opts);
     this.rejected = new Queue(names.rejected, opts);

@@ -28,6 +28,8 @@ import { rateLimitRoutes } from './rate-limits.ts';
 import { gpuCapRoutes } from './gpu-caps.ts';
 import { projectGpuRoutes } from './project-gpu.ts';
 import { correctionRoutes } from './corrections.ts';
+import { rateCardRoutes } from './rate-card.ts';
+import { RateCard } from '../accounting/rate-card.ts';
 import { Corrections } from '../accounting/corrections.ts';
 import { AllowedGpuTypes } from '../accounting/allowed-gpu-types.ts';
 import { GpuCaps } from '../accounting/gpu-caps.ts';
@@ -111,6 +113,7 @@ export function createApp(deps: AppDeps): express.Express {
   const caps = deps.accounting ? new GpuCaps(deps.pool, deps.accounting, deps.clock ?? systemClock, deps.log) : null;
   if (caps) api.use(gpuCapRoutes(caps));
   if (deps.accounting) api.use(projectGpuRoutes(new AllowedGpuTypes(deps.pool, deps.accounting, deps.log), deps.budgets));
+  if (deps.accounting) api.use(rateCardRoutes(new RateCard(deps.pool, deps.accounting, deps.clock ?? systemClock, deps.log), deps.config?.unknownGpuTypePolicy ?? 'default'));
   if (deps.accounting) api.use(correctionRoutes(new Corrections(deps.pool, deps.accounting, deps.config?.timeZone ?? 'UTC', deps.clock ?? systemClock, deps.log), deps.pool));
   if (deps.accounting) api.use(maintenanceRoutes({ redis: deps.redis, accounting: deps.accounting, budgets: deps.budgets, pool: deps.pool, heldQueue: deps.boardQueues?.held ?? null, intakeQueue: deps.intake ?? null, settledRetainSeconds: deps.config?.settledRetainSeconds ?? 604_800, clock: deps.clock ?? systemClock, log: deps.log }));
   api.use(usageRoutes(deps.pool, deps.config?.timeZone ?? 'UTC'));

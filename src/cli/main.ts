@@ -53,6 +53,7 @@ import { addRateLimitCommands } from './commands/rate-limit.ts';
 import { addConcurrencyCommands } from './commands/concurrency.ts';
 import { addKeyCommands } from './commands/keys.ts';
 import { addCorrectionCommands } from './commands/corrections.ts';
+import { addRateCardCommands } from './commands/rate-card.ts';
 
 export { EXIT };
 
@@ -85,7 +86,7 @@ export function buildCli(out: (s: string) => void): Command {
   for (const add of [
     addBudgetCommands, addQuotaCommands, addRunCapCommands, addJobCommands, addUsageCommands,
     addRateLimitCommands, addConcurrencyCommands, addMaintenanceCommands, addQuarantineCommands, addExemptCommands, addHeldCommands, addOverrideRequestCommands,
-    addKeyCommands, addCorrectionCommands,
+    addKeyCommands, addCorrectionCommands, addRateCardCommands,
   ]) {
     add(program, cli);
   }

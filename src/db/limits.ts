@@ -83,24 +83,11 @@ export async function allLimits(db: Queryable): Promise<LimitRow[]> {
 
 /**
  * Take the transaction-scoped advisory lock of one key (a scope, or
- * 'exempt:<job type>'), held until COMMIT or ROLLBACK: changes to the same
+ * 'factor:<job type>', 'gpu-rate:<gpu type>'), held until COMMIT or ROLLBACK: changes to the same
  * limit, and start-up's copy of it to Redis, serialize on it.
  */
 export async function lockLimit(db: Queryable, key: string): Promise<void> {
   await db.query(`SELECT pg_advisory_xact_lock(hashtext('limit:' || $1::text))`, [key]);
-}
-
-export async function exemptJobTypes(db: Queryable): Promise<string[]> {
-  const r = await db.query('SELECT job_type FROM exempt_job_types ORDER BY job_type');
-  return r.rows.map((x: { job_type: string }) => x.job_type);
-}
-
-/** Add or remove an exempt job type; true if that changed anything. */
-export async function setExemptJobType(db: Queryable, jobType: string, exempt: boolean): Promise<boolean> {
-  const r = exempt
-    ? await db.query('INSERT INTO exempt_job_types (job_type) VALUES ($1::text) ON CONFLICT DO NOTHING', [jobType])
-    : await db.query('DELETE FROM exempt_job_types WHERE job_type = $1::text', [jobType]);
-  return (r.rowCount ?? 0) > 0;
 }
 
 interface Raw {

@@ -55,12 +55,6 @@ CREATE TABLE events (
 CREATE INDEX events_type_at ON public.events USING btree (type, at);
 CREATE INDEX events_unacked ON public.events USING btree (at) WHERE (acked_at IS NULL);
 
-CREATE TABLE exempt_job_types (
-  job_type text NOT NULL,
-  added_at timestamp with time zone DEFAULT now() NOT NULL,
-  CONSTRAINT exempt_job_types_pkey PRIMARY KEY (job_type)
-);
-
 CREATE TABLE gatekeeper_migrations (
   id integer NOT NULL,
   name text NOT NULL,
@@ -86,6 +80,21 @@ CREATE TABLE gpu_caps (
   CONSTRAINT gpu_caps_pkey PRIMARY KEY (scope),
   CONSTRAINT gpu_caps_release_mode_check CHECK ((release_mode = ANY (ARRAY['auto'::text, 'manual'::text])))
 );
+
+CREATE TABLE gpu_rates (
+  id bigint DEFAULT nextval('gpu_rates_id_seq'::regclass) NOT NULL,
+  gpu_type text NOT NULL,
+  units_milli bigint NOT NULL,
+  usd_micro bigint NOT NULL,
+  effective_from timestamp with time zone NOT NULL,
+  set_at timestamp with time zone DEFAULT now() NOT NULL,
+  set_by text,
+  CONSTRAINT gpu_rates_gpu_type_check CHECK (((length(gpu_type) >= 1) AND (length(gpu_type) <= 128))),
+  CONSTRAINT gpu_rates_pkey PRIMARY KEY (id),
+  CONSTRAINT gpu_rates_units_milli_check CHECK (((units_milli >= 0) AND (units_milli <= 1000000000))),
+  CONSTRAINT gpu_rates_usd_micro_check CHECK (((usd_micro >= 0) AND (usd_micro <= 1000000000)))
+);
+CREATE INDEX gpu_rates_type ON public.gpu_rates USING btree (gpu_type, effective_from, set_at, id);
 
 CREATE TABLE ledger (
   id bigint DEFAULT nextval('ledger_id_seq'::regclass) NOT NULL,
@@ -284,6 +293,14 @@ CREATE TABLE usage_daily (
 CREATE INDEX usage_daily_project ON public.usage_daily USING btree (project, day);
 CREATE INDEX usage_daily_user ON public.usage_daily USING btree (user_name, day);
 
+CREATE TABLE usage_factors (
+  job_type text NOT NULL,
+  factor_milli integer NOT NULL,
+  set_at timestamp with time zone DEFAULT now() NOT NULL,
+  CONSTRAINT usage_factors_factor_milli_check CHECK (((factor_milli >= 0) AND (factor_milli <= 100000))),
+  CONSTRAINT usage_factors_pkey PRIMARY KEY (job_type)
+);
+
 CREATE TABLE usage_monthly (
   month date NOT NULL,
   project text NOT NULL,
@@ -317,7 +334,18 @@ CREATE TABLE webhooks (
 
 CREATE SEQUENCE audit_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY audit.id;
 CREATE SEQUENCE events_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY events.id;
+CREATE SEQUENCE gpu_rates_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY gpu_rates.id;
 CREATE SEQUENCE ledger_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY ledger.id;
 CREATE SEQUENCE override_requests_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY override_requests.id;
 CREATE SEQUENCE period_adjustments_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY period_adjustments.id;
 CREATE SEQUENCE quarantine_id_seq AS bigint START 1 INCREMENT 1 MINVALUE 1 MAXVALUE 9223372036854775807 CACHE 1 OWNED BY quarantine.id;
+
+CREATE OR REPLACE FUNCTION public.gpu_rates_append_only()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+BEGIN
+  RAISE EXCEPTION 'gpu_rates is append-only: add a row instead';
+END $function$;
+
+CREATE TRIGGER gpu_rates_append_only BEFORE DELETE OR UPDATE ON public.gpu_rates FOR EACH ROW EXECUTE FUNCTION gpu_rates_append_only();

@@ -17,6 +17,9 @@ const route = (method: string, path: string, open: Opening): [string, RegExp, Op
 
 const ROUTES: [string, RegExp, Opening][] = [
   route('GET', '/me', 'anyone'),
+  route('GET', '/gpu-types', 'anyone'),
+  route('GET', '/gpu-types/:x', 'anyone'),
+  route('GET', '/job-types', 'anyone'),
   route('GET', '/projects', 'anyone'),
   route('GET', '/projects/:x/budget', 'anyone'),
   route('GET', '/projects/:x/runs/:x/cap', 'anyone'),

@@ -125,7 +125,7 @@ export async function createTestEnv(overrides: Record<string, string> = {}, opts
   const redis = connect();
   const pool = createPool(config.databaseUrl!);
   await migrate(pool);
-  const accounting = new Accounting(redis, prefix, config.settledRetainSeconds, config.timeZone);
+  const accounting = new Accounting(redis, prefix, config.settledRetainSeconds, config.timeZone, config.unknownGpuTypePolicy);
   const conns: Redis[] = [redis];
   const children: ChildProcess[] = [];
   const clock = new TestClock();
