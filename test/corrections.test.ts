@@ -18,7 +18,8 @@ const HOUR = 3_600_000;
 
 beforeAll(async () => {
   // H100 at 3 units and $4.10 per GPU-hour; the re-rate test's own type at the same price, so no other test's jobs are in its range.
-  await env.t.redis.hset(env.t.accounting.keys.rates, 'h100', '0:3000:4100000', 'h100-rr', '0:3000:4100000');
+  // Through the API, so a rebuild's copy from Postgres keeps them.
+  for (const t of ['h100', 'h100-rr']) await call('PUT', `/gpu-types/${t}`, { unitsPerGpuHour: 3, usdPerGpuHour: 4.1 });
 });
 
 /** Two H100 jobs of `project`, run an hour each, and their ledger rows in Postgres. */
@@ -132,6 +133,23 @@ describe('corrections', () => {
     await env.t.redis.unlink(env.t.accounting.keys.scope('project:rebuilt'));
     await rebuild({ redis: env.t.redis, accounting: env.t.accounting, budgets: env.t.budgets, pool: env.t.pool, heldQueue: null, intakeQueue: null, settledRetainSeconds: 3600, now: Date.now() });
     expect(await used('rebuilt')).toEqual(before);
+  });
+
+  it("sums the month's export and usage report to the corrected totals, in every unit", async () => {
+    const { ids } = await twoJobs('exported');
+    await call('POST', '/corrections', { kind: 'refund', jobId: ids[0], gpuHours: 0.5, reason: 'half lost' });
+    const month = new Date().toISOString().slice(0, 7);
+    const res = await fetch(`${env.served.api}/usage/export?month=${month}&format=json`, { headers: { authorization: `Bearer ${TEST_TOKENS.admin}` } });
+    const rows = ((await res.json()) as Record<string, any>[]).filter((r) => r.project === 'exported');
+    // Two settled hours ($4.10, 3 units each) and the refund of half of one: one row each, none edited.
+    expect(rows.map((r) => [r.jobId, r.kind, r.correction, r.chargedGpuHours, r.units, r.costUSD])).toEqual([
+      [ids[0], 'settle', null, 1, 3, 4.1], [ids[1], 'settle', null, 1, 3, 4.1], [ids[0], 'correction', 'refund', -0.5, -1.5, -2.05],
+    ]);
+    const sum = (k: string) => Math.round(rows.reduce((n, r) => n + r[k] * 1e6, 0));
+    expect([sum('chargedGpuHours'), sum('units'), sum('costUSD')]).toEqual([1_500_000, 4_500_000, 6_150_000]);
+    const day = new Date().toISOString().slice(0, 10);
+    const report = (await call('GET', `/usage?from=${day}&to=${day}&groupBy=project&project=exported`)).body;
+    expect(report.rows).toEqual([expect.objectContaining({ project: 'exported', jobs: 2, actualGpuHours: 2, chargedGpuHours: 1.5, units: 4.5, usd: 6.15 })]);
   });
 });
 

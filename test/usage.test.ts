@@ -70,15 +70,18 @@ afterAll(async () => {
   await t?.close();
 });
 
+/** What a job of `hours` counted GPU-hours was charged with no rate set: the built-in one unit and no dollars an hour. */
+const charged = (hours: number) => ({ chargedGpuHours: hours, units: hours, usd: 0 });
+
 describe('usage report', () => {
   it('totals by project and user equal the ledger, exempt hours apart', async () => {
     const r = await get('/usage?from=2026-11-01&to=2026-11-30&groupBy=project,user');
     expect(r.status).toBe(200);
     expect(JSON.parse(r.text).rows).toEqual([
-      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0 },
-      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75 },
-      { project: 'beta', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 10, exemptGpuHours: 0 },
-      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0 },
+      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0, ...charged(3.75) },
+      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75, ...charged(0) },
+      { project: 'beta', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 10, exemptGpuHours: 0, ...charged(0) },
+      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0, ...charged(3) },
     ]);
     // The same from the ledger itself.
     const sum = await t.pool.query(`SELECT sum(actual_gpu_ms) FILTER (WHERE NOT exempt) AS a FROM ledger WHERE kind <> 'reserve' AND at < '2026-12-01'`);
@@ -120,17 +123,17 @@ describe('report from the monthly rollup', () => {
     // November is whole; 15-31 October (nothing) and 1 December (b2: 9 h of 10) are edge days.
     const r = await rows('/usage?from=2026-10-15&to=2026-12-01&groupBy=project,user');
     expect(r.rows).toEqual([
-      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0 }, // a1 1.5 + a2 2.25
-      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75 }, // a3, exempt
-      { project: 'beta', user: 'bob', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0 }, // b1 released (0 of 10) + b2 9 of 10
-      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0 }, // o1
+      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0, ...charged(3.75) }, // a1 1.5 + a2 2.25
+      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75, ...charged(0) }, // a3, exempt
+      { project: 'beta', user: 'bob', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0, ...charged(9) }, // b1 released (0 of 10) + b2 9 of 10
+      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0, ...charged(3) }, // o1
     ]);
     expect(r.nextOffset).toBeNull();
     // Two whole months, by project only.
     expect((await rows('/usage?from=2026-11-01&to=2026-12-31&groupBy=project')).rows).toEqual([
-      { project: 'alpha', jobs: 3, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0.75 },
-      { project: 'beta', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0 },
-      { project: 'tiny', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0 },
+      { project: 'alpha', jobs: 3, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0.75, ...charged(3.75) },
+      { project: 'beta', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0, ...charged(9) },
+      { project: 'tiny', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0, ...charged(3) },
     ]);
   });
 
@@ -143,7 +146,7 @@ describe('report from the monthly rollup', () => {
     expect(two.nextOffset).toBeNull();
     // December whole (b2), 2-30 November as edge days: a pair's hours from both, summed once.
     const edge = await rows('/usage?from=2026-11-02&to=2026-12-31&groupBy=project,user&limit=1&offset=2');
-    expect(edge.rows).toEqual([{ project: 'beta', user: 'bob', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0 }]);
+    expect(edge.rows).toEqual([{ project: 'beta', user: 'bob', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0, ...charged(9) }]);
     expect(edge.nextOffset).toBe(3);
     expect((await rows('/usage?from=2026-11-02&to=2026-12-31&groupBy=project,user&limit=1')).rows.map((x: { user: string }) => x.user)).toEqual(['ann']);
   });
@@ -161,21 +164,21 @@ describe('report from the monthly rollup', () => {
   it('adds the edge weeks from usage_weekly, exactly', async () => {
     const page = async (from: string, to: string) => (await rows(`/usage?from=${from}&to=${to}&groupBy=project,user&limit=10`)).rows;
     // The week of 1 December (Tuesday to Sunday) holds b2 only; 30 November, a week cut at the 1st, holds nothing.
-    expect(await page('2026-12-01', '2026-12-06')).toEqual([{ project: 'beta', user: 'bob', jobs: 1, actualGpuHours: 9, estimatedGpuHours: 10, exemptGpuHours: 0 }]);
+    expect(await page('2026-12-01', '2026-12-06')).toEqual([{ project: 'beta', user: 'bob', jobs: 1, actualGpuHours: 9, estimatedGpuHours: 10, exemptGpuHours: 0, ...charged(9) }]);
     expect(await page('2026-11-30', '2026-11-30')).toEqual([]);
     // Weeks 2-29 November hold a1, a2, a3, o1 and b1.
     expect(await page('2026-11-02', '2026-11-29')).toEqual([
-      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0 },
-      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75 },
-      { project: 'beta', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 10, exemptGpuHours: 0 },
-      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0 },
+      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0, ...charged(3.75) },
+      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75, ...charged(0) },
+      { project: 'beta', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 10, exemptGpuHours: 0, ...charged(0) },
+      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0, ...charged(3) },
     ]);
     // Days, a week, November whole, a week and days: every job once.
     expect(await page('2026-10-20', '2026-12-08')).toEqual([
-      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0 },
-      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75 },
-      { project: 'beta', user: 'bob', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0 },
-      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0 },
+      { project: 'alpha', user: 'ann', jobs: 2, actualGpuHours: 3.75, estimatedGpuHours: 4, exemptGpuHours: 0, ...charged(3.75) },
+      { project: 'alpha', user: 'bob', jobs: 1, actualGpuHours: 0, estimatedGpuHours: 0, exemptGpuHours: 0.75, ...charged(0) },
+      { project: 'beta', user: 'bob', jobs: 2, actualGpuHours: 9, estimatedGpuHours: 20, exemptGpuHours: 0, ...charged(9) },
+      { project: 'tiny', user: 'cy', jobs: 1, actualGpuHours: 3, estimatedGpuHours: 3, exemptGpuHours: 0, ...charged(3) },
     ]);
   });
 
@@ -243,8 +246,9 @@ describe('monthly export', () => {
     const r = await get('/usage/export?month=2026-12');
     expect(r.type).toMatch(/^text\/csv/);
     const lines = r.text.trimEnd().split('\n');
-    expect(lines[0]).toBe('date,endedAt,project,user,jobType,gpuType,run,jobId,kind,estimatedGpuMs,actualGpuMs,estimatedGpuHours,actualGpuHours,exempt,override');
-    expect(lines.slice(1)).toEqual(['2026-12-01,2026-12-01T02:00:00.000Z,beta,bob,"train, ""big""",h100,,b2,settle,36000000,32400000,10,9,false,false']);
+    expect(lines[0]).toBe('date,endedAt,project,user,jobType,gpuType,run,jobId,kind,estimatedGpuMs,actualGpuMs,estimatedGpuHours,actualGpuHours,exempt,override,chargedGpuHours,units,costUSD,correction');
+    // h100 has no rate here: the built-in one unit and no dollars an hour.
+    expect(lines.slice(1)).toEqual(['2026-12-01,2026-12-01T02:00:00.000Z,beta,bob,"train, ""big""",h100,,b2,settle,36000000,32400000,10,9,false,false,9,9,0,']);
     const nov = (await get('/usage/export?month=2026-11&format=csv')).text.trimEnd().split('\n');
     expect(nov.slice(1).map((l) => l.split(',')[7])).toEqual(expected.map((e) => e[6]));
     expect((await get('/usage/export?month=2026-10&format=json')).text).toBe('[]\n');
@@ -268,10 +272,10 @@ describe('CLI', () => {
     const r = await cli(['report', '--from', '2026-11-01', '--to', '2026-11-30', '--group-by', 'project']);
     expect(r.code).toBe(EXIT.ok);
     expect(r.out.split('\n').slice(0, 4)).toEqual([
-      'PROJECT  JOBS  USED  ESTIMATED  EXEMPT',
-      'alpha    3     3.75  4          0.75',
-      'beta     1     0     10         0',
-      'tiny     1     3     3          0',
+      'PROJECT  JOBS  USED  ESTIMATED  EXEMPT  CHARGED  UNITS  USD',
+      'alpha    3     3.75  4          0.75    3.75     3.75   $0.00',
+      'beta     1     0     10         0       0        0      $0.00',
+      'tiny     1     3     3          0       3        3      $0.00',
     ]);
   });
 

@@ -54,8 +54,9 @@ export function usageRoutes(pool: Pool, timeZone: string): Router {
     res.json({
       from: q.from, to: q.to, timeZone, groupBy: q.groupBy,
       nextOffset: all.length > q.limit ? q.offset + q.limit : null,
-      rows: rows.map(({ actualGpuMs, estimatedGpuMs, exemptGpuMs, ...keys }) => ({
+      rows: rows.map(({ actualGpuMs, estimatedGpuMs, exemptGpuMs, chargedGpuMs, unitsMilli, usdMicro, ...keys }) => ({
         ...keys, actualGpuHours: gpuMsToHours(actualGpuMs), estimatedGpuHours: gpuMsToHours(estimatedGpuMs), exemptGpuHours: gpuMsToHours(exemptGpuMs),
+        chargedGpuHours: gpuMsToHours(chargedGpuMs), units: unitsMilli / 1000, usd: usdMicro / 1_000_000,
       })),
     });
   });

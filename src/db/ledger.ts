@@ -79,41 +79,44 @@ export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamP
                  estimated, actual, admitted_at, at, note, override, exempt, run, stream_ms, stream_seq, meta, submitted_ms,
                  price, charge, actual_charge, correction, corrects, corrected_gpu_ms, actor)
        ON CONFLICT DO NOTHING
-       RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at),
-     ended AS (SELECT (at AT TIME ZONE $16::text)::date AS day, * FROM ins WHERE kind <> 'reserve'),
+       RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at,
+                 charge_gpu_ms, charge_units_milli, charge_usd_micro),
+     -- Each ended row as the rollups count it: a job (a correction is none), its GPU-ms, and its charges.
+     ended AS (
+       SELECT (at AT TIME ZONE $16::text)::date AS day, project, user_name, job_type, gpu_type, exempt,
+              CASE WHEN kind = 'correction' THEN 0 ELSE 1 END AS n, estimated_gpu_ms, coalesce(actual_gpu_ms, 0) AS actual,
+              ${CHARGED_SQL.gpuMs} AS g, ${CHARGED_SQL.units} AS u, ${CHARGED_SQL.usd} AS d
+       FROM ins WHERE kind <> 'reserve'),
      by_day AS (
-       INSERT INTO usage_by_day AS b (kind, name, day, exempt, jobs, actual_gpu_ms)
-       SELECT 'project', project, day, exempt, count(*), sum(coalesce(actual_gpu_ms, 0)) FROM ended GROUP BY 2, 3, 4
+       INSERT INTO usage_by_day AS b (kind, name, day, exempt, jobs, actual_gpu_ms, charged_gpu_ms, units_milli, usd_micro)
+       SELECT 'project', project, day, exempt, sum(n), sum(actual), sum(g), sum(u), sum(d) FROM ended WHERE project <> '' GROUP BY 2, 3, 4
        UNION ALL
-       SELECT 'user', user_name, day, exempt, count(*), sum(coalesce(actual_gpu_ms, 0)) FROM ended GROUP BY 2, 3, 4
-       ON CONFLICT (kind, name, day, exempt) DO UPDATE SET jobs = b.jobs + EXCLUDED.jobs, actual_gpu_ms = b.actual_gpu_ms + EXCLUDED.actual_gpu_ms),
+       SELECT 'user', user_name, day, exempt, sum(n), sum(actual), sum(g), sum(u), sum(d) FROM ended WHERE user_name <> '' GROUP BY 2, 3, 4
+       ON CONFLICT (kind, name, day, exempt) DO UPDATE SET ${adds('b', ['jobs', 'actual_gpu_ms'])}),
      by_period AS (
-       INSERT INTO usage_by_period AS w (kind, period, start, name, exempt, jobs, actual_gpu_ms)
+       INSERT INTO usage_by_period AS w (kind, period, start, name, exempt, jobs, actual_gpu_ms, charged_gpu_ms, units_milli, usd_micro)
        SELECT k.kind, p.period, date_trunc(p.period, e.day)::date, CASE k.kind WHEN 'project' THEN e.project ELSE e.user_name END, e.exempt,
-              count(*), sum(coalesce(e.actual_gpu_ms, 0))
+              sum(n), sum(actual), sum(g), sum(u), sum(d)
        FROM ended e, (VALUES ('project'), ('user')) AS k(kind), (VALUES ('week'), ('month')) AS p(period)
+       WHERE CASE k.kind WHEN 'project' THEN e.project ELSE e.user_name END <> ''
        GROUP BY 1, 2, 3, 4, 5
-       ON CONFLICT (kind, period, start, name, exempt) DO UPDATE SET jobs = w.jobs + EXCLUDED.jobs, actual_gpu_ms = w.actual_gpu_ms + EXCLUDED.actual_gpu_ms),
+       ON CONFLICT (kind, period, start, name, exempt) DO UPDATE SET ${adds('w', ['jobs', 'actual_gpu_ms'])}),
      monthly AS (
-       INSERT INTO usage_monthly AS m (month, project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
-       SELECT date_trunc('month', day)::date, project, user_name, exempt, count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))
+       INSERT INTO usage_monthly AS m (month, project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms, charged_gpu_ms, units_milli, usd_micro)
+       SELECT date_trunc('month', day)::date, project, user_name, exempt, sum(n), sum(estimated_gpu_ms), sum(actual), sum(g), sum(u), sum(d)
        FROM ended GROUP BY 1, 2, 3, 4
-       ON CONFLICT (month, project, user_name, exempt) DO UPDATE SET jobs = m.jobs + EXCLUDED.jobs,
-         estimated_gpu_ms = m.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms, actual_gpu_ms = m.actual_gpu_ms + EXCLUDED.actual_gpu_ms),
+       ON CONFLICT (month, project, user_name, exempt) DO UPDATE SET ${adds('m', ['jobs', 'estimated_gpu_ms', 'actual_gpu_ms'])}),
      weekly AS (
-       INSERT INTO usage_weekly AS k (week, project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
+       INSERT INTO usage_weekly AS k (week, project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms, charged_gpu_ms, units_milli, usd_micro)
        SELECT greatest(date_trunc('week', day), date_trunc('month', day))::date, project, user_name, exempt,
-              count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))
+              sum(n), sum(estimated_gpu_ms), sum(actual), sum(g), sum(u), sum(d)
        FROM ended GROUP BY 1, 2, 3, 4
-       ON CONFLICT (week, project, user_name, exempt) DO UPDATE SET jobs = k.jobs + EXCLUDED.jobs,
-         estimated_gpu_ms = k.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms, actual_gpu_ms = k.actual_gpu_ms + EXCLUDED.actual_gpu_ms)
-     INSERT INTO usage_daily AS u (day, project, user_name, job_type, gpu_type, exempt, jobs, estimated_gpu_ms, actual_gpu_ms)
+       ON CONFLICT (week, project, user_name, exempt) DO UPDATE SET ${adds('k', ['jobs', 'estimated_gpu_ms', 'actual_gpu_ms'])})
+     INSERT INTO usage_daily AS u (day, project, user_name, job_type, gpu_type, exempt, jobs, estimated_gpu_ms, actual_gpu_ms, charged_gpu_ms, units_milli, usd_micro)
      SELECT day, project, user_name, coalesce(job_type, ''), coalesce(gpu_type, ''), exempt,
-            count(*), sum(estimated_gpu_ms), sum(coalesce(actual_gpu_ms, 0))
+            sum(n), sum(estimated_gpu_ms), sum(actual), sum(g), sum(u), sum(d)
      FROM ended GROUP BY 1, 2, 3, 4, 5, 6
-     ON CONFLICT (day, project, user_name, job_type, gpu_type, exempt) DO UPDATE
-       SET jobs = u.jobs + EXCLUDED.jobs, estimated_gpu_ms = u.estimated_gpu_ms + EXCLUDED.estimated_gpu_ms,
-           actual_gpu_ms = u.actual_gpu_ms + EXCLUDED.actual_gpu_ms`,
+     ON CONFLICT (day, project, user_name, job_type, gpu_type, exempt) DO UPDATE SET ${adds('u', ['jobs', 'estimated_gpu_ms', 'actual_gpu_ms'])}`,
     [
       col('kind'), col('jobId'), col('project'), col('user'), col('jobType'), col('gpuType'),
       rows.map((r) => r.scopes.join(',')),
@@ -256,4 +259,9 @@ export async function maxNumericJobId(db: Queryable): Promise<string | null> {
      ) ids WHERE id ~ '^[0-9]{1,15}$'`,
   );
   return rows[0]?.max ?? null;
+}
+
+/** A rollup's upsert: each of `columns`, and every unit's charge, added to what the row held. */
+function adds(alias: string, columns: string[]): string {
+  return [...columns, 'charged_gpu_ms', 'units_milli', 'usd_micro'].map((c) => `${c} = ${alias}.${c} + EXCLUDED.${c}`).join(', ');
 }

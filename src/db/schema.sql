@@ -260,6 +260,9 @@ CREATE TABLE usage_by_day (
   exempt boolean NOT NULL,
   jobs bigint NOT NULL,
   actual_gpu_ms bigint NOT NULL,
+  charged_gpu_ms bigint DEFAULT 0 NOT NULL,
+  units_milli bigint DEFAULT 0 NOT NULL,
+  usd_micro bigint DEFAULT 0 NOT NULL,
   CONSTRAINT usage_by_day_kind_check CHECK ((kind = ANY (ARRAY['project'::text, 'user'::text]))),
   CONSTRAINT usage_by_day_pkey PRIMARY KEY (kind, name, day, exempt)
 );
@@ -273,6 +276,9 @@ CREATE TABLE usage_by_period (
   exempt boolean NOT NULL,
   jobs bigint NOT NULL,
   actual_gpu_ms bigint NOT NULL,
+  charged_gpu_ms bigint DEFAULT 0 NOT NULL,
+  units_milli bigint DEFAULT 0 NOT NULL,
+  usd_micro bigint DEFAULT 0 NOT NULL,
   CONSTRAINT usage_by_period_kind_check CHECK ((kind = ANY (ARRAY['project'::text, 'user'::text]))),
   CONSTRAINT usage_by_period_period_check CHECK ((period = ANY (ARRAY['week'::text, 'month'::text]))),
   CONSTRAINT usage_by_period_pkey PRIMARY KEY (kind, period, start, name, exempt)
@@ -288,6 +294,9 @@ CREATE TABLE usage_daily (
   jobs bigint NOT NULL,
   estimated_gpu_ms bigint NOT NULL,
   actual_gpu_ms bigint NOT NULL,
+  charged_gpu_ms bigint DEFAULT 0 NOT NULL,
+  units_milli bigint DEFAULT 0 NOT NULL,
+  usd_micro bigint DEFAULT 0 NOT NULL,
   CONSTRAINT usage_daily_pkey PRIMARY KEY (day, project, user_name, job_type, gpu_type, exempt)
 );
 CREATE INDEX usage_daily_project ON public.usage_daily USING btree (project, day);
@@ -309,6 +318,9 @@ CREATE TABLE usage_monthly (
   jobs bigint NOT NULL,
   estimated_gpu_ms bigint NOT NULL,
   actual_gpu_ms bigint NOT NULL,
+  charged_gpu_ms bigint DEFAULT 0 NOT NULL,
+  units_milli bigint DEFAULT 0 NOT NULL,
+  usd_micro bigint DEFAULT 0 NOT NULL,
   CONSTRAINT usage_monthly_pkey PRIMARY KEY (project, user_name, month, exempt)
 );
 
@@ -320,6 +332,9 @@ CREATE TABLE usage_weekly (
   jobs bigint NOT NULL,
   estimated_gpu_ms bigint NOT NULL,
   actual_gpu_ms bigint NOT NULL,
+  charged_gpu_ms bigint DEFAULT 0 NOT NULL,
+  units_milli bigint DEFAULT 0 NOT NULL,
+  usd_micro bigint DEFAULT 0 NOT NULL,
   CONSTRAINT usage_weekly_pkey PRIMARY KEY (week, project, user_name, exempt)
 );
 

@@ -15,8 +15,9 @@ export interface RankedScope {
   scope: string;
   kind: RankedKind;
   name: string;
+  /** In the limit's unit (GPU-ms, milli-units or micro-dollars), as settledGpuMs. */
   limitGpuMs: number;
-  /** Counted GPU-ms settled in the current period (exempt jobs excluded). */
+  /** Charged and settled in the current period, in the limit's unit (exempt jobs excluded). */
   settledGpuMs: number;
 }
 
@@ -42,26 +43,27 @@ export interface RankQuery {
 export async function rankScopes(db: Queryable, f: RankQuery): Promise<{ total: number; scopes: RankedScope[] }> {
   const r = await db.query(
     `WITH cur AS (
-       SELECT 'user-day:' || name AS scope, 'day' AS period, actual_gpu_ms AS used FROM usage_by_day
+       SELECT 'user-day:' || name AS scope, 'day' AS period, charged_gpu_ms AS g, units_milli AS u, usd_micro AS d FROM usage_by_day
        WHERE 'user-day' = ANY($1::text[]) AND kind = 'user' AND day = $3::date AND NOT exempt
        UNION ALL
-       SELECT 'user-week:' || name, 'week', actual_gpu_ms FROM usage_by_period
+       SELECT 'user-week:' || name, 'week', charged_gpu_ms, units_milli, usd_micro FROM usage_by_period
        WHERE 'user-week' = ANY($1::text[]) AND kind = 'user' AND period = 'week' AND start = $4::date AND NOT exempt
        UNION ALL
-       SELECT 'project:' || name, period, actual_gpu_ms FROM usage_by_period
+       SELECT 'project:' || name, period, charged_gpu_ms, units_milli, usd_micro FROM usage_by_period
        WHERE 'project' = ANY($1::text[]) AND kind = 'project' AND period = 'week' AND start = $4::date AND NOT exempt
        UNION ALL
-       SELECT 'project:' || name, period, actual_gpu_ms FROM usage_by_period
+       SELECT 'project:' || name, period, charged_gpu_ms, units_milli, usd_micro FROM usage_by_period
        WHERE 'project' = ANY($1::text[]) AND kind = 'project' AND period = 'month' AND start = $5::date AND NOT exempt
        UNION ALL
        -- A one-off budget counts from the month it was set (the rollups hold no finer start).
-       SELECT o.scope, 'none', sum(p.actual_gpu_ms)::bigint FROM limits o JOIN usage_by_period p
+       SELECT o.scope, 'none', sum(p.charged_gpu_ms)::bigint, sum(p.units_milli)::bigint, sum(p.usd_micro)::bigint FROM limits o JOIN usage_by_period p
          ON p.kind = 'project' AND p.period = 'month' AND p.name = substr(o.scope, 9) AND p.start >= date_trunc('month', o.set_at)::date AND NOT p.exempt
        WHERE 'project' = ANY($1::text[]) AND o.scope LIKE 'project:%' AND o.period = 'none' GROUP BY o.scope),
      u AS (
        -- A quota's row holds its period (day, week); a budget's is none, week or month. No correlated
        -- subquery: its estimate would cross jit_above_cost and JIT compiling costs ~400 ms a call.
-       SELECT l.scope, l.limit_gpu_ms, coalesce(c.used, 0) AS used
+       -- Used in the limit's own unit (charged GPU-ms, milli-units, micro-dollars).
+       SELECT l.scope, l.limit_gpu_ms, coalesce(CASE l.unit WHEN 'units' THEN c.u WHEN 'usd' THEN c.d ELSE c.g END, 0) AS used
        FROM limits l LEFT JOIN cur c ON c.scope = l.scope AND c.period = l.period
        WHERE (('project' = ANY($1::text[]) AND l.scope LIKE 'project:%') OR ('user-day' = ANY($1::text[]) AND l.scope LIKE 'user-day:%')
               OR ('user-week' = ANY($1::text[]) AND l.scope LIKE 'user-week:%'))

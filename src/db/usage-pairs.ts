@@ -7,7 +7,7 @@
  * the streams are merged here (figures in docs/benchmarks.md).
  */
 import type { Queryable } from './pool.ts';
-import type { UsageTotals } from './usage.ts';
+import { toTotals, USAGE_SUMS, type UsageTotals } from './usage.ts';
 
 interface Page {
   from: string;
@@ -55,19 +55,21 @@ export function cover(from: string, to: string): Cover {
   return out;
 }
 
-interface Sums { project: string; user_name?: string; jobs: number; actual: number; estimated: number; exempt: number }
+type Amounts = Omit<UsageTotals, 'keys' | 'jobs'>;
+/** What merging two streams' sums adds. */
+const AMOUNTS = ['jobs', 'actualGpuMs', 'estimatedGpuMs', 'exemptGpuMs', 'chargedGpuMs', 'unitsMilli', 'usdMicro'] as const;
+interface Sums extends Amounts { project: string; user_name?: string; jobs: number }
 
 export async function pairTotalsPage(db: Queryable, f: Page): Promise<UsageTotals[]> {
   const want = f.offset + f.limit;
   const keys = f.byUser ? 'project COLLATE "C", user_name COLLATE "C"' : 'project COLLATE "C"';
   const names = f.byUser ? 'project COLLATE "C" AS project, user_name COLLATE "C" AS user_name' : 'project COLLATE "C" AS project';
-  const sums = `sum(jobs) AS jobs, coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt), 0) AS actual,
-    coalesce(sum(estimated_gpu_ms) FILTER (WHERE NOT exempt), 0) AS estimated, coalesce(sum(actual_gpu_ms) FILTER (WHERE exempt), 0) AS exempt`;
+  const sums = `sum(jobs) AS jobs, ${USAGE_SUMS}`;
   const filter = `($1::text IS NULL OR project = $1::text) AND ($2::text IS NULL OR user_name = $2::text)`;
   // `where` reads its own parameters from $4 on.
   const read = async (table: string, where: string, params: unknown[]): Promise<Sums[]> =>
     (await db.query(`SELECT ${names}, ${sums} FROM ${table} WHERE (${where}) AND ${filter} GROUP BY ${keys} ORDER BY ${keys} LIMIT $3::int`, [f.project, f.user, want, ...params])).rows.map(
-      (x: Record<string, string>): Sums => ({ project: x.project!, ...(f.byUser ? { user_name: x.user_name! } : {}), jobs: Number(x.jobs), actual: Number(x.actual), estimated: Number(x.estimated), exempt: Number(x.exempt) }),
+      (x: Record<string, string>): Sums => ({ project: x.project!, ...(f.byUser ? { user_name: x.user_name! } : {}), jobs: Number(x.jobs), ...toTotals(x) }),
     );
   const parts = cover(f.from, f.to);
   // The edge days are read by day and hashed (at most twelve); whole weeks and months along their
@@ -90,14 +92,12 @@ export async function pairTotalsPage(db: Queryable, f: Page): Promise<UsageTotal
     const k = key(s).join('\0');
     const m = merged.get(k);
     if (!m) merged.set(k, { ...s });
-    else Object.assign(m, { jobs: m.jobs + s.jobs, actual: m.actual + s.actual, estimated: m.estimated + s.estimated, exempt: m.exempt + s.exempt });
+    else for (const k of AMOUNTS) m[k] += s[k];
   }
   return [...merged.values()].slice(f.offset, want).map((s) => ({
     keys: f.byUser ? { project: s.project, user_name: s.user_name! } : { project: s.project },
     jobs: s.jobs,
-    actualGpuMs: s.actual,
-    estimatedGpuMs: s.estimated,
-    exemptGpuMs: s.exempt,
+    ...Object.fromEntries(AMOUNTS.filter((k) => k !== 'jobs').map((k) => [k, s[k]])) as Amounts,
   }));
 }
 

@@ -33,6 +33,23 @@ export interface UsageTotals {
   estimatedGpuMs: number;
   /** GPU-ms of exempt job types (tracked, not counted). */
   exemptGpuMs: number;
+  /** What ended jobs were charged, corrections included: GPU-ms times usage factor, milli-units, micro-dollars. */
+  chargedGpuMs: number;
+  unitsMilli: number;
+  usdMicro: number;
+}
+
+/** The sums every usage read takes, named as toTotals reads them. */
+export const USAGE_SUMS = `coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt), 0) AS actual,
+  coalesce(sum(estimated_gpu_ms) FILTER (WHERE NOT exempt), 0) AS estimated, coalesce(sum(actual_gpu_ms) FILTER (WHERE exempt), 0) AS exempt,
+  coalesce(sum(charged_gpu_ms), 0) AS charged, coalesce(sum(units_milli), 0) AS units, coalesce(sum(usd_micro), 0) AS usd`;
+
+/** A row of USAGE_SUMS as numbers (sum(bigint) is numeric: exact, returned as a string). */
+export function toTotals(x: Record<string, unknown>): Omit<UsageTotals, 'keys' | 'jobs'> {
+  return {
+    actualGpuMs: Number(x.actual ?? 0), estimatedGpuMs: Number(x.estimated ?? 0), exemptGpuMs: Number(x.exempt ?? 0),
+    chargedGpuMs: Number(x.charged ?? 0), unitsMilli: Number(x.units ?? 0), usdMicro: Number(x.usd ?? 0),
+  };
 }
 
 /**
@@ -64,16 +81,14 @@ export async function usageTotals(
   const positions = cols.map((_, i) => i + 1).join(', ');
   const filter = `($3::text IS NULL OR project = $3::text) AND ($4::text IS NULL OR user_name = $4::text)`;
   const source = months
-    ? `(SELECT project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms FROM usage_monthly
+    ? `(SELECT project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms, charged_gpu_ms, units_milli, usd_micro FROM usage_monthly
           WHERE month >= $5::date AND month < $6::date AND ${filter}
         UNION ALL
-        SELECT project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms FROM usage_daily
+        SELECT project, user_name, exempt, jobs, estimated_gpu_ms, actual_gpu_ms, charged_gpu_ms, units_milli, usd_micro FROM usage_daily
           WHERE ((day >= $1::date AND day < $5::date) OR (day >= $6::date AND day <= $2::date)) AND ${filter}) AS u`
     : `usage_daily WHERE day BETWEEN $1::date AND $2::date AND ${filter}`;
   const r = await db.query(
-    `SELECT ${[...select, 'sum(jobs)::bigint AS jobs',
-      'sum(actual_gpu_ms) FILTER (WHERE NOT exempt) AS actual', 'sum(estimated_gpu_ms) FILTER (WHERE NOT exempt) AS estimated',
-      'sum(actual_gpu_ms) FILTER (WHERE exempt) AS exempt'].join(', ')}
+    `SELECT ${[...select, 'sum(jobs)::bigint AS jobs', USAGE_SUMS].join(', ')}
      FROM ${source}
      ${cols.length ? `GROUP BY ${positions} ORDER BY ${positions}` : ''}
      LIMIT $${months ? 7 : 5}::int OFFSET $${months ? 8 : 6}::int`,
@@ -83,9 +98,7 @@ export async function usageTotals(
   return r.rows.map((x: Record<string, unknown>) => ({
     keys: Object.fromEntries(cols.map((c) => [c, x[c]])),
     jobs: Number(x.jobs),
-    actualGpuMs: Number(x.actual ?? 0),
-    estimatedGpuMs: Number(x.estimated ?? 0),
-    exemptGpuMs: Number(x.exempt ?? 0),
+    ...toTotals(x),
   }));
 }
 
@@ -108,24 +121,27 @@ export async function rebuildRollups(db: Queryable): Promise<void> {
   await db.query('TRUNCATE usage_by_day, usage_by_period, usage_monthly, usage_weekly');
   await db.query(
     `INSERT INTO usage_by_day
-       SELECT 'project', project, day, exempt, sum(jobs), sum(actual_gpu_ms) FROM usage_daily GROUP BY project, day, exempt
+       SELECT 'project', project, day, exempt, sum(jobs), sum(actual_gpu_ms), sum(charged_gpu_ms), sum(units_milli), sum(usd_micro)
+       FROM usage_daily WHERE project <> '' GROUP BY project, day, exempt
        UNION ALL
-       SELECT 'user', user_name, day, exempt, sum(jobs), sum(actual_gpu_ms) FROM usage_daily GROUP BY user_name, day, exempt`,
+       SELECT 'user', user_name, day, exempt, sum(jobs), sum(actual_gpu_ms), sum(charged_gpu_ms), sum(units_milli), sum(usd_micro)
+       FROM usage_daily WHERE user_name <> '' GROUP BY user_name, day, exempt`,
   );
   await db.query(
     `INSERT INTO usage_by_period
-       SELECT kind, p.period, date_trunc(p.period, day)::date, name, exempt, sum(jobs), sum(actual_gpu_ms)
+       SELECT kind, p.period, date_trunc(p.period, day)::date, name, exempt, sum(jobs), sum(actual_gpu_ms), sum(charged_gpu_ms), sum(units_milli), sum(usd_micro)
        FROM usage_by_day, (VALUES ('week'), ('month')) AS p(period) GROUP BY 1, 2, 3, 4, 5`,
   );
   await db.query(
     `INSERT INTO usage_monthly
-       SELECT date_trunc('month', day)::date, project, user_name, exempt, sum(jobs), sum(estimated_gpu_ms), sum(actual_gpu_ms)
+       SELECT date_trunc('month', day)::date, project, user_name, exempt, sum(jobs), sum(estimated_gpu_ms), sum(actual_gpu_ms),
+              sum(charged_gpu_ms), sum(units_milli), sum(usd_micro)
        FROM usage_daily GROUP BY 1, 2, 3, 4`,
   );
   await db.query(
     `INSERT INTO usage_weekly
        SELECT greatest(date_trunc('week', day), date_trunc('month', day))::date, project, user_name, exempt,
-              sum(jobs), sum(estimated_gpu_ms), sum(actual_gpu_ms)
+              sum(jobs), sum(estimated_gpu_ms), sum(actual_gpu_ms), sum(charged_gpu_ms), sum(units_milli), sum(usd_micro)
        FROM usage_daily GROUP BY 1, 2, 3, 4`,
   );
 }
@@ -138,7 +154,7 @@ export async function rebuildRollups(db: Queryable): Promise<void> {
 export async function dailyUsage(db: Queryable, f: { kind: 'project' | 'user'; names: string[]; today: string; days: number }): Promise<{ name: string; day: string; actualGpuMs: number; exemptGpuMs: number }[]> {
   const r = await db.query(
     `SELECT name, to_char(day, 'YYYY-MM-DD') AS day,
-            coalesce(sum(actual_gpu_ms) FILTER (WHERE NOT exempt), 0) AS actual,
+            coalesce(sum(charged_gpu_ms) FILTER (WHERE NOT exempt), 0) AS actual,
             coalesce(sum(actual_gpu_ms) FILTER (WHERE exempt), 0) AS exempt
      FROM usage_by_day WHERE kind = $4::text AND name = ANY($3::text[]) AND day BETWEEN $1::date - $2::int AND $1::date
      GROUP BY 1, 2`,
@@ -182,6 +198,12 @@ export interface EndedJob {
   actualGpuMs: number | null;
   exempt: boolean;
   override: boolean;
+  /** What it was charged (a correction: the change), as CHARGED_SQL reads it. */
+  chargedGpuMs: number;
+  unitsMilli: number;
+  usdMicro: number;
+  /** A correction row: which kind, and the row it corrects. */
+  correction: string | null;
 }
 
 /**
@@ -194,7 +216,9 @@ export async function endedJobsPage(
 ): Promise<EndedJob[]> {
   const r = await db.query(
     `SELECT e.id, e.at, to_char(e.at AT TIME ZONE $3::text, 'YYYY-MM-DD') AS date, e.project, e.user_name, e.job_type, e.gpu_type, e.run,
-            e.job_id, e.kind, e.estimated_gpu_ms, e.actual_gpu_ms, e.exempt, coalesce(r.override, false) AS override
+            e.job_id, e.kind, e.estimated_gpu_ms, e.actual_gpu_ms, e.exempt, coalesce(r.override, false) AS override, e.correction,
+            CASE WHEN e.exempt THEN 0 ELSE coalesce(e.charge_gpu_ms, e.actual_gpu_ms) END AS charged,
+            coalesce(e.charge_units_milli, 0) AS units, coalesce(e.charge_usd_micro, 0) AS usd
      FROM ledger e LEFT JOIN ledger r ON r.job_id = e.job_id AND r.admitted_at = e.admitted_at AND r.kind = 'reserve'
      WHERE e.kind <> 'reserve' AND e.at >= $1::timestamptz AND e.at < $2::timestamptz
        AND ($4::timestamptz IS NULL OR (e.at, e.id) > ($4::timestamptz, $5::bigint))
@@ -216,5 +240,9 @@ export async function endedJobsPage(
     actualGpuMs: x.actual_gpu_ms === null ? null : Number(x.actual_gpu_ms),
     exempt: x.exempt,
     override: x.override,
+    chargedGpuMs: Number(x.charged ?? 0),
+    unitsMilli: Number(x.units),
+    usdMicro: Number(x.usd),
+    correction: x.correction,
   }));
 }

@@ -26,6 +26,10 @@ export interface UsageRow {
   estimatedGpuMs: number;
   /** GPU-ms of exempt job types (tracked, not counted). */
   exemptGpuMs: number;
+  /** Charged, corrections included: GPU-ms times usage factor, milli-units, micro-dollars. */
+  chargedGpuMs: number;
+  unitsMilli: number;
+  usdMicro: number;
 }
 
 export interface UsageFilter {
@@ -78,12 +82,14 @@ export function monthRange(month: string, timeZone: string): { start: number; en
 export const EXPORT_COLUMNS = [
   'date', 'endedAt', 'project', 'user', 'jobType', 'gpuType', 'run', 'jobId', 'kind',
   'estimatedGpuMs', 'actualGpuMs', 'estimatedGpuHours', 'actualGpuHours', 'exempt', 'override',
+  'chargedGpuHours', 'units', 'costUSD', 'correction',
 ] as const;
 export type ExportRow = Record<(typeof EXPORT_COLUMNS)[number], string | number | boolean | null>;
 
 /**
  * Every job that ended in [start, end), one row each (its settle or release
- * row, with the reserve row's override flag), in pages of `page` rows by
+ * row, with the reserve row's override flag), and every correction dated in
+ * it (kind 'correction': what it changed), in pages of `page` rows by
  * (at, id); `onPage` is awaited before the next page is read.
  */
 export async function exportJobs(db: Queryable, range: { start: number; end: number }, timeZone: string, onPage: (rows: ExportRow[]) => Promise<void>, page = 5_000): Promise<number> {
@@ -110,6 +116,11 @@ export async function exportJobs(db: Queryable, range: { start: number; end: num
         actualGpuHours: (x.actualGpuMs ?? 0) / 3_600_000,
         exempt: x.exempt,
         override: x.override,
+        // What it was charged in each unit (a correction row: the change, negative when it gives back).
+        chargedGpuHours: x.chargedGpuMs / 3_600_000,
+        units: x.unitsMilli / 1000,
+        costUSD: x.usdMicro / 1_000_000,
+        correction: x.correction,
       })),
     );
     const last = rows[rows.length - 1]!;

@@ -4,6 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Option, type Command } from 'commander';
 import { table } from '../table.ts';
+import { usdCell } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
 export function addUsageCommands(program: Command, { client, print }: CliContext): void {
@@ -21,8 +22,8 @@ export function addUsageCommands(program: Command, { client, print }: CliContext
       const r = await api.call('GET', `/usage?${q}`);
       print(json, r, () => {
         const groups = r.groupBy as string[];
-        const rows = (r.rows as Record<string, unknown>[]).map((x) => [...groups.map((g) => x[g] || '-'), x.jobs, x.actualGpuHours, x.estimatedGpuHours, x.exemptGpuHours]);
-        return `${table([...groups.map((g) => g.toUpperCase()), 'JOBS', 'USED', 'ESTIMATED', 'EXEMPT'], rows)}\n(GPU hours, jobs that ended ${r.from} … ${r.to}, ${r.timeZone})`;
+        const rows = (r.rows as Record<string, any>[]).map((x) => [...groups.map((g) => x[g] || '-'), x.jobs, x.actualGpuHours, x.estimatedGpuHours, x.exemptGpuHours, x.chargedGpuHours, x.units, usdCell(x.usd)]);
+        return `${table([...groups.map((g) => g.toUpperCase()), 'JOBS', 'USED', 'ESTIMATED', 'EXEMPT', 'CHARGED', 'UNITS', 'USD'], rows)}\n(GPU hours, jobs that ended ${r.from} … ${r.to}, ${r.timeZone}; CHARGED: GPU hours times usage factors, corrections included)`;
       });
     });
   program
