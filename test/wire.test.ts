@@ -29,8 +29,8 @@ describe('the wire between the scripts and TypeScript', () => {
     expect(headerCodes(name)).toEqual(table);
   });
 
-  it('the misfit codes of includes/scopes.lua are those of wire.ts', () => {
-    const doc = raw('includes/scopes').split('misfits(scopes, charge, gpus):')[1]!.split(']]')[0]!;
+  it('the misfit codes of includes/charges.lua are those of wire.ts', () => {
+    const doc = raw('includes/charges').split('misfits(scopes, charge, gpus):')[1]!.split(']]')[0]!;
     const codes = [...doc.matchAll(/(\d) = /g)].map((m) => Number(m[1]));
     expect(codes).toEqual(Object.values(MISFIT_CODES));
   });

@@ -27,7 +27,7 @@ import { syncAllowedGpuTypes } from './allowed-gpu-types.ts';
 import { RateCard, syncRateCard } from './rate-card.ts';
 import type { Logger } from '../log.ts';
 import type { LimitUnit } from './pricing.ts';
-import { adjustAudit, auditable } from './limit-audit.ts';
+import { adjustAudit, auditable, refuseUnitChange } from './limit-changes.ts';
 
 import { DEFAULT_THRESHOLDS } from '../redis/wire.ts';
 
@@ -36,11 +36,6 @@ const CHUNK = 1_000;
 
 /** Changes made by the system itself (start-up, tests, the scheduler), not by a person. */
 export const SYSTEM: Actor = { name: 'system', role: 'admin' };
-
-/** A limit change that would make numbers mean something else: refused, nothing changed (HTTP 409). */
-export class LimitRefused extends Error {
-  readonly status = 409;
-}
 
 /**
  * One scope now: its definition and its current period's counters. The
@@ -291,7 +286,7 @@ export class Budgets {
     const prior = await getLimit(tx.db, scope);
     const unit = input.unit ?? prior?.unit ?? 'gpuHours';
     const newUnit = prior !== null && (prior.unit ?? 'gpuHours') !== unit;
-    if (newUnit) await this.refuseUnitChange(scope, prior!.unit ?? 'gpuHours', unit);
+    if (newUnit) await refuseUnitChange(this.accounting, this.clock.now(), scope, prior!.unit ?? 'gpuHours', unit);
     const def: ScopeDefinition = {
       limitGpuMs: input.limitGpuMs,
       unit,
@@ -310,21 +305,6 @@ export class Budgets {
     await tx.audit(actor, change);
     await this.stageDefinition(tx, scope, { ...def, setAt: row.setAt });
     return change;
-  }
-
-  /**
-   * A period's carry and adjustment are amounts of the limit's unit: a limit
-   * whose current period has either keeps its unit until the next period
-   * (no rate turns dollars into hours).
-   */
-  private async refuseUnitChange(scope: string, from: LimitUnit, to: LimitUnit): Promise<void> {
-    const [s] = await this.accounting.scopes([scope], this.clock.now());
-    if (s && (s.carryGpuMs !== 0 || s.adjustGpuMs !== 0)) {
-      throw new LimitRefused(
-        `${scope} is in ${from} and its current period has a ${s.carryGpuMs !== 0 ? 'rolled-over carry' : 'manual adjustment'} in ${from}; ` +
-          `its unit can change to ${to} from a period without one (or set it again in ${from})`,
-      );
-    }
   }
 
   /** Within a change: delete the limit (audited if there was one) and stage its removal from Redis. */

@@ -32,7 +32,7 @@ export function misfitShortfall(m: (string | number | undefined)[], neededGpuMs:
     code: c,
     ...(u && u !== 'gpuHours' ? { unit: u } : {}),
     limitGpuMs: c === 'no-limit' ? null : Number(limit),
-    // A GPU cap's misfit carries the job's gpus where the others carry usage (includes/scopes.lua misfits).
+    // A GPU cap's misfit carries the job's gpus where the others carry usage (includes/charges.lua misfits).
     usedGpuMs: c === 'over-gpus' ? 0 : Number(used),
     reservedGpuMs: Number(reserved),
     neededGpuMs: c === 'over-gpus' ? Number(used) : need !== undefined && need !== '' ? Number(need) : neededGpuMs,

@@ -148,7 +148,7 @@ export function parseRateOver(text: string): RateOver[] {
   });
 }
 
-/** Shortfalls as a held record stores them (includes/scopes.lua misfitsText). */
+/** Shortfalls as a held record stores them (includes/charges.lua misfitsText). */
 export function misfitsText(shortfalls: Shortfall[]): string {
   return shortfalls
     .map((s) => {

@@ -18,10 +18,10 @@ export const REPLY_CODES = {
 export type RepliedScript = keyof typeof REPLY_CODES;
 export type Reply<S extends RepliedScript> = keyof (typeof REPLY_CODES)[S];
 
-/** A misfit's code (includes/scopes.lua misfits()): why a job does not fit one scope. */
+/** A misfit's code (includes/charges.lua misfits()): why a job does not fit one scope. */
 export const MISFIT_CODES = { 'no-limit': 1, 'over-limit': 2, 'over-grace': 3, 'over-gpus': 4 } as const;
 export type MisfitCode = keyof typeof MISFIT_CODES;
-/** Fields per misfit in a reply and on a held record: scope, code, limit, used, reserved, unit letter, need (includes/scopes.lua). */
+/** Fields per misfit in a reply and on a held record: scope, code, limit, used, reserved, unit letter, need (includes/charges.lua). */
 export const MISFIT_WIDTH = 7;
 /** A limit's unit as the scripts name it (h, u, d), and a GPU cap's (g). */
 export const UNIT_LETTERS = { gpuHours: 'h', units: 'u', usd: 'd' } as const;

@@ -58,6 +58,7 @@
   record fails the call with nothing changed.
 ]]
 -- @include scopes
+-- @include charges
 -- @include lines
 -- @include wake
 -- @include pricing

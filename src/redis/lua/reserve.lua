@@ -31,16 +31,12 @@
   it skips the buckets it paid and is decided as a new job; back early, it
   is throttled again with the same due time. Exempt types are not limited.
 
-  Units (includes/pricing.lua): each job is priced once per call from its
-  GPU type's rate in force now and its job type's usage factor, and charged
-  in each scope in the scope's unit (GPU-ms, milli-units or micro-dollars);
-  every scope counts all three. Its record keeps the rate, factor and
-  charge, so settle converts actual hours at the rate it was admitted with.
-  A factor of 0 is exempt. A job whose GPU type has no rate takes the
-  default rate, or with ARGV[7] 'reject' is rejected (reply 8). A project
-  may be allowed only some GPU types ('<base key>gpu-allowed', field project,
-  value the types comma separated): a job for another type, or naming none,
-  is rejected (reply 8, 'not-allowed'), before its rate is spent.
+  Units (includes/pricing.lua, charges.lua): a job is priced once per call at
+  its GPU type's rate in force and its job type's factor (0: exempt) and
+  charged in each scope in the scope's unit; its record keeps rate, factor
+  and charge for settle. A GPU type with no rate takes the default rate
+  (ARGV[7] 'reject': rejected, reply 8); one its project may not use is
+  rejected (reply 8).
 
   Events (appended to the events stream in the same atomic step, see
   includes/scopes.lua): THRESHOLD_CROSSED once per threshold per crossing,
@@ -105,7 +101,7 @@
                                 it was admitted ('' for a record older than rates)
     { 0, n, <misfit> * n }      does not fit: held now; seven fields per scope
                                 (base, code, limit, used, reserved, unit, need),
-                                as in includes/scopes.lua misfits()
+                                as in includes/charges.lua misfits()
     { 3, n, <misfit> * n }      held before (a retry): still held; misfits as of now
     { 4, ahead, line, n, <misfit> * n, lines }
                                 held now behind `ahead` older held jobs in the
@@ -129,6 +125,7 @@
   tostring (which keeps only 14 digits).
 ]]
 -- @include scopes
+-- @include charges
 -- @include lines
 -- @include admitted
 -- @include held
@@ -212,36 +209,7 @@ local function fitsList(sig, charge, gpus)
   return true
 end
 
--- Projects allowed only some GPU types: read only while any is (one EXISTS per call).
-local allowedKey = base .. 'gpu-allowed'
-local allowedOn = redis.call('EXISTS', allowedKey) == 1
-local allowedIn = {}  -- project -> set of types, or false: any
-local function allows(project, gpuType)
-  if not allowedOn then return true end
-  local a = allowedIn[project]
-  if a == nil then
-    local csv = redis.call('HGET', allowedKey, project)
-    a = false
-    if csv then
-      a = {}
-      for t in string.gmatch(csv, '[^,]+') do a[t] = true end
-    end
-    allowedIn[project] = a
-  end
-  return not a or (gpuType ~= '' and a[gpuType] == true)
-end
-
--- Each group's rate and factor, looked up once per call; prices: what the reply tells of them.
-local prices = {}
-local function priceGroup(gi, group)
-  if not group.rate then
-    group.allowed = allows(group[2], group[5] or '')
-    group.rate, group.factor = price.rateOf(group[5] or ''), price.factorOf(group[4])
-    prices[#prices + 1] = gi
-    prices[#prices + 1] = group.rate[1] .. '|' .. group.rate[2] .. '|' .. group.factor
-  end
-  return group
-end
+local priceGroup, prices = groupPricer(base, price)  -- each group's rate, factor and allowed GPU type (includes/pricing.lua)
 local lines = lineCache(base)  -- includes/lines.lua
 -- Whether any line of a scope list's scopes has anyone in it: kept per list
 -- until a hold in this call lengthens a line (linesChanged), so a batch that
@@ -416,50 +384,15 @@ for j = 1, #batch do
   results[#results + 1] = r
 end
 
--- What each list's admitted jobs add to its scopes without a limit.
-for _, sig in ipairs(sigs) do
-  local f = sig.freeSum
-  if f and (f[1] > 0 or f[2] > 0 or f[3] > 0) then
-    for _, s in ipairs(sig.free) do
-      s.reserved = s.reserved + f[s.unit]
-      addCharge(s, f)
-    end
-  end
-end
+addFree(sigs)  -- what each list's admitted jobs add to its scopes without a limit (includes/charges.lua)
 
 local idList = {}
 for _, s in ipairs(touched) do
   if not s.perGpu then idList[#idList + 1] = s.base; idList[#idList + 1] = s.id end
 end
 
-if dry then
-  local warnings = {}
-  for _, e in ipairs(events) do
-    if e[1] ~= 'JOB_HELD' then
-      local f = {}
-      for i = 2, #e, 2 do f[e[i]] = e[i + 1] end
-      warnings[#warnings + 1] = { e[1], f.scope, f.threshold or '' }
-    end
-  end
-  return { idList, results, renamed, prices, warnings }
-end
-local counted = {}
-for _, s in ipairs(touched) do
-  writeInit(s)
-  writeCrossed(s)
-  -- %d: exact for these integers (Lua 5.1 formats it as a 64-bit long) and
-  -- cheaper than %.0f's floating-point path (docs/benchmarks.md).
-  local wrote = s.exemptDelta > 0
-  if s.perGpu then
-    if s.delta > 0 then redis.call('HINCRBY', s.key, 'reserved', string.format('%d', s.delta)) end
-  else
-    writeSums(s)
-    wrote = wrote or s.sum[1] > 0 or s.sum[2] > 0 or s.sum[3] > 0
-  end
-  if s.exemptDelta > 0 then redis.call('HINCRBY', s.key, 'exemptReserved', string.format('%d', s.exemptDelta)) end
-  if wrote and not s.perGpu and not s.counted then counted[#counted + 1] = s.id end
-end
-callChunked('SADD', base .. 'counters', counted, CHUNK)
+if dry then return { idList, results, renamed, prices, dryWarnings(events) } end
+callChunked('SADD', base .. 'counters', writeTouched(touched), CHUNK)  -- includes/charges.lua
 writeAdmitted(admitted, openKey, ledgerKey, now, CHUNK)  -- includes/admitted.lua
 writeHeld(held, base, allHeldKey, now, CHUNK)  -- includes/held.lua
 if rate then rate.write(rate.buckets, throttled, cleared, nowMs, CHUNK) end

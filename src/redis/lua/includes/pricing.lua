@@ -144,3 +144,43 @@ local function pricer(keyBase, now)
   end
   return { rateOf = rateOf, factorOf = factorOf, charge = charge }
 end
+
+--[[
+  groupPricer(keyBase, price): reserve's per-group pricing. priceGroup(gi,
+  group) sets, once per call, group.rate and group.factor (from `price`, a
+  pricer) and group.allowed (false: its project may use only other GPU
+  types, '<base key>gpu-allowed' field project = types comma separated;
+  read only while any project has a list: one EXISTS per call), and adds
+  the group to `prices` ({ group index, 'unitsMilli|usdMicro|factor', ... }),
+  which the reply carries. group: [ sig, project, meta, job type, GPU type ].
+]]
+local function groupPricer(keyBase, price)
+  local allowedKey = keyBase .. 'gpu-allowed'
+  local allowedOn = redis.call('EXISTS', allowedKey) == 1
+  local allowedIn = {}  -- project -> set of types, or false: any
+  local function allows(project, gpuType)
+    if not allowedOn then return true end
+    local a = allowedIn[project]
+    if a == nil then
+      local csv = redis.call('HGET', allowedKey, project)
+      a = false
+      if csv then
+        a = {}
+        for t in string.gmatch(csv, '[^,]+') do a[t] = true end
+      end
+      allowedIn[project] = a
+    end
+    return not a or (gpuType ~= '' and a[gpuType] == true)
+  end
+  local prices = {}
+  local function priceGroup(gi, group)
+    if not group.rate then
+      group.allowed = allows(group[2], group[5] or '')
+      group.rate, group.factor = price.rateOf(group[5] or ''), price.factorOf(group[4])
+      prices[#prices + 1] = gi
+      prices[#prices + 1] = group.rate[1] .. '|' .. group.rate[2] .. '|' .. group.factor
+    end
+    return group
+  end
+  return priceGroup, prices
+end

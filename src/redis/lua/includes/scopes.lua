@@ -284,20 +284,6 @@ local function readCounters(key, withInit, unit)
   return redis.call('HMGET', key, USED[i], RESERVED[i], 'carry', 'adjust', 'crossed', 'crossedLimit')
 end
 
---[[ writeSums(s): add the charges admitted in this call to every unit's reserved counter. ]]
-local function writeSums(s)
-  local sum = s.sum
-  for i = 1, 3 do
-    if sum[i] > 0 then redis.call('HINCRBY', s.key, RESERVED[i], string.format('%d', sum[i])) end
-  end
-end
-
---[[ addCharge(s, c): a job's charge triple joins what this call adds to s. ]]
-local function addCharge(s, c)
-  local sum = s.sum
-  sum[1] = sum[1] + c[1]; sum[2] = sum[2] + c[2]; sum[3] = sum[3] + c[3]
-end
-
 --[[ scopeAt(keyBase, id): the state of counter id '<base>' or '<base>@<period label>' (settle: a period already initialised). ]]
 local function scopeAt(keyBase, id)
   local scopeBase = string.match(id, '^([^@]+)')
@@ -339,64 +325,6 @@ local function scopeReader(keyBase, periods, now, deciding)
     cache[scopeBase] = s
     return s
   end
-end
-
---[[
-  misfits(scopes, charge, gpus): the scopes a job charged `charge` (a triple,
-  includes/pricing.lua) on `gpus` GPUs does not fit, as a flat list of seven
-  fields each (scope base, code, limit, used, reserved, unit, need):
-  code 1 = no limit on a scope that needs one (limit -1), 2 = would pass a hard limit,
-  3 = would pass a soft limit's grace (limit = the ceiling), 4 = would pass a
-  GPU cap (in GPUs: limit = the cap now, used = the job's gpus, reserved =
-  the GPUs in flight, unit 'g'). Amounts are in the scope's unit (h, u or d)
-  and need is the job's charge in it.
-]]
-local function misfits(scopes, charge, gpus)
-  local out = {}
-  for _, s in ipairs(scopes) do
-    local code, limit = nil, s.limit
-    local need = s.perGpu and gpus or charge[s.unit]
-    if not s.limit then
-      if not s.optional then code, limit = 1, -1 end
-    elseif s.perGpu then
-      if s.reserved + gpus > s.ceiling then code = 4 end
-    elseif s.ceiling and s.used + s.reserved + need > s.ceiling then
-      code = s.soft and 3 or 2
-      limit = s.ceiling
-    end
-    if code then
-      local m = #out
-      out[m + 1] = s.base; out[m + 2] = code; out[m + 3] = limit; out[m + 4] = code == 4 and gpus or s.used; out[m + 5] = s.reserved
-      out[m + 6] = s.perGpu and 'g' or UNIT_LETTER[s.unit]; out[m + 7] = need
-    end
-  end
-  return out
-end
-
---[[
-  misfitsText(short): misfits as stored on a held record and in JOB_HELD:
-  'base|code|limit|used|reserved|unit|need' joined by ';' (numbers exact, %.0f).
-]]
-local function misfitsText(short)
-  local flat = {}
-  for i = 1, #short, MISFIT_WIDTH do
-    flat[#flat + 1] = table.concat({ short[i], short[i + 1], string.format('%.0f', short[i + 2]),
-      string.format('%.0f', short[i + 3]), string.format('%.0f', short[i + 4]), short[i + 5], string.format('%.0f', short[i + 6]) }, '|')
-  end
-  return table.concat(flat, ';')
-end
-
---[[ softOver(scopes, charge): bases of soft scopes this job takes past their limit (warn). ]]
-local function softOver(scopes, charge)
-  local out = nil
-  for i = 1, #scopes do
-    local s = scopes[i]
-    if s.soft and s.limit and not s.perGpu and s.used + s.reserved + charge[s.unit] > s.limit then
-      out = out or {}
-      out[#out + 1] = s.base
-    end
-  end
-  return out or NONE
 end
 
 --[[ ids(scopes): the counter ids, comma separated, as a reservation records them. ]]
