@@ -31,7 +31,7 @@ const actor: Actor = { name: 'ops-alice', role: 'admin' };
 /** The real definitions, except that the next write of `op` on a matching target throws (once). */
 class FaultyDefinitions extends ScopeDefinitions {
   private fault: { op: string; target: string } | null = null;
-  failNext(op: 'define' | 'adjustCounter' | 'setExempt', target: string): void {
+  failNext(op: 'define' | 'adjustCounter' | 'setFactor', target: string): void {
     this.fault = { op, target };
   }
   private trip(op: string, target: string): void {
@@ -48,16 +48,16 @@ class FaultyDefinitions extends ScopeDefinitions {
     this.trip('adjustCounter', counterId);
     return super.adjustCounter(counterId, deltaGpuMs);
   }
-  override async setExempt(jobType: string, exempt: boolean): Promise<void> {
-    this.trip('setExempt', jobType);
-    return super.setExempt(jobType, exempt);
+  override async setFactor(jobType: string, factorMilli: number | null): Promise<void> {
+    this.trip('setFactor', jobType);
+    return super.setFactor(jobType, factorMilli);
   }
 }
 
 /** The real Accounting over the real Redis, with FaultyDefinitions. */
 class FaultyAccounting extends Accounting {
   override readonly definitions = new FaultyDefinitions(this.redis, this.keys);
-  failNext(op: 'define' | 'adjustCounter' | 'setExempt', target: string): void {
+  failNext(op: 'define' | 'adjustCounter' | 'setFactor', target: string): void {
     this.definitions.failNext(op, target);
   }
 }
@@ -79,7 +79,7 @@ afterAll(async () => {
   await t?.close();
 });
 afterEach(async () => {
-  for (const [name, table] of [['fail_now', 'limits'], ['fail_now', 'audit'], ['fail_now', 'period_adjustments'], ['fail_now', 'exempt_job_types'], ['fail_at_commit', 'audit']]) {
+  for (const [name, table] of [['fail_now', 'limits'], ['fail_now', 'audit'], ['fail_now', 'period_adjustments'], ['fail_now', 'usage_factors'], ['fail_at_commit', 'audit']]) {
     await t.pool.query(`DROP TRIGGER IF EXISTS ${name} ON ${table}`);
   }
 });
@@ -162,14 +162,14 @@ describe('a limit change fails at any step: both stores as they were, no audit r
   });
 
   it.each([
-    ['Postgres refuses the row', () => refuseWrites('exempt_job_types')],
-    ['Redis refuses the copy', () => Promise.resolve(acc.failNext('setExempt', 'smoke'))],
+    ['Postgres refuses the row', () => refuseWrites('usage_factors')],
+    ['Redis refuses the copy', () => Promise.resolve(acc.failNext('setFactor', 'smoke'))],
     ['COMMIT fails after Redis was written', () => failAtCommit()],
   ])('exempting a job type when %s: it stays counted', async (_name, inject) => {
     await inject();
     await expect(budgets.setExempt('smoke', true, actor, null)).rejects.toBeInstanceOf(ChangeFailed);
     expect(await acc.definitions.exemptTypes()).not.toContain('smoke');
-    expect((await t.pool.query(`SELECT 1 FROM exempt_job_types WHERE job_type = 'smoke'`)).rowCount).toBe(0);
+    expect((await t.pool.query(`SELECT 1 FROM usage_factors WHERE job_type = 'smoke'`)).rowCount).toBe(0);
     expect(await auditRows('job-type:smoke')).toHaveLength(0);
   });
 
