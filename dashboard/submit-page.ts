@@ -13,7 +13,8 @@
  */
 import type { ScopeView } from '../src/accounting/budgets.ts';
 import { localTime } from '../src/admin/held-now.ts';
-import { formatHours, gpuMsToHours } from '../src/units.ts';
+import { formatAmount, unitSuffix } from '../src/units.ts';
+import { fromScaled, UNIT_SCALE } from '../src/accounting/pricing.ts';
 import { queuedSentence, sentences, type Answer } from './submit-words.ts';
 import { heldSection, type Asked, type HeldPart } from './submit-held.ts';
 import { esc, pageHead } from './html.ts';
@@ -62,25 +63,28 @@ export interface SubmitPageView {
   asked: Asked | null;
 }
 
-const hoursAttr = (ms: number | null) => (ms === null ? '' : String(gpuMsToHours(ms)));
 /** Rows of the job-by-job table shown; the counts above cover the rest. */
 const MAX_ROWS = 100;
 
+/** A scope's card, in its limit's unit (amounts as GPU-ms, milli-units or micro-dollars; data-gpu-hours, or data-amount with the card's data-unit). */
 function scopeBar(title: string, v: ScopeView, timeZone: string): string {
   const limit = v.effectiveLimitGpuMs;
   const total = v.usedGpuMs + v.reservedGpuMs;
   const scale = Math.max(limit ?? 0, total, 1);
   const pct = (ms: number) => Math.min(100, (Math.max(0, ms) / scale) * 100).toFixed(2);
-  const num = (cls: string, ms: number | null) => `<span class="${cls}" data-gpu-hours="${hoursAttr(ms)}">${ms === null ? '—' : esc(formatHours(ms))}</span>`;
+  const data = v.unit === 'gpuHours' ? 'data-gpu-hours' : 'data-amount';
+  const text = (n: number) => formatAmount(n, v.unit);
+  const unit = unitSuffix(v.unit);
+  const num = (cls: string, n: number | null) => `<span class="${cls}" ${data}="${n === null ? '' : fromScaled(n, UNIT_SCALE[v.unit])}">${n === null ? '—' : esc(text(n))}</span>`;
   const resets = v.nextResetAt === null
     ? '<span class="resets" data-resets-at="">does not reset</span>'
     : `<span class="resets" data-resets-at="${esc(new Date(v.nextResetAt).toISOString())}">resets ${esc(localTime(v.nextResetAt, timeZone))}</span>`;
   const body = limit === null
-    ? `<p class="numbers">no limit set · used ${num('used', v.usedGpuMs)} · reserved ${num('reserved', v.reservedGpuMs)} GPU-h</p>`
-    : `<div class="bar${total > limit ? ' over' : ''}" role="img" aria-label="${esc(formatHours(total))} of ${esc(formatHours(limit))} GPU-h used or reserved">` +
+    ? `<p class="numbers">no limit set · used ${num('used', v.usedGpuMs)} · reserved ${num('reserved', v.reservedGpuMs)}${unit}</p>`
+    : `<div class="bar${total > limit ? ' over' : ''}" role="img" aria-label="${esc(text(total))} of ${esc(text(limit))}${unit} used or reserved">` +
       `<b class="used" style="width:${pct(v.usedGpuMs)}%"></b><b class="reserved" style="width:${pct(v.reservedGpuMs)}%"></b></div>
-      <p class="numbers">used ${num('used', v.usedGpuMs)} · reserved ${num('reserved', v.reservedGpuMs)} · remaining ${num('remaining', v.remainingGpuMs)} of ${num('limit', limit)} GPU-h · ${resets}</p>`;
-  return `<article class="scope" data-scope="${esc(v.scope)}"><h3>${esc(title)}</h3>${body}</article>`;
+      <p class="numbers">used ${num('used', v.usedGpuMs)} · reserved ${num('reserved', v.reservedGpuMs)} · remaining ${num('remaining', v.remainingGpuMs)} of ${num('limit', limit)}${unit} · ${resets}</p>`;
+  return `<article class="scope" data-scope="${esc(v.scope)}" data-unit="${v.unit}"><h3>${esc(title)}</h3>${body}</article>`;
 }
 
 function budgets(v: SubmitPageView): string {
@@ -130,6 +134,7 @@ function answerBlock(a: Answer): string {
   ${s.wait ? `<p id="would-wait" data-would-wait="${a.wait}">${esc(s.wait)}</p>` : ''}
   ${s.refuse ? `<p id="would-refuse" data-would-refuse="${a.refuse}">${esc(s.refuse)}</p>` : ''}
   ${a.blocked.length ? `<div id="blocked">${a.blocked.map((b) => `<p class="blocked" data-scope="${esc(b.scope)}">${esc(b.message)}</p>`).join('')}</div>` : ''}
+  ${a.cost ? `<p id="cost">${esc(a.cost.batch)}</p>${a.cost.byGpuType.length ? `<p class="muted">On another GPU type:</p><ul id="cost-by-gpu-type">${a.cost.byGpuType.map((t) => `<li>${esc(t)}</li>`).join('')}</ul>` : ''}` : ''}
   ${a.warnings.length ? `<h3>Warnings</h3><ul id="warnings">${a.warnings.map((w) => `<li data-code="${esc(w.code)}">${esc(w.message)}</li>`).join('')}</ul>` : ''}`;
 }
 

@@ -13,7 +13,7 @@ import type { PreflightReport } from '../src/admin/preflight.ts';
 import type { Hold, Shortfall } from '../src/accounting/types.ts';
 import { describeShortfall } from '../src/accounting/reasons.ts';
 import { parseScopeId, scopeLabel } from '../src/accounting/scopes.ts';
-import { formatHours } from '../src/units.ts';
+import { formatAmount, unitSuffix } from '../src/units.ts';
 
 export interface Why {
   text: string;
@@ -38,6 +38,8 @@ export interface Answer {
   blocked: Blocked[];
   /** The preflight's warnings, as sentences, with their codes. */
   warnings: { code: string; message: string }[];
+  /** "These 12 jobs: 48 GPU-h = $196.80, 144 units", and the same on each other GPU type; null when none would run. */
+  cost: { batch: string; byGpuType: string[] } | null;
 }
 
 /** "project alpha's budget", "user ann's daily quota", "run alpha/r1's cap". */
@@ -57,10 +59,13 @@ export function shortfallWords(f: Shortfall): { why: string; blocked: string | n
   }
   const total = f.usedGpuMs + f.reservedGpuMs;
   const limit = f.limitGpuMs ?? 0;
+  const unit = f.unit ?? 'gpuHours';
+  const amount = (n: number) => formatAmount(n, unit);
   const grace = f.code === 'over-grace' ? ' (with its grace)' : '';
+  const of = `${amount(total)} of ${amount(limit)}${unitSuffix(unit)}${grace}`;
   const why = total >= limit
-    ? `${subject(f.scope)} is used up: ${formatHours(total)} of ${formatHours(limit)} GPU-h${grace}`
-    : `${subject(f.scope)} has too little left: ${formatHours(total)} of ${formatHours(limit)} GPU-h${grace} used or reserved, and a job needs ${formatHours(f.neededGpuMs)}`;
+    ? `${subject(f.scope)} is used up: ${of}`
+    : `${subject(f.scope)} has too little left: ${of} used or reserved, and a job needs ${amount(f.neededGpuMs)}`;
   return { why, blocked: `${why}. Contact your admin to raise it, or request an override.` };
 }
 
@@ -101,6 +106,20 @@ export function answerOf(report: PreflightReport, holds: readonly (Hold | undefi
     refuseWhy,
     blocked: [...blocked].map(([scope, message]) => ({ scope, message })),
     warnings: report.warningDetails.map((w) => ({ code: w.code, message: w.message })),
+    cost: costWords(report),
+  };
+}
+
+const usd = (n: number) => formatAmount(Math.round(n * 1_000_000), 'usd');
+
+/** What the jobs that would run cost, and on each GPU type of the rate card (cheapest first; where a project may not use it, said). */
+function costWords(r: PreflightReport): Answer['cost'] {
+  const c = r.cost;
+  if (c.jobs === 0) return null;
+  const hours = (h: number, charged: number) => `${h} GPU-h${charged !== h ? ` (${charged} as charged)` : ''}`;
+  return {
+    batch: `${c.jobs === r.jobs ? 'This batch' : `The ${jobs(c.jobs)} that would run`}: ${hours(c.gpuHours, c.chargedGpuHours)} = ${usd(c.usd)}, ${c.units} units.`,
+    byGpuType: r.byGpuType.map((t) => `on ${t.gpuType}: ${usd(t.usd)}, ${t.units} units${t.notAllowedIn.length ? ` (not allowed in ${t.notAllowedIn.join(', ')})` : ''}`),
   };
 }
 

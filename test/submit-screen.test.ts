@@ -51,9 +51,9 @@ const attr = (html: string, id: string, name: string) => new RegExp(`id="${id}"[
 const hidden = (html: string, name: string) => unescape(new RegExp(`name="${name}" value="([^"]*)"`).exec(html)![1]!);
 /** The exact numbers a scope's card carries. */
 function card(html: string, scope: string) {
-  const art = new RegExp(`<article class="scope" data-scope="${scope}">([\\s\\S]*?)</article>`).exec(html)?.[1];
+  const art = new RegExp(`<article class="scope" data-scope="${scope}"[^>]*>([\\s\\S]*?)</article>`).exec(html)?.[1];
   if (art === undefined) return null;
-  const n = (cls: string) => Number(new RegExp(`class="${cls}" data-gpu-hours="([^"]*)"`).exec(art)![1]);
+  const n = (cls: string) => Number(new RegExp(`class="${cls}" data-(?:gpu-hours|amount)="([^"]*)"`).exec(art)![1]);
   return { used: n('used'), reserved: n('reserved'), remaining: n('remaining'), limit: n('limit'), resets: unescape(/class="resets"[^>]*>([^<]*)</.exec(art)![1]!) };
 }
 
@@ -148,6 +148,22 @@ describe('the submission screen', () => {
     expect(again.status).toBe(409);
     expect(again.html).toContain(`this form was queued already: jobs ${ids.join(', ')}`);
     expect(await added()).toBe(before + 12);
+  });
+
+  it('prices the batch on its GPU type and on each other one, and shows a budget in dollars in dollars', async () => {
+    const key = await submitterKey('di', ['priced']);
+    for (const [gpuType, units, usd] of [['h100', 3, 4.1], ['a100', 2, 2.5]] as const) {
+      expect((await call(admin, 'PUT', `/gpu-types/${gpuType}`, { unitsPerGpuHour: units, usdPerGpuHour: usd })).status).toBe(200);
+    }
+    expect((await call(admin, 'PUT', '/projects/priced/budget', { usd: 100 })).status).toBe(200);
+    const p = await previewed(key, batchForm('priced', 4, 2));
+    // By hand: 4 x 2 h on h100 = 8 GPU-h, $32.80, 24 units; on a100 $20.00, 16 units.
+    expect(textOf(p.html, 'cost')).toBe('This batch: 8 GPU-h = $32.80, 24 units.');
+    expect(textOf(p.html, 'cost-by-gpu-type')).toBe('on a100: $20.00, 16 units on h100: $32.80, 24 units');
+    const page1 = await page(key, '/submit');
+    expect(page1.html).toMatch(/data-scope="project:priced" data-unit="usd"/);
+    expect(card(page1.html, 'project:priced')).toMatchObject({ used: 0, reserved: 0, remaining: 100, limit: 100 });
+    expect(page1.html).toContain('of <span class="limit" data-amount="100">$100.00</span> ·');
   });
 
   it('queues nothing when the decisions changed between preview and submit, and shows the new answer', async () => {

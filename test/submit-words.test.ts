@@ -31,6 +31,13 @@ describe('shortfallWords', () => {
     ['a run cap used up', sf('run:alpha/r1', 'over-limit', 60 * H, 0, 60 * H, H),
       "run alpha/r1's cap is used up: 60.0 of 60.0 GPU-h",
       "run alpha/r1's cap is used up: 60.0 of 60.0 GPU-h. Contact your admin to raise it, or request an override."],
+    // A budget in dollars (micro-dollars) and one in units (milli-units) speak their unit.
+    ['a budget in dollars with too little left', { ...sf('project:gamma', 'over-limit', 100_000_000, 98_500_000, 0, 4_100_000), unit: 'usd' as const },
+      "project gamma's budget has too little left: $98.50 of $100.00 used or reserved, and a job needs $4.10",
+      "project gamma's budget has too little left: $98.50 of $100.00 used or reserved, and a job needs $4.10. Contact your admin to raise it, or request an override."],
+    ['a quota in units used up', { ...sf('user-week:ann', 'over-limit', 96_000, 96_000, 0, 3_000), unit: 'units' as const },
+      "user ann's weekly quota is used up: 96.0 of 96.0 units",
+      "user ann's weekly quota is used up: 96.0 of 96.0 units. Contact your admin to raise it, or request an override."],
     ['a project with no budget', sf('project:new', 'no-limit', null, 0, 0, H),
       'project new has no budget',
       'project new has no budget. Contact your admin to set one, or request an override.'],
@@ -45,7 +52,8 @@ describe('shortfallWords', () => {
 
 function report(outcomes: PreflightOutcome[]): PreflightReport {
   const n = (k: PreflightOutcome['outcome']) => outcomes.filter((o) => o.outcome === k).length;
-  return { jobs: outcomes.length, admitted: n('admitted'), held: n('held'), rejected: n('rejected'), throttled: n('throttled'), outcomes, scopes: [], warnings: [], warningDetails: [] };
+  return { jobs: outcomes.length, admitted: n('admitted'), held: n('held'), rejected: n('rejected'), throttled: n('throttled'), outcomes, scopes: [], warnings: [], warningDetails: [],
+    cost: { jobs: 0, gpuHours: 0, chargedGpuHours: 0, units: 0, usd: 0 }, byGpuType: [] };
 }
 
 describe('answerOf and its sentences', () => {

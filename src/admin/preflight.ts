@@ -9,7 +9,10 @@
  * limits already past a threshold, thresholds the batch would cross, limits
  * it would exhaust, soft limits it would pass. Each warning is data first
  * (`warningDetails`: a code, the scope, the numbers) and a sentence
- * (`warnings`, the same ones in the same order).
+ * (`warnings`, the same ones in the same order). It prices the jobs that
+ * would run (admitted, held or throttled: all run in the end) on their own
+ * GPU types, and the same jobs on every other type of the rate card
+ * (src/admin/batch-cost.ts).
  */
 import type { Config } from '../config.ts';
 import type { Accounting } from '../accounting/counters.ts';
@@ -19,7 +22,9 @@ import { jobMeta, notAllowedReason, unpricedReason } from '../accounting/admissi
 import { describeHold, describeThrottle } from '../accounting/reasons.ts';
 import { parseScopeId, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
 import { intakeJobSchema, parseIntakeJob, type IntakeJobData } from '../../queues/contract.ts';
-import { formatHours, hoursToGpuMs } from '../units.ts';
+import { formatAmount, hoursToGpuMs, unitSuffix } from '../units.ts';
+import { PriceList } from '../accounting/price-list.ts';
+import { batchCost, costByGpuType, type BatchCost, type GpuTypeCost } from './batch-cost.ts';
 
 export type PreflightOutcome =
   | { index: number; outcome: 'admitted'; exempt?: true; softOver?: string[] }
@@ -54,6 +59,10 @@ export interface PreflightReport {
   /** The sentences of warningDetails, in its order. */
   warnings: string[];
   warningDetails: PreflightWarning[];
+  /** What the jobs that would run (admitted, held, throttled) cost on their own GPU types, at the rates in force now. */
+  cost: BatchCost;
+  /** The same jobs, all on each GPU type of the rate card instead, cheapest first. */
+  byGpuType: GpuTypeCost[];
 }
 
 export class Preflight {
@@ -88,7 +97,9 @@ export class Preflight {
       meta: jobMeta(data),
     }));
     const bases = [...new Set(reqs.flatMap((r) => r.scopes))];
-    const [scopes, dry] = await Promise.all([this.budgets.views(bases), this.accounting.dryRun(reqs, now, this.config.unknownProjectPolicy)]);
+    const [scopes, dry, prices] = await Promise.all([
+      this.budgets.views(bases), this.accounting.dryRun(reqs, now, this.config.unknownProjectPolicy), PriceList.read(this.accounting.definitions, now),
+    ]);
     const known = dry.outcomes.some((o) => o.kind === 'unpriced' && o.why === 'unknown') ? await this.accounting.pricedGpuTypes() : [];
     const refusedIn = [...new Set(dry.outcomes.flatMap((o, k) => (o.kind === 'unpriced' && o.why === 'not-allowed' ? [reqs[k]!.meta.project] : [])))];
     const allowed = new Map(await Promise.all(refusedIn.map(async (p) => [p, (await this.accounting.allowedGpuTypes(p)) ?? []] as const)));
@@ -124,9 +135,13 @@ export class Preflight {
       ...limitWarnings(scopes, dry.warnings, softPassed),
     ];
     const count = (k: PreflightOutcome['outcome']) => outcomes.filter((o) => o.outcome === k).length;
+    const running = valid.filter(({ index }) => outcomes[index]!.outcome !== 'rejected').map(({ data }) => data);
+    const projects = [...new Set(running.map((j) => j.project))];
+    const allowedIn = new Map(await Promise.all(projects.map(async (p) => [p, await this.accounting.allowedGpuTypes(p)] as const)));
     const report = {
       jobs: inputs.length, admitted: count('admitted'), held: count('held'), rejected: count('rejected'), throttled: count('throttled'), outcomes, scopes,
       warnings: warningDetails.map((w) => w.message), warningDetails,
+      cost: batchCost(prices, running), byGpuType: costByGpuType(prices, running, allowedIn),
     };
     return { report, holds };
   }
@@ -160,7 +175,8 @@ function limitWarnings(scopes: ScopeView[], dry: DryRunWarning[], softPassed: Ma
     const total = s.usedGpuMs + s.reservedGpuMs;
     const past = s.thresholds.filter((t) => total * 100 >= t * s.effectiveLimitGpuMs!).pop();
     if (past !== undefined) {
-      out.push({ code: 'past-threshold', scope: s.scope, thresholdPercent: past, message: `${scopeLabel(s.scope)}: ${formatHours(total)} of ${formatHours(s.effectiveLimitGpuMs)} GPU-h used or reserved, past its ${past}% warning` });
+      const used = `${formatAmount(total, s.unit)} of ${formatAmount(s.effectiveLimitGpuMs, s.unit)}${unitSuffix(s.unit)}`;
+      out.push({ code: 'past-threshold', scope: s.scope, thresholdPercent: past, message: `${scopeLabel(s.scope)}: ${used} used or reserved, past its ${past}% warning` });
     }
   }
   for (const w of dry) {

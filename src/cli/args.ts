@@ -15,6 +15,7 @@ export interface JobOpts {
   hours?: string;
   gpus?: string;
   jobType?: string;
+  gpuType?: string;
   run?: string;
   count: string;
 }
@@ -40,6 +41,7 @@ export async function jobsBody(o: JobOpts): Promise<unknown> {
     estimatedGpuHours: num('--hours', o.hours),
     ...(o.gpus !== undefined ? { gpus: num('--gpus', o.gpus) } : {}),
     ...(o.jobType ? { jobType: o.jobType } : {}),
+    ...(o.gpuType ? { gpuType: o.gpuType } : {}),
     ...(o.run ? { run: o.run } : {}),
   };
   return count === 1 ? job : { jobs: Array.from({ length: count }, () => job) };

@@ -17,8 +17,18 @@ export function preflightText(r: Record<string, any>): string {
   }
   for (const [reason, g] of reasons) lines.push(`  ${g.n} × ${reason} (first: job ${g.first})`);
   lines.push('', scopeTable((r.scopes as Record<string, any>[]).map((s) => [s.scope, s])));
+  if (r.cost?.jobs) lines.push('', ...costLines(r.cost, r.byGpuType ?? []));
   if (r.warnings.length) lines.push('', 'warnings:', ...r.warnings.map((w: string) => `  ${w}`));
   return lines.join('\n');
+}
+
+/** The batch's cost on its own GPU types, and a table of it on each type of the rate card. */
+function costLines(c: Record<string, any>, byType: Record<string, any>[]): string[] {
+  const charged = c.chargedGpuHours !== c.gpuHours ? ` (${c.chargedGpuHours} as charged)` : '';
+  const lines = [`cost of the ${c.jobs} job${c.jobs === 1 ? '' : 's'} that would run: ${c.gpuHours} GPU-h${charged} = ${usdCell(c.usd)}, ${c.units} units`];
+  if (byType.length === 0) return lines;
+  const rows = byType.map((t) => [t.gpuType, t.chargedGpuHours, t.units, usdCell(t.usd), `${t.unitsPerGpuHour} units, ${usdCell(t.usdPerGpuHour)}`, t.notAllowedIn.join(', ') || '-']);
+  return [...lines, 'on each GPU type instead:', table(['GPU TYPE', 'GPU-H', 'UNITS', 'USD', 'RATE PER GPU-H', 'NOT ALLOWED IN'], rows)];
 }
 
 export function submitText(r: Record<string, any>): string {

@@ -18,6 +18,7 @@ export function addJobCommands(program: Command, { client, print }: CliContext):
       .option('--hours <gpuHours>', 'estimated GPU hours per job')
       .option('--gpus <n>')
       .option('--job-type <type>')
+      .option('--gpu-type <type>', "the GPU type it runs on (priced at the default rate when it has none)")
       .option('--run <run>')
       .option('--count <n>', 'this many identical jobs', '1')
       .action(async (o: JobOpts) => {
