@@ -12,6 +12,7 @@ import { createGatekeeper, type Gatekeeper } from '../workers/gatekeeper.ts';
 import { HeldJobs, type HeldView } from '../src/admin/held.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { localTime } from '../src/admin/held-now.ts';
+import { RateCard } from '../src/accounting/rate-card.ts';
 
 let t: TestEnv;
 let gk: Gatekeeper;
@@ -100,6 +101,25 @@ describe('a held job as it stands now', () => {
       [{ scope: 'project:n-line', ahead: 2 }],
     ]);
     expect(jobs[2]!.startsWhen).toBe("starts when 1.0 GPU-h free up in project n-line; after the 2 older held jobs ahead of it in project n-line's line");
+  });
+
+  it('speaks a budget in dollars in dollars, and prices the job at the rate a release would use now', async () => {
+    await new RateCard(t.pool, t.accounting, t.clock, t.log).setRate('h100', { unitsMilli: 3000, usdMicro: 4_100_000 }, ops, null);
+    await t.budgets.set('n-usd', 10_000_000, ops, null, { unit: 'usd' });
+    for (const id of ['nu1', 'nu2', 'nu3']) {
+      await intake.add('train', { project: 'n-usd', user: 'u-n-usd', estimatedGpuHours: 1, gpuType: 'h100' }, { jobId: id });
+      await eventually(() => intake.getJobState(id), (s) => s === 'completed');
+    }
+    // By hand: two h100 hours reserved at $4.10 = $8.20 of $10.00; the third needs $4.10.
+    expect((await listed('n-usd'))[0]!.reason).toBe('project n-usd: $8.20 of $10.00 used or reserved; job needs $4.10');
+    await finish('nu1', 0.5);
+    const [j] = await listed('n-usd');
+    // $2.05 used + $4.10 reserved + $4.10 needed = $10.25: $0.25 over.
+    expect(j!.startsWhen).toBe('starts when $0.25 free up in project n-usd');
+    expect(j!.hold.shortfalls[0]).toEqual({ scope: 'project:n-usd', code: 'over-limit', unit: 'usd', limit: 10, used: 2.05, reserved: 4.1, needed: 4.1 });
+    // A new price in force now: a release now would charge $5.00, so the listing says so.
+    await new RateCard(t.pool, t.accounting, t.clock, t.log).setRate('h100', { unitsMilli: 3000, usdMicro: 5_000_000 }, ops, null);
+    expect((await listed('n-usd'))[0]!.reason).toBe('project n-usd: $6.15 of $10.00 used or reserved; job needs $5.00');
   });
 
   it('formats a moment to the minute in the zone, with its abbreviation', () => {

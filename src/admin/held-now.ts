@@ -4,7 +4,9 @@
  * place in each line it waits in, and what will start it ("starts when
  * 2.0 GPU-h free up in project alpha", "or when it resets Mon 7 Dec 00:00
  * UTC", "needs an admin: …"). Read for the listed jobs only: one pipeline for
- * their lines and places, one read of the scopes they touch.
+ * their lines and places, one read of the scopes they touch. A job's need in
+ * each scope is in that scope's unit, priced as a release now would price
+ * it (the rates in force now, its job type's usage factor: `prices`).
  */
 import type { Redis } from 'ioredis';
 import type { Keys } from '../redis/keys.ts';
@@ -15,7 +17,9 @@ import type { HeldJobData } from '../../queues/contract.ts';
 import { capSubject, capsForJob, parseScopeId, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
 import type { GpuCaps, GpuCapView } from '../accounting/gpu-caps.ts';
 import { describeHold } from '../accounting/reasons.ts';
-import { formatHours, hoursToGpuMs } from '../units.ts';
+import { formatAmount, hoursToGpuMs, unitSuffix } from '../units.ts';
+import type { PriceList } from '../accounting/price-list.ts';
+import { chargeIn, type Charges } from '../accounting/pricing.ts';
 
 export interface HeldNow {
   hold: Hold;
@@ -28,7 +32,7 @@ export interface HeldNow {
 /** Kinds that admit everything without a limit (a project without a budget does not). */
 const OPTIONAL = new Set(['user-day', 'user-week', 'run', 'project-type']);
 
-export async function heldNow(redis: Redis, keys: Keys, budgets: Budgets, caps: GpuCaps, timeZone: string, jobs: HeldJobData[]): Promise<HeldNow[]> {
+export async function heldNow(redis: Redis, keys: Keys, budgets: Budgets, caps: GpuCaps, prices: PriceList, timeZone: string, jobs: HeldJobData[]): Promise<HeldNow[]> {
   const ids = jobs.map((d) => d.held.intakeJobId);
   const lines = (await pipelined(redis, ids, (p, id) => p.hget(keys.reservation(id), 'lines')))
     .map((v, i) => (typeof v === 'string' && v ? v.split(',') : (jobs[i]!.held.hold?.lines ?? [])));
@@ -40,7 +44,7 @@ export async function heldNow(redis: Redis, keys: Keys, budgets: Budgets, caps: 
   const capViews = new Map((await caps.list()).map((v) => [v.scope, v]));
   let r = 0;
   return jobs.map((d, i) => {
-    const need = hoursToGpuMs(d.estimatedGpuHours);
+    const need = prices.charge(hoursToGpuMs(d.estimatedGpuHours), d.jobType, d.gpuType);
     const positions = lines[i]!.map((scope) => ({ scope, ahead: ranks[r++]! }));
     const shortfalls = [
       ...bases[i]!.flatMap((b) => shortfallNow(views.get(b)!, need)),
@@ -52,9 +56,10 @@ export async function heldNow(redis: Redis, keys: Keys, budgets: Budgets, caps: 
   });
 }
 
-/** Does a job of `need` GPU-ms fit this scope now? The misfit as reserve.lua would report it, or nothing. */
-function shortfallNow(v: ScopeView, need: number): Shortfall[] {
-  const base = { scope: v.scope, usedGpuMs: v.usedGpuMs, reservedGpuMs: v.reservedGpuMs, neededGpuMs: need };
+/** Does a job charged `charges` fit this scope now (in its unit)? The misfit as reserve.lua would report it, or nothing. */
+function shortfallNow(v: ScopeView, charges: Charges): Shortfall[] {
+  const need = chargeIn(charges, v.unit);
+  const base = { scope: v.scope, unit: v.unit, usedGpuMs: v.usedGpuMs, reservedGpuMs: v.reservedGpuMs, neededGpuMs: need };
   if (v.limitGpuMs === null) return OPTIONAL.has(parseScopeId(v.scope).kind) ? [] : [{ ...base, code: 'no-limit', limitGpuMs: null }];
   if (v.ceilingGpuMs === null || v.usedGpuMs + v.reservedGpuMs + need <= v.ceilingGpuMs) return [];
   return [{ ...base, code: v.policy === 'soft' ? 'over-grace' : 'over-limit', limitGpuMs: v.ceilingGpuMs }];
@@ -96,7 +101,7 @@ function startsWhen(hold: Hold, positions: HeldNow['positions'], views: Map<stri
     const byRoom = short <= s.reservedGpuMs;
     const byReset = v.nextResetAt !== null && s.neededGpuMs <= (v.limitGpuMs ?? 0);
     const ways = [
-      ...(byRoom ? [`${formatHours(short)} GPU-h free up in ${label}`] : []),
+      ...(byRoom ? [`${formatAmount(short, v.unit)}${unitSuffix(v.unit)} free up in ${label}`] : []),
       ...(byReset ? [`${byRoom ? '' : `${label} `}resets ${localTime(v.nextResetAt!, timeZone)}`] : []),
     ];
     if (ways.length === 0) admin.push(`${label} has no room coming (${v.period === 'none' ? 'one-off' : 'the job is larger than a period'})`);

@@ -29,6 +29,7 @@ import { promoteReleased } from './promote.ts';
 import { heldNow } from './held-now.ts';
 import { UNIT_SCALE } from '../accounting/pricing.ts';
 import { Budgets } from '../accounting/budgets.ts';
+import { PriceList } from '../accounting/price-list.ts';
 import { GpuCaps } from '../accounting/gpu-caps.ts';
 import { gpuMsToHours } from '../units.ts';
 import { pipelined } from '../redis/pipelined.ts';
@@ -162,8 +163,9 @@ export class HeldJobs {
   async list(filter: { project?: string | undefined; user?: string | undefined; within?: JobScope | undefined; limit: number; offset: number }): Promise<{ total: number; jobs: HeldView[] }> {
     const ids = await this.select({ project: filter.project, user: filter.user, within: filter.within, all: true });
     const page = (await this.jobs(ids.slice(filter.offset, filter.offset + filter.limit))).filter((j) => j !== undefined);
-    const nows = await heldNow(this.redis, this.accounting.keys, this.budgets, this.caps, this.accounting.timeZone, page.map((j) => j.data));
     const now = this.clock.now();
+    const prices = await PriceList.read(this.accounting.definitions, now);
+    const nows = await heldNow(this.redis, this.accounting.keys, this.budgets, this.caps, prices, this.accounting.timeZone, page.map((j) => j.data));
     return {
       total: ids.length,
       jobs: page.map((j, i) => {
