@@ -29,7 +29,7 @@ export interface ScopeCard {
   /** e.g. "project alpha", "bob (daily quota)". */
   title: string;
   projection: string;
-  /** GPU-ms per local day, last 30 days, oldest first (counted; exempt apart). */
+  /** Per local day in the limit's unit (GPU-ms, milli-units, micro-dollars), last 30 days, oldest first (counted; exempt GPU-ms apart). */
   trend: { day: string; actualGpuMs: number; exemptGpuMs: number }[];
   /** The same days as drawn: used of the limit to each day's end (dashboard/trend-chart.ts); null for run caps. */
   line: TrendLine | null;
@@ -138,13 +138,13 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
       s.kind === 'project'
         ? [`project ${s.name}`, `project ${s.name}'s budget`, byProject.get(s.name)!]
         : [`${s.name} (${which} quota)`, `${s.name}'s ${which} quota`, byUser.get(s.name)!];
-    const trend = series.slice(-DAYS);
-    // The 30 days are in GPU hours: a budget in units or dollars gets its bar and numbers, no line or run-out yet.
-    if (view.unit !== 'gpuHours') return { view, title, projection: '', trend, line: null };
+    // The days in the limit's unit; exempt jobs cost a limit in units or dollars nothing.
+    const inUnit = view.unit === 'gpuHours' ? series : series.map((d) => ({ day: d.day, actualGpuMs: view.unit === 'units' ? d.unitsMilli : d.usdMicro, exemptGpuMs: 0 }));
+    const trend = inUnit.slice(-DAYS);
     const sum = (k: 'actualGpuMs' | 'exemptGpuMs') => trend.reduce((a, d) => a + d[k], 0);
     // A one-off budget's line starts from what it had settled before the 30 days (its counters hold all it ever used).
-    const before = { actualGpuMs: Math.max(0, view.usedGpuMs - sum('actualGpuMs')), exemptGpuMs: Math.max(0, view.exemptUsedGpuMs - sum('exemptGpuMs')) };
-    const line = trendLine(view.period, trend, series.slice(0, -DAYS), before);
+    const before = { actualGpuMs: Math.max(0, view.usedGpuMs - sum('actualGpuMs')), exemptGpuMs: view.unit === 'gpuHours' ? Math.max(0, view.exemptUsedGpuMs - sum('exemptGpuMs')) : 0 };
+    const line = trendLine(view.period, trend, inUnit.slice(0, -DAYS), before);
     const p = projectRunOut({
       daily: withToday(trend.map((d) => d.actualGpuMs), elapsedToday),
       limitGpuMs: view.effectiveLimitGpuMs,

@@ -69,7 +69,7 @@ function card(c: ScopeCard): string {
       ${v.nextResetAt ? ` · resets ${esc(new Date(v.nextResetAt).toISOString().slice(0, 16).replace('T', ' '))} UTC` : ''}</p>
     ${sideBySide}
     ${c.projection ? `<p class="projection">${esc(c.projection)}</p>` : ''}
-    ${c.line ? trendChart(c.line, v.effectiveLimitGpuMs) : ''}
+    ${c.line ? trendChart(c.line, v.effectiveLimitGpuMs, v.unit) : ''}
   </article>`;
 }
 

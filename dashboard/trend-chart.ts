@@ -11,13 +11,16 @@
  * - A one-off budget: settled hours in all, to each day.
  * Exempt hours (not counted) are a second, dashed green line by the same
  * rule. The limit in force now is a dashed red line across; the y axis has
- * three or four round ticks (0 and two or three above) in GPU hours, the x axis the first, middle and
+ * three or four round ticks (0 and two or three above) in the limit's unit, the x axis the first, middle and
  * last day. Days are local days (GATEKEEPER_TIMEZONE) and a job counts on
- * the day it ended, as in the usage reports. Amounts stay integer GPU-ms
- * until they are drawn.
+ * the day it ended, as in the usage reports. Amounts stay integers of the
+ * unit (GPU-ms, milli-units, micro-dollars; the fields keep the GPU-ms
+ * names) until they are drawn. A limit in units or dollars has no exempt
+ * line: exempt jobs cost it nothing.
  */
 import type { ScopePeriod } from '../src/accounting/types.ts';
-import { formatHours, GPU_MS_PER_HOUR } from '../src/units.ts';
+import { formatAmount } from '../src/units.ts';
+import { UNIT_SCALE, type LimitUnit } from '../src/accounting/pricing.ts';
 import { esc } from './html.ts';
 
 export interface DayUsage {
@@ -81,20 +84,21 @@ export function trendLine(period: ScopePeriod, days: DayUsage[], lead: DayUsage[
 }
 
 /**
- * Ticks from 0 up to the first that reaches `maxGpuMs`: steps of 1, 2 or 5
- * times a power of ten GPU hours (from 0.001), the smallest step that needs
+ * Ticks from 0 up to the first that reaches `max`: steps of 1, 2 or 5
+ * times a power of ten of the unit (from 0.001), the smallest step that needs
  * at most three, so there are two or three above 0 (one when the amount is
- * below the smallest step): three or four labels. In GPU-ms, exact.
+ * below the smallest step): three or four labels. In the unit's integers
+ * (`scale` per whole unit; GPU-ms by default), exact.
  */
-export function niceTicks(maxGpuMs: number): number[] {
-  const max = Math.max(maxGpuMs, 1);
-  let step = GPU_MS_PER_HOUR / 1000;
-  for (let i = 0; Math.ceil(max / step) > 3; i++) step = [2, 5, 10][i % 3]! * (GPU_MS_PER_HOUR / 1000) * 10 ** Math.floor(i / 3);
+export function niceTicks(maxAmount: number, scale = UNIT_SCALE.gpuHours): number[] {
+  const max = Math.max(maxAmount, 1);
+  let step = scale / 1000;
+  for (let i = 0; Math.ceil(max / step) > 3; i++) step = [2, 5, 10][i % 3]! * (scale / 1000) * 10 ** Math.floor(i / 3);
   return Array.from({ length: Math.ceil(max / step) + 1 }, (_, i) => i * step);
 }
 
-/** "10", "2.5", "0.001": GPU hours as written on the axis. */
-const hrs = (ms: number) => formatHours(ms).replace(/\.0$/, '');
+/** "10", "2.5", "0.001" (GPU hours or units), "$12.50": an amount as written on the axis. */
+const amountText = (n: number, unit: LimitUnit) => (unit === 'usd' ? formatAmount(n, unit) : formatAmount(n, unit).replace(/\.0$/, ''));
 const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
 /** '2026-12-01' -> '1 Dec'. */
 const dayText = (day: string) => `${Number(day.slice(8, 10))} ${MONTHS[Number(day.slice(5, 7)) - 1]}`;
@@ -108,25 +112,30 @@ const Y0 = 14;
 const Y1 = 100;
 
 const WHAT: Record<ScopePeriod, string> = {
-  day: 'GPU hours per day',
-  week: 'GPU hours used in the week, to each day',
-  month: 'GPU hours used in the month, to each day',
-  none: 'GPU hours used in all, to each day',
+  day: '%s per day',
+  week: '%s used in the week, to each day',
+  month: '%s used in the month, to each day',
+  none: '%s used in all, to each day',
 };
-const UNIT: Record<ScopePeriod, string> = { day: 'GPU-h per day', week: 'GPU-h this week', month: 'GPU-h this month', none: 'GPU-h in all' };
+const UNIT: Record<ScopePeriod, string> = { day: '%s per day', week: '%s this week', month: '%s this month', none: '%s in all' };
+/** The unit in the summary (WHAT) and above the axis (UNIT). */
+const NOUN: Record<LimitUnit, [long: string, short: string]> = { gpuHours: ['GPU hours', 'GPU-h'], units: ['units', 'units'], usd: ['dollars', 'USD'] };
 
-/** The chart of `line` against `limitGpuMs` (null: no limit), with its summary in words. */
-export function trendChart(line: TrendLine, limitGpuMs: number | null): string {
+/** The chart of `line` against `limitGpuMs` (null: no limit) in the limit's `unit`, with its summary in words. */
+export function trendChart(line: TrendLine, limitGpuMs: number | null, unit: LimitUnit = 'gpuHours'): string {
   const pts = line.points;
   const n = pts.length;
   if (n === 0) return '';
-  const ticks = niceTicks(Math.max(limitGpuMs ?? 0, ...pts.map((p) => Math.max(p.countedGpuMs, p.exemptGpuMs))));
+  const hrs = (x: number) => amountText(x, unit);
+  const data = unit === 'gpuHours' ? 'data-gpu-hours' : 'data-amount';
+  const suffix = unit === 'gpuHours' ? ' GPU-h' : unit === 'units' ? ' units' : '';
+  const ticks = niceTicks(Math.max(limitGpuMs ?? 0, ...pts.map((p) => Math.max(p.countedGpuMs, p.exemptGpuMs))), UNIT_SCALE[unit]);
   const top = ticks[ticks.length - 1]!;
   const x = (i: number) => (n === 1 ? X0 : X0 + (i * (X1 - X0)) / (n - 1)).toFixed(1);
   const y = (ms: number) => (Y1 - (Math.max(0, ms) / top) * (Y1 - Y0)).toFixed(1);
 
   const yAxis = ticks
-    .map((t) => `<g class="tick" data-gpu-hours="${t / GPU_MS_PER_HOUR}"><line class="grid" x1="${X0}" x2="${X1}" y1="${y(t)}" y2="${y(t)}"/><text x="${X0 - 4}" y="${(Number(y(t)) + 3).toFixed(1)}" text-anchor="end">${hrs(t)}</text></g>`)
+    .map((t) => `<g class="tick" ${data}="${t / UNIT_SCALE[unit]}"><line class="grid" x1="${X0}" x2="${X1}" y1="${y(t)}" y2="${y(t)}"/><text x="${X0 - 4}" y="${(Number(y(t)) + 3).toFixed(1)}" text-anchor="end">${hrs(t)}</text></g>`)
     .join('');
   const labelled = [...new Set([0, Math.floor(n / 2), n - 1])];
   const xAxis = labelled
@@ -145,12 +154,12 @@ export function trendChart(line: TrendLine, limitGpuMs: number | null): string {
   const limit =
     limitGpuMs === null
       ? ''
-      : `<line class="limit" data-gpu-hours="${limitGpuMs / GPU_MS_PER_HOUR}" x1="${X0}" x2="${X1}" y1="${y(limitGpuMs)}" y2="${y(limitGpuMs)}"/>` +
-        `<text class="limit" x="${X1}" y="${(Number(y(limitGpuMs)) - 3).toFixed(1)}" text-anchor="end">limit ${esc(hrs(limitGpuMs))} GPU-h</text>`;
+      : `<line class="limit" ${data}="${limitGpuMs / UNIT_SCALE[unit]}" x1="${X0}" x2="${X1}" y1="${y(limitGpuMs)}" y2="${y(limitGpuMs)}"/>` +
+        `<text class="limit" x="${X1}" y="${(Number(y(limitGpuMs)) - 3).toFixed(1)}" text-anchor="end">limit ${esc(hrs(limitGpuMs))}${suffix}</text>`;
 
   const peak = pts.reduce((a, p) => (p.countedGpuMs > a.countedGpuMs ? p : a), pts[0]!);
   const summary = [
-    `${WHAT[line.period]}, last ${n} days`,
+    `${WHAT[line.period].replace('%s', NOUN[unit][0])}, last ${n} days`,
     peak.countedGpuMs > 0 ? `peak ${hrs(peak.countedGpuMs)} on ${dayText(peak.day)}` : 'nothing settled',
     line.period === 'day' ? null : `now ${hrs(pts[n - 1]!.countedGpuMs)}`,
     limitGpuMs === null ? 'no limit' : `limit ${hrs(limitGpuMs)}`,
@@ -158,7 +167,7 @@ export function trendChart(line: TrendLine, limitGpuMs: number | null): string {
   ].filter((s) => s !== null).join('; ');
 
   return `<svg class="trend" viewBox="0 0 ${W} ${HGT}" width="${W}" height="${HGT}" role="img" aria-label="${esc(summary)}"><title>${esc(summary)}</title>
-<text class="unit" x="0" y="8">${UNIT[line.period]}</text>${yAxis}${resets}
+<text class="unit" x="0" y="8">${UNIT[line.period].replace('%s', NOUN[unit][1])}</text>${yAxis}${resets}
 <line class="axis" x1="${X0}" x2="${X0}" y1="${Y0}" y2="${Y1}"/><line class="axis" x1="${X0}" x2="${X1}" y1="${Y1}" y2="${Y1}"/>${xAxis}
 ${limit}${anyExempt ? lines('exempt', (p) => p.exemptGpuMs) : ''}${lines('used', (p) => p.countedGpuMs)}</svg>`;
 }

@@ -19,6 +19,7 @@ import { seedHistory, type HistoryJob } from '../src/usage/seed-history.ts';
 import { dashboardData } from '../dashboard/data.ts';
 import { renderDashboard } from '../dashboard/page.ts';
 import { demoHistory } from '../scripts/demo-history.ts';
+import { compactRates } from '../src/accounting/pricing.ts';
 
 const H = 3_600_000; // GPU-ms per GPU hour
 const at = (iso: string) => Date.parse(`${iso}Z`);
@@ -160,6 +161,38 @@ describe('30-day lines', () => {
     expect(o.used).toHaveLength(1);
     expect(o.used[0]!.map(([, y]) => y)).toEqual([...Array(14).fill(2), ...Array(16).fill(4)].map((h) => expect.closeTo(oy(h), 0)));
     expect(o.label).toBe('GPU hours used in all, to each day, last 30 days; peak 4 on 10 Nov; now 4; limit 6');
+  });
+});
+
+describe('a budget in dollars', () => {
+  it('draws its running total in dollars and projects when it runs out at its dollar burn', async () => {
+    const t = await createTestEnv(); // clock: 2026-11-25 12:00 UTC
+    try {
+      // h100 at $4.10 and 3 units per GPU-hour, in force since long before the history (the scripts read this field).
+      await t.accounting.definitions.setRates('h100', compactRates([{ effectiveFrom: 0, unitsMilli: 3000, usdMicro: 4_100_000 }]));
+      await t.budgets.set('gamma', 20_000_000, SYSTEM, null, { unit: 'usd' }); // one-off, $20
+      const h100 = (day: string, hours: number): HistoryJob => ({ ...ran(day, hours, 'render', { project: 'gamma', user: 'gil' }), meta: { project: 'gamma', user: 'gil', jobType: 'render', gpuType: 'h100', gpus: 1 } });
+      await seedHistory(t.accounting, [h100('2026-11-10', 2), h100('2026-11-24', 1)], t.clock.now());
+      await drain(t);
+      const held = new HeldJobs(t.config, t.redis, t.pool, t.clock, t.log);
+      const page = renderDashboard(await dashboardData({ pool: t.pool, budgets: t.budgets, held, timeZone: 'UTC', now: t.clock.now() }), { role: 'viewer', board: null });
+      await held.close();
+      const c = chart(page, 'project:gamma');
+      // Largest value: the limit, $20. Steps of $1 need 20 ticks, $2 10, $5 4 (more than 3), $10 2: $0, $10, $20.
+      const ticks = new Map([...c.svg.matchAll(/<g class="tick" data-amount="([^"]+)"><line class="grid" [^>]*y1="([-\d.]+)"/g)].map((m) => [Number(m[1]), Number(m[2])]));
+      expect(c.tickText).toEqual(['$0.00', '$10.00', '$20.00']);
+      const y = (usd: number) => ticks.get(0)! + (ticks.get(20)! - ticks.get(0)!) * (usd / 20);
+      expect(c.limitText).toBe('limit $20.00');
+      // 2 h on 10 Nov (index 14) = $8.20; 1 h on 24 Nov (index 28) = $4.10 more.
+      expect(c.used[0]!.map(([, v]) => v)).toEqual([...Array(14).fill(0), ...Array(14).fill(8.2), 12.3, 12.3].map((d) => expect.closeTo(y(d), 0)));
+      expect(c.exempt).toEqual([]);
+      expect(c.label).toBe('dollars used in all, to each day, last 30 days; peak $12.30 on 24 Nov; now $12.30; limit $20.00');
+      // Burn: only yesterday's $4.10 in the last 7 days, weight 7 of 28: $1.025 a day. $7.70 left / $1.025 = 7.51 days after 25 Nov 12:00: 3 Dec, 00:17.
+      const card = page.slice(page.indexOf('<article class="scope" data-scope="project:gamma">'));
+      expect(/<p class="projection">([^<]*)</.exec(card)?.[1]).toBe("At the current rate, project gamma&#39;s budget runs out in 8 days (Thu 3 Dec)");
+    } finally {
+      await t.close();
+    }
   });
 });
 

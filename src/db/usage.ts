@@ -151,16 +151,20 @@ export async function rebuildRollups(db: Queryable): Promise<void> {
  * `today` (inclusive), counted and exempt apart. Days without usage have
  * no row.
  */
-export async function dailyUsage(db: Queryable, f: { kind: 'project' | 'user'; names: string[]; today: string; days: number }): Promise<{ name: string; day: string; actualGpuMs: number; exemptGpuMs: number }[]> {
+export async function dailyUsage(db: Queryable, f: { kind: 'project' | 'user'; names: string[]; today: string; days: number }): Promise<{ name: string; day: string; actualGpuMs: number; exemptGpuMs: number; unitsMilli: number; usdMicro: number }[]> {
   const r = await db.query(
     `SELECT name, to_char(day, 'YYYY-MM-DD') AS day,
             coalesce(sum(charged_gpu_ms) FILTER (WHERE NOT exempt), 0) AS actual,
-            coalesce(sum(actual_gpu_ms) FILTER (WHERE exempt), 0) AS exempt
+            coalesce(sum(actual_gpu_ms) FILTER (WHERE exempt), 0) AS exempt,
+            coalesce(sum(units_milli) FILTER (WHERE NOT exempt), 0) AS units,
+            coalesce(sum(usd_micro) FILTER (WHERE NOT exempt), 0) AS usd
      FROM usage_by_day WHERE kind = $4::text AND name = ANY($3::text[]) AND day BETWEEN $1::date - $2::int AND $1::date
      GROUP BY 1, 2`,
     [f.today, f.days - 1, f.names, f.kind],
   );
-  return r.rows.map((x: { name: string; day: string; actual: string; exempt: string }) => ({ name: x.name, day: x.day, actualGpuMs: Number(x.actual), exemptGpuMs: Number(x.exempt) }));
+  return r.rows.map((x: { name: string; day: string; actual: string; exempt: string; units: string; usd: string }) => ({
+    name: x.name, day: x.day, actualGpuMs: Number(x.actual), exemptGpuMs: Number(x.exempt), unitsMilli: Number(x.units), usdMicro: Number(x.usd),
+  }));
 }
 
 /**

@@ -58,17 +58,26 @@ export async function usageReport(pool: Pool, f: UsageFilter): Promise<UsageRow[
  * oldest first, zeros included, for many projects (or users) in one query:
  * name -> series.
  */
-export async function dailySeriesMany(db: Queryable, opts: { by: 'project' | 'user'; names: string[]; today: string; days: number }): Promise<Map<string, { day: string; actualGpuMs: number; exemptGpuMs: number }[]>> {
+export async function dailySeriesMany(db: Queryable, opts: { by: 'project' | 'user'; names: string[]; today: string; days: number }): Promise<Map<string, DailyCharged[]>> {
   const rows = await dailyUsage(db, { kind: opts.by, names: opts.names, today: opts.today, days: opts.days });
   const days: string[] = [];
   const last = Date.parse(`${opts.today}T00:00:00Z`);
   for (let i = opts.days - 1; i >= 0; i--) days.push(new Date(last - i * 86_400_000).toISOString().slice(0, 10));
-  const out = new Map(opts.names.map((n) => [n, days.map((day) => ({ day, actualGpuMs: 0, exemptGpuMs: 0 }))]));
-  for (const x of rows) {
-    const d = out.get(x.name)?.[days.indexOf(x.day)];
-    if (d) Object.assign(d, { actualGpuMs: x.actualGpuMs, exemptGpuMs: x.exemptGpuMs });
+  const out = new Map(opts.names.map((n) => [n, days.map((day) => ({ day, actualGpuMs: 0, exemptGpuMs: 0, unitsMilli: 0, usdMicro: 0 }))]));
+  for (const { name, day, ...x } of rows) {
+    const d = out.get(name)?.[days.indexOf(day)];
+    if (d) Object.assign(d, x);
   }
   return out;
+}
+
+/** One local day of a project's or person's ended jobs: counted GPU-ms (as charged), exempt GPU-ms apart, milli-units and micro-dollars. */
+export interface DailyCharged {
+  day: string;
+  actualGpuMs: number;
+  exemptGpuMs: number;
+  unitsMilli: number;
+  usdMicro: number;
 }
 
 /** A month 'YYYY-MM' in a time zone as [start, end) instants; null if the string is not a month. */
