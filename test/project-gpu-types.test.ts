@@ -8,6 +8,9 @@ import { describe, expect, it } from 'vitest';
 import { apiSuite, TEST_TOKENS as tokens } from './support/api.ts';
 import { decideAdmissions } from '../src/accounting/admission.ts';
 import { EXIT, runCli } from '../src/cli/main.ts';
+import { Queue } from 'bullmq';
+import { eventually } from './support/env.ts';
+import { rejectedJobId } from '../queues/names.ts';
 
 const { env, call } = apiSuite();
 let n = 0;
@@ -43,6 +46,32 @@ describe('GPU types of a project', () => {
     expect((await decideAdmissions(env.t.accounting, [job('copied', 'h100')], Date.now()))[0]).toMatchObject({ kind: 'rejected' });
     expect(await call('PUT', '/projects/copied/gpu-types', { allowed: null })).toMatchObject({ status: 200, body: { allowed: null } });
     expect((await decideAdmissions(env.t.accounting, [job('copied', 'h100')], Date.now()))[0]).toMatchObject({ kind: 'admitted' });
+  });
+
+  it('rejects a held job whose type its project may no longer use when it is released, and admits the rest', async () => {
+    const { intake } = env.served;
+    const t = env.t;
+    await call('PUT', '/projects/narrowed/budget', { gpuHours: 1 });
+    for (const [id, gpuType] of [['nw1', 'a100'], ['nw2', 'h100'], ['nw3', 'a100']] as const) {
+      await intake.add('train', { project: 'narrowed', user: 'ann', estimatedGpuHours: 1, gpuType }, { jobId: id });
+      await eventually(() => intake.getJobState(id), (s) => s === 'completed');
+    }
+    expect((await t.accounting.heldIds('narrowed')).sort()).toEqual(['nw2', 'nw3']);
+    await call('PUT', '/projects/narrowed/gpu-types', { allowed: ['a100'] });
+    await call('PUT', '/projects/narrowed/budget', { gpuHours: 10 });
+    const reason = 'project narrowed may use only a100; the job asks for "h100"';
+    const r = await call('POST', '/held/release', { project: 'narrowed' });
+    expect(r.body).toMatchObject({ considered: 2, admitted: 1, admittedIds: ['nw3'], stillHeld: 0, rejected: [{ jobId: 'nw2', reason }] });
+    expect(await t.accounting.heldIds('narrowed')).toEqual([]);
+    const rejected = new Queue(t.config.queues.rejected, { connection: t.redis, prefix: t.config.queuePrefix });
+    try {
+      expect((await rejected.getJob(rejectedJobId('nw2')))?.data.rejected).toMatchObject({ intakeJobId: 'nw2', reason, by: 'gatekeeper' });
+    } finally {
+      await rejected.close();
+    }
+    // Nothing was counted for it: the budget holds the two a100 hours only.
+    expect((await call('GET', '/projects/narrowed/budget')).body).toMatchObject({ reserved: 2 });
+    expect((await t.accounting.reservation('nw2'))).toMatchObject({ state: 'cancelled' });
   });
 
   it('refuses a list that is not GPU type names', async () => {

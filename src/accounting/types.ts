@@ -104,6 +104,8 @@ export type ReleaseOutcome =
   | { kind: 'admitted'; amountGpuMs: number; scopes: string[]; price: Price; charges: Charges; exempt: boolean }
   /** Still held; `lines` when its lines changed (it now waits for what it misses). */
   | ({ kind: 'held' } & Hold)
+  /** Its project may no longer use its GPU type: rejected (no longer held; HeldJobs moves it to gpu-rejected with the reason). */
+  | { kind: 'not-allowed'; gpuType: string }
   | { kind: 'not-held'; state: string };
 
 /** How a budget or quota behaves at its limit: hold there, or admit past it with a warning. */

@@ -23,6 +23,7 @@ import { recordAudit, type DurableAudit } from '../audit/change.ts';
 import { Accounting } from '../accounting/counters.ts';
 import type { Hold, OpenReservation, ReleaseOutcome, Shortfall } from '../accounting/types.ts';
 import { describeHold } from '../accounting/reasons.ts';
+import { notAllowedReason } from '../accounting/admission.ts';
 import type { ExecJobData, HeldJobData, RejectedJobData } from '../../queues/contract.ts';
 import { heldJobId, queueNames, rejectedJobId } from '../../queues/names.ts';
 import { promoteReleased } from './promote.ts';
@@ -112,6 +113,8 @@ export interface ReleaseReport {
   admitted: string[];
   stillHeld: { jobId: string; reason: string }[];
   notHeld: { jobId: string; state: string }[];
+  /** Rejected as decided: their project may no longer use their GPU type. */
+  rejected: { jobId: string; reason: string }[];
 }
 
 export class NotHeldError extends Error {
@@ -196,7 +199,7 @@ export class HeldJobs {
       action: 'held.release',
       target: selectorText(sel),
       before: { held: ids.length },
-      after: { admitted: report.admitted.length, stillHeld: report.stillHeld.length, notHeld: report.notHeld.length },
+      after: { admitted: report.admitted.length, stillHeld: report.stillHeld.length, notHeld: report.notHeld.length, rejected: report.rejected.length },
     });
     this.log.info({ actor: actor.name, selector: sel, admitted: report.admitted.length, stillHeld: report.stillHeld.length }, 'released held jobs');
     return report;
@@ -213,7 +216,7 @@ export class HeldJobs {
   }
 
   private async decideAgain(ids: string[], note: string, mode: 'fifo' | 'wake' = 'fifo'): Promise<ReleaseReport> {
-    const report: ReleaseReport = { considered: 0, admitted: [], stillHeld: [], notHeld: [] };
+    const report: ReleaseReport = { considered: 0, admitted: [], stillHeld: [], notHeld: [], rejected: [] };
     for (let i = 0; i < ids.length; i += RELEASE_BATCH) {
       const chunk = ids.slice(i, i + RELEASE_BATCH);
       const now = this.clock.now();
@@ -257,21 +260,44 @@ export class HeldJobs {
   async cancel(jobId: string, actor: Actor, reason: string): Promise<void> {
     const out = await this.accounting.cancel(jobId, this.clock.now());
     if (out.kind !== 'cancelled') throw new NotHeldError(jobId, out.state);
-    const [job] = await this.jobs([jobId]);
     const why = `cancelled by ${actor.name}: ${reason}`;
+    const job = await this.moveToRejected(jobId, why, actor.name);
+    await recordAudit(this.audit, actor, { action: 'held.cancel', target: `job:${jobId}`, before: { state: 'held' }, after: { state: 'rejected' }, reason });
+    await this.emitRejected(jobId, job, why, actor.name);
+  }
+
+  /**
+   * A held job whose project may no longer use its GPU type, rejected by the
+   * release script as it was decided again (as reserve rejects such a job):
+   * moved to gpu-rejected with the reason.
+   */
+  private async rejectNotAllowed(jobId: string, gpuType: string, job: Job<HeldJobData> | undefined, by: string): Promise<string> {
+    const project = job?.data.project ?? '';
+    const reason = notAllowedReason(project, gpuType, (await this.accounting.allowedGpuTypes(project)) ?? []);
+    await this.moveToRejected(jobId, reason, by, job);
+    await this.emitRejected(jobId, job, reason, by);
+    return reason;
+  }
+
+  /** The held BullMQ job (if it is still there) moved to gpu-rejected with `why`. */
+  private async moveToRejected(jobId: string, why: string, by: string, known?: Job<HeldJobData>): Promise<Job<HeldJobData> | undefined> {
+    const job = known ?? (await this.jobs([jobId]))[0];
     if (job) {
       const { held, ...intake } = job.data;
       const r = await this.rejected.add(
         job.name,
-        { intake, rejected: { intakeJobId: jobId, reason: why, rejectedAt: this.clock.now(), by: actor.name } },
+        { intake, rejected: { intakeJobId: jobId, reason: why, rejectedAt: this.clock.now(), by } },
         { jobId: rejectedJobId(jobId), removeOnComplete: false, removeOnFail: false },
       );
       await r.log(`rejected: ${why} (was held: ${held.reason})`);
       await this.held.remove(heldJobId(jobId));
     }
-    await recordAudit(this.audit, actor, { action: 'held.cancel', target: `job:${jobId}`, before: { state: 'held' }, after: { state: 'rejected' }, reason });
+    return job;
+  }
+
+  private async emitRejected(jobId: string, job: Job<HeldJobData> | undefined, why: string, by: string): Promise<void> {
     await this.accounting.events.emit('JOB_REJECTED', {
-      jobId, ...(job ? { project: job.data.project, user: job.data.user } : {}), reason: why, by: actor.name,
+      jobId, ...(job ? { project: job.data.project, user: job.data.user } : {}), reason: why, by,
     }, `rejected:${jobId}`, this.clock.now());
   }
 
@@ -296,6 +322,9 @@ export class HeldJobs {
         }
         if (out.kind === 'not-held') return void report.notHeld.push({ jobId: id, state: out.state });
         const job = jobs[i];
+        if (out.kind === 'not-allowed') {
+          return void report.rejected.push({ jobId: id, reason: await this.rejectNotAllowed(id, out.gpuType, job, 'gatekeeper') });
+        }
         const { kind: _, ...decided } = out;
         // A job held behind a line stays in the lines it was in.
         const lines = decided.lines ?? job?.data.held.hold?.lines;

@@ -56,6 +56,7 @@ export function heldRoutes(held: HeldJobs): Router {
       admitted: report.admitted.length,
       stillHeld: report.stillHeld.length,
       notHeld: report.notHeld,
+      rejected: report.rejected,
       admittedIds: report.admitted,
       stillHeldJobs: report.stillHeld,
     });

@@ -33,7 +33,7 @@ export function addHeldCommands(program: Command, cli: CliContext): void {
       const { api, json } = client();
       const body = ids.length > 0 ? { ids } : { ...(o.all ? { all: true } : {}), ...(o.project ? { project: o.project } : {}), ...(o.user ? { user: o.user } : {}) };
       const r = await api.call('POST', '/held/release', body);
-      print(json, r, () => `admitted ${r.admitted} of ${r.considered}; ${r.stillHeld} still held` + (r.notHeld.length ? `; ${r.notHeld.length} not held` : ''));
+      print(json, r, () => `admitted ${r.admitted} of ${r.considered}; ${r.stillHeld} still held` + (r.notHeld.length ? `; ${r.notHeld.length} not held` : '') + (r.rejected?.length ? `; ${r.rejected.length} rejected: ${r.rejected[0].reason}${r.rejected.length > 1 ? ' (and more)' : ''}` : ''));
     });
   held
     .command('override <id>')

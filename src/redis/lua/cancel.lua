@@ -15,25 +15,14 @@
     { -1, state }   not held (state: 'reserved', 'settled', 'cancelled' or 'missing')
 ]]
 -- @include wake
+-- @include unhold
 
 local allHeldKey = KEYS[1]
 local base, jobId, retain, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local resKey = base .. 'res:' .. jobId
 
-local r = redis.call('HMGET', resKey, 'state', 'meta', 'lines')
+local r = redis.call('HMGET', base .. 'res:' .. jobId, 'state', 'meta', 'lines')
 if r[1] ~= 'held' then
   return { -1, r[1] or 'missing' }
 end
-local project = cjson.decode(r[2]).project
-redis.call('ZREM', base .. 'held:' .. project, jobId)
-redis.call('HINCRBY', base .. 'held-count', project, -1)
-redis.call('ZREM', allHeldKey, jobId)
-local left = {}
-for l in string.gmatch(r[3] or '', '[^,]+') do
-  redis.call('ZREM', base .. 'line:' .. l, jobId)
-  left[#left + 1] = l
-end
-wakeNonEmpty(base, left, now)
-redis.call('HSET', resKey, 'state', 'cancelled')
-redis.call('EXPIRE', resKey, retain)
+wakeNonEmpty(base, unhold(base, allHeldKey, jobId, cjson.decode(r[2]).project, r[3], retain), now)
 return { 1 }

@@ -23,7 +23,11 @@
   daily quota is measured against today's), see includes/scopes.lua. A job
   is priced as it is decided, at the rate and usage factor in force now
   (includes/pricing.lua): it is admitted now, so it keeps today's rate. One
-  whose job type became exempt (factor 0) is admitted counting nowhere.
+  whose job type became exempt (factor 0) is admitted counting nowhere. One
+  whose project may no longer use its GPU type (gpuAllowed) is rejected
+  ('fifo' and 'wake'; an override admits it): it leaves the held lists and
+  lines as a cancelled job does (includes/unhold.lua), so the jobs behind
+  it go on in this call; the caller moves it to gpu-rejected with the reason.
 
   Input:
     KEYS[1]    open-reservations zset
@@ -38,7 +42,8 @@
                reservation, scope and held keys are built from it. They carry
                the same hash tag as KEYS, so they live in the same cluster slot.
     ARGV[5]    periods now, JSON (as in reserve.lua)
-    ARGV[6..]  job ids, oldest first
+    ARGV[6]    seconds to remember a rejected job (as cancel.lua)
+    ARGV[7..]  job ids, oldest first
 
   Output: one entry per job, in order (in 'wake' mode, up to the first that
   stays held):
@@ -52,6 +57,8 @@
     { 4, ahead, line, amount, n, <misfit> * n }
                                 still held: `ahead` older held jobs go first in the
                                 line of scope `line`; its own misfits as of now (if any)
+    { 8, gpuType }              its project may not use its GPU type now: rejected
+                                (no longer held, remembered as cancelled)
     { -1, state }               not held (state: 'reserved', 'settled', 'cancelled' or 'missing')
 
   Every job's record is read and checked before the first write, so a bad
@@ -62,15 +69,17 @@
 -- @include lines
 -- @include wake
 -- @include pricing
+-- @include unhold
 
 local openKey, ledgerKey, allHeldKey = KEYS[1], KEYS[2], KEYS[3]
 local now, mode, note, base = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local scopeOf = scopeReader(base, cjson.decode(ARGV[5]), tonumber(now), true)
 local price = pricer(base, tonumber(now))
+local allows = gpuAllowed(base)
 
 -- Every record read and decoded first: a bad one fails the call before any write.
 local records = {}
-for a = 6, #ARGV do
+for a = 7, #ARGV do
   local jobId = ARGV[a]
   local resKey = base .. 'res:' .. jobId
   local r = redis.call('HMGET', resKey, 'amount', 'state', 'bases', 'meta', 'lines', 'ts')
@@ -80,7 +89,9 @@ for a = 6, #ARGV do
     if not rec.need then return redis.error_reply('release: job ' .. jobId .. ' has no amount') end
     local meta = cjson.decode(r[4])
     rec.project, rec.gpus = meta.project, tonumber(meta.gpus) or 1
-    rec.rate = price.rateOf(type(meta.gpuType) == 'string' and meta.gpuType or '')
+    rec.gpuType = type(meta.gpuType) == 'string' and meta.gpuType or ''
+    rec.allowed = allows(rec.project, rec.gpuType)
+    rec.rate = price.rateOf(rec.gpuType)
     rec.factor = price.factorOf(type(meta.jobType) == 'string' and meta.jobType or '')
     rec.charge = price.charge(r[1], rec.rate, rec.factor)
     rec.bases, rec.lines = split(r[3]), split(r[5])
@@ -107,6 +118,9 @@ for _, rec in ipairs(records) do
     out = before[1] == 1 and { -1, 'reserved' } or before
   elseif r[2] ~= 'held' then
     out = { -1, r[2] or 'missing' }
+  elseif mode ~= 'override' and not rec.allowed then
+    for _, l in ipairs(unhold(base, allHeldKey, jobId, rec.project, r[5], ARGV[6])) do leave(l) end
+    out = { 8, rec.gpuType }
   else
     local need, lines, project, charge = rec.need, rec.lines, rec.project, rec.charge
     local exempt = rec.factor == 0

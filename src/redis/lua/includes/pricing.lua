@@ -146,19 +146,16 @@ local function pricer(keyBase, now)
 end
 
 --[[
-  groupPricer(keyBase, price): reserve's per-group pricing. priceGroup(gi,
-  group) sets, once per call, group.rate and group.factor (from `price`, a
-  pricer) and group.allowed (false: its project may use only other GPU
-  types, '<base key>gpu-allowed' field project = types comma separated;
-  read only while any project has a list: one EXISTS per call), and adds
-  the group to `prices` ({ group index, 'unitsMilli|usdMicro|factor', ... }),
-  which the reply carries. group: [ sig, project, meta, job type, GPU type ].
+  gpuAllowed(keyBase): allows(project, gpuType), false when the project may
+  use only other GPU types ('<base key>gpu-allowed' field project = types
+  comma separated; a job naming no type is then refused too). Read only
+  while any project has a list: one EXISTS per call, one HGET per project.
 ]]
-local function groupPricer(keyBase, price)
+local function gpuAllowed(keyBase)
   local allowedKey = keyBase .. 'gpu-allowed'
   local allowedOn = redis.call('EXISTS', allowedKey) == 1
   local allowedIn = {}  -- project -> set of types, or false: any
-  local function allows(project, gpuType)
+  return function(project, gpuType)
     if not allowedOn then return true end
     local a = allowedIn[project]
     if a == nil then
@@ -172,6 +169,17 @@ local function groupPricer(keyBase, price)
     end
     return not a or (gpuType ~= '' and a[gpuType] == true)
   end
+end
+
+--[[
+  groupPricer(keyBase, price): reserve's per-group pricing. priceGroup(gi,
+  group) sets, once per call, group.rate and group.factor (from `price`, a
+  pricer) and group.allowed (gpuAllowed), and adds the group to `prices`
+  ({ group index, 'unitsMilli|usdMicro|factor', ... }), which the reply
+  carries. group: [ sig, project, meta, job type, GPU type ].
+]]
+local function groupPricer(keyBase, price)
+  local allows = gpuAllowed(keyBase)
   local prices = {}
   local function priceGroup(gi, group)
     if not group.rate then
