@@ -147,15 +147,19 @@ export interface CounterTotals {
 /**
  * A row's charges as SQL reads them: a row from before rates was charged its
  * GPU-ms (nothing when exempt), no units and no dollars (migration 022).
+ * `t`: the ledger's alias in the query, with its dot ('e.'), or ''.
  */
-export const CHARGED_SQL = {
-  estGpuMs: `CASE WHEN exempt THEN 0 ELSE coalesce(est_charge_gpu_ms, estimated_gpu_ms) END`,
-  gpuMs: `CASE WHEN exempt THEN 0 ELSE coalesce(charge_gpu_ms, actual_gpu_ms) END`,
-  estUnits: `coalesce(est_charge_units_milli, 0)`,
-  units: `coalesce(charge_units_milli, 0)`,
-  estUsd: `coalesce(est_charge_usd_micro, 0)`,
-  usd: `coalesce(charge_usd_micro, 0)`,
-} as const;
+export function chargedSql(t = '') {
+  return {
+    estGpuMs: `CASE WHEN ${t}exempt THEN 0 ELSE coalesce(${t}est_charge_gpu_ms, ${t}estimated_gpu_ms) END`,
+    gpuMs: `CASE WHEN ${t}exempt THEN 0 ELSE coalesce(${t}charge_gpu_ms, ${t}actual_gpu_ms) END`,
+    estUnits: `coalesce(${t}est_charge_units_milli, 0)`,
+    units: `coalesce(${t}charge_units_milli, 0)`,
+    estUsd: `coalesce(${t}est_charge_usd_micro, 0)`,
+    usd: `coalesce(${t}charge_usd_micro, 0)`,
+  } as const;
+}
+export const CHARGED_SQL = chargedSql();
 
 /**
  * Per counter id: used = Σ actual of settle/release rows, reserved = Σ

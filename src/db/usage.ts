@@ -7,6 +7,10 @@
 import type { Pool, PoolClient, Queryable } from './pool.ts';
 import { inSnapshot } from './transaction.ts';
 import { pairTotalsPage } from './usage-pairs.ts';
+import { chargedSql } from './ledger.ts';
+
+/** The ended row's charges (alias e), as the ledger's audit reads them. */
+const CHARGED = chargedSql('e.');
 
 /**
  * Reads for a page, in one snapshot and without parallel workers: a worker
@@ -221,8 +225,7 @@ export async function endedJobsPage(
   const r = await db.query(
     `SELECT e.id, e.at, to_char(e.at AT TIME ZONE $3::text, 'YYYY-MM-DD') AS date, e.project, e.user_name, e.job_type, e.gpu_type, e.run,
             e.job_id, e.kind, e.estimated_gpu_ms, e.actual_gpu_ms, e.exempt, coalesce(r.override, false) AS override, e.correction,
-            CASE WHEN e.exempt THEN 0 ELSE coalesce(e.charge_gpu_ms, e.actual_gpu_ms) END AS charged,
-            coalesce(e.charge_units_milli, 0) AS units, coalesce(e.charge_usd_micro, 0) AS usd
+            ${CHARGED.gpuMs} AS charged, ${CHARGED.units} AS units, ${CHARGED.usd} AS usd
      FROM ledger e LEFT JOIN ledger r ON r.job_id = e.job_id AND r.admitted_at = e.admitted_at AND r.kind = 'reserve'
      WHERE e.kind <> 'reserve' AND e.at >= $1::timestamptz AND e.at < $2::timestamptz
        AND ($4::timestamptz IS NULL OR (e.at, e.id) > ($4::timestamptz, $5::bigint))
