@@ -37,6 +37,11 @@ if (a) {
     row('a. realistic mix with rate limits on every project and user and GPU caps on every project and the fleet (none binding), jobs/s vs plain relay',
       f(ml.throughputJobsPerSec.gatekeeper), f(ml.throughputJobsPerSec.relay), f(ml.pairedRatio, 2), `${guard(ml)}, zero over-admission: ${met(ml.pairedRatio >= 0.8 && ml.ok)}`);
   }
+  const mp = a.mixPriced;
+  if (mp) {
+    row('a. priced mix (4 GPU types, budgets in GPU-h, units and USD), jobs/s vs plain relay',
+      f(mp.throughputJobsPerSec.gatekeeper), f(mp.throughputJobsPerSec.relay), f(mp.pairedRatio, 2), `${guard(mp)}, zero over-admission: ${met(mp.pairedRatio >= 0.8 && mp.ok)}`);
+  }
   const l = a.lowLoad;
   if (l) {
     row(`a. low load, one job at a time: p50 / p99 (ms) vs plain relay; added`, `${f(l.p50Ms.gatekeeper, 2)} / ${f(l.p99Ms.gatekeeper, 2)}`, `${f(l.p50Ms.relay, 2)} / ${f(l.p99Ms.relay, 2)}`,
