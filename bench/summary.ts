@@ -105,6 +105,9 @@ if (ri?.before) {
   r('oneJobCall', 'a one-job call', ri.targets.oneJobCall);
   r('perExtraScopeList', 'per extra distinct scope list in a call (users with quotas)', ri.targets.perExtraScopeList);
   r('perJob', 'per job in a batch');
+  for (const p of ri.priced?.rows ?? []) {
+    row(`reserve.lua: per job, ${p.case.replace(/^128-job batches, none held, /, '')} (Redis instructions) vs unpriced`, f(p.perJob), f(ri.priced.unpricedPerJob), f(p.ratio, 2), 'reported');
+  }
 }
 
 const md = [
