@@ -12,7 +12,10 @@
  * bench/mix.ts (10,000 users, 200 projects, Zipf-drawn users, quotas, budgets
  * and run caps sized to hold about a tenth, every scope checked afterwards),
  * once as it is and once with every project and user rate limited and every
- * project and the fleet GPU-capped, none binding (what checking them costs).
+ * project and the fleet GPU-capped, none binding (what checking them costs);
+ * and the priced mix of bench/mix-priced.ts (the same jobs over four GPU
+ * types with their own rates, a job type at factor 0.5 and one exempt,
+ * limits in GPU-hours, units and dollars, every unit checked afterwards).
  * Latency: a steady BENCH_RATE/s (500) for BENCH_LATENCY_SECONDS (4), well
  * below capacity; latency = exec job timestamp - intake job timestamp. Those
  * are whole milliseconds, so p50/p99 are quantised to 1 ms; the mean of the
@@ -27,6 +30,7 @@ import { hoursToGpuMs } from '../src/units.ts';
 import { execJobId } from '../queues/names.ts';
 import { cpuSeconds, env, machine, median, orderOf, pct, sleep, startRedis, waitForProcessed, withRun, KINDS, type Kind, type Pair, type Run } from './admission-kit.ts';
 import { buildMix, checkLimited, checkMix, defineLimited, defineLimits, ZIPF, type Mix, type MixJob } from './mix.ts';
+import { buildPricedMix, checkPriced, definePriced, FACTORS, GPU_RATES, type PricedMix } from './mix-priced.ts';
 import { lowLoad, type LowLoad } from './low-load.ts';
 import { save } from './results.ts';
 
@@ -43,7 +47,7 @@ const GUARD = 0.8;
 const jobData = (i: number) => ({ project: 'bench', user: `u${i % 16}`, estimatedGpuHours: 1 });
 
 /** What one throughput run submits, the limits it sets (gatekeeper only) and what it checks afterwards. */
-interface Workload { name: 'users16' | 'mix' | 'mixLimited'; data(i: number): MixJob; setup(run: Run, jobs: number): Promise<void>; check(run: Run, jobs: number, exec: number, held: number): Promise<string[]> }
+interface Workload { name: 'users16' | 'mix' | 'mixLimited' | 'mixPriced'; data(i: number): MixJob; setup(run: Run, jobs: number): Promise<void>; check(run: Run, jobs: number, exec: number, held: number): Promise<string[]> }
 
 const users16: Workload = {
   name: 'users16',
@@ -75,6 +79,14 @@ const limitedWorkload = (mix: Mix): Workload => ({
   data: (i) => mix.jobs[i]!,
   setup: (run) => defineLimited(run, mix),
   check: (run, _jobs, exec, held) => checkLimited(run, mix, exec, held),
+});
+
+/** The realistic mix priced: four GPU types, usage factors, limits in all three units. */
+const pricedWorkload = (mix: PricedMix): Workload => ({
+  name: 'mixPriced',
+  data: (i) => mix.jobs[i]!,
+  setup: (run) => definePriced(run, mix),
+  check: (run, _jobs, exec, held) => checkPriced(run, mix, exec, held),
 });
 
 interface ThroughputRun { kind: Kind; workload: Workload['name']; jobs: number; seconds: number; jobsPerSec: number; exec: number; held: number;
@@ -170,8 +182,8 @@ const verdict = (s: ReturnType<typeof throughputSummary>, what: string) =>
   `${what} gatekeeper/relay throughput, median of the rounds' own ratios: ${s.pairedRatio.toFixed(2)} (guard >= ${GUARD.toFixed(2)}: ${s.pairedRatio >= GUARD ? 'met' : 'NOT met'}); ` +
   `ratio of the medians: ${s.ratio.toFixed(2)}; by CPU per job (node + redis, less sensitive to other load on the machine): ${s.cpuRatio.toFixed(2)}.`;
 
-function report(m: Awaited<ReturnType<typeof machine>> & { loadEnd: string }, tp: ThroughputRun[], lat: LatencyRun[], mix: Mix, low: LowLoad) {
-  const [tp16, tpMix, tpLim] = [tp.filter((r) => r.workload === 'users16'), tp.filter((r) => r.workload === 'mix'), tp.filter((r) => r.workload === 'mixLimited')];
+function report(m: Awaited<ReturnType<typeof machine>> & { loadEnd: string }, tp: ThroughputRun[], lat: LatencyRun[], mix: Mix, priced: PricedMix, low: LowLoad) {
+  const [tp16, tpMix, tpLim, tpPriced] = (['users16', 'mix', 'mixLimited', 'mixPriced'] as const).map((w) => tp.filter((r) => r.workload === w)) as [ThroughputRun[], ThroughputRun[], ThroughputRun[], ThroughputRun[]];
   const s = {
     ...throughputSummary(tp16),
     latencyMeanMs: med(lat, (r) => r.meanMs),
@@ -180,6 +192,8 @@ function report(m: Awaited<ReturnType<typeof machine>> & { loadEnd: string }, tp
   };
   const sm = throughputSummary(tpMix);
   const sl = throughputSummary(tpLim);
+  const sp = throughputSummary(tpPriced);
+  const pricedHeld = by(tpPriced, 'gatekeeper').map((r) => r.held);
   const mixHeld = by(tpMix, 'gatekeeper').map((r) => r.held);
   const bad = tp.filter((r) => !r.ok);
   const lowMet = low.addedP50Ms <= 0.2 && low.addedP99Ms <= 1;
@@ -190,12 +204,16 @@ function report(m: Awaited<ReturnType<typeof machine>> & { loadEnd: string }, tp
       'medians over rounds; ratio = gatekeeper / relay.',
     `Realistic mix: ${mix.users} users (${mix.distinctUsers} of them submit), Zipf exponent ${ZIPF}, ${mix.projects} projects with budgets, ` +
       `daily and weekly quotas for every user, ${mix.runs} run caps; 1, 2 or 4 h jobs; limits sized to hold ${mix.expectedHeld} jobs in submission order.`,
+    `Priced mix: the same jobs on ${Object.keys(GPU_RATES).join(', ')} (a rate each), ${Object.keys(FACTORS).map((t) => `${t} at factor ${FACTORS[t]! / 1000}`).join(', ')} ` +
+      `(${priced.exemptJobs} exempt jobs); limits in GPU-hours / units / USD: ${priced.byUnit.gpuHours} / ${priced.byUnit.units} / ${priced.byUnit.usd}; ` +
+      `sized to hold ${priced.expectedHeld} jobs in submission order.`,
     '',
     '| metric | relay | gatekeeper | ratio |',
     '| --- | --- | --- | --- |',
     ...throughputRows(tp16, s, '16 users: '),
     ...throughputRows(tpMix, sm, 'realistic mix: '),
     ...throughputRows(tpLim, sl, 'realistic mix, rate limits and GPU caps on: '),
+    ...throughputRows(tpPriced, sp, 'priced mix: '),
     row(`latency mean (ms, ${RATE}/s)`, s.latencyMeanMs, 2),
     row(`latency p50 (ms, ${RATE}/s)`, s.latencyP50Ms, 1),
     row(`latency p99 (ms, ${RATE}/s)`, s.latencyP99Ms, 1),
@@ -205,18 +223,23 @@ function report(m: Awaited<ReturnType<typeof machine>> & { loadEnd: string }, tp
     verdict(s, '16 users:'),
     verdict(sm, 'Realistic mix:'),
     verdict(sl, 'Realistic mix with every project and user rate limited and every project and the fleet GPU-capped (none binding):'),
+    verdict(sp, 'Priced mix (4 GPU types, budgets in GPU-h, units and USD):'),
     `Low load: the gatekeeper adds ${low.addedP50Ms.toFixed(3)} ms at p50 and ${low.addedP99Ms.toFixed(3)} ms at p99 (targets <= 0.2 and <= 1: ${lowMet ? 'met' : 'NOT met'}).`,
     bad.length === 0
       ? `Over-admission: none; every 16-user gatekeeper run admitted exactly floor(budget / 1 h) and held the rest; every realistic-mix run held ${[...new Set(mixHeld)].join(' / ')} ` +
-        `of ${JOBS} with every scope's used + reserved within its limit and equal to its jobs on gpu-exec.`
+        `of ${JOBS} with every scope's used + reserved within its limit and equal to its jobs on gpu-exec; every priced-mix run held ${[...new Set(pricedHeld)].join(' / ')} ` +
+        `with every scope within its limit in its unit and reserved, in each unit, equal to the bench's charges of its jobs on gpu-exec.`
       : `CHECKS FAILED: ${bad.map((r) => `${r.kind} ${r.workload}: ${r.problems.join('; ')}`).join(' | ')}`,
   ].join('\n');
   const { roundRatios: _r, ...mixSummary } = sm;
   const { roundRatios: _l, ...limitedSummary } = sl;
+  const { roundRatios: _p, ...pricedSummary } = sp;
   return { md, json: { machine: m, params: { JOBS, ROUNDS, RATE, LATENCY_SECONDS }, summary: s,
     mix: { users: mix.users, distinctUsers: mix.distinctUsers, projects: mix.projects, runs: mix.runs, zipf: ZIPF, expectedHeld: mix.expectedHeld,
       held: median(mixHeld), heldShare: median(mixHeld) / JOBS, ...mixSummary, guard: GUARD, ok: tpMix.every((r) => r.ok) },
     mixLimited: { ...limitedSummary, guard: GUARD, ok: tpLim.every((r) => r.ok) },
+    mixPriced: { gpuTypes: GPU_RATES, factors: FACTORS, limitsByUnit: priced.byUnit, exemptJobs: priced.exemptJobs, expectedHeld: priced.expectedHeld,
+      held: median(pricedHeld), heldShare: median(pricedHeld) / JOBS, ...pricedSummary, guard: GUARD, ok: tpPriced.every((r) => r.ok) },
     lowLoad: { ...low, targetP50AddedMs: 0.2, targetP99AddedMs: 1, met: lowMet },
     ok: bad.length === 0, throughputRuns: tp, latencyRuns: lat } };
 }
@@ -226,7 +249,8 @@ async function main(): Promise<void> {
   try {
     const m = await machine(redis.url);
     const mix = buildMix(JOBS);
-    const workloads = [users16, mixWorkload(mix), limitedWorkload(mix)];
+    const priced = buildPricedMix(JOBS);
+    const workloads = [users16, mixWorkload(mix), limitedWorkload(mix), pricedWorkload(priced)];
     const tp: ThroughputRun[] = [];
     const lat: LatencyRun[] = [];
     // A warm-up run of each, not counted: the first run of a kind in this
@@ -240,10 +264,10 @@ async function main(): Promise<void> {
       const order = orderOf(round);
       for (const w of workloads) for (const kind of order) tp.push(await throughputRun(redis.url, kind, w));
       for (const kind of order) lat.push(await latencyRun(redis.url, kind));
-      process.stderr.write(`round ${round}/${ROUNDS}: ${tp.slice(-6).map((r) => `${r.workload} ${r.kind} ${r.jobsPerSec.toFixed(0)}/s`).join(', ')}\n`);
+      process.stderr.write(`round ${round}/${ROUNDS}: ${tp.slice(-2 * workloads.length).map((r) => `${r.workload} ${r.kind} ${r.jobsPerSec.toFixed(0)}/s`).join(', ')}\n`);
     }
     const low = await lowLoad(redis.url);
-    const { md, json } = report({ ...m, loadEnd: (await machine(redis.url)).load }, tp, lat, mix, low);
+    const { md, json } = report({ ...m, loadEnd: (await machine(redis.url)).load }, tp, lat, mix, priced, low);
     console.log(md);
     save('latest.md', md + '\n');
     save('latest.json', JSON.stringify(json, null, 2) + '\n');

@@ -14,7 +14,14 @@
  * fixed + per job x jobs + per extra distinct scope list x (lists - 1), for
  * users with daily and weekly quotas and users without, and report them
  * against issue 19's targets (≤ 100,000 per extra list, ≤ 300,000 for a
- * one-job call). bench/results/reserve-instructions.json carries this
+ * one-job call). Two more price the jobs: the first case's jobs over the
+ * priced admission mix's four GPU types (bench/mix-priced.ts: rates set, a
+ * user in two's jobs at factor 0.5, the budget in dollars), this tree
+ * only, as a ratio to the unpriced case: once with the same scope lists and
+ * groups (each user's jobs one type: what pricing itself costs), once as
+ * the gatekeeper sends typed jobs (each user's jobs over all four types, so
+ * four times the groups, each job with its project's per-type scope).
+ * bench/results/reserve-instructions.json carries this
  * tree's terms at the top (oneJobCall, fixed, perJob, perExtraScopeList,
  * perExtraScopeListNoQuotas), `targets`, `met`, and the revision's under
  * `before`.
@@ -32,12 +39,15 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { Accounting } from '../src/accounting/counters.ts';
 import { reserveBatch } from '../src/accounting/reserve-wire.ts';
+import { compactRates } from '../src/accounting/pricing.ts';
+import { projectTypeScope } from '../src/accounting/scopes.ts';
 import type { ReserveRequest } from '../src/accounting/types.ts';
 import { scriptSource, withIncludes } from '../src/redis/scripts.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { createRedis } from '../queues/connection.ts';
 import { freePort, tcpOpen, waitFor } from '../test/support/infra.ts';
 import { save } from './results.ts';
+import { FACTORS, GPU_RATES } from './mix-priced.ts';
 
 const JOBS = Number(process.env.BENCH_INSTR_JOBS ?? 2560);
 const FILL = Number(process.env.BENCH_FILL ?? 0.9);
@@ -53,11 +63,24 @@ const TARGET = { perExtraScopeList: 100_000, oneJobCall: 300_000 };
  * with daily and weekly quotas when `quotas`. `fill`: the project budget in
  * jobs' hours, as a multiple of all the case's jobs (0.9: the last tenth held).
  */
-type Case = { name: string; batch: number; calls: number; users: number; quotas: boolean; fill: number };
+type Case = { name: string; batch: number; calls: number; users: number; quotas: boolean; fill: number; priced?: 'by-user' | 'by-job' };
 const CASES: Case[] = [
   { name: '128-job batches, none held', batch: 128, calls: JOBS / 128, users: 16, quotas: false, fill: 10 },
   { name: '32-job batches, last tenth held', batch: 32, calls: JOBS / 32, users: 16, quotas: false, fill: FILL },
 ];
+/**
+ * The first case priced (this tree only): 'by-user', user u's jobs on GPU
+ * type u mod 4, every second user's of job type 'eval' (factor 0.5), so
+ * the scope lists and groups are the unpriced case's; 'by-job', each user's
+ * jobs over the four types in turn, with the per-type scope the gatekeeper
+ * adds to a typed job. The project's budget is in dollars.
+ */
+const PRICED: Case[] = [
+  { ...CASES[0]!, name: '128-job batches, none held, priced (a type per user: same groups)', priced: 'by-user' },
+  { ...CASES[0]!, name: '128-job batches, none held, priced as typed jobs (4 types per user, per-type scope)', priced: 'by-job' },
+];
+const GPU_TYPES = Object.keys(GPU_RATES);
+
 /** The cases the per-call terms are fitted from (nothing held, so every job takes the common path). */
 const FIT = {
   one: { name: 'one-job calls, a user with quotas', batch: 1, calls: 200, users: 1, quotas: true, fill: 10 },
@@ -80,9 +103,17 @@ function batchArg(script: string, c: Case, first: number, now: number): string {
   const total = c.batch * c.calls;
   const reqs: ReserveRequest[] = Array.from({ length: c.batch }, (_, j) => {
     const i = first + j;
-    const user = `u${j % c.users}`;
+    const u = j % c.users;
+    const user = `u${u}`;
+    const scopes = ['project:bench', `user-day:${user}`, `user-week:${user}`];
+    const meta: ReserveRequest['meta'] = { project: 'bench', user, gpus: 1 };
+    if (c.priced) {
+      meta.gpuType = GPU_TYPES[(c.priced === 'by-user' ? u : Math.floor(j / c.users)) % GPU_TYPES.length];
+      meta.jobType = u % 2 === 1 ? 'eval' : 'train';
+      if (c.priced === 'by-job') scopes.push(projectTypeScope('bench', meta.gpuType!).id);
+    }
     // submittedAt as the gatekeeper sends it (BullMQ's timestamp): the job's identity with its id.
-    return { jobId: String(i + 1), order: i + 1, submittedAt: now - total + i, amountGpuMs: hoursToGpuMs(1), meta: { project: 'bench', user, gpus: 1 }, scopes: ['project:bench', `user-day:${user}`, `user-week:${user}`] };
+    return { jobId: String(i + 1), order: i + 1, submittedAt: now - total + i, amountGpuMs: hoursToGpuMs(1), meta, scopes };
   });
   if (script.includes('input.groups')) return reserveBatch(reqs, now).batch;
   if (script.includes('input.sigs')) return sigsBatch(reqs, now);
@@ -115,7 +146,12 @@ async function instructions(script: string | null, c: Case, label: string): Prom
     const acc = new Accounting(redis, 'instr', 604_800, 'UTC');
     const now = Date.UTC(2026, 11, 1, 12);
     const total = c.batch * c.calls;
-    await acc.definitions.setLimit('project:bench', hoursToGpuMs(Math.round(total * c.fill)));
+    if (c.priced) {
+      for (const [type, rate] of Object.entries(GPU_RATES)) await acc.definitions.setRates(type, compactRates([{ effectiveFrom: 0, ...rate }]));
+      for (const [type, factor] of Object.entries(FACTORS)) await acc.definitions.setFactor(type, factor);
+      const usd = Math.max(...Object.values(GPU_RATES).map((r) => r.usdMicro)) * Math.round(total * c.fill);
+      await acc.definitions.define('project:bench', { limitGpuMs: usd, unit: 'usd', policy: 'hard', gracePercent: null, period: 'none', rollover: false, rolloverCapGpuMs: null, setAt: now });
+    } else await acc.definitions.setLimit('project:bench', hoursToGpuMs(Math.round(total * c.fill)));
     const never = { jobsPerMinute: 1_000_000, burst: 100_000 };
     for (let u = 0; RATES && u < c.users; u++) await acc.definitions.defineRate(`user:u${u}`, never);
     if (RATES) await acc.definitions.defineRate('project:bench', never);
@@ -127,7 +163,9 @@ async function instructions(script: string | null, c: Case, label: string): Prom
     const k = acc.keys;
     const sha = script ? ((await redis.script('LOAD', script)) as string) : '';
     for (let i = 0; script && i < total; i += c.batch) {
-      await redis.evalsha(sha, 4, k.open, k.ledger, k.allHeld, k.exemptTypes, String(now), 'hold', k.prefix, acc.periodsArg(now), batchArg(script, c, i, now), '0');
+      // KEYS[4]: the usage factors hash since pricing, the exempt types set before; ARGV[7]: jobs of a type without a rate take the default.
+      await redis.evalsha(sha, 4, k.open, k.ledger, k.allHeld, script.includes('usage factors hash') ? k.factors : k.exemptTypes,
+        String(now), 'hold', k.prefix, acc.periodsArg(now), batchArg(script, c, i, now), '0', 'default');
     }
     redis.on('error', () => {}); // the shutdown below drops the connection
     redis.disconnect();
@@ -145,11 +183,11 @@ async function instructions(script: string | null, c: Case, label: string): Prom
   }
 }
 
-/** Instructions per call of the case, REV's script and this tree's, start-up and set-up subtracted. */
-async function perCall(c: Case): Promise<{ rev: number; tree: number }> {
+/** Instructions per call of the case, REV's script (unless `treeOnly`: NaN) and this tree's, start-up and set-up subtracted. */
+async function perCall(c: Case, treeOnly = false): Promise<{ rev: number; tree: number }> {
   const slug = c.name.replace(/\W+/g, '-');
   const base = await instructions(null, c, `${slug}-base`);
-  const rev = ((await instructions(scripts[REV]!, c, `${slug}-rev`)) - base) / c.calls;
+  const rev = treeOnly ? NaN : ((await instructions(scripts[REV]!, c, `${slug}-rev`)) - base) / c.calls;
   const tree = ((await instructions(scripts.tree, c, `${slug}-tree`)) - base) / c.calls;
   process.stderr.write(`${c.name}: ${REV} ${Math.round(rev)}, tree ${Math.round(tree)} instructions per call\n`);
   return { rev, tree };
@@ -184,6 +222,13 @@ async function main(): Promise<void> {
     const { rev, tree } = await perCall(c);
     rows.push({ case: c.name, [REV]: Math.round(rev / c.batch), tree: Math.round(tree / c.batch), ratio: Number((tree / rev).toFixed(3)) });
   }
+  // Priced against the unpriced first case, this tree's script both.
+  const unpriced = Number(rows[0]!.tree);
+  const priced: { case: string; perJob: number; ratio: number }[] = [];
+  for (const c of PRICED) {
+    const perJob = Math.round((await perCall(c, true)).tree / c.batch);
+    priced.push({ case: c.name, perJob, ratio: Number((perJob / unpriced).toFixed(3)) });
+  }
   const measured = { rev: {} as Record<keyof typeof FIT, number>, tree: {} as Record<keyof typeof FIT, number> };
   for (const [key, c] of Object.entries(FIT) as [keyof typeof FIT, Case][]) {
     const m = await perCall(c);
@@ -207,6 +252,12 @@ async function main(): Promise<void> {
     '| --- | --- | --- | --- |',
     ...rows.map((r) => `| ${r.case} | ${fmt(Number(r[REV]))} | ${fmt(Number(r.tree))} | ${r.ratio} |`),
     '',
+    `Priced (this tree): the first case's jobs over ${GPU_TYPES.join(', ')} with their rates, every second user's at factor 0.5, the budget in dollars, against the same jobs unpriced (${fmt(unpriced)}):`,
+    '',
+    '| case | per job | priced / unpriced |',
+    '| --- | --- | --- |',
+    ...priced.map((r) => `| ${r.case} | ${fmt(r.perJob)} | ${r.ratio} |`),
+    '',
     `Redis instructions per call, fitted as fixed + per job × jobs + per extra scope list × (distinct scope lists − 1) from calls of 1 and 64 jobs of 1 and 64 users (each user: project, user-day, user-week; quotas: daily and weekly limits), nothing held:`,
     '',
     `| term | ${REV} | this tree | target |`,
@@ -216,7 +267,7 @@ async function main(): Promise<void> {
   console.log(md);
   save('reserve-instructions.md', md + '\n');
   // This tree's terms at the top (what the bench summary shows), the revision's under `before`.
-  const json = { ...round(tree), targets: TARGET, met, before: { revision: REV, ...round(rev) }, jobs: JOBS, rows };
+  const json = { ...round(tree), targets: TARGET, met, before: { revision: REV, ...round(rev) }, jobs: JOBS, rows, priced: { unpricedPerJob: unpriced, rows: priced } };
   save('reserve-instructions.json', JSON.stringify(json, null, 2) + '\n');
 }
 

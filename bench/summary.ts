@@ -37,6 +37,11 @@ if (a) {
     row('a. realistic mix with rate limits on every project and user and GPU caps on every project and the fleet (none binding), jobs/s vs plain relay',
       f(ml.throughputJobsPerSec.gatekeeper), f(ml.throughputJobsPerSec.relay), f(ml.pairedRatio, 2), `${guard(ml)}, zero over-admission: ${met(ml.pairedRatio >= 0.8 && ml.ok)}`);
   }
+  const mp = a.mixPriced;
+  if (mp) {
+    row('a. priced mix (4 GPU types, budgets in GPU-h, units and USD), jobs/s vs plain relay',
+      f(mp.throughputJobsPerSec.gatekeeper), f(mp.throughputJobsPerSec.relay), f(mp.pairedRatio, 2), `${guard(mp)}, zero over-admission: ${met(mp.pairedRatio >= 0.8 && mp.ok)}`);
+  }
   const l = a.lowLoad;
   if (l) {
     row(`a. low load, one job at a time: p50 / p99 (ms) vs plain relay; added`, `${f(l.p50Ms.gatekeeper, 2)} / ${f(l.p99Ms.gatekeeper, 2)}`, `${f(l.p50Ms.relay, 2)} / ${f(l.p99Ms.relay, 2)}`,
@@ -100,6 +105,9 @@ if (ri?.before) {
   r('oneJobCall', 'a one-job call', ri.targets.oneJobCall);
   r('perExtraScopeList', 'per extra distinct scope list in a call (users with quotas)', ri.targets.perExtraScopeList);
   r('perJob', 'per job in a batch');
+  for (const p of ri.priced?.rows ?? []) {
+    row(`reserve.lua: per job, ${p.case.replace(/^128-job batches, none held, /, '')} (Redis instructions) vs unpriced`, f(p.perJob), f(ri.priced.unpricedPerJob), f(p.ratio, 2), 'reported');
+  }
 }
 
 const md = [
