@@ -30,7 +30,9 @@
  * Env: BENCH_INSTR_JOBS (2560 per case), BENCH_INSTR_KEEP (a directory: keep
  * each run's callgrind output for callgrind_annotate), BENCH_INSTR_RATES=1
  * (the project and every user get a submission rate limit that never
- * throttles: what reading the buckets costs). Needs valgrind and
+ * throttles: what reading the buckets costs), BENCH_INSTR_QUICK=1 (only the
+ * first case against the revision and the typed priced case, printed, not
+ * saved: for trying a change to the script). Needs valgrind and
  * redis-server.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -54,6 +56,7 @@ const FILL = Number(process.env.BENCH_FILL ?? 0.9);
 const KEEP = process.env.BENCH_INSTR_KEEP; // a directory: keep each run's callgrind output there (for callgrind_annotate)
 const REV = process.argv[2] ?? 'HEAD';
 const RATES = process.env.BENCH_INSTR_RATES === '1';
+const QUICK = process.env.BENCH_INSTR_QUICK === '1';
 /** Targets of issue 19: Redis instructions per extra distinct scope list (users with quotas) and per one-job call. */
 const TARGET = { perExtraScopeList: 100_000, oneJobCall: 300_000 };
 
@@ -218,16 +221,20 @@ async function main(): Promise<void> {
     throw new Error('valgrind is missing: apt-get install -y valgrind');
   }
   const rows: { case: string; [k: string]: number | string }[] = [];
-  for (const c of CASES) {
+  for (const c of QUICK ? CASES.slice(0, 1) : CASES) {
     const { rev, tree } = await perCall(c);
     rows.push({ case: c.name, [REV]: Math.round(rev / c.batch), tree: Math.round(tree / c.batch), ratio: Number((tree / rev).toFixed(3)) });
   }
   // Priced against the unpriced first case, this tree's script both.
   const unpriced = Number(rows[0]!.tree);
   const priced: { case: string; perJob: number; ratio: number }[] = [];
-  for (const c of PRICED) {
+  for (const c of QUICK ? PRICED.slice(1) : PRICED) {
     const perJob = Math.round((await perCall(c, true)).tree / c.batch);
     priced.push({ case: c.name, perJob, ratio: Number((perJob / unpriced).toFixed(3)) });
+  }
+  if (QUICK) {
+    console.log(JSON.stringify({ perJob: rows, priced }, null, 2));
+    return;
   }
   const measured = { rev: {} as Record<keyof typeof FIT, number>, tree: {} as Record<keyof typeof FIT, number> };
   for (const [key, c] of Object.entries(FIT) as [keyof typeof FIT, Case][]) {

@@ -284,7 +284,7 @@ for j = 1, #batch do
   else
     priceGroup(job[4], group)
     local need = tonumber(amount)
-    local charge = price.charge(amount, group.rate, group.factor)
+    local charge = groupCharge(price, group, amount)
     local scopes = resolve(sig)
     local exempt = state ~= 'held' and group.factor == 0
     local short = (exempt or fitsList(sig, charge, gpus)) and NONE or misfits(scopes, charge, gpus)
@@ -364,7 +364,7 @@ for j = 1, #batch do
         f[1] = f[1] + charge[1]; f[2] = f[2] + charge[2]; f[3] = f[3] + charge[3]
       end
       admitted[#admitted + 1] = { resKey, jobId, amount, sig.ids, meta, exempt, job[4], ts, (not exempt) and sig.caps or '', gpus,
-        group.rate, group.factor, chargeText(charge) }
+        group.rate.text, group.factorText, charge.text }
       if exempt or #soft > 0 then
         r = { 1, need, sig.ids, table.concat(soft, ','), exempt and 1 or 0 }
       else

@@ -3,8 +3,8 @@
   for the jobs it admitted: each job's record, its place in the open set, and
   the ledger entries. admitted: { resKey, jobId, amount, counter ids, meta,
   exempt, group index, submitted at ('' if unknown), GPU caps counted (csv,
-  '' for none; never for an exempt job), gpus, rate { unitsMilli, usdMicro },
-  factor, charge text } per job, in order.
+  '' for none; never for an exempt job), gpus, rate text 'unitsMilli|usdMicro',
+  factor text, charge text } per job, in order.
   A record keeps 'rate' ('unitsMilli|usdMicro'), 'factor' and 'charge'
   ('gpuMs|milliUnits|microUsd'): settle prices the actual hours with them.
 ]]
@@ -24,7 +24,7 @@ local function writeAdmitted(admitted, openKey, ledgerKey, now, chunk)
     local jobs, number, groupCount = {}, {}, 0
     for j = first, math.min(first + chunk - 1, #admitted) do
       local a = admitted[j]
-      local rate = a[11][1] .. '|' .. a[11][2]
+      local rate = a[11]
       -- No 'bases' (a held record's scope list): only release reads it, of held
       -- jobs, and the counter ids in 'scopes' name the same scopes.
       local rec = { 'HSET', a[1], 'amount', a[3], 'scopes', a[4], 'state', 'reserved', 'admittedAt', now, 'meta', a[5],

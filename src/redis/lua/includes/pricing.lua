@@ -25,7 +25,7 @@ local HOUR_FACTOR = 3600000000
 local TWO53 = 9007199254740992
 -- A job type with no factor set, and a GPU type with no rate while no default is set.
 local FULL_FACTOR = 1000
-local BUILTIN_RATE = { 1000, 0, known = false }
+local BUILTIN_RATE = { 1000, 0 }
 
 --[[ divmod(a, b): a = q * b + r with 0 <= r < b, exactly (math.floor(a / b) alone may be one off near 2^53). ]]
 local function divmod(a, b)
@@ -94,13 +94,18 @@ end
     rateOf(gpuType): { unitsMilli, usdMicro, known = true|false } in force at
       now; known false: the type has no rate (the default's, or the
       built-in one unit and no dollars per GPU-hour while no default is set).
+      A rate's `text` is 'unitsMilli|usdMicro', as records keep it.
     factorOf(jobType): the job type's factor in thousandths.
+    priceText(rate, factor): 'unitsMilli|usdMicro|factor', made once per call
+      for each rate and factor: a number turned into text costs a printf
+      (docs/benchmarks.md).
+    factorText(factor): the factor as records keep it, made once per call.
     charge(amount, rate, factor): chargeOf the GPU-ms `amount` (its decimal text,
       the memo's key: tostring keeps only 14 digits), memoised (a batch's
       jobs share a few estimates).
 ]]
 local function pricer(keyBase, now)
-  local rates, factors, memo = {}, {}, {}
+  local rates, factors, memo, factorTexts = {}, {}, {}, {}
   local ratesKey, factorsKey = keyBase .. 'rates', keyBase .. 'factors'
   local function inForce(text)
     if not text then return nil end
@@ -108,6 +113,7 @@ local function pricer(keyBase, now)
     for from, u, d in string.gmatch(text, '(%d+):(%d+):(%d+)') do
       if tonumber(from) <= now then found = { tonumber(u), tonumber(d) } end
     end
+    if found then found.text = string.format('%d|%d', found[1], found[2]) end
     return found
   end
   local function rateOf(gpuType)
@@ -118,7 +124,7 @@ local function pricer(keyBase, now)
     if r then
       r.known = true
     else
-      r = inForce(h[2]) or { BUILTIN_RATE[1], BUILTIN_RATE[2] }
+      r = inForce(h[2]) or { BUILTIN_RATE[1], BUILTIN_RATE[2], text = string.format('%d|%d', BUILTIN_RATE[1], BUILTIN_RATE[2]) }
       r.known = false
     end
     rates[gpuType] = r
@@ -133,8 +139,29 @@ local function pricer(keyBase, now)
     end
     return f
   end
+  local function factorText(factor)
+    local t = factorTexts[factor]
+    if not t then
+      t = string.format('%d', factor)
+      factorTexts[factor] = t
+    end
+    return t
+  end
+  local function priceText(rate, factor)
+    local byFactor = rate.priced
+    if not byFactor then
+      byFactor = {}
+      rate.priced = byFactor
+    end
+    local t = byFactor[factor]
+    if not t then
+      t = (rate.text or string.format('%d|%d', rate[1], rate[2])) .. '|' .. factorText(factor)
+      byFactor[factor] = t
+    end
+    return t
+  end
   local function charge(amount, rate, factor)
-    local key = amount .. ':' .. rate[1] .. ':' .. rate[2] .. ':' .. factor
+    local key = priceText(rate, factor) .. ':' .. amount
     local c = memo[key]
     if not c then
       c = chargeOf(tonumber(amount), rate, factor)
@@ -142,7 +169,7 @@ local function pricer(keyBase, now)
     end
     return c
   end
-  return { rateOf = rateOf, factorOf = factorOf, charge = charge }
+  return { rateOf = rateOf, factorOf = factorOf, priceText = priceText, factorText = factorText, charge = charge }
 end
 
 --[[
@@ -185,10 +212,26 @@ local function groupPricer(keyBase, price)
     if not group.rate then
       group.allowed = allows(group[2], group[5] or '')
       group.rate, group.factor = price.rateOf(group[5] or ''), price.factorOf(group[4])
+      group.factorText = price.factorText(group.factor)
       prices[#prices + 1] = gi
-      prices[#prices + 1] = group.rate[1] .. '|' .. group.rate[2] .. '|' .. group.factor
+      prices[#prices + 1] = price.priceText(group.rate, group.factor)
     end
     return group
   end
   return priceGroup, prices
+end
+
+--[[
+  groupCharge(price, group, amount): the charge triple of a job of a priced
+  group (priceGroup) estimated at `amount` GPU-ms (its decimal text), with
+  its text (chargeText) as `text`; the group keeps its last (most of a
+  group's jobs share one estimate).
+]]
+local function groupCharge(price, group, amount)
+  if group.lastAmount ~= amount then
+    local c = price.charge(amount, group.rate, group.factor)
+    c.text = c.text or chargeText(c)
+    group.lastAmount, group.lastCharge = amount, c
+  end
+  return group.lastCharge
 end
