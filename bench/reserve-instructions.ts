@@ -31,8 +31,8 @@
  * each run's callgrind output for callgrind_annotate), BENCH_INSTR_RATES=1
  * (the project and every user get a submission rate limit that never
  * throttles: what reading the buckets costs), BENCH_INSTR_QUICK=1 (only the
- * first case against the revision and the typed priced case, printed, not
- * saved: for trying a change to the script). Needs valgrind and
+ * first case and a one-job call against the revision and the priced cases,
+ * printed, not saved: for trying a change to the script). Needs valgrind and
  * redis-server.
  */
 import { execFileSync, spawn } from 'node:child_process';
@@ -228,12 +228,13 @@ async function main(): Promise<void> {
   // Priced against the unpriced first case, this tree's script both.
   const unpriced = Number(rows[0]!.tree);
   const priced: { case: string; perJob: number; ratio: number }[] = [];
-  for (const c of QUICK ? PRICED.slice(1) : PRICED) {
+  for (const c of PRICED) {
     const perJob = Math.round((await perCall(c, true)).tree / c.batch);
     priced.push({ case: c.name, perJob, ratio: Number((perJob / unpriced).toFixed(3)) });
   }
   if (QUICK) {
-    console.log(JSON.stringify({ perJob: rows, priced }, null, 2));
+    const one = await perCall(FIT.one);
+    console.log(JSON.stringify({ perJob: rows, priced, oneJobCall: { [REV]: Math.round(one.rev), tree: Math.round(one.tree) } }, null, 2));
     return;
   }
   const measured = { rev: {} as Record<keyof typeof FIT, number>, tree: {} as Record<keyof typeof FIT, number> };
