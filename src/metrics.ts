@@ -69,6 +69,12 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly settleFailures = new Counter({
+    name: 'gatekeeper_settle_failures_total',
+    help: 'Settles that failed for one job: its reservation stays open and the next sweep tries it again, while the other jobs settle.',
+    registers: [this.registry],
+  });
+
   readonly ledgerQuarantined = new Counter({
     name: 'gatekeeper_ledger_quarantined_total',
     help: 'Ledger stream entries Postgres refused on their own merits, set aside (GET /api/v1/quarantine) so later entries flow.',

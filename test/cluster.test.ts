@@ -131,7 +131,7 @@ describe('on a 3-master Redis Cluster', () => {
     const before = await b.scopes(scopes, now);
     expect(before[0]).toMatchObject({ limitGpuMs: 3 * H, usedGpuMs: 0, reservedGpuMs: 2 * H });
     const ids = before.map((s) => s.id);
-    expect(await b.settle('b1', ids, 1 * H, 'settle', now)).toEqual({ kind: 'settled', reservedGpuMs: 2 * H, actualGpuMs: 1 * H });
+    expect(await b.settle('b1', ids, 1 * H, 'settle', now)).toEqual({ kind: 'settled', reservedGpuMs: 2 * H, actualGpuMs: 1 * H, capped: '' });
     expect(await b.release(['b2'], 'fifo', 'test', now)).toMatchObject([{ kind: 'admitted', amountGpuMs: 2 * H }]);
     expect(await b.readScope('project:beta', now)).toEqual({ scope: 'project:beta', limitGpuMs: 3 * H, usedGpuMs: 1 * H, reservedGpuMs: 2 * H });
     const [, streamExists, counters] = (await callScript(t.redis, 'snapshot', [b.keys.ledger, b.keys.counters], [b.keys.prefix])) as [string, number, string[][]];

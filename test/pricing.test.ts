@@ -144,6 +144,44 @@ describe('pricing', () => {
     expect(o).toMatchObject({ kind: 'reserved', charges: { gpuMs: want[0], unitsMilli: want[1], usdMicro: want[2] } });
   });
 
+  it('rejects a job whose charge passes 2^53 and admits the rest of its batch; settles one that ran past it at 2^53 - 1', async () => {
+    const p = `huge${++n}`;
+    await setRates(t.accounting, { x: [[0, 999_999_999, 1_000_000_000]] });
+    await t.redis.hset(t.accounting.keys.factors, `heavy-${p}`, '100000');
+    await t.accounting.definitions.define(`project:${p}`, limit(Number.MAX_SAFE_INTEGER, 'gpuHours'), null);
+    const data = (hours: number) => ({ project: p, user: 'u', gpuType: 'x', jobType: `heavy-${p}`, gpus: 1, estimatedGpuHours: hours });
+    // 100,000 GPU-hours at x100 and $1,000 an hour: $10,000,000,000, 10^16 micro-dollars.
+    const [huge, small] = await decideAdmissions(t.accounting, [{ intakeJobId: `${p}-1`, data: data(100_000), order: 1 }, { intakeJobId: `${p}-2`, data: data(1), order: 2 }], now);
+    expect(huge).toEqual({ kind: 'rejected', reason: `its charge at "x"'s rate and its job type's usage factor passes 2^53 milli-units or micro-dollars, more than a counter holds exactly; submit it as smaller jobs` });
+    expect(small).toMatchObject({ kind: 'admitted' });
+    const scopes = (small as { admission: { scopes: string[] } }).admission.scopes;
+    // It ran 100,000 GPU-hours: GPU-ms x100 still fit; units and dollars are counted as 2^53 - 1.
+    const settled = await t.accounting.settle(`${p}-2`, scopes, 100_000 * HOUR, 'settle', now + 1, 'reported by the GPU worker');
+    expect(settled).toEqual({ kind: 'settled', reservedGpuMs: HOUR, actualGpuMs: 100_000 * HOUR, capped: 'ud' });
+    const s = await counted(t.accounting, `project:${p}`);
+    expect([s.counted.gpuHours.used, s.counted.units.used, s.counted.usd.used]).toEqual([100_000 * HOUR * 100, Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER]);
+    expect([s.counted.gpuHours.reserved, s.counted.units.reserved, s.counted.usd.reserved]).toEqual([0, 0, 0]);
+    const f = (await t.redis.xrevrange(t.accounting.keys.ledger, '+', '-', 'COUNT', 1))[0]![1];
+    const field = (name: string) => f[f.indexOf(name) + 1];
+    expect([field('jobId'), field('note')]).toEqual([`${p}-2`, 'reported by the GPU worker; charge past 2^53 in unit ud: counted as 2^53 - 1']);
+  });
+
+  it('rejects a held job whose charge now passes 2^53 when it is released, even by an override', async () => {
+    const p = `heldhuge${++n}`;
+    await setRates(t.accounting, { x: [[0, 999_999_999, 1_000_000_000]] });
+    await t.accounting.definitions.define(`project:${p}`, limit(HOUR, 'gpuHours'), null);
+    const meta: JobMeta = { project: p, user: 'u', gpuType: 'x', jobType: `heavy-${p}`, gpus: 1 };
+    // 100,000 GPU-hours at $1,000 an hour fits a counter ($10^8); held by the one-hour budget.
+    const [o] = await t.accounting.reserveMany([{ jobId: `${p}-1`, amountGpuMs: 100_000 * HOUR, scopes: [`project:${p}`], meta }], now);
+    expect(o).toMatchObject({ kind: 'held' });
+    // Its job type now counts x100: $10^10, past 2^53 micro-dollars.
+    await t.redis.hset(t.accounting.keys.factors, `heavy-${p}`, '100000');
+    expect(await t.accounting.release([`${p}-1`], 'override', 'test', now + 1)).toEqual([{ kind: 'not-allowed', gpuType: 'x', why: 'too-costly' }]);
+    expect(await t.accounting.heldIds(p)).toEqual([]);
+    expect(await t.accounting.reservation(`${p}-1`)).toMatchObject({ state: 'cancelled' });
+    expect((await counted(t.accounting, `project:${p}`)).counted.usd).toEqual({ used: 0, reserved: 0 });
+  });
+
   it('holds every counter at the sum of its jobs\' charges in each unit, and no scope past its limit in its unit (random cards, factors, units, jobs)', async () => {
     const a = t.accounting;
     const UNITS: LimitUnit[] = ['gpuHours', 'units', 'usd'];

@@ -13,6 +13,7 @@ import { createGpuSim } from '../workers/gpu-sim.ts';
 import { systemClock } from '../src/clock.ts';
 import { hoursToGpuMs } from '../src/units.ts';
 import { execJobId } from '../queues/names.ts';
+import { Metrics } from '../src/metrics.ts';
 
 let t: TestEnv;
 let gk: Gatekeeper;
@@ -113,6 +114,29 @@ describe('reconciler', () => {
       await fresh.close();
     }
     expect(await t.accounting.readScope('project:late')).toMatchObject({ usedGpuMs: hoursToGpuMs(0.5), reservedGpuMs: 0 });
+  });
+
+  it('settles the other jobs when one job\'s settle fails, and that one once it can be', async () => {
+    await t.budgets.set('bad-record', hoursToGpuMs(10));
+    const [bad, good] = await submit('bad-record', [{ hours: 2 }, { hours: 2 }]);
+    await runExec([bad!, good!], async () => ({ gpuHours: 0.5 }));
+    // A record settle refuses (a charge without its rate): the script answers an error for this job only.
+    const key = t.accounting.keys.reservation(bad!);
+    const rate = await t.redis.hget(key, 'rate');
+    await t.redis.hdel(key, 'rate');
+    const metrics = new Metrics();
+    const own = createReconciler({ config: t.config, connection: t.redis, log: t.log, clock, metrics });
+    try {
+      expect(await own.tick()).toBe(1);
+      expect([...(await t.accounting.whichOpen([bad!, good!]))]).toEqual([bad]);
+      expect(await t.accounting.readScope('project:bad-record')).toMatchObject({ usedGpuMs: hoursToGpuMs(0.5), reservedGpuMs: hoursToGpuMs(2) });
+      expect((await metrics.registry.getSingleMetricAsString('gatekeeper_settle_failures_total')).trim().split('\n').at(-1)).toBe('gatekeeper_settle_failures_total 1');
+      await t.redis.hset(key, 'rate', rate!);
+      expect(await own.sweep()).toMatchObject({ settled: 1 });
+      expect(await t.accounting.readScope('project:bad-record')).toMatchObject({ usedGpuMs: hoursToGpuMs(1), reservedGpuMs: 0 });
+    } finally {
+      await own.close();
+    }
   });
 
   it('sweeps a reservation whose GPU job vanished: settled at its estimate after the grace period', async () => {

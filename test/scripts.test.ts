@@ -119,7 +119,7 @@ describe('scripts', () => {
     const a = t.accounting;
     await a.definitions.setLimit('s:set', 100);
     await a.reserve('x1', 50, ['s:set'], meta, now);
-    expect(await a.settle('x1', ['s:set'], 20, 'settle', now)).toEqual({ kind: 'settled', reservedGpuMs: 50, actualGpuMs: 20 });
+    expect(await a.settle('x1', ['s:set'], 20, 'settle', now)).toEqual({ kind: 'settled', reservedGpuMs: 50, actualGpuMs: 20, capped: '' });
     expect(await a.settle('x1', ['s:set'], 20, 'settle', now)).toEqual({ kind: 'already', reservedGpuMs: 50, actualGpuMs: 20 });
     expect(await a.settle('x1', ['s:set'], 99, 'settle', now)).toEqual({ kind: 'already', reservedGpuMs: 50, actualGpuMs: 20 });
     expect(await a.readScope('s:set')).toEqual({ scope: 's:set', limitGpuMs: 100, usedGpuMs: 20, reservedGpuMs: 0 });

@@ -75,6 +75,7 @@ export async function decideAdmissions(
       return { kind: 'rejected', reason: `no budget for ${scopeLabel(out.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)`, ...renamed };
     }
     if (out.kind === 'unpriced') {
+      if (out.why === 'too-costly') return { kind: 'rejected', reason: tooCostlyReason(out.gpuType), ...renamed };
       if (out.why === 'not-allowed') {
         const project = prepared[i]!.meta.project;
         return { kind: 'rejected', reason: notAllowedReason(project, out.gpuType, (await accounting.allowedGpuTypes(project)) ?? []), ...renamed };
@@ -101,6 +102,12 @@ export function unpricedReason(gpuType: string, known: string[]): string {
   const what = gpuType === '' ? 'the job names no gpuType' : `gpuType ${JSON.stringify(printable(gpuType))} has no rate`;
   const list = known.length === 0 ? 'no GPU type has a rate yet' : `known GPU types: ${known.map((t) => printable(t)).join(', ')}`;
   return `${what}; ${list} (jobs without a known GPU type are rejected: UNKNOWN_GPU_TYPE_POLICY=reject)`;
+}
+
+/** Why a job whose charge cannot be counted exactly is rejected. */
+export function tooCostlyReason(gpuType: string): string {
+  const at = gpuType === '' ? 'the default rate' : `${JSON.stringify(printable(gpuType))}'s rate`;
+  return `its charge at ${at} and its job type's usage factor passes 2^53 milli-units or micro-dollars, more than a counter holds exactly; submit it as smaller jobs`;
 }
 
 /** Why a job for a GPU type its project may not use is rejected, naming the types it may. */

@@ -13,7 +13,7 @@ export function decodeRelease(r: (number | string)[]): ReleaseOutcome {
     case 'admitted': return { kind: 'admitted', amountGpuMs: Number(r[1]), scopes: csv(r[2]), price: parsePrice(String(r[3])), charges: parseCharge(r[4])!, exempt: r[5] === 1 };
     case 'heldBehind': return { kind: 'held', shortfalls: parseShortfalls(r, 4, Number(r[3])), ahead: Number(r[1]), line: String(r[2]) };
     case 'notHeld': return { kind: 'not-held', state: String(r[1]) };
-    case 'notAllowed': return { kind: 'not-allowed', gpuType: String(r[1]) };
+    case 'notAllowed': return { kind: 'not-allowed', gpuType: String(r[1]), why: r[2] === 'too-costly' ? 'too-costly' : 'not-allowed' };
     case 'held': {
       // It now waits in the lines of what it misses.
       const shortfalls = parseShortfalls(r, 2, Number(r[1]));
@@ -24,7 +24,7 @@ export function decodeRelease(r: (number | string)[]): ReleaseOutcome {
 
 export function decodeSettle(jobId: string, scopes: string[], r: (number | string)[]): SettleOutcome {
   switch (replyOf('settle', r[0])) {
-    case 'settled': return { kind: 'settled', reservedGpuMs: Number(r[1]), actualGpuMs: Number(r[2]) };
+    case 'settled': return { kind: 'settled', reservedGpuMs: Number(r[1]), actualGpuMs: Number(r[2]), capped: String(r[3] ?? '') };
     case 'already': return { kind: 'already', reservedGpuMs: Number(r[1]), actualGpuMs: Number(r[2]) };
     case 'noReservation': return { kind: 'no-reservation' };
     case 'wrongScopes': throw new Error(`settle(${jobId}): scopes ${scopes.join(',')} are not the reservation's (${String(r[1])})`);

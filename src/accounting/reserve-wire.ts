@@ -65,7 +65,7 @@ export function decodeReserve(out: ReserveReply, reqs: ReserveRequest[], sigs: s
       case 'cancelled': return { kind: 'cancelled' };
       case 'throttled': return { kind: 'throttled', dueAt: Number(r[1]), retried: r[2] === 1, over: parseRateOver(String(r[3])) };
       case 'rejected': return { kind: 'rejected', scope: String(r[1]) };
-      case 'unpriced': return { kind: 'unpriced', gpuType: String(r[1]), why: r[2] === 'not-allowed' ? 'not-allowed' : 'unknown' };
+      case 'unpriced': return { kind: 'unpriced', gpuType: String(r[1]), why: r[2] === 'not-allowed' || r[2] === 'too-costly' ? r[2] : 'unknown' };
     }
   });
   for (let i = 0; i < renamed.length; i += 2) {

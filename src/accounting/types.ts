@@ -51,9 +51,12 @@ type DecidedOutcome =
   /**
    * Refused for its GPU type ('' for none): 'unknown', it has no rate and the
    * policy for that is to reject (UNKNOWN_GPU_TYPE_POLICY); 'not-allowed',
-   * its project may not use it.
+   * its project may not use it; 'too-costly', its charge at the type's rate
+   * and its job type's factor passes 2^53 in a unit (it cannot be counted exactly).
    */
-  | { kind: 'unpriced'; gpuType: string; why: 'unknown' | 'not-allowed' };
+  | { kind: 'unpriced'; gpuType: string; why: UnpricedWhy };
+
+export type UnpricedWhy = 'unknown' | 'not-allowed' | 'too-costly';
 
 /** What a job was priced with: its GPU type's rate in force and its job type's usage factor (thousandths). */
 export interface Price {
@@ -104,8 +107,8 @@ export type ReleaseOutcome =
   | { kind: 'admitted'; amountGpuMs: number; scopes: string[]; price: Price; charges: Charges; exempt: boolean }
   /** Still held; `lines` when its lines changed (it now waits for what it misses). */
   | ({ kind: 'held' } & Hold)
-  /** Its project may no longer use its GPU type: rejected (no longer held; HeldJobs moves it to gpu-rejected with the reason). */
-  | { kind: 'not-allowed'; gpuType: string }
+  /** Its project may no longer use its GPU type, or its charge now passes 2^53: rejected (no longer held; HeldJobs moves it to gpu-rejected with the reason). */
+  | { kind: 'not-allowed'; gpuType: string; why: 'not-allowed' | 'too-costly' }
   | { kind: 'not-held'; state: string };
 
 /** How a budget or quota behaves at its limit: hold there, or admit past it with a warning. */
@@ -162,7 +165,8 @@ export interface ScopeState {
 export type SettleKind = 'settle' | 'release';
 
 export type SettleOutcome =
-  | { kind: 'settled'; reservedGpuMs: number; actualGpuMs: number }
+  /** capped: the units (h, u, d) whose charge passed 2^53 and was counted as 2^53 - 1; '' when none. */
+  | { kind: 'settled'; reservedGpuMs: number; actualGpuMs: number; capped: string }
   | { kind: 'already'; reservedGpuMs: number; actualGpuMs: number }
   | { kind: 'no-reservation' };
 

@@ -23,7 +23,7 @@ import { recordAudit, type DurableAudit } from '../audit/change.ts';
 import { Accounting } from '../accounting/counters.ts';
 import type { Hold, OpenReservation, ReleaseOutcome, Shortfall } from '../accounting/types.ts';
 import { describeHold } from '../accounting/reasons.ts';
-import { notAllowedReason } from '../accounting/admission.ts';
+import { notAllowedReason, tooCostlyReason } from '../accounting/admission.ts';
 import type { ExecJobData, HeldJobData, RejectedJobData } from '../../queues/contract.ts';
 import { heldJobId, queueNames, rejectedJobId } from '../../queues/names.ts';
 import { promoteReleased } from './promote.ts';
@@ -242,6 +242,8 @@ export class HeldJobs {
   async override(jobId: string, actor: Actor, reason: string | null, opts: { auditAfter?: Record<string, unknown>; audit?: (e: AuditEntry) => Promise<void> } = {}): Promise<{ jobId: string; reservedGpuHours: number }> {
     const note = `override by ${actor.name}${reason ? `: ${reason}` : ''}`;
     const [out] = await this.accounting.release([jobId], 'override', note, this.clock.now());
+    // Too costly to count (an override admits a type its project may not use): rejected, not admitted.
+    if (out!.kind === 'not-allowed') throw new NotHeldError(jobId, `rejected: ${await this.rejectNotAllowed(jobId, out!, undefined, actor.name)}`);
     if (out!.kind !== 'admitted') throw new NotHeldError(jobId, out!.kind === 'not-held' ? out!.state : 'held');
     await promoteReleased(this.accounting, this.exec, this.held, [jobId]);
     const reservedGpuHours = gpuMsToHours(out!.amountGpuMs);
@@ -271,9 +273,9 @@ export class HeldJobs {
    * release script as it was decided again (as reserve rejects such a job):
    * moved to gpu-rejected with the reason.
    */
-  private async rejectNotAllowed(jobId: string, gpuType: string, job: Job<HeldJobData> | undefined, by: string): Promise<string> {
+  private async rejectNotAllowed(jobId: string, out: { gpuType: string; why: 'not-allowed' | 'too-costly' }, job: Job<HeldJobData> | undefined, by: string): Promise<string> {
     const project = job?.data.project ?? '';
-    const reason = notAllowedReason(project, gpuType, (await this.accounting.allowedGpuTypes(project)) ?? []);
+    const reason = out.why === 'too-costly' ? tooCostlyReason(out.gpuType) : notAllowedReason(project, out.gpuType, (await this.accounting.allowedGpuTypes(project)) ?? []);
     await this.moveToRejected(jobId, reason, by, job);
     await this.emitRejected(jobId, job, reason, by);
     return reason;
@@ -323,7 +325,7 @@ export class HeldJobs {
         if (out.kind === 'not-held') return void report.notHeld.push({ jobId: id, state: out.state });
         const job = jobs[i];
         if (out.kind === 'not-allowed') {
-          return void report.rejected.push({ jobId: id, reason: await this.rejectNotAllowed(id, out.gpuType, job, 'gatekeeper') });
+          return void report.rejected.push({ jobId: id, reason: await this.rejectNotAllowed(id, out, job, 'gatekeeper') });
         }
         const { kind: _, ...decided } = out;
         // A job held behind a line stays in the lines it was in.

@@ -18,7 +18,7 @@ import type { Config } from '../config.ts';
 import type { Accounting } from '../accounting/counters.ts';
 import type { DryRunWarning, Hold, ReserveOutcome } from '../accounting/types.ts';
 import type { Budgets, ScopeView } from '../accounting/budgets.ts';
-import { jobMeta, notAllowedReason, unpricedReason } from '../accounting/admission.ts';
+import { jobMeta, notAllowedReason, tooCostlyReason, unpricedReason } from '../accounting/admission.ts';
 import { describeHold, describeThrottle } from '../accounting/reasons.ts';
 import { parseScopeId, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
 import { intakeJobSchema, parseIntakeJob, type IntakeJobData } from '../../queues/contract.ts';
@@ -122,7 +122,7 @@ export class Preflight {
       } else if (o.kind === 'unpriced') {
         const reason = o.why === 'not-allowed'
           ? notAllowedReason(reqs[k]!.meta.project, o.gpuType, allowed.get(reqs[k]!.meta.project) ?? [])
-          : unpricedReason(o.gpuType, known);
+          : o.why === 'too-costly' ? tooCostlyReason(o.gpuType) : unpricedReason(o.gpuType, known);
         outcomes[index] = { index, outcome: 'rejected', reason };
       } else {
         // 'already' / 'cancelled' cannot happen for preflight ids; say so rather than guess.

@@ -25,9 +25,11 @@
   (includes/pricing.lua): it is admitted now, so it keeps today's rate. One
   whose job type became exempt (factor 0) is admitted counting nowhere. One
   whose project may no longer use its GPU type (gpuAllowed) is rejected
-  ('fifo' and 'wake'; an override admits it): it leaves the held lists and
-  lines as a cancelled job does (includes/unhold.lua), so the jobs behind
-  it go on in this call; the caller moves it to gpu-rejected with the reason.
+  ('fifo' and 'wake'; an override admits it), and so is one whose charge
+  now passes 2^53 in a unit (in every mode: it cannot be counted): it
+  leaves the held lists and lines as a cancelled job does
+  (includes/unhold.lua), so the jobs behind it go on in this call; the
+  caller moves it to gpu-rejected with the reason.
 
   Input:
     KEYS[1]    open-reservations zset
@@ -57,7 +59,8 @@
     { 4, ahead, line, amount, n, <misfit> * n }
                                 still held: `ahead` older held jobs go first in the
                                 line of scope `line`; its own misfits as of now (if any)
-    { 8, gpuType }              its project may not use its GPU type now: rejected
+    { 8, gpuType, why }         rejected: its project may not use its GPU type now
+                                ('not-allowed') or its charge passes 2^53 ('too-costly')
                                 (no longer held, remembered as cancelled)
     { -1, state }               not held (state: 'reserved', 'settled', 'cancelled' or 'missing')
 
@@ -118,9 +121,9 @@ for _, rec in ipairs(records) do
     out = before[1] == 1 and { -1, 'reserved' } or before
   elseif r[2] ~= 'held' then
     out = { -1, r[2] or 'missing' }
-  elseif mode ~= 'override' and not rec.allowed then
+  elseif (mode ~= 'override' and not rec.allowed) or not rec.charge then
     for _, l in ipairs(unhold(base, allHeldKey, jobId, rec.project, r[5], ARGV[6])) do leave(l) end
-    out = { 8, rec.gpuType }
+    out = { 8, rec.gpuType, rec.charge and 'not-allowed' or 'too-costly' }
   else
     local need, lines, project, charge = rec.need, rec.lines, rec.project, rec.charge
     local exempt = rec.factor == 0

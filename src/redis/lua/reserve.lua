@@ -34,9 +34,7 @@
   Units (includes/pricing.lua, charges.lua): a job is priced once per call at
   its GPU type's rate in force and its job type's factor (0: exempt) and
   charged in each scope in the scope's unit; its record keeps rate, factor
-  and charge for settle. A GPU type with no rate takes the default rate
-  (ARGV[7] 'reject': rejected, reply 8); one its project may not use is
-  rejected (reply 8).
+  and charge for settle. Reply 8 says why a job's GPU type refuses it.
 
   Events (appended to the events stream in the same atomic step, see
   includes/scopes.lua): THRESHOLD_CROSSED once per threshold per crossing,
@@ -117,8 +115,9 @@
                                 over, joined by ';'
     { 7, scope }                rejected: `scope` has no limit and ARGV[2] is 'reject'
     { 8, gpu type, why }        rejected for its GPU type ('' if none): 'unknown', it has
-                                no rate and ARGV[7] is 'reject'; 'not-allowed', its
-                                project may not use it
+                                no rate and ARGV[7] is 'reject' (else: the default
+                                rate); 'not-allowed', its project may not use it;
+                                'too-costly', its charge passes 2^53 in a unit
 
   Every read comes before the first write. Counter deltas are summed as Lua
   numbers (exact below 2^53 GPU-ms) and written with %.0f or %d, never
@@ -260,9 +259,9 @@ for j = 1, #batch do
   local again = seenHere[resKey]
   -- Over its rate: throttled before any budget is read (it counts against none).
   local fresh = not again and (not state or state == 'throttled')
-  if fresh then priceGroup(job[4], group) end
-  -- A GPU type its project may not use, or with no rate where every type must have one: rejected before its rate is spent.
-  local unpriced = fresh and ((not group.allowed and 'not-allowed') or (rejectUnpriced and not group.rate.known and 'unknown'))
+  local charge = fresh and groupCharge(price, priceGroup(job[4], group), amount)
+  -- A GPU type its project may not use, with no rate where every type must have one, or a charge past 2^53: rejected before its rate is spent.
+  local unpriced = fresh and ((not group.allowed and 'not-allowed') or (rejectUnpriced and not group.rate.known and 'unknown') or (not charge and 'too-costly'))
   local gated = rate and not again and not unpriced and (state == 'throttled' or (ratesOn and not state)) and group.factor ~= 0
     and rate.gate(rsig, rate.bucketOf, resKey, jobId, state, nowMs, ts, throttled)
   if again then
@@ -284,7 +283,8 @@ for j = 1, #batch do
   else
     priceGroup(job[4], group)
     local need = tonumber(amount)
-    local charge = groupCharge(price, group, amount)
+    -- nil only for a job held before whose price now passes 2^53: it stays held (release rejects it).
+    charge = charge or groupCharge(price, group, amount) or { 0, 0, 0 }
     local scopes = resolve(sig)
     local exempt = state ~= 'held' and group.factor == 0
     local short = (exempt or fitsList(sig, charge, gpus)) and NONE or misfits(scopes, charge, gpus)

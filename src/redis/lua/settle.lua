@@ -38,7 +38,9 @@
   decides their heads again.
 
   Output:
-    { 1, reserved, actual }     settled now
+    { 1, reserved, actual, capped }
+                                settled now; capped: the letters (h, u, d) of
+                                units whose charge passed 2^53, '' if none
     { 2, reserved, actual }     settled before; nothing changed
     { -1 }                      no reservation for this job (none, or held or cancelled)
     { -2, scopes }              the given scopes are not the reservation's (caller bug)
@@ -81,7 +83,12 @@ if est then
 else
   est, rate, factor = { tonumber(amount), 0, 0 }, { 0, 0 }, 1000
 end
-local got = exempt and { 0, 0, 0 } or chargeOf(tonumber(actual), rate, factor)
+-- Past 2^53 in a unit (an extreme rate and factor on a huge job): counted as
+-- the most a counter holds exactly, and said in the ledger note, never an
+-- error, which would leave the job unsettled for ever.
+local got, capped = { 0, 0, 0 }, ''
+if not exempt then got, capped = chargeSaturated(tonumber(actual), rate, factor) end
+if capped ~= '' then note = note .. (note == '' and '' or '; ') .. 'charge past 2^53 in unit ' .. capped .. ': counted as 2^53 - 1' end
 -- Usage grew past the estimate: judge thresholds as reserve does, on the
 -- scopes as they will be after this settle (read now, written below).
 local grown = {}
@@ -138,4 +145,4 @@ redis.call('ZREM', openKey, jobId)
 redis.call('XADD', ledgerKey, '*', 'kind', kind, 'at', now, 'note', note,
   'jobId', jobId, 'estimated', amount, 'actual', actual, 'admittedAt', r[6], 'scopes', r[2], 'meta', r[5], 'exempt', exempt and '1' or '0',
   'price', rate[1] .. '|' .. rate[2] .. '|' .. factor, 'charge', chargeText(est), 'actualCharge', chargeText(got))
-return { 1, tonumber(amount), tonumber(actual) }
+return { 1, tonumber(amount), tonumber(actual), capped }

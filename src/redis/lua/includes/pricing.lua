@@ -12,7 +12,11 @@
   Lua numbers are doubles, exact below 2^53 only, and g * f * rate passes
   that for a large job; so the products are kept in base-10^6 limbs and
   divided limb by limb. Rates are at most 10^9 and factors 10^5 (the API
-  refuses more), which keeps every intermediate below 2^53.
+  refuses more), which keeps every intermediate below 2^53. A charge itself
+  past 2^53 (an extreme rate and factor on a huge job) is not counted:
+  chargeOf answers nil, reserve and release reject the job ('too-costly')
+  and settle, which must record what ran, counts such a unit as
+  MAX_CHARGE (chargeSaturated).
 
   Rates: the hash '<base key>rates', field = GPU type ('*': the default), value
   'from:unitsMilli:usdMicro' entries joined by ';', ascending by from (epoch
@@ -23,6 +27,7 @@
 local LIMB = 1000000
 local HOUR_FACTOR = 3600000000
 local TWO53 = 9007199254740992
+local MAX_CHARGE = TWO53 - 1
 -- A job type with no factor set, and a GPU type with no rate while no default is set.
 local FULL_FACTOR = 1000
 local BUILTIN_RATE = { 1000, 0 }
@@ -35,7 +40,7 @@ local function divmod(a, b)
   return q, r
 end
 
---[[ mulDivCeil(g, a, b, d): ceil(g * a * b / d), exact; g < 2^53, a and b <= 10^9, d <= 9 * 10^9. Errors past 2^53. ]]
+--[[ mulDivCeil(g, a, b, d): ceil(g * a * b / d), exact; g < 2^53, a and b <= 10^9, d <= 9 * 10^9. nil past 2^53. ]]
 local function mulDivCeil(g, a, b, d)
   if g == 0 or a == 0 or b == 0 then return 0 end
   local L, n = {}, g
@@ -64,16 +69,32 @@ local function mulDivCeil(g, a, b, d)
     local q, m = divmod(rem * LIMB + L[i], d)
     out = out * LIMB + q
     rem = m
-    if out >= TWO53 then error('pricing: a charge past 2^53 (g=' .. string.format('%d', g) .. ')') end
+    if out >= TWO53 then return nil end
   end
   if rem > 0 then out = out + 1 end
+  if out >= TWO53 then return nil end
   return out
 end
 
---[[ chargeOf(g, rate, factor): the charge triple of g GPU-ms at rate { unitsMilli, usdMicro } and factor (thousandths). ]]
+--[[ chargeOf(g, rate, factor): the charge triple of g GPU-ms at rate { unitsMilli, usdMicro } and factor (thousandths); nil if a unit passes 2^53. ]]
 local function chargeOf(g, rate, factor)
   local h = factor == FULL_FACTOR and g or mulDivCeil(g, factor, 1, 1000)
-  return { h, mulDivCeil(g, factor, rate[1], HOUR_FACTOR), mulDivCeil(g, factor, rate[2], HOUR_FACTOR) }
+  local u, d = mulDivCeil(g, factor, rate[1], HOUR_FACTOR), mulDivCeil(g, factor, rate[2], HOUR_FACTOR)
+  if not (h and u and d) then return nil end
+  return { h, u, d }
+end
+
+--[[
+  chargeSaturated(g, rate, factor): chargeOf, with a unit past 2^53 counted
+  as MAX_CHARGE; and the letters of those units ('' when none).
+]]
+local function chargeSaturated(g, rate, factor)
+  local c = { factor == FULL_FACTOR and g or mulDivCeil(g, factor, 1, 1000), mulDivCeil(g, factor, rate[1], HOUR_FACTOR), mulDivCeil(g, factor, rate[2], HOUR_FACTOR) }
+  local capped = ''
+  for i, letter in ipairs({ 'h', 'u', 'd' }) do
+    if not c[i] then c[i], capped = MAX_CHARGE, capped .. letter end
+  end
+  return c, capped
 end
 
 --[[ chargeText(c): a charge triple as records and the ledger keep it, 'gpuMs|milliUnits|microUsd'. ]]
@@ -102,7 +123,7 @@ end
     factorText(factor): the factor as records keep it, made once per call.
     charge(amount, rate, factor): chargeOf the GPU-ms `amount` (its decimal text,
       the memo's key: tostring keeps only 14 digits), memoised (a batch's
-      jobs share a few estimates).
+      jobs share a few estimates); nil past 2^53.
 ]]
 local function pricer(keyBase, now)
   local rates, factors, memo, factorTexts = {}, {}, {}, {}
@@ -163,11 +184,11 @@ local function pricer(keyBase, now)
   local function charge(amount, rate, factor)
     local key = priceText(rate, factor) .. ':' .. amount
     local c = memo[key]
-    if not c then
-      c = chargeOf(tonumber(amount), rate, factor)
+    if c == nil then
+      c = chargeOf(tonumber(amount), rate, factor) or false
       memo[key] = c
     end
-    return c
+    return c or nil
   end
   return { rateOf = rateOf, factorOf = factorOf, priceText = priceText, factorText = factorText, charge = charge }
 end
@@ -225,13 +246,13 @@ end
   groupCharge(price, group, amount): the charge triple of a job of a priced
   group (priceGroup) estimated at `amount` GPU-ms (its decimal text), with
   its text (chargeText) as `text`; the group keeps its last (most of a
-  group's jobs share one estimate).
+  group's jobs share one estimate). nil: past 2^53 (too costly to count).
 ]]
 local function groupCharge(price, group, amount)
   if group.lastAmount ~= amount then
     local c = price.charge(amount, group.rate, group.factor)
-    c.text = c.text or chargeText(c)
-    group.lastAmount, group.lastCharge = amount, c
+    if c then c.text = c.text or chargeText(c) end
+    group.lastAmount, group.lastCharge = amount, c or false
   end
-  return group.lastCharge
+  return group.lastCharge or nil
 end
