@@ -67,9 +67,11 @@ export class Corrections {
       }
       const delta: Delta = [0, 0, 0];
       delta[UNIT_INDEX[unit]] = -amount;
+      // Only a project's budget is a project's usage: a credit to a quota, a run cap or a GPU type
+      // budget gives room back in that one limit and names nobody, so no usage rollup counts it.
       const p = parseScopeId(scope);
-      const [project, user] = p.kind === 'user-day' || p.kind === 'user-week' ? ['', p.name] : [p.name.split('/')[0]!, ''];
-      const row = this.row({ correction: 'credit', jobId: `credit:${s!.id}`, project, user, scopes: [s!.id], at: now, delta, reason, actor });
+      const project = p.kind === 'project' ? p.name : '';
+      const row = this.row({ correction: 'credit', jobId: `credit:${s!.id}`, project, user: '', scopes: [s!.id], at: now, delta, reason, actor });
       return { rows: [row], audit: { counter: s!.id, unit, amount: amount / UNIT_SCALE[unit] } };
     });
   }
