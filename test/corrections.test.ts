@@ -137,6 +137,24 @@ describe('corrections', () => {
     expect((await new DriftAudit(env.t.redis, env.t.accounting, env.t.pool).run()).drift).toEqual([]);
   });
 
+  it('refuses a refund that would take a counter below 0 after a credit, changing nothing', async () => {
+    // Budget $10, one $4.10 H100 hour, all of it credited back: a refund of the job would leave used at -$4.10.
+    await call('PUT', '/projects/below/budget', { usd: 10 });
+    await hours(['below-a'], ['project:below'], { project: 'below', user: 'cy', gpuType: 'h100', gpus: 1 }, Date.now());
+    expect((await call('POST', '/corrections', { kind: 'credit', scope: 'project:below', usd: 4.1, reason: 'goodwill' })).status).toBe(200);
+    const before = { used: await used('below'), rows: await ledgerRows('below') };
+    // Its GPU hours and units are still there to give back; its dollars are not.
+    expect(before.used).toEqual({ gpuHours: { used: HOUR, reserved: 0 }, units: { used: 3000, reserved: 0 }, usd: { used: 0, reserved: 0 } });
+    const r = await call('POST', '/corrections', { kind: 'refund', jobId: 'below-a', reason: 'lost' });
+    expect(r.status).toBe(409);
+    expect(r.body.error.message).toBe('project below (one-off) has $0.00 of used left; this refund would give back $4.10: a credit already gave part of it back');
+    expect({ used: await used('below'), rows: await ledgerRows('below') }).toEqual(before);
+    // An amount that rounds to 0 GPU-ms is a bad body, not a refusal.
+    const tiny = await call('POST', '/corrections', { kind: 'refund', jobId: 'below-a', gpuHours: 1e-9, reason: 'lost' });
+    expect([tiny.status, tiny.body.error.message]).toEqual([400, expect.stringContaining('gpuHours must be at least 0.000000278 (1 GPU-ms)')]);
+    expect((await new DriftAudit(env.t.redis, env.t.accounting, env.t.pool).run()).drift).toEqual([]);
+  });
+
   it('refuses bad bodies and unknown jobs, changing nothing', async () => {
     for (const [body, status] of [
       [{ kind: 'refund', jobId: 'nobody-1', reason: 'x' }, 404],
