@@ -12,6 +12,7 @@ import { LedgerWriter } from '../src/ledger/writer.ts';
 import { DriftAudit } from '../src/accounting/drift.ts';
 import { rebuild } from '../src/accounting/rebuild.ts';
 import type { JobMeta } from '../src/accounting/types.ts';
+import { scopesForJob } from '../src/accounting/scopes.ts';
 
 const { env, call } = apiSuite();
 const HOUR = 3_600_000;
@@ -24,15 +25,19 @@ beforeAll(async () => {
 
 /** Two H100 jobs of `project`, run an hour each, and their ledger rows in Postgres. */
 async function twoJobs(project: string, gpuType = 'h100'): Promise<{ ids: string[]; at: number }> {
-  const a = env.t.accounting;
   await call('PUT', `/projects/${project}/budget`, { usd: 100 });
-  const meta: JobMeta = { project, user: 'ann', gpuType, gpus: 1 };
   const at = Date.now();
   const ids = [`${project}-a`, `${project}-b`];
-  const out = await a.reserveMany(ids.map((jobId) => ({ jobId, amountGpuMs: HOUR, scopes: [`project:${project}`], meta })), at);
+  await hours(ids, [`project:${project}`], { project, user: 'ann', gpuType, gpus: 1 }, at);
+  return { ids, at };
+}
+
+/** Reserve and settle an hour of each job against `scopes` (bases), and write their ledger rows to Postgres. */
+async function hours(ids: string[], scopes: string[], meta: JobMeta, at: number): Promise<void> {
+  const a = env.t.accounting;
+  const out = await a.reserveMany(ids.map((jobId) => ({ jobId, amountGpuMs: HOUR, scopes, meta })), at);
   for (const [i, o] of out.entries()) await a.settle(ids[i]!, (o as { scopes: string[] }).scopes, HOUR, 'settle', at + 1);
   await drain();
-  return { ids, at };
 }
 
 async function drain(): Promise<void> {
@@ -93,6 +98,60 @@ describe('corrections', () => {
     expect(over.status).toBe(409);
     expect(over.body.error.message).toContain('a credit can give back at most that');
     expect((await call('GET', '/corrections?jobId=credit:project:credits')).body).toMatchObject({ total: 1, corrections: [{ kind: 'credit', charged: { usd: -1.25 }, actor: 'ops-alice', reason: 'goodwill' }] });
+    expect((await new DriftAudit(env.t.redis, env.t.accounting, env.t.pool).run()).drift).toEqual([]);
+  });
+
+  it("counts a credit to a quota, run cap or GPU type budget in nobody's usage: only a project budget's credit is its project's", async () => {
+    // One H100 hour of bea's run r1 in project qc: $4.10 in each of its five scopes.
+    await call('PUT', '/projects/qc/budget', { usd: 10 });
+    const meta: JobMeta = { project: 'qc', user: 'bea', gpuType: 'h100', gpus: 1, run: 'r1' };
+    const bases = scopesForJob(meta).map((s) => s.id);
+    await hours(['qc-a'], bases, meta, Date.now());
+    const credited = ['user-day:bea', 'user-week:bea', 'run:qc/r1', 'project-type:qc/h100'];
+    for (const scope of credited) expect((await call('POST', '/corrections', { kind: 'credit', scope, usd: 1, reason: 'goodwill' })).status).toBe(200);
+    // Each credited limit has $1 back ($3.10 used); the project's budget, credited nothing, still holds $4.10.
+    const counters = await env.t.accounting.scopes(bases, Date.now());
+    expect(counters.map((c) => [c.base, c.counted.usd.used])).toEqual([
+      ['project:qc', 4_100_000], ['user-day:bea', 3_100_000], ['user-week:bea', 3_100_000], ['run:qc/r1', 3_100_000], ['project-type:qc/h100', 3_100_000],
+    ]);
+    // The project's report equals its budget counter; bea's is her job's $4.10 (not $2.10: two quota credits are no usage of hers).
+    const day = new Date().toISOString().slice(0, 10);
+    const report = async (q: string) => (await call('GET', `/usage?from=${day}&to=${day}&${q}`)).body.rows;
+    expect(await report('groupBy=project&project=qc')).toEqual([expect.objectContaining({ project: 'qc', jobs: 1, usd: 4.1 })]);
+    expect(await report('groupBy=user&user=bea')).toEqual([expect.objectContaining({ user: 'bea', jobs: 1, usd: 4.1 })]);
+    // Every rollup: by day and by week and month for qc and bea, $4.10 each; no row for nobody in the wide ones.
+    const named = await env.t.pool.query(`SELECT kind, 'day' AS period, usd_micro FROM usage_by_day WHERE name IN ('qc', 'bea')
+      UNION ALL SELECT kind, period, usd_micro FROM usage_by_period WHERE name IN ('qc', 'bea') ORDER BY 1, 2`);
+    expect(named.rows.map((r) => [r.kind, r.period, Number(r.usd_micro)])).toEqual(
+      ['project', 'user'].flatMap((k) => ['day', 'month', 'week'].map((p) => [k, p, 4_100_000])),
+    );
+    const nobody = await env.t.pool.query(`SELECT 1 FROM usage_daily WHERE project = '' AND user_name = ''
+      UNION ALL SELECT 1 FROM usage_monthly WHERE project = '' AND user_name = '' UNION ALL SELECT 1 FROM usage_weekly WHERE project = '' AND user_name = ''`);
+    expect(nobody.rows).toEqual([]);
+    // The export lists the credits, naming neither project nor user (the scope is in the job id); qc's rows are its job's.
+    const res = await fetch(`${env.served.api}/usage/export?month=${day.slice(0, 7)}&format=json`, { headers: { authorization: `Bearer ${TEST_TOKENS.admin}` } });
+    const rows = (await res.json()) as Record<string, any>[];
+    const credits = rows.filter((r) => credited.some((c) => r.jobId.startsWith(`credit:${c}`)));
+    expect(credits.map((r) => [r.project, r.user, r.correction, r.costUSD])).toEqual(credited.map(() => ['', '', 'credit', -1]));
+    expect(rows.filter((r) => r.project === 'qc').map((r) => [r.jobId, r.kind, r.costUSD])).toEqual([['qc-a', 'settle', 4.1]]);
+    expect((await new DriftAudit(env.t.redis, env.t.accounting, env.t.pool).run()).drift).toEqual([]);
+  });
+
+  it('refuses a refund that would take a counter below 0 after a credit, changing nothing', async () => {
+    // Budget $10, one $4.10 H100 hour, all of it credited back: a refund of the job would leave used at -$4.10.
+    await call('PUT', '/projects/below/budget', { usd: 10 });
+    await hours(['below-a'], ['project:below'], { project: 'below', user: 'cy', gpuType: 'h100', gpus: 1 }, Date.now());
+    expect((await call('POST', '/corrections', { kind: 'credit', scope: 'project:below', usd: 4.1, reason: 'goodwill' })).status).toBe(200);
+    const before = { used: await used('below'), rows: await ledgerRows('below') };
+    // Its GPU hours and units are still there to give back; its dollars are not.
+    expect(before.used).toEqual({ gpuHours: { used: HOUR, reserved: 0 }, units: { used: 3000, reserved: 0 }, usd: { used: 0, reserved: 0 } });
+    const r = await call('POST', '/corrections', { kind: 'refund', jobId: 'below-a', reason: 'lost' });
+    expect(r.status).toBe(409);
+    expect(r.body.error.message).toBe('project below (one-off) has $0.00 of used left; this refund would give back $4.10: a credit already gave part of it back');
+    expect({ used: await used('below'), rows: await ledgerRows('below') }).toEqual(before);
+    // An amount that rounds to 0 GPU-ms is a bad body, not a refusal.
+    const tiny = await call('POST', '/corrections', { kind: 'refund', jobId: 'below-a', gpuHours: 1e-9, reason: 'lost' });
+    expect([tiny.status, tiny.body.error.message]).toEqual([400, expect.stringContaining('gpuHours must be at least 0.000000278 (1 GPU-ms)')]);
     expect((await new DriftAudit(env.t.redis, env.t.accounting, env.t.pool).run()).drift).toEqual([]);
   });
 

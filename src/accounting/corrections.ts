@@ -23,8 +23,9 @@ import { adminChange } from '../audit/change.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { insertLedgerRows, type LedgerRow, type StreamPosition } from '../db/ledger.ts';
 import { chargedJob, chargedJobsOfType, runningJobsOfType, type ChargedJob } from '../db/corrections.ts';
-import { charges, UNIT_SCALE, type Charges, type LimitUnit, type Rate } from './pricing.ts';
-import { parseScopeId } from './scopes.ts';
+import { charges, LIMIT_UNITS, UNIT_SCALE, type Charges, type LimitUnit, type Rate } from './pricing.ts';
+import { parseScopeId, scopeLabel } from './scopes.ts';
+import { formatAmount, unitSuffix } from '../units.ts';
 import type { Accounting } from './counters.ts';
 import { chargedView } from './admission.ts';
 
@@ -67,9 +68,11 @@ export class Corrections {
       }
       const delta: Delta = [0, 0, 0];
       delta[UNIT_INDEX[unit]] = -amount;
+      // Only a project's budget is a project's usage: a credit to a quota, a run cap or a GPU type
+      // budget gives room back in that one limit and names nobody, so no usage rollup counts it.
       const p = parseScopeId(scope);
-      const [project, user] = p.kind === 'user-day' || p.kind === 'user-week' ? ['', p.name] : [p.name.split('/')[0]!, ''];
-      const row = this.row({ correction: 'credit', jobId: `credit:${s!.id}`, project, user, scopes: [s!.id], at: now, delta, reason, actor });
+      const project = p.kind === 'project' ? p.name : '';
+      const row = this.row({ correction: 'credit', jobId: `credit:${s!.id}`, project, user: '', scopes: [s!.id], at: now, delta, reason, actor });
       return { rows: [row], audit: { counter: s!.id, unit, amount: amount / UNIT_SCALE[unit] } };
     });
   }
@@ -125,6 +128,7 @@ export class Corrections {
         }
       }
       const charged = chargedView({ gpuMs: total[0], unitsMilli: total[1], usdMicro: total[2] });
+      await this.refuseBelowZero(action.replace('correction.', ''), byCounter);
       if (rows.length > 0) {
         await insertLedgerRows(tx.db, rows.map((r) => ({ ...r, streamMs: null, streamSeq: null }) as unknown as LedgerRow & StreamPosition), this.timeZone);
         await tx.audit(actor, { action, target, before: null, after: { ...audit, corrections: rows.length, charged }, reason });
@@ -133,6 +137,27 @@ export class Corrections {
       }
       return { corrections: rows.length, charged };
     }, this.log);
+  }
+
+  /**
+   * No correction takes a counter's used below 0 in any unit: a refund or a
+   * re-rate checks only what is left of the job, and a credit may already
+   * have given part of it back, so it would lift the limit. Every correction
+   * holds one lock and settles only raise used, so nothing lowers a counter
+   * between this read and the write.
+   */
+  private async refuseBelowZero(kind: string, byCounter: Map<string, Delta>): Promise<void> {
+    const lowered = [...byCounter].filter(([, d]) => d.some((x) => x < 0));
+    const used = await this.accounting.usedOf(lowered.map(([c]) => c));
+    for (const [c, d] of lowered) {
+      const u = used.get(c)!;
+      const i = d.findIndex((x, k) => u[k]! + x < 0);
+      if (i < 0) continue;
+      const unit = LIMIT_UNITS[i]!;
+      const { period } = parseScopeId(c);
+      const amount = (n: number) => `${formatAmount(n, unit)}${unitSuffix(unit)}`;
+      throw new CorrectionRefused(409, `${scopeLabel(c)} ${period ? `in period ${period}` : '(one-off)'} has ${amount(u[i]!)} of used left; this ${kind} would give back ${amount(-d[i]!)}: a credit already gave part of it back`);
+    }
   }
 
   private jobRow(job: ChargedJob, correction: 'refund' | 're-rate', delta: Delta, rate: Rate, reason: string, actor: Actor, correctedGpuMs: number | null): LedgerRow {

@@ -160,6 +160,12 @@ export class Accounting {
     await m.exec();
   }
 
+  /** Counters' used amounts by counter id, the fields addUsed moves (GPU-ms, milli-units, micro-dollars; 0 when absent). */
+  async usedOf(ids: string[]): Promise<Map<string, [number, number, number]>> {
+    const got = (await pipelined(this.redis, ids, (p, id) => p.hmget(this.keys.scope(id), 'used', 'unitsUsed', 'usdUsed'))) as (string | null)[][];
+    return new Map(ids.map((id, i) => [id, got[i]!.map((v) => Number(v ?? 0)) as [number, number, number]]));
+  }
+
   /** The GPU types a project may use (null: any), as reserve reads them. */
   async allowedGpuTypes(project: string): Promise<string[] | null> {
     const csv = await this.redis.hget(this.keys.gpuAllowed, project);

@@ -16,12 +16,15 @@ import type { Pool } from '../db/pool.ts';
 import { HttpError } from '../http/errors.ts';
 import { actorOf } from '../http/auth.ts';
 import { hoursToGpuMs } from '../units.ts';
+import { SMALLEST_GPU_HOURS } from './budgets.ts';
 import { safeText } from '../text.ts';
 import { body, freeText, jobIdText, pageLimit, pageOffset, parseBody, query } from './validate.ts';
 
 const SCOPE_RE = /^(project|user-day|user-week):[A-Za-z0-9._-]{1,128}$|^(run|project-type):[A-Za-z0-9._-]{1,128}\/[A-Za-z0-9._-]{1,128}$/;
 const reason = freeText('reason');
 const positive = (what: string) => z.number({ error: `${what} must be a number` }).positive(`${what} must be more than 0`).max(1_000_000_000, `${what} must be at most 1000000000`);
+/** Whole GPU-ms inside: an amount that rounds to 0 would be refused later as "asked for 0"; say so here. */
+const gpuHours = positive('gpuHours').refine((h) => hoursToGpuMs(h) >= 1, `gpuHours must be at least ${SMALLEST_GPU_HOURS} (1 GPU-ms)`);
 const iso = (what: string) => z.iso.datetime({ offset: true, error: `${what} must be an ISO 8601 date-time such as 2026-11-01T00:00:00Z` }).transform((s) => Date.parse(s));
 const rate = (what: string, max: number, scale: number) =>
   z.number({ error: `${what} must be a number` }).min(0, `${what} may not be negative`)
@@ -30,9 +33,9 @@ const rate = (what: string, max: number, scale: number) =>
 const Credit = body({
   kind: z.literal('credit'), reason,
   scope: z.string({ error: 'scope must be a string' }).regex(SCOPE_RE, 'scope must name a budget, quota, run cap or GPU type budget, e.g. project:alpha, user-day:ann, run:alpha/r1, project-type:alpha/h100'),
-  gpuHours: positive('gpuHours').optional(), units: positive('units').optional(), usd: positive('usd').optional(),
+  gpuHours: gpuHours.optional(), units: positive('units').optional(), usd: positive('usd').optional(),
 });
-const Refund = body({ kind: z.literal('refund'), reason, jobId: jobIdText('jobId must be a string'), gpuHours: positive('gpuHours').optional() });
+const Refund = body({ kind: z.literal('refund'), reason, jobId: jobIdText('jobId must be a string'), gpuHours: gpuHours.optional() });
 const ReRate = body({
   kind: z.literal('re-rate'), reason,
   gpuType: z.string({ error: 'gpuType must be a string' }).min(1, 'gpuType may not be empty').max(128, 'gpuType is longer than 128 characters').superRefine(safeText('gpuType')),

@@ -82,11 +82,12 @@ export async function insertLedgerRows(db: Queryable, rows: (LedgerRow & StreamP
        RETURNING kind, project, user_name, job_type, gpu_type, exempt, estimated_gpu_ms, actual_gpu_ms, at,
                  charge_gpu_ms, charge_units_milli, charge_usd_micro),
      -- Each ended row as the rollups count it: a job (a correction is none), its GPU-ms, and its charges.
+     -- A row naming neither project nor user (a credit to a quota, run cap or GPU type budget) is no one's usage.
      ended AS (
        SELECT (at AT TIME ZONE $16::text)::date AS day, project, user_name, job_type, gpu_type, exempt,
               CASE WHEN kind = 'correction' THEN 0 ELSE 1 END AS n, estimated_gpu_ms, coalesce(actual_gpu_ms, 0) AS actual,
               ${CHARGED_SQL.gpuMs} AS g, ${CHARGED_SQL.units} AS u, ${CHARGED_SQL.usd} AS d
-       FROM ins WHERE kind <> 'reserve'),
+       FROM ins WHERE kind <> 'reserve' AND (project <> '' OR user_name <> '')),
      by_day AS (
        INSERT INTO usage_by_day AS b (kind, name, day, exempt, jobs, actual_gpu_ms, charged_gpu_ms, units_milli, usd_micro)
        SELECT 'project', project, day, exempt, sum(n), sum(actual), sum(g), sum(u), sum(d) FROM ended WHERE project <> '' GROUP BY 2, 3, 4

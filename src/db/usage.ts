@@ -119,7 +119,8 @@ export function wholeMonths(from: string, to: string): { start: string; end: str
 /**
  * Rebuild every coarser rollup from usage_daily, the widest one, in one
  * transaction's worth of statements: usage_by_day, usage_by_period,
- * usage_monthly and usage_weekly then hold exactly what the ledger writer would have added.
+ * usage_monthly and usage_weekly then hold exactly what the ledger writer would have added
+ * (nothing for a row naming neither project nor user, as the writer skips them).
  */
 export async function rebuildRollups(db: Queryable): Promise<void> {
   await db.query('TRUNCATE usage_by_day, usage_by_period, usage_monthly, usage_weekly');
@@ -140,13 +141,13 @@ export async function rebuildRollups(db: Queryable): Promise<void> {
     `INSERT INTO usage_monthly
        SELECT date_trunc('month', day)::date, project, user_name, exempt, sum(jobs), sum(estimated_gpu_ms), sum(actual_gpu_ms),
               sum(charged_gpu_ms), sum(units_milli), sum(usd_micro)
-       FROM usage_daily GROUP BY 1, 2, 3, 4`,
+       FROM usage_daily WHERE project <> '' OR user_name <> '' GROUP BY 1, 2, 3, 4`,
   );
   await db.query(
     `INSERT INTO usage_weekly
        SELECT greatest(date_trunc('week', day), date_trunc('month', day))::date, project, user_name, exempt,
               sum(jobs), sum(estimated_gpu_ms), sum(actual_gpu_ms), sum(charged_gpu_ms), sum(units_milli), sum(usd_micro)
-       FROM usage_daily GROUP BY 1, 2, 3, 4`,
+       FROM usage_daily WHERE project <> '' OR user_name <> '' GROUP BY 1, 2, 3, 4`,
   );
 }
 
