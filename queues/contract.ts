@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { printable, quoted, safeText } from '../src/text.ts';
+import { reservedGpuType } from '../src/accounting/pricing.ts';
 
 /** Project and user names: 1-128 chars of [A-Za-z0-9._-]. */
 export const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
@@ -36,7 +37,12 @@ export function intakeJobSchema(limits: ContractLimits) {
       jobType: label('jobType').optional(),
       /** A batch this job belongs to (e.g. 160 scenes); an admin may cap a run's GPU hours. */
       run: name('run').optional(),
-      gpuType: label('gpuType').optional(),
+      gpuType: label('gpuType')
+        .superRefine((t, ctx) => {
+          const why = reservedGpuType(t);
+          if (why) ctx.addIssue({ code: 'custom', message: why });
+        })
+        .optional(),
       gpus: z
         .number({ error: 'gpus must be a number' })
         .int('gpus must be a whole number')

@@ -54,6 +54,8 @@ const cases: [string, unknown, string][] = [
   ['GPU type that retitles a terminal', { ...ok, gpuType: '\u001b]0;pwned\u0007' }, `invalid job: gpuType contains a control character (U+001B) at character 1; ${REFUSED}`],
   ['job type with an unpaired surrogate', { ...ok, jobType: 'a\ud800' }, `invalid job: jobType contains an unpaired surrogate (U+D800) at character 2; ${REFUSED}`],
   ['job type with a right-to-left override', { ...ok, jobType: 'txt.\u202eexe' }, `invalid job: jobType contains a bidirectional control character (U+202E) at character 5; ${REFUSED}`],
+  // '*' is the rate card's field for the default rate: a job of that type would read it as its own.
+  ['GPU type named as the default rate', { ...ok, gpuType: '*' }, 'invalid job: gpuType may not be "*": that name is kept for the default rate'],
   ['unknown field named with a NUL', { ...ok, ['x\u0000']: 1 }, 'invalid job: unknown field(s): x\\u0000'],
 ];
 

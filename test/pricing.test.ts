@@ -12,6 +12,7 @@ import type { JobMeta, ScopeDefinition } from '../src/accounting/types.ts';
 import type { LimitUnit } from '../src/accounting/pricing.ts';
 import { decideAdmissions } from '../src/accounting/admission.ts';
 import { Accounting } from '../src/accounting/counters.ts';
+import { PriceList } from '../src/accounting/price-list.ts';
 
 let t: TestEnv;
 beforeAll(async () => {
@@ -116,6 +117,18 @@ describe('pricing', () => {
     });
     // Rejected before anything was counted.
     expect((await counted(t.accounting, `project:${p}`)).counted.gpuHours.reserved).toBe(HOUR);
+  });
+
+  it('takes "*", the default rate\'s field, for no GPU type: a job of that type is of an unknown type', async () => {
+    // The contract refuses gpuType '*' now; a job held before it did still reaches reserve and preflight.
+    const p = `star${++n}`;
+    await setRates(t.accounting, { h100: [[0, 3000, 4_000_000]], '*': [[0, 500, 1_000_000]] });
+    await t.accounting.definitions.define(`project:${p}`, limit(10 * HOUR, 'gpuHours'), null);
+    const data = { project: p, user: 'u', gpuType: '*', gpus: 1, estimatedGpuHours: 1 };
+    const strict = new Accounting(t.redis, t.config.queuePrefix, 3600, 'UTC', 'reject');
+    const [rejected] = await decideAdmissions(strict, [{ intakeJobId: `${p}-1`, data, order: 1 }], now);
+    expect(rejected).toMatchObject({ kind: 'rejected', reason: expect.stringMatching(/^gpuType "\*" has no rate; known GPU types: h100 /) });
+    expect((await PriceList.read(t.accounting.definitions, now)).rateFor('*')).toEqual({ rate: { unitsMilli: 500, usdMicro: 1_000_000 }, known: false });
   });
 
   it('uses a rate only from the moment it takes effect', async () => {

@@ -4,13 +4,14 @@
  * change is audited and survives a copy from Postgres), and a budget for
  * one type (200 H100-hours a month) that holds that type's jobs only.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { apiSuite, TEST_TOKENS as tokens } from './support/api.ts';
 import { decideAdmissions } from '../src/accounting/admission.ts';
 import { EXIT, runCli } from '../src/cli/main.ts';
 import { Queue } from 'bullmq';
 import { eventually } from './support/env.ts';
 import { rejectedJobId } from '../queues/names.ts';
+import { AllowedGpuTypes, syncAllowedGpuTypes } from '../src/accounting/allowed-gpu-types.ts';
 
 const { env, call } = apiSuite();
 let n = 0;
@@ -46,6 +47,36 @@ describe('GPU types of a project', () => {
     expect((await decideAdmissions(env.t.accounting, [job('copied', 'h100')], Date.now()))[0]).toMatchObject({ kind: 'rejected' });
     expect(await call('PUT', '/projects/copied/gpu-types', { allowed: null })).toMatchObject({ status: 200, body: { allowed: null } });
     expect((await decideAdmissions(env.t.accounting, [job('copied', 'h100')], Date.now()))[0]).toMatchObject({ kind: 'admitted' });
+  });
+
+  it('keeps a narrowing made while the lists are copied from Postgres: the copy waits for the change', async () => {
+    const { pool, accounting } = env.t;
+    const defs = accounting.definitions;
+    const lists = new AllowedGpuTypes(pool, accounting);
+    const admin = { name: 'ops-alice', role: 'admin' } as const;
+    await lists.set('racing', ['h100', 'a100'], admin, null);
+    // Sessions of this database waiting on an advisory lock (pg_locks lists every database's).
+    const waiting = async () => Number((await pool.query("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")).rows[0].count);
+    const write = defs.defineAllowedGpuTypes.bind(defs);
+    let copy: Promise<number> | undefined;
+    let copied = false;
+    const spy = vi.spyOn(defs, 'defineAllowedGpuTypes').mockImplementation(async (project, allowed) => {
+      await write(project, allowed);
+      if (copy) return;
+      // The change wrote Redis and holds the project's lock, not yet committed: a start-up copy runs now,
+      // and the change commits once the copy has finished (it took no lock) or waits for the lock.
+      copy = syncAllowedGpuTypes(pool, defs).finally(() => void (copied = true));
+      copy.catch(() => {});
+      await eventually(async () => copied || (await waiting()) > 0, Boolean);
+    });
+    try {
+      await lists.set('racing', ['a100'], admin, 'H100s go to training');
+      await copy;
+    } finally {
+      spy.mockRestore();
+    }
+    expect((await lists.get('racing'))!.allowed).toEqual(['a100']);
+    expect(await accounting.allowedGpuTypes('racing')).toEqual(['a100']);
   });
 
   it('rejects a held job whose type its project may no longer use when it is released, and admits the rest', async () => {

@@ -64,6 +64,15 @@ describe('the rate card', () => {
     expect(await field('*')).toMatch(/^\d+:500:1000000$/);
   });
 
+  it('refuses "*" as a GPU type: it is where the default rate is kept', async () => {
+    await call('PUT', '/gpu-types/default', { unitsPerGpuHour: 0.5, usdPerGpuHour: 1 });
+    const [before, history] = [await field('*'), await rows('*')];
+    const message = 'gpuType may not be "*": that name is kept for the default rate; the API calls it "default" (/gpu-types/default)';
+    expect(await call('PUT', '/gpu-types/%2A', { unitsPerGpuHour: 9, usdPerGpuHour: 9 })).toEqual({ status: 400, body: { error: { status: 400, message } } });
+    expect(await call('GET', '/gpu-types/%2A')).toEqual({ status: 400, body: { error: { status: 400, message } } });
+    expect([await field('*'), await rows('*')]).toEqual([before, history]);
+  });
+
   it('counts a job type at its usage factor, 0 exempt, and fully again once removed', async () => {
     await call('PUT', '/projects/factors/budget', { gpuHours: 100 });
     expect((await call('PUT', '/job-types/eval/usage-factor', { factor: 0.5, reason: 'evals are cheap' })).body).toEqual({ jobType: 'eval', usageFactor: 0.5, exempt: false });

@@ -11,9 +11,14 @@ import type { Pool } from '../db/pool.ts';
 import type { Actor } from '../db/audit.ts';
 import type { Logger } from '../log.ts';
 import { adminChange } from '../audit/change.ts';
+import { lockLimit } from '../db/limits.ts';
+import { inTransaction } from '../db/transaction.ts';
 import { allAllowedGpuTypes, getAllowedGpuTypes, setAllowedGpuTypes, type AllowedGpuTypesRow } from '../db/project-gpu-types.ts';
 import type { Accounting } from './counters.ts';
 import type { ScopeDefinitions } from './definitions.ts';
+
+/** The advisory lock of a project's list: a change and the copy take it (lockLimit). */
+const allowedLock = (project: string) => `gpu-allowed:${project}`;
 
 export class AllowedGpuTypes {
   constructor(
@@ -29,7 +34,7 @@ export class AllowedGpuTypes {
   /** Allow only `allowed` (sorted, distinct), or with null any type again; audited when it changes anything. */
   async set(project: string, allowed: string[] | null, actor: Actor, reason: string | null): Promise<AllowedGpuTypesRow | null> {
     const list = allowed === null ? null : [...new Set(allowed)].sort();
-    return adminChange(this.pool, [`gpu-allowed:${project}`], async (tx) => {
+    return adminChange(this.pool, [allowedLock(project)], async (tx) => {
       const before = await getAllowedGpuTypes(tx.db, project);
       const row = await setAllowedGpuTypes(tx.db, project, list);
       if (JSON.stringify(before?.allowed ?? null) !== JSON.stringify(list)) {
@@ -43,9 +48,22 @@ export class AllowedGpuTypes {
   }
 }
 
-/** Copy every project's list from Postgres to Redis (start-up, rebuild), dropping any Redis holds for a project without one. */
+/**
+ * Copy every project's list from Postgres to Redis (start-up, rebuild),
+ * dropping any Redis holds for a project without one: one short transaction
+ * per project (those Postgres lists and those Redis holds), under its lock,
+ * so a change committing meanwhile is never undone by an older read.
+ */
 export async function syncAllowedGpuTypes(pool: Pool, definitions: ScopeDefinitions): Promise<number> {
-  const rows = await allAllowedGpuTypes(pool);
-  await definitions.replaceAllowedGpuTypes(rows);
-  return rows.length;
+  const projects = new Set([...(await allAllowedGpuTypes(pool)).map((r) => r.project), ...(await definitions.allowedGpuTypesProjects())]);
+  let lists = 0;
+  for (const project of projects) {
+    await inTransaction(pool, async (db) => {
+      await lockLimit(db, allowedLock(project));
+      const row = await getAllowedGpuTypes(db, project);
+      if (row) lists++;
+      await definitions.defineAllowedGpuTypes(project, row?.allowed ?? null);
+    });
+  }
+  return lists;
 }

@@ -161,11 +161,9 @@ export class ScopeDefinitions {
     else await this.redis.hset(this.keys.gpuAllowed, project, allowed.join(','));
   }
 
-  /** Replace every project's list at once (start-up, rebuild). */
-  async replaceAllowedGpuTypes(lists: { project: string; allowed: string[] }[]): Promise<void> {
-    const m = this.redis.multi().unlink(this.keys.gpuAllowed);
-    for (const l of lists) m.hset(this.keys.gpuAllowed, l.project, l.allowed.join(','));
-    await m.exec();
+  /** Every project with a list in Redis. */
+  async allowedGpuTypesProjects(): Promise<string[]> {
+    return this.redis.hkeys(this.keys.gpuAllowed);
   }
 
   /** Add to `m` the wake signal of `scope` at `now` (none for null). */

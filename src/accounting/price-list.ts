@@ -50,9 +50,9 @@ export class PriceList {
     return e ? { unitsMilli: e.unitsMilli, usdMicro: e.usdMicro } : null;
   }
 
-  /** The rate a job on `gpuType` is charged at: its own, else the default. `known` says which. */
+  /** The rate a job on `gpuType` is charged at: its own, else the default. `known` says which ('*', the default's field, is no type). */
   rateFor(gpuType: string | undefined): { rate: Rate; known: boolean } {
-    const own = gpuType ? this.own(gpuType) : null;
+    const own = gpuType && gpuType !== DEFAULT_RATE_FIELD ? this.own(gpuType) : null;
     if (own) return { rate: own, known: true };
     return { rate: this.own(DEFAULT_RATE_FIELD) ?? BUILTIN_DEFAULT_RATE, known: false };
   }

@@ -123,3 +123,12 @@ export function compactRates(history: readonly ({ effectiveFrom: number } & Rate
 
 /** The field of the 'rates' hash holding the default rate (the API calls it 'default'). */
 export const DEFAULT_RATE_FIELD = '*';
+
+/**
+ * Why `gpuType` may not name a GPU type, or null: a type named as the
+ * default rate's field would read the default rate as its own (a known
+ * type, with a budget scope of its own). The job contract and the API refuse it.
+ */
+export function reservedGpuType(gpuType: string): string | null {
+  return gpuType === DEFAULT_RATE_FIELD ? `gpuType may not be "${DEFAULT_RATE_FIELD}": that name is kept for the default rate` : null;
+}

@@ -12,7 +12,7 @@
 import { Router } from 'express';
 import { z } from 'zod';
 import { RateCard, RateRefused, factorText, type GpuTypeView } from '../accounting/rate-card.ts';
-import { MAX_FACTOR_MILLI, MAX_UNITS_MILLI_PER_HOUR, MAX_USD_MICRO_PER_HOUR, toScaled, type Rate } from '../accounting/pricing.ts';
+import { MAX_FACTOR_MILLI, MAX_UNITS_MILLI_PER_HOUR, MAX_USD_MICRO_PER_HOUR, reservedGpuType, toScaled, type Rate } from '../accounting/pricing.ts';
 import { HttpError } from '../http/errors.ts';
 import { actorOf } from '../http/auth.ts';
 import { safeText } from '../text.ts';
@@ -48,6 +48,13 @@ function labelParam(what: string, raw: string): string {
   return raw;
 }
 
+/** A GPU type in a path: a label, and not the default rate's field ('default' names that one). */
+function gpuTypeParam(raw: string): string {
+  const why = reservedGpuType(labelParam('gpuType', raw));
+  if (why) throw new HttpError(400, `${why}; the API calls it "default" (/gpu-types/default)`);
+  return raw;
+}
+
 const rate = (r: Rate) => ({ unitsPerGpuHour: r.unitsMilli / 1000, usdPerGpuHour: r.usdMicro / 1_000_000 });
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -69,13 +76,13 @@ export function rateCardRoutes(card: RateCard, unknownPolicy: 'default' | 'rejec
     res.json({ gpuTypes: all.gpuTypes.map(gpuTypeJson), default: gpuTypeJson(all.default), unknownPolicy });
   });
   r.get('/gpu-types/:gpuType', async (req, res) => {
-    const t = labelParam('gpuType', req.params.gpuType);
+    const t = gpuTypeParam(req.params.gpuType);
     const v = await card.gpuType(t);
     if (!v) throw new HttpError(404, `GPU type ${JSON.stringify(t)} has no rate (its jobs get the default rate${unknownPolicy === 'reject' ? ', or are rejected: UNKNOWN_GPU_TYPE_POLICY=reject' : ''})`);
     res.json(gpuTypeJson(v));
   });
   r.put('/gpu-types/:gpuType', async (req, res) => {
-    const t = labelParam('gpuType', req.params.gpuType);
+    const t = gpuTypeParam(req.params.gpuType);
     const b = parseBody(RateBody, req.body);
     try {
       const v = await card.setRate(t, { unitsMilli: b.unitsPerGpuHour, usdMicro: b.usdPerGpuHour, ...(b.effectiveFrom !== undefined ? { effectiveFrom: b.effectiveFrom } : {}) }, actorOf(res), b.reason ?? null);

@@ -114,7 +114,9 @@ end
   pricer(keyBase, now): per call, cached lookups.
     rateOf(gpuType): { unitsMilli, usdMicro, known = true|false } in force at
       now; known false: the type has no rate (the default's, or the
-      built-in one unit and no dollars per GPU-hour while no default is set).
+      built-in one unit and no dollars per GPU-hour while no default is set),
+      or is '*', the default's own field (a job held before the contract
+      refused that name).
       A rate's `text` is 'unitsMilli|usdMicro', as records keep it.
     factorOf(jobType): the job type's factor in thousandths.
     priceText(rate, factor): 'unitsMilli|usdMicro|factor', made once per call
@@ -141,7 +143,7 @@ local function pricer(keyBase, now)
     local r = rates[gpuType]
     if r then return r end
     local h = redis.call('HMGET', ratesKey, gpuType == '' and '*' or gpuType, '*')
-    r = gpuType ~= '' and inForce(h[1])
+    r = gpuType ~= '' and gpuType ~= '*' and inForce(h[1])
     if r then
       r.known = true
     else
