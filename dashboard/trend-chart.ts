@@ -19,7 +19,7 @@
  * line: exempt jobs cost it nothing.
  */
 import type { ScopePeriod } from '../src/accounting/types.ts';
-import { formatAmount } from '../src/units.ts';
+import { formatAmount, unitSuffix } from '../src/units.ts';
 import { UNIT_SCALE, type LimitUnit } from '../src/accounting/pricing.ts';
 import { esc } from './html.ts';
 
@@ -128,7 +128,6 @@ export function trendChart(line: TrendLine, limitGpuMs: number | null, unit: Lim
   if (n === 0) return '';
   const hrs = (x: number) => amountText(x, unit);
   const data = unit === 'gpuHours' ? 'data-gpu-hours' : 'data-amount';
-  const suffix = unit === 'gpuHours' ? ' GPU-h' : unit === 'units' ? ' units' : '';
   const ticks = niceTicks(Math.max(limitGpuMs ?? 0, ...pts.map((p) => Math.max(p.countedGpuMs, p.exemptGpuMs))), UNIT_SCALE[unit]);
   const top = ticks[ticks.length - 1]!;
   const x = (i: number) => (n === 1 ? X0 : X0 + (i * (X1 - X0)) / (n - 1)).toFixed(1);
@@ -155,7 +154,7 @@ export function trendChart(line: TrendLine, limitGpuMs: number | null, unit: Lim
     limitGpuMs === null
       ? ''
       : `<line class="limit" ${data}="${limitGpuMs / UNIT_SCALE[unit]}" x1="${X0}" x2="${X1}" y1="${y(limitGpuMs)}" y2="${y(limitGpuMs)}"/>` +
-        `<text class="limit" x="${X1}" y="${(Number(y(limitGpuMs)) - 3).toFixed(1)}" text-anchor="end">limit ${esc(hrs(limitGpuMs))}${suffix}</text>`;
+        `<text class="limit" x="${X1}" y="${(Number(y(limitGpuMs)) - 3).toFixed(1)}" text-anchor="end">limit ${esc(hrs(limitGpuMs))}${unitSuffix(unit)}</text>`;
 
   const peak = pts.reduce((a, p) => (p.countedGpuMs > a.countedGpuMs ? p : a), pts[0]!);
   const summary = [
