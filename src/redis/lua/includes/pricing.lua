@@ -76,10 +76,14 @@ local function mulDivCeil(g, a, b, d)
   return out
 end
 
+--[[ chargeParts(g, rate, factor): the rule above, unit by unit: GPU-ms, milli-units, micro-dollars, each nil past 2^53. ]]
+local function chargeParts(g, rate, factor)
+  return factor == FULL_FACTOR and g or mulDivCeil(g, factor, 1, 1000), mulDivCeil(g, factor, rate[1], HOUR_FACTOR), mulDivCeil(g, factor, rate[2], HOUR_FACTOR)
+end
+
 --[[ chargeOf(g, rate, factor): the charge triple of g GPU-ms at rate { unitsMilli, usdMicro } and factor (thousandths); nil if a unit passes 2^53. ]]
 local function chargeOf(g, rate, factor)
-  local h = factor == FULL_FACTOR and g or mulDivCeil(g, factor, 1, 1000)
-  local u, d = mulDivCeil(g, factor, rate[1], HOUR_FACTOR), mulDivCeil(g, factor, rate[2], HOUR_FACTOR)
+  local h, u, d = chargeParts(g, rate, factor)
   if not (h and u and d) then return nil end
   return { h, u, d }
 end
@@ -89,8 +93,8 @@ end
   as MAX_CHARGE; and the letters of those units ('' when none).
 ]]
 local function chargeSaturated(g, rate, factor)
-  local c = { factor == FULL_FACTOR and g or mulDivCeil(g, factor, 1, 1000), mulDivCeil(g, factor, rate[1], HOUR_FACTOR), mulDivCeil(g, factor, rate[2], HOUR_FACTOR) }
-  local capped = ''
+  local h, u, d = chargeParts(g, rate, factor)
+  local c, capped = { h, u, d }, ''
   for i, letter in ipairs({ 'h', 'u', 'd' }) do
     if not c[i] then c[i], capped = MAX_CHARGE, capped .. letter end
   end
