@@ -11,8 +11,7 @@ import type { Pool } from '../db/pool.ts';
 import type { Actor } from '../db/audit.ts';
 import type { Logger } from '../log.ts';
 import { adminChange } from '../audit/change.ts';
-import { lockLimit } from '../db/limits.ts';
-import { inTransaction } from '../db/transaction.ts';
+import { copyEachLocked } from '../db/limits.ts';
 import { allAllowedGpuTypes, getAllowedGpuTypes, setAllowedGpuTypes, type AllowedGpuTypesRow } from '../db/project-gpu-types.ts';
 import type { Accounting } from './counters.ts';
 import type { ScopeDefinitions } from './definitions.ts';
@@ -56,14 +55,9 @@ export class AllowedGpuTypes {
  */
 export async function syncAllowedGpuTypes(pool: Pool, definitions: ScopeDefinitions): Promise<number> {
   const projects = new Set([...(await allAllowedGpuTypes(pool)).map((r) => r.project), ...(await definitions.allowedGpuTypesProjects())]);
-  let lists = 0;
-  for (const project of projects) {
-    await inTransaction(pool, async (db) => {
-      await lockLimit(db, allowedLock(project));
-      const row = await getAllowedGpuTypes(db, project);
-      if (row) lists++;
-      await definitions.defineAllowedGpuTypes(project, row?.allowed ?? null);
-    });
-  }
-  return lists;
+  return copyEachLocked(pool, projects, allowedLock, async (db, project) => {
+    const row = await getAllowedGpuTypes(db, project);
+    await definitions.defineAllowedGpuTypes(project, row?.allowed ?? null);
+    return row !== null;
+  });
 }

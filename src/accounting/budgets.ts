@@ -9,8 +9,8 @@
  * with its audit row or neither does; start-up copies everything over again.
  * BUDGET_CHANGED is emitted after the commit.
  */
-import type { Pool, PoolClient } from '../db/pool.ts';
-import { allLimits, deleteLimit, getLimit, getLimits, lockLimit, upsertLimit, type LimitRow } from '../db/limits.ts';
+import type { Pool } from '../db/pool.ts';
+import { allLimits, deleteLimit, getLimit, getLimits, upsertLimit, copyEachLocked, type LimitRow } from '../db/limits.ts';
 import type { Accounting } from './counters.ts';
 import type { ReleaseMode, ScopeDefinition, ScopePeriod, ScopePolicy } from './types.ts';
 import { parseScopeId, projectScope, projectTypeScope, runScope, userQuotaScope } from './scopes.ts';
@@ -20,7 +20,6 @@ import { gpuMsToHours } from '../units.ts';
 import { periodAt } from '../periods.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { adminChange, type ChangeTx } from '../audit/change.ts';
-import { inTransaction } from '../db/transaction.ts';
 import { syncRateLimits } from './rate-limits.ts';
 import { syncGpuCaps } from './gpu-caps.ts';
 import { syncAllowedGpuTypes } from './allowed-gpu-types.ts';
@@ -346,12 +345,11 @@ export class Budgets {
   /** Copy every limit, rate limit, GPU cap, rate and usage factor from Postgres to Redis (start-up, rebuild), each under its lock. */
   async syncLimits(): Promise<number> {
     const rows = await allLimits(this.pool);
-    for (const r of rows) {
-      await this.locked(r.scope, async (db) => {
-        const row = await getLimit(db, r.scope);
-        await this.accounting.definitions.define(r.scope, row, null);
-      });
-    }
+    await copyEachLocked(this.pool, rows.map((r) => r.scope), (scope) => scope, async (db, scope) => {
+      const row = await getLimit(db, scope);
+      await this.accounting.definitions.define(scope, row, null);
+      return row !== null;
+    });
     await syncRateLimits(this.pool, this.accounting.definitions);
     await syncGpuCaps(this.pool, this.accounting.definitions);
     await syncAllowedGpuTypes(this.pool, this.accounting.definitions);
@@ -371,14 +369,6 @@ export class Budgets {
     } catch (err) {
       this.log?.error({ err, scope: e.target, action: e.action }, 'BUDGET_CHANGED could not be emitted; the change and its audit row are stored');
     }
-  }
-
-  /** Run `fn` in a transaction holding the advisory lock of `key` (the lock adminChange takes). */
-  private locked<T>(key: string, fn: (db: PoolClient) => Promise<T>): Promise<T> {
-    return inTransaction(this.pool, async (db) => {
-      await lockLimit(db, key);
-      return fn(db);
-    });
   }
 }
 

@@ -18,8 +18,7 @@ import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Actor } from '../db/audit.ts';
 import { allGpuCaps, deleteGpuCap, getGpuCap, upsertGpuCap, type GpuCapDefinition, type GpuCapRow, type PeakWindow } from '../db/gpu-caps.ts';
-import { lockLimit } from '../db/limits.ts';
-import { inTransaction } from '../db/transaction.ts';
+import { copyEachLocked } from '../db/limits.ts';
 import { adminChange } from '../audit/change.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import { minuteOfWeek } from '../periods.ts';
@@ -128,12 +127,11 @@ export class GpuCaps {
 export async function syncGpuCaps(pool: Pool, defs: ScopeDefinitions): Promise<string[]> {
   const rows = await allGpuCaps(pool);
   const scopes = new Set([...rows.map((r) => r.scope), ...Object.keys(await defs.capDefs())]);
-  for (const scope of scopes) {
-    await inTransaction(pool, async (db) => {
-      await lockLimit(db, lockKey(scope));
-      await defs.defineCap(scope, await getGpuCap(db, scope), null);
-    });
-  }
+  await copyEachLocked(pool, scopes, lockKey, async (db, scope) => {
+    const row = await getGpuCap(db, scope);
+    await defs.defineCap(scope, row, null);
+    return row !== null;
+  });
   return rows.map((r) => r.scope);
 }
 

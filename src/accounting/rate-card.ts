@@ -13,8 +13,7 @@
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Actor } from '../db/audit.ts';
-import { lockLimit } from '../db/limits.ts';
-import { inTransaction } from '../db/transaction.ts';
+import { copyEachLocked } from '../db/limits.ts';
 import { allRates, deleteFactor, getFactor, insertRate, listFactors, rateHistory, rateLock, upsertFactor, type RateRow } from '../db/rates.ts';
 import { adminChange, type ChangeTx } from '../audit/change.ts';
 import { systemClock, type Clock } from '../clock.ts';
@@ -191,25 +190,17 @@ export class RateCard {
  */
 export async function syncRateCard(pool: Pool, defs: ScopeDefinitions): Promise<{ gpuTypes: number; factors: number }> {
   const fields = new Set([...(await allRates(pool)).map((r) => r.gpuType), ...Object.keys(await defs.rates())]);
-  let gpuTypes = 0;
-  for (const field of fields) {
-    await inTransaction(pool, async (db) => {
-      await lockLimit(db, rateLock(field));
-      const rows = await rateHistory(db, field);
-      if (rows.length > 0) gpuTypes++;
-      await defs.setRates(field, rows.length > 0 ? compactRates(effective(rows)) : null);
-    });
-  }
+  const gpuTypes = await copyEachLocked(pool, fields, rateLock, async (db, field) => {
+    const rows = await rateHistory(db, field);
+    await defs.setRates(field, rows.length > 0 ? compactRates(effective(rows)) : null);
+    return rows.length > 0;
+  });
   const jobTypes = new Set([...(await listFactors(pool)).map((f) => f.jobType), ...Object.keys(await defs.factors())]);
-  let factors = 0;
-  for (const jobType of jobTypes) {
-    await inTransaction(pool, async (db) => {
-      await lockLimit(db, factorLock(jobType));
-      const row = await getFactor(db, jobType);
-      if (row) factors++;
-      await defs.setFactor(jobType, row?.factorMilli ?? null);
-    });
-  }
+  const factors = await copyEachLocked(pool, jobTypes, factorLock, async (db, jobType) => {
+    const row = await getFactor(db, jobType);
+    await defs.setFactor(jobType, row?.factorMilli ?? null);
+    return row !== null;
+  });
   await defs.dropOldExemptSet();
   return { gpuTypes, factors };
 }

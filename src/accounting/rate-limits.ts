@@ -13,8 +13,7 @@ import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Actor } from '../db/audit.ts';
 import { allRateLimits, deleteRateLimit, getRateLimit, upsertRateLimit, type RateLimitRow } from '../db/rate-limits.ts';
-import { lockLimit } from '../db/limits.ts';
-import { inTransaction } from '../db/transaction.ts';
+import { copyEachLocked } from '../db/limits.ts';
 import { adminChange } from '../audit/change.ts';
 import { systemClock, type Clock } from '../clock.ts';
 import type { Accounting } from './counters.ts';
@@ -96,12 +95,11 @@ export class RateLimits {
 export async function syncRateLimits(pool: Pool, defs: ScopeDefinitions): Promise<number> {
   const rows = await allRateLimits(pool);
   const scopes = new Set([...rows.map((r) => r.scope), ...(await defs.rateScopes())]);
-  for (const scope of scopes) {
-    await inTransaction(pool, async (db) => {
-      await lockLimit(db, lockKey(scope));
-      await defs.defineRate(scope, await getRateLimit(db, scope));
-    });
-  }
+  await copyEachLocked(pool, scopes, lockKey, async (db, scope) => {
+    const row = await getRateLimit(db, scope);
+    await defs.defineRate(scope, row);
+    return row !== null;
+  });
   return rows.length;
 }
 

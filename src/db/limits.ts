@@ -1,5 +1,6 @@
 /** Limit rows in Postgres: the source of truth the Redis definitions are copied from. */
-import type { Queryable } from './pool.ts';
+import type { Pool, PoolClient, Queryable } from './pool.ts';
+import { inTransaction } from './transaction.ts';
 
 /**
  * A limit as stored (the columns of `limits`). Defined here, not imported
@@ -88,6 +89,24 @@ export async function allLimits(db: Queryable): Promise<LimitRow[]> {
  */
 export async function lockLimit(db: Queryable, key: string): Promise<void> {
   await db.query(`SELECT pg_advisory_xact_lock(hashtext('limit:' || $1::text))`, [key]);
+}
+
+/**
+ * Start-up's and rebuild's copy of Postgres to Redis, one key at a time:
+ * `copy` runs in a short transaction holding that key's lock (`lockOf`), so
+ * a change committing meanwhile is never undone by an older read. Returns
+ * how many keys `copy` found a row for (it answers true).
+ */
+export async function copyEachLocked(pool: Pool, keys: Iterable<string>, lockOf: (key: string) => string, copy: (db: PoolClient, key: string) => Promise<boolean>): Promise<number> {
+  let found = 0;
+  for (const key of keys) {
+    const had = await inTransaction(pool, async (db) => {
+      await lockLimit(db, lockOf(key));
+      return copy(db, key);
+    });
+    if (had) found++;
+  }
+  return found;
 }
 
 interface Raw {
