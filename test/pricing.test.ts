@@ -189,7 +189,7 @@ describe('pricing', () => {
     expect(o).toMatchObject({ kind: 'held' });
     // Its job type now counts x100: $10^10, past 2^53 micro-dollars.
     await t.redis.hset(t.accounting.keys.factors, `heavy-${p}`, '100000');
-    expect(await t.accounting.release([`${p}-1`], 'override', 'test', now + 1)).toEqual([{ kind: 'not-allowed', gpuType: 'x', why: 'too-costly' }]);
+    expect(await t.accounting.release([`${p}-1`], 'override', 'test', now + 1)).toEqual([{ kind: 'rejected', gpuType: 'x', why: 'too-costly' }]);
     expect(await t.accounting.heldIds(p)).toEqual([]);
     expect(await t.accounting.reservation(`${p}-1`)).toMatchObject({ state: 'cancelled' });
     expect((await counted(t.accounting, `project:${p}`)).counted.usd).toEqual({ used: 0, reserved: 0 });

@@ -7,7 +7,7 @@
 import type { AdmissionRecord, IntakeJobData } from '../../queues/contract.ts';
 import { hoursToGpuMs, gpuMsToHours } from '../units.ts';
 import type { Accounting } from './counters.ts';
-import type { Hold, JobMeta, NoLimitPolicy, Price, RateOver } from './types.ts';
+import type { Hold, JobMeta, NoLimitPolicy, Price, RateOver, UnpricedWhy } from './types.ts';
 import type { Charges } from './pricing.ts';
 import { printable } from '../text.ts';
 import { describeHold, describeThrottle } from './reasons.ts';
@@ -75,13 +75,10 @@ export async function decideAdmissions(
       return { kind: 'rejected', reason: `no budget for ${scopeLabel(out.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)`, ...renamed };
     }
     if (out.kind === 'unpriced') {
-      if (out.why === 'too-costly') return { kind: 'rejected', reason: tooCostlyReason(out.gpuType), ...renamed };
-      if (out.why === 'not-allowed') {
-        const project = prepared[i]!.meta.project;
-        return { kind: 'rejected', reason: notAllowedReason(project, out.gpuType, (await accounting.allowedGpuTypes(project)) ?? []), ...renamed };
-      }
-      known ??= accounting.pricedGpuTypes();
-      return { kind: 'rejected', reason: unpricedReason(out.gpuType, await known), ...renamed };
+      const project = prepared[i]!.meta.project;
+      const allowed = out.why === 'not-allowed' ? ((await accounting.allowedGpuTypes(project)) ?? []) : [];
+      const types = out.why === 'unknown' ? await (known ??= accounting.pricedGpuTypes()) : [];
+      return { kind: 'rejected', reason: gpuTypeRefusal(out.why, out.gpuType, project, allowed, types), ...renamed };
     }
     const admission: AdmissionRecord = {
       intakeJobId: out.reservationId ?? prepared[i]!.jobId,
@@ -97,21 +94,31 @@ export async function decideAdmissions(
   }));
 }
 
+/**
+ * Why a job is refused for its GPU type (reserve's and release's reply 8),
+ * by `why`: `allowed`, the types its project may use ('not-allowed');
+ * `known`, the types with a rate ('unknown'). Each is read only for its why.
+ */
+export function gpuTypeRefusal(why: UnpricedWhy, gpuType: string, project: string, allowed: string[], known: string[]): string {
+  if (why === 'too-costly') return tooCostlyReason(gpuType);
+  return why === 'not-allowed' ? notAllowedReason(project, gpuType, allowed) : unpricedReason(gpuType, known);
+}
+
 /** Why a job whose GPU type has no rate is rejected, naming the types that have one. */
-export function unpricedReason(gpuType: string, known: string[]): string {
+function unpricedReason(gpuType: string, known: string[]): string {
   const what = gpuType === '' ? 'the job names no gpuType' : `gpuType ${JSON.stringify(printable(gpuType))} has no rate`;
   const list = known.length === 0 ? 'no GPU type has a rate yet' : `known GPU types: ${known.map((t) => printable(t)).join(', ')}`;
   return `${what}; ${list} (jobs without a known GPU type are rejected: UNKNOWN_GPU_TYPE_POLICY=reject)`;
 }
 
 /** Why a job whose charge cannot be counted exactly is rejected. */
-export function tooCostlyReason(gpuType: string): string {
+function tooCostlyReason(gpuType: string): string {
   const at = gpuType === '' ? 'the default rate' : `${JSON.stringify(printable(gpuType))}'s rate`;
   return `its charge at ${at} and its job type's usage factor passes 2^53 milli-units or micro-dollars, more than a counter holds exactly; submit it as smaller jobs`;
 }
 
 /** Why a job for a GPU type its project may not use is rejected, naming the types it may. */
-export function notAllowedReason(project: string, gpuType: string, allowed: string[]): string {
+function notAllowedReason(project: string, gpuType: string, allowed: string[]): string {
   const asked = gpuType === '' ? 'the job names no gpuType' : `the job asks for ${JSON.stringify(printable(gpuType))}`;
   const may = allowed.length === 0 ? 'no GPU type' : `only ${allowed.map((t) => printable(t)).join(', ')}`;
   return `project ${project} may use ${may}; ${asked}`;

@@ -13,7 +13,7 @@ export function decodeRelease(r: (number | string)[]): ReleaseOutcome {
     case 'admitted': return { kind: 'admitted', amountGpuMs: Number(r[1]), scopes: csv(r[2]), price: parsePrice(String(r[3])), charges: parseCharge(r[4])!, exempt: r[5] === 1 };
     case 'heldBehind': return { kind: 'held', shortfalls: parseShortfalls(r, 4, Number(r[3])), ahead: Number(r[1]), line: String(r[2]) };
     case 'notHeld': return { kind: 'not-held', state: String(r[1]) };
-    case 'notAllowed': return { kind: 'not-allowed', gpuType: String(r[1]), why: r[2] === 'too-costly' ? 'too-costly' : 'not-allowed' };
+    case 'rejected': return { kind: 'rejected', gpuType: String(r[1]), why: r[2] === 'too-costly' ? 'too-costly' : 'not-allowed' };
     case 'held': {
       // It now waits in the lines of what it misses.
       const shortfalls = parseShortfalls(r, 2, Number(r[1]));

@@ -108,7 +108,7 @@ export type ReleaseOutcome =
   /** Still held; `lines` when its lines changed (it now waits for what it misses). */
   | ({ kind: 'held' } & Hold)
   /** Its project may no longer use its GPU type, or its charge now passes 2^53: rejected (no longer held; HeldJobs moves it to gpu-rejected with the reason). */
-  | { kind: 'not-allowed'; gpuType: string; why: 'not-allowed' | 'too-costly' }
+  | { kind: 'rejected'; gpuType: string; why: 'not-allowed' | 'too-costly' }
   | { kind: 'not-held'; state: string };
 
 /** How a budget or quota behaves at its limit: hold there, or admit past it with a warning. */

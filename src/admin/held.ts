@@ -23,7 +23,7 @@ import { recordAudit, type DurableAudit } from '../audit/change.ts';
 import { Accounting } from '../accounting/counters.ts';
 import type { Hold, OpenReservation, ReleaseOutcome, Shortfall } from '../accounting/types.ts';
 import { describeHold } from '../accounting/reasons.ts';
-import { notAllowedReason, tooCostlyReason } from '../accounting/admission.ts';
+import { gpuTypeRefusal } from '../accounting/admission.ts';
 import type { ExecJobData, HeldJobData, RejectedJobData } from '../../queues/contract.ts';
 import { heldJobId, queueNames, rejectedJobId } from '../../queues/names.ts';
 import { promoteReleased } from './promote.ts';
@@ -243,7 +243,7 @@ export class HeldJobs {
     const note = `override by ${actor.name}${reason ? `: ${reason}` : ''}`;
     const [out] = await this.accounting.release([jobId], 'override', note, this.clock.now());
     // Too costly to count (an override admits a type its project may not use): rejected, not admitted.
-    if (out!.kind === 'not-allowed') throw new NotHeldError(jobId, `rejected: ${await this.rejectNotAllowed(jobId, out!, undefined, actor.name)}`);
+    if (out!.kind === 'rejected') throw new NotHeldError(jobId, `rejected: ${await this.rejectForGpuType(jobId, out!, undefined, actor.name)}`);
     if (out!.kind !== 'admitted') throw new NotHeldError(jobId, out!.kind === 'not-held' ? out!.state : 'held');
     await promoteReleased(this.accounting, this.exec, this.held, [jobId]);
     const reservedGpuHours = gpuMsToHours(out!.amountGpuMs);
@@ -269,13 +269,14 @@ export class HeldJobs {
   }
 
   /**
-   * A held job whose project may no longer use its GPU type, rejected by the
-   * release script as it was decided again (as reserve rejects such a job):
-   * moved to gpu-rejected with the reason.
+   * A held job the release script rejected for its GPU type as it was
+   * decided again (its project may no longer use it, or its charge now
+   * passes 2^53; as reserve rejects such a job): moved to gpu-rejected with the reason.
    */
-  private async rejectNotAllowed(jobId: string, out: { gpuType: string; why: 'not-allowed' | 'too-costly' }, job: Job<HeldJobData> | undefined, by: string): Promise<string> {
+  private async rejectForGpuType(jobId: string, out: { gpuType: string; why: 'not-allowed' | 'too-costly' }, job: Job<HeldJobData> | undefined, by: string): Promise<string> {
     const project = job?.data.project ?? '';
-    const reason = out.why === 'too-costly' ? tooCostlyReason(out.gpuType) : notAllowedReason(project, out.gpuType, (await this.accounting.allowedGpuTypes(project)) ?? []);
+    const allowed = out.why === 'not-allowed' ? ((await this.accounting.allowedGpuTypes(project)) ?? []) : [];
+    const reason = gpuTypeRefusal(out.why, out.gpuType, project, allowed, []);
     await this.moveToRejected(jobId, reason, by, job);
     await this.emitRejected(jobId, job, reason, by);
     return reason;
@@ -324,8 +325,8 @@ export class HeldJobs {
         }
         if (out.kind === 'not-held') return void report.notHeld.push({ jobId: id, state: out.state });
         const job = jobs[i];
-        if (out.kind === 'not-allowed') {
-          return void report.rejected.push({ jobId: id, reason: await this.rejectNotAllowed(id, out, job, 'gatekeeper') });
+        if (out.kind === 'rejected') {
+          return void report.rejected.push({ jobId: id, reason: await this.rejectForGpuType(id, out, job, 'gatekeeper') });
         }
         const { kind: _, ...decided } = out;
         // A job held behind a line stays in the lines it was in.

@@ -18,7 +18,7 @@ import type { Config } from '../config.ts';
 import type { Accounting } from '../accounting/counters.ts';
 import type { DryRunWarning, Hold, ReserveOutcome } from '../accounting/types.ts';
 import type { Budgets, ScopeView } from '../accounting/budgets.ts';
-import { jobMeta, notAllowedReason, tooCostlyReason, unpricedReason } from '../accounting/admission.ts';
+import { gpuTypeRefusal, jobMeta } from '../accounting/admission.ts';
 import { describeHold, describeThrottle } from '../accounting/reasons.ts';
 import { parseScopeId, scopeLabel, scopesForJob } from '../accounting/scopes.ts';
 import { intakeJobSchema, parseIntakeJob, type IntakeJobData } from '../../queues/contract.ts';
@@ -120,10 +120,8 @@ export class Preflight {
       } else if (o.kind === 'rejected') {
         outcomes[index] = { index, outcome: 'rejected', reason: `no budget for ${scopeLabel(o.scope)} (unknown projects are rejected: UNKNOWN_PROJECT_POLICY=reject)` };
       } else if (o.kind === 'unpriced') {
-        const reason = o.why === 'not-allowed'
-          ? notAllowedReason(reqs[k]!.meta.project, o.gpuType, allowed.get(reqs[k]!.meta.project) ?? [])
-          : o.why === 'too-costly' ? tooCostlyReason(o.gpuType) : unpricedReason(o.gpuType, known);
-        outcomes[index] = { index, outcome: 'rejected', reason };
+        const project = reqs[k]!.meta.project;
+        outcomes[index] = { index, outcome: 'rejected', reason: gpuTypeRefusal(o.why, o.gpuType, project, allowed.get(project) ?? [], known) };
       } else {
         // 'already' / 'cancelled' cannot happen for preflight ids; say so rather than guess.
         outcomes[index] = { index, outcome: 'rejected', reason: `unexpected preflight outcome ${o.kind}` };

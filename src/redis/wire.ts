@@ -10,7 +10,7 @@
 /** Each script's first reply field, by meaning. */
 export const REPLY_CODES = {
   reserve: { held: 0, reserved: 1, already: 2, stillHeld: 3, heldBehind: 4, cancelled: 5, throttled: 6, rejected: 7, unpriced: 8 },
-  release: { held: 0, admitted: 1, heldBehind: 4, notAllowed: 8, notHeld: -1 },
+  release: { held: 0, admitted: 1, heldBehind: 4, rejected: 8, notHeld: -1 },
   settle: { settled: 1, already: 2, noReservation: -1, wrongScopes: -2 },
   cancel: { cancelled: 1, notHeld: -1 },
 } as const;
