@@ -24,7 +24,7 @@ import type { Config } from '../src/config.ts';
 import type { Clock } from '../src/clock.ts';
 import type { Logger } from '../src/log.ts';
 import { Accounting } from '../src/accounting/counters.ts';
-import type { JobMeta, SettleOutcome } from '../src/accounting/types.ts';
+import type { JobMeta, SettleKind, SettleOutcome } from '../src/accounting/types.ts';
 import { actualUsage } from '../src/accounting/actual.ts';
 import { execJobId, heldJobId, queueNames } from '../queues/names.ts';
 import { promoteReleased } from '../src/admin/promote.ts';
@@ -115,7 +115,7 @@ export function createReconciler(deps: ReconcilerDeps) {
    * refusing the call) is logged and counted and stops no other job's: the
    * job stays open, and the next sweep tries it again.
    */
-  async function settleOne(id: string, actualGpuMs: number, kind: 'settle' | 'release', at: number, note: string, scopes: string[]): Promise<SettleOutcome | null> {
+  async function settleOne(id: string, scopes: string[], actualGpuMs: number, kind: SettleKind, at: number, note: string): Promise<SettleOutcome | null> {
     try {
       const r = await accounting.settle(id, scopes, actualGpuMs, kind, at, note);
       if (r.kind === 'settled' && r.capped !== '') {
@@ -132,7 +132,7 @@ export function createReconciler(deps: ReconcilerDeps) {
   async function settleFinished(id: string, v: Extract<JobView, { state: 'finished' }>): Promise<boolean> {
     const a = actualUsage(v.fields, v.meta.gpus ?? 1);
     const at = Number(v.fields.finishedOn) || clock.now();
-    const r = await settleOne(id, a.actualGpuMs, a.kind, at, a.note, v.scopes);
+    const r = await settleOne(id, v.scopes, a.actualGpuMs, a.kind, at, a.note);
     if (r?.kind === 'settled') {
       log.debug({ jobId: id, actualGpuMs: a.actualGpuMs, reservedGpuMs: r.reservedGpuMs, note: a.note }, 'settled');
       if (v.fields.finishedOn) deps.metrics?.settlementLag.observe(Math.max(0, Date.now() - Number(v.fields.finishedOn)) / 1000);
@@ -198,7 +198,7 @@ export function createReconciler(deps: ReconcilerDeps) {
           const [actual, kind, note] = v.intakeFailed
             ? [0, 'release' as const, 'intake job failed before its gpu-exec job was added; released']
             : [v.amountGpuMs, 'settle' as const, 'gpu-exec job vanished before it was settled; settled at its estimate'];
-          const r = await settleOne(id, actual, kind, clock.now(), note, v.scopes);
+          const r = await settleOne(id, v.scopes, actual, kind, clock.now(), note);
           if (r?.kind === 'settled') {
             report.vanished++;
             log.warn({ jobId: id, execJobId: execJobId(id), settledGpuMs: actual }, note);
