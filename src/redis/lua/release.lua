@@ -202,7 +202,7 @@ for _, rec in ipairs(records) do
         end
       end
       local scopeIds, caps = ids(counted), capsOf(counted)
-      local priceText, chargeTxt = rec.rate[1] .. '|' .. rec.rate[2] .. '|' .. rec.factor, chargeText(charge)
+      local priceText, chargeTxt = price.priceText(rec.rate, rec.factor), chargeText(charge)
       redis.call('HSET', resKey, 'state', 'reserved', 'admittedAt', now, 'scopes', scopeIds,
         'rate', rec.rate[1] .. '|' .. rec.rate[2], 'factor', rec.factor, 'charge', chargeTxt)
       if exempt then redis.call('HSET', resKey, 'exempt', '1') end

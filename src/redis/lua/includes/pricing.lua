@@ -123,8 +123,9 @@ end
       refused that name).
       A rate's `text` is 'unitsMilli|usdMicro', as records keep it.
     factorOf(jobType): the job type's factor in thousandths.
-    priceText(rate, factor): 'unitsMilli|usdMicro|factor', made once per call
-      for each rate and factor: a number turned into text costs a printf
+    priceText(rate, factor): 'unitsMilli|usdMicro|factor' (rate: one of
+      rateOf's), made once per call for each rate and factor: a number
+      turned into text costs a printf
       (docs/benchmarks.md).
     factorText(factor): the factor as records keep it, made once per call.
     charge(amount, rate, factor): chargeOf the GPU-ms `amount` (its decimal text,
@@ -134,14 +135,17 @@ end
 local function pricer(keyBase, now)
   local rates, factors, memo, factorTexts = {}, {}, {}, {}
   local ratesKey, factorsKey = keyBase .. 'rates', keyBase .. 'factors'
+  -- A rate as the call keeps it: its two numbers and its text.
+  local function rateEntry(u, d)
+    return { u, d, text = string.format('%d|%d', u, d) }
+  end
   local function inForce(text)
     if not text then return nil end
     local found = nil
     for from, u, d in string.gmatch(text, '(%d+):(%d+):(%d+)') do
-      if tonumber(from) <= now then found = { tonumber(u), tonumber(d) } end
+      if tonumber(from) <= now then found = { u, d } end
     end
-    if found then found.text = string.format('%d|%d', found[1], found[2]) end
-    return found
+    return found and rateEntry(tonumber(found[1]), tonumber(found[2]))
   end
   local function rateOf(gpuType)
     local r = rates[gpuType]
@@ -151,7 +155,7 @@ local function pricer(keyBase, now)
     if r then
       r.known = true
     else
-      r = inForce(h[2]) or { BUILTIN_RATE[1], BUILTIN_RATE[2], text = string.format('%d|%d', BUILTIN_RATE[1], BUILTIN_RATE[2]) }
+      r = inForce(h[2]) or rateEntry(BUILTIN_RATE[1], BUILTIN_RATE[2])
       r.known = false
     end
     rates[gpuType] = r
@@ -182,7 +186,7 @@ local function pricer(keyBase, now)
     end
     local t = byFactor[factor]
     if not t then
-      t = (rate.text or string.format('%d|%d', rate[1], rate[2])) .. '|' .. factorText(factor)
+      t = rate.text .. '|' .. factorText(factor)
       byFactor[factor] = t
     end
     return t
