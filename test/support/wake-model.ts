@@ -15,10 +15,24 @@
  *     waker decides the first job of each signalled line again, as release
  *     does, then 8, 64, … more while every one decided starts, unless the
  *     line is manual, stopping at a job that also waits in a manual line.
+ *     Each of those steps is its own release call: the other waker's steps
+ *     may fall between them.
  *
- * Which signalled line a waker takes next is not fixed (two race), so a wake
- * step has a set of outcomes: `quiescent` explores every order.
+ * Which signalled line a waker takes next is not fixed, nor how two wakers'
+ * steps interleave, so a wake step has a set of outcomes: `quiescent`
+ * explores every order. (A step reads its line's first jobs and decides
+ * them at once; the gap between the read and the release call is not
+ * modelled.)
  */
+
+/** Two wakers race in the test: at most two lines' turns are under way at once. */
+const WAKERS = 2;
+
+/** A waker's turn at a line under way: the next step decides up to `n` of its first jobs. */
+interface Turn {
+  line: string;
+  n: number;
+}
 
 export interface MJob {
   id: string;
@@ -39,7 +53,9 @@ export class WakeModel {
   jobs = new Map<string, MJob>();
   /** Signalled lines, with how many wakes are due (a line taken by a waker and signalled again is due twice). */
   signals = new Map<string, number>();
-  /** Lines signalled since this was last emptied (by quiescent, around one turn). */
+  /** Turns under way (quiescent only). */
+  turns: Turn[] = [];
+  /** Lines signalled since this was last emptied (by quiescent, around one step). */
   fresh: string[] = [];
 
   clone(): WakeModel {
@@ -49,6 +65,7 @@ export class WakeModel {
     m.used = new Map(this.used);
     m.reserved = new Map(this.reserved);
     m.signals = new Map(this.signals);
+    m.turns = this.turns.map((t) => ({ ...t }));
     for (const [id, j] of this.jobs) m.jobs.set(id, { ...j, lines: new Set(j.lines) });
     return m;
   }
@@ -58,7 +75,8 @@ export class WakeModel {
     const jobs = [...this.jobs.values()].map((j) => `${j.id}:${j.state}:${[...j.lines].sort().join('+')}`);
     const res = [...this.reserved].sort().map(([s, n]) => `${s}=${n}`);
     const sig = [...this.signals].sort().map(([s, n]) => `${s}*${n}`);
-    return `${jobs.join(',')}|${res.join(',')}|${sig.join(',')}`;
+    const turns = this.turns.map((t) => `${t.line}@${t.n}`).sort();
+    return `${jobs.join(',')}|${res.join(',')}|${sig.join(',')}|${turns.join(',')}`;
   }
 
   sum(s: string): number {
@@ -156,54 +174,65 @@ export class WakeModel {
     return admitted;
   }
 
-  /** One waker's turn at line `s`: its first jobs, up to the first that also waits in a manual line. */
-  wakeLine(s: string): void {
-    if (this.manual.has(s)) return;
-    // The first job, then 8, 64, … at a time while every one decided starts (the rest wait behind it).
-    for (let n = 1; ; n = Math.min(n * 8, 500)) {
-      const ids = this.line(s).map((j) => j.id).slice(0, n);
-      const stop = ids.findIndex((id) => [...this.jobs.get(id)!.lines].some((l) => l !== s && this.manual.has(l)));
-      const take = stop < 0 ? ids : ids.slice(0, stop);
-      if (take.length === 0) return;
-      if (this.release(take, true).length < take.length || take.length < n) return;
-    }
+  /**
+   * One step of a waker's turn at line `t.line`: its first `t.n` jobs, up to
+   * the first that also waits in a manual line. The next step (8, 64, … as
+   * many) or null when the turn is over: a job decided stays, or the line
+   * had fewer.
+   */
+  step(t: Turn): Turn | null {
+    if (this.manual.has(t.line)) return null;
+    const ids = this.line(t.line).map((j) => j.id).slice(0, t.n);
+    const stop = ids.findIndex((id) => [...this.jobs.get(id)!.lines].some((l) => l !== t.line && this.manual.has(l)));
+    const take = stop < 0 ? ids : ids.slice(0, stop);
+    if (take.length === 0) return null;
+    if (this.release(take, true).length < take.length || take.length < t.n) return null;
+    return { line: t.line, n: Math.min(t.n * 8, 500) };
   }
 
   /**
-   * Every state the wakers may leave once no signal is left, over every
-   * order of taking the signals. A line signalled while it is due already
-   * may be due twice (a waker took it and has not decided it yet): both are
+   * Every state the wakers may leave once no signal is left and no turn is
+   * under way, over every order of taking the signals and of interleaving
+   * the steps of two turns. A line signalled while it is due already may be
+   * due twice (a waker took it and has not decided it yet): both are
    * explored.
    */
-  quiescent(budget = 20_000): WakeModel[] {
+  quiescent(budget = 50_000): WakeModel[] {
     const out = new Map<string, WakeModel>();
     const seen = new Set<string>();
     const stack: WakeModel[] = [this];
+    /** `m` after one step of `t` (the turn's i-th, or a new one: its signal taken), and the same with what it signalled that was due already due once more. */
+    const next = (m: WakeModel, t: Turn, i: number | null, popped: string | null) => {
+      const n = m.clone();
+      if (popped !== null) {
+        const due = n.signals.get(popped)!;
+        if (due > 1) n.signals.set(popped, due - 1);
+        else n.signals.delete(popped);
+      }
+      n.fresh = [];
+      const after = n.step(t);
+      if (i !== null) n.turns.splice(i, 1);
+      if (after) n.turns.push(after);
+      stack.push(n);
+      const again = [...new Set(n.fresh)].filter((l) => m.signals.has(l) && (l !== popped || m.signals.get(l)! > 1));
+      if (again.length > 0) {
+        const twice = n.clone();
+        for (const l of again) twice.signals.set(l, Math.min(2, twice.signals.get(l)! + 1));
+        stack.push(twice);
+      }
+    };
     while (stack.length > 0) {
       const m = stack.pop()!;
       const k = m.key();
       if (seen.has(k)) continue;
       seen.add(k);
       if (seen.size > budget) throw new Error(`model: more than ${budget} states to explore`);
-      if (m.signals.size === 0) {
+      if (m.signals.size === 0 && m.turns.length === 0) {
         out.set(k, m);
         continue;
       }
-      for (const [s, n] of m.signals) {
-        const next = m.clone();
-        if (n > 1) next.signals.set(s, n - 1);
-        else next.signals.delete(s);
-        next.fresh = [];
-        next.wakeLine(s);
-        stack.push(next);
-        // The same turn, with each line it signalled that was due already due once more.
-        const again = [...new Set(next.fresh)].filter((l) => m.signals.has(l) && (l !== s || n > 1));
-        if (again.length > 0) {
-          const twice = next.clone();
-          for (const l of again) twice.signals.set(l, Math.min(2, twice.signals.get(l)! + 1));
-          stack.push(twice);
-        }
-      }
+      m.turns.forEach((t, i) => next(m, t, i, null));
+      if (m.turns.length < WAKERS) for (const s of m.signals.keys()) next(m, { line: s, n: 1 }, null, s);
     }
     return [...out.values()];
   }
