@@ -192,6 +192,22 @@ describe('periods on the counters (reserve and settle on an injected clock)', ()
     expect((await t.budgets.quota('xena')).daily).toMatchObject({ usedGpuMs: 0, reservedGpuMs: 0, exemptUsedGpuMs: H, exemptReservedGpuMs: 0 });
     expect((await t.accounting.reserve('ex2', 1, ['user-day:xena'], meta('xena'), now)).kind).toBe('held');
   });
+
+  it('fixes a new period\'s carry when a held job whose type became exempt is released into it first', async () => {
+    const job = (id: string, hours: number, jobType: string, now: number) => t.accounting.reserve(id, hours * H, ['project:xroll'], { ...meta('u', 'xroll'), jobType }, now);
+    t.clock.t = at('2026-10-05T12:00:00Z');
+    await t.budgets.set('xroll', 10 * H, SYSTEM, null, { period: 'month', rollover: true });
+    const running = await job('xr-run', 4, 'train', at('2026-10-20T12:00:00Z'));
+    expect((await job('xr-held', 8, 'lint', at('2026-10-20T12:00:00Z'))).kind).toBe('held');
+    await t.budgets.setExempt('lint', true, SYSTEM, null);
+    // No boundary run: the release is November's first touch, and October left 10 − 4 running = 6 h.
+    const nov = at('2026-11-01T00:30:00Z');
+    expect(await t.accounting.release(['xr-held'], 'fifo', 'released', nov)).toMatchObject([{ kind: 'admitted' }]);
+    // The October job then settles for 1 h: a carry worked out only now would be 10 − 1 = 9 h.
+    await t.accounting.settle('xr-run', running.kind === 'reserved' ? running.scopes : [], H, 'settle', nov + 1_000);
+    t.clock.t = nov + 2_000;
+    expect(await t.budgets.get('xroll')).toMatchObject({ periodLabel: '2026-11', carryGpuMs: 6 * H, effectiveLimitGpuMs: 16 * H, exemptReservedGpuMs: 8 * H });
+  });
 });
 
 describe('a DST night in Europe/Berlin', () => {

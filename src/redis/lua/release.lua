@@ -185,6 +185,7 @@ for _, rec in ipairs(records) do
             counted[#counted + 1] = s
           end
         elseif exempt then
+          writeInit(s)  -- this may be the period's first touch, as in reserve.lua
           redis.call('HINCRBY', s.key, 'exemptReserved', r[1])
           redis.call('SADD', base .. 'counters', s.id)
           counted[#counted + 1] = s
