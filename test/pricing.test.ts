@@ -7,7 +7,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { createTestEnv, type TestEnv } from './support/env.ts';
+import { createTestEnv, TestClock, type TestEnv } from './support/env.ts';
+import { HeldJobs } from '../src/admin/held.ts';
 import type { JobMeta, ScopeDefinition } from '../src/accounting/types.ts';
 import type { LimitUnit } from '../src/accounting/pricing.ts';
 import { decideAdmissions } from '../src/accounting/admission.ts';
@@ -117,6 +118,31 @@ describe('pricing', () => {
     });
     // Rejected before anything was counted.
     expect((await counted(t.accounting, `project:${p}`)).counted.gpuHours.reserved).toBe(HOUR);
+  });
+
+  it('rejects a held job of a type with no rate when released once the policy is to reject such jobs; an override admits one at the default rate', async () => {
+    const p = `ukheld${++n}`;
+    await setRates(t.accounting, { h100: [[0, 3000, 4_000_000]], '*': [[0, 500, 1_000_000]] });
+    await t.accounting.definitions.define(`project:${p}`, limit(0, 'gpuHours'), null);
+    const meta = (gpuType: string): JobMeta => ({ project: p, user: 'u', gpuType, gpus: 1 });
+    // Held under the default policy (priced at the default rate), then the gatekeepers restart with UNKNOWN_GPU_TYPE_POLICY=reject.
+    const held = await t.accounting.reserveMany(['tpu-v9', 'h100', 'tpu-v9'].map((gpuType, i) => ({ jobId: `${p}-${i + 1}`, amountGpuMs: HOUR, scopes: [`project:${p}`], meta: meta(gpuType) })), now);
+    expect(held.map((o) => o.kind)).toEqual(['held', 'held', 'held']);
+    await t.accounting.definitions.define(`project:${p}`, limit(10 * HOUR, 'gpuHours'), null);
+    const strict = new HeldJobs({ ...t.config, unknownGpuTypePolicy: 'reject' }, t.redis, t.pool, new TestClock(now + 1), t.log);
+    try {
+      const r = await strict.release({ ids: [`${p}-1`, `${p}-2`] }, { name: 'ops', role: 'admin' });
+      expect(r).toMatchObject({
+        admitted: [`${p}-2`],
+        rejected: [{ jobId: `${p}-1`, reason: 'gpuType "tpu-v9" has no rate; known GPU types: h100 (jobs without a known GPU type are rejected: UNKNOWN_GPU_TYPE_POLICY=reject)' }],
+      });
+      expect(await t.accounting.reservation(`${p}-1`)).toMatchObject({ state: 'cancelled' });
+      await strict.override(`${p}-3`, { name: 'ops', role: 'admin' }, 'a TPU run we know about');
+    } finally {
+      await strict.close();
+    }
+    // The h100 hour at its rate, the overridden TPU hour at the default's: 3 + 0.5 units.
+    expect((await counted(t.accounting, `project:${p}`)).counted.units).toEqual({ used: 0, reserved: 3500 });
   });
 
   it('takes "*", the default rate\'s field, for no GPU type: a job of that type is of an unknown type', async () => {

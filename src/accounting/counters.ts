@@ -126,7 +126,7 @@ export class Accounting {
     if (jobIds.length === 0) return [];
     const k = this.keys;
     const out = (await callScript(this.redis, 'release', [k.open, k.ledger, k.allHeld], [
-      String(now), mode, note, k.prefix, this.periodsArg(now), String(this.settledRetainSeconds), ...jobIds,
+      String(now), mode, note, k.prefix, this.periodsArg(now), String(this.settledRetainSeconds), this.unpricedPolicy, ...jobIds,
     ])) as (number | string)[][];
     return out.map(decodeRelease);
   }

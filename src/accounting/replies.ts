@@ -6,20 +6,25 @@
 import { replyOf } from '../redis/wire.ts';
 import { csv, parseCharge, parsePrice, parseShortfalls } from './reserve-wire.ts';
 import type { LimitUnit } from './pricing.ts';
-import type { ReleaseOutcome, ScopeState, SettleOutcome } from './types.ts';
+import type { ReleaseOutcome, ScopeState, SettleOutcome, UnpricedWhy } from './types.ts';
 
 export function decodeRelease(r: (number | string)[]): ReleaseOutcome {
   switch (replyOf('release', r[0])) {
     case 'admitted': return { kind: 'admitted', amountGpuMs: Number(r[1]), scopes: csv(r[2]), price: parsePrice(String(r[3])), charges: parseCharge(r[4])!, exempt: r[5] === 1 };
     case 'heldBehind': return { kind: 'held', shortfalls: parseShortfalls(r, 4, Number(r[3])), ahead: Number(r[1]), line: String(r[2]) };
     case 'notHeld': return { kind: 'not-held', state: String(r[1]) };
-    case 'rejected': return { kind: 'rejected', gpuType: String(r[1]), why: r[2] === 'too-costly' ? 'too-costly' : 'not-allowed' };
+    case 'rejected': return { kind: 'rejected', gpuType: String(r[1]), why: unpricedWhy(r[2]) };
     case 'held': {
       // It now waits in the lines of what it misses.
       const shortfalls = parseShortfalls(r, 2, Number(r[1]));
       return { kind: 'held', shortfalls, ahead: 0, lines: shortfalls.map((s) => s.scope) };
     }
   }
+}
+
+function unpricedWhy(v: number | string | undefined): UnpricedWhy {
+  if (v === 'not-allowed' || v === 'unknown' || v === 'too-costly') return v;
+  throw new Error(`release: a rejection for its GPU type says why as ${JSON.stringify(v)}`);
 }
 
 export function decodeSettle(jobId: string, scopes: string[], r: (number | string)[]): SettleOutcome {

@@ -107,8 +107,8 @@ export type ReleaseOutcome =
   | { kind: 'admitted'; amountGpuMs: number; scopes: string[]; price: Price; charges: Charges; exempt: boolean }
   /** Still held; `lines` when its lines changed (it now waits for what it misses). */
   | ({ kind: 'held' } & Hold)
-  /** Its project may no longer use its GPU type, or its charge now passes 2^53: rejected (no longer held; HeldJobs moves it to gpu-rejected with the reason). */
-  | { kind: 'rejected'; gpuType: string; why: 'not-allowed' | 'too-costly' }
+  /** Its project may no longer use its GPU type, the type has no rate (UNKNOWN_GPU_TYPE_POLICY=reject), or its charge now passes 2^53: rejected (no longer held; HeldJobs moves it to gpu-rejected with the reason). */
+  | { kind: 'rejected'; gpuType: string; why: UnpricedWhy }
   | { kind: 'not-held'; state: string };
 
 /** How a budget or quota behaves at its limit: hold there, or admit past it with a warning. */

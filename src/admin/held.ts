@@ -21,7 +21,7 @@ import type { Pool } from '../db/pool.ts';
 import type { Actor, AuditEntry } from '../db/audit.ts';
 import { recordAudit, type DurableAudit } from '../audit/change.ts';
 import { Accounting } from '../accounting/counters.ts';
-import type { Hold, OpenReservation, ReleaseOutcome, Shortfall } from '../accounting/types.ts';
+import type { Hold, OpenReservation, ReleaseOutcome, Shortfall, UnpricedWhy } from '../accounting/types.ts';
 import { describeHold } from '../accounting/reasons.ts';
 import { gpuTypeRefusal } from '../accounting/admission.ts';
 import type { ExecJobData, HeldJobData, RejectedJobData } from '../../queues/contract.ts';
@@ -270,13 +270,15 @@ export class HeldJobs {
 
   /**
    * A held job the release script rejected for its GPU type as it was
-   * decided again (its project may no longer use it, or its charge now
-   * passes 2^53; as reserve rejects such a job): moved to gpu-rejected with the reason.
+   * decided again (its project may no longer use it, it has no rate and the
+   * policy is now to reject such jobs, or its charge now passes 2^53; as
+   * reserve rejects such a job): moved to gpu-rejected with the reason.
    */
-  private async rejectForGpuType(jobId: string, out: { gpuType: string; why: 'not-allowed' | 'too-costly' }, job: Job<HeldJobData> | undefined, by: string): Promise<string> {
+  private async rejectForGpuType(jobId: string, out: { gpuType: string; why: UnpricedWhy }, job: Job<HeldJobData> | undefined, by: string): Promise<string> {
     const project = job?.data.project ?? '';
     const allowed = out.why === 'not-allowed' ? ((await this.accounting.allowedGpuTypes(project)) ?? []) : [];
-    const reason = gpuTypeRefusal(out.why, out.gpuType, project, allowed, []);
+    const known = out.why === 'unknown' ? await this.accounting.pricedGpuTypes() : [];
+    const reason = gpuTypeRefusal(out.why, out.gpuType, project, allowed, known);
     await this.moveToRejected(jobId, reason, by, job);
     await this.emitRejected(jobId, job, reason, by);
     return reason;

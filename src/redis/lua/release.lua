@@ -25,7 +25,9 @@
   (includes/pricing.lua): it is admitted now, so it keeps today's rate. One
   whose job type became exempt (factor 0) is admitted counting nowhere. One
   whose project may no longer use its GPU type (gpuAllowed) is rejected
-  ('fifo' and 'wake'; an override admits it), and so is one whose charge
+  ('fifo' and 'wake'; an override admits it), as is one whose GPU type has
+  no rate when the policy for that is to reject (UNKNOWN_GPU_TYPE_POLICY,
+  set since it was held), and so is one whose charge
   now passes 2^53 in a unit (in every mode: it cannot be counted): it
   leaves the held lists and lines as a cancelled job does
   (includes/unhold.lua), so the jobs behind it go on in this call; the
@@ -45,7 +47,9 @@
                the same hash tag as KEYS, so they live in the same cluster slot.
     ARGV[5]    periods now, JSON (as in reserve.lua)
     ARGV[6]    seconds to remember a rejected job (as cancel.lua)
-    ARGV[7..]  job ids, oldest first
+    ARGV[7]    a job whose GPU type has no rate: 'default' (priced at the
+               default rate) or 'reject' (as reserve.lua's ARGV[7])
+    ARGV[8..]  job ids, oldest first
 
   Output: one entry per job, in order (in 'wake' mode, up to the first that
   stays held):
@@ -60,7 +64,8 @@
                                 still held: `ahead` older held jobs go first in the
                                 line of scope `line`; its own misfits as of now (if any)
     { 8, gpuType, why }         rejected: its project may not use its GPU type now
-                                ('not-allowed') or its charge passes 2^53 ('too-costly')
+                                ('not-allowed'), the type has no rate ('unknown') or
+                                its charge passes 2^53 ('too-costly')
                                 (no longer held, remembered as cancelled)
     { -1, state }               not held (state: 'reserved', 'settled', 'cancelled' or 'missing')
 
@@ -79,10 +84,11 @@ local now, mode, note, base = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local scopeOf = scopeReader(base, cjson.decode(ARGV[5]), tonumber(now), true)
 local price = pricer(base, tonumber(now))
 local allows = gpuAllowed(base)
+local rejectUnpriced = ARGV[7] == 'reject'
 
 -- Every record read and decoded first: a bad one fails the call before any write.
 local records = {}
-for a = 7, #ARGV do
+for a = 8, #ARGV do
   local jobId = ARGV[a]
   local resKey = base .. 'res:' .. jobId
   local r = redis.call('HMGET', resKey, 'amount', 'state', 'bases', 'meta', 'lines', 'ts')
@@ -97,6 +103,9 @@ for a = 7, #ARGV do
     rec.rate = price.rateOf(rec.gpuType)
     rec.factor = price.factorOf(type(meta.jobType) == 'string' and meta.jobType or '')
     rec.charge = price.charge(r[1], rec.rate, rec.factor)
+    -- Why it is rejected for its GPU type, as reserve.lua words it (an override passes the first two).
+    rec.refused = (mode ~= 'override' and ((not rec.allowed and 'not-allowed') or (rejectUnpriced and not rec.rate.known and 'unknown')))
+      or (not rec.charge and 'too-costly') or nil
     rec.bases, rec.lines = split(r[3]), split(r[5])
     -- The GPU caps it may count against now, whatever was set when it was held.
     for _, cap in ipairs(capsOfJob(meta)) do
@@ -121,9 +130,9 @@ for _, rec in ipairs(records) do
     out = before[1] == 1 and { -1, 'reserved' } or before
   elseif r[2] ~= 'held' then
     out = { -1, r[2] or 'missing' }
-  elseif (mode ~= 'override' and not rec.allowed) or not rec.charge then
+  elseif rec.refused then
     for _, l in ipairs(unhold(base, allHeldKey, jobId, rec.project, r[5], ARGV[6])) do leave(l) end
-    out = { 8, rec.gpuType, rec.charge and 'not-allowed' or 'too-costly' }
+    out = { 8, rec.gpuType, rec.refused }
   else
     local need, lines, project, charge = rec.need, rec.lines, rec.project, rec.charge
     local exempt = rec.factor == 0
