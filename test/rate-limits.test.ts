@@ -2,7 +2,8 @@
  * Submission rate limits (token buckets), decided in reserve's one call with
  * an injected now: a burst, then jobs throttled with exact due times; a
  * throttled job back at its due time admitted once, back early throttled
- * again with the same due time and nothing changed; throttled jobs never
+ * again with the same due time and nothing changed, rejected when it comes
+ * back no longer counted as throttled; throttled jobs never
  * touch a budget; one user's flood of 1,000 does not hold back another's
  * job in the same batch; a dry run writes nothing; the rebuild restores the
  * limits. (The gatekeeper, the API and the CLI: rate-limits-api.test.ts.)
@@ -103,6 +104,22 @@ describe('a throttled job comes back', () => {
     // Again (a retry): already reserved, counted once.
     expect((await t.accounting.reserveMany([c], NOW + 5000))[0]!.kind).toBe('already');
     expect((await t.accounting.readScope('project:p3', NOW)).reservedGpuMs).toBe(3 * HOUR);
+  });
+
+  it('rejected when it comes back (its GPU type or its project refused now): no longer throttled, its record gone', async () => {
+    await t.budgets.set('narrow', 100 * HOUR);
+    await limits.set('user', 'rejo', { jobsPerMinute: 60, burst: 1 }, SYSTEM, null);
+    const typed = (j: ReserveRequest): ReserveRequest => ({ ...j, meta: { ...j.meta, gpuType: 'h100' } });
+    const [a, b] = [typed(job('rejo', 'narrow')), typed(job('rejo', 'narrow-nobudget'))];
+    const waiting = await t.accounting.throttledCount(NOW);
+    expect(kinds(await t.accounting.reserveMany([typed(job('rejo', 'narrow')), a, b], NOW))).toEqual(['reserved', 'throttled', 'throttled']);
+    expect(await t.accounting.throttledCount(NOW)).toBe(waiting + 2);
+    // While they wait, narrow is allowed A100s only, and the gatekeepers now reject jobs of a project without a budget.
+    await t.accounting.definitions.defineAllowedGpuTypes('narrow', ['a100']);
+    const back = await t.accounting.reserveMany([a, b], NOW + 2000, 'reject');
+    expect(back).toEqual([{ kind: 'unpriced', gpuType: 'h100', why: 'not-allowed' }, { kind: 'rejected', scope: 'project:narrow-nobudget' }]);
+    expect(await t.accounting.throttledCount(NOW)).toBe(waiting);
+    expect(await t.redis.exists(t.accounting.keys.reservation(a.jobId), t.accounting.keys.reservation(b.jobId))).toBe(0);
   });
 
   it('after a rename (the queue handed its id out again) it is a new job', async () => {

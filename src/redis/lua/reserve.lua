@@ -159,7 +159,7 @@ for first = CHUNK + 1, #resKeys, CHUNK do
   anyKnown = redis.call('EXISTS', unpack(resKeys, first, math.min(first + CHUNK - 1, #resKeys))) > 0
 end
 local rate = (ratesOn or anyKnown) and rateModule(base, ratesOn)  -- includes/rate.lua (no rate limit, no known job: none)
-local throttled, cleared = {}, {}
+local throttled, cleared, dropped = {}, {}, {}
 
 local touched = {}      -- scope states to write, in first-touch order
 -- Scope lists: { bases, scopes, ids, caps, limited, free, blocked, soft,
@@ -371,7 +371,6 @@ for j = 1, #batch do
         r = 1
       end
     end
-    if state == 'throttled' and (r == 1 or r[1] ~= 7) then cleared[#cleared + 1] = jobId end
     if r == 1 or r[1] == 1 then
       seenHere[resKey] = #admitted
     elseif r[1] == 7 then
@@ -381,6 +380,10 @@ for j = 1, #batch do
     end
   end
   if gated then seenHere[resKey] = { 6, gated[2], 1, gated[4] } end
+  -- Throttled before and decided now: its record becomes the decision's, or goes with its rejection.
+  if state == 'throttled' and not again and not gated then
+    if r ~= 1 and (r[1] == 7 or r[1] == 8) then dropped[#dropped + 1] = jobId else cleared[#cleared + 1] = jobId end
+  end
   results[#results + 1] = r
 end
 
@@ -395,6 +398,6 @@ if dry then return { idList, results, renamed, prices, dryWarnings(events) } end
 callChunked('SADD', base .. 'counters', writeTouched(touched), CHUNK)  -- includes/charges.lua
 writeAdmitted(admitted, openKey, ledgerKey, now, CHUNK)  -- includes/admitted.lua
 writeHeld(held, base, allHeldKey, now, CHUNK)  -- includes/held.lua
-if rate then rate.write(rate.buckets, throttled, cleared, nowMs, CHUNK) end
+if rate then rate.write(rate.buckets, throttled, cleared, dropped, nowMs, CHUNK) end
 emit(base, events, now)
 return { idList, results, renamed, prices }

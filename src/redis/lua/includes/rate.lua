@@ -27,7 +27,8 @@
   that throttled it last, 'scope|jpm|burst' joined by ';'), ts; it expires
   THROTTLED_KEEP_MS after its due time (a job that never came back). The
   zset '<key base>throttled' holds the ids of throttled jobs by due time
-  (the throttled-jobs gauge counts it).
+  (the throttled-jobs gauge counts it). A job rejected when it comes back
+  leaves both, as a job rejected at once leaves no record.
 ]]
 --[[
   rateModule(keyBase, on): { bucketOf, buckets, gate, write };
@@ -177,12 +178,14 @@ local function rateModule(keyBase, on)
   end
 
   --[[
-    writeRates(buckets, throttled, cleared, now, chunk): the buckets' new
-    state; the throttled jobs' records, and their places in the throttled
-    zset (score: due); and the jobs throttled before and decided now
-    (cleared: their ids), whose records become the decision's alone.
+    writeRates(buckets, throttled, cleared, dropped, now, chunk): the
+    buckets' new state; the throttled jobs' records, and their places in
+    the throttled zset (score: due); and the jobs throttled before and
+    decided now: admitted or held (cleared: their ids), whose records
+    become the decision's alone, or rejected (dropped: their ids),
+    whose records go.
   ]]
-  local function writeRates(buckets, throttled, cleared, now, chunk)
+  local function writeRates(buckets, throttled, cleared, dropped, now, chunk)
     for _, b in ipairs(buckets) do
       if b.dirty then redis.call('HSET', b.key, 't', string.format('%d:%d:%d', b.tat, b.rem, b.jpm)) end
     end
@@ -205,6 +208,8 @@ local function rateModule(keyBase, on)
       redis.call('PERSIST', key)
     end
     callChunked('ZREM', zset, cleared, chunk)
+    for _, id in ipairs(dropped) do redis.call('DEL', keyBase .. 'res:' .. id) end
+    callChunked('ZREM', zset, dropped, chunk)
   end
 
   local bucketOf, buckets = function() return false end, {}
