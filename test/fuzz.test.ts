@@ -102,7 +102,7 @@ const ROUTES: [string, string][] = [
   ['POST', '/api/v1/preflight'], ['POST', '/api/v1/jobs'], ['POST', '/api/v1/alerts/:a/ack'], ['GET', '/api/v1/alerts'],
   ['POST', '/api/v1/webhooks'], ['DELETE', '/api/v1/webhooks/:a'], ['GET', '/api/v1/usage'], ['GET', '/api/v1/usage/export'], ['GET', '/api/v1/audit'],
   ['GET', '/api/v1/projects'],
-  ['PUT', '/api/v1/users/:a/rate-limit'], ['DELETE', '/api/v1/users/:a/rate-limit'], ['GET', '/api/v1/projects/:a/rate-limit'], ['PUT', '/api/v1/projects/:a/rate-limit'],
+  ['PUT', '/api/v1/users/:a/rate-limit'], ['DELETE', '/api/v1/users/:a/rate-limit'], ['GET', '/api/v1/projects/:a/rate-limit'], ['PUT', '/api/v1/projects/:a/rate-limit'], ['GET', '/api/v1/rate-limits'],
   ['POST', '/api/v1/keys'], ['GET', '/api/v1/keys'], ['DELETE', '/api/v1/keys/:a'], ['GET', '/api/v1/me'],
   ['PUT', '/api/v1/gpu-types/:a'], ['GET', '/api/v1/gpu-types/:a'], ['GET', '/api/v1/gpu-types'], ['GET', '/api/v1/job-types'],
   ['PUT', '/api/v1/job-types/:a/usage-factor'], ['DELETE', '/api/v1/job-types/:a/usage-factor'],
@@ -116,7 +116,7 @@ describe('fuzzing', () => {
   it('every route answers random input with a JSON 4xx that changes nothing, or a 2xx — never a 5xx', async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.constantFrom(...ROUTES), segment, segment, bodyArb, fc.dictionary(fc.constantFrom('from', 'to', 'groupBy', 'month', 'format', 'type', 'unacked', 'limit', 'offset', 'cursor', 'project', 'user', 'state', 'x'), fc.string({ maxLength: 12 }), { maxKeys: 3 }),
+        fc.constantFrom(...ROUTES), segment, segment, bodyArb, fc.dictionary(fc.constantFrom('from', 'to', 'groupBy', 'month', 'format', 'type', 'unacked', 'limit', 'offset', 'cursor', 'project', 'user', 'state', 'kind', 'q', 'x'), fc.string({ maxLength: 12 }), { maxKeys: 3 }),
         async ([method, template], a, b, body, query) => {
           const path = template.replace(':a', enc(a)).replace(':b', enc(b));
           const qs = method === 'GET' && Object.keys(query).length ? `?${new URLSearchParams(query)}` : '';

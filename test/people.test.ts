@@ -152,6 +152,9 @@ describe('a submitter', () => {
     expect((await call(ann, 'GET', '/users/ann/quota')).status).toBe(200);
     expect((await call(ann, 'GET', '/users/bob/quota')).status).toBe(403);
     expect((await call(ann, 'GET', '/quotas')).body.quotas.map((q: { user: string }) => q.user)).toEqual(['ann']);
+    for (const path of ['/projects/alpha/rate-limit', '/projects/beta/rate-limit', '/users/ann/rate-limit', '/users/bob/rate-limit']) await call(admin, 'PUT', path, { jobsPerMinute: 600, burst: 60 });
+    expect((await call(ann, 'GET', '/rate-limits')).body.rateLimits.map((l: { scope: string }) => l.scope)).toEqual(['project:alpha', 'user:ann']);
+    expect((await call(ann, 'GET', '/users/bob/rate-limit')).status).toBe(403);
     for (const path of ['/audit', '/alerts', '/webhooks', '/exempt-job-types', '/usage/export?month=2026-11', '/quarantine']) {
       expect((await call(ann, 'GET', path)).status, path).toBe(403);
     }

@@ -1,7 +1,7 @@
 /**
  * Submission rate limits at the edges, against real Redis, Postgres and
- * BullMQ: the API (admin sets, viewer reads, every change audited, bad
- * bodies answered 400 changing nothing), the CLI, preflight, and a real
+ * BullMQ: the API (admin sets, viewer reads and lists, every change
+ * audited, bad bodies answered 400 changing nothing), the CLI, preflight, and a real
  * gatekeeper: a throttled intake job waits delayed with its reason in its
  * log, comes back when due and is admitted exactly once, and one user's
  * flood does not hold back another user's job. Runs on the system clock:
@@ -79,6 +79,35 @@ describe('the API', () => {
     expect(await audits('project:vfx')).toHaveLength(1);
   });
 
+  it("lists every limit a page at a time, projects' then users', by kind or by a part of the name", async () => {
+    for (const p of ['lst-b', 'lst-a']) await call('PUT', `/projects/${p}/rate-limit`, { jobsPerMinute: 600, burst: 20 });
+    for (const u of ['lst-u2', 'lst-u1', 'LST-u3']) await call('PUT', `/users/${u}/rate-limit`, { jobsPerMinute: 60, burst: 5 });
+    await call('PUT', '/users/other/rate-limit', { jobsPerMinute: 1, burst: 1 });
+    const scopes = (r: { body: Record<string, any> }) => (r.body.rateLimits as { scope: string }[]).map((l) => l.scope);
+    const first = await call('GET', '/rate-limits?q=lst-&limit=2', undefined, viewer);
+    expect(first.body).toEqual({
+      rateLimits: [
+        { project: 'lst-a', scope: 'project:lst-a', jobsPerMinute: 600, burst: 20, tokensNow: 20, updatedAt: expect.any(String) },
+        { project: 'lst-b', scope: 'project:lst-b', jobsPerMinute: 600, burst: 20, tokensNow: 20, updatedAt: expect.any(String) },
+      ],
+      nextCursor: 'project:lst-b',
+    });
+    const second = await call('GET', `/rate-limits?q=lst-&limit=2&cursor=${first.body.nextCursor}`, undefined, viewer);
+    // Byte order: LST-u3 before lst-u1.
+    expect([scopes(second), second.body.nextCursor]).toEqual([['user:LST-u3', 'user:lst-u1'], 'user:lst-u1']);
+    const last = await call('GET', `/rate-limits?q=lst-&limit=2&cursor=${second.body.nextCursor}`, undefined, viewer);
+    expect([scopes(last), last.body.nextCursor]).toEqual([['user:lst-u2'], null]);
+    expect(scopes(await call('GET', '/rate-limits?q=LST-U&kind=user'))).toEqual(['user:LST-u3', 'user:lst-u1', 'user:lst-u2']);
+    expect(scopes(await call('GET', '/rate-limits?q=lst-&kind=project'))).toEqual(['project:lst-a', 'project:lst-b']);
+    for (const [qs, message] of [
+      ['kind=team', 'kind must be user or project'],
+      ['cursor=lst-a', 'cursor must be a rate limit scope, e.g. user:ann: the nextCursor of the previous page'],
+      ['limit=0', 'limit must be at least 1'],
+      ['q=a%20b', 'q must be 1-128 characters of A-Z a-z 0-9 . _ - (part of a name)'],
+      ['per=minute', 'unknown query parameter(s): per'],
+    ]) expect(await call('GET', `/rate-limits?${qs}`), qs).toEqual({ status: 400, body: { error: { status: 400, message } } });
+  });
+
   it('preflight says which jobs would be throttled, and when', async () => {
     await t.budgets.set('pf', hoursToGpuMs(100));
     await call('PUT', '/users/pat/rate-limit', { jobsPerMinute: 30, burst: 2 });
@@ -104,6 +133,22 @@ describe('the CLI', () => {
     expect(await cli(['rate-limit', 'remove', '--project', 'cg'])).toBe(EXIT.ok);
     expect(await cli(['rate-limit', 'get', '--project', 'cg'])).toBe(EXIT.notFound);
     expect((await audits('project:cg')).map((a) => [a.actor, a.action])).toEqual([['ops-bob', 'rate-limit.set'], ['ops-bob', 'rate-limit.remove']]);
+  });
+
+  it('lists limits as a table, saying how to get the next page', async () => {
+    let out = '';
+    const cli = (args: string[]) => runCli(['--url', served.api.replace('/api/v1', ''), '--token', viewer, ...args], (s) => (out += s));
+    await call('PUT', '/projects/clist-a/rate-limit', { jobsPerMinute: 90, burst: 3 });
+    await call('PUT', '/projects/clist-b/rate-limit', { jobsPerMinute: 30, burst: 1 });
+    expect(await cli(['rate-limit', 'list', '--kind', 'project', '--search', 'clist', '--limit', '1'])).toBe(EXIT.ok);
+    expect(out).toMatch(/^SCOPE\s+JOBS\/MIN\s+BURST\s+TOKENS NOW\s+UPDATED\n/);
+    expect(out).toMatch(/project:clist-a\s+90\s+3\s+3\s/);
+    expect(out).not.toContain('clist-b ');
+    expect(out).toContain('more: gatekeeper rate-limit list --cursor project:clist-a');
+    out = '';
+    expect(await cli(['rate-limit', 'list', '--search', 'nobody-has-this'])).toBe(EXIT.ok);
+    expect(out.trim()).toBe('no rate limits');
+    expect(await cli(['rate-limit', 'list', '--kind', 'team'])).toBe(EXIT.usage);
   });
 });
 

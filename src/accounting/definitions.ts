@@ -6,6 +6,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { Keys } from '../redis/keys.ts';
+import { pipelined } from '../redis/pipelined.ts';
 import type { GpuCapDefinition } from '../db/gpu-caps.ts';
 import { assertAmount } from './amounts.ts';
 import type { RateLimit, ScopeDefinition, ScopePeriod } from './types.ts';
@@ -127,10 +128,17 @@ export class ScopeDefinitions {
 
   /** A rate limit as the script reads it, and its bucket's state (null: never used). */
   async rate(scope: string): Promise<{ limit: RateLimit; bucket: RateBucketState | null } | null> {
-    const [jpm, burst, t] = await this.redis.hmget(this.keys.rate(scope), 'jpm', 'burst', 't');
-    if (jpm === null || burst === null) return null;
-    const m = /^(\d+):(\d+):(\d+)$/.exec(t ?? '');
-    return { limit: { jobsPerMinute: Number(jpm), burst: Number(burst) }, bucket: m ? { tatMs: Number(m[1]), remainder: Number(m[2]), scale: Number(m[3]) } : null };
+    return (await this.rateLimitsOf([scope]))[0]!;
+  }
+
+  /** `rate` of each scope, in one pipeline. */
+  async rateLimitsOf(scopes: string[]): Promise<({ limit: RateLimit; bucket: RateBucketState | null } | null)[]> {
+    const got = (await pipelined(this.redis, scopes, (p, s) => p.hmget(this.keys.rate(s), 'jpm', 'burst', 't'))) as (string | null)[][];
+    return got.map(([jpm, burst, t]) => {
+      if (jpm === null || burst === null) return null;
+      const m = /^(\d+):(\d+):(\d+)$/.exec(t ?? '');
+      return { limit: { jobsPerMinute: Number(jpm), burst: Number(burst) }, bucket: m ? { tatMs: Number(m[1]), remainder: Number(m[2]), scale: Number(m[3]) } : null };
+    });
   }
 
   /** Every scope with a rate limit in Redis. */

@@ -12,7 +12,7 @@
 import type { Pool } from '../db/pool.ts';
 import type { Logger } from '../log.ts';
 import type { Actor } from '../db/audit.ts';
-import { allRateLimits, deleteRateLimit, getRateLimit, upsertRateLimit, type RateLimitRow } from '../db/rate-limits.ts';
+import { allRateLimits, deleteRateLimit, getRateLimit, rateLimitsPage, upsertRateLimit, type RateLimitRow } from '../db/rate-limits.ts';
 import { copyEachLocked } from '../db/limits.ts';
 import { adminChange } from '../audit/change.ts';
 import { systemClock, type Clock } from '../clock.ts';
@@ -49,8 +49,25 @@ export class RateLimits {
   async get(kind: RateKind, name: string): Promise<RateLimitView | null> {
     const scope = rateScope(kind, name);
     const [row, redis] = await Promise.all([getRateLimit(this.pool, scope), this.accounting.definitions.rate(scope)]);
-    if (!row) return null;
-    return { scope, kind, name, jobsPerMinute: row.jobsPerMinute, burst: row.burst, tokensNow: tokensAt(row, redis?.bucket ?? null, this.clock.now()), updatedAt: row.updatedAt };
+    return row && this.view(row, redis?.bucket ?? null);
+  }
+
+  /**
+   * Limits by scope (every project's, then every user's; byte order), a page
+   * at a time after the scope `after`, optionally of one kind or whose names
+   * hold `q`; `user` and `projects` narrow it to what the caller may see
+   * (null: all). `nextCursor`: the page's last scope when more follow.
+   */
+  async page(f: { after: string | null; kind: RateKind | null; q: string | null; user: string | null; projects: readonly string[] | null; limit: number }): Promise<{ limits: RateLimitView[]; nextCursor: string | null }> {
+    const rows = await rateLimitsPage(this.pool, { ...f, limit: f.limit + 1 });
+    const onPage = rows.slice(0, f.limit);
+    const buckets = await this.accounting.definitions.rateLimitsOf(onPage.map((r) => r.scope));
+    return { limits: onPage.map((r, i) => this.view(r, buckets[i]?.bucket ?? null)), nextCursor: rows.length > f.limit ? onPage.at(-1)!.scope : null };
+  }
+
+  private view(row: RateLimitRow, bucket: RateBucketState | null): RateLimitView {
+    const at = row.scope.indexOf(':');
+    return { scope: row.scope, kind: row.scope.slice(0, at) as RateKind, name: row.scope.slice(at + 1), jobsPerMinute: row.jobsPerMinute, burst: row.burst, tokensNow: tokensAt(row, bucket, this.clock.now()), updatedAt: row.updatedAt };
   }
 
   /** Set a limit (audited with before and after). The bucket keeps its state: a changed limit hands out no fresh burst. */

@@ -36,6 +36,29 @@ export async function allRateLimits(db: Queryable): Promise<RateLimitRow[]> {
   return r.rows.map(toRow);
 }
 
+/**
+ * A page of rate limits by scope ('project:…' before 'user:…', then by name;
+ * byte order), after `after`: of one kind, whose names hold `q`
+ * (case-insensitive), and only what the caller may see: `user` (null: every
+ * user's) and `projects` (null: every project's).
+ */
+export async function rateLimitsPage(
+  db: Queryable,
+  f: { after: string | null; kind: 'user' | 'project' | null; q: string | null; user: string | null; projects: readonly string[] | null; limit: number },
+): Promise<RateLimitRow[]> {
+  const r = await db.query(
+    `SELECT ${COLUMNS} FROM rate_limits
+     WHERE ($1::text IS NULL OR scope COLLATE "C" > $1::text)
+       AND ($2::text IS NULL OR scope LIKE $2::text || ':%')
+       AND ($3::text IS NULL OR strpos(lower(substr(scope, strpos(scope, ':') + 1)), lower($3::text)) > 0)
+       AND (scope NOT LIKE 'user:%' OR $4::text IS NULL OR scope = 'user:' || $4::text)
+       AND (scope NOT LIKE 'project:%' OR $5::text[] IS NULL OR substr(scope, 9) = ANY($5::text[]))
+     ORDER BY scope COLLATE "C" LIMIT $6::integer`,
+    [f.after, f.kind, f.q, f.user, f.projects, f.limit],
+  );
+  return r.rows.map(toRow);
+}
+
 interface Raw {
   scope: string;
   jobs_per_minute: number;

@@ -33,6 +33,7 @@ const ROUTES: [string, RegExp, Opening][] = [
   route('GET', '/projects/:x/gpu-types/:x/budget', 'anyone'),
   route('GET', '/projects/:x/rate-limit', 'anyone'),
   route('GET', '/users/:x/rate-limit', 'anyone'),
+  route('GET', '/rate-limits', 'anyone'),
   route('GET', '/held', 'anyone'),
   route('GET', '/usage', 'anyone'),
   route('POST', '/preflight', 'anyone'),

@@ -1,6 +1,6 @@
-/** `gatekeeper rate-limit set|get|remove`: submission rate limits (token buckets) of users and projects. */
-import { CommanderError, type Command } from 'commander';
-import { EXIT, num } from '../args.ts';
+/** `gatekeeper rate-limit list|get|set|remove`: submission rate limits (token buckets) of users and projects. */
+import { CommanderError, Option, type Command } from 'commander';
+import { EXIT, num, pageQuery } from '../args.ts';
 import { table } from '../table.ts';
 import type { CliContext } from '../context.ts';
 
@@ -23,12 +23,27 @@ function whole(what: string, raw: string | undefined): number {
   return n;
 }
 
-const rateTable = (r: Record<string, any>) =>
-  table(['SCOPE', 'JOBS/MIN', 'BURST', 'TOKENS NOW', 'UPDATED'], [[r.scope, r.jobsPerMinute, r.burst, r.tokensNow, r.updatedAt]]);
+const rateTable = (...rs: Record<string, any>[]) =>
+  table(['SCOPE', 'JOBS/MIN', 'BURST', 'TOKENS NOW', 'UPDATED'], rs.map((r) => [r.scope, r.jobsPerMinute, r.burst, r.tokensNow, r.updatedAt]));
 
 export function addRateLimitCommands(program: Command, { client, print }: CliContext): void {
   const rate = program.command('rate-limit').description('submission rate limits of users and projects (token buckets: jobs per minute, burst)');
   const target = (c: Command) => c.option('--user <user>', 'a user').option('--project <project>', 'a project');
+  rate
+    .command('list')
+    .description("every limit you may see, projects' then users', by name, with the tokens available now")
+    .addOption(new Option('--kind <kind>', "only users' or only projects' limits").choices(['user', 'project']))
+    .option('--limit <n>', 'at most this many limits', '100')
+    .option('--cursor <scope>', 'start after this scope, e.g. user:ann (what the previous page said)')
+    .option('--search <text>', 'only names holding this (case-insensitive)')
+    .action(async (o: { kind?: string; limit: string; cursor?: string; search?: string }) => {
+      const { api, json } = client();
+      const q = pageQuery(o);
+      if (o.kind) q.set('kind', o.kind);
+      const r = await api.call('GET', `/rate-limits?${q}`);
+      const more = r.nextCursor === null ? '' : `\nmore: gatekeeper rate-limit list --cursor ${r.nextCursor}`;
+      print(json, r, () => (r.rateLimits.length === 0 ? 'no rate limits' : rateTable(...r.rateLimits)) + more);
+    });
   target(rate.command('get'))
     .description('the limit and the tokens available now')
     .action(async (o: Target) => {
