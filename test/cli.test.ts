@@ -135,6 +135,25 @@ describe('gatekeeper CLI', () => {
     expect(await cli(['budget', 'list', '--limit', '0'])).toMatchObject({ code: EXIT.refused });
   });
 
+  it('says which submitted jobs the gatekeeper will reject, and why', async () => {
+    await cli(['budget', 'set', 'narrow', '10']);
+    await cli(['budget', 'gpu-types', 'narrow', '--allow', 'a100']);
+    const sub = await cli(['submit', '--project', 'narrow', '--user', 'uma', '--hours', '1', '--gpu-type', 't4', '--count', '2'], viewer);
+    expect(sub.out).toMatch(/^submitted 2 jobs \((\d+), (\d+)\); preflight: 0 admitted, 0 held, 2 rejected\n  2 × rejected: project narrow may use only a100; the job asks for "t4" \(first: job \1\)\n/);
+  });
+
+  it('prints amounts exact to their unit: no float tails, no digits past a micro-dollar', async () => {
+    await cli(['gpu-types', 'set', 'tailtype', '--units', '3', '--usd', '0.1']);
+    await cli(['budget', 'set', 'tails', '10', '--unit', 'units']);
+    const meta = { project: 'tails', user: 'uma', gpus: 1, gpuType: 'tailtype' };
+    // 120,000 and 240,000 GPU-ms at 3 units and $0.10 an hour: 0.1 and 0.2 units, $0.003334 and $0.006667 (each rounded up).
+    const [a] = await t.accounting.reserveMany([{ jobId: 'tail-a', amountGpuMs: 120_000, scopes: ['project:tails'], meta }], Date.now());
+    await t.accounting.settle('tail-a', a!.kind === 'reserved' ? a!.scopes : [], 120_000, 'settle', Date.now());
+    await t.accounting.reserveMany([{ jobId: 'tail-b', amountGpuMs: 240_000, scopes: ['project:tails'], meta }], Date.now());
+    const { out } = await cli(['budget', 'get', 'tails']);
+    expect(out.split('\n')[1]!.split(/ {2,}/)).toEqual(['project tails', 'none', '10 units', '0.1 units', '0.2 units', '9.7 units', '0.1', '0.3', '$0.010001', '0', 'hard', '-']);
+  });
+
   it.each([
     [['budget', 'set', 'alpha', '5'], viewer, EXIT.forbidden],
     [['budget', 'get', 'alpha'], 'not-a-valid-token-at-all', EXIT.forbidden],

@@ -58,7 +58,12 @@ export function jobRoutes(preflight: Preflight, clock: Clock, intake: Queue | un
     if (invalid.length > 0) throw new HttpError(400, invalid.map((j) => `job ${j.index}: ${j.reason}`).join('; '));
     const report = visibleReport(await preflight.run(jobs, clock.now()), accessOf(res));
     const jobIds = await queueJobs(intake, jobs);
-    res.status(202).json({ jobIds, warnings: report.warnings, warningDetails: report.warningDetails, preflight: { admitted: report.admitted, held: report.held, throttled: report.throttled } });
+    // Valid jobs the gatekeeper will reject (a GPU type the project may not use, no budget under reject): queued all the same, and said here.
+    const rejections = report.outcomes.flatMap((o) => (o.outcome === 'rejected' ? [{ index: o.index, jobId: jobIds[o.index], reason: o.reason }] : []));
+    res.status(202).json({
+      jobIds, warnings: report.warnings, warningDetails: report.warningDetails,
+      preflight: { admitted: report.admitted, held: report.held, throttled: report.throttled, rejected: report.rejected, rejections },
+    });
   });
   return r;
 }

@@ -3,19 +3,12 @@
  * server's answer instead. Cells are made printable by table().
  */
 import { table } from './table.ts';
+import { GPU_MS_PER_HOUR } from '../units.ts';
 
 export function preflightText(r: Record<string, any>): string {
   const lines = [`${r.jobs} job${r.jobs === 1 ? '' : 's'}: ${r.admitted} would be admitted now, ${r.held} held, ${r.rejected} rejected${r.throttled ? `, ${r.throttled} throttled` : ''}`];
-  // Reasons grouped, each with how many jobs and the first one's index.
-  const reasons = new Map<string, { n: number; first: number }>();
-  for (const o of r.outcomes as { index: number; outcome: string; reason?: string }[]) {
-    if (o.outcome === 'admitted') continue;
-    const key = `${o.outcome}: ${o.reason}`;
-    const g = reasons.get(key) ?? { n: 0, first: o.index };
-    g.n += 1;
-    reasons.set(key, g);
-  }
-  for (const [reason, g] of reasons) lines.push(`  ${g.n} × ${reason} (first: job ${g.first})`);
+  const outcomes = (r.outcomes as { index: number; outcome: string; reason?: string }[]).filter((o) => o.outcome !== 'admitted');
+  lines.push(...grouped(outcomes.map((o) => ({ what: `${o.outcome}: ${o.reason}`, job: o.index }))));
   lines.push('', scopeTable((r.scopes as Record<string, any>[]).map((s) => [s.scope, s])));
   if (r.cost?.jobs) lines.push('', ...costLines(r.cost, r.byGpuType ?? []));
   if (r.warnings.length) lines.push('', 'warnings:', ...r.warnings.map((w: string) => `  ${w}`));
@@ -24,34 +17,56 @@ export function preflightText(r: Record<string, any>): string {
 
 /** The batch's cost on its own GPU types, and a table of it on each type of the rate card. */
 function costLines(c: Record<string, any>, byType: Record<string, any>[]): string[] {
-  const charged = c.chargedGpuHours !== c.gpuHours ? ` (${c.chargedGpuHours} as charged)` : '';
-  const lines = [`cost of the ${c.jobs} job${c.jobs === 1 ? '' : 's'} that would run: ${c.gpuHours} GPU-h${charged} = ${usdCell(c.usd)}, ${c.units} units`];
+  const charged = c.chargedGpuHours !== c.gpuHours ? ` (${hoursCell(c.chargedGpuHours)} as charged)` : '';
+  const lines = [`cost of the ${c.jobs} job${c.jobs === 1 ? '' : 's'} that would run: ${hoursCell(c.gpuHours)} GPU-h${charged} = ${usdCell(c.usd)}, ${unitsCell(c.units)} units`];
   if (byType.length === 0) return lines;
-  const rows = byType.map((t) => [t.gpuType, t.chargedGpuHours, t.units, usdCell(t.usd), `${t.unitsPerGpuHour} units, ${usdCell(t.usdPerGpuHour)}`, t.notAllowedIn.join(', ') || '-']);
+  const rows = byType.map((t) => [t.gpuType, hoursCell(t.chargedGpuHours), unitsCell(t.units), usdCell(t.usd), `${unitsCell(t.unitsPerGpuHour)} units, ${usdCell(t.usdPerGpuHour)}`, t.notAllowedIn.join(', ') || '-']);
   return [...lines, 'on each GPU type instead:', table(['GPU TYPE', 'GPU-H', 'UNITS', 'USD', 'RATE PER GPU-H', 'NOT ALLOWED IN'], rows)];
+}
+
+/** One line per distinct outcome and reason: how many jobs, and the first one. */
+function grouped(items: { what: string; job: string | number }[]): string[] {
+  const groups = new Map<string, { n: number; first: string | number }>();
+  for (const { what, job } of items) {
+    const g = groups.get(what) ?? { n: 0, first: job };
+    g.n += 1;
+    groups.set(what, g);
+  }
+  return [...groups].map(([what, g]) => `  ${g.n} × ${what} (first: job ${g.first})`);
 }
 
 export function submitText(r: Record<string, any>): string {
   const ids = r.jobIds as string[];
-  const lines = [`submitted ${ids.length} job${ids.length === 1 ? '' : 's'} (${ids.length > 3 ? `${ids[0]} … ${ids.at(-1)}` : ids.join(', ')}); preflight: ${r.preflight.admitted} admitted, ${r.preflight.held} held${r.preflight.throttled ? `, ${r.preflight.throttled} throttled` : ''}`];
+  const p = r.preflight;
+  const lines = [`submitted ${ids.length} job${ids.length === 1 ? '' : 's'} (${ids.length > 3 ? `${ids[0]} … ${ids.at(-1)}` : ids.join(', ')}); preflight: ${p.admitted} admitted, ${p.held} held${p.throttled ? `, ${p.throttled} throttled` : ''}${p.rejected ? `, ${p.rejected} rejected` : ''}`];
+  lines.push(...grouped(((p.rejections ?? []) as { jobId: string; reason: string }[]).map((x) => ({ what: `rejected: ${x.reason}`, job: x.jobId }))));
   if (r.warnings.length) lines.push('warnings:', ...r.warnings.map((w: string) => `  ${w}`));
   return lines.join('\n');
 }
 
 const SCOPE_COLUMNS = ['PERIOD', 'LIMIT', 'USED', 'RESERVED', 'REMAINING', 'GPU-H', 'UNITS', 'USD', 'EXEMPT', 'POLICY', 'NEXT RESET'];
 
-/** Dollars as the API gives them (whole micro-dollars) as text: $12.50, -$1.025; never rounded away. */
-export function usdCell(n: number): string {
-  const text = String(Math.abs(n));
-  const [whole, frac = ''] = text.split('.');
-  return `${n < 0 ? '-' : ''}$${whole}.${frac.padEnd(2, '0')}`;
+// The API's amounts are decimals of integers (GPU-ms, milli-units, micro-dollars); a cell rounds
+// back to the integer first, so neither a float's tail (0.30000000000000004) nor 19 digits print.
+
+/** GPU hours as a cell: 98.5, 2, 0.000838 (to six decimals, as reasons write an amount that needs them). */
+export const hoursCell = (h: number): string => String(Number((Math.round(h * GPU_MS_PER_HOUR) / GPU_MS_PER_HOUR).toFixed(6)));
+
+/** Compute units as a cell, to the milli-unit: 96.25, 0.003. */
+export const unitsCell = (u: number): string => String(Math.round(u * 1000) / 1000);
+
+/** Dollars as a cell, to the micro-dollar: $12.50, -$1.025, $0.003437. */
+export function usdCell(d: number): string {
+  const micro = Math.round(d * 1_000_000);
+  const [whole, frac = ''] = String(Math.abs(micro) / 1_000_000).split('.');
+  return `${micro < 0 ? '-' : ''}$${whole}.${frac.padEnd(2, '0')}`;
 }
 
 /** An amount of a scope's unit as a cell: 12.5 (GPU-h), 12.5 units, $12.50. */
 function inUnit(n: number | null | undefined, unit: string | undefined): string {
   if (n === null || n === undefined) return '-';
   if (unit === 'usd') return usdCell(n);
-  return unit === 'units' ? `${n} units` : String(n);
+  return unit === 'units' ? `${unitsCell(n)} units` : hoursCell(n);
 }
 
 /**
@@ -65,8 +80,8 @@ function scopeCells(s: Record<string, any>): unknown[] {
   const c = s.counted ?? { gpuHours: { used: 0, reserved: 0 }, units: { used: 0, reserved: 0 }, usd: { used: 0, reserved: 0 } };
   return [
     s.periodLabel ?? s.period, limit, inUnit(s.used, u), inUnit(s.reserved, u), inUnit(s.remaining, u),
-    c.gpuHours.used + c.gpuHours.reserved, c.units.used + c.units.reserved, inUnit(c.usd.used + c.usd.reserved, 'usd'),
-    s.exemptUsedGpuHours + s.exemptReservedGpuHours, s.policy + (s.gracePercent !== null ? ` +${s.gracePercent}%` : '') + (s.release === 'manual' ? ', manual release' : ''), s.nextResetAt ?? '-',
+    hoursCell(c.gpuHours.used + c.gpuHours.reserved), unitsCell(c.units.used + c.units.reserved), usdCell(c.usd.used + c.usd.reserved),
+    hoursCell(s.exemptUsedGpuHours + s.exemptReservedGpuHours), s.policy + (s.gracePercent !== null ? ` +${s.gracePercent}%` : '') + (s.release === 'manual' ? ', manual release' : ''), s.nextResetAt ?? '-',
   ];
 }
 

@@ -2,14 +2,14 @@
 import type { Command } from 'commander';
 import { amountField, num, unitOption } from '../args.ts';
 import { table } from '../table.ts';
-import { usdCell } from '../format.ts';
+import { hoursCell, unitsCell, usdCell } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
 /** What a correction did, in one line. */
 function summary(r: Record<string, any>): string {
   const c = r.charged as { gpuHours: number; units: number; usd: number };
   const skipped = r.skippedRunning ? `; ${r.skippedRunning} running job${r.skippedRunning === 1 ? '' : 's'} left as they are` : '';
-  return `${r.corrections} correction${r.corrections === 1 ? '' : 's'}: ${c.gpuHours} GPU-h, ${c.units} units, ${usdCell(c.usd)}${skipped}`;
+  return `${r.corrections} correction${r.corrections === 1 ? '' : 's'}: ${hoursCell(c.gpuHours)} GPU-h, ${unitsCell(c.units)} units, ${usdCell(c.usd)}${skipped}`;
 }
 
 export function addCorrectionCommands(program: Command, { client, print }: CliContext): void {
@@ -59,7 +59,7 @@ export function addCorrectionCommands(program: Command, { client, print }: CliCo
       const q = new URLSearchParams({ limit: o.limit, ...(o.job ? { jobId: o.job } : {}) });
       const r = await api.call('GET', `/corrections?${q}`);
       print(json, r, () => table(['ID', 'KIND', 'JOB', 'GPU-H', 'UNITS', 'USD', 'BY', 'AT', 'REASON'], r.corrections.map((c: Record<string, any>) => [
-        c.id, c.kind, c.jobId, c.charged.gpuHours, c.charged.units, usdCell(c.charged.usd), c.actor ?? '-', c.at, c.reason ?? '',
+        c.id, c.kind, c.jobId, hoursCell(c.charged.gpuHours), unitsCell(c.charged.units), usdCell(c.charged.usd), c.actor ?? '-', c.at, c.reason ?? '',
       ])) + `\n${r.total} correction${r.total === 1 ? '' : 's'}`);
     });
 }

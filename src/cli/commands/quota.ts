@@ -5,7 +5,7 @@ import { quotaTable, scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
 export function addQuotaCommands(program: Command, { client, print }: CliContext): void {
-  const quota = program.command('quota').description("users' daily and weekly quotas (GPU hours)");
+  const quota = program.command('quota').description("users' daily and weekly quotas (GPU hours, units or USD)");
   quota
     .command('list')
     .description('users with a quota, by name, with both quotas')

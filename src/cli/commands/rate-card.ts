@@ -15,6 +15,7 @@ export function addRateCardCommands(program: Command, { client, print }: CliCont
   const types = program.command('gpu-types').description('the rate card: compute units and US dollars per GPU-hour, per GPU type');
   types
     .command('list')
+    .description('every GPU type with a rate, the default rate, and what jobs of a type with none get')
     .action(async () => {
       const { api, json } = client();
       const r = await api.call('GET', '/gpu-types');
@@ -37,6 +38,7 @@ export function addRateCardCommands(program: Command, { client, print }: CliCont
   const factor = program.command('usage-factor').description("job types' usage factors: 0.5 counts half, 2 double, 0 exempt");
   factor
     .command('list')
+    .description('job types that count other than fully, with their factors')
     .action(async () => {
       const { api, json } = client();
       const r = await api.call('GET', '/job-types');
@@ -44,6 +46,7 @@ export function addRateCardCommands(program: Command, { client, print }: CliCont
     });
   factor
     .command('set <jobType> <factor>')
+    .description('count a job type at this factor from now on (audited): 0.5 half, 2 double, 0 exempt')
     .option('--reason <text>', 'why, for the audit log')
     .action(async (jobType: string, f: string, o: { reason?: string }) => {
       const { api, json } = client();

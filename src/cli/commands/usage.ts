@@ -4,7 +4,7 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Option, type Command } from 'commander';
 import { table } from '../table.ts';
-import { usdCell } from '../format.ts';
+import { hoursCell, unitsCell, usdCell } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
 export function addUsageCommands(program: Command, { client, print }: CliContext): void {
@@ -22,7 +22,7 @@ export function addUsageCommands(program: Command, { client, print }: CliContext
       const r = await api.call('GET', `/usage?${q}`);
       print(json, r, () => {
         const groups = r.groupBy as string[];
-        const rows = (r.rows as Record<string, any>[]).map((x) => [...groups.map((g) => x[g] || '-'), x.jobs, x.actualGpuHours, x.estimatedGpuHours, x.exemptGpuHours, x.chargedGpuHours, x.units, usdCell(x.usd)]);
+        const rows = (r.rows as Record<string, any>[]).map((x) => [...groups.map((g) => x[g] || '-'), x.jobs, ...[x.actualGpuHours, x.estimatedGpuHours, x.exemptGpuHours, x.chargedGpuHours].map(hoursCell), unitsCell(x.units), usdCell(x.usd)]);
         return `${table([...groups.map((g) => g.toUpperCase()), 'JOBS', 'USED', 'ESTIMATED', 'EXEMPT', 'CHARGED', 'UNITS', 'USD'], rows)}\n(GPU hours, jobs that ended ${r.from} … ${r.to}, ${r.timeZone}; CHARGED: GPU hours times usage factors, corrections included)`;
       });
     });
