@@ -18,7 +18,7 @@ import { dailySeriesMany } from '../src/usage/reports.ts';
 import { recentEvents } from '../src/db/events.ts';
 import { pageReads, projectUsageInRanges } from '../src/db/usage.ts';
 import { rankScopes, type RankQuery } from '../src/db/scope-usage.ts';
-import { runCapScopes } from '../src/db/limits.ts';
+import { projectPartScopes } from '../src/db/limits.ts';
 import { describeProjection, project as projectRunOut } from '../src/usage/projection.ts';
 import type { Access } from '../src/http/access.ts';
 import type { OverrideRequest, OverrideRequests } from '../src/admin/override-requests.ts';
@@ -66,6 +66,8 @@ export interface DashboardData {
   projects: CardPage;
   users: CardPage;
   runs: ScopeCard[];
+  /** Projects' budgets for one GPU type. */
+  typeBudgets: ScopeCard[];
   /** Settled GPU-ms per shown project in this and the previous day, week and month. */
   history: { periods: PeriodUsage[]; rows: { project: string; gpuMs: number[] }[] };
   held: { total: number; jobs: HeldView[] };
@@ -88,7 +90,7 @@ const LEAD_DAYS = 31;
 export const PAGE_SIZE = 20;
 export const NEAR_LIMIT_CARDS = 12;
 export const NEAR_PERCENT = 75;
-/** Run caps shown; the rollups have no per-run days, so they are listed by name. */
+/** Run caps and GPU type budgets shown, of each; the rollups have no per-run or per-type days, so they are listed by name. */
 const RUN_CARDS = 20;
 const GPU_CAP_ROWS = 40;
 /** Override requests shown, newest first. */
@@ -110,15 +112,16 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
   const today = day.label;
   const first = (kind: PeriodKind) => periodAt('day', periodAt(kind, now, timeZone).start, timeZone).label;
   const base = { q: query.q, day: today, week: first('week'), month: first('month'), nearPercent: null, ...sees } satisfies Partial<RankQuery>;
-  const [near, projectRank, userRank, runRows] = await pageReads(pool, async (db) => [
+  const [near, projectRank, userRank, runRows, typeRows] = await pageReads(pool, async (db) => [
     await rankScopes(db, { ...base, kinds: ['project', 'user-day', 'user-week'], nearPercent: NEAR_PERCENT, order: 'ratio', offset: 0, limit: NEAR_LIMIT_CARDS }),
     await rankScopes(db, { ...base, kinds: ['project'], order: 'usage', offset: (query.page - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
     await rankScopes(db, { ...base, kinds: ['user-day', 'user-week'], order: 'usage', offset: (query.userPage - 1) * PAGE_SIZE, limit: PAGE_SIZE }),
-    await runCapScopes(db, { projects: sees.projects, limit: RUN_CARDS }),
+    await projectPartScopes(db, { kind: 'run', projects: sees.projects, q: query.q, limit: RUN_CARDS }),
+    await projectPartScopes(db, { kind: 'project-type', projects: sees.projects, q: query.q, limit: RUN_CARDS }),
   ] as const);
 
   // One Redis call for every card on the page, one query per kind for their 30 days.
-  const shown = [...new Set([...near.scopes, ...projectRank.scopes, ...userRank.scopes].map((s) => s.scope).concat(runRows))];
+  const shown = [...new Set([...near.scopes, ...projectRank.scopes, ...userRank.scopes].map((s) => s.scope).concat(runRows, typeRows))];
   const views = new Map((await budgets.views(shown)).map((v) => [v.scope, v]));
   const namesOf = (kinds: string[]) => [...new Set(shown.map(parseScopeId).filter((s) => kinds.includes(s.kind)).map((s) => s.name))];
   const shownProjects = namesOf(['project']);
@@ -175,6 +178,7 @@ export async function dashboardData(deps: { pool: Pool; budgets: Budgets; held: 
     projects: section(projectRank, query.page, PAGE_SIZE),
     users: section(userRank, query.userPage, PAGE_SIZE),
     runs: runRows.map(card),
+    typeBudgets: typeRows.map(card),
     history: { periods, rows: historyRows },
     held,
     gpus,

@@ -178,6 +178,8 @@ ${pager(d.users, d.query, 'userPage', 'Quotas')}
 <div class="grid" id="users">${d.users.cards.map(card).join('') || `<p class="muted">${d.query.q ? 'No user quota matches.' : 'No user quotas.'}</p>`}</div>
 ${d.runs.length ? `<h2>Run caps</h2>
 <div class="grid" id="runs">${d.runs.map(card).join('')}</div>` : ''}
+${d.typeBudgets.length ? `<h2>GPU type budgets</h2>
+<div class="grid" id="type-budgets">${d.typeBudgets.map(card).join('')}</div>` : ''}
 ${d.gpus.length ? `<h2>GPUs in flight</h2>
 <table id="gpus"><thead><tr><th>cap</th><th></th><th>GPUs in flight</th></tr></thead><tbody>${d.gpus.map(gpuRow).join('')}</tbody></table>` : ''}
 <h2>Settled usage by period (GPU-h), projects on this page</h2>

@@ -5,8 +5,8 @@
  * limit at all, adjustments that take more than the limit, jobs held, running,
  * settled above their estimate, overridden past the limit — then asks for
  * /dashboard. It must answer 200, and every card must show the numbers the
- * test worked out from what it did (not from the code's own views). A second
- * test holds 2,000 jobs.
+ * test worked out from what it did (not from the code's own views). Run caps
+ * and GPU type budgets get cards of their own; a last test holds 2,000 jobs.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
@@ -130,6 +130,29 @@ describe('dashboard states', () => {
       }),
       { numRuns: 40 },
     );
+  });
+
+  it("shows run caps and projects' GPU type budgets as cards of their own, with their numbers", async () => {
+    await reset();
+    const now = t.clock.now();
+    await t.budgets.set('tb', 100 * H, SYSTEM, null);
+    await t.budgets.setTypeBudget('tb', 'h100', { limitGpuMs: 2 * H, period: 'month' }, SYSTEM, null);
+    await t.budgets.setRunCap('tb', 'r1', { limitGpuMs: 5 * H }, SYSTEM, null);
+    const meta = { project: 'tb', user: 'ana', gpus: 1, gpuType: 'h100', run: 'r1' };
+    const scopes = ['project:tb', 'user-day:ana', 'user-week:ana', 'run:tb/r1', 'project-type:tb/h100'];
+    await t.accounting.reserve('tb1', 1.5 * H, scopes, meta, now);
+    const res = await fetch(`${base}/dashboard`, { headers: { authorization: `Bearer ${admin}` } });
+    const html = await res.text();
+    expect(html).toContain('<h2>Run caps</h2>');
+    expect(html).toContain('<h2>GPU type budgets</h2>');
+    const { widths, ...type } = card(html, 'project-type:tb/h100');
+    expect(type).toEqual({ used: 0, reserved: 1.5, limit: 2, remaining: 0.5 });
+    expect(widths.length).toBeGreaterThan(0);
+    const { widths: _, ...run } = card(html, 'run:tb/r1');
+    expect(run).toEqual({ used: 0, reserved: 1.5, limit: 5, remaining: 3.5 });
+    // The search narrows them as it narrows budgets.
+    const other = await (await fetch(`${base}/dashboard?q=nothing-like-it`, { headers: { authorization: `Bearer ${admin}` } })).text();
+    expect(other).not.toContain('data-scope="project-type:tb/h100"');
   });
 
   it('shows 2,000 held jobs as a count and the oldest 50 rows', async () => {
