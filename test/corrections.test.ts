@@ -96,7 +96,7 @@ describe('corrections', () => {
     expect((await used('credits')).usd.used).toBe(8_200_000 - 1_250_000);
     const over = await call('POST', '/corrections', { kind: 'credit', scope: 'project:credits', usd: 100, reason: 'too much' });
     expect(over.status).toBe(409);
-    expect(over.body.error.message).toContain('a credit can give back at most that');
+    expect(over.body.error.message).toBe('project credits has used $6.95 this period; a credit can give back at most that');
     expect((await call('GET', '/corrections?jobId=credit:project:credits')).body).toMatchObject({ total: 1, corrections: [{ kind: 'credit', charged: { usd: -1.25 }, actor: 'ops-alice', reason: 'goodwill' }] });
     expect((await new DriftAudit(env.t.redis, env.t.accounting, env.t.pool).run()).drift).toEqual([]);
   });

@@ -64,7 +64,7 @@ export class Corrections {
       const [s] = await this.accounting.scopes([scope], now);
       const used = s!.counted[unit].used;
       if (amount > used) {
-        throw new CorrectionRefused(409, `${scope} has used ${used / UNIT_SCALE[unit]} ${unit} this period; a credit can give back at most that`);
+        throw new CorrectionRefused(409, `${scopeLabel(scope)} has used ${formatAmount(used, unit)}${unitSuffix(unit)} this period; a credit can give back at most that`);
       }
       const delta: Delta = [0, 0, 0];
       delta[UNIT_INDEX[unit]] = -amount;
