@@ -9,7 +9,9 @@
  * writer, the event store and the scheduler use the same database): every
  * answer is 2xx and every stored value is the one its own request sent.
  * And people with keys ask for overrides and a manager decides four at once
- * on the one connection, each audited as it is answered.
+ * on the one connection, each audited as it is answered; and the rate card,
+ * usage factors, allowed GPU types, type budgets and corrections (which read
+ * inside their transaction) change at once, each audited.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Queue } from 'bullmq';
@@ -105,6 +107,32 @@ describe('npm start with the embedded Postgres', () => {
     // And the jobs all settled, each hour in the ledger once.
     await eventually(() => call('GET', '/projects/flow/budget'), (r) => r.body.usedGpuHours === 100 && r.body.reservedGpuHours === 0, 60_000);
     expect((await call('GET', '/drift')).body.drift).toEqual([]);
+  });
+
+  it('prices, factors, allowed GPU types, type budgets and corrections change at once, each audited', async () => {
+    expect((await call('PUT', '/projects/priced/budget', { usd: 1000 })).status).toBe(200);
+    expect((await call('PUT', '/gpu-types/h100', { unitsPerGpuHour: 3, usdPerGpuHour: 4 })).status).toBe(200);
+    // Two jobs end (1 GPU-h each at $4): a refund and a re-rate have something to correct.
+    await intake.addBulk(['e1', 'e2'].map((id) => ({ name: 'j', data: { project: 'priced', user: 'pia', gpuType: 'h100', estimatedGpuHours: 1, payload: { simulate: { gpuHours: 1 } } }, opts: { jobId: id } })));
+    await eventually(() => call('GET', '/projects/priced/budget'), (r) => r.body.used === 8 && r.body.reserved === 0, 30_000);
+    const at = new Date().toISOString().slice(0, 10);
+    const answers = await Promise.all([
+      call('PUT', '/gpu-types/a100', { unitsPerGpuHour: 2, usdPerGpuHour: 2.5, reason: 'rate a100' }),
+      call('PUT', '/job-types/lint/usage-factor', { factor: 0.5, reason: 'factor lint' }),
+      call('PUT', '/projects/priced/gpu-types', { allowed: ['h100', 'a100'], reason: 'allow priced' }),
+      call('PUT', '/projects/priced/gpu-types/h100/budget', { gpuHours: 50, period: 'month', reason: 'type budget' }),
+      call('POST', '/corrections', { kind: 'credit', scope: 'project:priced', usd: 1, reason: 'credit priced' }),
+      call('POST', '/corrections', { kind: 'refund', jobId: 'e1', reason: 'refund e1' }),
+      call('POST', '/corrections', { kind: 're-rate', gpuType: 'h100', from: `${at}T00:00:00Z`, to: '2100-01-01T00:00:00Z', unitsPerGpuHour: 3, usdPerGpuHour: 3.5, reason: 're-rate h100' }),
+      ...Array.from({ length: 4 }, () => call('GET', '/corrections')),
+    ]);
+    expect(answers.filter((a) => a.status !== 200).map((a) => `${a.status} ${JSON.stringify(a.body)}`)).toEqual([]);
+    const audit = (await call('GET', '/audit?limit=1000')).body.entries as { reason: string | null }[];
+    for (const reason of ['rate a100', 'factor lint', 'allow priced', 'type budget', 'credit priced', 'refund e1', 're-rate h100']) {
+      expect(audit.filter((e) => e.reason === reason), reason).toHaveLength(1);
+    }
+    // $8 used, less $1 credited and e1's $4 refunded, e2 re-rated from $4 to $3.50 (whichever went first): $2.50.
+    expect((await call('GET', '/projects/priced/budget')).body).toMatchObject({ used: 2.5 });
   });
 
   it('people with keys ask for and approve overrides at once, each audited in Postgres as it is answered', async () => {

@@ -16,7 +16,7 @@
  * All corrections take one lock: they are rare, and a refund and a re-rate
  * of the same job must not both start from the same charge.
  */
-import type { Pool } from '../db/pool.ts';
+import type { Pool, Queryable } from '../db/pool.ts';
 import type { Actor } from '../db/audit.ts';
 import type { Logger } from '../log.ts';
 import { adminChange } from '../audit/change.ts';
@@ -79,8 +79,8 @@ export class Corrections {
 
   /** Take back `gpuMs` of job `jobId`'s last run (all that is left of it when null), at the price it is charged at. */
   async refund(jobId: string, gpuMs: number | null, actor: Actor, reason: string): Promise<CorrectionResult> {
-    return this.change('correction.refund', `job:${jobId}`, actor, reason, async () => {
-      const job = await chargedJob(this.pool, jobId);
+    return this.change('correction.refund', `job:${jobId}`, actor, reason, async (_now, db) => {
+      const job = await chargedJob(db, jobId);
       if (!job) throw new CorrectionRefused(404, `job ${jobId} has not ended (or is unknown): only an ended job's charge can be refunded`);
       if (job.exempt) throw new CorrectionRefused(409, `job ${jobId} is of an exempt job type: it was charged nothing`);
       const take = gpuMs ?? job.remainingGpuMs;
@@ -95,8 +95,9 @@ export class Corrections {
   /** Charge the ended jobs of `gpuType` admitted in [from, to) at `rate` from their start. */
   async reRate(gpuType: string, from: number, to: number, rate: Rate, actor: Actor, reason: string): Promise<CorrectionResult> {
     let running = 0;
-    const out = await this.change('correction.re-rate', `gpu-type:${gpuType}`, actor, reason, async () => {
-      const [jobs, n] = await Promise.all([chargedJobsOfType(this.pool, gpuType, new Date(from), new Date(to)), runningJobsOfType(this.pool, gpuType, new Date(from), new Date(to))]);
+    const out = await this.change('correction.re-rate', `gpu-type:${gpuType}`, actor, reason, async (_now, db) => {
+      const jobs = await chargedJobsOfType(db, gpuType, new Date(from), new Date(to));
+      const n = await runningJobsOfType(db, gpuType, new Date(from), new Date(to));
       running = n;
       const rows = jobs.flatMap((job) => {
         const delta = minus(charges(job.remainingGpuMs, rate, job.factorMilli), job.charged);
@@ -109,13 +110,15 @@ export class Corrections {
   }
 
   /**
-   * One admin change: `build` reads what it corrects and answers the rows;
+   * One admin change: `build` reads what it corrects, through the change's
+   * own connection `db` (the embedded Postgres has one: a read through the
+   * pool would wait for this transaction forever), and answers the rows;
    * they are written with their audit row, and the counters they name move
    * by their charges (undone if the commit fails).
    */
-  private async change(action: string, target: string, actor: Actor, reason: string, build: (now: number) => Promise<{ rows: LedgerRow[]; audit: Record<string, unknown> }>): Promise<CorrectionResult> {
+  private async change(action: string, target: string, actor: Actor, reason: string, build: (now: number, db: Queryable) => Promise<{ rows: LedgerRow[]; audit: Record<string, unknown> }>): Promise<CorrectionResult> {
     return adminChange(this.pool, ['corrections'], async (tx) => {
-      const { rows, audit } = await build(this.clock.now());
+      const { rows, audit } = await build(this.clock.now(), tx.db);
       const total: Delta = [0, 0, 0];
       const byCounter = new Map<string, Delta>();
       for (const r of rows) {
