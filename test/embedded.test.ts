@@ -109,7 +109,7 @@ describe('npm start with the embedded Postgres', () => {
     expect((await call('GET', '/drift')).body.drift).toEqual([]);
   });
 
-  it('prices, factors, allowed GPU types, type budgets and corrections change at once, each audited', async () => {
+  it('prices, factors, allowed GPU types, type budgets, corrections and other limits change at once, each audited', async () => {
     expect((await call('PUT', '/projects/priced/budget', { usd: 1000 })).status).toBe(200);
     expect((await call('PUT', '/gpu-types/h100', { unitsPerGpuHour: 3, usdPerGpuHour: 4 })).status).toBe(200);
     // Two jobs end (1 GPU-h each at $4): a refund and a re-rate have something to correct.
@@ -124,11 +124,15 @@ describe('npm start with the embedded Postgres', () => {
       call('POST', '/corrections', { kind: 'credit', scope: 'project:priced', usd: 1, reason: 'credit priced' }),
       call('POST', '/corrections', { kind: 'refund', jobId: 'e1', reason: 'refund e1' }),
       call('POST', '/corrections', { kind: 're-rate', gpuType: 'h100', from: `${at}T00:00:00Z`, to: '2100-01-01T00:00:00Z', unitsPerGpuHour: 3, usdPerGpuHour: 3.5, reason: 're-rate h100' }),
+      call('PUT', '/projects/priced/concurrency', { maxGpus: 64, reason: 'cap priced' }),
+      call('PUT', '/users/pia/rate-limit', { jobsPerMinute: 600, burst: 60, reason: 'rate pia' }),
+      call('PUT', '/exempt-job-types/smoke', { reason: 'exempt smoke' }),
+      call('POST', '/projects/flow/budget/adjust', { gpuHours: 5, reason: 'adjust flow' }),
       ...Array.from({ length: 4 }, () => call('GET', '/corrections')),
     ]);
     expect(answers.filter((a) => a.status !== 200).map((a) => `${a.status} ${JSON.stringify(a.body)}`)).toEqual([]);
     const audit = (await call('GET', '/audit?limit=1000')).body.entries as { reason: string | null }[];
-    for (const reason of ['rate a100', 'factor lint', 'allow priced', 'type budget', 'credit priced', 'refund e1', 're-rate h100']) {
+    for (const reason of ['rate a100', 'factor lint', 'allow priced', 'type budget', 'credit priced', 'refund e1', 're-rate h100', 'cap priced', 'rate pia', 'exempt smoke', 'adjust flow']) {
       expect(audit.filter((e) => e.reason === reason), reason).toHaveLength(1);
     }
     // $8 used, less $1 credited and e1's $4 refunded, e2 re-rated from $4 to $3.50 (whichever went first): $2.50.
