@@ -104,6 +104,9 @@ describe('gatekeeper CLI', () => {
       '  1 × held: project gamma: 3.0 of 3.0 GPU-h used or reserved; job needs 1.0 (behind 1 older held job waiting for project gamma) (first: job 4)',
     ]);
     expect(pre.out).toContain('  project gamma: this submission would reach 100% of its limit');
+    // Its scopes named as the reasons name them.
+    expect(pre.out).toMatch(/^project gamma +none +3 /m);
+    expect(pre.out).toMatch(/^user uma's daily quota +\d{4}-\d\d-\d\d +none /m);
     const sub = await cli(['submit', '--project', 'gamma', '--user', 'uma', '--hours', '1'], viewer);
     expect(sub.out).toMatch(/^submitted 1 job \(\d+\); preflight: 1 admitted, 0 held\n/);
     expect(await cli(['submit', '--project', 'gamma'])).toMatchObject({ code: EXIT.usage });

@@ -4,12 +4,13 @@
  */
 import { table } from './table.ts';
 import { GPU_MS_PER_HOUR } from '../units.ts';
+import { scopeLabel } from '../accounting/scopes.ts';
 
 export function preflightText(r: Record<string, any>): string {
   const lines = [`${r.jobs} job${r.jobs === 1 ? '' : 's'}: ${r.admitted} would be admitted now, ${r.held} held, ${r.rejected} rejected${r.throttled ? `, ${r.throttled} throttled` : ''}`];
   const outcomes = (r.outcomes as { index: number; outcome: string; reason?: string }[]).filter((o) => o.outcome !== 'admitted');
   lines.push(...grouped(outcomes.map((o) => ({ what: `${o.outcome}: ${o.reason}`, job: o.index }))));
-  lines.push('', scopeTable((r.scopes as Record<string, any>[]).map((s) => [s.scope, s])));
+  lines.push('', scopeTable((r.scopes as Record<string, any>[]).map((s) => [scopeLabel(s.scope), s])));
   if (r.cost?.jobs) lines.push('', ...costLines(r.cost, r.byGpuType ?? []));
   if (r.warnings.length) lines.push('', 'warnings:', ...r.warnings.map((w: string) => `  ${w}`));
   return lines.join('\n');
