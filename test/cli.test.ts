@@ -145,6 +145,18 @@ describe('gatekeeper CLI', () => {
     expect(sub.out).toMatch(/^submitted 2 jobs \((\d+), (\d+)\); preflight: 0 admitted, 0 held, 2 rejected\n  2 × rejected: project narrow may use only a100; the job asks for "t4" \(first: job \1\)\n/);
   });
 
+  it("keeps a limit's unit when --unit is not given, and a new limit is in GPU hours", async () => {
+    const json = async (args: string[]) => JSON.parse((await cli(['--json', ...args])).out);
+    await cli(['budget', 'set', 'keepu', '10', '--unit', 'usd']);
+    expect(await json(['budget', 'set', 'keepu', '20'])).toMatchObject({ unit: 'usd', limit: 20 });
+    expect(await json(['budget', 'adjust', 'keepu', '5'])).toMatchObject({ unit: 'usd', effectiveLimit: 25 });
+    await cli(['quota', 'set', 'kay', '--daily', '4', '--unit', 'units']);
+    expect(await json(['quota', 'set', 'kay', '--daily', '6', '--weekly', '30'])).toMatchObject({ daily: { unit: 'units', limit: 6 }, weekly: { unit: 'gpuHours', limit: 30 } });
+    expect(await json(['budget', 'set', 'newu', '7'])).toMatchObject({ unit: 'gpuHours', limit: 7 });
+    // Given, it still changes the unit.
+    expect(await json(['budget', 'set', 'newu', '3', '--unit', 'units'])).toMatchObject({ unit: 'units', limit: 3 });
+  });
+
   it('prints amounts exact to their unit: no float tails, no digits past a micro-dollar', async () => {
     await cli(['gpu-types', 'set', 'tailtype', '--units', '3', '--usd', '0.1']);
     await cli(['budget', 'set', 'tails', '10', '--unit', 'units']);

@@ -4,6 +4,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { CommanderError, Option } from 'commander';
+import { ApiError, type ApiClient } from './client.ts';
 
 /** Exit codes: see src/cli/main.ts. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, forbidden: 3, notFound: 4, refused: 5 } as const;
@@ -86,9 +87,37 @@ export const runPath = (project: string, run: string) => `/projects/${encodeURIC
 export const pageQuery = (o: { limit: string; cursor?: string; search?: string }) =>
   new URLSearchParams({ limit: o.limit, ...(o.cursor ? { cursor: o.cursor } : {}), ...(o.search ? { q: o.search } : {}) });
 
-/** --unit: what a limit's amount is in (gpuHours by default; units and usd from the rate card). */
+/** --unit: what a limit's amount is in; not given, the limit's unit now (unitOf). */
 export const unitOption = () =>
-  new Option('--unit <unit>', 'the amount is GPU hours, compute units or US dollars').choices(['gpuHours', 'units', 'usd']).default('gpuHours');
+  new Option('--unit <unit>', "the amount is GPU hours, compute units or US dollars (default: the limit's unit now; GPU hours for a new one)").choices(['gpuHours', 'units', 'usd']);
+
+/**
+ * The unit an amount is in: --unit, else the unit of the limit that `path`
+ * answers now (`pick` finds it in the answer), else GPU hours (no such limit
+ * yet). So `budget set alpha 20` on a dollar budget sets $20, not 20 GPU
+ * hours: an option not given keeps its current value, the unit included.
+ */
+export async function unitOf(api: ApiClient, given: string | undefined, path: string, pick: (answer: any) => { unit?: string } | undefined = (a) => a): Promise<string> {
+  if (given !== undefined) return given;
+  try {
+    return pick(await api.call('GET', path))?.unit ?? 'gpuHours';
+  } catch (err) {
+    if (err instanceof ApiError && err.status === 404) return 'gpuHours';
+    throw err;
+  }
+}
+
+/** Where a limit's scope (project:p, user-day:u, user-week:u, run:p/r, project-type:p/t) is read, and how to find it in the answer; null: not a limit the API reads. */
+export function limitPathOf(scope: string): { path: string; pick?: (answer: any) => { unit?: string } } | null {
+  const at = scope.indexOf(':');
+  const [kind, name] = [scope.slice(0, at), scope.slice(at + 1)];
+  const [a = '', b] = name.split('/');
+  if (kind === 'project') return { path: `/projects/${encodeURIComponent(a)}/budget` };
+  if (kind === 'user-day' || kind === 'user-week') return { path: `/users/${encodeURIComponent(a)}/quota`, pick: (q) => (kind === 'user-day' ? q.daily : q.weekly) };
+  if (kind === 'run' && b !== undefined) return { path: runPath(a, b) };
+  if (kind === 'project-type' && b !== undefined) return { path: `/projects/${encodeURIComponent(a)}/gpu-types/${encodeURIComponent(b)}/budget` };
+  return null;
+}
 
 /** A limit's amount as the API takes it: { gpuHours | units | usd: n }. */
 export function amountField(unit: string | undefined, what: string, value: string): Record<string, number> {

@@ -1,6 +1,6 @@
 /** `gatekeeper budget list|get|set|adjust`: project budgets in GPU hours, compute units or dollars. */
 import { Option, type Command } from 'commander';
-import { amountField, limitFields, num, pageQuery, type LimitOpts, releaseOption, unitOption } from '../args.ts';
+import { amountField, limitFields, num, pageQuery, type LimitOpts, releaseOption, unitOf, unitOption } from '../args.ts';
 import { budgetTable, projectsTable, scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -39,12 +39,14 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
     .addOption(releaseOption())
     .action(async (project: string, amount: string, o: LimitOpts & { unit?: string; period?: string; rollover?: boolean; rolloverCap?: string }) => {
       const { api, json } = client();
-      const b = await api.call('PUT', `/projects/${encodeURIComponent(project)}/budget`, {
-        ...amountField(o.unit, 'amount', amount),
+      const path = `/projects/${encodeURIComponent(project)}/budget`;
+      const unit = await unitOf(api, o.unit, path);
+      const b = await api.call('PUT', path, {
+        ...amountField(unit, 'amount', amount),
         ...limitFields(o),
         ...(o.period ? { period: o.period } : {}),
         ...(o.rollover !== undefined ? { rollover: o.rollover } : {}),
-        ...(o.rolloverCap !== undefined ? { [(o.unit ?? 'gpuHours') === 'gpuHours' ? 'rolloverCapGpuHours' : 'rolloverCap']: num('--rollover-cap', o.rolloverCap) } : {}),
+        ...(o.rolloverCap !== undefined ? { [unit === 'gpuHours' ? 'rolloverCapGpuHours' : 'rolloverCap']: num('--rollover-cap', o.rolloverCap) } : {}),
       });
       print(json, b, () => budgetTable(b));
     });
@@ -55,7 +57,8 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
     .option('--reason <text>', 'why, for the audit log')
     .action(async (project: string, amount: string, o: { unit?: string; reason?: string }) => {
       const { api, json } = client();
-      const b = await api.call('POST', `/projects/${encodeURIComponent(project)}/budget/adjust`, { ...amountField(o.unit, 'amount', amount), ...(o.reason ? { reason: o.reason } : {}) });
+      const unit = await unitOf(api, o.unit, `/projects/${encodeURIComponent(project)}/budget`);
+      const b = await api.call('POST', `/projects/${encodeURIComponent(project)}/budget/adjust`, { ...amountField(unit, 'amount', amount), ...(o.reason ? { reason: o.reason } : {}) });
       print(json, b, () => budgetTable(b));
     });
   budget
@@ -89,7 +92,7 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
         ? await api.call('DELETE', path, o.reason ? { reason: o.reason } : {})
         : amount === undefined
           ? await api.call('GET', path)
-          : await api.call('PUT', path, { ...amountField(o.unit, 'amount', amount), ...limitFields(o), ...(o.period ? { period: o.period } : {}) });
+          : await api.call('PUT', path, { ...amountField(await unitOf(api, o.unit, path), 'amount', amount), ...limitFields(o), ...(o.period ? { period: o.period } : {}) });
       print(json, b, () => scopeTable([[`project ${project}'s ${gpuType}`, b]]));
     });
 }

@@ -1,6 +1,6 @@
 /** `gatekeeper correct credit|refund|re-rate` and `gatekeeper corrections`: corrections, append-only (admins). */
 import type { Command } from 'commander';
-import { amountField, num, unitOption } from '../args.ts';
+import { amountField, limitPathOf, num, unitOf, unitOption } from '../args.ts';
 import { table } from '../table.ts';
 import { hoursCell, unitsCell, usdCell } from '../format.ts';
 import type { CliContext } from '../context.ts';
@@ -21,7 +21,9 @@ export function addCorrectionCommands(program: Command, { client, print }: CliCo
     .requiredOption('--reason <text>', 'why, for the audit log and the ledger')
     .action(async (scope: string, amount: string, o: { unit?: string; reason: string }) => {
       const { api, json } = client();
-      const r = await api.call('POST', '/corrections', { kind: 'credit', scope, ...amountField(o.unit, 'amount', amount), reason: o.reason });
+      const limit = limitPathOf(scope);
+      const unit = limit ? await unitOf(api, o.unit, limit.path, limit.pick) : o.unit;
+      const r = await api.call('POST', '/corrections', { kind: 'credit', scope, ...amountField(unit, 'amount', amount), reason: o.reason });
       print(json, r, () => summary(r));
     });
   correct

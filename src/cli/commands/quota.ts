@@ -1,6 +1,6 @@
 /** `gatekeeper quota list|get|set`: users' daily and weekly quotas in GPU hours. */
 import { CommanderError, Option, type Command } from 'commander';
-import { amountField, EXIT, limitFields, pageQuery, type LimitOpts, releaseOption, unitOption } from '../args.ts';
+import { amountField, EXIT, limitFields, pageQuery, type LimitOpts, releaseOption, unitOf, unitOption } from '../args.ts';
 import { quotaTable, scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -39,9 +39,11 @@ export function addQuotaCommands(program: Command, { client, print }: CliContext
     .option('--reason <text>', 'why, for the audit log')
     .action(async (user: string, o: LimitOpts & { unit?: string; daily?: string; weekly?: string }) => {
       if (o.daily === undefined && o.weekly === undefined) throw new CommanderError(EXIT.usage, 'usage', 'give --daily and/or --weekly');
-      const one = (v: string | undefined, what: string) => (v === undefined ? {} : { [what]: v === 'none' ? null : { ...amountField(o.unit, `--${what}`, v), ...limitFields({ ...o, reason: undefined }) } });
       const { api, json } = client();
-      const q = await api.call('PUT', `/users/${encodeURIComponent(user)}/quota`, { ...one(o.daily, 'daily'), ...one(o.weekly, 'weekly'), ...(o.reason ? { reason: o.reason } : {}) });
+      const path = `/users/${encodeURIComponent(user)}/quota`;
+      const one = async (v: string | undefined, what: 'daily' | 'weekly') =>
+        v === undefined ? {} : { [what]: v === 'none' ? null : { ...amountField(await unitOf(api, o.unit, path, (q) => q[what]), `--${what}`, v), ...limitFields({ ...o, reason: undefined }) } };
+      const q = await api.call('PUT', path, { ...(await one(o.daily, 'daily')), ...(await one(o.weekly, 'weekly')), ...(o.reason ? { reason: o.reason } : {}) });
       print(json, q, () => quotaTable(q));
     });
 }

@@ -1,6 +1,6 @@
 /** `gatekeeper run-cap get|set|remove`: GPU-hour caps on runs. */
 import { Option, type Command } from 'commander';
-import { amountField, limitFields, runPath, type LimitOpts, releaseOption, unitOption } from '../args.ts';
+import { amountField, limitFields, runPath, type LimitOpts, releaseOption, unitOf, unitOption } from '../args.ts';
 import { scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -23,7 +23,7 @@ export function addRunCapCommands(program: Command, { client, print }: CliContex
     .option('--reason <text>', 'why, for the audit log')
     .action(async (project: string, run: string, amount: string, o: LimitOpts & { unit?: string }) => {
       const { api, json } = client();
-      const r = await api.call('PUT', runPath(project, run), { ...amountField(o.unit, 'amount', amount), ...limitFields(o) });
+      const r = await api.call('PUT', runPath(project, run), { ...amountField(await unitOf(api, o.unit, runPath(project, run)), 'amount', amount), ...limitFields(o) });
       print(json, r, () => scopeTable([[`${project}/${run}`, r]]));
     });
   runCap
