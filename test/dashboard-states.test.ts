@@ -151,8 +151,11 @@ describe('dashboard states', () => {
     const { widths: _, ...run } = card(html, 'run:tb/r1');
     expect(run).toEqual({ used: 0, reserved: 1.5, limit: 5, remaining: 3.5 });
     // The search narrows them as it narrows budgets.
-    const other = await (await fetch(`${base}/dashboard?q=nothing-like-it`, { headers: { authorization: `Bearer ${admin}` } })).text();
-    expect(other).not.toContain('data-scope="project-type:tb/h100"');
+    // The search narrows them by name, as it narrows budgets: not by the kind's prefix ('type', 'run').
+    const page = async (q: string) => (await fetch(`${base}/dashboard?q=${q}`, { headers: { authorization: `Bearer ${admin}` } })).text();
+    for (const q of ['type', 'run', 'nothing-like-it']) expect(await page(q), q).not.toContain('data-scope="project-type:tb/h100"');
+    expect(await page('h10')).toContain('data-scope="project-type:tb/h100"');
+    expect(await page('r1')).toContain('data-scope="run:tb/r1"');
   });
 
   it('shows 2,000 held jobs as a count and the oldest 50 rows', async () => {

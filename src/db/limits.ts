@@ -65,13 +65,13 @@ export async function getLimits(db: Queryable, scopes: string[]): Promise<Map<st
 /**
  * Run caps or per-type budgets ('run:<p>/<r>', 'project-type:<p>/<t>') by
  * scope, at most `limit`, optionally only those of some projects or whose
- * scope holds `q` (case-insensitive).
+ * name ('<p>/<r>', '<p>/<t>') holds `q` (case-insensitive).
  */
 export async function projectPartScopes(db: Queryable, f: { kind: 'run' | 'project-type'; projects: readonly string[] | null; q: string | null; limit: number }): Promise<string[]> {
   const r = await db.query(
     `SELECT scope FROM limits WHERE scope LIKE $4::text || ':%'
        AND ($2::text[] IS NULL OR split_part(substr(scope, length($4::text) + 2), '/', 1) = ANY($2::text[]))
-       AND ($3::text IS NULL OR strpos(lower(scope), lower($3::text)) > 0)
+       AND ($3::text IS NULL OR strpos(lower(substr(scope, length($4::text) + 2)), lower($3::text)) > 0)
      ORDER BY scope COLLATE "C" LIMIT $1::int`,
     [f.limit, f.projects, f.q, f.kind],
   );
