@@ -130,7 +130,7 @@ describe('the waker', () => {
     await t.budgets.set('w-stop', hoursToGpuMs(1));
     await submit('w-stop', [['wp1', 1], ['wp2', 1], ['wp3', 1]]);
     const before = await t.redis.hgetall(t.accounting.keys.reservation('wp3'));
-    const out = await t.accounting.release(['wp2', 'wp3'], 'wake', 'test', Date.now());
+    const out = await t.accounting.release(['wp2', 'wp3'], 'wake', 'test', Date.now(), 'project:w-stop');
     expect(out.map((o) => o.kind)).toEqual(['held']);
     expect(await t.redis.hgetall(t.accounting.keys.reservation('wp3'))).toEqual(before);
   });

@@ -101,7 +101,7 @@ export function createWaker(deps: WakerDeps) {
     for (let n = 1; ; n = Math.min(n * 8, HEADS)) {
       const take = await heads(base, n);
       if (take.length === 0) break;
-      const r = await held.wake(take, note);
+      const r = await held.wake(base, take, note);
       admitted += r.admitted.length;
       if (r.admitted.length < take.length || take.length < n) break;
     }

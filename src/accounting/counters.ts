@@ -120,13 +120,14 @@ export class Accounting {
 
   /**
    * Re-run admission for held jobs, oldest first ('fifo'), or admit them
-   * regardless of budget ('override'). `note` goes to the ledger.
+   * regardless of budget ('override'); 'wake': the first jobs of the line
+   * of scope base `line` (release.lua). `note` goes to the ledger.
    */
-  async release(jobIds: string[], mode: 'fifo' | 'override' | 'wake', note: string, now: number): Promise<ReleaseOutcome[]> {
+  async release(jobIds: string[], mode: 'fifo' | 'override' | 'wake', note: string, now: number, line = ''): Promise<ReleaseOutcome[]> {
     if (jobIds.length === 0) return [];
     const k = this.keys;
     const out = (await callScript(this.redis, 'release', [k.open, k.ledger, k.allHeld], [
-      String(now), mode, note, k.prefix, this.periodsArg(now), String(this.settledRetainSeconds), this.unpricedPolicy, ...jobIds,
+      String(now), mode, note, k.prefix, this.periodsArg(now), String(this.settledRetainSeconds), this.unpricedPolicy, line, ...jobIds,
     ])) as (number | string)[][];
     return out.map(decodeRelease);
   }

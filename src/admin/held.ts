@@ -208,19 +208,20 @@ export class HeldJobs {
   /**
    * Decide held jobs again because room appeared (workers/waker.ts): as
    * release does, first in first out, with `note` in the ledger and the
-   * JOB_RELEASED events. Not an admin change, so no audit row.
+   * JOB_RELEASED events. `ids`: the first jobs of the line of scope base
+   * `line`, as read a moment ago. Not an admin change, so no audit row.
    */
-  async wake(ids: string[], note: string): Promise<ReleaseReport> {
-    // One line's first jobs, oldest first: the script stops at the first that stays (the rest wait behind it).
-    return this.decideAgain(ids.slice(0, RELEASE_BATCH), note, 'wake');
+  async wake(line: string, ids: string[], note: string): Promise<ReleaseReport> {
+    // Oldest first: the script stops at the first that stays (the rest wait behind it), and at one no longer in the line.
+    return this.decideAgain(ids.slice(0, RELEASE_BATCH), note, 'wake', line);
   }
 
-  private async decideAgain(ids: string[], note: string, mode: 'fifo' | 'wake' = 'fifo'): Promise<ReleaseReport> {
+  private async decideAgain(ids: string[], note: string, mode: 'fifo' | 'wake' = 'fifo', line = ''): Promise<ReleaseReport> {
     const report: ReleaseReport = { considered: 0, admitted: [], stillHeld: [], notHeld: [], rejected: [] };
     for (let i = 0; i < ids.length; i += RELEASE_BATCH) {
       const chunk = ids.slice(i, i + RELEASE_BATCH);
       const now = this.clock.now();
-      const outcomes = await this.accounting.release(chunk, mode, note, now);
+      const outcomes = await this.accounting.release(chunk, mode, note, now, line);
       // In 'wake' mode the script answers only for the jobs it decided.
       const decided = chunk.slice(0, outcomes.length);
       report.considered += decided.length;

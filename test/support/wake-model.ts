@@ -20,9 +20,11 @@
  *
  * Which signalled line a waker takes next is not fixed, nor how two wakers'
  * steps interleave, so a wake step has a set of outcomes: `quiescent`
- * explores every order. (A step reads its line's first jobs and decides
- * them at once; the gap between the read and the release call is not
- * modelled.)
+ * explores every order. A step reads its line's first jobs and decides
+ * them at once: release.lua decides in 'wake' mode only jobs still in the
+ * line woken and in no manual line, so a read made stale by the other
+ * waker only ends a turn early, with the line signalled again by the job
+ * that left it (test/wake-model.test.ts replays two such reads).
  */
 
 /** Two wakers race in the test: at most two lines' turns are under way at once. */
@@ -217,7 +219,8 @@ export class WakeModel {
       const again = [...new Set(n.fresh)].filter((l) => m.signals.has(l) && (l !== popped || m.signals.get(l)! > 1));
       if (again.length > 0) {
         const twice = n.clone();
-        for (const l of again) twice.signals.set(l, Math.min(2, twice.signals.get(l)! + 1));
+        // Due at most once per waker holding it, and once more in the wake set.
+        for (const l of again) twice.signals.set(l, Math.min(WAKERS + 1, twice.signals.get(l)! + 1));
         stack.push(twice);
       }
     };

@@ -40,7 +40,10 @@
     ARGV[1]    now, epoch ms
     ARGV[2]    mode: 'fifo' | 'override' | 'wake' (fifo, but no job after the
                first that stays held is decided: the waker's, whose jobs
-               are one line's first ones, each behind the one before)
+               are one line's first ones, each behind the one before, read
+               before this call: another waker may have decided them since,
+               so it also stops at a held job no longer in that line, or
+               waiting in a line an admin releases, 'release' 'manual')
     ARGV[3]    note for the ledger (who released it, and why)
     ARGV[4]    key base, '<prefix>:' of every gatekeeper key (KEYS[1] without 'open');
                reservation, scope and held keys are built from it. They carry
@@ -49,7 +52,8 @@
     ARGV[6]    seconds to remember a rejected job (as cancel.lua)
     ARGV[7]    a job whose GPU type has no rate: 'default' (priced at the
                default rate) or 'reject' (as reserve.lua's ARGV[7])
-    ARGV[8..]  job ids, oldest first
+    ARGV[8]    'wake': the scope base of the line woken; otherwise ''
+    ARGV[9..]  job ids, oldest first
 
   Output: one entry per job, in order (in 'wake' mode, up to the first that
   stays held):
@@ -85,10 +89,22 @@ local scopeOf = scopeReader(base, cjson.decode(ARGV[5]), tonumber(now), true)
 local price = pricer(base, tonumber(now))
 local allows = gpuAllowed(base)
 local rejectUnpriced = ARGV[7] == 'reject'
+local wokenLine = ARGV[8]
+
+-- 'wake': is a held job still one the waker may decide (in the line woken, in no manual line)?
+local manualLine = {}
+local function wakeable(jobId, lines)
+  if not redis.call('ZSCORE', base .. 'line:' .. wokenLine, jobId) then return false end
+  for _, l in ipairs(lines) do
+    if manualLine[l] == nil then manualLine[l] = redis.call('HGET', base .. 'def:' .. l, 'release') == 'manual' end
+    if manualLine[l] then return false end
+  end
+  return true
+end
 
 -- Every record read and decoded first: a bad one fails the call before any write.
 local records = {}
-for a = 8, #ARGV do
+for a = 9, #ARGV do
   local jobId = ARGV[a]
   local resKey = base .. 'res:' .. jobId
   local r = redis.call('HMGET', resKey, 'amount', 'state', 'bases', 'meta', 'lines', 'ts')
@@ -130,6 +146,8 @@ for _, rec in ipairs(records) do
     out = before[1] == 1 and { -1, 'reserved' } or before
   elseif r[2] ~= 'held' then
     out = { -1, r[2] or 'missing' }
+  elseif mode == 'wake' and not wakeable(jobId, rec.lines) then
+    break
   elseif rec.refused then
     for _, l in ipairs(unhold(base, allHeldKey, jobId, rec.project, r[5], ARGV[6])) do leave(l) end
     out = { 8, rec.gpuType, rec.refused }
