@@ -51,7 +51,6 @@ describe('/metrics', () => {
     await createWebhook(t.pool, { url: `${urlOf(hookServer)}/`, types: ['THRESHOLD_CROSSED'] }, t.config);
 
     const gk = createGatekeeper({ config: t.config, workerConnection: t.connection(), connection: t.redis, log: t.log, clock: systemClock, metrics });
-    const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log });
     const rec = createReconciler({ config: t.config, connection: t.redis, log: t.log, clock: systemClock, metrics });
     rec.start();
     const store = new EventStore(t.connection(), t.accounting.keys.events, t.pool, t.config, t.log, { blockMs: 50 });
@@ -63,16 +62,21 @@ describe('/metrics', () => {
     const app = createApp({ metrics, budgets: t.budgets, held, redis: t.redis, pool: t.pool, log: t.log, tokens: { admin: 'test-admin-token-0123456789', viewer } });
     const server = await listen(app);
     base = `${urlOf(server)}`;
-    closers.push(() => gk.close(), () => sim.close(), () => rec.close(), () => store.stop(), () => delivery.close(), () => held.close(), () => new Promise((r) => server.close(r)));
+    closers.push(() => gk.close(), () => rec.close(), () => store.stop(), () => delivery.close(), () => held.close(), () => new Promise((r) => server.close(r)));
 
     await t.budgets.set('met', hoursToGpuMs(3));
     await caps.set('gpus-project:met', { maxGpus: 10, peak: null, release: 'auto' }, { name: 'ops', role: 'admin' }, null);
     const intake = new Queue(t.config.queues.intake, { connection: t.redis, prefix: t.config.queuePrefix });
     closers.push(() => intake.close());
-    await intake.addBulk([
+    const added = await intake.addBulk([
       ...Array.from({ length: 5 }, (_, i) => ({ name: `j${i}`, data: { project: 'met', user: 'mo', estimatedGpuHours: 1, payload: { simulate: { durationMs: 5, gpuHours: 0.5 } } } })),
       { name: 'bad', data: { project: 'met', user: 'mo', estimatedGpuHours: 'lots' } },
     ]);
+    // Every job decided before any runs: three admitted (crossing 75, 90 and 100 % of the 3 hours), two held, one rejected.
+    // (A job settled at half its estimate before the third was decided would leave 90 and 100 % uncrossed.)
+    await eventually(() => Promise.all(added.map((j) => j.getState())), (states) => states.every((s) => s === 'completed' || s === 'failed'));
+    const sim = createGpuSim({ config: t.config, workerConnection: t.connection(), log: t.log });
+    closers.push(() => sim.close());
     await eventually(() => t.budgets.get('met'), (b) => b!.usedGpuMs === hoursToGpuMs(1.5) && b!.reservedGpuMs === 0);
 
     const scrape = async (token?: string) => {
