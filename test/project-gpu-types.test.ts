@@ -127,7 +127,10 @@ describe('GPU types of a project', () => {
     expect((await call('GET', '/projects/typed/gpu-types/h100/budget')).body).toMatchObject({ reserved: 2, remaining: 0 });
     expect(out[2]).toMatchObject({ reason: "project typed's h100 budget: 2.0 of 2.0 GPU-h used or reserved; job needs 1.0" });
     expect(await call('GET', '/projects/typed/gpu-types/a100/budget', undefined, tokens.viewer)).toMatchObject({ status: 404 });
+    // The project's GPU types list its type budgets, each with its numbers.
+    expect((await call('GET', '/projects/typed/gpu-types', undefined, tokens.viewer)).body).toMatchObject({ allowed: null, budgets: [{ gpuType: 'h100', limit: 2, reserved: 2, remaining: 0, period: 'month' }] });
     expect((await call('DELETE', '/projects/typed/gpu-types/h100/budget', { reason: 'done' })).body).toMatchObject({ limit: null });
+    expect((await call('GET', '/projects/typed/gpu-types')).body.budgets).toEqual([]);
   });
 
   it('is set and shown from the CLI', async () => {
@@ -138,6 +141,11 @@ describe('GPU types of a project', () => {
     out = '';
     expect(await cli(['budget', 'type', 'clip', 'h100', '150.5', '--unit', 'usd', '--period', 'month'])).toBe(EXIT.ok);
     expect(out.split('\n')[1]).toMatch(/^project clip's h100 +\d{4}-\d\d +\$150\.50 +\$0\.00 +\$0\.00 +\$150\.50 /);
+    out = '';
+    // Shown with the types it may use.
+    expect(await cli(['budget', 'gpu-types', 'clip'])).toBe(EXIT.ok);
+    expect(out.split('\n')[0]).toBe('clip: only a100, h100');
+    expect(out).toMatch(/^project clip's h100 +\d{4}-\d\d +\$150\.50 /m);
     out = '';
     expect(await cli(['budget', 'gpu-types', 'clip', '--any'])).toBe(EXIT.ok);
     expect(out).toBe('clip: any GPU type\n');

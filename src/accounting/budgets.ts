@@ -10,7 +10,7 @@
  * BUDGET_CHANGED is emitted after the commit.
  */
 import type { Pool } from '../db/pool.ts';
-import { allLimits, deleteLimit, getLimit, getLimits, upsertLimit, copyEachLocked, type LimitRow } from '../db/limits.ts';
+import { allLimits, deleteLimit, getLimit, getLimits, upsertLimit, copyEachLocked, projectPartScopes, type LimitRow } from '../db/limits.ts';
 import type { Accounting } from './counters.ts';
 import type { ReleaseMode, ScopeDefinition, ScopePeriod, ScopePolicy } from './types.ts';
 import { parseScopeId, projectScope, projectTypeScope, runScope, userQuotaScope } from './scopes.ts';
@@ -192,6 +192,11 @@ export class Budgets {
     if (input === null) await this.removeLimit(scope, actor, reason, 'type-budget.remove');
     else await this.setLimit(scope, input, actor, reason, 'type-budget.set');
     return this.view(scope);
+  }
+
+  /** A project's budgets for GPU types, by type. */
+  async typeBudgets(project: string): Promise<ScopeView[]> {
+    return this.views(await projectPartScopes(this.pool, { kind: 'project-type', projects: [project], q: null, limit: 1000 }));
   }
 
   async runCap(project: string, run: string): Promise<ScopeView> {

@@ -1,6 +1,7 @@
 /**
  * A project's GPU types over HTTP:
  *   GET|PUT /projects/:project/gpu-types              which types it may use
+ *                                                     (GET: and its type budgets)
  *   GET|PUT|DELETE /projects/:project/gpu-types/:gpuType/budget
  *                                                     its budget for one type
  * PUT gpu-types { "allowed": ["h100", "a100"] | null, "reason"? } (null: any
@@ -32,8 +33,9 @@ export function projectGpuRoutes(allowed: AllowedGpuTypes, budgets: Budgets): Ro
   r.get('/projects/:project/gpu-types', async (req, res) => {
     const project = projectParam(req.params.project);
     must(res, (a) => a.canSeeProject(project), `read the GPU types of project ${project}`);
-    const row = await allowed.get(project);
-    res.json({ project, allowed: row?.allowed ?? null, updatedAt: row?.updatedAt.toISOString() ?? null });
+    const [row, views] = await Promise.all([allowed.get(project), budgets.typeBudgets(project)]);
+    const typeBudgets = views.map((v) => ({ gpuType: v.scope.slice(v.scope.indexOf('/') + 1), ...scopeJson(v) }));
+    res.json({ project, allowed: row?.allowed ?? null, updatedAt: row?.updatedAt.toISOString() ?? null, budgets: typeBudgets });
   });
   r.put('/projects/:project/gpu-types', async (req, res) => {
     const project = projectParam(req.params.project);

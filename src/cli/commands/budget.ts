@@ -63,7 +63,7 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
     });
   budget
     .command('gpu-types <project>')
-    .description('the GPU types a project may use: shown, or set with --allow (admins; audited)')
+    .description('the GPU types a project may use and its budgets for them: shown, or set with --allow (admins; audited)')
     .option('--allow <types>', 'comma separated, e.g. h100,a100')
     .option('--any', 'any GPU type again')
     .option('--reason <text>', 'why, for the audit log')
@@ -73,7 +73,9 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
       const r = o.allow === undefined && !o.any
         ? await api.call('GET', path)
         : await api.call('PUT', path, { allowed: o.any ? null : o.allow!.split(',').map((t) => t.trim()).filter(Boolean), ...(o.reason ? { reason: o.reason } : {}) });
-      print(json, r, () => `${r.project}: ${r.allowed === null ? 'any GPU type' : `only ${r.allowed.join(', ')}`}`);
+      const types = (r.budgets ?? []) as Record<string, any>[];
+      const budgets = types.length === 0 ? '' : `\n${scopeTable(types.map((b) => [`project ${r.project}'s ${b.gpuType}`, b]))}`;
+      print(json, r, () => `${r.project}: ${r.allowed === null ? 'any GPU type' : `only ${r.allowed.join(', ')}`}${budgets}`);
     });
   budget
     .command('type <project> <gpuType> [amount]')
