@@ -12,6 +12,7 @@
  * form to paste a JSON batch.
  */
 import type { ScopeView } from '../src/accounting/budgets.ts';
+import { scopeLabel } from '../src/accounting/scopes.ts';
 import { localTime } from '../src/admin/held-now.ts';
 import { formatAmount, unitSuffix } from '../src/units.ts';
 import { fromScaled, UNIT_SCALE } from '../src/accounting/pricing.ts';
@@ -38,7 +39,7 @@ export interface SubmitPageView {
   /** Managers, admins and the environment tokens may type another user. */
   userChoice: boolean;
   /** The person's projects (named on their key: a select), or every project's first page (a text field with suggestions). */
-  projects: { entries: { project: string; view: ScopeView }[]; named: boolean; more: boolean; q: string | null };
+  projects: { entries: { project: string; view: ScopeView }[]; typeBudgets: ScopeView[]; named: boolean; more: boolean; q: string | null };
   quota: { daily: ScopeView; weekly: ScopeView };
   fields: FieldValues;
   json: string;
@@ -89,7 +90,7 @@ function scopeBar(title: string, v: ScopeView, timeZone: string): string {
 
 function budgets(v: SubmitPageView): string {
   const p = v.projects;
-  const cards = p.entries.map((e) => scopeBar(`project ${e.project}`, e.view, v.timeZone)).join('');
+  const cards = p.entries.map((e) => scopeBar(`project ${e.project}`, e.view, v.timeZone)).join('') + p.typeBudgets.map((t) => scopeBar(scopeLabel(t.scope), t, v.timeZone)).join('');
   const search = p.named ? '' : `<form id="project-search" method="get" action="/submit" role="search"><input id="f-q" type="search" name="q" maxlength="128" value="${esc(p.q ?? '')}" placeholder="project name" aria-label="search projects"> <button type="submit">Search</button></form>`;
   const more = p.more ? '<p class="muted" id="more-projects">More projects than shown; search to narrow.</p>' : '';
   return `<h2>Your projects</h2>${search}<div class="grid" id="budgets">${cards || '<p class="muted">No projects to show.</p>'}</div>${more}

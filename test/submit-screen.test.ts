@@ -114,6 +114,20 @@ describe('the submission screen', () => {
     expect(p.html).not.toContain('id="f-user"');
   });
 
+  it("shows the budgets for GPU types of the submitter's projects, and no other project's", async () => {
+    const key = await submitterKey('tia', ['typed']);
+    await t.budgets.set('typed', hoursToGpuMs(100));
+    await t.budgets.setTypeBudget('typed', 'h100', { limitGpuMs: hoursToGpuMs(6), period: 'none' }, SYSTEM, null);
+    await t.budgets.setTypeBudget('other', 'h100', { limitGpuMs: hoursToGpuMs(6), period: 'none' }, SYSTEM, null);
+    expect((await call(key, 'POST', '/jobs', { jobs: [{ project: 'typed', user: 'tia', gpuType: 'h100', estimatedGpuHours: 2 }] })).status).toBe(202);
+    await eventually(() => t.budgets.view('project-type:typed/h100'), (v) => v.reservedGpuMs === hoursToGpuMs(2));
+    const p = await page(key, '/submit');
+    // By hand: 6 h for H100s, 2 reserved, 4 left, one-off.
+    expect(card(p.html, 'project-type:typed/h100')).toEqual({ used: 0, reserved: 2, remaining: 4, limit: 6, resets: 'does not reset' });
+    expect(unescape(p.html)).toContain("project typed's h100 budget");
+    expect(card(p.html, 'project-type:other/h100')).toBeNull();
+  });
+
   it('previews 12 × 1 h with 10 h left as 10 starting and 2 waiting with the PRD message, then queues exactly that', async () => {
     const key = await submitterKey('bo', ['gamma']);
     await t.budgets.set('gamma', hoursToGpuMs(14));

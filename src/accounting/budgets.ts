@@ -194,9 +194,9 @@ export class Budgets {
     return this.view(scope);
   }
 
-  /** A project's budgets for GPU types, by type. */
-  async typeBudgets(project: string): Promise<ScopeView[]> {
-    return this.views(await projectPartScopes(this.pool, { kind: 'project-type', projects: [project], q: null, limit: 1000 }));
+  /** The budgets for GPU types of these projects, by scope ('project-type:<p>/<t>'). */
+  async typeBudgets(projects: string[]): Promise<ScopeView[]> {
+    return this.views(await projectPartScopes(this.pool, { kind: 'project-type', projects, q: null, limit: 1000 }));
   }
 
   async runCap(project: string, run: string): Promise<ScopeView> {

@@ -33,7 +33,7 @@ export function projectGpuRoutes(allowed: AllowedGpuTypes, budgets: Budgets): Ro
   r.get('/projects/:project/gpu-types', async (req, res) => {
     const project = projectParam(req.params.project);
     must(res, (a) => a.canSeeProject(project), `read the GPU types of project ${project}`);
-    const [row, views] = await Promise.all([allowed.get(project), budgets.typeBudgets(project)]);
+    const [row, views] = await Promise.all([allowed.get(project), budgets.typeBudgets([project])]);
     const typeBudgets = views.map((v) => ({ gpuType: v.scope.slice(v.scope.indexOf('/') + 1), ...scopeJson(v) }));
     res.json({ project, allowed: row?.allowed ?? null, updatedAt: row?.updatedAt.toISOString() ?? null, budgets: typeBudgets });
   });

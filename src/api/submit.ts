@@ -164,13 +164,14 @@ export function submitRoutes(d: SubmitDeps): Router {
       d.requests ? d.held.list({ within: own, limit: HELD_SHOWN, offset: 0 }) : null,
       d.requests ? d.requests.list({ within: own, limit: REQUESTS_SHOWN, offset: 0 }) : null,
     ]);
+    const typeBudgets = page.projects.length > 0 ? await d.budgets.typeBudgets(page.projects.map((p) => p.project)) : [];
     const fields: FieldValues = parts.fields ?? { project: page.projects[0]?.project ?? '', user: a.who.name, jobType: '', gpuType: '', gpus: '1', hours: '1', count: '1', run: '' };
     const view: SubmitPageView = {
       now: d.clock.now(),
       timeZone: d.timeZone,
       who: { name: a.who.name, role: a.who.role, described: a.describe() },
       userChoice: a.who.role === 'admin' || a.who.role === 'manager' || a.who.via === 'token',
-      projects: { entries: page.projects, named: a.who.projects !== null, more: page.nextCursor !== null, q },
+      projects: { entries: page.projects, typeBudgets, named: a.who.projects !== null, more: page.nextCursor !== null, q },
       quota,
       fields,
       json: parts.json ?? '',
