@@ -159,7 +159,6 @@ for first = CHUNK + 1, #resKeys, CHUNK do
   anyKnown = redis.call('EXISTS', unpack(resKeys, first, math.min(first + CHUNK - 1, #resKeys))) > 0
 end
 local rate = (ratesOn or anyKnown) and rateModule(base, ratesOn)  -- includes/rate.lua (no rate limit, no known job: none)
-local throttled, cleared, dropped = {}, {}, {}
 
 local touched = {}      -- scope states to write, in first-touch order
 -- Scope lists: { bases, scopes, ids, caps, limited, free, blocked, soft,
@@ -196,16 +195,6 @@ local function resolve(sig)
     sig.limited, sig.free, sig.blocked, sig.soft, sig.freeSum = limited, free, blocked, soft, { 0, 0, 0 }
   end
   return sig.scopes
-end
---[[ fitsList(sig, charge, gpus): true when misfits(sig.scopes, charge, gpus) would be empty, asking only the limited scopes (no table built). ]]
-local function fitsList(sig, charge, gpus)
-  if sig.blocked then return false end
-  local limited = sig.limited
-  for i = 1, #limited do
-    local sc = limited[i]
-    if sc.ceiling and sc.used + sc.reserved + (sc.perGpu and gpus or charge[sc.unit]) > sc.ceiling then return false end
-  end
-  return true
 end
 
 local priceGroup, prices = groupPricer(base, price)  -- each group's rate, factor and allowed GPU type (includes/pricing.lua)
@@ -263,7 +252,7 @@ for j = 1, #batch do
   -- A GPU type its project may not use, with no rate where every type must have one, or a charge past 2^53: rejected before its rate is spent.
   local unpriced = fresh and ((not group.allowed and 'not-allowed') or (rejectUnpriced and not group.rate.known and 'unknown') or (not charge and 'too-costly'))
   local gated = rate and not again and not unpriced and (state == 'throttled' or (ratesOn and not state)) and group.factor ~= 0
-    and rate.gate(rsig, rate.bucketOf, resKey, jobId, state, nowMs, ts, throttled)
+    and rate.gate(rsig, rate.bucketOf, resKey, jobId, state, nowMs, ts)
   if again then
     if type(again) == 'number' then
       local a = admitted[again]
@@ -380,10 +369,8 @@ for j = 1, #batch do
     end
   end
   if gated then seenHere[resKey] = { 6, gated[2], 1, gated[4] } end
-  -- Throttled before and decided now: its record becomes the decision's, or goes with its rejection.
-  if state == 'throttled' and not again and not gated then
-    if r ~= 1 and (r[1] == 7 or r[1] == 8) then dropped[#dropped + 1] = jobId else cleared[#cleared + 1] = jobId end
-  end
+  -- A state was read, so the rate module was made (a known job in the batch).
+  if state == 'throttled' and not again and not gated then rate.decided(jobId, r) end
   results[#results + 1] = r
 end
 
@@ -398,6 +385,6 @@ if dry then return { idList, results, renamed, prices, dryWarnings(events) } end
 callChunked('SADD', base .. 'counters', writeTouched(touched), CHUNK)  -- includes/charges.lua
 writeAdmitted(admitted, openKey, ledgerKey, now, CHUNK)  -- includes/admitted.lua
 writeHeld(held, base, allHeldKey, now, CHUNK)  -- includes/held.lua
-if rate then rate.write(rate.buckets, throttled, cleared, dropped, nowMs, CHUNK) end
+if rate then rate.write(rate.buckets, nowMs, CHUNK) end
 emit(base, events, now)
 return { idList, results, renamed, prices }

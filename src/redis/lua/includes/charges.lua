@@ -51,6 +51,21 @@ local function misfits(scopes, charge, gpus)
 end
 
 --[[
+  fitsList(sig, charge, gpus): true when misfits(sig.scopes, charge, gpus)
+  would be empty, asking only a resolved scope list's limited scopes (no
+  table built; reserve.lua's resolve sets sig.limited and sig.blocked).
+]]
+local function fitsList(sig, charge, gpus)
+  if sig.blocked then return false end
+  local limited = sig.limited
+  for i = 1, #limited do
+    local sc = limited[i]
+    if sc.ceiling and sc.used + sc.reserved + (sc.perGpu and gpus or charge[sc.unit]) > sc.ceiling then return false end
+  end
+  return true
+end
+
+--[[
   misfitsText(short): misfits as stored on a held record and in JOB_HELD:
   'base|code|limit|used|reserved|unit|need' joined by ';' (numbers exact, %.0f).
 ]]
