@@ -82,6 +82,9 @@ export const releaseOption = () =>
   new Option('--release <mode>', 'auto: held jobs start by themselves when they fit; manual: an admin releases them').choices(['auto', 'manual']);
 
 export const runPath = (project: string, run: string) => `/projects/${encodeURIComponent(project)}/runs/${encodeURIComponent(run)}/cap`;
+export const budgetPath = (project: string) => `/projects/${encodeURIComponent(project)}/budget`;
+export const typeBudgetPath = (project: string, gpuType: string) => `/projects/${encodeURIComponent(project)}/gpu-types/${encodeURIComponent(gpuType)}/budget`;
+export const quotaPath = (user: string) => `/users/${encodeURIComponent(user)}/quota`;
 
 /** The query string of a listing paged by name, from `--limit`, `--cursor` and `--search`. */
 export const pageQuery = (o: { limit: string; cursor?: string; search?: string }) =>
@@ -112,10 +115,10 @@ export function limitPathOf(scope: string): { path: string; pick?: (answer: any)
   const at = scope.indexOf(':');
   const [kind, name] = [scope.slice(0, at), scope.slice(at + 1)];
   const [a = '', b] = name.split('/');
-  if (kind === 'project') return { path: `/projects/${encodeURIComponent(a)}/budget` };
-  if (kind === 'user-day' || kind === 'user-week') return { path: `/users/${encodeURIComponent(a)}/quota`, pick: (q) => (kind === 'user-day' ? q.daily : q.weekly) };
+  if (kind === 'project') return { path: budgetPath(a) };
+  if (kind === 'user-day' || kind === 'user-week') return { path: quotaPath(a), pick: (q) => (kind === 'user-day' ? q.daily : q.weekly) };
   if (kind === 'run' && b !== undefined) return { path: runPath(a, b) };
-  if (kind === 'project-type' && b !== undefined) return { path: `/projects/${encodeURIComponent(a)}/gpu-types/${encodeURIComponent(b)}/budget` };
+  if (kind === 'project-type' && b !== undefined) return { path: typeBudgetPath(a, b) };
   return null;
 }
 

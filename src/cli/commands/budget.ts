@@ -1,6 +1,6 @@
 /** `gatekeeper budget list|get|set|adjust`: project budgets in GPU hours, compute units or dollars. */
 import { Option, type Command } from 'commander';
-import { amountField, limitFields, num, pageQuery, type LimitOpts, releaseOption, unitOf, unitOption } from '../args.ts';
+import { amountField, budgetPath, limitFields, num, pageQuery, type LimitOpts, releaseOption, typeBudgetPath, unitOf, unitOption } from '../args.ts';
 import { budgetTable, projectsTable, scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -22,7 +22,7 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
     .description('limit, used, reserved and remaining')
     .action(async (project: string) => {
       const { api, json } = client();
-      const b = await api.call('GET', `/projects/${encodeURIComponent(project)}/budget`);
+      const b = await api.call('GET', budgetPath(project));
       print(json, b, () => budgetTable(b));
     });
   budget
@@ -39,7 +39,7 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
     .addOption(releaseOption())
     .action(async (project: string, amount: string, o: LimitOpts & { unit?: string; period?: string; rollover?: boolean; rolloverCap?: string }) => {
       const { api, json } = client();
-      const path = `/projects/${encodeURIComponent(project)}/budget`;
+      const path = budgetPath(project);
       const unit = await unitOf(api, o.unit, path);
       const b = await api.call('PUT', path, {
         ...amountField(unit, 'amount', amount),
@@ -57,8 +57,8 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
     .option('--reason <text>', 'why, for the audit log')
     .action(async (project: string, amount: string, o: { unit?: string; reason?: string }) => {
       const { api, json } = client();
-      const unit = await unitOf(api, o.unit, `/projects/${encodeURIComponent(project)}/budget`);
-      const b = await api.call('POST', `/projects/${encodeURIComponent(project)}/budget/adjust`, { ...amountField(unit, 'amount', amount), ...(o.reason ? { reason: o.reason } : {}) });
+      const unit = await unitOf(api, o.unit, budgetPath(project));
+      const b = await api.call('POST', `${budgetPath(project)}/adjust`, { ...amountField(unit, 'amount', amount), ...(o.reason ? { reason: o.reason } : {}) });
       print(json, b, () => budgetTable(b));
     });
   budget
@@ -89,7 +89,7 @@ export function addBudgetCommands(program: Command, { client, print }: CliContex
     .option('--reason <text>', 'why, for the audit log')
     .action(async (project: string, gpuType: string, amount: string | undefined, o: LimitOpts & { unit?: string; period?: string; remove?: boolean }) => {
       const { api, json } = client();
-      const path = `/projects/${encodeURIComponent(project)}/gpu-types/${encodeURIComponent(gpuType)}/budget`;
+      const path = typeBudgetPath(project, gpuType);
       const b = o.remove
         ? await api.call('DELETE', path, o.reason ? { reason: o.reason } : {})
         : amount === undefined

@@ -1,6 +1,6 @@
 /** `gatekeeper quota list|get|set`: users' daily and weekly quotas in GPU hours. */
 import { CommanderError, Option, type Command } from 'commander';
-import { amountField, EXIT, limitFields, pageQuery, type LimitOpts, releaseOption, unitOf, unitOption } from '../args.ts';
+import { amountField, EXIT, limitFields, pageQuery, quotaPath, type LimitOpts, releaseOption, unitOf, unitOption } from '../args.ts';
 import { quotaTable, scopeTable } from '../format.ts';
 import type { CliContext } from '../context.ts';
 
@@ -24,7 +24,7 @@ export function addQuotaCommands(program: Command, { client, print }: CliContext
     .description('used, reserved, remaining and next reset, per period')
     .action(async (user: string) => {
       const { api, json } = client();
-      const q = await api.call('GET', `/users/${encodeURIComponent(user)}/quota`);
+      const q = await api.call('GET', quotaPath(user));
       print(json, q, () => quotaTable(q));
     });
   quota
@@ -40,7 +40,7 @@ export function addQuotaCommands(program: Command, { client, print }: CliContext
     .action(async (user: string, o: LimitOpts & { unit?: string; daily?: string; weekly?: string }) => {
       if (o.daily === undefined && o.weekly === undefined) throw new CommanderError(EXIT.usage, 'usage', 'give --daily and/or --weekly');
       const { api, json } = client();
-      const path = `/users/${encodeURIComponent(user)}/quota`;
+      const path = quotaPath(user);
       const one = async (v: string | undefined, what: 'daily' | 'weekly') =>
         v === undefined ? {} : { [what]: v === 'none' ? null : { ...amountField(await unitOf(api, o.unit, path, (q) => q[what]), `--${what}`, v), ...limitFields({ ...o, reason: undefined }) } };
       const q = await api.call('PUT', path, { ...(await one(o.daily, 'daily')), ...(await one(o.weekly, 'weekly')), ...(o.reason ? { reason: o.reason } : {}) });
