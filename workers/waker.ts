@@ -31,7 +31,6 @@ import { Keys } from '../src/redis/keys.ts';
 import { HeldJobs } from '../src/admin/held.ts';
 import { scopeLabel } from '../src/accounting/scopes.ts';
 import { masters } from '../queues/connection.ts';
-import { pipelined } from '../src/redis/pipelined.ts';
 import { parseCap } from '../src/accounting/definitions.ts';
 import { capAt } from '../src/accounting/gpu-caps.ts';
 import { minuteOfWeek } from '../src/periods.ts';
@@ -70,36 +69,26 @@ export function createWaker(deps: WakerDeps) {
   let closed = false;
   let loop: Promise<void> | null = null;
 
-  /** Is any of these scope bases' limits released by an admin only? One read per base. */
-  async function manual(bases: string[]): Promise<Set<string>> {
-    const out = await pipelined(redis, bases, (p, b) => p.hget(keys.def(b), 'release'));
-    return new Set(bases.filter((_, i) => out[i] === 'manual'));
-  }
-
-  /** The first `n` jobs of a line the waker may decide: up to the first that also waits in a manual line (an admin's). */
-  async function heads(base: string, n: number): Promise<string[]> {
-    const ids = await redis.zrange(keys.line(base), '0', String(n - 1));
-    if (ids.length === 0) return ids;
-    const lines = (await pipelined(redis, ids, (p, id) => p.hget(keys.reservation(id), 'lines'))).map((v) => (typeof v === 'string' && v ? v.split(',') : []));
-    const manualLines = await manual([...new Set(lines.flat())].filter((l) => l !== base));
-    const stop = lines.findIndex((ls) => ls.some((l) => manualLines.has(l)));
-    return stop < 0 ? ids : ids.slice(0, stop);
+  /** Is this scope base's limit released by an admin only? */
+  async function manual(base: string): Promise<boolean> {
+    return (await redis.hget(keys.def(base), 'release')) === 'manual';
   }
 
   /**
    * Decide one line's first job again, and while every job decided starts,
    * the next ones, 8 times as many each time (up to HEADS). release.lua's
    * 'wake' mode stops at the first job that stays (the jobs behind it stay
-   * too, first in, first out); the growing steps keep what it reads ahead of
-   * that job small. How many were admitted.
+   * too, first in, first out), and at one that left the line or also waits
+   * in a manual line (an admin's) since it was read; the growing steps keep
+   * what it reads ahead of that job small. How many were admitted.
    */
   async function wakeLine(base: string): Promise<number> {
     // Most signals find the line empty (every limit is signalled when it is set): one read then.
-    if ((await redis.exists(keys.line(base))) === 0 || (await manual([base])).size > 0) return 0;
+    if ((await redis.exists(keys.line(base))) === 0 || (await manual(base))) return 0;
     const note = `woken: room in ${scopeLabel(base)}`;
     let admitted = 0;
     for (let n = 1; ; n = Math.min(n * 8, HEADS)) {
-      const take = await heads(base, n);
+      const take = await redis.zrange(keys.line(base), '0', String(n - 1));
       if (take.length === 0) break;
       const r = await held.wake(base, take, note);
       admitted += r.admitted.length;
