@@ -26,15 +26,16 @@
  *     admit (no older job in a line of its scopes, fits every scope) unless
  *     it waits in a manual line, and the wake set is empty.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, it } from 'vitest';
 import fc from 'fast-check';
-import { createTestEnv, TestClock, type TestEnv } from './support/env.ts';
+import type { TestEnv } from './support/env.ts';
+import { createWakeEnv, type WakeEnv } from './support/wake-env.ts';
 import { unlinkMatching } from './support/infra.ts';
 import { WakeModel, type MJob } from './support/wake-model.ts';
-import { Budgets } from '../src/accounting/budgets.ts';
-import { HeldJobs } from '../src/admin/held.ts';
+import type { Budgets } from '../src/accounting/budgets.ts';
+import type { HeldJobs } from '../src/admin/held.ts';
 import { parseEntry } from '../src/ledger/writer.ts';
-import { createWaker, type Waker, type WakeReport } from '../workers/waker.ts';
+import type { Waker, WakeReport } from '../workers/waker.ts';
 
 const NOW = Date.UTC(2026, 11, 5, 12);
 /** Projects (the first without a period, the others monthly) and users. */
@@ -81,23 +82,17 @@ const orgArb: fc.Arbitrary<Org> = fc.record({
   quotas: fc.array(fc.option(fc.record({ limit: fc.integer({ min: 2, max: 8 }), manual: manualArb }), { freq: 3 }), { minLength: NU, maxLength: NU }),
 });
 
+let env: WakeEnv | undefined;
 let t: TestEnv;
 let budgets: Budgets;
 let held: HeldJobs;
 let wakers: Waker[];
 let run = 0;
 beforeAll(async () => {
-  t = await createTestEnv();
-  const clock = new TestClock(NOW);
-  budgets = new Budgets(t.pool, t.accounting, clock);
-  held = new HeldJobs(t.config, t.redis, t.pool, clock, t.log);
-  wakers = [t.redis, t.connection()].map((connection) => createWaker({ config: t.config, connection, pool: t.pool, log: t.log, clock }));
+  env = await createWakeEnv(NOW);
+  ({ t, budgets, held, wakers } = env);
 });
-afterAll(async () => {
-  await Promise.all((wakers ?? []).map((w) => w.close()));
-  await held?.close();
-  await t?.close();
-});
+afterAll(async () => env?.close());
 
 /**
  * Both wakers at once until no signal is left. The first drains; the second
@@ -355,71 +350,5 @@ describe('the waker against a reference model', () => {
       { c: 'quota', user: 1, limit: 5, manual: false },
       { c: 'wake' },
     ]);
-  });
-});
-
-/**
- * A waker reads a line's first jobs, then asks release.lua to decide them:
- * the other waker may act in between. These replay such a read by hand (the
- * other waker's calls first, then the stale one) and hold release.lua to
- * deciding only jobs still in the line woken and in no manual line.
- */
-describe('a stale read of a line', () => {
-  const lines = (s: string) => t.redis.zrange(t.accounting.keys.line(s), '0', '-1');
-
-  it('admits no job that moved into a manual line since, though room appeared there', async () => {
-    const P = 'project:mp';
-    const U = 'user-day:mu0';
-    await budgets.set('mp', 10, ops, null, { release: 'auto', period: 'none' });
-    await budgets.set('mo', 10, ops, null, { release: 'auto', period: 'none' });
-    await budgets.setQuota('mu0', { daily: { limitGpuMs: 3, release: 'manual' } }, ops, null);
-    const sub = async (id: string, order: number, amount: number, project = 'mp') =>
-      (await t.accounting.reserveMany([{ jobId: id, order, amountGpuMs: amount, scopes: [`project:${project}`, U], meta: { project, user: 'mu0', gpus: 1 } }], NOW))[0]!.kind;
-    expect(await sub('m0', 1, 2)).toBe('reserved');
-    await budgets.set('mp', 2, ops, null, { release: 'auto' });
-    expect(await sub('mX', 2, 1)).toBe('held');
-    await budgets.set('mp', 10, ops, null, { release: 'auto' });
-    expect(await sub('m1', 3, 1, 'mo')).toBe('reserved');
-    // Waker A reads [mX] from P's line; B decides mX first: it misses the manual quota now, and waits there alone.
-    await held.wake(P, ['mX'], 'B');
-    expect([await lines(P), await lines(U)]).toEqual([[], ['mX']]);
-    // Room appears in the manual quota; A's call comes: an admin releases that line, not A.
-    await t.accounting.settle('m1', (await t.accounting.reservation('m1'))!.scopes, 0, 'settle', NOW);
-    expect((await held.wake(P, ['mX'], 'A')).admitted).toEqual([]);
-    expect(await t.accounting.reservation('mX')).toMatchObject({ state: 'held' });
-  });
-
-  it('leaves a job that moved to another line where the other waker put it', async () => {
-    const P = 'project:ap';
-    const U0 = 'user-day:au0';
-    await budgets.set('ap', 4, ops, null, { release: 'auto', period: 'none' });
-    await budgets.setQuota('au0', { daily: { limitGpuMs: 10, release: 'auto' } }, ops, null);
-    const m = new WakeModel();
-    m.limit.set(P, 4);
-    m.limit.set(U0, 10);
-    const sub = async (id: string, order: number, amount: number, user: string) => {
-      const j: MJob = { id, order, amount, scopes: [P, `user-day:${user}`], state: 'held', lines: new Set() };
-      const [out] = await t.accounting.reserveMany([{ jobId: id, order, amountGpuMs: amount, scopes: j.scopes, meta: { project: 'ap', user, gpus: 1 } }], NOW);
-      expect(out!.kind).toBe(m.submit(j));
-      return j;
-    };
-    const j0 = await sub('a0', 1, 4, 'au1');
-    await sub('aX', 2, 2, 'au0');
-    await sub('aY', 3, 3, 'au1');
-    await budgets.setQuota('au0', { daily: { limitGpuMs: 1, release: 'auto' } }, ops, null);
-    m.limit.set(U0, 1);
-    // The quota's line is empty: its signal moves nothing.
-    await Promise.all(wakers.map((w) => w.drain()));
-    await t.accounting.settle('a0', (await t.accounting.reservation('a0'))!.scopes, 0, 'settle', NOW);
-    m.settle(j0, 0);
-    // Both wakers hold a turn at P. A reads [aX]; B moves aX to the quota's line alone, then admits aY; then A's call.
-    m.signals.set(P, 2);
-    await held.wake(P, ['aX'], 'B');
-    await held.wake(P, ['aY'], 'B');
-    await held.wake(P, ['aX'], 'A');
-    await Promise.all(wakers.map((w) => w.drain()));
-    const real = { P: await lines(P), U0: await lines(U0), Y: (await t.accounting.reservation('aY'))?.state };
-    expect(real).toEqual({ P: [], U0: ['aX'], Y: 'reserved' });
-    expect(m.quiescent().map((o) => ({ P: o.line(P).map((j) => j.id), U0: o.line(U0).map((j) => j.id), Y: o.jobs.get('aY')!.state }))).toContainEqual(real);
   });
 });

@@ -24,7 +24,7 @@
  * them at once: release.lua decides in 'wake' mode only jobs still in the
  * line woken and in no manual line, so a read made stale by the other
  * waker only ends a turn early, with the line signalled again by the job
- * that left it (test/wake-model.test.ts replays two such reads).
+ * that left it (test/wake-stale.test.ts replays two such reads).
  */
 
 /** Two wakers race in the test: at most two lines' turns are under way at once. */
